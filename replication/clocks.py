@@ -1,0 +1,239 @@
+"""Causal metadata: dots, version vectors, causal contexts with gaps, a hybrid logical clock.
+
+A dot names one event: (replica, n) is the n-th event at that replica. A version
+vector summarises a gap-free prefix of each replica's events. A causal context is a
+version vector plus a small "cloud" of dots seen out of order; when the gaps fill,
+the cloud folds back into the vector, so steady-state cost is O(replicas).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, NamedTuple
+
+from .errors import MalformedDelta
+
+MAX_COUNTER = 2**63 - 1
+MAX_REPLICA_ID_LEN = 64
+
+
+class Dot(NamedTuple):
+    replica: str
+    counter: int
+
+
+class VersionVector:
+    """replica -> highest contiguous counter seen. Zero entries are never stored."""
+
+    __slots__ = ("_v",)
+
+    def __init__(self, entries: dict[str, int] | None = None) -> None:
+        self._v: dict[str, int] = {r: n for r, n in (entries or {}).items() if n > 0}
+
+    def get(self, replica: str) -> int:
+        return self._v.get(replica, 0)
+
+    def contains(self, dot: Dot) -> bool:
+        return dot[1] <= self._v.get(dot[0], 0)
+
+    def bump(self, replica: str, to: int) -> None:
+        if to > self._v.get(replica, 0):
+            self._v[replica] = to
+
+    def merge(self, other: VersionVector) -> None:
+        for r, n in other._v.items():
+            if n > self._v.get(r, 0):
+                self._v[r] = n
+
+    def dominates(self, other: VersionVector) -> bool:
+        """self >= other pointwise."""
+        return all(n <= self._v.get(r, 0) for r, n in other._v.items())
+
+    def concurrent(self, other: VersionVector) -> bool:
+        return not self.dominates(other) and not other.dominates(self)
+
+    def meet(self, other: VersionVector) -> VersionVector:
+        """Pointwise minimum: what both have seen."""
+        return VersionVector({r: min(n, other.get(r)) for r, n in self._v.items()})
+
+    def copy(self) -> VersionVector:
+        vv = VersionVector()
+        vv._v = dict(self._v)
+        return vv
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(sorted(self._v.items()))
+
+    def items(self):
+        return self._v.items()
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VersionVector) and self._v == other._v
+
+    def __repr__(self) -> str:
+        return f"VersionVector({self.to_dict()})"
+
+
+class CausalContext:
+    """A set of dots stored as a version vector plus the dots beyond its gaps."""
+
+    __slots__ = ("vv", "cloud")
+
+    def __init__(self, vv: VersionVector | None = None, cloud: Iterable[Dot] = ()) -> None:
+        self.vv = vv.copy() if vv is not None else VersionVector()
+        self.cloud: set[Dot] = set()
+        for d in cloud:
+            self.add(d)
+
+    @classmethod
+    def of(cls, dots: Iterable[Dot]) -> CausalContext:
+        return cls(cloud=dots)
+
+    def contains(self, dot: Dot) -> bool:
+        return self.vv.contains(dot) or dot in self.cloud
+
+    __contains__ = contains
+
+    def next_dot(self, replica: str) -> Dot:
+        """A dot above every dot of `replica` this context has seen, gaps included."""
+        top = max((d[1] for d in self.cloud if d[0] == replica), default=self.vv.get(replica))
+        return Dot(replica, top + 1)
+
+    def add(self, dot: Dot) -> None:
+        r, n = dot
+        top = self.vv.get(r)
+        if n <= top:
+            return
+        if n == top + 1:
+            self.vv.bump(r, n)
+            if self.cloud:
+                self._fold(r)
+        else:
+            self.cloud.add(Dot(r, n))
+
+    def _fold(self, replica: str) -> None:
+        n = self.vv.get(replica)
+        while (replica, n + 1) in self.cloud:
+            n += 1
+            self.cloud.discard(Dot(replica, n))
+        self.vv.bump(replica, n)
+
+    def merge(self, other: CausalContext) -> None:
+        self.vv.merge(other.vv)
+        for d in other.cloud:
+            self.cloud.add(d)
+        self.compact()
+
+    def compact(self) -> None:
+        if not self.cloud:
+            return
+        self.cloud = {d for d in self.cloud if not self.vv.contains(d)}
+        for r in {d[0] for d in self.cloud}:
+            self._fold(r)
+
+    def covers(self, other: CausalContext) -> bool:
+        """Every dot of `other` is in self."""
+        return self.vv.dominates(other.vv) and all(self.contains(d) for d in other.cloud)
+
+    def dots_not_in(self, other: CausalContext) -> Iterator[Dot]:
+        """The dots of self that `other` lacks (lazily: the caller may stop early)."""
+        for r, top in self.vv.items():
+            for n in range(other.vv.get(r) + 1, top + 1):
+                if (r, n) not in other.cloud:
+                    yield Dot(r, n)
+        for d in self.cloud:
+            if not other.contains(d):
+                yield d
+
+    def dots(self) -> Iterator[Dot]:
+        return self.dots_not_in(CausalContext())
+
+    def copy(self) -> CausalContext:
+        c = CausalContext()
+        c.vv = self.vv.copy()
+        c.cloud = set(self.cloud)
+        return c
+
+    def to_wire(self) -> list:
+        return [self.vv.to_dict(), sorted([list(d) for d in self.cloud])]
+
+    @classmethod
+    def from_wire(cls, obj: object) -> CausalContext:
+        if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and isinstance(obj[0], dict)):
+            raise MalformedDelta("causal context must be [version_vector, cloud]")
+        vv, cloud = obj
+        if not isinstance(cloud, (list, tuple)):
+            raise MalformedDelta("causal context cloud must be a list of dots")
+        for r, n in vv.items():
+            check_replica_id(r)
+            if type(n) is not int or not 0 <= n <= MAX_COUNTER:
+                raise MalformedDelta(f"version vector entry for {r!r} must be an integer in [0, 2^63)")
+        return cls(VersionVector(vv), [dot_from_wire(d) for d in cloud])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CausalContext) and self.vv == other.vv and self.cloud == other.cloud
+
+    def __repr__(self) -> str:
+        return f"CausalContext({self.vv.to_dict()}, cloud={sorted(self.cloud)})"
+
+
+def check_replica_id(r: object) -> str:
+    if not isinstance(r, str) or not 0 < len(r) <= MAX_REPLICA_ID_LEN:
+        raise MalformedDelta(f"replica id must be a non-empty string of at most {MAX_REPLICA_ID_LEN} characters")
+    return r
+
+
+def dot_from_wire(obj: object) -> Dot:
+    if not (isinstance(obj, (list, tuple)) and len(obj) == 2):
+        raise MalformedDelta("a dot must be [replica, counter]")
+    r, n = obj
+    check_replica_id(r)
+    if type(n) is not int or not 1 <= n <= MAX_COUNTER:
+        raise MalformedDelta("a dot's counter must be an integer in [1, 2^63)")
+    return Dot(r, n)
+
+
+class Timestamp(NamedTuple):
+    """Hybrid logical time: wall milliseconds plus a counter for events in the same millisecond."""
+
+    wall_ms: int
+    logical: int
+
+
+class HybridLogicalClock:
+    """Kulkarni et al. HLC. Physical time is passed in; the clock never reads one.
+
+    A remote timestamp further ahead of our physical clock than `max_drift_ms` is not
+    adopted, so one peer with a broken clock cannot drag every timestamp into the future.
+    """
+
+    def __init__(self, max_drift_ms: int = 60_000) -> None:
+        self.last = Timestamp(0, 0)
+        self.max_drift_ms = max_drift_ms
+
+    def now(self, physical_ms: float) -> Timestamp:
+        pt = int(physical_ms)
+        if pt > self.last.wall_ms:
+            self.last = Timestamp(pt, 0)
+        else:
+            self.last = Timestamp(self.last.wall_ms, self.last.logical + 1)
+        return self.last
+
+    def observe(self, remote: Timestamp, physical_ms: float) -> bool:
+        """Fold in a timestamp seen on a message. Returns False when it was too far ahead to adopt."""
+        pt = int(physical_ms)
+        if remote.wall_ms - pt > self.max_drift_ms:
+            return False
+        wall = max(self.last.wall_ms, remote.wall_ms, pt)
+        if wall == self.last.wall_ms == remote.wall_ms:
+            logical = max(self.last.logical, remote.logical) + 1
+        elif wall == self.last.wall_ms:
+            logical = self.last.logical + 1
+        elif wall == remote.wall_ms:
+            logical = remote.logical + 1
+        else:
+            logical = 0
+        self.last = Timestamp(wall, logical)
+        return True

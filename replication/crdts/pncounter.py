@@ -1,0 +1,94 @@
+"""PN-counter (delta-state, dot-based, after Almeida et al.'s causal counter).
+
+Store: DotFun  dot -> (p, n): one entry per replica that has counted, holding the sum of
+its increments p and decrements n. A replica's next change writes a new dot that
+supersedes its previous one, so the store never holds more than one entry per replica
+and a stale entry can never be added back.
+
+Value: the sum over entries of p - n.
+Laws: as for every causal CRDT; also the value equals the sum of every applied `add`.
+"""
+
+from __future__ import annotations
+
+from ..clocks import MAX_COUNTER, CausalContext, Dot, dot_from_wire
+from ..errors import CounterOverflow, InvalidOperation, MalformedDelta
+from .dotstore import join_dotfun
+
+Store = dict[Dot, tuple[int, int]]
+
+NAME = "counters"
+join = join_dotfun
+
+
+def empty() -> Store:
+    return {}
+
+
+def _own(store: Store, replica: str) -> tuple[Dot | None, int, int]:
+    for d, (p, n) in store.items():
+        if d[0] == replica:
+            return d, p, n
+    return None, 0, 0
+
+
+def _next(store: Store, replica: str, amount: int) -> tuple[Dot | None, int, int]:
+    if type(amount) is not int:
+        raise InvalidOperation("a counter change must be an integer")
+    old, p, n = _own(store, replica)
+    if amount >= 0:
+        p += amount
+    else:
+        n -= amount
+    if p > MAX_COUNTER or n > MAX_COUNTER:
+        raise CounterOverflow("this change would overflow the replica's 63-bit counter")
+    return old, p, n
+
+
+def add_delta(store: Store, replica: str, dot: Dot, amount: int):
+    """The delta of adding `amount` (negative to subtract); None for zero."""
+    old, p, n = _next(store, replica, amount)
+    if amount == 0:
+        return None
+    seen = {dot} if old is None else {old, dot}
+    return {dot: (p, n)}, seen
+
+
+def apply_add(store: Store, ctx: CausalContext, replica: str, dot: Dot, amount: int) -> None:
+    old, p, n = _next(store, replica, amount)
+    if amount == 0:
+        return
+    if old is not None:
+        del store[old]
+    store[dot] = (p, n)
+    ctx.add(dot)
+
+
+def value(store: Store) -> int:
+    return sum(p - n for p, n in store.values())
+
+
+def dots(store: Store):
+    return store.keys()
+
+
+def to_wire(store: Store) -> list:
+    return [[d[0], d[1], p, n] for d, (p, n) in sorted(store.items())]
+
+
+def from_wire(obj: object) -> Store:
+    if not isinstance(obj, list):
+        raise MalformedDelta("a counter store must be a list of [replica, counter, p, n]")
+    out: Store = {}
+    for item in obj:
+        if not (isinstance(item, list) and len(item) == 4):
+            raise MalformedDelta("a counter entry must be [replica, counter, p, n]")
+        r, c, p, n = item
+        dot = dot_from_wire([r, c])
+        for x in (p, n):
+            if type(x) is not int or not 0 <= x <= MAX_COUNTER:
+                raise MalformedDelta("counter totals must be integers in [0, 2^63)")
+        if any(d[0] == r for d in out):
+            raise MalformedDelta(f"replica {r!r} has two entries in one counter")
+        out[dot] = (p, n)
+    return out

@@ -1,0 +1,204 @@
+"""The sans-IO replica: local reads and writes, deltas in and out, nothing else.
+
+It never reads a clock, sleeps, or opens a socket: callers pass `now` (milliseconds) in
+and carry the returned deltas wherever they go. The simulator and the real network drive
+this same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .clocks import CausalContext, Dot, HybridLogicalClock, Timestamp, VersionVector
+from .crdts import mvregister, orset, pncounter
+from .delta import Delta, KeyRef
+from .errors import InvalidOperation
+from .store import Store
+from .tokens import ContextTokens
+from .values import check_key, check_namespace, decode_value, encode_value
+
+DEV_SECRET = b"edgestate-local-development-secret"
+
+
+@dataclass(frozen=True)
+class Sibling:
+    value: Any
+    replica: str
+    counter: int
+    wall_ms: int
+    logical: int
+
+
+@dataclass(frozen=True)
+class KvView:
+    key: str
+    siblings: tuple[Sibling, ...]
+    context: str | None
+
+    @property
+    def values(self) -> list[Any]:
+        return [s.value for s in self.siblings]
+
+
+def check_replica_name(replica_id: object) -> str:
+    if not isinstance(replica_id, str) or not 0 < len(replica_id) <= 64:
+        raise ValueError("a replica id must be a non-empty string of at most 64 characters")
+    return replica_id
+
+
+class Replica:
+    def __init__(self, replica_id: str, *, secret: bytes = DEV_SECRET, members: Iterable[str] = ()) -> None:
+        self.id = check_replica_name(replica_id)
+        self.store = Store()
+        self.hlc = HybridLogicalClock()
+        self.tokens = ContextTokens(secret)
+        self.members = set(members) | {self.id}
+        self.peer_applied: dict[str, VersionVector] = {}
+
+    # -- reads: this replica's view, which may lag others ---------------------------
+
+    def read_kv(self, key: str) -> KvView:
+        store = self.store.get("kv", check_key(key))
+        sibs = mvregister.siblings(store)
+        return KvView(
+            key=key,
+            siblings=tuple(Sibling(decode_value(v), d[0], d[1], ts[0], ts[1]) for d, (v, ts) in sibs),
+            context=self.tokens.issue("kv", key, store) if store else None,
+        )
+
+    def read_counter(self, key: str) -> int:
+        return pncounter.value(self.store.get("counters", check_key(key)))
+
+    def read_set(self, key: str) -> list[Any]:
+        return [decode_value(e) for e in orset.members(self.store.get("sets", check_key(key)))]
+
+    def read(self, ns: str, key: str):
+        return {"kv": self.read_kv, "counters": self.read_counter, "sets": self.read_set}[check_namespace(ns)](key)
+
+    # -- local writes: answered here, no round trip --------------------------------
+
+    def _dots(self, n: int) -> list[Dot]:
+        first = self.store.ctx.next_dot(self.id)
+        return [Dot(self.id, first.counter + i) for i in range(n)]
+
+    def _commit(self, ns: str, key: str, out, new_dots: list[Dot]) -> Delta | None:
+        if out is None:
+            return None
+        delta = self.store.local_delta(ns, key, out[0], out[1], new_dots)
+        self.store.apply(delta)
+        return delta
+
+    def _observed(self, key: str, context: str | None) -> list[Dot] | None:
+        return None if context is None else self.tokens.open(context, "kv", key)
+
+    def write_kv(self, key: str, value: Any, context: str | None = None, *, now: float) -> tuple[KvView, Delta]:
+        check_key(key)
+        raw = encode_value(value)
+        observed = self._observed(key, context)
+        [dot] = self._dots(1)
+        out = mvregister.write_delta(self.store.get("kv", key), dot, raw, self.hlc.now(now), observed)
+        return self.read_kv(key), self._commit("kv", key, out, [dot])
+
+    def delete_kv(self, key: str, context: str | None = None, *, now: float) -> tuple[KvView, Delta | None]:
+        check_key(key)
+        observed = self._observed(key, context)
+        [event] = self._dots(1)
+        out = mvregister.clear_delta(self.store.get("kv", key), event, observed)
+        if out is not None:
+            self.hlc.now(now)
+        return self.read_kv(key), self._commit("kv", key, out, [event])
+
+    def add_counter(self, key: str, amount: int, *, now: float) -> tuple[int, Delta | None]:
+        check_key(key)
+        [dot] = self._dots(1)
+        out = pncounter.add_delta(self.store.get("counters", key), self.id, dot, amount)
+        if out is not None:
+            self.hlc.now(now)
+        return self.read_counter(key), self._commit("counters", key, out, [dot])
+
+    def _elements(self, elements: object) -> list[bytes]:
+        if not isinstance(elements, list):
+            raise InvalidOperation("set elements must be given as a list")
+        return list(dict.fromkeys(encode_value(e) for e in elements))
+
+    def add_to_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
+        check_key(key)
+        encoded = self._elements(elements)
+        new = self._dots(len(encoded))
+        out = orset.add_delta(self.store.get("sets", key), encoded, new) if encoded else None
+        if out is not None:
+            self.hlc.now(now)
+        return self.read_set(key), self._commit("sets", key, out, new)
+
+    def remove_from_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
+        check_key(key)
+        encoded = self._elements(elements)
+        [event] = self._dots(1)
+        out = orset.remove_delta(self.store.get("sets", key), encoded, event)
+        if out is not None:
+            self.hlc.now(now)
+        return self.read_set(key), self._commit("sets", key, out, [event])
+
+    def write(self, ns: str, key: str, op: object, *, now: float):
+        """One write by namespace, the shape the HTTP API speaks. Returns (view, delta or None)."""
+        check_namespace(ns)
+        if not isinstance(op, dict):
+            raise InvalidOperation("an operation must be an object")
+        ops = {
+            ("kv", "value"): lambda: self.write_kv(key, op["value"], op.get("context"), now=now),
+            ("kv", "delete"): lambda: self.delete_kv(key, op.get("context"), now=now),
+            ("counters", "add"): lambda: self.add_counter(key, op["add"], now=now),
+            ("sets", "add"): lambda: self.add_to_set(key, op["add"], now=now),
+            ("sets", "remove"): lambda: self.remove_from_set(key, op["remove"], now=now),
+        }
+        verbs = [v for (n, v) in ops if n == ns and v in op]
+        allowed = {"kv": {"value", "delete", "context"}, "counters": {"add"}, "sets": {"add", "remove"}}[ns]
+        extra = set(op) - allowed
+        if len(verbs) != 1 or extra:
+            names = sorted(v for (n, v) in ops if n == ns)
+            raise InvalidOperation(f"a {ns} operation needs exactly one of {', '.join(names)}")
+        return ops[(ns, verbs[0])]()
+
+    # -- replication ------------------------------------------------------------------
+
+    def apply(self, delta: Delta, *, now: float | None = None) -> list[KeyRef]:
+        """Join a remote delta: idempotent and order-free. Raises before changing anything."""
+        changed = self.store.apply(delta)
+        if now is not None:
+            latest = max(
+                (ts for (ns, _), s in delta.entries.items() if ns == "kv" for _v, ts in s.values()),
+                default=None,
+            )
+            if latest is not None:
+                self.hlc.observe(Timestamp(*latest), now)
+        return changed
+
+    def apply_wire(self, obj: object, *, now: float | None = None) -> list[KeyRef]:
+        return self.apply(Delta.from_wire(obj), now=now)
+
+    def deltas_since(self, remote: VersionVector | CausalContext) -> Delta | None:
+        return self.store.deltas_since(remote)
+
+    def observe_peer(self, peer: str, applied: VersionVector | CausalContext) -> None:
+        """Record what a peer holds; dot->key entries every member holds are then forgotten."""
+        vv = applied.vv if isinstance(applied, CausalContext) else applied
+        self.peer_applied[peer] = vv.copy()
+        if self.members - {self.id} <= self.peer_applied.keys():
+            stable = self.store.applied.vv
+            for m in self.members - {self.id}:
+                stable = stable.meet(self.peer_applied[m])
+            self.store.forget_stable(stable)
+
+    # -- identity ---------------------------------------------------------------------
+
+    @property
+    def version_vector(self) -> VersionVector:
+        return self.store.applied.vv.copy()
+
+    @property
+    def applied_context(self) -> CausalContext:
+        return self.store.applied.copy()
+
+    def digest(self) -> str:
+        return self.store.digest()
