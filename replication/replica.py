@@ -98,7 +98,8 @@ class Replica:
         observed = self._observed(key, context)
         [dot] = self._dots(1)
         out = mvregister.write_delta(self.store.get("kv", key), dot, raw, self.hlc.now(now), observed)
-        return self.read_kv(key), self._commit("kv", key, out, [dot])
+        delta = self._commit("kv", key, out, [dot])
+        return self.read_kv(key), delta
 
     def delete_kv(self, key: str, context: str | None = None, *, now: float) -> tuple[KvView, Delta | None]:
         check_key(key)
@@ -107,7 +108,8 @@ class Replica:
         out = mvregister.clear_delta(self.store.get("kv", key), event, observed)
         if out is not None:
             self.hlc.now(now)
-        return self.read_kv(key), self._commit("kv", key, out, [event])
+        delta = self._commit("kv", key, out, [event])
+        return self.read_kv(key), delta
 
     def add_counter(self, key: str, amount: int, *, now: float) -> tuple[int, Delta | None]:
         check_key(key)
@@ -115,7 +117,8 @@ class Replica:
         out = pncounter.add_delta(self.store.get("counters", key), self.id, dot, amount)
         if out is not None:
             self.hlc.now(now)
-        return self.read_counter(key), self._commit("counters", key, out, [dot])
+        delta = self._commit("counters", key, out, [dot])
+        return self.read_counter(key), delta
 
     def _elements(self, elements: object) -> list[bytes]:
         if not isinstance(elements, list):
@@ -129,7 +132,8 @@ class Replica:
         out = orset.add_delta(self.store.get("sets", key), encoded, new) if encoded else None
         if out is not None:
             self.hlc.now(now)
-        return self.read_set(key), self._commit("sets", key, out, new)
+        delta = self._commit("sets", key, out, new)
+        return self.read_set(key), delta
 
     def remove_from_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
         check_key(key)
@@ -138,7 +142,8 @@ class Replica:
         out = orset.remove_delta(self.store.get("sets", key), encoded, event)
         if out is not None:
             self.hlc.now(now)
-        return self.read_set(key), self._commit("sets", key, out, [event])
+        delta = self._commit("sets", key, out, [event])
+        return self.read_set(key), delta
 
     def write(self, ns: str, key: str, op: object, *, now: float):
         """One write by namespace, the shape the HTTP API speaks. Returns (view, delta or None)."""
