@@ -143,7 +143,7 @@ class CausalContext:
             for n in range(other.vv.get(r) + 1, top + 1):
                 if (r, n) not in other.cloud:
                     yield Dot(r, n)
-        for d in self.cloud:
+        for d in sorted(self.cloud):  # sorted: set order varies between processes
             if not other.contains(d):
                 yield d
 

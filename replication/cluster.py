@@ -7,19 +7,24 @@ keep their own state, and convergence is checked by comparing their digests.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
+from .errors import EdgeStateError
 from .geo import Pop
-from .replica import DEV_SECRET, Replica
+from .replica import Replica
 
 
-class UnknownReplica(KeyError):
-    pass
+class UnknownReplica(EdgeStateError):
+    code = "unknown_replica"
 
 
 class LocalCluster:
-    def __init__(self, pops: list[Pop], *, secret: bytes = DEV_SECRET, clock: Callable[[], float] | None = None):
+    def __init__(self, pops: list[Pop], *, secret: bytes | None = None, clock: Callable[[], float] | None = None):
+        # A fresh secret per cluster: its replicas mint dots from 1 again, so a token kept
+        # from an earlier run would otherwise name dots of writes its holder never saw.
+        secret = secret or os.urandom(32)
         self.pops = {p.id: p for p in pops}
         ids = list(self.pops)
         self.replicas = {i: Replica(i, secret=secret, members=ids) for i in ids}
@@ -30,7 +35,8 @@ class LocalCluster:
         try:
             return self.replicas[replica_id]
         except KeyError:
-            raise UnknownReplica(replica_id) from None
+            known = ", ".join(self.replicas)
+            raise UnknownReplica(f"no replica {replica_id!r} in this cluster (known: {known})") from None
 
     def write(self, replica_id: str, ns: str, key: str, op: dict):
         """Write at one replica, then hand the delta to every other replica."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import io
 from dataclasses import dataclass
 from functools import lru_cache
@@ -52,3 +53,62 @@ def select_pops(spec: str = "default") -> list[Pop]:
     if not ids:
         raise ValueError("no POPs selected")
     return [by_id[i] for i in ids]
+
+
+EARTH_RADIUS_KM = 6371.0
+FIBRE_KM_PER_MS = 200.0  # light in glass: about two thirds of c
+
+
+def great_circle_km(a: Pop, b: Pop) -> float:
+    la1, lo1, la2, lo2 = map(math.radians, (a.lat, a.lon, b.lat, b.lon))
+    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """One-way latency = fixed cost + great-circle distance over fibre x route inflation (+ jitter).
+
+    Calibrated against measured round trips: London-New York 72 ms, New York-Paris 78 ms,
+    San Jose-Sydney 150 ms, Dallas-Ashburn 35 ms; the defaults land within 13% of each.
+    Replicas at the same POP pay only the fixed cost.
+    """
+
+    inflation: float = 1.2
+    fixed_ms: float = 4.0
+    jitter_ms: float = 0.0
+
+    def one_way_ms(self, a: Pop, b: Pop) -> float:
+        if a.id == b.id:
+            return self.fixed_ms / 4
+        return self.fixed_ms + great_circle_km(a, b) / FIBRE_KM_PER_MS * self.inflation
+
+    def sample_ms(self, a: Pop, b: Pop, rng) -> float:
+        """One message's latency: the base plus seeded jitter (uniform in [0, jitter_ms])."""
+        base = self.one_way_ms(a, b)
+        return base + rng.uniform(0.0, self.jitter_ms) if self.jitter_ms else base
+
+    def rtt_ms(self, a: Pop, b: Pop) -> float:
+        return 2 * self.one_way_ms(a, b)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A replica and the POP it runs at."""
+
+    id: str
+    pop: Pop
+
+
+def place_replicas(pops: list[Pop], n: int | None = None) -> list[Placement]:
+    """One replica per POP, or `n` replicas dealt round-robin (lhr, fra, ..., lhr-2, fra-2, ...)."""
+    if n is None:
+        return [Placement(p.id, p) for p in pops]
+    if n < 1:
+        raise ValueError("need at least one replica")
+    out = []
+    for i in range(n):
+        p = pops[i % len(pops)]
+        k = i // len(pops) + 1
+        out.append(Placement(p.id if k == 1 else f"{p.id}-{k}", p))
+    return out

@@ -12,9 +12,9 @@ from typing import Any, Iterable
 
 from .clocks import CausalContext, Dot, HybridLogicalClock, Timestamp, VersionVector
 from .crdts import mvregister, orset, pncounter
-from .delta import Delta, KeyRef
+from .delta import Delta
 from .errors import InvalidOperation
-from .store import Store
+from .store import Applied, Store
 from .tokens import ContextTokens
 from .values import check_key, check_namespace, decode_value, encode_value
 
@@ -48,8 +48,13 @@ def check_replica_name(replica_id: object) -> str:
 
 
 class Replica:
-    def __init__(self, replica_id: str, *, secret: bytes = DEV_SECRET, members: Iterable[str] = ()) -> None:
+    def __init__(
+        self, replica_id: str, *, secret: bytes = DEV_SECRET, members: Iterable[str] = (), actor: str | None = None
+    ) -> None:
         self.id = check_replica_name(replica_id)
+        # The name its dots carry. A replica that lost its state comes back under a new actor:
+        # reusing the old one would mint dots that peers already hold, and lose those writes.
+        self.actor = check_replica_name(actor or replica_id)
         self.store = Store()
         self.hlc = HybridLogicalClock()
         self.tokens = ContextTokens(secret)
@@ -79,8 +84,8 @@ class Replica:
     # -- local writes: answered here, no round trip --------------------------------
 
     def _dots(self, n: int) -> list[Dot]:
-        first = self.store.ctx.next_dot(self.id)
-        return [Dot(self.id, first.counter + i) for i in range(n)]
+        first = self.store.ctx.next_dot(self.actor)
+        return [Dot(self.actor, first.counter + i) for i in range(n)]
 
     def _commit(self, ns: str, key: str, out, new_dots: list[Dot]) -> Delta | None:
         if out is None:
@@ -114,7 +119,7 @@ class Replica:
     def add_counter(self, key: str, amount: int, *, now: float) -> tuple[int, Delta | None]:
         check_key(key)
         [dot] = self._dots(1)
-        out = pncounter.add_delta(self.store.get("counters", key), self.id, dot, amount)
+        out = pncounter.add_delta(self.store.get("counters", key), self.actor, dot, amount)
         if out is not None:
             self.hlc.now(now)
         delta = self._commit("counters", key, out, [dot])
@@ -157,6 +162,8 @@ class Replica:
             ("sets", "add"): lambda: self.add_to_set(key, op["add"], now=now),
             ("sets", "remove"): lambda: self.remove_from_set(key, op["remove"], now=now),
         }
+        if "delete" in op and op["delete"] is not True:
+            raise InvalidOperation("delete must be true when given")
         verbs = [v for (n, v) in ops if n == ns and v in op]
         allowed = {"kv": {"value", "delete", "context"}, "counters": {"add"}, "sets": {"add", "remove"}}[ns]
         extra = set(op) - allowed
@@ -167,7 +174,7 @@ class Replica:
 
     # -- replication ------------------------------------------------------------------
 
-    def apply(self, delta: Delta, *, now: float | None = None) -> list[KeyRef]:
+    def apply(self, delta: Delta, *, now: float | None = None) -> Applied:
         """Join a remote delta: idempotent and order-free. Raises before changing anything."""
         changed = self.store.apply(delta)
         if now is not None:
@@ -179,11 +186,11 @@ class Replica:
                 self.hlc.observe(Timestamp(*latest), now)
         return changed
 
-    def apply_wire(self, obj: object, *, now: float | None = None) -> list[KeyRef]:
+    def apply_wire(self, obj: object, *, now: float | None = None) -> Applied:
         return self.apply(Delta.from_wire(obj), now=now)
 
-    def deltas_since(self, remote: VersionVector | CausalContext) -> Delta | None:
-        return self.store.deltas_since(remote)
+    def deltas_since(self, remote: VersionVector | CausalContext, hold=None) -> Delta | None:
+        return self.store.deltas_since(remote, hold)
 
     def observe_peer(self, peer: str, applied: VersionVector | CausalContext) -> None:
         """Record what a peer holds; dot->key entries every member holds are then forgotten."""

@@ -10,7 +10,7 @@ without scanning the keyspace. Once every member has a dot, its map entry is dro
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import msgpack
 
@@ -21,6 +21,13 @@ from .errors import StaleDelta
 from .values import NAMESPACES
 
 _MOD = 2**256
+
+
+class Applied(NamedTuple):
+    """What joining a delta changed: keys whose state moved, and dots newly applied."""
+
+    keys: list[KeyRef]
+    dots: list[Dot]
 
 
 def _key_hash(ns: str, key: str, store) -> int:
@@ -64,12 +71,12 @@ class Store:
             keys={d: (ns, key) for d in new},
         )
 
-    def apply(self, delta: Delta) -> list[KeyRef]:
-        """Join a delta in. Idempotent, commutative: any order, any duplicates. Returns changed keys."""
+    def apply(self, delta: Delta) -> Applied:
+        """Join a delta in. Idempotent, commutative: any order, any duplicates."""
         if delta.basis is not None and not self.applied.covers(delta.basis):
             raise StaleDelta("this anti-entropy reply was computed for state this replica no longer has")
         if not delta.full and self.applied.covers(delta.applied) and self.ctx.covers(delta.ctx):
-            return []  # everything it says is already known here: a duplicate
+            return Applied([], [])  # everything it says is already known here: a duplicate
         refs = set(delta.entries)
         if delta.full:
             refs.update(self.keys())
@@ -82,14 +89,15 @@ class Store:
             if joined != mine:
                 self._replace(ns, key, mine, joined)
                 changed.append((ns, key))
-        for d in delta.applied.dots_not_in(self.applied):
+        fresh = list(delta.applied.dots_not_in(self.applied))
+        for d in fresh:
             k = delta.key_of(d)
             if k is not None:
                 self.key_of[d] = k
         self.ctx.merge(delta.ctx)
         self.applied.merge(delta.applied)
         self._digest = None
-        return changed
+        return Applied(changed, fresh)
 
     def _replace(self, ns: str, key: str, old, new) -> None:
         if old:
@@ -103,13 +111,20 @@ class Store:
 
     # -- anti-entropy -------------------------------------------------------------
 
-    def deltas_since(self, remote: CausalContext | VersionVector) -> Delta | None:
-        """What a replica whose applied context is `remote` lacks; None when it lacks nothing."""
+    def deltas_since(self, remote: CausalContext | VersionVector, hold=None) -> Delta | None:
+        """What a replica whose applied context is `remote` lacks; None when it lacks nothing.
+
+        `hold(dot)` may say a dot is still on its way by other means (just disseminated): when
+        every missing dot is held, nothing is sent, and a later exchange will catch up.
+        """
         if isinstance(remote, VersionVector):
             remote = CausalContext(remote)
         refs: set[KeyRef] = set()
         hints: dict[Dot, KeyRef] = {}
+        held = 0
         for d in self.applied.dots_not_in(remote):
+            if hold is not None and hold(d):
+                held += 1
             k = self.key_of.get(d)
             if k is None:
                 # Forgotten as stable, or learnt from a full state without its key: only a
@@ -117,7 +132,7 @@ class Store:
                 return self.full_delta(remote)
             refs.add(k)
             hints[d] = k
-        if not refs:
+        if len(hints) == held:
             return None
         return Delta(
             entries={r: self.get(*r) for r in refs},

@@ -79,6 +79,7 @@ for _ in range(70):
         (lambda r: r.add_to_set("s", [1, math.nan], now=2), InvalidValue),
         (lambda r: r.write("sets", "s", {"add": [1], "remove": [1]}, now=2), InvalidOperation),
         (lambda r: r.write("kv", "k", {"valu": 1}, now=2), InvalidOperation),
+        (lambda r: r.write("kv", "k", {"delete": False}, now=2), InvalidOperation),
         (lambda r: r.write("kv", "k", ["value", 1], now=2), InvalidOperation),
     ],
 )

@@ -1,0 +1,187 @@
+"""The HTTP API over a cluster: health, and reads and writes of `kv`, `counters` and `sets`.
+
+Handlers are `async def` on purpose: they run on the event loop, one at a time, so the
+replicas (plain objects, not thread-safe) are never touched from two threads at once.
+Each handler takes the cluster from `request.app.state`; there is no module-level state.
+Keys come from the path (`{key:path}`), already percent-decoded, so `a/b` and `a%2Fb` name
+the same key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from replication.cluster import LocalCluster
+from replication.replica import KvView
+
+from .errors import ApiError
+
+router = APIRouter()
+
+KV = "/api/replicas/{replica_id}/kv/{key:path}"
+COUNTER = "/api/replicas/{replica_id}/counters/{key:path}"
+SET = "/api/replicas/{replica_id}/sets/{key:path}"
+
+
+def _cluster(request: Request) -> LocalCluster:
+    return request.app.state.cluster
+
+
+# -- request bodies: strict JSON types, unknown fields refused ----------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class KvWrite(_Body):
+    value: Any = Field(description="any JSON value")
+    context: str | None = Field(None, description="the context token of the read this write supersedes")
+
+
+class KvDelete(_Body):
+    context: str | None = Field(None, description="the context token of the read to delete")
+
+
+class CounterChange(_Body):
+    add: int = Field(description="amount to add; negative to subtract")
+
+
+class SetChange(_Body):
+    """Exactly one of `add` and `remove`."""
+
+    add: list[Any] | None = Field(None, description="elements to add")
+    remove: list[Any] | None = Field(None, description="elements to remove")
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+class SiblingOut(BaseModel):
+    value: Any
+    replica: str
+    counter: int
+    hlc: tuple[int, int] = Field(description="[wall_ms, logical]: hybrid logical time of the write")
+
+
+class KvOut(BaseModel):
+    key: str
+    replica: str
+    values: list[Any]
+    context: str | None
+    siblings: list[SiblingOut]
+
+
+class CounterOut(BaseModel):
+    key: str
+    replica: str
+    value: int
+
+
+class SetOut(BaseModel):
+    key: str
+    replica: str
+    members: list[Any]
+
+
+class HealthOut(BaseModel):
+    status: str
+    replicas: int
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorOut} for s in (400, 404, 413, 415, 422)
+}
+
+
+def _kv_out(replica_id: str, view: KvView) -> KvOut:
+    return KvOut(
+        key=view.key,
+        replica=replica_id,
+        values=view.values,
+        context=view.context,
+        siblings=[
+            SiblingOut(value=s.value, replica=s.replica, counter=s.counter, hlc=(s.wall_ms, s.logical))
+            for s in view.siblings
+        ],
+    )
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> HealthOut:
+    return HealthOut(status="ok", replicas=len(_cluster(request).replicas))
+
+
+@router.put(KV, responses=ERRORS)
+async def put_kv(request: Request, replica_id: str, key: str, body: KvWrite) -> KvOut:
+    """Write a value at one replica. Without `context`, it supersedes what that replica holds for the key."""
+    view = _cluster(request).write(replica_id, "kv", key, {"value": body.value, "context": body.context})
+    return _kv_out(replica_id, view)
+
+
+@router.get(KV, responses=ERRORS)
+async def get_kv(request: Request, replica_id: str, key: str) -> KvOut:
+    """This replica's values (siblings when writes were concurrent) and a context token for the next write."""
+    view = _cluster(request).read(replica_id, "kv", key)
+    if not view.siblings:
+        raise ApiError(404, "not_found", f"key {key!r} has no value at replica {replica_id!r}")
+    return _kv_out(replica_id, view)
+
+
+@router.delete(KV, responses=ERRORS)
+async def delete_kv(
+    request: Request,
+    replica_id: str,
+    key: str,
+    context: str | None = Query(None, description="context token; or send it as the JSON body's `context`"),
+    body: KvDelete | None = None,
+) -> KvOut:
+    """Remove what the context saw (without one: what this replica holds). Returns the values that remain."""
+    if body is not None and body.context is not None:
+        if context is not None:
+            raise ApiError(422, "invalid_operation", "give the context either in the body or as ?context=, not both")
+        context = body.context
+    view = _cluster(request).write(replica_id, "kv", key, {"delete": True, "context": context})
+    return _kv_out(replica_id, view)
+
+
+@router.post(COUNTER, responses=ERRORS)
+async def add_counter(request: Request, replica_id: str, key: str, body: CounterChange) -> CounterOut:
+    value = _cluster(request).write(replica_id, "counters", key, {"add": body.add})
+    return CounterOut(key=key, replica=replica_id, value=value)
+
+
+@router.get(COUNTER, responses=ERRORS)
+async def get_counter(request: Request, replica_id: str, key: str) -> CounterOut:
+    """A counter never written reads 0."""
+    return CounterOut(key=key, replica=replica_id, value=_cluster(request).read(replica_id, "counters", key))
+
+
+@router.post(SET, responses=ERRORS)
+async def change_set(request: Request, replica_id: str, key: str, body: SetChange) -> SetOut:
+    """Add or remove elements. An add concurrent with a remove wins."""
+    # Pass on only the fields the client sent; the library insists on exactly one verb.
+    op = {name: getattr(body, name) for name in body.model_fields_set}
+    members = _cluster(request).write(replica_id, "sets", key, op)
+    return SetOut(key=key, replica=replica_id, members=members)
+
+
+@router.get(SET, responses=ERRORS)
+async def get_set(request: Request, replica_id: str, key: str) -> SetOut:
+    """A set never written reads as empty."""
+    return SetOut(key=key, replica=replica_id, members=_cluster(request).read(replica_id, "sets", key))

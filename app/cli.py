@@ -1,0 +1,99 @@
+"""The `edgestate` command line.
+
+    edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...]
+
+Only what exists is accepted: the design's other `serve` flags (--strategy, --speed,
+--seed, --processes) arrive with the simulator and the real transport.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from replication.cluster import LocalCluster
+from replication.geo import select_pops
+
+EXIT_USAGE = 2
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {port}")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgestate", description="Edge state without coordination: CRDT replicas at real edge locations."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the HTTP API over an in-process cluster of replicas",
+        description="Serve the HTTP API over an in-process cluster of replicas, one per POP.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--pops",
+        default="default",
+        metavar="all|default|ID,ID,...",
+        help="which POPs get a replica: all of them, the default set, or a list of ids (default: %(default)s)",
+    )
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        pops = select_pops(args.pops)
+    except ValueError as e:
+        print(f"edgestate serve: error: --pops {args.pops!r}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    import uvicorn
+
+    from .main import create_app
+
+    app = create_app(LocalCluster(pops))  # a fresh token secret per run: see LocalCluster
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    logging.getLogger("uvicorn.error").info(
+        "edgestate: %d replica(s): %s", len(pops), ", ".join(p.id for p in pops)
+    )
+
+    # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, then re-raises the signal
+    # to the handler that was installed before it. Make that handler raise
+    # KeyboardInterrupt for SIGTERM too, and treat it as the clean exit it is.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0 if server.started else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        return _serve(args)
+    parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""`edgestate serve` as a real process: real sockets, real signals, real exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_DEADLINE_S = 30.0
+SHUTDOWN_DEADLINE_S = 15.0
+
+
+def edgestate(*args: str) -> list[str]:
+    """The installed console script when there is one next to this Python, else the module."""
+    script = Path(sys.executable).with_name("edgestate")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, base_url: str, log: Path) -> None:
+        self.proc, self.base_url, self.log = proc, base_url, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            edgestate("serve", "--port", str(port), "--pops", "lhr,syd"),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    srv = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while True:
+            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{srv.output()}"
+            try:
+                if httpx.get(f"{srv.base_url}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_DEADLINE_S}s:\n{srv.output()}"
+            time.sleep(0.05)  # poll interval, not a wait for readiness
+        yield srv
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=SHUTDOWN_DEADLINE_S)
+
+
+def stop(srv: Server, sig: int) -> int:
+    srv.proc.send_signal(sig)
+    try:
+        return srv.proc.wait(timeout=SHUTDOWN_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"server still running {SHUTDOWN_DEADLINE_S}s after signal {sig}:\n{srv.output()}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_write_at_lhr_read_at_syd_then_stop_cleanly(server, sig):
+    with httpx.Client(base_url=server.base_url, timeout=5.0) as http:
+        assert http.get("/healthz").json() == {"status": "ok", "replicas": 2}
+
+        w = http.put("/api/replicas/lhr/kv/greeting", json={"value": {"hello": "world"}})
+        assert w.status_code == 200, w.text
+        r = http.get("/api/replicas/syd/kv/greeting")
+        assert r.status_code == 200, r.text
+        assert r.json()["values"] == [{"hello": "world"}]
+        assert r.json()["replica"] == "syd"
+
+        assert http.post("/api/replicas/lhr/counters/hits", json={"add": 2}).json()["value"] == 2
+        assert http.post("/api/replicas/syd/counters/hits", json={"add": 3}).json()["value"] == 5
+        assert http.post("/api/replicas/syd/sets/tags", json={"add": ["a"]}).json()["members"] == ["a"]
+        assert http.get("/api/replicas/lhr/sets/tags").json()["members"] == ["a"]
+
+        e = http.get("/api/replicas/jfk/kv/greeting")  # jfk is not in this cluster
+        assert e.status_code == 404 and e.json()["error"]["code"] == "unknown_replica"
+
+    assert stop(server, sig) == 0
+    assert "Application shutdown complete" in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_percent_encoded_keys_round_trip_over_real_http(server):
+    with httpx.Client(base_url=server.base_url, timeout=5.0) as http:
+        for key in ["%2F literally", "a/b c", "ünï/cødé ✓", "100%"]:
+            w = http.put(f"/api/replicas/lhr/kv/{quote(key, safe='')}", json={"value": key})
+            assert w.status_code == 200 and w.json()["key"] == key, w.text
+            r = http.get(f"/api/replicas/syd/kv/{quote(key, safe='/')}")
+            assert r.status_code == 200 and r.json()["key"] == key and r.json()["values"] == [key], r.text
+
+        # %2F decodes to "/", so it names the same key as a literal slash...
+        assert http.put("/api/replicas/lhr/kv/x%2Fy", json={"value": "slash"}).status_code == 200
+        assert http.get("/api/replicas/syd/kv/x/y").json()["values"] == ["slash"]
+        # ...while an escaped percent sign is a different key.
+        assert http.get("/api/replicas/syd/kv/x%252Fy").status_code == 404
+    assert stop(server, signal.SIGINT) == 0
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(edgestate(*args), cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_unknown_pop_is_a_one_line_error_and_exit_2():
+    p = run("serve", "--pops", "lhr,nope")
+    assert p.returncode == 2
+    err = p.stderr.strip()
+    assert "nope" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert p.stdout == ""
+
+
+def test_no_subcommand_prints_help_and_exits_2():
+    p = run()
+    assert p.returncode == 2
+    assert "serve" in p.stdout + p.stderr and "usage:" in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("flag", [["--strategy", "plumtree"], ["--speed", "1"], ["--seed", "1"], ["--processes"]])
+def test_flags_of_later_issues_are_not_accepted(flag):
+    p = run("serve", "--pops", "lhr", *flag)
+    assert p.returncode == 2
+    assert flag[0] in p.stderr
+
+
+def test_python_m_app_cli_is_the_same_command():
+    p = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--pops", "zzz"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 2 and "zzz" in p.stderr
