@@ -192,15 +192,23 @@ class Replica:
     def deltas_since(self, remote: VersionVector | CausalContext, hold=None) -> Delta | None:
         return self.store.deltas_since(remote, hold)
 
-    def observe_peer(self, peer: str, applied: VersionVector | CausalContext) -> None:
-        """Record what a peer holds; dot->key entries every member holds are then forgotten."""
+    def observe_peer(self, peer: str, applied: VersionVector | CausalContext, *, forget: bool = True) -> None:
+        """Record what a peer holds. With `forget`, dot->key entries every member holds go at once;
+        a node hearing many peers per second passes False and calls `forget_stable` now and then."""
         vv = applied.vv if isinstance(applied, CausalContext) else applied
         self.peer_applied[peer] = vv.copy()
-        if self.members - {self.id} <= self.peer_applied.keys():
-            stable = self.store.applied.vv
-            for m in self.members - {self.id}:
-                stable = stable.meet(self.peer_applied[m])
-            self.store.forget_stable(stable)
+        if forget:
+            self.forget_stable()
+
+    def forget_stable(self) -> int:
+        """Drop dot->key entries for dots every member is known to hold."""
+        others = self.members - {self.id}
+        if not others <= self.peer_applied.keys():
+            return 0
+        stable = self.store.applied.vv
+        for m in sorted(others):
+            stable = stable.meet(self.peer_applied[m])
+        return self.store.forget_stable(stable)
 
     # -- identity ---------------------------------------------------------------------
 

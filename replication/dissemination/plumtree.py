@@ -1,0 +1,236 @@
+"""Plumtree: epidemic broadcast trees (Leitão, Pereira, Rodrigues, SRDS 2007).
+
+Eager push along tree links, lazy IHAVE announcements on the others. A duplicate payload
+prunes the link it came on; an IHAVE for a message that does not arrive in time grafts
+the announcer's link back. The result is a spanning tree that repairs itself.
+
+Refinements, after the paper's discussion of optimisation:
+- Trees are kept per root (the write's origin), each seeded from the shared tree ("*")
+  when the root is first heard from. The shared tree is the classic one: the first
+  broadcast floods the overlay and duplicates prune it to a spanning tree.
+- Latency optimisation: IHAVEs carry the announcer's path latency. When a lazy neighbour
+  would clearly have delivered sooner than the current parent, the node grafts it for
+  that root and prunes the old parent for that root only. Each root's tree relaxes
+  towards its shortest-latency paths over the overlay, without flooding.
+- Each node remembers its chosen parent per root, so the duplicates that cross while a
+  link is being swapped are recognised and do not prune the links being kept.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..messages import Envelope, Gossip, Graft, IHave, Prune
+
+SHARED = "*"
+
+
+class Plumtree:
+    name = "plumtree"
+
+    def __init__(self, host, config) -> None:
+        self.h = host
+        self.cfg = config
+        self.eager: dict[str, dict[str, None]] = {SHARED: dict.fromkeys(host.view())}
+        self.lazy: dict[str, dict[str, None]] = {SHARED: {}}
+        self.parent: dict[str, str] = {}  # root -> the neighbour we take its messages from
+        self.tuned: set[str] = set()  # roots whose tree here was changed by the latency optimisation
+        self.cache: dict = {}  # mid -> [gossip as held here, time, first sender]
+        self._expiry: deque = deque()
+        self.missing: dict = {}  # mid -> [deadline, [(announcer, root, its path ms), ...]]
+        self.lazy_q: dict[str, list] = {}
+        self.flush_at: float | None = None
+
+    # -- tree state ------------------------------------------------------------------
+
+    def _sets(self, root: str):
+        e = self.eager.get(root)
+        if e is None:
+            e = self.eager[root] = dict(self.eager[SHARED])
+            self.lazy[root] = dict(self.lazy[SHARED])
+        return e, self.lazy[root]
+
+    def _to_eager(self, root: str, peer: str, shared: bool) -> None:
+        for r in (root, SHARED) if shared else (root,):
+            e, lz = self._sets(r)
+            e[peer] = None
+            lz.pop(peer, None)
+
+    def _to_lazy(self, root: str, peer: str, shared: bool) -> None:
+        for r in (root, SHARED) if shared else (root,):
+            e, lz = self._sets(r)
+            if peer in e:
+                del e[peer]
+                lz[peer] = None
+
+    def view_changed(self, added: list[str], removed: list[str]) -> None:
+        for root in self.eager:
+            for p in removed:
+                self.eager[root].pop(p, None)
+                self.lazy[root].pop(p, None)
+            for p in added:
+                self.eager[root][p] = None  # redundant links prune themselves on the first duplicate
+                self.lazy[root].pop(p, None)
+        for root in [r for r, p in self.parent.items() if p in removed]:
+            del self.parent[root]
+        for m in self.missing.values():
+            m[1] = [a for a in m[1] if a[0] not in removed]
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _remember(self, g: Gossip, now: float, sender: str | None) -> None:
+        self.cache[g.mid] = [g, now, sender]
+        self._expiry.append((now, g.mid))
+
+    def _push(self, g: Gossip, now: float, exclude: str | None) -> list[Envelope]:
+        eager, lazy = self._sets(g.root)
+        me, link = self.h.id, self.h.link_ms
+        up = self.parent.get(g.root)  # upstream already has it: pushing back only makes a duplicate
+        out = [
+            Envelope(me, p, Gossip(g.mid, g.root, g.delta, g.hops + 1, g.path_ms + link(p)))
+            for p in eager
+            if p != exclude and p != up
+        ]
+        if lazy:
+            item = (g.mid, g.root, g.path_ms)
+            for p in lazy:
+                if p != exclude:
+                    self.lazy_q.setdefault(p, []).append(item)
+            if self.flush_at is None:
+                self.flush_at = now + self.cfg.lazy_flush_ms
+        return out
+
+    def broadcast(self, g: Gossip, now: float) -> list[Envelope]:
+        self._remember(g, now, None)
+        return self._push(g, now, None)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def handle(self, src: str, msg, now: float) -> list[Envelope]:
+        if isinstance(msg, Gossip):
+            return self._on_gossip(src, msg, now)
+        if isinstance(msg, IHave):
+            return self._on_ihave(src, msg, now)
+        if isinstance(msg, Graft):
+            return self._on_graft(src, msg, now)
+        if isinstance(msg, Prune):
+            self._to_lazy(msg.root, src, shared=not msg.only_root)
+        return []
+
+    def _on_gossip(self, src: str, g: Gossip, now: float) -> list[Envelope]:
+        root = g.root
+        entry = self.cache.get(g.mid)
+        if entry is not None or self.h.have(g.mid):
+            return self._on_duplicate(src, root, entry)
+        self.h.deliver(g, now, "payload")
+        self._remember(g, now, src)
+        if root not in self.parent:
+            self.parent[root] = src
+        # Unlike the classic shared tree, the sender is not made eager: in a per-root tree it is
+        # upstream, and pushing this root's messages back to it would only make duplicates.
+        out = self._push(g, now, src)
+        announced = self.missing.pop(g.mid, None)
+        if announced:  # IHAVEs that beat this payload here name faster paths
+            entry = self.cache[g.mid]
+            for a_src, a_root, a_path in announced[1]:
+                out += self._maybe_optimise(a_src, entry, a_root, a_path + self.h.link_ms(a_src))
+        return out
+
+    def _on_duplicate(self, src: str, root: str, entry) -> list[Envelope]:
+        _, lazy = self._sets(root)
+        parent = self.parent.get(root)
+        first = entry[2] if entry is not None else None
+        if src in lazy:
+            # Lazy here but eager there: our PRUNE crossed this copy, or that node's tree for this
+            # root was seeded before the shared link was pruned. Saying it again is cheap.
+            return [Envelope(self.h.id, src, Prune(root, only_root=True))]
+        if src == parent:
+            if first is None or first == src or first in lazy:
+                return []  # our chosen parent; the first copy came over a link being retired
+            # another eager neighbour is faster than our parent: keep that one
+            self.parent[root] = first
+            self._to_lazy(root, src, shared=False)
+            return [Envelope(self.h.id, src, Prune(root, only_root=True))]
+        # A redundant link. While this root's tree is still the shared one, the shared tree has
+        # the cycle too (first flood, or a link added by a view change): prune it there as well.
+        shared = root not in self.tuned
+        self._to_lazy(root, src, shared=shared)
+        return [Envelope(self.h.id, src, Prune(root, only_root=not shared))]
+
+    def _on_ihave(self, src: str, msg: IHave, now: float) -> list[Envelope]:
+        out: list[Envelope] = []
+        for mid, root, path in msg.items:
+            entry = self.cache.get(mid)
+            if entry is not None or self.h.have(mid):
+                if entry is not None and entry[2] is not None:
+                    out += self._maybe_optimise(src, entry, root, path + self.h.link_ms(src))
+                continue
+            m = self.missing.get(mid)
+            if m is None:
+                self.missing[mid] = [now + self.cfg.ihave_timeout_ms, [(src, root, path)]]
+            else:
+                m[1].append((src, root, path))
+        return out
+
+    def _maybe_optimise(self, src: str, entry: list, root: str, alt_ms: float) -> list[Envelope]:
+        mine = entry[0].path_ms
+        if mine - alt_ms <= max(self.cfg.optimise_ms, self.cfg.optimise_ratio * mine):
+            return []
+        old = self.parent.get(root)
+        self.parent[root] = src
+        self.tuned.add(root)
+        g = entry[0]
+        entry[0] = Gossip(g.mid, root, g.delta, g.hops, alt_ms)
+        self._to_eager(root, src, shared=False)  # kept out of pushes while it is the parent
+        out = [Envelope(self.h.id, src, Graft(root))]
+        if old is not None and old != src:
+            self._to_lazy(root, old, shared=False)
+            out.append(Envelope(self.h.id, old, Prune(root, only_root=True)))
+        return out
+
+    def _on_graft(self, src: str, msg: Graft, now: float) -> list[Envelope]:
+        self._to_eager(msg.root, src, shared=bool(msg.mids))
+        out = []
+        link = self.h.link_ms(src)
+        for mid in msg.mids:
+            entry = self.cache.get(mid)
+            if entry is not None:
+                g = entry[0]
+                out.append(Envelope(self.h.id, src, Gossip(g.mid, g.root, g.delta, g.hops + 1, g.path_ms + link)))
+        return out
+
+    # -- timers --------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Envelope]:
+        out: list[Envelope] = []
+        me = self.h.id
+        if self.flush_at is not None and now >= self.flush_at:
+            for p, items in self.lazy_q.items():
+                out.append(Envelope(me, p, IHave(items)))
+            self.lazy_q = {}
+            self.flush_at = None
+        for mid in [m for m, v in self.missing.items() if now >= v[0]]:
+            m = self.missing[mid]
+            if self.h.have(mid) or not m[1]:
+                del self.missing[mid]  # arrived some other way, or nobody left to ask: anti-entropy
+                continue
+            src, root, _path = m[1].pop(0)
+            self._to_eager(root, src, shared=True)
+            self.parent[root] = src
+            out.append(Envelope(me, src, Graft(root, [mid])))
+            m[0] = now + self.cfg.graft_retry_ms
+        ttl = self.cfg.cache_ms
+        while self._expiry and self._expiry[0][0] + ttl <= now:  # the same sum next_deadline() reports
+            _, mid = self._expiry.popleft()
+            entry = self.cache.get(mid)
+            if entry is not None and entry[1] + ttl <= now:
+                del self.cache[mid]
+        return out
+
+    def next_deadline(self) -> float | None:
+        ts = [v[0] for v in self.missing.values()]
+        if self.flush_at is not None:
+            ts.append(self.flush_at)
+        if self._expiry:
+            ts.append(self._expiry[0][0] + self.cfg.cache_ms)
+        return min(ts) if ts else None

@@ -1,0 +1,129 @@
+"""Messages between replicas. Plain data: the simulator delivers them as objects, the real
+transport encodes them with msgpack. Each kind says whether it carries a payload (a write's
+delta) so that benchmarks can count "payloads per receiver" apart from control traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .clocks import CausalContext, Dot
+from .delta import Delta
+
+
+@dataclass(slots=True)
+class Gossip:
+    """A write's delta pushed to a peer (plumtree eager push, gossip rounds, direct sends)."""
+
+    kind: ClassVar[str] = "payload"
+    mid: Dot  # the write's dot names the message
+    root: str  # the replica where the write happened
+    delta: Delta
+    hops: int = 0
+    path_ms: float = 0.0  # estimated latency from the root along the path it took
+
+
+@dataclass(slots=True)
+class GossipBatch:
+    """Several payloads to one peer in one frame (gossip rounds piggyback like memberlist)."""
+
+    kind: ClassVar[str] = "payload"
+    items: list[Gossip]
+
+
+@dataclass(slots=True)
+class IHave:
+    """Lazy push: 'I have these messages', as (mid, root, path_ms) triples."""
+
+    kind: ClassVar[str] = "ihave"
+    items: list[tuple[Dot, str, float]]
+
+
+@dataclass(slots=True)
+class Graft:
+    """Make the receiver an eager parent for `root`; send `mids` if it has them."""
+
+    kind: ClassVar[str] = "graft"
+    root: str
+    mids: list[Dot] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Prune:
+    """Stop eager-pushing `root`'s messages to the sender (it gets them another way)."""
+
+    kind: ClassVar[str] = "prune"
+    root: str
+    only_root: bool = False  # a latency optimisation, not a redundant link: keep the shared tree
+
+
+@dataclass(slots=True)
+class Neighbour:
+    """HyParView's NEIGHBOR: 'I have you in my view; add me to yours', so links are symmetric.
+
+    Plumtree's tree is a set of undirected links: a link pruned one way is pruned both ways,
+    and a tree link carries messages from any root in either direction.
+    """
+
+    kind: ClassVar[str] = "neighbour"
+
+
+@dataclass(slots=True)
+class AeDigest:
+    """Anti-entropy: the sender's applied context. The receiver answers with what it lacks."""
+
+    kind: ClassVar[str] = "ae_digest"
+    applied: CausalContext
+    want_reply: bool = True
+
+
+@dataclass(slots=True)
+class AeReply:
+    kind: ClassVar[str] = "ae_reply"
+    delta: Delta
+
+
+@dataclass(slots=True)
+class Ping:
+    kind: ClassVar[str] = "ping"
+    seq: int
+    updates: list = field(default_factory=list)  # piggybacked membership updates
+    on_behalf_of: str | None = None
+
+
+@dataclass(slots=True)
+class Ack:
+    kind: ClassVar[str] = "ack"
+    seq: int
+    updates: list = field(default_factory=list)
+    target: str | None = None  # set when relaying an indirect probe's answer
+
+
+@dataclass(slots=True)
+class PingReq:
+    kind: ClassVar[str] = "ping_req"
+    seq: int
+    target: str
+
+
+Message = Gossip | GossipBatch | IHave | Graft | Prune | Neighbour | AeDigest | AeReply | Ping | Ack | PingReq
+
+
+@dataclass(slots=True)
+class Envelope:
+    src: str
+    dst: str
+    msg: Message
+
+    @property
+    def kind(self) -> str:
+        return self.msg.kind
+
+    @property
+    def payloads(self) -> int:
+        """How many write payloads this frame carries."""
+        m = self.msg
+        if isinstance(m, GossipBatch):
+            return len(m.items)
+        return 1 if isinstance(m, Gossip) else 0

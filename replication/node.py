@@ -1,0 +1,225 @@
+"""A replica node: the sans-IO replica plus dissemination, anti-entropy and membership.
+
+Like the replica, a node never reads a clock, sleeps or opens a socket. Its whole
+interface is: `write(...) -> (view, envelopes)`, `receive(envelope) -> envelopes`,
+`tick() -> envelopes` with `next_deadline()` saying when `tick` next has work, and
+`drain_events()` for what an observer (the dashboard, a benchmark) may want to see.
+The simulator and the real transport drive it identically.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .antientropy import AntiEntropy
+from .clocks import Dot
+from .dissemination import DisseminationConfig, make_strategy
+from .errors import StaleDelta
+from .membership import ALIVE, DEAD, Membership, MembershipConfig
+from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, Neighbour, Ping, PingReq
+from .replica import Replica
+
+
+@dataclass
+class NodeConfig:
+    strategy: str = "plumtree"
+    dissemination: DisseminationConfig = field(default_factory=DisseminationConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    ae_interval_ms: float = 1000.0
+    ae_grace_ms: float = 1000.0
+    ae_fanout: int | None = None  # None: every peer in small clusters, 3 beyond
+    record_events: bool = False
+
+
+GC_INTERVAL_MS = 5000.0
+
+
+def actor_for(replica_id: str, incarnation: int) -> str:
+    return replica_id if incarnation == 0 else f"{replica_id}~{incarnation}"
+
+
+def overlay_view(me: str, peers: list[str], link_ms: Callable[[str], float], rng: random.Random, near: int, far: int):
+    """Out-neighbours in the spirit of HyParView's active view, made latency-aware: the
+    `near` closest peers (short hops for the tree) plus `far` random ones (shortcuts, and
+    connectivity when a region is cut off)."""
+    others = [p for p in peers if p != me]
+    # ties (several replicas at one POP) broken at random, or every replica would pick the same few
+    nearest = sorted(others, key=lambda p: (round(link_ms(p), 3), rng.random()))[:near]
+    chosen = set(nearest)
+    rest = [p for p in others if p not in chosen]
+    return nearest + rng.sample(rest, min(far, len(rest)))
+
+
+class Node:
+    def __init__(
+        self,
+        replica_id: str,
+        peers: list[str],
+        *,
+        config: NodeConfig | None = None,
+        seed: int | str = 0,
+        link_ms: Callable[[str], float] | None = None,
+        incarnation: int = 0,
+        secret: bytes | None = None,
+    ) -> None:
+        self.cfg = cfg = config or NodeConfig()
+        self.id = replica_id
+        self.peers = [p for p in peers if p != replica_id]
+        self.rng = random.Random(f"{seed}:{replica_id}:{incarnation}")
+        kw = {"secret": secret} if secret else {}
+        self.replica = Replica(replica_id, members=[replica_id, *self.peers], actor=actor_for(replica_id, incarnation), **kw)
+        self._link_hint = link_ms
+        self.membership = Membership(replica_id, self.peers, self.rng, cfg.membership, incarnation)
+        d = cfg.dissemination
+        self._base_view = overlay_view(replica_id, self.peers, self.link_ms, self.rng, d.view_near, d.view_far)
+        self._view = list(self._base_view)
+        self.strategy = make_strategy(cfg.strategy, self, d)
+        self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout)
+        self._arrived: dict[Dot, float] = {}
+        self._arrivals: deque = deque()
+        self.events: list[tuple] = []
+        self.stale_replies = 0
+        self._announce_view = True
+        self._gc_at = 0.0
+
+    # -- what strategies see of their host -------------------------------------------------
+
+    def link_ms(self, peer: str) -> float:
+        if self._link_hint is not None:
+            return self._link_hint(peer)
+        rtt = self.membership.rtt_ms.get(peer) if hasattr(self, "membership") else None
+        return rtt / 2 if rtt else 50.0
+
+    def reachable(self) -> list[str]:
+        return self.membership.reachable()
+
+    def view(self) -> list[str]:
+        return self._view
+
+    def have(self, mid: Dot) -> bool:
+        return self.replica.store.applied.contains(mid)
+
+    def deliver(self, g: Gossip, now: float, via: str) -> bool:
+        return self._apply(g.delta, now, via)
+
+    # -- the node's interface ----------------------------------------------------------------
+
+    def write(self, ns: str, key: str, op: dict, *, now: float):
+        view, delta = self.replica.write(ns, key, op, now=now)
+        if delta is None:
+            return view, []
+        dots = sorted(delta.applied.dots())
+        self._note(dots, [(ns, key)], now, "local")
+        return view, self.strategy.broadcast(Gossip(dots[0], self.id, delta), now)
+
+    def receive(self, env: Envelope, *, now: float) -> list[Envelope]:
+        msg = env.msg
+        if env.src not in self.membership.members:
+            return []  # not a member of this cluster
+        if isinstance(msg, (Ping, Ack, PingReq)):
+            out = self.membership.handle(env, now)
+            self._membership_changed()
+            return out
+        if isinstance(msg, AeDigest):
+            return self.ae.handle(env, now, self.replica, self._young)
+        if isinstance(msg, Neighbour):
+            if env.src not in self._base_view:
+                self._base_view.append(env.src)
+                if self.membership.status(env.src) != DEAD and env.src not in self._view:
+                    self._view.append(env.src)
+                    self.strategy.view_changed([env.src], [])
+            return []
+        if isinstance(msg, AeReply):
+            try:
+                self._apply(msg.delta, now, "ae")
+            except StaleDelta:
+                self.stale_replies += 1  # computed for state we no longer hold; the next round redoes it
+            return []
+        return self.strategy.handle(env.src, msg, now)
+
+    def tick(self, *, now: float) -> list[Envelope]:
+        out = self.membership.tick(now)
+        if self._announce_view:
+            self._announce_view = False
+            out += [Envelope(self.id, p, Neighbour()) for p in self._base_view]
+        if now >= self._gc_at:
+            self._gc_at = now + GC_INTERVAL_MS
+            self.replica.forget_stable()
+        self._membership_changed()
+        out += self.strategy.tick(now)
+        out += self.ae.tick(now, self.replica, self.peers)
+        grace = self.cfg.ae_grace_ms
+        arrivals, arrived = self._arrivals, self._arrived
+        while arrivals and arrivals[0][0] + grace <= now:  # the same sum next_deadline() reports
+            _, d = arrivals.popleft()
+            arrived.pop(d, None)
+        return out
+
+    def next_deadline(self) -> float | None:
+        ts = [self.membership.next_deadline(), self.ae.next_deadline(), self._gc_at]
+        if self._announce_view:
+            return 0.0
+        s = self.strategy.next_deadline()
+        if s is not None:
+            ts.append(s)
+        if self._arrivals:
+            ts.append(self._arrivals[0][0] + self.cfg.ae_grace_ms)
+        return min(ts)
+
+    def restart(self, *, now: float) -> list[Envelope]:
+        """Back from a crash with state intact: rejoin at a newer incarnation, catch up by anti-entropy."""
+        self.membership.restart(now)
+        self.ae.next_at = now
+        self._announce_view = True
+        return self.tick(now=now)
+
+    def drain_events(self) -> list[tuple]:
+        ev, self.events = self.events, []
+        return ev
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _apply(self, delta, now: float, via: str) -> bool:
+        applied = self.replica.apply(delta, now=now)
+        if applied.dots:
+            self._note(applied.dots, applied.keys, now, via)
+        return bool(applied.dots)
+
+    def _note(self, dots, keys, now: float, via: str) -> None:
+        for d in dots:
+            self._arrived[d] = now
+            self._arrivals.append((now, d))
+        if self.cfg.record_events:
+            self.events.append(("applied", {"dots": list(dots), "keys": list(keys), "via": via}))
+
+    def _young(self, dot: Dot) -> bool:
+        return dot in self._arrived
+
+    def _membership_changed(self) -> None:
+        changes = self.membership.changes
+        if not changes:
+            return
+        self.membership.changes = []
+        if self.cfg.record_events:
+            for peer, status in changes:
+                self.events.append(("membership", {"peer": peer, "status": status}))
+        alive = {p for p in self.peers if self.membership.status(p) != DEAD}
+        view = [p for p in self._base_view if p in alive]
+        # keep the view's size: stand-ins for dead neighbours, drawn from the live others
+        spares = [p for p in self.peers if p in alive and p not in view and p not in self._view]
+        keep = [p for p in self._view if p in alive and p not in view]
+        view += keep[: max(0, len(self._base_view) - len(view))]
+        need = len(self._base_view) - len(view)
+        if need > 0 and spares:
+            view += self.rng.sample(spares, min(need, len(spares)))
+        added = [p for p in view if p not in self._view]
+        removed = [p for p in self._view if p not in view]
+        self._view = view
+        if added or removed:
+            self.strategy.view_changed(added, removed)
+
+
+__all__ = ["ALIVE", "Node", "NodeConfig", "actor_for", "overlay_view"]
