@@ -1,9 +1,10 @@
 """The `edgestate` command line.
 
     edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...]
+    edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
 
 Only what exists is accepted: the design's other `serve` flags (--strategy, --speed,
---seed, --processes) arrive with the simulator and the real transport.
+--seed, --processes) arrive with the dashboard and the real transport.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 
+from replication.bench import cli as bench_cli
 from replication.cluster import LocalCluster
 from replication.geo import select_pops
 
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="all|default|ID,ID,...",
         help="which POPs get a replica: all of them, the default set, or a list of ids (default: %(default)s)",
     )
+    bench_cli.add_parser(sub)
     return parser
 
 
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "serve":
         return _serve(args)
+    if args.command == "bench":
+        return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE
 

@@ -1,8 +1,9 @@
-"""What the app drives. For now: an embedded cluster whose replicas exchange deltas instantly.
+"""What the app drives: clusters of replicas.
 
-There is no network model yet (the simulator comes with dissemination); a write at one
-replica is joined at every other replica before the call returns. Replicas still each
-keep their own state, and convergence is checked by comparing their digests.
+- `LocalCluster`: replicas exchange deltas instantly; a write at one replica is joined at
+  every other before the call returns. Each replica still keeps its own state.
+- `SimCluster`: replicas at POPs on the simulated WAN (latency model, dissemination,
+  anti-entropy, membership), on a virtual clock.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import time
 from typing import Callable
 
 from .errors import EdgeStateError
-from .geo import Pop
+from .geo import LatencyModel, Placement, Pop
+from .node import Node, NodeConfig
 from .replica import Replica
+from .sim import SimEvent, Simulator
 
 
 class UnknownReplica(EdgeStateError):
@@ -57,3 +60,56 @@ class LocalCluster:
 
     def converged(self) -> bool:
         return len(set(self.digests().values())) == 1
+
+
+class SimCluster:
+    """Replicas at POPs on the simulated WAN: real nodes, virtual time, seeded faults."""
+
+    def __init__(
+        self,
+        placements: list[Placement],
+        *,
+        strategy: str = "plumtree",
+        seed: int = 0,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        model: LatencyModel | None = None,
+        config: NodeConfig | None = None,
+        sink: Callable[[SimEvent], None] | None = None,
+        secret: bytes | None = None,
+        wrap: Callable[[Node], object] | None = None,
+        traffic_events: bool = True,
+    ) -> None:
+        self.placements = list(placements)
+        self.pop_of = {p.id: p.pop for p in self.placements}
+        self.ids = [p.id for p in self.placements]
+        self.model = model or LatencyModel()
+        self.config = config or NodeConfig(strategy=strategy, record_events=sink is not None)
+        self.secret = secret or os.urandom(32)
+        self.seed = seed
+        self._wrap = wrap
+        self.sim = Simulator.from_placements(
+            self.placements, self._make_node, self.model,
+            seed=seed, loss=loss, duplicate=duplicate, reorder=reorder, sink=sink, traffic_events=traffic_events,
+        )
+
+    def _make_node(self, nid: str, incarnation: int):
+        here = self.pop_of[nid]
+        pop_of, one_way = self.pop_of, self.model.one_way_ms
+        known: dict[str, float] = {}
+
+        def link_ms(peer: str) -> float:  # asked on every push and announcement: remember it
+            v = known.get(peer)
+            if v is None:
+                v = known[peer] = one_way(here, pop_of[peer])
+            return v
+
+        node = Node(
+            nid, self.ids, config=self.config, seed=self.seed, incarnation=incarnation, secret=self.secret,
+            link_ms=link_ms,
+        )
+        return self._wrap(node) if self._wrap else node
+
+    def one_way_ms(self, a: str, b: str) -> float:
+        return self.model.one_way_ms(self.pop_of[a], self.pop_of[b])

@@ -44,6 +44,7 @@ class Membership:
         self.rng = rng
         self.incarnation = incarnation
         self.members = {p: _Member() for p in peers if p != me}
+        self._suspects: dict[str, float] = {}  # peer -> suspected since; kept apart: ticks are hot
         self.rtt_ms: dict[str, float] = {}
         self.changes: list[tuple[str, str]] = []
         self._order: list[str] = []
@@ -74,6 +75,10 @@ class Membership:
         if m.status != status:
             self.changes.append((peer, status))
         m.status, m.incarnation, m.since = status, inc, now
+        if status == SUSPECT:
+            self._suspects[peer] = now
+        else:
+            self._suspects.pop(peer, None)
         self._announce(peer, status, inc)
 
     def _apply_update(self, peer: str, status: str, inc: int, now: float) -> None:
@@ -119,9 +124,9 @@ class Membership:
 
     def tick(self, now: float) -> list[Envelope]:
         out: list[Envelope] = []
-        for peer, m in self.members.items():
-            if m.status == SUSPECT and m.since + self.cfg.suspicion_ms <= now:
-                self._set(peer, DEAD, m.incarnation, now)
+        for peer, since in list(self._suspects.items()):
+            if since + self.cfg.suspicion_ms <= now:
+                self._set(peer, DEAD, self.members[peer].incarnation, now)
         probe = self._probe
         if probe and not probe["acked"] and not probe["indirect"] and now >= probe["t0"] + self.cfg.probe_timeout_ms:
             probe["indirect"] = True
@@ -146,9 +151,8 @@ class Membership:
         p = self._probe
         if p and not p["acked"] and not p["indirect"]:
             t = min(t, p["t0"] + self.cfg.probe_timeout_ms)
-        for m in self.members.values():
-            if m.status == SUSPECT:
-                t = min(t, m.since + self.cfg.suspicion_ms)
+        if self._suspects:
+            t = min(t, min(self._suspects.values()) + self.cfg.suspicion_ms)
         return t
 
     def handle(self, env: Envelope, now: float) -> list[Envelope]:

@@ -35,6 +35,7 @@ class NodeConfig:
 
 
 GC_INTERVAL_MS = 5000.0
+_STRATEGY_KINDS = frozenset({"payload", "ihave", "graft", "prune"})
 
 
 def actor_for(replica_id: str, incarnation: int) -> str:
@@ -119,6 +120,9 @@ class Node:
         msg = env.msg
         if env.src not in self.membership.members:
             return []  # not a member of this cluster
+        kind = msg.kind
+        if kind in _STRATEGY_KINDS:  # the common case first: this runs for every message
+            return self.strategy.handle(env.src, msg, now)
         if isinstance(msg, (Ping, Ack, PingReq)):
             out = self.membership.handle(env, now)
             self._membership_changed()
@@ -159,15 +163,17 @@ class Node:
         return out
 
     def next_deadline(self) -> float | None:
-        ts = [self.membership.next_deadline(), self.ae.next_deadline(), self._gc_at]
         if self._announce_view:
             return 0.0
+        t = min(self.membership.next_deadline(), self.ae.next_at, self._gc_at)
         s = self.strategy.next_deadline()
-        if s is not None:
-            ts.append(s)
+        if s is not None and s < t:
+            t = s
         if self._arrivals:
-            ts.append(self._arrivals[0][0] + self.cfg.ae_grace_ms)
-        return min(ts)
+            a = self._arrivals[0][0] + self.cfg.ae_grace_ms
+            if a < t:
+                t = a
+        return t
 
     def restart(self, *, now: float) -> list[Envelope]:
         """Back from a crash with state intact: rejoin at a newer incarnation, catch up by anti-entropy."""

@@ -147,6 +147,7 @@ class Simulator:
         reorder: float = 0.0,
         reorder_ms: float = 50.0,
         sink: Callable[[SimEvent], None] | None = None,
+        traffic_events: bool = True,
     ) -> None:
         ids = list(node_ids)
         if not ids:
@@ -171,6 +172,9 @@ class Simulator:
         self._reorder = _check_probability("reorder", reorder)
         self._reorder_ms = float(reorder_ms)
         self._sink = sink
+        # per-message events (sent/delivered/dropped) dominate the cost of a sink; a benchmark
+        # that only wants node events turns them off
+        self._msg_sink = sink if traffic_events else None
 
         self._now = 0.0
         self._heap: list[tuple] = []
@@ -460,6 +464,7 @@ class Simulator:
         nodes = self._nodes
         down = self._down
         sink = self._sink
+        msg_sink = self._msg_sink
         delivered_by_kind = self._delivered_by_kind
         tick_token = self._tick_token
         tick_want = self._tick_want
@@ -499,8 +504,8 @@ class Simulator:
                     payloads = env.payloads
                     if payloads:
                         self._payloads_delivered += payloads
-                    if sink is not None:
-                        sink(SimEvent(t, "delivered", dst, {
+                    if msg_sink is not None:
+                        msg_sink(SimEvent(t, "delivered", dst, {
                             "src": src, "dst": dst, "kind": kind, "payloads": payloads,
                             "mid": entry[3], "sent_at": entry[4], "copy_of": entry[5],
                         }))
@@ -581,7 +586,7 @@ class Simulator:
         dup = self._duplicate
         reorder = self._reorder
         groups = self._groups
-        sink = self._sink
+        sink = self._msg_sink
         sent_by_kind = self._sent_by_kind
         in_flight = 0
         try:
@@ -627,7 +632,7 @@ class Simulator:
             self._in_flight += in_flight
 
     def _emit_sent(self, env: Envelope, mid: int, now: float, deliver_at: float | None, copy_of: int | None) -> None:
-        self._sink(SimEvent(now, "sent", env.src, {
+        self._msg_sink(SimEvent(now, "sent", env.src, {
             "src": env.src, "dst": env.dst, "kind": env.msg.kind, "payloads": env.payloads,
             "mid": mid, "deliver_at": deliver_at, "copy_of": copy_of,
         }))
@@ -636,8 +641,8 @@ class Simulator:
         kind = env.msg.kind
         self._dropped_by_kind[kind] = self._dropped_by_kind.get(kind, 0) + 1
         self._dropped_by_reason[reason] = self._dropped_by_reason.get(reason, 0) + 1
-        if self._sink is not None:
-            self._sink(SimEvent(now, "dropped", env.dst, {
+        if self._msg_sink is not None:
+            self._msg_sink(SimEvent(now, "dropped", env.dst, {
                 "src": env.src, "dst": env.dst, "kind": kind, "payloads": env.payloads,
                 "mid": mid, "reason": reason,
             }))

@@ -23,7 +23,8 @@ class DisseminationConfig:
     gossip_fanout: int = 3
     gossip_retransmit_mult: int = 4
     # plumtree
-    ihave_timeout_ms: float = 150.0  # wait this long for the eager copy before grafting
+    ihave_timeout_ms: float = 150.0  # wait at most this long for the eager copy before grafting
+    graft_slack_ms: float = 30.0  # beyond when our usual path says the eager copy is due
     graft_retry_ms: float = 400.0
     lazy_flush_ms: float = 20.0  # batch IHAVE announcements
     optimise_ms: float = 2.0  # regraft when a lazy path is this much faster...

@@ -5,9 +5,10 @@ prunes the link it came on; an IHAVE for a message that does not arrive in time 
 the announcer's link back. The result is a spanning tree that repairs itself.
 
 Refinements, after the paper's discussion of optimisation:
-- Trees are kept per root (the write's origin), each seeded from the shared tree ("*")
-  when the root is first heard from. The shared tree is the classic one: the first
-  broadcast floods the overlay and duplicates prune it to a spanning tree.
+- A root (a write's origin) follows the shared tree ("*"), the classic one: the first
+  broadcast floods the overlay and duplicates prune it to a spanning tree. When a node
+  tunes its links for one root, that root gets a tree of its own there, copied from the
+  shared one; later changes for that root touch only its own tree.
 - Latency optimisation: IHAVEs carry the announcer's path latency. When a lazy neighbour
   would clearly have delivered sooner than the current parent, the node grafts it for
   that root and prunes the old parent for that root only. Each root's tree relaxes
@@ -34,7 +35,7 @@ class Plumtree:
         self.eager: dict[str, dict[str, None]] = {SHARED: dict.fromkeys(host.view())}
         self.lazy: dict[str, dict[str, None]] = {SHARED: {}}
         self.parent: dict[str, str] = {}  # root -> the neighbour we take its messages from
-        self.tuned: set[str] = set()  # roots whose tree here was changed by the latency optimisation
+        self.path_of: dict[str, float] = {}  # root -> latency of our latest path from it
         self.cache: dict = {}  # mid -> [gossip as held here, time, first sender]
         self._expiry: deque = deque()
         self.missing: dict = {}  # mid -> [deadline, [(announcer, root, its path ms), ...]]
@@ -44,6 +45,14 @@ class Plumtree:
     # -- tree state ------------------------------------------------------------------
 
     def _sets(self, root: str):
+        """The tree a root's messages follow here: its own once tuned, else the shared one."""
+        e = self.eager.get(root)
+        if e is None:
+            return self.eager[SHARED], self.lazy[SHARED]
+        return e, self.lazy[root]
+
+    def _own(self, root: str):
+        """Give a root a tree of its own, starting as a copy of the shared one."""
         e = self.eager.get(root)
         if e is None:
             e = self.eager[root] = dict(self.eager[SHARED])
@@ -51,14 +60,16 @@ class Plumtree:
         return e, self.lazy[root]
 
     def _to_eager(self, root: str, peer: str, shared: bool) -> None:
-        for r in (root, SHARED) if shared else (root,):
-            e, lz = self._sets(r)
+        roots = [r for r in (SHARED, root) if r in self.eager] if shared else [root]
+        for r in roots:
+            e, lz = self._own(r)
             e[peer] = None
             lz.pop(peer, None)
 
     def _to_lazy(self, root: str, peer: str, shared: bool) -> None:
-        for r in (root, SHARED) if shared else (root,):
-            e, lz = self._sets(r)
+        roots = [r for r in (SHARED, root) if r in self.eager] if shared else [root]
+        for r in roots:
+            e, lz = self._own(r)
             if peer in e:
                 del e[peer]
                 lz[peer] = None
@@ -107,13 +118,14 @@ class Plumtree:
     # -- receiving -----------------------------------------------------------------------
 
     def handle(self, src: str, msg, now: float) -> list[Envelope]:
-        if isinstance(msg, Gossip):
-            return self._on_gossip(src, msg, now)
-        if isinstance(msg, IHave):
+        kind = msg.kind
+        if kind == "ihave":  # the most frequent message by far
             return self._on_ihave(src, msg, now)
-        if isinstance(msg, Graft):
+        if kind == "payload" and isinstance(msg, Gossip):
+            return self._on_gossip(src, msg, now)
+        if kind == "graft":
             return self._on_graft(src, msg, now)
-        if isinstance(msg, Prune):
+        if kind == "prune":
             self._to_lazy(msg.root, src, shared=not msg.only_root)
         return []
 
@@ -124,6 +136,7 @@ class Plumtree:
             return self._on_duplicate(src, root, entry)
         self.h.deliver(g, now, "payload")
         self._remember(g, now, src)
+        self.path_of[root] = g.path_ms
         if root not in self.parent:
             self.parent[root] = src
         # Unlike the classic shared tree, the sender is not made eager: in a per-root tree it is
@@ -151,26 +164,39 @@ class Plumtree:
             self.parent[root] = first
             self._to_lazy(root, src, shared=False)
             return [Envelope(self.h.id, src, Prune(root, only_root=True))]
-        # A redundant link. While this root's tree is still the shared one, the shared tree has
-        # the cycle too (first flood, or a link added by a view change): prune it there as well.
-        shared = root not in self.tuned
+        # A redundant link. While this root still follows the shared tree, that tree has the cycle
+        # (a first flood, or a link added by a view change): prune it there, as classic Plumtree does.
+        shared = root not in self.eager
         self._to_lazy(root, src, shared=shared)
         return [Envelope(self.h.id, src, Prune(root, only_root=not shared))]
 
     def _on_ihave(self, src: str, msg: IHave, now: float) -> list[Envelope]:
         out: list[Envelope] = []
+        cache, have = self.cache, self.h.have
+        link = self.h.link_ms(src)
         for mid, root, path in msg.items:
-            entry = self.cache.get(mid)
-            if entry is not None or self.h.have(mid):
-                if entry is not None and entry[2] is not None:
-                    out += self._maybe_optimise(src, entry, root, path + self.h.link_ms(src))
+            entry = cache.get(mid)
+            if entry is not None:
+                if entry[2] is not None and entry[0].path_ms > path + link:  # only a faster path can matter
+                    out += self._maybe_optimise(src, entry, root, path + link)
+                continue
+            if have(mid):
                 continue
             m = self.missing.get(mid)
             if m is None:
-                self.missing[mid] = [now + self.cfg.ihave_timeout_ms, [(src, root, path)]]
+                self.missing[mid] = [now + self._patience(root, path + self.h.link_ms(src)), [(src, root, path)]]
             else:
                 m[1].append((src, root, path))
         return out
+
+    def _patience(self, root: str, announced_ms: float) -> float:
+        """How long to wait for the eager copy after an IHAVE. Our usual path from this root
+        says when it is due. A root never heard from has no usual path, and the shared tree
+        its first message follows may have lost links to other roots' prunes: graft soon."""
+        usual = self.path_of.get(root)
+        if usual is None:
+            return self.cfg.graft_slack_ms
+        return min(self.cfg.ihave_timeout_ms, max(0.0, usual - announced_ms) + self.cfg.graft_slack_ms)
 
     def _maybe_optimise(self, src: str, entry: list, root: str, alt_ms: float) -> list[Envelope]:
         mine = entry[0].path_ms
@@ -178,9 +204,9 @@ class Plumtree:
             return []
         old = self.parent.get(root)
         self.parent[root] = src
-        self.tuned.add(root)
         g = entry[0]
         entry[0] = Gossip(g.mid, root, g.delta, g.hops, alt_ms)
+        self.path_of[root] = alt_ms
         self._to_eager(root, src, shared=False)  # kept out of pushes while it is the parent
         out = [Envelope(self.h.id, src, Graft(root))]
         if old is not None and old != src:
@@ -228,9 +254,11 @@ class Plumtree:
         return out
 
     def next_deadline(self) -> float | None:
-        ts = [v[0] for v in self.missing.values()]
-        if self.flush_at is not None:
-            ts.append(self.flush_at)
+        t = self.flush_at
         if self._expiry:
-            ts.append(self._expiry[0][0] + self.cfg.cache_ms)
-        return min(ts) if ts else None
+            e = self._expiry[0][0] + self.cfg.cache_ms
+            t = e if t is None or e < t else t
+        if self.missing:
+            m = min(v[0] for v in self.missing.values())
+            t = m if t is None or m < t else t
+        return t

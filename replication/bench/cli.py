@@ -1,0 +1,104 @@
+"""Command-line front of the benchmarks: `edgestate bench propagation ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from ..geo import select_pops
+from . import propagation
+from .report import table
+
+COLUMNS = [
+    "strategy", "replicas", "writes", "ratio_p50", "ratio_p99", "payloads_per_receiver",
+    "max_sends_per_node", "delivered_before_antientropy", "delivered_everywhere", "heal_converge_ms",
+]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
+    return v
+
+
+def _strategies(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in propagation.STRATEGIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown strategy {', '.join(bad) or '(none)'}; choose from {','.join(propagation.STRATEGIES)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="run a benchmark", description="Benchmarks; figures, not pass/fail.")
+    which = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    p = which.add_parser(
+        "propagation",
+        help="how writes spread: plumtree vs gossip vs direct on the simulated WAN",
+        description=propagation.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = propagation.Params()
+    p.add_argument("--pops", default=d.pops, metavar="all|default|ID,...", help="POPs (default: %(default)s)")
+    p.add_argument("--replicas", type=_positive_int, default=None, metavar="N",
+                   help="place N replicas round-robin over the POPs (default: one per POP)")
+    p.add_argument("--writes", type=_positive_int, default=d.writes, metavar="K", help="measured writes (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=d.warmup, metavar="W",
+                   help="writes before measuring, while trees form (default: %(default)s)")
+    p.add_argument("--rate", type=float, default=d.rate, help="writes per virtual second (default: %(default)s)")
+    p.add_argument("--loss", type=_probability, default=d.loss, metavar="P", help="message loss probability (default: %(default)s)")
+    p.add_argument("--strategy", type=_strategies, default=",".join(d.strategies), metavar="LIST",
+                   help="comma-separated strategies (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="simulation seed (default: %(default)s)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench != "propagation":
+        print(f"edgestate bench: unknown benchmark {args.bench!r}", file=sys.stderr)
+        return 2
+    try:
+        select_pops(args.pops)
+    except ValueError as e:
+        print(f"edgestate bench propagation: error: --pops {args.pops!r}: {e}", file=sys.stderr)
+        return 2
+    if args.warmup < 0 or not (args.rate > 0 and math.isfinite(args.rate)):
+        print("edgestate bench propagation: error: --warmup must be >= 0 and --rate > 0", file=sys.stderr)
+        return 2
+    strategies = args.strategy if isinstance(args.strategy, list) else _strategies(args.strategy)
+    params = propagation.Params(
+        pops=args.pops, replicas=args.replicas, writes=args.writes, warmup=args.warmup, rate=args.rate,
+        loss=args.loss, strategies=strategies, seed=args.seed,
+    )
+    result = propagation.run(params, progress=not args.quiet)
+    rows = [{"strategy": s, **r} for s, r in result["strategies"].items()]
+    print(table(rows, COLUMNS))
+    print(f"simulator: {result['sim_msgs_per_s']:,.0f} delivered messages per wall-clock second")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2, default=_json_default)
+            f.write("\n")
+    return 0
+
+
+def _json_default(v):
+    raise TypeError(f"not JSON: {v!r}")

@@ -1,0 +1,220 @@
+"""`edgestate bench propagation`: how writes spread, strategy by strategy, on the simulated WAN.
+
+All latency figures are virtual time from the deterministic simulator, so they do not depend on
+this machine's load; only `sim_msgs_per_s` is wall-clock (the simulator's own speed).
+
+Per strategy, over `writes` measured writes (after `warmup` writes that let trees form):
+- ratio_p50 / ratio_p99: time for a write to reach every live replica, divided by the physical
+  limit for that write (the direct one-way latency from its origin to its farthest replica);
+- payloads_per_receiver: write payloads received per replica per write (1.0 is the minimum);
+- max_sends_per_node: the most payload sends any one node made for any one write;
+- delivered_before_antientropy: share of writes that reached every live replica by
+  dissemination alone; delivered_everywhere: share that reached them in the end;
+- heal_converge_ms: after a partition (the Americas against the rest) with writes on both
+  sides, the time from heal until every replica has the same state;
+- warmup_ratio_p50 / warmup_ratio_p99: the same ratio over the warm-up writes. A root's first
+  messages follow the shared tree, which suits whichever root flooded it first; each root's
+  own tree then relaxes towards its fastest paths over a few messages.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from ..clocks import Dot
+from ..cluster import SimCluster
+from ..geo import place_replicas, select_pops
+from ..messages import Gossip, GossipBatch
+from .report import Progress
+
+STRATEGIES = ("plumtree", "gossip", "direct")
+
+
+@dataclass
+class Params:
+    pops: str = "all"
+    replicas: int | None = None
+    writes: int = 2000
+    warmup: int = 300
+    rate: float = 20.0  # writes per virtual second, Poisson arrivals
+    loss: float = 0.0
+    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    seed: int = 1
+    partition_writes: int = 40
+
+
+class _Tracker:
+    """The sink: first arrival of each tracked dot at each node, and how it came."""
+
+    def __init__(self) -> None:
+        self.tracked: dict[Dot, dict] = {}
+        self.complete = 0
+        self.n_live = 0
+
+    def track(self, dot: Dot, origin: str, t: float, measured: bool) -> None:
+        self.tracked[dot] = {"origin": origin, "t": t, "at": {}, "ae": False, "measured": measured}
+
+    def __call__(self, ev) -> None:
+        if ev.kind != "applied":
+            return
+        via = ev.data["via"]
+        for d in ev.data["dots"]:
+            w = self.tracked.get(d)
+            if w is not None and ev.node not in w["at"]:
+                w["at"][ev.node] = ev.t
+                if via == "ae":
+                    w["ae"] = True
+                if len(w["at"]) == self.n_live:
+                    self.complete += 1
+
+
+class _Counting:
+    """Wraps a node to count payloads per write: sent by each node, received in all."""
+
+    def __init__(self, node, sends: dict, received: Counter) -> None:
+        self._node, self._sends, self._received = node, sends, received
+        self.id, self.replica = node.id, node.replica
+
+    def next_deadline(self):
+        return self._node.next_deadline()
+
+    def drain_events(self):
+        return self._node.drain_events()
+
+    def __getattr__(self, name):
+        return getattr(self._node, name)
+
+    def _count_out(self, outs):
+        sends = self._sends
+        for env in outs:
+            m = env.msg
+            items = m.items if isinstance(m, GossipBatch) else (m,) if isinstance(m, Gossip) else ()
+            for g in items:
+                per = sends.get(g.mid)
+                if per is not None:
+                    per[env.src] += 1
+        return outs
+
+    def write(self, ns, key, op, *, now):
+        view, outs = self._node.write(ns, key, op, now=now)
+        return view, self._count_out(outs)
+
+    def receive(self, env, *, now):
+        m = env.msg
+        items = m.items if isinstance(m, GossipBatch) else (m,) if isinstance(m, Gossip) else ()
+        for g in items:
+            if g.mid in self._sends:
+                self._received[g.mid] += 1
+        return self._count_out(self._node.receive(env, now=now))
+
+    def tick(self, *, now):
+        return self._count_out(self._node.tick(now=now))
+
+    def restart(self, *, now):
+        return self._count_out(self._node.restart(now=now))
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return math.nan
+    xs = sorted(xs)
+    i = min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))
+    return xs[i]
+
+
+def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
+    placements = place_replicas(select_pops(p.pops), p.replicas)
+    tracker = _Tracker()
+    sends: dict[Dot, Counter] = {}
+    received: Counter = Counter()
+    cluster = SimCluster(
+        placements, strategy=strategy, seed=p.seed, loss=p.loss, sink=tracker,
+        wrap=lambda node: _Counting(node, sends, received), traffic_events=False,
+    )
+    sim, ids = cluster.sim, cluster.ids
+    tracker.n_live = len(ids)
+    rng = random.Random(f"bench:{p.seed}")
+    bar = Progress(strategy, p.warmup + p.writes) if progress else None
+    wall0 = time.perf_counter()
+    delivered0 = sim.delivered_count
+    sim.run_for(2000)  # membership and overlay settle before the first write
+
+    def write(i: int, measured: bool, origin: str | None = None) -> None:
+        origin = origin or rng.choice(ids)
+        node = sim.nodes[origin]
+        dot = node.replica.store.ctx.next_dot(node.replica.actor)
+        tracker.track(dot, origin, sim.now, measured)
+        if measured:
+            sends[dot] = Counter()
+        sim.write(origin, "kv", f"key{rng.randrange(1000)}", {"value": i})
+
+    for i in range(p.warmup + p.writes):
+        write(i, i >= p.warmup)
+        sim.run_for(rng.expovariate(p.rate) * 1000.0)
+        if bar:
+            bar.update(i + 1)
+    # every measured write has had time to be repaired by anti-entropy (a few periods)
+    sim.run_until_condition(lambda: tracker.complete == len(tracker.tracked), max_ms=30_000)
+
+    ratios, warm_ratios, before_ae, everywhere = [], [], 0, 0
+    for dot, w in tracker.tracked.items():
+        origin = w["origin"]
+        phys = max(cluster.one_way_ms(origin, x) for x in ids if x != origin)
+        complete = len(w["at"]) == len(ids)
+        ratio = (max(w["at"].values()) - w["t"]) / phys if complete else math.inf
+        if not w["measured"]:
+            warm_ratios.append(ratio)
+            continue
+        ratios.append(ratio)
+        everywhere += complete
+        before_ae += complete and not w["ae"]
+    k = max(1, len(ratios))
+    result = {
+        "ratio_p50": _percentile(ratios, 0.50),
+        "ratio_p99": _percentile(ratios, 0.99),
+        "payloads_per_receiver": sum(received.values()) / (k * (len(ids) - 1)),
+        "max_sends_per_node": max((max(c.values(), default=0) for c in sends.values()), default=0),
+        "delivered_before_antientropy": before_ae / k,
+        "delivered_everywhere": everywhere / k,
+        "heal_converge_ms": _heal(sim, cluster, p, rng),
+        "replicas": len(ids),
+        "writes": len(ratios),
+        "warmup_ratio_p50": _percentile(warm_ratios, 0.50),
+        "warmup_ratio_p99": _percentile(warm_ratios, 0.99),
+        "sim_messages": sim.delivered_count - delivered0,
+    }
+    result["wall_s"] = time.perf_counter() - wall0
+    return result
+
+
+def _heal(sim, cluster: SimCluster, p: Params, rng: random.Random) -> float:
+    """Partition the Americas from the rest, write on both sides, heal, time the convergence."""
+    americas = [i for i in cluster.ids if "America" in cluster.pop_of[i].region]
+    rest = [i for i in cluster.ids if i not in americas]
+    if not americas or not rest:
+        return math.nan
+    sim.partition([americas, rest])
+    for i in range(p.partition_writes):
+        side = americas if i % 2 else rest
+        sim.write(rng.choice(side), "kv", f"split{i % 5}", {"value": i})
+        sim.run_for(50)
+    sim.run_for(3000)  # past the anti-entropy grace: the writes are old news on their side
+    t_heal = sim.now
+    sim.heal()
+    if not sim.run_until_condition(sim.converged, max_ms=120_000):
+        return math.inf
+    return sim.now - t_heal
+
+
+def run(p: Params, progress: bool = True) -> dict:
+    strategies, wall, msgs = {}, 0.0, 0
+    for s in p.strategies:
+        r = run_strategy(p, s, progress)
+        wall += r["wall_s"]
+        msgs += r["sim_messages"]
+        strategies[s] = r
+    return {"params": asdict(p), "strategies": strategies, "sim_msgs_per_s": msgs / wall if wall else math.nan}

@@ -1,0 +1,53 @@
+"""`edgestate bench propagation`: runs, reports the documented JSON shape, and its figures hold
+up to what the physics says (checked on virtual time, never wall-clock)."""
+
+import json
+import math
+
+import pytest
+
+from app.cli import main
+from replication.bench.propagation import Params, run_strategy
+
+KEYS = {"ratio_p50", "ratio_p99", "payloads_per_receiver", "max_sends_per_node",
+        "delivered_before_antientropy", "heal_converge_ms"}
+
+
+def test_cli_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc = main(["bench", "propagation", "--pops", "lhr,jfk,syd,nrt,gru,jnb", "--writes", "20", "--warmup", "10",
+               "--strategy", "plumtree,direct", "--seed", "3", "--quiet", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert set(data["strategies"]) == {"plumtree", "direct"}
+    for r in data["strategies"].values():
+        assert KEYS <= set(r)
+        assert r["delivered_everywhere"] == 1.0
+        assert r["payloads_per_receiver"] >= 1.0
+    assert data["sim_msgs_per_s"] > 0
+    table = capsys.readouterr().out
+    assert "plumtree" in table and "ratio_p99" in table
+
+
+def test_direct_is_the_physical_limit_and_plumtree_stays_close():
+    p = Params(pops="default", writes=60, warmup=150, seed=2)  # ~7 writes per root: trees have relaxed
+    direct = run_strategy(p, "direct", progress=False)
+    assert direct["ratio_p50"] == pytest.approx(1.0) and direct["ratio_p99"] == pytest.approx(1.0)
+    assert direct["payloads_per_receiver"] == pytest.approx(1.0)
+    assert direct["max_sends_per_node"] == direct["replicas"] - 1  # the origin sends to everyone
+    tree = run_strategy(p, "plumtree", progress=False)
+    assert 1.0 <= tree["ratio_p50"] <= tree["ratio_p99"] < 1.5
+    assert tree["payloads_per_receiver"] < 1.15
+    assert tree["max_sends_per_node"] < direct["max_sends_per_node"]
+    assert math.isfinite(tree["heal_converge_ms"]) and tree["heal_converge_ms"] > 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["--strategy", "flood"], ["--loss", "1.5"], ["--writes", "0"], ["--pops", "nope"], ["--rate", "0"],
+])
+def test_bad_options_exit_2_with_a_message(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        rc = main(["bench", "propagation", "--quiet", *argv])
+        raise SystemExit(rc)
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
