@@ -50,6 +50,14 @@ class Graft:
 
 
 @dataclass(slots=True)
+class GraftAck:
+    """'You are on my eager list for `root` now': the grafting node may retire its old parent."""
+
+    kind: ClassVar[str] = "graft_ack"
+    root: str
+
+
+@dataclass(slots=True)
 class Prune:
     """Stop eager-pushing `root`'s messages to the sender (it gets them another way)."""
 
@@ -107,7 +115,7 @@ class PingReq:
     target: str
 
 
-Message = Gossip | GossipBatch | IHave | Graft | Prune | Neighbour | AeDigest | AeReply | Ping | Ack | PingReq
+Message = Gossip | GossipBatch | IHave | Graft | GraftAck | Prune | Neighbour | AeDigest | AeReply | Ping | Ack | PingReq
 
 
 @dataclass(slots=True)

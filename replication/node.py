@@ -35,7 +35,7 @@ class NodeConfig:
 
 
 GC_INTERVAL_MS = 5000.0
-_STRATEGY_KINDS = frozenset({"payload", "ihave", "graft", "prune"})
+_STRATEGY_KINDS = frozenset({"payload", "ihave", "graft", "graft_ack", "prune"})
 
 
 def actor_for(replica_id: str, incarnation: int) -> str:

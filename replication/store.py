@@ -80,6 +80,7 @@ class Store:
         refs = set(delta.entries)
         if delta.full:
             refs.update(self.keys())
+        refs = sorted(refs)  # a stable order: observers see the same event stream in every process
         changed = []
         for ns, key in refs:
             mod = BY_NAMESPACE[ns]
@@ -137,7 +138,7 @@ class Store:
         if len(hints) == held:
             return None
         return Delta(
-            entries={r: self.get(*r) for r in refs},
+            entries={r: self.get(*r) for r in sorted(refs)},
             ctx=self.ctx.copy(),
             applied=self.applied.copy(),
             keys=hints,

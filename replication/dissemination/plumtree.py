@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..messages import Envelope, Gossip, Graft, IHave, Prune
+from ..messages import Envelope, Gossip, Graft, GraftAck, IHave, Prune
 
 SHARED = "*"
 
@@ -36,6 +36,9 @@ class Plumtree:
         self.lazy: dict[str, dict[str, None]] = {SHARED: {}}
         self.parent: dict[str, str] = {}  # root -> the neighbour we take its messages from
         self.path_of: dict[str, float] = {}  # root -> latency of our latest path from it
+        # root -> (new parent, old parent): make before break. The old parent keeps pushing
+        # until the new one confirms the graft (or delivers first), so no message falls between.
+        self.switching: dict[str, tuple[str, str]] = {}
         self.cache: dict = {}  # mid -> [gossip as held here, time, first sender]
         self._expiry: deque = deque()
         self.missing: dict = {}  # mid -> [deadline, [(announcer, root, its path ms), ...]]
@@ -84,6 +87,8 @@ class Plumtree:
                 self.lazy[root].pop(p, None)
         for root in [r for r, p in self.parent.items() if p in removed]:
             del self.parent[root]
+        for root in [r for r, sw in self.switching.items() if sw[0] in removed or sw[1] in removed]:
+            del self.switching[root]
         for m in self.missing.values():
             m[1] = [a for a in m[1] if a[0] not in removed]
 
@@ -127,6 +132,10 @@ class Plumtree:
             return self._on_graft(src, msg, now)
         if kind == "prune":
             self._to_lazy(msg.root, src, shared=not msg.only_root)
+        elif kind == "graft_ack":
+            sw = self.switching.get(msg.root)
+            if sw is not None and sw[0] == src:
+                return self._break(msg.root)
         return []
 
     def _on_gossip(self, src: str, g: Gossip, now: float) -> list[Envelope]:
@@ -142,6 +151,9 @@ class Plumtree:
         # Unlike the classic shared tree, the sender is not made eager: in a per-root tree it is
         # upstream, and pushing this root's messages back to it would only make duplicates.
         out = self._push(g, now, src)
+        sw = self.switching.get(root)
+        if sw is not None and src == sw[0]:
+            out += self._break(root)
         announced = self.missing.pop(g.mid, None)
         if announced:  # IHAVEs that beat this payload here name faster paths
             entry = self.cache[g.mid]
@@ -149,10 +161,23 @@ class Plumtree:
                 out += self._maybe_optimise(a_src, entry, a_root, a_path + self.h.link_ms(a_src))
         return out
 
+    def _break(self, root: str) -> list[Envelope]:
+        """The new parent has delivered: retire the old one for this root."""
+        new, old = self.switching.pop(root)
+        if old == new or self.parent.get(root) != new:
+            return []
+        self._to_lazy(root, old, shared=False)
+        return [Envelope(self.h.id, old, Prune(root, only_root=True))]
+
     def _on_duplicate(self, src: str, root: str, entry) -> list[Envelope]:
         _, lazy = self._sets(root)
         parent = self.parent.get(root)
         first = entry[2] if entry is not None else None
+        sw = self.switching.get(root)
+        if sw is not None and src in sw:
+            if src == sw[0]:  # the new link works; the old parent's copy simply came first
+                return self._break(root)
+            return []
         if src in lazy:
             # Lazy here but eager there: our PRUNE crossed this copy, or that node's tree for this
             # root was seeded before the shared link was pruned. Saying it again is cheap.
@@ -165,8 +190,9 @@ class Plumtree:
             self._to_lazy(root, src, shared=False)
             return [Envelope(self.h.id, src, Prune(root, only_root=True))]
         # A redundant link. While this root still follows the shared tree, that tree has the cycle
-        # (a first flood, or a link added by a view change): prune it there, as classic Plumtree does.
-        shared = root not in self.eager
+        # (a first flood, or a link added by a view change): prune it there, as classic Plumtree
+        # does. Unless the link is our way in for some other root: then prune it for this one only.
+        shared = root not in self.eager and src not in self.parent.values()
         self._to_lazy(root, src, shared=shared)
         return [Envelope(self.h.id, src, Prune(root, only_root=not shared))]
 
@@ -203,19 +229,22 @@ class Plumtree:
         if mine - alt_ms <= max(self.cfg.optimise_ms, self.cfg.optimise_ratio * mine):
             return []
         old = self.parent.get(root)
+        pending = self.switching.get(root)
+        if pending is not None:
+            old = pending[1]  # still the one pushing to us until the newest link proves itself
         self.parent[root] = src
         g = entry[0]
         entry[0] = Gossip(g.mid, root, g.delta, g.hops, alt_ms)
         self.path_of[root] = alt_ms
         self._to_eager(root, src, shared=False)  # kept out of pushes while it is the parent
-        out = [Envelope(self.h.id, src, Graft(root))]
         if old is not None and old != src:
-            self._to_lazy(root, old, shared=False)
-            out.append(Envelope(self.h.id, old, Prune(root, only_root=True)))
-        return out
+            self.switching[root] = (src, old)
+        return [Envelope(self.h.id, src, Graft(root))]
 
     def _on_graft(self, src: str, msg: Graft, now: float) -> list[Envelope]:
         self._to_eager(msg.root, src, shared=bool(msg.mids))
+        if not msg.mids:  # a latency regraft: confirm, so the grafter can retire its old parent
+            return [Envelope(self.h.id, src, GraftAck(msg.root))]
         out = []
         link = self.h.link_ms(src)
         for mid in msg.mids:
@@ -241,8 +270,12 @@ class Plumtree:
                 del self.missing[mid]  # arrived some other way, or nobody left to ask: anti-entropy
                 continue
             src, root, _path = m[1].pop(0)
+            old = self.parent.get(root)
             self._to_eager(root, src, shared=True)
             self.parent[root] = src
+            self.switching.pop(root, None)
+            if old is not None and old != src:
+                self._to_lazy(root, old, shared=False)  # it failed to deliver: no longer upstream
             out.append(Envelope(me, src, Graft(root, [mid])))
             m[0] = now + self.cfg.graft_retry_ms
         ttl = self.cfg.cache_ms
