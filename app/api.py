@@ -14,10 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from replication.cluster import LocalCluster
 from replication.replica import KvView
 
 from .errors import ApiError
+from .live import LiveCluster
 
 router = APIRouter()
 
@@ -26,8 +26,8 @@ COUNTER = "/api/replicas/{replica_id}/counters/{key:path}"
 SET = "/api/replicas/{replica_id}/sets/{key:path}"
 
 
-def _cluster(request: Request) -> LocalCluster:
-    return request.app.state.cluster
+def _cluster(request: Request) -> LiveCluster:
+    return request.app.state.live
 
 
 # -- request bodies: strict JSON types, unknown fields refused ----------------------------
@@ -102,7 +102,7 @@ class ErrorOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorOut} for s in (400, 404, 413, 415, 422)
+    s: {"model": ErrorOut} for s in (400, 404, 413, 415, 422, 503)
 }
 
 
@@ -124,7 +124,7 @@ def _kv_out(replica_id: str, view: KvView) -> KvOut:
 
 @router.get("/healthz")
 async def healthz(request: Request) -> HealthOut:
-    return HealthOut(status="ok", replicas=len(_cluster(request).replicas))
+    return HealthOut(status="ok", replicas=len(_cluster(request).ids))
 
 
 @router.put(KV, responses=ERRORS)

@@ -1,10 +1,10 @@
 """The `edgestate` command line.
 
     edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...]
+                    [--strategy plumtree|gossip|direct] [--speed X] [--seed N]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
 
-Only what exists is accepted: the design's other `serve` flags (--strategy, --speed,
---seed, --processes) arrive with the dashboard and the real transport.
+Only what exists is accepted: `serve --processes` arrives with the real transport.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 from replication.bench import cli as bench_cli
-from replication.cluster import LocalCluster
-from replication.geo import select_pops
+from replication.cluster import SimCluster
+from replication.dissemination import STRATEGIES
+from replication.geo import place_replicas, select_pops
 
 EXIT_USAGE = 2
 
@@ -32,6 +34,18 @@ def _port(text: str) -> int:
     return port
 
 
+DEFAULT_SPEED = 0.1  # an Atlantic crossing (~37 ms) takes about a third of a second to watch
+
+
+def _speed(text: str) -> float:
+    from .live import check_speed
+
+    try:
+        return check_speed(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgestate", description="Edge state without coordination: CRDT replicas at real edge locations."
@@ -39,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser(
         "serve",
-        help="serve the HTTP API over an in-process cluster of replicas",
-        description="Serve the HTTP API over an in-process cluster of replicas, one per POP.",
+        help="serve the HTTP API over the embedded simulated cluster",
+        description="Serve the HTTP API over an embedded cluster of replicas, one per POP, on the simulated WAN.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=_port, default=8000, help="port to listen on (default: %(default)s)")
@@ -50,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="all|default|ID,ID,...",
         help="which POPs get a replica: all of them, the default set, or a list of ids (default: %(default)s)",
     )
+    serve.add_argument("--strategy", choices=list(STRATEGIES), default="plumtree",
+                       help="how writes spread between replicas (default: %(default)s)")
+    serve.add_argument("--speed", type=_speed, default=DEFAULT_SPEED,
+                       help="virtual time per wall time: 1 is real time, smaller is slower (default: %(default)s)")
+    serve.add_argument("--seed", type=int, default=0, help="seed of the simulated network (default: %(default)s)")
     bench_cli.add_parser(sub)
     return parser
 
@@ -63,9 +82,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from .live import LiveCluster
     from .main import create_app
 
-    app = create_app(LocalCluster(pops))  # a fresh token secret per run: see LocalCluster
+    cluster = SimCluster(
+        place_replicas(pops), strategy=args.strategy, seed=args.seed, epoch_ms=time.time() * 1000.0
+    )  # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
+    app = create_app(LiveCluster(cluster, speed=args.speed), run_clock=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     logging.getLogger("uvicorn.error").info(
         "edgestate: %d replica(s): %s", len(pops), ", ".join(p.id for p in pops)

@@ -30,6 +30,7 @@ STATUS_BY_CODE = {
     "bad_context": 400,
     "unknown_type": 404,
     "unknown_replica": 404,
+    "replica_down": 503,
 }
 
 

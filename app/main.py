@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from replication.cluster import LocalCluster
-
 from . import api, errors
+from .live import LiveCluster
 
 
-def create_app(cluster: LocalCluster) -> FastAPI:
+def create_app(live: LiveCluster, *, run_clock: bool = False) -> FastAPI:
+    """`run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(live.pump()) if run_clock else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     app = FastAPI(
         title="edgestate",
         summary="Edge state without coordination: write at any POP, read anywhere.",
         redoc_url=None,
+        lifespan=lifespan,
     )
-    app.state.cluster = cluster
+    app.state.live = live
     errors.install(app)
     app.include_router(api.router)
     return app

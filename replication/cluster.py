@@ -1,65 +1,20 @@
-"""What the app drives: clusters of replicas.
-
-- `LocalCluster`: replicas exchange deltas instantly; a write at one replica is joined at
-  every other before the call returns. Each replica still keeps its own state.
-- `SimCluster`: replicas at POPs on the simulated WAN (latency model, dissemination,
-  anti-entropy, membership), on a virtual clock.
+"""What the app drives: replicas at POPs on the simulated WAN (latency model, dissemination,
+anti-entropy, membership), on a virtual clock. Real replica processes come later.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Callable
 
 from .errors import EdgeStateError
-from .geo import LatencyModel, Placement, Pop
+from .geo import LatencyModel, Placement
 from .node import Node, NodeConfig
-from .replica import Replica
 from .sim import SimEvent, Simulator
 
 
 class UnknownReplica(EdgeStateError):
     code = "unknown_replica"
-
-
-class LocalCluster:
-    def __init__(self, pops: list[Pop], *, secret: bytes | None = None, clock: Callable[[], float] | None = None):
-        # A fresh secret per cluster: its replicas mint dots from 1 again, so a token kept
-        # from an earlier run would otherwise name dots of writes its holder never saw.
-        secret = secret or os.urandom(32)
-        self.pops = {p.id: p for p in pops}
-        ids = list(self.pops)
-        self.replicas = {i: Replica(i, secret=secret, members=ids) for i in ids}
-        # The cluster is the I/O edge, so it may read time; replicas only receive it.
-        self._clock = clock or (lambda: time.time() * 1000.0)
-
-    def replica(self, replica_id: str) -> Replica:
-        try:
-            return self.replicas[replica_id]
-        except KeyError:
-            known = ", ".join(self.replicas)
-            raise UnknownReplica(f"no replica {replica_id!r} in this cluster (known: {known})") from None
-
-    def write(self, replica_id: str, ns: str, key: str, op: dict):
-        """Write at one replica, then hand the delta to every other replica."""
-        origin = self.replica(replica_id)
-        now = self._clock()
-        view, delta = origin.write(ns, key, op, now=now)
-        if delta is not None:
-            for r in self.replicas.values():
-                if r is not origin:
-                    r.apply(delta, now=now)
-        return view
-
-    def read(self, replica_id: str, ns: str, key: str):
-        return self.replica(replica_id).read(ns, key)
-
-    def digests(self) -> dict[str, str]:
-        return {i: r.digest() for i, r in self.replicas.items()}
-
-    def converged(self) -> bool:
-        return len(set(self.digests().values())) == 1
 
 
 class SimCluster:
@@ -80,6 +35,7 @@ class SimCluster:
         secret: bytes | None = None,
         wrap: Callable[[Node], object] | None = None,
         traffic_events: bool = True,
+        epoch_ms: float = 0.0,
     ) -> None:
         self.placements = list(placements)
         self.pop_of = {p.id: p.pop for p in self.placements}
@@ -88,6 +44,7 @@ class SimCluster:
         self.config = config or NodeConfig(strategy=strategy, record_events=sink is not None)
         self.secret = secret or os.urandom(32)
         self.seed = seed
+        self.epoch_ms = epoch_ms
         self._wrap = wrap
         self.sim = Simulator.from_placements(
             self.placements, self._make_node, self.model,
@@ -107,9 +64,63 @@ class SimCluster:
 
         node = Node(
             nid, self.ids, config=self.config, seed=self.seed, incarnation=incarnation, secret=self.secret,
-            link_ms=link_ms,
+            link_ms=link_ms, epoch_ms=self.epoch_ms,
         )
         return self._wrap(node) if self._wrap else node
 
     def one_way_ms(self, a: str, b: str) -> float:
         return self.model.one_way_ms(self.pop_of[a], self.pop_of[b])
+
+    # -- what the app drives ---------------------------------------------------------------
+
+    def _known(self, replica_id: str) -> str:
+        if replica_id not in self.pop_of:
+            known = ", ".join(self.ids)
+            raise UnknownReplica(f"no replica {replica_id!r} in this cluster (known: {known})")
+        return replica_id
+
+    def write(self, replica_id: str, ns: str, key: str, op: dict):
+        return self.sim.write(self._known(replica_id), ns, key, op)
+
+    def read(self, replica_id: str, ns: str, key: str):
+        return self.sim.read(self._known(replica_id), ns, key)
+
+    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+        for g in groups:
+            for r in g:
+                self._known(r)
+        return self.sim.partition(groups)
+
+    def heal(self) -> None:
+        self.sim.heal()
+
+    def crash(self, replica_id: str, lose_state: bool = False) -> None:
+        self.sim.crash(self._known(replica_id), lose_state)
+
+    def recover(self, replica_id: str) -> None:
+        self.sim.recover(self._known(replica_id))
+
+    def topology(self) -> dict:
+        reps = [{"id": i, "city": p.city, "region": p.region, "lat": p.lat, "lon": p.lon}
+                for i, p in ((i, self.pop_of[i]) for i in self.ids)]
+        rtt = {a: {b: round(2 * self.one_way_ms(a, b), 1) for b in self.ids if b != a} for a in self.ids}
+        return {"replicas": reps, "rtt_ms": rtt}
+
+    def replica_states(self) -> list[dict]:
+        out = []
+        for i in self.ids:
+            r = self.sim.nodes[i].replica
+            out.append({
+                "id": i, "status": "up" if self.sim.up(i) else "down",
+                "version_vector": r.version_vector.to_dict(), "digest": r.digest(),
+                "incarnation": self.sim.incarnation(i),
+            })
+        return out
+
+    def convergence(self) -> dict:
+        digests = self.sim.digests()
+        return {"converged": len(set(digests.values())) <= 1, "digests": digests, "in_flight": self.sim.in_flight()}
+
+    def settle(self, max_ms: float = 60_000.0) -> bool:
+        """Run virtual time until every live replica has the same state (tests, scripts)."""
+        return self.sim.run_until_condition(self.sim.converged, max_ms=max_ms)

@@ -65,9 +65,12 @@ class Node:
         link_ms: Callable[[str], float] | None = None,
         incarnation: int = 0,
         secret: bytes | None = None,
+        epoch_ms: float = 0.0,
     ) -> None:
         self.cfg = cfg = config or NodeConfig()
         self.id = replica_id
+        # Added to the driver's clock for the timestamps people see (HLC); timers keep raw time.
+        self.epoch_ms = epoch_ms
         self.peers = [p for p in peers if p != replica_id]
         self.rng = random.Random(f"{seed}:{replica_id}:{incarnation}")
         kw = {"secret": secret} if secret else {}
@@ -109,7 +112,7 @@ class Node:
     # -- the node's interface ----------------------------------------------------------------
 
     def write(self, ns: str, key: str, op: dict, *, now: float):
-        view, delta = self.replica.write(ns, key, op, now=now)
+        view, delta = self.replica.write(ns, key, op, now=now + self.epoch_ms)
         if delta is None:
             return view, []
         dots = sorted(delta.applied.dots())
@@ -189,7 +192,7 @@ class Node:
     # -- internals ---------------------------------------------------------------------------
 
     def _apply(self, delta, now: float, via: str) -> bool:
-        applied = self.replica.apply(delta, now=now)
+        applied = self.replica.apply(delta, now=now + self.epoch_ms)
         if applied.dots:
             self._note(applied.dots, applied.keys, now, via)
         return bool(applied.dots)

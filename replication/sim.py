@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
+from .errors import EdgeStateError
 from .geo import LatencyModel, Placement
 from .messages import Envelope
 
@@ -101,8 +102,10 @@ class TimerRunaway(SimulationError):
     """A node's timer deadline never advanced past the current instant."""
 
 
-class ReplicaDown(Exception):
+class ReplicaDown(EdgeStateError):
     """The replica is crashed: it cannot take reads or writes until it recovers."""
+
+    code = "replica_down"
 
     def __init__(self, node_id: str, since: float) -> None:
         super().__init__(f"replica {node_id!r} is down (crashed at t={since:.3f} ms); recover it first")

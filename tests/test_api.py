@@ -13,16 +13,41 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
+from app.live import LiveCluster
 from app.main import create_app
-from replication.cluster import LocalCluster
-from replication.geo import select_pops
+from replication.cluster import SimCluster
+from replication.geo import place_replicas, select_pops
 
 IDS = ("lhr", "syd", "jfk")
 
 
+class InstantCluster(LiveCluster):
+    """The live simulated cluster, run forward after every write until all replicas agree:
+    these tests are about the API's contract, not about waiting for the WAN."""
+
+    def __init__(self, ids: str, secret: bytes | None = None) -> None:
+        super().__init__(SimCluster(place_replicas(select_pops(ids)), seed=1, secret=secret, epoch_ms=1.7e12))
+        assert self.settle()
+
+    def write(self, *args):
+        view = super().write(*args)
+        assert self.settle()
+        return view
+
+    def converged(self) -> bool:
+        return self.convergence()["converged"]
+
+    def digests(self) -> dict:
+        return self.convergence()["digests"]
+
+    @property
+    def replicas(self) -> dict:
+        return {i: self.sim.nodes[i].replica for i in self.ids}
+
+
 @pytest.fixture
-def cluster() -> LocalCluster:
-    return LocalCluster(select_pops(",".join(IDS)))
+def cluster() -> InstantCluster:
+    return InstantCluster(",".join(IDS))
 
 
 @pytest.fixture
@@ -47,14 +72,14 @@ def ok(response) -> dict:
     return response.json()
 
 
-def local_write(cluster: LocalCluster, replica: str, ns: str, key: str, op: dict, now: float):
+def local_write(cluster: InstantCluster, replica: str, ns: str, key: str, op: dict, now: float):
     """A write at one replica only: its delta is returned, not handed to anyone."""
     view, delta = cluster.replicas[replica].write(ns, key, op, now=now)
     assert delta is not None
     return delta
 
 
-def deliver(cluster: LocalCluster, delta, to: list[str]) -> None:
+def deliver(cluster: InstantCluster, delta, to: list[str]) -> None:
     for rid in to:
         cluster.replicas[rid].apply(delta)
 
@@ -67,8 +92,8 @@ def test_healthz_counts_replicas(client):
 
 
 def test_apps_do_not_share_state():
-    a = TestClient(create_app(LocalCluster(select_pops("lhr"))))
-    b = TestClient(create_app(LocalCluster(select_pops("lhr,syd"))))
+    a = TestClient(create_app(InstantCluster("lhr")))
+    b = TestClient(create_app(InstantCluster("lhr,syd")))
     ok(a.put(kv("lhr", "k"), json={"value": 1}))
     assert b.get(kv("lhr", "k")).status_code == 404
     assert ok(b.get("/healthz"))["replicas"] == 2
@@ -482,7 +507,7 @@ def test_counter_at_the_edge_of_63_bits(client):
 
 
 def test_a_token_from_another_cluster_is_refused(client):
-    other = TestClient(create_app(LocalCluster(select_pops("lhr"), secret=b"another cluster")))
+    other = TestClient(create_app(InstantCluster("lhr", secret=b"another cluster")))
     ok(other.put(kv("lhr", "k"), json={"value": 1}))
     foreign = ok(other.get(kv("lhr", "k")))["context"]
     ok(client.put(kv("lhr", "k"), json={"value": 1}))
@@ -491,11 +516,11 @@ def test_a_token_from_another_cluster_is_refused(client):
 
 
 def test_unexpected_errors_are_500_json_and_logged(cluster, caplog):
-    class Broken(LocalCluster):
+    class Broken(InstantCluster):
         def read(self, *args, **kwargs):
             raise RuntimeError("secret internals")
 
-    client = TestClient(create_app(Broken(select_pops("lhr"))), raise_server_exceptions=False)
+    client = TestClient(create_app(Broken("lhr")), raise_server_exceptions=False)
     with caplog.at_level(logging.ERROR, logger="app.errors"):
         r = client.get(kv("lhr", "k"))
     assert r.status_code == 500

@@ -1,0 +1,149 @@
+"""The embedded simulated cluster, run against the wall clock.
+
+`LiveCluster` is what the web app talks to. It owns a `SimCluster` and maps wall time to
+virtual time: `virtual = origin + elapsed_wall * speed`. `--speed 1` runs simulated time as
+fast as wall time; smaller is slower, for watching a write cross an ocean on stage.
+
+Everything runs on the event loop's thread: the pump task advances virtual time between
+requests, and every request first brings virtual time up to "now", so a write lands at the
+virtual instant its request arrived. Paused, virtual time stands still until stepped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Callable
+
+from replication.cluster import SimCluster
+
+MAX_SPEED = 100.0
+FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this grain
+
+
+class LiveCluster:
+    def __init__(self, cluster: SimCluster, *, speed: float = 1.0, clock: Callable[[], float] | None = None):
+        self.cluster = cluster
+        self.sim = cluster.sim
+        self._clock = clock or time.monotonic
+        self._speed = check_speed(speed)
+        self._paused = False
+        self._wall0 = self._clock()
+        self._virtual0 = self.sim.now
+        self._wake = asyncio.Event()
+
+    # -- time ----------------------------------------------------------------------------------
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _rebase(self) -> None:
+        self._wall0 = self._clock()
+        self._virtual0 = self.sim.now
+
+    def target(self) -> float:
+        """The virtual time that corresponds to now."""
+        if self._paused:
+            return self.sim.now
+        return self._virtual0 + (self._clock() - self._wall0) * 1000.0 * self._speed
+
+    def catch_up(self) -> None:
+        t = self.target()
+        if t > self.sim.now:
+            self.sim.run_until(t)
+
+    def set_speed(self, speed: float) -> None:
+        self.catch_up()
+        self._speed = check_speed(speed)
+        self._rebase()
+        self._wake.set()
+
+    def pause(self) -> None:
+        self.catch_up()
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._rebase()
+        self._wake.set()
+
+    def step(self, ms: float) -> None:
+        """Advance virtual time by `ms` (while paused: the presenter's step button)."""
+        if not (ms > 0 and math.isfinite(ms)):
+            raise ValueError("a step must be a positive number of milliseconds")
+        self.catch_up()
+        self.sim.run_until(self.sim.now + ms)
+        self._rebase()
+
+    async def pump(self) -> None:
+        """Advance virtual time with the wall clock until cancelled."""
+        while True:
+            self.catch_up()
+            nxt = self.sim.next_event_time()
+            wait = FRAME_S
+            if nxt is not None and not self._paused:
+                wait = min(FRAME_S, max(0.0, (nxt - self.sim.now) / 1000.0 / self._speed))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    # -- the cluster, at the current instant -------------------------------------------------
+
+    @property
+    def ids(self) -> list[str]:
+        return self.cluster.ids
+
+    def write(self, replica_id: str, ns: str, key: str, op: dict):
+        self.catch_up()
+        return self.cluster.write(replica_id, ns, key, op)
+
+    def read(self, replica_id: str, ns: str, key: str):
+        self.catch_up()
+        return self.cluster.read(replica_id, ns, key)
+
+    def topology(self) -> dict:
+        return self.cluster.topology()
+
+    def replica_states(self) -> list[dict]:
+        self.catch_up()
+        return self.cluster.replica_states()
+
+    def convergence(self) -> dict:
+        self.catch_up()
+        return self.cluster.convergence()
+
+    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+        self.catch_up()
+        return self.cluster.partition(groups)
+
+    def heal(self) -> None:
+        self.catch_up()
+        self.cluster.heal()
+
+    def crash(self, replica_id: str, lose_state: bool = False) -> None:
+        self.catch_up()
+        self.cluster.crash(replica_id, lose_state)
+
+    def recover(self, replica_id: str) -> None:
+        self.catch_up()
+        self.cluster.recover(replica_id)
+
+    def settle(self, max_ms: float = 60_000.0) -> bool:
+        """Run virtual time ahead until every live replica agrees (tests and scripts)."""
+        ok = self.cluster.settle(max_ms)
+        self._rebase()
+        return ok
+
+
+def check_speed(speed: float) -> float:
+    if not (isinstance(speed, (int, float)) and math.isfinite(speed) and 0 < speed <= MAX_SPEED):
+        raise ValueError(f"speed must be a number in (0, {MAX_SPEED:g}]")
+    return float(speed)
