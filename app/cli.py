@@ -14,10 +14,8 @@ import logging
 import signal
 import sys
 import threading
-import time
 
 from replication.bench import cli as bench_cli
-from replication.cluster import SimCluster
 from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 
@@ -82,13 +80,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from .live import LiveCluster
+    from .live import build_live
     from .main import create_app
 
-    cluster = SimCluster(
-        place_replicas(pops), strategy=args.strategy, seed=args.seed, epoch_ms=time.time() * 1000.0
-    )  # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
-    app = create_app(LiveCluster(cluster, speed=args.speed), run_clock=True)
+    # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
+    live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
+    app = create_app(live, run_clock=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     logging.getLogger("uvicorn.error").info(
         "edgestate: %d replica(s): %s", len(pops), ", ".join(p.id for p in pops)

@@ -17,14 +17,25 @@ import time
 from typing import Callable
 
 from replication.cluster import SimCluster
+from replication.geo import Placement
+
+from .events import EventBus
 
 MAX_SPEED = 100.0
 FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this grain
 
 
 class LiveCluster:
-    def __init__(self, cluster: SimCluster, *, speed: float = 1.0, clock: Callable[[], float] | None = None):
+    def __init__(
+        self,
+        cluster: SimCluster,
+        *,
+        speed: float = 1.0,
+        clock: Callable[[], float] | None = None,
+        bus: EventBus | None = None,
+    ):
         self.cluster = cluster
+        self.bus = bus or EventBus()  # the cluster's events, if it was built with bus.sim_sink
         self.sim = cluster.sim
         self._clock = clock or time.monotonic
         self._speed = check_speed(speed)
@@ -136,11 +147,39 @@ class LiveCluster:
         self.catch_up()
         self.cluster.recover(replica_id)
 
+    def set_strategy(self, name: str) -> None:
+        self.catch_up()
+        self.cluster.set_strategy(name)
+
+    def set_loss(self, p: float) -> None:
+        self.catch_up()
+        self.cluster.sim.set_loss(p)
+
     def settle(self, max_ms: float = 60_000.0) -> bool:
         """Run virtual time ahead until every live replica agrees (tests and scripts)."""
         ok = self.cluster.settle(max_ms)
         self._rebase()
         return ok
+
+
+def build_live(
+    placements: list[Placement],
+    *,
+    strategy: str = "plumtree",
+    seed: int = 0,
+    speed: float = 1.0,
+    epoch_ms: float | None = None,
+    secret: bytes | None = None,
+    clock: Callable[[], float] | None = None,
+) -> LiveCluster:
+    """A live cluster whose events flow to its bus. `epoch_ms` (default: now) anchors the
+    timestamps people see; virtual time itself starts at zero."""
+    bus = EventBus()
+    cluster = SimCluster(
+        placements, strategy=strategy, seed=seed, sink=bus.sim_sink, secret=secret,
+        epoch_ms=time.time() * 1000.0 if epoch_ms is None else epoch_ms,
+    )
+    return LiveCluster(cluster, speed=speed, clock=clock, bus=bus)
 
 
 def check_speed(speed: float) -> float:

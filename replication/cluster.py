@@ -9,6 +9,7 @@ from typing import Callable
 
 from .errors import EdgeStateError
 from .geo import LatencyModel, Placement
+from .dissemination import STRATEGIES
 from .node import Node, NodeConfig
 from .sim import SimEvent, Simulator
 
@@ -99,6 +100,13 @@ class SimCluster:
 
     def recover(self, replica_id: str) -> None:
         self.sim.recover(self._known(replica_id))
+
+    def set_strategy(self, name: str) -> None:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
+        self.config.strategy = name  # replicas that restart later use it too
+        for node in self.sim.nodes.values():
+            node.set_strategy(name)
 
     def topology(self) -> dict:
         reps = [{"id": i, "city": p.city, "region": p.region, "lat": p.lat, "lon": p.lon}

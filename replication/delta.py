@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgpack
+
 from .clocks import CausalContext, Dot, dot_from_wire
 from .crdts import BY_NAMESPACE
 from .errors import EdgeStateError, MalformedDelta
@@ -40,6 +42,13 @@ class Delta:
     keys: dict[Dot, KeyRef] = field(default_factory=dict)
     basis: CausalContext | None = None
     full: bool = False
+
+    def wire_size(self) -> int:
+        """Bytes of this delta as msgpack; computed once (a delta is forwarded many times)."""
+        size = self.__dict__.get("_wire_size")
+        if size is None:
+            size = self.__dict__["_wire_size"] = len(msgpack.packb(self.to_wire(), use_bin_type=True))
+        return size
 
     def key_of(self, dot: Dot) -> KeyRef | None:
         k = self.keys.get(dot)

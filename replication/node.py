@@ -185,6 +185,11 @@ class Node:
         self._announce_view = True
         return self.tick(now=now)
 
+    def set_strategy(self, name: str) -> None:
+        """Switch dissemination live. In-flight repairs of the old strategy are dropped;
+        anti-entropy delivers whatever they would have."""
+        self.strategy = make_strategy(name, self, self.cfg.dissemination)
+
     def drain_events(self) -> list[tuple]:
         ev, self.events = self.events, []
         return ev

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from .errors import EdgeStateError
 from .geo import LatencyModel, Placement
-from .messages import Envelope
+from .messages import Envelope, wire_size
 
 __all__ = [
     "SimNode",
@@ -637,6 +637,7 @@ class Simulator:
     def _emit_sent(self, env: Envelope, mid: int, now: float, deliver_at: float | None, copy_of: int | None) -> None:
         self._msg_sink(SimEvent(now, "sent", env.src, {
             "src": env.src, "dst": env.dst, "kind": env.msg.kind, "payloads": env.payloads,
+            "bytes": wire_size(env.msg),
             "mid": mid, "deliver_at": deliver_at, "copy_of": copy_of,
         }))
 

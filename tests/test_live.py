@@ -84,3 +84,24 @@ def test_the_pump_advances_time_on_its_own():
         return lc.sim.now - start
 
     assert asyncio.run(scenario()) >= 100
+
+
+def test_built_live_cluster_streams_json_events_and_switches_strategy():
+    from app.live import build_live
+
+    lc = build_live(place_replicas(select_pops("lhr,jfk,syd")), seed=1, epoch_ms=0.0, clock=FakeClock())
+    seen = []
+    lc.bus.subscribe(seen.append)
+    lc.set_strategy("direct")
+    lc.write("lhr", "kv", "k", {"value": 1})
+    lc.settle()
+    kinds = {e["kind"] for e in seen}
+    assert {"write", "sent", "delivered", "applied"} <= kinds
+    applied = [e for e in seen if e["kind"] == "applied" and e["via"] == "payload"]
+    assert {e["node"] for e in applied} == {"jfk", "syd"}
+    assert applied[0]["dots"] == [["lhr", 1]] and applied[0]["keys"] == [["kv", "k"]]
+    import json
+
+    json.dumps(seen)  # every event is plain JSON
+    with pytest.raises(ValueError, match="plumtree"):
+        lc.set_strategy("flood")
