@@ -41,8 +41,10 @@ class Store:
         self.ctx = CausalContext()
         self.applied = CausalContext()
         self.key_of: dict[Dot, KeyRef] = {}
-        # Sum of per-key hashes (AdHash): the digest updates in O(changed keys), not O(keyspace).
+        # Sum of per-key hashes (AdHash): the digest updates in O(changed keys), not O(keyspace),
+        # and only when asked for: keys changed since then wait in _dirty with their old state.
         self._sum = 0
+        self._dirty: dict[KeyRef, object] = {}
         self._digest: str | None = None
 
     # -- reading -----------------------------------------------------------------
@@ -101,14 +103,11 @@ class Store:
         return Applied(changed, fresh)
 
     def _replace(self, ns: str, key: str, old, new) -> None:
-        if old:
-            self._sum -= _key_hash(ns, key, old)
+        self._dirty.setdefault((ns, key), old)
         if new:
-            self._sum += _key_hash(ns, key, new)
             self.data[ns][key] = new
         else:
             self.data[ns].pop(key, None)
-        self._sum %= _MOD
 
     # -- anti-entropy -------------------------------------------------------------
 
@@ -167,6 +166,14 @@ class Store:
     def digest(self) -> str:
         """Equal on two replicas exactly when keyspace, join context and applied context are equal."""
         if self._digest is None:
+            for (ns, key), old in self._dirty.items():
+                if old:
+                    self._sum -= _key_hash(ns, key, old)
+                new = self.data[ns].get(key)
+                if new:
+                    self._sum += _key_hash(ns, key, new)
+            self._dirty.clear()
+            self._sum %= _MOD
             raw = msgpack.packb(
                 [self._sum.to_bytes(32, "big"), self.ctx.to_wire(), self.applied.to_wire()], use_bin_type=True
             )
