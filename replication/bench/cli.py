@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     result = propagation.run(params, progress=not args.quiet)
     rows = [{"strategy": s, **r} for s, r in result["strategies"].items()]
     print(table(rows, COLUMNS))
-    print(f"simulator: {result['sim_msgs_per_s']:,.0f} delivered messages per wall-clock second")
+    print(f"simulator: {result['sim_msgs_per_s']:,.0f} delivered messages per wall-clock second (plumtree, "
+          "uninstrumented; per-strategy instrumented figures in --json)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, default=_json_default)
