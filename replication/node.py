@@ -35,6 +35,7 @@ class NodeConfig:
 
 
 GC_INTERVAL_MS = 5000.0
+UNKNOWN_LINK_MS = 50.0  # until a probe has measured the link
 _STRATEGY_KINDS = frozenset({"payload", "ihave", "graft", "graft_ack", "prune"})
 
 
@@ -92,10 +93,11 @@ class Node:
     # -- what strategies see of their host -------------------------------------------------
 
     def link_ms(self, peer: str) -> float:
+        """One-way latency estimate: the geographic model where known, else half the probed RTT."""
         if self._link_hint is not None:
             return self._link_hint(peer)
-        rtt = self.membership.rtt_ms.get(peer) if hasattr(self, "membership") else None
-        return rtt / 2 if rtt else 50.0
+        rtt = self.membership.rtt_ms.get(peer)
+        return rtt / 2 if rtt else UNKNOWN_LINK_MS
 
     def reachable(self) -> list[str]:
         return self.membership.reachable()
