@@ -486,7 +486,7 @@ def test_events_cover_writes_messages_and_node_observations():
     assert [e.data["dst"] for e in sent] == ["n01", "n02"]
     assert sent[0].data == {
         "src": "n00", "dst": "n01", "kind": "payload", "payloads": 3, "mid": 1, "deliver_at": 10.0, "copy_of": None,
-        "bytes": 24 + 3 * 32,  # a frame header, and per payload its envelope (the test double has no delta bytes)
+        "bytes": 27 + 3 * 32,  # a frame header, and per payload its envelope (the test double has no delta bytes)
     }
     delivered = [e for e in events if e.kind == "delivered"]
     assert delivered[0].data == {

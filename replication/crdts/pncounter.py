@@ -80,6 +80,7 @@ def from_wire(obj: object) -> Store:
     if not isinstance(obj, list):
         raise MalformedDelta("a counter store must be a list of [replica, counter, p, n]")
     out: Store = {}
+    seen: set[str] = set()  # a set, not a scan of `out`: a peer's delta must not cost O(n^2)
     for item in obj:
         if not (isinstance(item, list) and len(item) == 4):
             raise MalformedDelta("a counter entry must be [replica, counter, p, n]")
@@ -88,7 +89,8 @@ def from_wire(obj: object) -> Store:
         for x in (p, n):
             if type(x) is not int or not 0 <= x <= MAX_COUNTER:
                 raise MalformedDelta("counter totals must be integers in [0, 2^63)")
-        if any(d[0] == r for d in out):
+        if r in seen:
             raise MalformedDelta(f"replica {r!r} has two entries in one counter")
+        seen.add(r)
         out[dot] = (p, n)
     return out

@@ -1,0 +1,433 @@
+"""The real transport's frame format: envelopes as msgpack, authenticated with the cluster secret.
+
+A frame on a TCP stream is
+
+    +----------------+---------------------------+------------------+
+    | length: 4 bytes| body: msgpack             | tag: 16 bytes    |
+    | big-endian     | [version, kind, src, dst, | HMAC-SHA256(key, |
+    | = len(body)+16 |  field, field, ...]       |  body)[:16]      |
+    +----------------+---------------------------+------------------+
+
+- `length` counts the body and the tag, so a reader knows the whole frame's size before
+  buffering any of it, and refuses an oversized one at once.
+- The tag is HMAC-SHA256 truncated to 128 bits (as in RFC 4868's HMAC-SHA-256-128 and the
+  context tokens here): forging one takes ~2^128 work, and it saves 16 bytes a frame. It is
+  keyed not with the cluster secret itself but with a key derived from it for this purpose
+  only (HMAC(secret, "edgestate/frame/v1")), so a MAC computed for anything else the secret
+  signs (context tokens) can never pass as a frame's, whatever its bytes.
+- The tag is checked before the body is parsed: bytes from anyone without the secret never
+  reach msgpack.
+- What the tag does not do: it does not stop replays (a captured frame is valid again later;
+  deltas are idempotent, and a replayed probe costs only a stale RTT sample), and with one
+  cluster-wide secret any member can claim any `src`. `dst` is inside the body, so a decoder
+  given its own id (`local_id`) refuses frames captured on the way to someone else.
+
+Each message kind is a flat list of plain values (see `encode_message`); dots are
+`[replica, counter]`, causal contexts `CausalContext.to_wire()`, deltas `Delta.to_wire()`.
+Decoding checks every field strictly (types, replica ids, bounded lengths, the delta's own
+invariants) and raises `BadFrame`, never any other exception, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from .clocks import MAX_COUNTER, CausalContext, Dot, check_replica_id, dot_from_wire
+from .delta import Delta
+from .errors import EdgeStateError
+from .membership import ALIVE, DEAD, SUSPECT
+from .messages import (
+    Ack,
+    AeDigest,
+    AeReply,
+    Envelope,
+    Gossip,
+    GossipBatch,
+    Graft,
+    GraftAck,
+    IHave,
+    Message,
+    Neighbour,
+    Ping,
+    PingReq,
+    Prune,
+)
+
+WIRE_VERSION = 1
+LENGTH_BYTES = 4
+TAG_BYTES = 16
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024  # length field limit: body + tag
+_KEY_LABEL = b"edgestate/frame/v1"
+
+# Bounds on list fields, far above what the protocol sends (gossip batches hold 64, a ping
+# piggybacks 9 updates), well below what would let one frame make a receiver loop for long.
+MAX_BATCH = 1024
+MAX_IHAVE = 65536
+MAX_GRAFT_MIDS = 65536
+MAX_UPDATES = 256
+MAX_HOPS = 65535
+MAX_PATH_MS = 1e9
+
+# Membership status on the wire: a small integer, not its name.
+_STATUS = (ALIVE, SUSPECT, DEAD)
+_STATUS_CODE = {s: i for i, s in enumerate(_STATUS)}
+
+# Kind codes: stable, part of the wire format.
+K_GOSSIP, K_BATCH, K_IHAVE, K_GRAFT, K_GRAFT_ACK, K_PRUNE, K_NEIGHBOUR = 1, 2, 3, 4, 5, 6, 7
+K_AE_DIGEST, K_AE_REPLY, K_PING, K_ACK, K_PING_REQ = 8, 9, 10, 11, 12
+
+# BadFrame codes.
+BAD_HMAC = "bad_hmac"
+OVERSIZED = "oversized"
+TRUNCATED = "truncated"
+MALFORMED = "malformed"
+MISDIRECTED = "misdirected"
+
+
+class BadFrame(EdgeStateError):
+    """A frame that must be dropped; the connection it came on should be closed.
+
+    `code` says why: bad_hmac, oversized, truncated, malformed, misdirected. `decoded`
+    holds the envelopes of good frames that came before it in the same `feed` call.
+    """
+
+    code = "bad_frame"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.decoded: list[Envelope] = []
+
+
+class _Invalid(Exception):
+    """Internal: a field failed validation."""
+
+
+# -- encoding ------------------------------------------------------------------------------
+
+
+def _dot(d: Dot) -> list:
+    return [d[0], d[1]]
+
+
+def _gossip_fields(g: Gossip) -> list:
+    return [_dot(g.mid), g.root, g.delta.to_wire(), g.hops, float(g.path_ms)]
+
+
+def _updates(updates: list) -> list:
+    return [[u[0], _STATUS_CODE[u[1]], u[2]] for u in updates]
+
+
+def encode_message(msg: Message) -> list:
+    """[kind, field, ...] for one message: plain values msgpack can carry."""
+    t = type(msg)
+    if t is Gossip:
+        return [K_GOSSIP, *_gossip_fields(msg)]
+    if t is GossipBatch:
+        return [K_BATCH, [_gossip_fields(g) for g in msg.items]]
+    if t is IHave:
+        return [K_IHAVE, [[_dot(mid), root, float(path)] for mid, root, path in msg.items]]
+    if t is Graft:
+        return [K_GRAFT, msg.root, [_dot(d) for d in msg.mids]]
+    if t is GraftAck:
+        return [K_GRAFT_ACK, msg.root]
+    if t is Prune:
+        return [K_PRUNE, msg.root, bool(msg.only_root)]
+    if t is Neighbour:
+        return [K_NEIGHBOUR]
+    if t is AeDigest:
+        return [K_AE_DIGEST, msg.applied.to_wire(), bool(msg.want_reply)]
+    if t is AeReply:
+        return [K_AE_REPLY, msg.delta.to_wire()]
+    if t is Ping:
+        return [K_PING, msg.seq, _updates(msg.updates), msg.on_behalf_of]
+    if t is Ack:
+        return [K_ACK, msg.seq, _updates(msg.updates), msg.target]
+    if t is PingReq:
+        return [K_PING_REQ, msg.seq, msg.target]
+    raise TypeError(f"not a replication message: {t.__name__}")
+
+
+def encode_envelope(env: Envelope) -> list:
+    kind, *fields = encode_message(env.msg)
+    return [WIRE_VERSION, kind, env.src, env.dst, *fields]
+
+
+def frame_key(secret: bytes) -> bytes:
+    """The HMAC key for frames, derived from the cluster secret for this use only."""
+    if not isinstance(secret, (bytes, bytearray)) or not secret:
+        raise ValueError("the cluster secret must be non-empty bytes")
+    return hmac.digest(bytes(secret), _KEY_LABEL, "sha256")
+
+
+def _tag(key: bytes, body: bytes) -> bytes:
+    return hmac.digest(key, body, "sha256")[:TAG_BYTES]
+
+
+_LEN = struct.Struct(">I")
+
+
+def encode_body(env: Envelope) -> bytes:
+    return msgpack.packb(encode_envelope(env), use_bin_type=True)
+
+
+def encode_frame(env: Envelope, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """One whole frame. Raises BadFrame(oversized) for a message a peer would refuse."""
+    return FrameEncoder(secret, max_frame=max_frame).encode(env)
+
+
+class FrameEncoder:
+    """encode_frame with the key derived once (a sender encodes many frames)."""
+
+    def __init__(self, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._key = frame_key(secret)
+        self.max_frame = max_frame
+
+    def encode(self, env: Envelope) -> bytes:
+        body = encode_body(env)
+        n = len(body) + TAG_BYTES
+        if n > self.max_frame:
+            raise BadFrame(OVERSIZED, f"a {env.kind} frame of {n} bytes exceeds the {self.max_frame}-byte limit")
+        return _LEN.pack(n) + body + _tag(self._key, body)
+
+
+# -- decoding: every check raises _Invalid (or the library's own typed errors) -------------------
+
+
+def _list(x: object, limit: int, what: str) -> list:
+    if type(x) is not list:
+        raise _Invalid(f"{what} must be a list")
+    if len(x) > limit:
+        raise _Invalid(f"{what} has {len(x)} items; at most {limit} are allowed")
+    return x
+
+
+def _int(x: object, lo: int, hi: int, what: str) -> int:
+    if type(x) is not int or not lo <= x <= hi:
+        raise _Invalid(f"{what} must be an integer in [{lo}, {hi}]")
+    return x
+
+
+def _bool(x: object, what: str) -> bool:
+    if type(x) is not bool:
+        raise _Invalid(f"{what} must be a boolean")
+    return x
+
+
+def _path(x: object) -> float:
+    if type(x) is not float or not math.isfinite(x) or not 0.0 <= x <= MAX_PATH_MS:
+        raise _Invalid(f"a path latency must be a finite float in [0, {MAX_PATH_MS:g}]")
+    return x
+
+
+def _rid(x: object) -> str:
+    return check_replica_id(x)
+
+
+def _opt_rid(x: object) -> str | None:
+    return None if x is None else check_replica_id(x)
+
+
+def _gossip(f: object) -> Gossip:
+    if type(f) is not list or len(f) != 5:
+        raise _Invalid("a gossip must be [mid, root, delta, hops, path_ms]")
+    mid = dot_from_wire(f[0])
+    root = _rid(f[1])
+    delta = Delta.from_wire(f[2])
+    if not delta.applied.contains(mid):
+        raise _Invalid(f"a gossip's message id {mid} is not one of its delta's dots")
+    return Gossip(mid, root, delta, _int(f[3], 0, MAX_HOPS, "hops"), _path(f[4]))
+
+
+def _updates_from(x: object) -> list:
+    out = []
+    for u in _list(x, MAX_UPDATES, "membership updates"):
+        if type(u) is not list or len(u) != 3:
+            raise _Invalid("a membership update must be [member, status, incarnation]")
+        status = _int(u[1], 0, len(_STATUS) - 1, "a membership status")
+        out.append((_rid(u[0]), _STATUS[status], _int(u[2], 0, MAX_COUNTER, "an incarnation")))
+    return out
+
+
+def _ihave_item(x: object) -> tuple[Dot, str, float]:
+    if type(x) is not list or len(x) != 3:
+        raise _Invalid("an IHAVE item must be [mid, root, path_ms]")
+    return dot_from_wire(x[0]), _rid(x[1]), _path(x[2])
+
+
+def _seq(x: object) -> int:
+    return _int(x, 0, MAX_COUNTER, "a probe sequence number")
+
+
+def _ctx(x: object) -> CausalContext:
+    if type(x) is not list or len(x) != 2 or type(x[0]) is not dict or type(x[1]) is not list:
+        raise _Invalid("a causal context must be [version_vector, cloud]")
+    return CausalContext.from_wire(x)
+
+
+# kind -> (number of fields, builder)
+_DECODERS: dict[int, tuple[int, Callable[..., Message]]] = {
+    K_GOSSIP: (5, lambda *f: _gossip(list(f))),
+    K_BATCH: (1, lambda items: GossipBatch([_gossip(g) for g in _list(items, MAX_BATCH, "a gossip batch")])),
+    K_IHAVE: (1, lambda items: IHave([_ihave_item(i) for i in _list(items, MAX_IHAVE, "an IHAVE")])),
+    K_GRAFT: (2, lambda root, mids: Graft(_rid(root), [dot_from_wire(d) for d in _list(mids, MAX_GRAFT_MIDS, "graft ids")])),
+    K_GRAFT_ACK: (1, lambda root: GraftAck(_rid(root))),
+    K_PRUNE: (2, lambda root, only: Prune(_rid(root), _bool(only, "only_root"))),
+    K_NEIGHBOUR: (0, lambda: Neighbour()),
+    K_AE_DIGEST: (2, lambda ctx, want: AeDigest(_ctx(ctx), _bool(want, "want_reply"))),
+    K_AE_REPLY: (1, lambda d: AeReply(Delta.from_wire(d))),
+    K_PING: (3, lambda seq, up, who: Ping(_seq(seq), _updates_from(up), _opt_rid(who))),
+    K_ACK: (3, lambda seq, up, target: Ack(_seq(seq), _updates_from(up), _opt_rid(target))),
+    K_PING_REQ: (2, lambda seq, target: PingReq(_seq(seq), _rid(target))),
+}
+
+
+def decode_envelope(obj: Any) -> Envelope:
+    """An envelope from its decoded msgpack form. Raises BadFrame(malformed), nothing else."""
+    try:
+        if type(obj) is not list or len(obj) < 4:
+            raise _Invalid("a frame body must be [version, kind, src, dst, fields...]")
+        version, kind, src, dst, *fields = obj
+        if version != WIRE_VERSION or type(version) is not int:
+            raise _Invalid(f"unsupported wire version {version!r}")
+        spec = _DECODERS.get(kind) if type(kind) is int else None
+        if spec is None:
+            raise _Invalid(f"unknown message kind {kind!r}")
+        arity, build = spec
+        if len(fields) != arity:
+            raise _Invalid(f"message kind {kind} takes {arity} fields, got {len(fields)}")
+        return Envelope(_rid(src), _rid(dst), build(*fields))
+    except BadFrame:
+        raise
+    except (_Invalid, EdgeStateError) as e:
+        raise BadFrame(MALFORMED, f"malformed frame: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a trust boundary: whatever a check missed is still a bad frame
+        raise BadFrame(MALFORMED, f"malformed frame ({type(e).__name__}): {e}") from None
+
+
+def _reject_ext(code: int, data: bytes) -> None:
+    raise _Invalid(f"msgpack extension type {code} is not used by this protocol")
+
+
+def decode_body(body: bytes) -> Envelope:
+    """Parse and validate an authenticated body."""
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True, ext_hook=_reject_ext)
+    except Exception as e:  # noqa: BLE001 - ExtraData, StackError, UnicodeDecodeError, FormatError...
+        raise BadFrame(MALFORMED, f"frame body is not one msgpack value ({type(e).__name__})") from None
+    return decode_envelope(obj)
+
+
+def decode_frame(frame: bytes, secret: bytes, **kw) -> Envelope:
+    """One whole frame, exactly. For tests and datagrams; streams use FrameDecoder."""
+    dec = FrameDecoder(secret, **kw)
+    out = dec.feed(frame)
+    dec.eof()
+    if len(out) != 1:
+        raise BadFrame(MALFORMED, f"expected one frame, found {len(out)}")
+    return out[0]
+
+
+class FrameDecoder:
+    """Incremental decoder for a byte stream: `feed(data) -> [Envelope, ...]`.
+
+    Buffers at most one partial frame. A length over `max_frame` is refused as soon as its
+    four bytes arrive, before any of the body is awaited. After any BadFrame the stream's
+    framing can no longer be trusted: the decoder stays failed and every later call raises
+    the same error; the caller drops the connection.
+    """
+
+    def __init__(self, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME, local_id: str | None = None) -> None:
+        if max_frame < TAG_BYTES + 1 or max_frame > 0xFFFFFFFF:
+            raise ValueError("max_frame must fit the 4-byte length and hold a tag and a body")
+        self._key = frame_key(secret)
+        self.max_frame = max_frame
+        self.local_id = local_id
+        self._buf = bytearray()
+        self._need: int | None = None  # the current frame's length, once its prefix is read
+        self.failed: BadFrame | None = None
+        self.frames = 0  # good frames decoded
+        self.bytes = 0  # bytes fed
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def _fail(self, err: BadFrame, decoded: list[Envelope]) -> BadFrame:
+        self.failed = err
+        self._buf = bytearray()
+        err.decoded = decoded
+        return err
+
+    def feed(self, data: bytes) -> list[Envelope]:
+        if self.failed is not None:
+            raise BadFrame(self.failed.code, self.failed.message)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("feed takes bytes")
+        self.bytes += len(data)
+        buf = self._buf
+        buf += data
+        out: list[Envelope] = []
+        pos = 0
+        end = len(buf)
+        try:
+            while True:
+                need = self._need
+                if need is None:
+                    if end - pos < LENGTH_BYTES:
+                        break
+                    (need,) = _LEN.unpack_from(buf, pos)
+                    if need > self.max_frame:
+                        raise BadFrame(OVERSIZED, f"frame length {need} exceeds the {self.max_frame}-byte limit")
+                    if need <= TAG_BYTES:
+                        raise BadFrame(MALFORMED, f"frame length {need} leaves no room for a body and a tag")
+                    pos += LENGTH_BYTES
+                    self._need = need
+                if end - pos < need:
+                    break
+                body = bytes(buf[pos : pos + need - TAG_BYTES])
+                tag = bytes(buf[pos + need - TAG_BYTES : pos + need])
+                pos += need
+                self._need = None
+                if not hmac.compare_digest(tag, _tag(self._key, body)):
+                    raise BadFrame(BAD_HMAC, "frame authentication failed: wrong secret, or altered in transit")
+                env = decode_body(body)
+                if self.local_id is not None and env.dst != self.local_id:
+                    raise BadFrame(MISDIRECTED, f"frame for {env.dst!r} arrived at {self.local_id!r}")
+                out.append(env)
+                self.frames += 1
+        except BadFrame as e:
+            raise self._fail(e, out) from None
+        del buf[:pos]
+        return out
+
+    def eof(self) -> None:
+        """The stream ended. Raises BadFrame(truncated) if it ended inside a frame."""
+        if self.failed is not None:
+            raise BadFrame(self.failed.code, self.failed.message)
+        if self._buf or self._need is not None:
+            got = len(self._buf)
+            err = BadFrame(TRUNCATED, f"stream ended inside a frame ({got} bytes of it buffered)")
+            raise self._fail(err, [])
+
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "TAG_BYTES",
+    "BadFrame",
+    "FrameDecoder",
+    "FrameEncoder",
+    "decode_body",
+    "decode_envelope",
+    "decode_frame",
+    "encode_body",
+    "encode_envelope",
+    "encode_frame",
+    "encode_message",
+]
