@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Security
 from pydantic import BaseModel, ConfigDict, Field
 
 from replication.replica import KvView
 
 from .errors import ApiError
 from .live import LiveCluster
+from .security import bearer_scheme
 
 router = APIRouter()
+# declares the bearer token in the OpenAPI schema ("Authorize" in /docs); the access middleware checks it
+AUTH = [Security(bearer_scheme)]
 
 KV = "/api/replicas/{replica_id}/kv/{key:path}"
 COUNTER = "/api/replicas/{replica_id}/counters/{key:path}"
@@ -102,7 +105,7 @@ class ErrorOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorOut} for s in (400, 404, 413, 415, 422, 503)
+    s: {"model": ErrorOut} for s in (400, 401, 403, 404, 413, 415, 422, 429, 503)
 }
 
 
@@ -127,14 +130,14 @@ async def healthz(request: Request) -> HealthOut:
     return HealthOut(status="ok", replicas=len(_cluster(request).ids))
 
 
-@router.put(KV, responses=ERRORS)
+@router.put(KV, responses=ERRORS, dependencies=AUTH)
 async def put_kv(request: Request, replica_id: str, key: str, body: KvWrite) -> KvOut:
     """Write a value at one replica. Without `context`, it supersedes what that replica holds for the key."""
     view = _cluster(request).write(replica_id, "kv", key, {"value": body.value, "context": body.context})
     return _kv_out(replica_id, view)
 
 
-@router.get(KV, responses=ERRORS)
+@router.get(KV, responses=ERRORS, dependencies=AUTH)
 async def get_kv(request: Request, replica_id: str, key: str) -> KvOut:
     """This replica's values (siblings when writes were concurrent) and a context token for the next write."""
     view = _cluster(request).read(replica_id, "kv", key)
@@ -143,7 +146,7 @@ async def get_kv(request: Request, replica_id: str, key: str) -> KvOut:
     return _kv_out(replica_id, view)
 
 
-@router.delete(KV, responses=ERRORS)
+@router.delete(KV, responses=ERRORS, dependencies=AUTH)
 async def delete_kv(
     request: Request,
     replica_id: str,
@@ -160,19 +163,19 @@ async def delete_kv(
     return _kv_out(replica_id, view)
 
 
-@router.post(COUNTER, responses=ERRORS)
+@router.post(COUNTER, responses=ERRORS, dependencies=AUTH)
 async def add_counter(request: Request, replica_id: str, key: str, body: CounterChange) -> CounterOut:
     value = _cluster(request).write(replica_id, "counters", key, {"add": body.add})
     return CounterOut(key=key, replica=replica_id, value=value)
 
 
-@router.get(COUNTER, responses=ERRORS)
+@router.get(COUNTER, responses=ERRORS, dependencies=AUTH)
 async def get_counter(request: Request, replica_id: str, key: str) -> CounterOut:
     """A counter never written reads 0."""
     return CounterOut(key=key, replica=replica_id, value=_cluster(request).read(replica_id, "counters", key))
 
 
-@router.post(SET, responses=ERRORS)
+@router.post(SET, responses=ERRORS, dependencies=AUTH)
 async def change_set(request: Request, replica_id: str, key: str, body: SetChange) -> SetOut:
     """Add or remove elements. An add concurrent with a remove wins."""
     # Pass on only the fields the client sent; the library insists on exactly one verb.
@@ -181,7 +184,7 @@ async def change_set(request: Request, replica_id: str, key: str, body: SetChang
     return SetOut(key=key, replica=replica_id, members=members)
 
 
-@router.get(SET, responses=ERRORS)
+@router.get(SET, responses=ERRORS, dependencies=AUTH)
 async def get_set(request: Request, replica_id: str, key: str) -> SetOut:
     """A set never written reads as empty."""
     return SetOut(key=key, replica=replica_id, members=_cluster(request).read(replica_id, "sets", key))

@@ -2,6 +2,7 @@
 
     edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...]
                     [--strategy plumtree|gossip|direct] [--speed X] [--seed N]
+                    [--token T] [--admin-token A] [--private] [--audience [--write-rate R] [--write-burst B]]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
 
 Only what exists is accepted: `serve --processes` arrives with the real transport.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,6 +46,26 @@ def _speed(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgestate", description="Edge state without coordination: CRDT replicas at real edge locations."
@@ -67,8 +89,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--speed", type=_speed, default=DEFAULT_SPEED,
                        help="virtual time per wall time: 1 is real time, smaller is slower (default: %(default)s)")
     serve.add_argument("--seed", type=int, default=0, help="seed of the simulated network (default: %(default)s)")
+    access = serve.add_argument_group(
+        "access control",
+        "Bound to loopback with no token, everything is open. Any other --host needs a --token. "
+        "Tokens may also come from the environment (EDGESTATE_TOKEN, EDGESTATE_ADMIN_TOKEN), "
+        "which keeps them out of the process list.",
+    )
+    access.add_argument("--token", default=os.environ.get("EDGESTATE_TOKEN") or None, metavar="T",
+                        help="writes need 'Authorization: Bearer T'")
+    access.add_argument("--admin-token", default=os.environ.get("EDGESTATE_ADMIN_TOKEN") or None, metavar="A",
+                        help="partition, crash, recover and the simulation controls need 'Authorization: Bearer A'; "
+                             "once --token or --audience is given they are off without it")
+    access.add_argument("--private", action="store_true",
+                        help="reads, the page and /ws need a token too (default: they are open)")
+    access.add_argument("--audience", action="store_true",
+                        help="audience mode: writes are rate-limited per client address, and the page shows the "
+                             "admin controls only to holders of the admin token")
+    access.add_argument("--write-rate", type=_positive, default=5.0, metavar="R",
+                        help="audience mode: writes per second per client (default: %(default)s)")
+    access.add_argument("--write-burst", type=_count, default=10, metavar="B",
+                        help="audience mode: writes a client may send at once (default: %(default)s)")
     bench_cli.add_parser(sub)
     return parser
+
+
+def _settings(args: argparse.Namespace):
+    from .security import Settings  # imported when serving: `bench` needs no web stack
+
+    return Settings(
+        host=args.host, token=args.token, admin_token=args.admin_token, private=args.private,
+        audience=args.audience, write_rate=args.write_rate, write_burst=args.write_burst,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -77,6 +128,17 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"edgestate serve: error: --pops {args.pops!r}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    from .security import WEAK_TOKEN_CHARS, RedactTokens
+
+    settings = _settings(args)
+    problems = settings.problems()
+    if problems:
+        print(f"edgestate serve: error: {problems[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    for flag, tok in (("--token", settings.token), ("--admin-token", settings.admin_token)):
+        if tok is not None and len(tok) < WEAK_TOKEN_CHARS:
+            print(f"edgestate serve: warning: {flag} is shorter than {WEAK_TOKEN_CHARS} characters: easy to guess",
+                  file=sys.stderr)
 
     import uvicorn
 
@@ -85,8 +147,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
     live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
-    app = create_app(live, run_clock=True)
+    app = create_app(live, run_clock=True, settings=settings)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    for name in ("uvicorn.access", "uvicorn.error"):  # after uvicorn has set up its logging
+        logging.getLogger(name).addFilter(RedactTokens())
     logging.getLogger("uvicorn.error").info(
         "edgestate: %d replica(s): %s", len(pops), ", ".join(p.id for p in pops)
     )

@@ -5,15 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextlib import asynccontextmanager
+from typing import Callable
 
 from fastapi import FastAPI
 
-from . import api, errors
+from . import admin, api, errors, metrics
+from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from .live import LiveCluster
+from .security import AccessMiddleware, Settings
 
 
-def create_app(live: LiveCluster, *, run_clock: bool = False) -> FastAPI:
-    """`run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves)."""
+def create_app(
+    live: LiveCluster,
+    *,
+    run_clock: bool = False,
+    settings: Settings | None = None,
+    wall_clock: Callable[[], float] | None = None,
+) -> FastAPI:
+    """`run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves).
+    `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
+    `wall_clock`: seconds, for the audience rate limit (default: time.monotonic)."""
+    settings = settings or Settings()
+    problems = settings.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -33,6 +48,17 @@ def create_app(live: LiveCluster, *, run_clock: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.live = live
+    app.state.settings = settings
+    app.state.metrics = metrics.Metrics(live.ids)
+    live.bus.subscribe(app.state.metrics.observe)
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(admin.router)
+    app.include_router(metrics.router)
+    # innermost first: access control runs first, then the rate limit, then the body limit
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.audience:
+        buckets = TokenBuckets(settings.write_rate, settings.write_burst, clock=wall_clock)
+        app.add_middleware(RateLimitMiddleware, buckets=buckets, on_limited=app.state.metrics.rate_limited.inc)
+    app.add_middleware(AccessMiddleware, settings=settings)
     return app

@@ -1,4 +1,5 @@
 """The HTTP API over an in-process cluster: the design's kv, counters and sets paths, and /healthz.
+(Observation, faults and simulation control: test_admin.py; tokens and limits: test_security.py.)
 
 Every request here goes through FastAPI's TestClient, which re-raises any exception that
 reaches the app's last-resort 500 handler: a bad input that slipped through would fail the
@@ -100,13 +101,34 @@ def test_apps_do_not_share_state():
 
 
 def test_only_the_implemented_paths_exist(client):
-    paths = set(ok(client.get("/openapi.json"))["paths"])
-    assert paths == {
-        "/healthz",
-        "/api/replicas/{replica_id}/kv/{key}",
-        "/api/replicas/{replica_id}/counters/{key}",
-        "/api/replicas/{replica_id}/sets/{key}",
+    spec = ok(client.get("/openapi.json"))
+    methods = {path: set(ops) for path, ops in spec["paths"].items()}
+    assert methods == {
+        "/healthz": {"get"},
+        "/api/replicas/{replica_id}/kv/{key}": {"get", "put", "delete"},
+        "/api/replicas/{replica_id}/counters/{key}": {"get", "post"},
+        "/api/replicas/{replica_id}/sets/{key}": {"get", "post"},
+        "/api/topology": {"get"},
+        "/api/replicas": {"get"},
+        "/api/convergence": {"get"},
+        "/api/faults/partition": {"post", "delete"},
+        "/api/replicas/{replica_id}/crash": {"post"},
+        "/api/replicas/{replica_id}/recover": {"post"},
+        "/api/sim": {"get"},
+        "/api/sim/strategy": {"put"},
+        "/api/sim/speed": {"put"},
+        "/api/sim/loss": {"put"},
+        "/api/sim/pause": {"post"},
+        "/api/sim/resume": {"post"},
+        "/api/sim/step": {"post"},
+        "/api/session": {"get"},
+        "/metrics": {"get"},
     }
+
+
+def test_docs_page_is_served(client):
+    r = client.get("/docs")
+    assert r.status_code == 200 and "swagger" in r.text.lower()
 
 
 # -- kv: multi-value register ------------------------------------------------------------
@@ -399,13 +421,9 @@ BAD = [
     # unknown paths: nothing of later issues is faked
     ("unknown path", lambda c, t: c.get("/api/nothing"), 404, "not_found", ["/api/nothing"]),
     ("unknown namespace", lambda c, t: c.get("/api/replicas/lhr/maps/k"), 404, "not_found", []),
-    ("not yet: topology", lambda c, t: c.get("/api/topology"), 404, "not_found", []),
-    ("not yet: replicas", lambda c, t: c.get("/api/replicas"), 404, "not_found", []),
-    ("not yet: convergence", lambda c, t: c.get("/api/convergence"), 404, "not_found", []),
-    ("not yet: partition", lambda c, t: c.post("/api/faults/partition", json={"groups": []}), 404, "not_found", []),
-    ("not yet: crash", lambda c, t: c.post("/api/replicas/lhr/crash"), 404, "not_found", []),
-    ("not yet: metrics", lambda c, t: c.get("/metrics"), 404, "not_found", []),
-    ("not yet: dashboard", lambda c, t: c.get("/"), 404, "not_found", []),
+    ("unknown fault", lambda c, t: c.post("/api/faults/meteor", json={}), 404, "not_found", []),
+    ("unknown sim control", lambda c, t: c.put("/api/sim/gravity", json={"gravity": 1}), 404, "not_found", []),
+    ("unknown replica action", lambda c, t: c.post("/api/replicas/lhr/explode"), 404, "not_found", []),
     # wrong method
     ("POST kv", lambda c, t: c.post(kv("lhr", "k"), json={"value": 1}), 405, "method_not_allowed", ["PUT"]),
     ("PATCH kv", lambda c, t: c.patch(kv("lhr", "k"), json={"value": 1}), 405, "method_not_allowed", []),

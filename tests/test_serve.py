@@ -43,15 +43,20 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path):
+    yield from serving(tmp_path)
+
+
+def serving(tmp_path, *extra: str, env: dict[str, str] | None = None):
+    """Start `edgestate serve` on a free port, wait for /healthz, yield it, kill it at the end."""
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            edgestate("serve", "--port", str(port), "--pops", "lhr,syd", "--speed", "1"),
+            edgestate("serve", "--port", str(port), "--pops", "lhr,syd", "--speed", "1", *extra),
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     srv = Server(proc, f"http://127.0.0.1:{port}", log)
     try:
@@ -166,3 +171,81 @@ def test_python_m_app_cli_is_the_same_command():
         [sys.executable, "-m", "app.cli", "serve", "--pops", "zzz"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 2 and "zzz" in p.stderr
+
+
+# -- access control and limits, over real sockets ----------------------------------------------
+
+TOKEN = "serve-write-token-0123456789"
+ADMIN = "serve-admin-token-0123456789"
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    # the admin token comes from the environment, as it would to keep it out of `ps`
+    yield from serving(tmp_path, "--token", TOKEN, env={"EDGESTATE_ADMIN_TOKEN": ADMIN})
+
+
+def test_serve_with_tokens_guards_writes_and_admin_but_not_reads(guarded):
+    write = {"Authorization": f"Bearer {TOKEN}"}
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=guarded.base_url, timeout=5.0) as http:
+        assert http.get("/healthz").status_code == 200
+        r = http.put("/api/replicas/lhr/kv/k", json={"value": 1})
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        assert r.json()["error"]["code"] == "unauthorized"
+        assert http.put("/api/replicas/lhr/kv/k", json={"value": 1}, headers=write).status_code == 200
+        eventually(lambda: http.get("/api/replicas/syd/kv/k"), lambda r: r.status_code == 200)  # reads are open
+
+        assert http.post("/api/replicas/syd/crash", headers=write).status_code == 401
+        assert http.post("/api/replicas/syd/crash", headers=admin).json()["status"] == "down"
+        assert http.get("/api/replicas/syd/kv/k").status_code == 503
+        assert http.post("/api/replicas/syd/recover", headers=admin).json()["status"] == "up"
+        assert http.get("/api/session", headers=write).json() == {"can_write": True, "can_admin": False,
+                                                                    "audience": False}
+        metrics = http.get("/metrics")
+        assert metrics.status_code == 200 and "edgestate_writes_total" in metrics.text
+    assert TOKEN not in guarded.output() and ADMIN not in guarded.output()
+    assert stop(guarded, signal.SIGTERM) == 0
+
+
+def test_serve_refuses_bodies_over_1_mib_with_or_without_content_length(server):
+    big = b'{"value": "' + b"x" * (1024 * 1024) + b'"}'
+
+    def chunks():
+        for i in range(0, len(big), 64 * 1024):
+            yield big[i : i + 64 * 1024]
+
+    with httpx.Client(base_url=server.base_url, timeout=10.0) as http:
+        for content in (big, chunks()):  # a declared length, then chunked with none
+            r = http.put("/api/replicas/lhr/kv/k", content=content, headers={"content-type": "application/json"})
+            assert r.status_code == 413, r.text
+            assert r.json()["error"]["code"] == "body_too_large"
+        assert http.get("/api/replicas/lhr/kv/k").status_code == 404  # nothing was written
+        assert http.put("/api/replicas/lhr/kv/k", json={"value": "small"}).status_code == 200
+    assert stop(server, signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--host", "0.0.0.0"], ["--host 0.0.0.0", "--token"]),
+        (["--host", "192.0.2.1", "--admin-token", ADMIN], ["--token"]),
+        (["--private"], ["--private", "--token"]),
+        (["--token", TOKEN, "--admin-token", TOKEN], ["--admin-token", "differ"]),
+        (["--token", "has space"], ["--token"]),
+    ],
+    ids=["public-host", "public-host-admin-only", "private", "same-tokens", "bad-token"],
+)
+def test_settings_that_leave_a_hole_exit_2_with_one_clear_line(args, words):
+    p = run("serve", "--pops", "lhr", *args)
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.mark.parametrize("flag", [["--write-rate", "0"], ["--write-rate", "x"], ["--write-burst", "0"]])
+def test_bad_rate_limit_flags_are_refused(flag):
+    p = run("serve", "--pops", "lhr", "--audience", *flag)
+    assert p.returncode == 2 and flag[0] in p.stderr

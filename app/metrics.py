@@ -1,0 +1,234 @@
+"""`GET /metrics`: Prometheus text, from the cluster's event stream and a look at it when scraped.
+
+Each app has its own `CollectorRegistry` (never the process-wide default one), so two apps in
+one process count separately. `Metrics.observe` is subscribed to the live cluster's event bus
+by the app factory; it runs for every simulated message, so it does little: a dict lookup and
+an increment per event.
+
+Time to reach all replicas: a write's first dot is remembered with the virtual time of the
+write; each replica that applies that dot is noted; when every replica that is up has it, the
+elapsed virtual time goes into the histogram. Writes still incomplete after `horizon_ms` of
+virtual time (a partition, a crashed replica that never recovers) are forgotten, and at most
+`max_pending` writes are tracked, so memory stays bounded whatever happens.
+
+The per-message counts (messages, bytes, drops) are plain dict increments on the hot path,
+turned into Prometheus counters only when scraped (`_TrafficCollector`).
+
+The WebSocket endpoint (another module) reports its clients through `ws_connected(+1/-1)`
+and `ws_dropped()`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .live import LiveCluster
+
+# virtual seconds: one ocean is ~0.04 s, the far side of the world ~0.15 s, repair after a heal ~1-2 s
+PROPAGATION_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class _TrafficCollector(Collector):
+    """Counters of simulated traffic, kept as plain dicts by `Metrics.observe` (cheap per message)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def describe(self):
+        return list(self._families({}, {}, {}))
+
+    def collect(self):
+        m = self.m
+        return list(self._families(dict(m.message_counts), dict(m.bytes_by_kind), dict(m.drops_by_reason)))
+
+    @staticmethod
+    def _families(messages: dict, wire: dict, drops: dict):
+        f = CounterMetricFamily("edgestate_messages", "Messages on the simulated wire, by outcome "
+                                "(sent, delivered, dropped) and message kind", labels=["outcome", "kind"])
+        for (outcome, kind), n in sorted(messages.items()):
+            f.add_metric([outcome, kind], n)
+        yield f
+        f = CounterMetricFamily("edgestate_messages_dropped_by_reason", "Messages dropped, by reason "
+                                "(loss, partition, crashed)", labels=["reason"])
+        for reason, n in sorted(drops.items()):
+            f.add_metric([reason], n)
+        yield f
+        f = CounterMetricFamily("edgestate_wire_bytes", "Bytes sent on the simulated wire (msgpack), by message kind",
+                                labels=["kind"])
+        for kind, n in sorted(wire.items()):
+            f.add_metric([kind], n)
+        yield f
+
+
+class Metrics:
+    def __init__(self, replica_ids: list[str], *, horizon_ms: float = 60_000.0, max_pending: int = 50_000) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.writes = Counter("edgestate_writes", "Writes taken by a replica, by CRDT type (kv, counters, sets)",
+                              ["type", "replica"], registry=r)
+        self.message_counts: dict[tuple[str, str], int] = {}  # (outcome, message kind) -> count
+        self.bytes_by_kind: dict[str, int] = {}
+        self.drops_by_reason: dict[str, int] = {}
+        r.register(_TrafficCollector(self))
+        self.propagation = Histogram(
+            "edgestate_write_propagation_seconds",
+            "Virtual time from a write until every replica that is up has applied it",
+            buckets=PROPAGATION_BUCKETS, registry=r,
+        )
+        self.repairs = Counter("edgestate_antientropy_repairs", "Deltas applied from anti-entropy replies, by replica",
+                               ["replica"], registry=r)
+        self.repaired_dots = Counter("edgestate_antientropy_repaired_dots",
+                                     "Dots (writes) that reached a replica by anti-entropy rather than dissemination",
+                                     registry=r)
+        self.ws_clients = Gauge("edgestate_websocket_clients", "WebSocket clients connected", registry=r)
+        self.ws_dropped_total = Counter("edgestate_websocket_clients_dropped",
+                                        "WebSocket clients dropped (too slow to keep up with the stream)", registry=r)
+        self.rate_limited = Counter("edgestate_http_rate_limited", "Writes refused by the audience rate limit",
+                                    registry=r)
+        # refreshed from the cluster at each scrape
+        self.replicas = Gauge("edgestate_replicas", "Replicas, by status", ["status"], registry=r)
+        self.converged = Gauge("edgestate_converged", "1 when every replica that is up has the same state", registry=r)
+        self.in_flight = Gauge("edgestate_messages_in_flight", "Messages on the simulated wire now", registry=r)
+        self.virtual_time = Gauge("edgestate_virtual_time_seconds", "The simulation's virtual clock", registry=r)
+
+        self.horizon_ms = horizon_ms
+        self.max_pending = max_pending
+        self._ids = frozenset(replica_ids)
+        self._down: set[str] = set()
+        self._live = set(self._ids)
+        self._pending: OrderedDict[tuple, tuple[float, set[str]]] = OrderedDict()  # dot -> (t0, replicas)
+        self._children: dict[tuple, object] = {}
+
+    # -- for the WebSocket endpoint ----------------------------------------------------------
+
+    def ws_connected(self, delta: int = 1) -> None:
+        """A client connected (+1) or went away (-1)."""
+        self.ws_clients.inc(delta)
+
+    def ws_dropped(self) -> None:
+        """A client was dropped by the server (its queue overflowed)."""
+        self.ws_dropped_total.inc()
+
+    # -- from the event bus --------------------------------------------------------------------
+
+    def _child(self, metric, *labels):
+        key = (id(metric), *labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
+    def observe(self, ev: dict) -> None:
+        kind = ev["kind"]
+        if kind == "sent" or kind == "delivered" or kind == "dropped":
+            msg = ev["msg"]
+            counts = self.message_counts
+            k = (kind, msg)
+            counts[k] = counts.get(k, 0) + 1
+            if kind == "sent":
+                wire = self.bytes_by_kind
+                wire[msg] = wire.get(msg, 0) + (ev.get("bytes") or 0)
+            elif kind == "dropped":
+                reason = ev.get("reason") or "unknown"
+                self.drops_by_reason[reason] = self.drops_by_reason.get(reason, 0) + 1
+        elif kind == "applied":
+            self._applied(ev)
+        elif kind == "write":
+            self._child(self.writes, ev["ns"], ev["node"]).inc()
+        elif kind == "crash":
+            self._down.add(ev["node"])
+            self._live = self._ids - self._down
+            for dot in list(self._pending):
+                self._check(dot, ev["t"])
+        elif kind == "recover":
+            self._down.discard(ev["node"])
+            self._live = self._ids - self._down
+
+    def _applied(self, ev: dict) -> None:
+        t = ev["t"]
+        node = ev["node"]
+        dots = ev["dots"]
+        via = ev.get("via")
+        if via == "local":
+            if dots:
+                self._forget_old(t)
+                dot = tuple(min(dots))
+                self._pending[dot] = (t, {node})
+                self._check(dot, t)
+            return
+        if via == "ae":
+            self._child(self.repairs, node).inc()
+            self.repaired_dots.inc(len(dots))
+        pending = self._pending
+        if not pending:
+            return
+        for d in dots:
+            entry = pending.get(tuple(d))
+            if entry is not None:
+                entry[1].add(node)
+                self._check(tuple(d), t)
+
+    def _check(self, dot: tuple, t: float) -> None:
+        t0, seen = self._pending[dot]
+        live = self._live
+        if len(seen) >= len(live) and live <= seen:
+            del self._pending[dot]
+            self.propagation.observe(max(0.0, t - t0) / 1000.0)
+
+    def _forget_old(self, now: float) -> None:
+        pending = self._pending
+        while pending:
+            dot, (t0, _) = next(iter(pending.items()))
+            if now - t0 <= self.horizon_ms and len(pending) < self.max_pending:
+                break
+            pending.popitem(last=False)
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._pending)
+
+    # -- at scrape time -----------------------------------------------------------------------
+
+    def refresh(self, live: LiveCluster) -> None:
+        states = live.replica_states()
+        up = sum(1 for s in states if s["status"] == "up")
+        self.replicas.labels("up").set(up)
+        self.replicas.labels("down").set(len(states) - up)
+        conv = live.convergence()
+        self.converged.set(1 if conv["converged"] else 0)
+        self.in_flight.set(conv["in_flight"])
+        self.virtual_time.set(live.sim.now / 1000.0)
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The registry in the format the scraper asks for (`Accept`): Prometheus text 0.0.4 by
+        default, OpenMetrics or text 1.0 when asked."""
+        try:
+            encode, content_type = choose_encoder(accept or "")
+            return encode(self.registry), content_type
+        except Exception:  # an Accept header the client library cannot parse: use the default
+            return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+router = APIRouter()
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request) -> Response:
+    """Counters and histograms in Prometheus text format (one registry per app)."""
+    m: Metrics = request.app.state.metrics
+    m.refresh(request.app.state.live)
+    body, content_type = m.exposition(request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": content_type})
