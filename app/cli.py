@@ -4,6 +4,7 @@
                     [--strategy plumtree|gossip|direct] [--speed X] [--seed N]
                     [--token T] [--admin-token A] [--private] [--audience [--write-rate R] [--write-burst B]]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
+    edgestate bench ws [--clients N] [--json FILE]
 
 Only what exists is accepted: `serve --processes` arrives with the real transport.
 """
@@ -18,6 +19,8 @@ import sys
 import threading
 
 from replication.bench import cli as bench_cli
+
+from . import bench_ws
 from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 
@@ -109,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="audience mode: writes per second per client (default: %(default)s)")
     access.add_argument("--write-burst", type=_count, default=10, metavar="B",
                         help="audience mode: writes a client may send at once (default: %(default)s)")
-    bench_cli.add_parser(sub)
+    bench_ws.add_parser(bench_cli.add_parser(sub))
     return parser
 
 
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "bench":
-        return bench_cli.run(args)
+        return bench_ws.run(args) if args.bench == "ws" else bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE
 

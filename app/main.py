@@ -9,7 +9,7 @@ from typing import Callable
 
 from fastapi import FastAPI
 
-from . import admin, api, errors, metrics
+from . import admin, api, errors, metrics, page, ws
 from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from .live import LiveCluster
 from .security import AccessMiddleware, Settings
@@ -53,6 +53,8 @@ def create_app(
     live.bus.subscribe(app.state.metrics.observe)
     errors.install(app)
     app.include_router(api.router)
+    ws.install(app, live)
+    page.install(app)
     app.include_router(admin.router)
     app.include_router(metrics.router)
     # innermost first: access control runs first, then the rate limit, then the body limit

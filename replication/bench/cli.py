@@ -47,7 +47,9 @@ def _strategies(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def add_parser(sub) -> None:
+def add_parser(sub):
+    """Add `bench` and its `propagation` benchmark; returns the benchmarks' subparsers so
+    benchmarks that need the web stack (`bench ws`) can be added by the app."""
     bench = sub.add_parser("bench", help="run a benchmark", description="Benchmarks; figures, not pass/fail.")
     which = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     p = which.add_parser(
@@ -70,6 +72,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="simulation seed (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    return which
 
 
 def run(args: argparse.Namespace) -> int:

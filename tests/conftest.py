@@ -1,0 +1,188 @@
+"""Shared fixtures: a real `edgestate serve` on a loopback port, and a Chromium driven by Playwright.
+
+The server runs at a high --speed so that a write crosses the world, and anti-entropy repairs a
+healed partition, in a fraction of a wall second: tests wait on conditions with deadlines, never
+on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--no-first-run", "--disable-sync",
+]
+SERVER_SPEED = 5.0
+STARTUP_DEADLINE_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def edgestate_cmd(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("edgestate")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+class LiveServer:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+        self.host = f"127.0.0.1:{port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:
+        r = httpx.request(method, self.base_url + path, timeout=10.0, **kw)
+        assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text}"
+        return r
+
+    def reset(self) -> None:
+        """Undo what a test may have left: partition, crashes, settings."""
+        self.api("DELETE", "/api/faults/partition")
+        for r in self.api("GET", "/api/replicas").json()["replicas"]:
+            if r["status"] != "up":
+                self.api("POST", f"/api/replicas/{r['id']}/recover")
+        sim = self.api("GET", "/api/sim").json()
+        if sim["paused"]:
+            self.api("POST", "/api/sim/resume")
+        if sim["speed"] != SERVER_SPEED:
+            self.api("PUT", "/api/sim/speed", json={"speed": SERVER_SPEED})
+        if sim["loss"]:
+            self.api("PUT", "/api/sim/loss", json={"loss": 0.0})
+        if sim["strategy"] != "plumtree":
+            self.api("PUT", "/api/sim/strategy", json={"strategy": "plumtree"})
+
+    def wait_converged(self, deadline_s: float = 20.0) -> None:
+        end = time.monotonic() + deadline_s
+        while not self.api("GET", "/api/convergence").json()["converged"]:
+            assert time.monotonic() < end, "the cluster did not converge"
+            time.sleep(0.05)  # polling interval
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """`edgestate serve` with the default POPs, at --speed 5, for the whole session."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            edgestate_cmd("serve", "--port", str(port), "--pops", "default", "--speed", str(SERVER_SPEED)),
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    srv = LiveServer(proc, port, log)
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while True:
+            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{srv.output()}"
+            try:
+                if httpx.get(f"{srv.base_url}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_DEADLINE_S}s:\n{srv.output()}"
+            time.sleep(0.05)  # polling interval
+        yield srv
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+@pytest.fixture
+def edge_server(live_server):
+    """The session's server, put back to a known state before and after the test."""
+    live_server.reset()
+    yield live_server
+    live_server.reset()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+    finally:
+        pw.stop()
+
+
+class Page:
+    """A browser page that may talk to the server only: any other host is recorded and refused."""
+
+    def __init__(self, page, server: LiveServer) -> None:
+        self.page = page
+        self.server = server
+        self.foreign: list[str] = []
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self.page, name)
+
+
+@pytest.fixture
+def make_page(browser, edge_server):
+    contexts = []
+
+    def make(width: int = 1440, height: int = 900):
+        ctx = browser.new_context(viewport={"width": width, "height": height}, service_workers="block")
+        contexts.append(ctx)
+        pg = ctx.new_page()
+        wrapped = Page(pg, edge_server)
+
+        def route(route):
+            url = route.request.url
+            wrapped.requests.append(url)
+            host = url.split("/")[2] if "://" in url else ""
+            if host == edge_server.host:
+                route.continue_()
+            else:
+                wrapped.foreign.append(url)
+                route.abort()
+
+        ctx.route("**/*", route)
+        pg.on("websocket", lambda ws: None if ws.url.split("/")[2] == edge_server.host else wrapped.foreign.append(ws.url))
+        pg.on("pageerror", lambda e: wrapped.errors.append(str(e)))
+        pg.on("console", lambda m: wrapped.errors.append(m.text) if m.type == "error" else None)
+        return wrapped
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

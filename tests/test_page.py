@@ -1,0 +1,187 @@
+"""The dashboard in a real browser: Playwright for Python driving Debian's Chromium.
+
+Every page may talk only to the server under test: the `make_page` fixture routes every
+request, refuses any other host, and records it. Waits are conditions with deadlines
+(Playwright's `expect` and `wait_for_function`), never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+DEADLINE_MS = 20_000
+N_POPS = 22  # the default POPs the session's server runs
+
+
+def expect():
+    from playwright.sync_api import expect as _expect
+
+    return _expect
+
+
+def open_dashboard(make_page, width: int = 1440, height: int = 900):
+    page = make_page(width, height)
+    page.goto(page.server.base_url + "/")
+    page.wait_for_function(
+        "n => document.querySelectorAll('.scattergeo .point').length === n", arg=N_POPS, timeout=DEADLINE_MS)
+    expect()(page.locator("#conn")).to_have_text("live", timeout=DEADLINE_MS)
+    return page
+
+
+def select_pop(page, rid: str) -> None:
+    page.select_option("#pop-select", rid)
+    expect()(page.locator("#pop-title")).to_contain_text(rid, timeout=DEADLINE_MS)
+
+
+def test_the_page_loads_only_from_its_server_and_draws_the_world(make_page, artifacts):
+    page = open_dashboard(make_page)
+    # land from our own topojson, one marker per POP
+    page.wait_for_function(  # land, countries and coastlines: long paths drawn from the topojson
+        "[...document.querySelectorAll('.geolayer path')].some(p => (p.getAttribute('d') || '').length > 10000)",
+        timeout=DEADLINE_MS)
+    assert page.locator(".scattergeo .point").count() == N_POPS
+    assert page.foreign == [], f"requests left the host: {page.foreign}"
+    paths = {re.sub(r"\?.*$", "", u.split(page.server.host, 1)[1]) for u in page.requests}
+    assert {"/", "/vendor/plotly.min.js", "/static/topojson/world_110m.json", "/static/js/app.js"} <= paths
+    text = page.locator("[data-testid=convergence]").inner_text()
+    assert text in ("converged", "diverged")
+    # let a write fly, for the screenshot
+    page.server.api("PUT", "/api/sim/speed", json={"speed": 0.05})
+    select_pop(page, "lhr")
+    page.server.api("PUT", "/api/replicas/lhr/kv/screenshot", json={"value": "hello, world"})
+    page.wait_for_function("window.__edgestate.map.flights.size > 3", timeout=DEADLINE_MS)
+    page.locator(".map-card").screenshot(path=str(artifacts / "map.png"))
+    page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_a_write_made_over_http_shows_on_the_page(make_page):
+    page = open_dashboard(make_page)
+    select_pop(page, "syd")
+    key = f"http-write-{time.monotonic_ns()}"
+    page.server.api("PUT", f"/api/replicas/lhr/kv/{key}", json={"value": {"hello": "sydney"}})
+    # it reaches Sydney, and the panel for Sydney shows it
+    row = page.locator("[data-testid=kv-row]", has_text=key)
+    expect()(row).to_be_visible(timeout=DEADLINE_MS)
+    expect()(row.locator(".sib-value")).to_have_text('{"hello":"sydney"}')
+    expect()(row.locator(".sib-origin")).to_contain_text("lhr")
+    expect()(page.locator("[data-testid=log]")).to_contain_text(key)
+    # a counter and a set, written through the page's own form
+    page.select_option("#write-type", "counters")
+    page.fill("#write-key", "visits")
+    page.fill("#write-value", "3")
+    page.click("#write-submit")
+    expect()(page.locator("[data-testid=counter-row]", has_text="visits")).to_be_visible(timeout=DEADLINE_MS)
+    assert page.errors == []
+
+
+def test_partition_diverges_and_heal_converges(make_page):
+    page = open_dashboard(make_page)
+    badge = page.locator("[data-testid=convergence]")
+    expect()(badge).to_have_text("converged", timeout=DEADLINE_MS)
+    page.click("[data-testid=cut-atlantic]")
+    expect()(page.locator("#partition-banner")).to_be_visible(timeout=DEADLINE_MS)
+    page.server.api("PUT", f"/api/replicas/lhr/kv/cut-{time.monotonic_ns()}", json={"value": 1})
+    expect()(badge).to_have_text("diverged", timeout=DEADLINE_MS)
+    page.click("[data-testid=heal]")
+    expect()(page.locator("#partition-banner")).to_be_hidden(timeout=DEADLINE_MS)
+    expect()(badge).to_have_text("converged", timeout=DEADLINE_MS)
+    assert page.errors == []
+
+
+def test_the_concurrent_writes_scenario_leaves_siblings_everywhere(make_page):
+    page = open_dashboard(make_page)
+    page.click("[data-testid=scenario-concurrent]")
+    status = page.locator("#scenario-status")
+    expect()(status).to_contain_text("Converged", timeout=60_000)
+    expect()(page.locator("[data-testid=convergence]")).to_have_text("converged")
+    row = page.locator("[data-testid=kv-row]", has_text="greeting")
+    expect()(row.locator(".sibling")).to_have_count(2, timeout=DEADLINE_MS)
+    values = sorted(row.locator(".sib-value").all_inner_texts())
+    assert all(v.startswith('"hello from ') for v in values) and values[0] != values[1]
+    # and on the server: every replica holds both
+    for r in page.server.api("GET", "/api/replicas").json()["replicas"]:
+        got = page.server.api("GET", f"/api/replicas/{r['id']}/kv/greeting").json()
+        assert sorted(got["values"]) == [v.strip('"') for v in values]
+
+
+def test_a_key_that_looks_like_html_is_shown_as_text_and_runs_nothing(make_page):
+    page = open_dashboard(make_page)
+    select_pop(page, "fra")
+    key = '<img src=x onerror="window.__xss=1">'
+    value = '<script>window.__xss=2</script><b>bold</b>'
+    # over HTTP...
+    page.server.api("PUT", "/api/replicas/fra/kv/" + key.replace("/", "%2F"), json={"value": value})
+    # ...and typed into the page's own form
+    page.select_option("#write-type", "sets")
+    page.fill("#write-key", '<svg onload="window.__xss=3">')
+    page.fill("#write-value", '<img src=y onerror="window.__xss=4">')
+    page.click("#write-submit")
+    row = page.locator("[data-testid=kv-row]", has_text=key)
+    expect()(row).to_be_visible(timeout=DEADLINE_MS)
+    expect()(row.locator(".kv-key")).to_contain_text(key)
+    expect()(row.locator(".sib-value")).to_have_text('"' + value.replace('"', '\\"') + '"')
+    expect()(page.locator("[data-testid=set-row]")).to_contain_text('<svg onload="window.__xss=3">', timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=log]")).to_contain_text(key)
+    assert page.evaluate("window.__xss") is None
+    assert page.evaluate("document.querySelectorAll('img, svg[onload], script:not([src])').length") == 0
+    assert page.errors == []
+
+
+def test_a_phone_sized_viewport_has_no_horizontal_scroll(make_page, artifacts):
+    page = open_dashboard(make_page, 390, 844)
+    select_pop(page, "gru")
+    long_key = "k" * 200  # one long word: must wrap, not widen the page
+    page.server.api("PUT", f"/api/replicas/gru/kv/{long_key}", json={"value": "v" * 300})
+    expect()(page.locator("[data-testid=kv-row]", has_text=long_key[:50])).to_be_visible(timeout=DEADLINE_MS)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    inner = page.evaluate("window.innerWidth")
+    assert width <= inner, f"page is {width}px wide in a {inner}px viewport"
+    page.screenshot(path=str(artifacts / "phone.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_simulation_controls_drive_the_server(make_page):
+    page = open_dashboard(make_page)
+    sim = lambda: page.server.api("GET", "/api/sim").json()  # noqa: E731
+    page.select_option("[data-testid=strategy]", "gossip")
+    page.wait_for_function("document.getElementById('strategy-now').textContent === 'gossip'", timeout=DEADLINE_MS)
+    assert sim()["strategy"] == "gossip"
+    page.select_option("[data-testid=speed]", "0.5")
+    expect()(page.locator("#speed-now")).to_have_text("×0.5", timeout=DEADLINE_MS)
+    page.click("[data-testid=pause]")
+    expect()(page.locator("[data-testid=pause]")).to_have_text("Resume", timeout=DEADLINE_MS)
+    t0 = sim()["now_ms"]
+    page.click("#step-100")
+    page.wait_for_function(f"window.__edgestate.clock.now() >= {t0 + 100}", timeout=DEADLINE_MS)
+    assert sim()["now_ms"] >= t0 + 100 and sim()["paused"]
+    page.click("[data-testid=pause]")
+    expect()(page.locator("[data-testid=pause]")).to_have_text("Pause", timeout=DEADLINE_MS)
+    page.locator("[data-testid=loss]").fill("0.2")
+    page.wait_for_function("document.getElementById('loss-out').textContent === '20%'", timeout=DEADLINE_MS)
+    deadline = time.monotonic() + 10
+    while sim()["loss"] != 0.2:
+        assert time.monotonic() < deadline, "the loss slider did not reach the server"
+        time.sleep(0.05)  # polling interval
+    select_pop(page, "nbo")
+    page.click("[data-testid=crash]")
+    expect()(page.locator("#pop-status")).to_have_text("crashed", timeout=DEADLINE_MS)
+    page.click("[data-testid=recover]")
+    expect()(page.locator("#pop-status")).to_have_text("up", timeout=DEADLINE_MS)
+    assert page.errors == []
+
+
+def test_admin_controls_are_hidden_from_a_session_without_admin(make_page):
+    page = make_page()
+    page.route("**/api/session", lambda route: route.fulfill(
+        status=200, content_type="application/json",
+        body='{"can_write": true, "can_admin": false, "audience": true}'))
+    page.goto(page.server.base_url + "/")
+    expect()(page.locator("#toolbar")).to_be_hidden(timeout=DEADLINE_MS)
+    expect()(page.locator(".pop-actions")).to_be_hidden()
+    expect()(page.locator("#write-form")).to_be_visible()
