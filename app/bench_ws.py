@@ -38,6 +38,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from replication.cliargs import non_negative, positive, positive_int
+
 TARGET_CLIENTS = 200
 TARGET_UPDATES_PER_S = 10.0
 TARGET_P99_MS = 250.0
@@ -57,48 +59,21 @@ class Params:
     url: str | None = None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
 
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return v
-
-
-def _non_negative(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return v
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     d = Params()
-    p.add_argument("--clients", type=_positive_int, default=d.clients, metavar="N",
+    p.add_argument("--clients", type=positive_int, default=d.clients, metavar="N",
                    help="concurrent WebSocket clients (default: %(default)s)")
-    p.add_argument("--duration", type=_positive, default=d.duration, metavar="S",
+    p.add_argument("--duration", type=positive, default=d.duration, metavar="S",
                    help="measured wall seconds (default: %(default)s)")
-    p.add_argument("--warmup", type=_non_negative, default=d.warmup, metavar="S",
+    p.add_argument("--warmup", type=non_negative, default=d.warmup, metavar="S",
                    help="wall seconds of load before measuring (default: %(default)s)")
-    p.add_argument("--writes", type=_positive, default=d.writes, metavar="R",
+    p.add_argument("--writes", type=positive, default=d.writes, metavar="R",
                    help="writes per wall second, at random POPs (default: %(default)s)")
     p.add_argument("--pops", default=d.pops, metavar="all|default|ID,...", help="POPs of the server (default: %(default)s)")
-    p.add_argument("--speed", type=_positive, default=d.speed,
+    p.add_argument("--speed", type=positive, default=d.speed,
                    help="the server's --speed: virtual per wall time (default: %(default)s)")
     p.add_argument("--strategy", choices=["plumtree", "gossip", "direct"], default=d.strategy,
                    help="dissemination strategy (default: %(default)s)")

@@ -19,10 +19,11 @@ import sys
 import threading
 
 from replication.bench import cli as bench_cli
-
-from . import bench_ws
+from replication.cliargs import positive, positive_int
 from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
+
+from . import bench_ws
 
 EXIT_USAGE = 2
 
@@ -49,24 +50,6 @@ def _speed(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--audience", action="store_true",
                         help="audience mode: writes are rate-limited per client address, and the page shows the "
                              "admin controls only to holders of the admin token")
-    access.add_argument("--write-rate", type=_positive, default=5.0, metavar="R",
+    access.add_argument("--write-rate", type=positive, default=5.0, metavar="R",
                         help="audience mode: writes per second per client (default: %(default)s)")
-    access.add_argument("--write-burst", type=_count, default=10, metavar="B",
+    access.add_argument("--write-burst", type=positive_int, default=10, metavar="B",
                         help="audience mode: writes a client may send at once (default: %(default)s)")
     bench_ws.add_parser(bench_cli.add_parser(sub))
     return parser

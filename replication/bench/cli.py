@@ -7,6 +7,7 @@ import json
 import math
 import sys
 
+from ..cliargs import positive_int, probability
 from ..geo import select_pops
 from . import propagation
 from .report import table
@@ -17,24 +18,6 @@ COLUMNS = [
 ]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
-def _probability(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
-    return v
 
 
 def _strategies(text: str) -> list[str]:
@@ -60,13 +43,13 @@ def add_parser(sub):
     )
     d = propagation.Params()
     p.add_argument("--pops", default=d.pops, metavar="all|default|ID,...", help="POPs (default: %(default)s)")
-    p.add_argument("--replicas", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--replicas", type=positive_int, default=None, metavar="N",
                    help="place N replicas round-robin over the POPs (default: one per POP)")
-    p.add_argument("--writes", type=_positive_int, default=d.writes, metavar="K", help="measured writes (default: %(default)s)")
+    p.add_argument("--writes", type=positive_int, default=d.writes, metavar="K", help="measured writes (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=d.warmup, metavar="W",
                    help="writes before measuring, while trees form (default: %(default)s)")
     p.add_argument("--rate", type=float, default=d.rate, help="writes per virtual second (default: %(default)s)")
-    p.add_argument("--loss", type=_probability, default=d.loss, metavar="P", help="message loss probability (default: %(default)s)")
+    p.add_argument("--loss", type=probability, default=d.loss, metavar="P", help="message loss probability (default: %(default)s)")
     p.add_argument("--strategy", type=_strategies, default=",".join(d.strategies), metavar="LIST",
                    help="comma-separated strategies (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="simulation seed (default: %(default)s)")
