@@ -7,17 +7,14 @@ on fixed sleeps.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from serving import REPO, ServerProcess, edgestate_cmd, free_port, serving  # noqa: F401 (re-exported)
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -25,32 +22,9 @@ CHROMIUM_ARGS = [
     "--no-first-run", "--disable-sync",
 ]
 SERVER_SPEED = 5.0
-STARTUP_DEADLINE_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def edgestate_cmd(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("edgestate")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "app.cli", *args]
-
-
-class LiveServer:
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
-        self.proc, self.port, self.log = proc, port, log
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.ws_url = f"ws://127.0.0.1:{port}/ws"
-        self.host = f"127.0.0.1:{port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
+class LiveServer(ServerProcess):
     def api(self, method: str, path: str, **kw) -> httpx.Response:
         r = httpx.request(method, self.base_url + path, timeout=10.0, **kw)
         assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text}"
@@ -82,34 +56,9 @@ class LiveServer:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
     """`edgestate serve` with the default POPs, at --speed 5, for the whole session."""
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            edgestate_cmd("serve", "--port", str(port), "--pops", "default", "--speed", str(SERVER_SPEED)),
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    srv = LiveServer(proc, port, log)
-    try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while True:
-            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{srv.output()}"
-            try:
-                if httpx.get(f"{srv.base_url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_DEADLINE_S}s:\n{srv.output()}"
-            time.sleep(0.05)  # polling interval
+    with serving(log, "--pops", "default", "--speed", str(SERVER_SPEED), cls=LiveServer) as srv:
         yield srv
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
 
 
 @pytest.fixture

@@ -2,79 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-STARTUP_DEADLINE_S = 30.0
-SHUTDOWN_DEADLINE_S = 15.0
+from serving import REPO, SHUTDOWN_DEADLINE_S, ServerProcess, edgestate_cmd, serving
 
 
-def edgestate(*args: str) -> list[str]:
-    """The installed console script when there is one next to this Python, else the module."""
-    script = Path(sys.executable).with_name("edgestate")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "app.cli", *args]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen, base_url: str, log: Path) -> None:
-        self.proc, self.base_url, self.log = proc, base_url, log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+edgestate = edgestate_cmd
 
 
 @pytest.fixture
 def server(tmp_path):
-    yield from serving(tmp_path)
-
-
-def serving(tmp_path, *extra: str, env: dict[str, str] | None = None):
-    """Start `edgestate serve` on a free port, wait for /healthz, yield it, kill it at the end."""
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            edgestate("serve", "--port", str(port), "--pops", "lhr,syd", "--speed", "1", *extra),
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
-    srv = Server(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while True:
-            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{srv.output()}"
-            try:
-                if httpx.get(f"{srv.base_url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_DEADLINE_S}s:\n{srv.output()}"
-            time.sleep(0.05)  # poll interval, not a wait for readiness
+    with serving(tmp_path / "serve.log", "--pops", "lhr,syd", "--speed", "1") as srv:
         yield srv
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=SHUTDOWN_DEADLINE_S)
 
 
 def eventually(get, until, deadline_s: float = 10.0):
@@ -88,7 +34,7 @@ def eventually(get, until, deadline_s: float = 10.0):
         time.sleep(0.02)  # poll interval
 
 
-def stop(srv: Server, sig: int) -> int:
+def stop(srv: ServerProcess, sig: int) -> int:
     srv.proc.send_signal(sig)
     try:
         return srv.proc.wait(timeout=SHUTDOWN_DEADLINE_S)
@@ -182,7 +128,9 @@ ADMIN = "serve-admin-token-0123456789"
 @pytest.fixture
 def guarded(tmp_path):
     # the admin token comes from the environment, as it would to keep it out of `ps`
-    yield from serving(tmp_path, "--token", TOKEN, env={"EDGESTATE_ADMIN_TOKEN": ADMIN})
+    with serving(tmp_path / "serve.log", "--pops", "lhr,syd", "--speed", "1", "--token", TOKEN,
+                 env={"EDGESTATE_ADMIN_TOKEN": ADMIN}) as srv:
+        yield srv
 
 
 def test_serve_with_tokens_guards_writes_and_admin_but_not_reads(guarded):

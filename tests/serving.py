@@ -1,0 +1,77 @@
+"""A real `edgestate serve` process for tests: a free loopback port, readiness by polling
+/healthz against a deadline, and cleanup that never leaves a server behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_DEADLINE_S = 30.0
+SHUTDOWN_DEADLINE_S = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def edgestate_cmd(*args: str) -> list[str]:
+    """The installed console script when there is one next to this Python, else the module."""
+    script = Path(sys.executable).with_name("edgestate")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+class ServerProcess:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+        self.host = f"127.0.0.1:{port}"
+        self.base_url = f"http://{self.host}"
+        self.ws_url = f"ws://{self.host}/ws"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def serving(log: Path, *args: str, env: dict[str, str] | None = None, cls=ServerProcess):
+    """Start `edgestate serve --port <free> *args`, wait for /healthz, and stop it at the end
+    (SIGTERM, then SIGKILL if it does not go within the deadline)."""
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            edgestate_cmd("serve", "--port", str(port), *args),
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+    srv = cls(proc, port, log)
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while True:
+            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{srv.output()}"
+            try:
+                if httpx.get(f"{srv.base_url}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_DEADLINE_S}s:\n{srv.output()}"
+            time.sleep(0.05)  # poll interval, not a wait for readiness
+        yield srv
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=SHUTDOWN_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=SHUTDOWN_DEADLINE_S)
