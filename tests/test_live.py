@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from app.live import LiveCluster
+from live_helpers import run_async
 from replication.cluster import SimCluster
 from replication.geo import place_replicas, select_pops
 
@@ -83,7 +84,7 @@ def test_the_pump_advances_time_on_its_own():
         task.cancel()
         return lc.sim.now - start
 
-    assert asyncio.run(scenario()) >= 100
+    assert run_async(scenario()) >= 100
 
 
 def test_built_live_cluster_streams_json_events_and_switches_strategy():
