@@ -12,6 +12,7 @@ Only what exists is accepted: `serve --processes` arrives with the real transpor
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -134,6 +135,9 @@ def _serve(args: argparse.Namespace) -> int:
     # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
     live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
     app = create_app(live, run_clock=True, settings=settings)
+    # The cluster and app are built and long-lived: keep them out of the collector's full
+    # passes, which otherwise pause the event loop often enough to show in /ws lag tails.
+    gc.freeze()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     for name in ("uvicorn.access", "uvicorn.error"):  # after uvicorn has set up its logging
         logging.getLogger(name).addFilter(RedactTokens())
