@@ -5,6 +5,7 @@
                     [--token T] [--admin-token A] [--private] [--audience [--write-rate R] [--write-burst B]]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
     edgestate bench ws [--clients N] [--json FILE]
+    edgestate bench coordination [--pops ...] [--leader ID] [--partition americas|europe|asia-pacific] [--json FILE]
 
 Only what exists is accepted: `serve --processes` arrives with the real transport.
 """

@@ -9,7 +9,7 @@ import sys
 
 from ..cliargs import positive_int, probability
 from ..geo import select_pops
-from . import propagation
+from . import coordination, propagation
 from .report import table
 
 COLUMNS = [
@@ -55,10 +55,13 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=d.seed, help="simulation seed (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    coordination.add_parser(which)
     return which
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bench == "coordination":
+        return coordination.run(args)
     if args.bench != "propagation":
         print(f"edgestate bench: unknown benchmark {args.bench!r}", file=sys.stderr)
         return 2
