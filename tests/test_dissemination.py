@@ -8,14 +8,11 @@ here is a property of the protocol and the seed, and is the same on every machin
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from hashseeds import outputs_under_hash_seeds
 
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.node import Node, NodeConfig
@@ -359,19 +356,8 @@ def test_same_seed_same_events_with_real_nodes(strategy):
 
 
 def test_same_seed_same_events_across_processes_and_hash_seeds():
-    tests_dir = str(Path(__file__).resolve().parent)
-    repo = str(Path(__file__).resolve().parent.parent)
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import test_dissemination as t; "
-        "print(t.chaos_hash(21))"
-    )
-    hashes = []
-    for hash_seed in ("0", "1", "4242"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run([sys.executable, "-c", code, tests_dir], env=env, cwd=repo,
-                             capture_output=True, text=True, timeout=90)
-        assert out.returncode == 0, out.stderr
-        hashes.append(out.stdout.strip())
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_dissemination as t; print(t.chaos_hash(21))"
+    hashes = outputs_under_hash_seeds(code, ("0", "1", "4242"))
     assert len(hashes[0]) == 64
     assert hashes == [chaos_hash(21)] * 3
 

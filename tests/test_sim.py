@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from hashseeds import outputs_under_hash_seeds
 
 from replication import sim as sim_module
 from replication.geo import LatencyModel, place_replicas, select_pops
@@ -555,20 +552,11 @@ def test_no_event_objects_are_built_without_a_sink(monkeypatch):
 
 
 def test_same_seed_same_run_across_processes_with_different_hash_seeds():
-    tests_dir = str(Path(__file__).resolve().parent)
-    repo = str(Path(__file__).resolve().parent.parent)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import test_sim; "
         "print(test_sim.event_hash(test_sim.chaos_events(5)))"
     )
-    hashes = []
-    for hash_seed in ("1", "2", "987654"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run(
-            [sys.executable, "-c", code, tests_dir], env=env, cwd=repo, capture_output=True, text=True, timeout=60
-        )
-        assert out.returncode == 0, out.stderr
-        hashes.append(out.stdout.strip())
+    hashes = outputs_under_hash_seeds(code, ("1", "2", "987654"), timeout=60)
     assert len(hashes[0]) == 64
     assert hashes == [event_hash(chaos_events(5))] * 3
 
