@@ -1,7 +1,7 @@
 """The HTTP API over a cluster: health, and reads and writes of `kv`, `counters` and `sets`.
 
-Handlers are `async def` on purpose: they run on the event loop, one at a time, so the
-replicas (plain objects, not thread-safe) are never touched from two threads at once.
+Handlers are `async def` on purpose: they run on the event loop, so the replicas (plain
+objects, not thread-safe) are never touched from two threads at once.
 Each handler takes the cluster from `request.app.state`; there is no module-level state.
 Keys come from the path (`{key:path}`), already percent-decoded, so `a/b` and `a%2Fb` name
 the same key.
@@ -30,6 +30,8 @@ SET = "/api/replicas/{replica_id}/sets/{key:path}"
 
 
 def _cluster(request: Request) -> LiveCluster:
+    """The embedded `LiveCluster`, or one replica process's `ReplicaService`: both answer
+    `ids`, `awrite` and `aread` (a process answers a write once it is durable)."""
     return request.app.state.live
 
 
@@ -133,14 +135,14 @@ async def healthz(request: Request) -> HealthOut:
 @router.put(KV, responses=ERRORS, dependencies=AUTH)
 async def put_kv(request: Request, replica_id: str, key: str, body: KvWrite) -> KvOut:
     """Write a value at one replica. Without `context`, it supersedes what that replica holds for the key."""
-    view = _cluster(request).write(replica_id, "kv", key, {"value": body.value, "context": body.context})
+    view = await _cluster(request).awrite(replica_id, "kv", key, {"value": body.value, "context": body.context})
     return _kv_out(replica_id, view)
 
 
 @router.get(KV, responses=ERRORS, dependencies=AUTH)
 async def get_kv(request: Request, replica_id: str, key: str) -> KvOut:
     """This replica's values (siblings when writes were concurrent) and a context token for the next write."""
-    view = _cluster(request).read(replica_id, "kv", key)
+    view = await _cluster(request).aread(replica_id, "kv", key)
     if not view.siblings:
         raise ApiError(404, "not_found", f"key {key!r} has no value at replica {replica_id!r}")
     return _kv_out(replica_id, view)
@@ -159,20 +161,20 @@ async def delete_kv(
         if context is not None:
             raise ApiError(422, "invalid_operation", "give the context either in the body or as ?context=, not both")
         context = body.context
-    view = _cluster(request).write(replica_id, "kv", key, {"delete": True, "context": context})
+    view = await _cluster(request).awrite(replica_id, "kv", key, {"delete": True, "context": context})
     return _kv_out(replica_id, view)
 
 
 @router.post(COUNTER, responses=ERRORS, dependencies=AUTH)
 async def add_counter(request: Request, replica_id: str, key: str, body: CounterChange) -> CounterOut:
-    value = _cluster(request).write(replica_id, "counters", key, {"add": body.add})
+    value = await _cluster(request).awrite(replica_id, "counters", key, {"add": body.add})
     return CounterOut(key=key, replica=replica_id, value=value)
 
 
 @router.get(COUNTER, responses=ERRORS, dependencies=AUTH)
 async def get_counter(request: Request, replica_id: str, key: str) -> CounterOut:
     """A counter never written reads 0."""
-    return CounterOut(key=key, replica=replica_id, value=_cluster(request).read(replica_id, "counters", key))
+    return CounterOut(key=key, replica=replica_id, value=await _cluster(request).aread(replica_id, "counters", key))
 
 
 @router.post(SET, responses=ERRORS, dependencies=AUTH)
@@ -180,11 +182,11 @@ async def change_set(request: Request, replica_id: str, key: str, body: SetChang
     """Add or remove elements. An add concurrent with a remove wins."""
     # Pass on only the fields the client sent; the library insists on exactly one verb.
     op = {name: getattr(body, name) for name in body.model_fields_set}
-    members = _cluster(request).write(replica_id, "sets", key, op)
+    members = await _cluster(request).awrite(replica_id, "sets", key, op)
     return SetOut(key=key, replica=replica_id, members=members)
 
 
 @router.get(SET, responses=ERRORS, dependencies=AUTH)
 async def get_set(request: Request, replica_id: str, key: str) -> SetOut:
     """A set never written reads as empty."""
-    return SetOut(key=key, replica=replica_id, members=_cluster(request).read(replica_id, "sets", key))
+    return SetOut(key=key, replica=replica_id, members=await _cluster(request).aread(replica_id, "sets", key))

@@ -25,7 +25,7 @@ from replication.cliargs import positive, positive_int
 from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 
-from . import bench_ws
+from . import bench_replica, bench_ws, replica_cli
 
 EXIT_USAGE = 2
 
@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="audience mode: writes per second per client (default: %(default)s)")
     access.add_argument("--write-burst", type=positive_int, default=10, metavar="B",
                         help="audience mode: writes a client may send at once (default: %(default)s)")
-    bench_ws.add_parser(bench_cli.add_parser(sub))
+    replica_cli.add_parser(sub)
+    which = bench_cli.add_parser(sub)
+    bench_ws.add_parser(which)
+    bench_replica.add_parser(which)
     return parser
 
 
@@ -169,8 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "serve":
         return _serve(args)
+    if args.command == "replica":
+        return replica_cli.run(args)
     if args.command == "bench":
-        return bench_ws.run(args) if args.bench == "ws" else bench_cli.run(args)
+        if args.bench == "ws":
+            return bench_ws.run(args)
+        if args.bench == "replica":
+            return bench_replica.run(args)
+        return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE
 

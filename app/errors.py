@@ -31,6 +31,7 @@ STATUS_BY_CODE = {
     "unknown_type": 404,
     "unknown_replica": 404,
     "replica_down": 503,
+    "storage_unavailable": 503,
 }
 
 

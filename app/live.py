@@ -120,6 +120,13 @@ class LiveCluster:
         self.catch_up()
         return self.cluster.read(replica_id, ns, key)
 
+    # what the HTTP API awaits (a real replica process answers once the write is durable)
+    async def awrite(self, replica_id: str, ns: str, key: str, op: dict):
+        return self.write(replica_id, ns, key, op)
+
+    async def aread(self, replica_id: str, ns: str, key: str):
+        return self.read(replica_id, ns, key)
+
     def topology(self) -> dict:
         return self.cluster.topology()
 

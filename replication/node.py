@@ -67,15 +67,22 @@ class Node:
         incarnation: int = 0,
         secret: bytes | None = None,
         epoch_ms: float = 0.0,
+        replica: Replica | None = None,
     ) -> None:
+        """`replica`: state restored from disk (its actor already chosen); `incarnation` is
+        then only the membership incarnation, which must rise with every start."""
         self.cfg = cfg = config or NodeConfig()
         self.id = replica_id
         # Added to the driver's clock for the timestamps people see (HLC); timers keep raw time.
         self.epoch_ms = epoch_ms
         self.peers = [p for p in peers if p != replica_id]
         self.rng = random.Random(f"{seed}:{replica_id}:{incarnation}")
-        kw = {"secret": secret} if secret else {}
-        self.replica = Replica(replica_id, members=[replica_id, *self.peers], actor=actor_for(replica_id, incarnation), **kw)
+        if replica is None:
+            kw = {"secret": secret} if secret else {}
+            replica = Replica(replica_id, members=[replica_id, *self.peers], actor=actor_for(replica_id, incarnation), **kw)
+        elif replica.id != replica_id:
+            raise ValueError(f"restored replica {replica.id!r} given to node {replica_id!r}")
+        self.replica = replica
         self._link_hint = link_ms
         self.membership = Membership(replica_id, self.peers, self.rng, cfg.membership, incarnation)
         d = cfg.dissemination
@@ -89,6 +96,9 @@ class Node:
         self.stale_replies = 0
         self._announce_view = True
         self._gc_at = 0.0
+        # Called with each local write's delta before it is disseminated: where a driver
+        # makes it durable (a real replica holds the returned envelopes until then).
+        self.journal: Callable[[object], None] | None = None
 
     # -- what strategies see of their host -------------------------------------------------
 
@@ -117,6 +127,8 @@ class Node:
         view, delta = self.replica.write(ns, key, op, now=now + self.epoch_ms)
         if delta is None:
             return view, []
+        if self.journal is not None:
+            self.journal(delta)
         dots = sorted(delta.applied.dots())
         self._note(dots, [(ns, key)], now, "local")
         return view, self.strategy.broadcast(Gossip(dots[0], self.id, delta), now)

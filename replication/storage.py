@@ -235,6 +235,27 @@ class Storage:
         row = self._conn.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
         return default if row is None else _unpack(row[0])
 
+    @property
+    def was_clean(self) -> bool:
+        """The previous session closed cleanly: everything it appended reached the disk.
+        After an unclean stop, state it showed (or sent) may not have, so a replica must
+        come back under a new actor rather than mint its old dots again."""
+        return self._was_clean
+
+    def stored_actor(self) -> str | None:
+        return self._meta("actor")
+
+    def count_boot(self) -> int:
+        """Record one more start; returns the count including it (durable before it returns).
+        A membership incarnation that rises with every start, so peers take the new one."""
+        with self._io_lock:
+            self._check_open()
+            boots = self._meta("boots", 0)
+            if type(boots) is not int or boots < 0:
+                raise CorruptStorage(f"stored boot count in {self.path} is {boots!r}")
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('boots', ?)", (_pack(boots + 1),))
+            return boots + 1
+
     def load(self) -> PersistedState:
         """The checkpoint and the log after it, decoded and checked. Raises CorruptStorage."""
         try:

@@ -1,0 +1,180 @@
+"""A cluster of real `edgestate replica` processes on this host, on loopback ports.
+
+Used by `serve --processes`, `bench replica` and the tests: it picks free ports, writes the
+shared secret file (mode 600), starts one process per replica with its data directory,
+waits for each to answer `/healthz` (against a deadline), and stops, kills (SIGKILL) and
+restarts them. A process's stdout and stderr go to `<root>/<id>.log`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+STARTUP_DEADLINE_S = 30.0
+STOP_DEADLINE_S = 15.0
+POLL_S = 0.05
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def edgestate_cmd(*args: str) -> list[str]:
+    """The console script next to this Python when installed, else the module."""
+    script = Path(sys.executable).with_name("edgestate")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+@dataclass
+class ReplicaProc:
+    id: str
+    peer_port: int
+    http_port: int
+    data_dir: Path
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class ProcessCluster:
+    def __init__(
+        self,
+        ids: list[str],
+        root: str | os.PathLike,
+        *,
+        host: str = "127.0.0.1",
+        inject_latency: bool = True,
+        strategy: str = "plumtree",
+        secret: bytes | None = None,
+        events: tuple[str, int] | None = None,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if len(set(ids)) != len(ids) or not ids:
+            raise ValueError("replica ids must be distinct, and at least one")
+        self.ids = list(ids)
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.secret_file = self.root / "secret"
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret or secrets.token_hex(32).encode())
+        self.replicas = {
+            rid: ReplicaProc(rid, free_port(host), free_port(host), self.root / "data" / rid, self.root / f"{rid}.log")
+            for rid in ids
+        }
+        self._args = ["--secret-file", str(self.secret_file), "--strategy", strategy]
+        if inject_latency:
+            self._args.append("--inject-latency")
+        if events is not None:
+            self._args += ["--events", f"{events[0]}:{events[1]}"]
+        self._args += list(extra_args)
+        self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+    def url(self, rid: str) -> str:
+        return f"http://{self.host}:{self.replicas[rid].http_port}"
+
+    def command(self, rid: str) -> list[str]:
+        r = self.replicas[rid]
+        peers = [f"--peer={p.id}={self.host}:{p.peer_port}" for p in self.replicas.values() if p.id != rid]
+        return edgestate_cmd(
+            "replica", "--id", rid, "--listen", f"{self.host}:{r.peer_port}", "--http", f"{self.host}:{r.http_port}",
+            "--data-dir", str(r.data_dir), *peers, *self._args,
+        )
+
+    # -- starting and stopping ------------------------------------------------------------------
+
+    def spawn(self, rid: str) -> None:
+        """Start one replica process (not waiting for it). A running one is left alone."""
+        r = self.replicas[rid]
+        if r.running:
+            return
+        with r.log.open("ab") as out:
+            r.proc = subprocess.Popen(self.command(rid), stdout=out, stderr=subprocess.STDOUT, env=self._env,
+                                      start_new_session=True)
+
+    def wait_ready(self, ids: list[str] | None = None, deadline_s: float = STARTUP_DEADLINE_S) -> None:
+        deadline = time.monotonic() + deadline_s
+        for rid in ids or self.ids:
+            r = self.replicas[rid]
+            while True:
+                if r.proc is None or r.proc.poll() is not None:
+                    code = None if r.proc is None else r.proc.returncode
+                    raise RuntimeError(f"replica {rid} exited ({code}):\n{self.output(rid)}")
+                if self.healthy(rid):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"replica {rid}: no /healthz within {deadline_s}s:\n{self.output(rid)}")
+                time.sleep(POLL_S)  # poll interval; readiness is the /healthz answer
+
+    def healthy(self, rid: str) -> bool:
+        try:
+            with urllib.request.urlopen(self.url(rid) + "/healthz", timeout=1.0) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start(self, ids: list[str] | None = None) -> None:
+        for rid in ids or self.ids:
+            self.spawn(rid)
+        self.wait_ready(ids)
+
+    def kill(self, rid: str) -> None:
+        """SIGKILL: no flush, no checkpoint, no goodbye."""
+        r = self.replicas[rid]
+        if r.running:
+            r.proc.send_signal(signal.SIGKILL)
+            r.proc.wait(timeout=STOP_DEADLINE_S)
+
+    def stop(self, rid: str) -> int | None:
+        """SIGTERM and wait (a clean stop); SIGKILL if it will not go. Returns the exit code."""
+        r = self.replicas[rid]
+        if r.proc is None:
+            return None
+        if r.proc.poll() is None:
+            r.proc.terminate()
+            try:
+                r.proc.wait(timeout=STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+                r.proc.wait(timeout=STOP_DEADLINE_S)
+        return r.proc.returncode
+
+    def restart(self, rid: str) -> None:
+        self.spawn(rid)
+        self.wait_ready([rid])
+
+    def close(self) -> None:
+        for rid in self.ids:
+            self.stop(rid)
+
+    def output(self, rid: str) -> str:
+        log = self.replicas[rid].log
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def __enter__(self) -> ProcessCluster:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["ProcessCluster", "ReplicaProc", "edgestate_cmd", "free_port"]

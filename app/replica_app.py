@@ -1,0 +1,165 @@
+"""The HTTP API of one real replica process (`edgestate replica --http ...`).
+
+The same routes, errors and access rules as the dashboard's server, for one replica: reads and
+writes at `/api/replicas/{its id}/...` (a write is answered once it is durable), `/healthz`,
+`/metrics`, `GET /api/replicas` (its id, status, version vector, digest), `GET /api/status`
+(all an operator may want: actor, boots, peers, queues, bad frames), and
+`POST`/`DELETE /api/faults/partition` to cut it off from peers (tests and `serve --processes`).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from replication.cluster import UnknownReplica
+from replication.runner import ReplicaRunner
+
+from . import api, errors
+from .admin import PartitionIn, PartitionOut, check_groups
+from .limits import BodyLimitMiddleware
+from .security import AccessMiddleware, Settings
+
+
+class ReplicaService:
+    """What the shared API routes call, for a cluster of one: this process's replica."""
+
+    def __init__(self, runner: ReplicaRunner) -> None:
+        self.runner = runner
+        self.ids = [runner.id]
+
+    def _known(self, replica_id: str) -> None:
+        if replica_id != self.runner.id:
+            raise UnknownReplica(f"this process serves replica {self.runner.id!r} only, not {replica_id!r}")
+
+    async def awrite(self, replica_id: str, ns: str, key: str, op: dict):
+        self._known(replica_id)
+        return await self.runner.write(ns, key, op)
+
+    async def aread(self, replica_id: str, ns: str, key: str):
+        self._known(replica_id)
+        return await self.runner.read(ns, key)
+
+
+class _RunnerCollector(Collector):
+    def __init__(self, runner: ReplicaRunner) -> None:
+        self.r = runner
+
+    def collect(self):
+        r = self.r
+        labels = ["replica"]
+        me = [r.id]
+        st, net = r.stats, r.transport.stats if r.transport else None
+        storage = r.storage.stats if r.storage else None
+        f = CounterMetricFamily("edgestate_writes", "Local writes made durable and acknowledged", labels=labels)
+        f.add_metric(me, st.writes)
+        yield f
+        f = CounterMetricFamily("edgestate_remote_deltas_logged", "Remote deltas written to the log before applying",
+                                labels=labels)
+        f.add_metric(me, st.remote_deltas_logged)
+        yield f
+        f = CounterMetricFamily("edgestate_duplicate_deltas", "Remote deltas already held (no disk write)",
+                                labels=labels)
+        f.add_metric(me, st.duplicates_skipped)
+        yield f
+        if storage is not None:
+            f = CounterMetricFamily("edgestate_storage_flushes", "Group commits (one fsync each)", labels=labels)
+            f.add_metric(me, storage.flushes)
+            yield f
+            f = CounterMetricFamily("edgestate_storage_checkpoints", "Checkpoints written", labels=labels)
+            f.add_metric(me, storage.checkpoints)
+            yield f
+        f = CounterMetricFamily("edgestate_storage_flush_errors", "Flushes the disk refused", labels=labels)
+        f.add_metric(me, st.flush_errors)
+        yield f
+        if net is not None:
+            f = CounterMetricFamily("edgestate_frames", "Frames on the wire, by direction", labels=["direction"])
+            f.add_metric(["in"], net.frames_in)
+            f.add_metric(["out"], net.frames_out)
+            yield f
+            f = CounterMetricFamily("edgestate_wire_bytes", "Bytes on the wire, by direction", labels=["direction"])
+            f.add_metric(["in"], net.bytes_in)
+            f.add_metric(["out"], net.bytes_out)
+            yield f
+            f = CounterMetricFamily("edgestate_bad_frames", "Frames refused (connection closed), by reason",
+                                    labels=["reason"])
+            for reason, n in sorted(net.bad_frames.items()):
+                f.add_metric([reason], n)
+            yield f
+            f = CounterMetricFamily("edgestate_frames_dropped", "Outgoing frames dropped, by reason", labels=["reason"])
+            for reason, n in sorted(net.dropped_out.items()):
+                f.add_metric([reason], n)
+            yield f
+        if r.node is not None:
+            f = GaugeMetricFamily("edgestate_peers", "Peers by membership status", labels=["status"])
+            counts: dict[str, int] = {}
+            for p in r.node.peers:
+                s = r.node.membership.status(p)
+                counts[s] = counts.get(s, 0) + 1
+            for s, n in sorted(counts.items()):
+                f.add_metric([s], n)
+            yield f
+
+
+router = APIRouter()
+
+
+def _runner(request: Request) -> ReplicaRunner:
+    return request.app.state.live.runner
+
+
+@router.get("/api/replicas")
+async def replicas(request: Request) -> dict:
+    s = _runner(request).status()
+    return {"replicas": [{"id": s["id"], "status": "up", "version_vector": s["version_vector"], "digest": s["digest"]}]}
+
+
+@router.get("/api/status")
+async def status(request: Request) -> dict:
+    return _runner(request).status()
+
+
+@router.post("/api/faults/partition")
+async def partition(request: Request, body: PartitionIn) -> PartitionOut:
+    """Cut this replica off from every peer outside its own group (the same body as the
+    dashboard's). Each process is told separately; replicas not listed form one more group."""
+    runner = _runner(request)
+    known = [runner.id, *sorted(runner.peer_addrs)]
+    check_groups(body.groups, known)
+    listed = {r for g in body.groups for r in g}
+    groups = [list(g) for g in body.groups] + ([[r for r in known if r not in listed]] if set(known) - listed else [])
+    mine = next(set(g) for g in groups if runner.id in g)
+    runner.partition(set(runner.peer_addrs) - mine)
+    return PartitionOut(partitioned=True, groups=groups)
+
+
+@router.delete("/api/faults/partition")
+async def heal(request: Request) -> PartitionOut:
+    _runner(request).partition(set())
+    return PartitionOut(partitioned=False, groups=[])
+
+
+def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    problems = settings.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    app = FastAPI(title=f"edgestate replica {runner.id}", redoc_url=None)
+    app.state.live = ReplicaService(runner)
+    app.state.settings = settings
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_RunnerCollector(runner))
+    errors.install(app)
+    app.include_router(api.router)
+    app.include_router(router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessMiddleware, settings=settings)
+    return app

@@ -1,0 +1,376 @@
+"""One real replica: the sans-IO node driven by asyncio, over TCP, with its state on disk.
+
+The same `Node` the simulator runs, with real time, real sockets and SQLite. What this
+module adds is the order of events around the disk:
+
+- A local write is applied to the node (that is how its delta and dots are made), its delta
+  appended to the log, and then nothing about it leaves the process until the flush that
+  holds it has returned: the HTTP answer and the envelopes that disseminate it wait.
+- A remote delta is appended and flushed *before* the node receives its message, so the
+  node never counts as applied what the disk does not hold. Messages from the network are
+  handled strictly in arrival order: one waiting for the disk holds back those behind it.
+  A delta the store already holds (a duplicate) costs no write.
+- Reads wait until every local write before them is durable, so no one reads a value
+  that a crash could take back.
+- Group commit: one flush runs at a time, in a worker thread, taking everything appended
+  so far; whatever arrives meanwhile goes in the next one.
+
+What may still leave the process before it is durable: an anti-entropy reply computed while
+a local write waits for its flush. So after an unclean stop (the storage says whether the
+last session closed cleanly) the replica comes back under a new actor (`lhr~1`, ...):
+minting its old dots again could give one dot two different writes. Its old dots come
+back from peers through anti-entropy, like anyone else's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .delta import Delta
+from .errors import EdgeStateError
+from .messages import AeReply, Envelope, Gossip, GossipBatch
+from .net import Transport
+from .node import Node, NodeConfig, actor_for
+from .storage import Storage, StorageError, subsumed
+
+log = logging.getLogger("edgestate.replica")
+
+CHECKPOINT_LOG_ROWS = 20_000  # checkpoint once the log holds this many deltas...
+CHECKPOINT_EVERY_S = 30.0  # ...or this long after the last one, if anything was logged
+FLUSH_RETRY_S = 0.5
+
+
+class StorageUnavailable(EdgeStateError):
+    """The disk refused a flush: the write was not acknowledged (it may still land later)."""
+
+    code = "storage_unavailable"
+
+
+def next_actor(replica_id: str, stored: str | None) -> str:
+    """The actor after an unclean stop: one incarnation past the stored one."""
+    n = 0
+    if stored and stored.startswith(replica_id + "~"):
+        tail = stored[len(replica_id) + 1 :]
+        n = int(tail) if tail.isdigit() else 0
+    return actor_for(replica_id, n + 1)
+
+
+def _deltas(msg) -> list[Delta]:
+    if isinstance(msg, Gossip):
+        return [msg.delta]
+    if isinstance(msg, GossipBatch):
+        return [g.delta for g in msg.items]
+    if isinstance(msg, AeReply):
+        return [msg.delta]
+    return []
+
+
+@dataclass
+class RunnerStats:
+    writes: int = 0
+    write_errors: int = 0
+    remote_deltas_logged: int = 0
+    duplicates_skipped: int = 0
+    flush_errors: int = 0
+    flush_batches: list[int] = field(default_factory=list)  # sizes of recent flushes (bounded)
+
+
+@dataclass
+class _Waiter:
+    seq: int
+    future: asyncio.Future | None
+    envelopes: list[Envelope]
+
+
+class ReplicaRunner:
+    def __init__(
+        self,
+        replica_id: str,
+        peers: dict[str, tuple[str, int]],
+        *,
+        data_dir: str | Path,
+        secret: bytes,
+        strategy: str = "plumtree",
+        delay_ms: Callable[[str], float] | None = None,
+        seed: int | str = 0,
+        config: NodeConfig | None = None,
+        on_events: Callable[[list[tuple]], None] | None = None,
+        on_sent: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        """`on_events`: the node's events (applied, membership) as they happen; `on_sent`: every
+        frame queued to a peer, as (dst, kind, delay_ms). Both for an observer; both optional."""
+        self.id = replica_id
+        self.peer_addrs = dict(peers)
+        self.data_dir = Path(data_dir)
+        self._secret = secret
+        self._strategy = strategy
+        self._delay_ms = delay_ms
+        self._seed = seed
+        self._config = config
+        self._on_events = on_events
+        self._on_sent = on_sent
+        self.stats = RunnerStats()
+        self.storage: Storage | None = None
+        self.node: Node | None = None
+        self.transport: Transport | None = None
+        self.boots = 0
+        self.restarted_unclean = False
+        self._inbox: deque[tuple[int | None, Envelope]] = deque()
+        self._waiters: deque[_Waiter] = deque()
+        self._last_local_seq = 0
+        self._journal_seq: int | None = None
+        self._kick = asyncio.Event()
+        self._timer_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._t0 = time.monotonic()
+        self._last_checkpoint = self._t0
+        self._stopped = False
+
+    # -- time: timers run on the monotonic clock; the HLC sees wall time via the node's epoch --
+
+    def now(self) -> float:
+        return (time.monotonic() - self._t0) * 1000.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, listen_host: str, listen_port: int) -> int:
+        """Open the data directory, restore, and start serving peers. Returns the peer port."""
+        storage = Storage.open(self.data_dir)
+        try:
+            self.boots = storage.count_boot()
+            actor = None
+            if not storage.was_clean:
+                actor = next_actor(self.id, storage.stored_actor())
+                self.restarted_unclean = True
+            peers = sorted(self.peer_addrs)
+            replica = storage.restore(self.id, secret=self._secret, members=[self.id, *peers], actor=actor)
+        except BaseException:
+            storage.close()
+            raise
+        self.storage = storage
+        cfg = self._config or NodeConfig(strategy=self._strategy)
+        cfg.record_events = self._on_events is not None
+        self.node = node = Node(
+            self.id, peers, config=cfg, seed=f"{self._seed}:{self.boots}", link_ms=self._delay_ms,
+            incarnation=self.boots, secret=self._secret, epoch_ms=time.time() * 1000.0 - self.now(), replica=replica,
+        )
+        node.journal = self._journal
+        self.transport = Transport(self.id, self._secret, self.peer_addrs, self._on_envelope, delay_ms=self._delay_ms,
+                                   on_sent=self._on_sent)
+        port = await self.transport.listen(listen_host, listen_port)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._timers()), loop.create_task(self._committer())]
+        log.info("%s: actor %s, boot %d, %d keys restored%s", self.id, replica.actor, self.boots,
+                 len(replica.store), " after an unclean stop" if self.restarted_unclean else "")
+        return port
+
+    async def stop(self) -> None:
+        """Flush, checkpoint and close cleanly (the next start keeps the same actor)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self.transport is not None:
+            await self.transport.close()
+        if self.storage is not None:
+            self.storage.close(self.node.replica if self.node else None)
+        for w in self._waiters:
+            if w.future is not None and not w.future.done():
+                w.future.cancel()  # its caller is being torn down with us
+
+    # -- local writes and reads -----------------------------------------------------------------
+
+    def _journal(self, delta: Delta) -> None:
+        self._journal_seq = self.storage.append(delta)
+
+    async def write(self, ns: str, key: str, op: dict):
+        """Apply a write here and return its view once it is durable. Bad input raises a typed
+        error before anything changed."""
+        self._journal_seq = None
+        try:
+            view, envelopes = self.node.write(ns, key, op, now=self.now())
+        except EdgeStateError:
+            self.stats.write_errors += 1
+            raise
+        seq, self._journal_seq = self._journal_seq, None
+        self._timer_wake.set()
+        if seq is None:  # nothing changed (a delete of nothing): answer once earlier writes are durable
+            await self._barrier()
+            return view
+        self.stats.writes += 1
+        self._last_local_seq = seq
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(seq, fut, envelopes))
+        self._kick.set()
+        await fut
+        return view
+
+    async def read(self, ns: str, key: str):
+        await self._barrier()
+        return self.node.replica.read(ns, key)
+
+    async def _barrier(self) -> None:
+        seq = self._last_local_seq
+        if seq <= self.storage.durable_seq:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(seq, fut, []))
+        self._kick.set()
+        await fut
+
+    # -- the network ----------------------------------------------------------------------------
+
+    def _on_envelope(self, env: Envelope) -> None:
+        try:
+            fresh = [d for d in _deltas(env.msg) if not subsumed(self.node.replica.store, d)]
+            if fresh:
+                seq = 0
+                for d in fresh:
+                    seq = self.storage.append(d)
+                self.stats.remote_deltas_logged += len(fresh)
+                self._inbox.append((seq, env))
+                self._kick.set()
+            elif self._inbox:
+                if _deltas(env.msg):
+                    self.stats.duplicates_skipped += 1
+                self._inbox.append((None, env))
+            else:
+                if _deltas(env.msg):
+                    self.stats.duplicates_skipped += 1
+                self._receive(env)
+        except Exception:  # a bug must not take the replica down with it; the peer will retry
+            log.exception("%s: failed to handle a %s from %s", self.id, env.kind, env.src)
+
+    def _receive(self, env: Envelope) -> None:
+        try:
+            out = self.node.receive(env, now=self.now())
+        except EdgeStateError as e:
+            log.warning("%s: refused a %s from %s: %s", self.id, env.kind, env.src, e.message)
+            return
+        self.transport.send_all(out)
+        self._timer_wake.set()
+        self._emit()
+
+    def _emit(self) -> None:
+        if self._on_events is not None:
+            events = self.node.drain_events()
+            if events:
+                self._on_events(events)
+
+    async def _timers(self) -> None:
+        node = self.node
+        loop = asyncio.get_running_loop()
+        while True:
+            now = self.now()
+            due = node.next_deadline()
+            if due is not None and due <= now:
+                self.transport.send_all(node.tick(now=now))
+                self._emit()
+                continue
+            self._timer_wake.clear()
+            # not asyncio.wait_for: on 3.11 it can swallow a cancel that races the event
+            alarm = None if due is None else loop.call_later((due - now) / 1000.0, self._timer_wake.set)
+            try:
+                await self._timer_wake.wait()
+            finally:
+                if alarm is not None:
+                    alarm.cancel()
+
+    # -- group commit ---------------------------------------------------------------------------
+
+    async def _committer(self) -> None:
+        storage = self.storage
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            if storage.pending:
+                batch = storage.pending
+                try:
+                    await asyncio.to_thread(storage.flush)
+                except (StorageError, OSError, Exception) as e:  # noqa: BLE001 - the disk's failure, not ours
+                    self.stats.flush_errors += 1
+                    log.error("%s: flush failed: %s", self.id, e)
+                    self._fail_waiters(StorageUnavailable(f"the write could not be made durable: {e}"))
+                    await asyncio.sleep(FLUSH_RETRY_S)
+                    self._kick.set()
+                    continue
+                sizes = self.stats.flush_batches
+                sizes.append(batch)
+                if len(sizes) > 1000:
+                    del sizes[:500]
+            self._release()
+            self._maybe_checkpoint()
+
+    def _release(self) -> None:
+        durable = self.storage.durable_seq
+        inbox = self._inbox
+        while inbox and (inbox[0][0] is None or inbox[0][0] <= durable):
+            self._receive(inbox.popleft()[1])
+        waiters = self._waiters
+        while waiters and waiters[0].seq <= durable:
+            w = waiters.popleft()
+            self.transport.send_all(w.envelopes)
+            if w.future is not None and not w.future.done():
+                w.future.set_result(None)
+        self._timer_wake.set()
+        self._emit()
+
+    def _fail_waiters(self, err: Exception) -> None:
+        # their deltas stay buffered and are retried; these callers just stop waiting
+        for w in self._waiters:
+            if w.future is not None and not w.future.done():
+                w.future.set_exception(err)
+            w.future = None
+
+    def _maybe_checkpoint(self) -> None:
+        storage = self.storage
+        rows = storage.log_length
+        if not rows:
+            return
+        if rows >= CHECKPOINT_LOG_ROWS or time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+            try:
+                storage.checkpoint(self.node.replica)
+            except (StorageError, OSError, Exception) as e:  # noqa: BLE001 - retried at the next chance
+                log.error("%s: checkpoint failed: %s", self.id, e)
+            self._last_checkpoint = time.monotonic()
+
+    # -- what an operator sees ------------------------------------------------------------------
+
+    def status(self) -> dict:
+        node, rep = self.node, self.node.replica
+        net = self.transport.stats
+        return {
+            "id": self.id,
+            "actor": rep.actor,
+            "boots": self.boots,
+            "restarted_unclean": self.restarted_unclean,
+            "version_vector": dict(rep.version_vector.items()),
+            "digest": rep.digest(),
+            "keys": len(rep.store),
+            "peers": {p: node.membership.status(p) for p in node.peers},
+            "durable_seq": self.storage.durable_seq,
+            "pending": self.storage.pending,
+            "waiting_inbound": len(self._inbox),
+            "bad_frames": dict(net.bad_frames),
+            "partitioned_from": sorted(self.transport.blocked),
+        }
+
+    def partition(self, blocked: set[str]) -> None:
+        unknown = blocked - set(self.peer_addrs)
+        if unknown:
+            raise ValueError(f"unknown peers: {', '.join(sorted(unknown))}")
+        self.transport.blocked = set(blocked)
+
+
+__all__ = ["ReplicaRunner", "RunnerStats", "StorageUnavailable", "next_actor"]
