@@ -203,11 +203,7 @@ class StepIn(_Body):
 
 
 def _sim(live: LiveCluster) -> SimOut:
-    live.catch_up()
-    return SimOut(
-        strategy=live.cluster.config.strategy, speed=live.speed, loss=live.sim.loss,
-        paused=live.paused, now_ms=live.sim.now,
-    )
+    return SimOut(**live.sim_info())
 
 
 @router.get("/api/sim")

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from replication.bench.report import table
 from replication.cliargs import positive_int
 
+from .http_client import Conn
 from .processes import ProcessCluster
 from .replica_events import TOKEN_ENV, EventCollector
 
@@ -66,38 +67,6 @@ def add_parser(which) -> argparse.ArgumentParser:
     return p
 
 
-# -- a minimal keep-alive HTTP/1.1 client: a benchmark should not measure its client library --
-
-
-class _Conn:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.r: asyncio.StreamReader | None = None
-        self.w: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self.r, self.w = await asyncio.open_connection(self.host, self.port)
-
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-        self.w.write(head.encode() + body)
-        status = int((await self.r.readline()).split()[1])
-        length = 0
-        while True:
-            line = await self.r.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.r.readexactly(length)
-
-    def close(self) -> None:
-        if self.w is not None:
-            self.w.close()
-
-
 def _pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs)) - 1))]
@@ -109,7 +78,7 @@ async def _write_load(host: str, port: int, keys: list[str], clients: int) -> tu
     lat: list[float] = []
 
     async def worker():
-        c = _Conn(host, port)
+        c = Conn(host, port)
         await c.open()
         try:
             for key in todo:
@@ -169,7 +138,7 @@ async def _real_propagation(params: Params, root: str, progress) -> list[float]:
         await asyncio.to_thread(c.start)
         conns = {}
         for rid in PROPAGATION_POPS:
-            conns[rid] = _Conn("127.0.0.1", c.replicas[rid].http_port)
+            conns[rid] = Conn("127.0.0.1", c.replicas[rid].http_port)
             await conns[rid].open()
         await asyncio.sleep(1.5)  # settle: overlay views and membership probes, as the simulator's warm-up
         progress(f"propagation: {params.propagation_writes} writes on 5 processes at {params.rate:g}/s")

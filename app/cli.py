@@ -7,18 +7,23 @@
     edgestate bench ws [--clients N] [--json FILE]
     edgestate bench coordination [--pops ...] [--leader ID] [--partition americas|europe|asia-pacific] [--json FILE]
 
-Only what exists is accepted: `serve --processes` arrives with the real transport.
+    edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
+    edgestate replica --id ID --listen H:P [--http H:P] --peer ID=H:P ... --data-dir D --secret-file F
+    edgestate bench replica [--writes N] [--clients C] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
+from pathlib import Path
 
 from replication.bench import cli as bench_cli
 from replication.cliargs import positive, positive_int
@@ -77,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--speed", type=_speed, default=DEFAULT_SPEED,
                        help="virtual time per wall time: 1 is real time, smaller is slower (default: %(default)s)")
     serve.add_argument("--seed", type=int, default=0, help="seed of the simulated network (default: %(default)s)")
+    serve.add_argument("--processes", action="store_true",
+                       help="run each POP as a real replica process (edgestate replica) on loopback, with the "
+                            "geographic latency injected, instead of the simulator; time then runs at speed 1")
+    serve.add_argument("--data-dir", type=Path, metavar="DIR",
+                       help="with --processes: where the replicas keep their state (default: a temporary "
+                            "directory, removed at exit)")
     access = serve.add_argument_group(
         "access control",
         "Bound to loopback with no token, everything is open. Any other --host needs a --token. "
@@ -119,7 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"edgestate serve: error: --pops {args.pops!r}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    from .security import WEAK_TOKEN_CHARS, RedactTokens
+    from .security import WEAK_TOKEN_CHARS
 
     settings = _settings(args)
     problems = settings.problems()
@@ -131,14 +142,29 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"edgestate serve: warning: {flag} is shorter than {WEAK_TOKEN_CHARS} characters: easy to guess",
                   file=sys.stderr)
 
-    import uvicorn
-
     from .live import build_live
     from .main import create_app
 
-    # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
-    live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
-    app = create_app(live, run_clock=True, settings=settings)
+    if args.data_dir is not None and not args.processes:
+        print("edgestate serve: error: --data-dir goes with --processes", file=sys.stderr)
+        return EXIT_USAGE
+    with contextlib.ExitStack() as stack:
+        if args.processes:
+            from .process_live import ProcessLive
+
+            root = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgestate-")))
+            live = ProcessLive(place_replicas(pops), root, strategy=args.strategy)
+        else:
+            # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
+            live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
+        return _run_server(args, create_app(live, run_clock=True, settings=settings), pops)
+
+
+def _run_server(args: argparse.Namespace, app, pops) -> int:
+    import uvicorn
+
+    from .security import RedactTokens
+
     # The cluster and app are built and long-lived: keep them out of the collector's full
     # passes, which otherwise pause the event loop often enough to show in /ws lag tails.
     gc.freeze()

@@ -19,6 +19,7 @@ from typing import Callable
 from replication.cluster import SimCluster
 from replication.geo import Placement
 
+from .detail import replica_detail
 from .events import EventBus
 
 MAX_SPEED = 100.0
@@ -101,10 +102,13 @@ class LiveCluster:
             if nxt is not None and not self._paused:
                 wait = min(FRAME_S, max(0.0, (nxt - self.sim.now) / 1000.0 / self._speed))
             self._wake.clear()
+            # not asyncio.wait_for: on 3.11 it can swallow a cancel that races the wake-up,
+            # and then shutdown waits for this task for ever
+            alarm = asyncio.get_running_loop().call_later(wait, self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                alarm.cancel()
 
     # -- the cluster, at the current instant -------------------------------------------------
 
@@ -120,6 +124,12 @@ class LiveCluster:
         self.catch_up()
         return self.cluster.read(replica_id, ns, key)
 
+    async def start(self) -> None:
+        """Nothing to start: the simulator runs inside `pump` (a cluster of processes has more to do)."""
+
+    async def close(self) -> None:
+        pass
+
     # what the HTTP API awaits (a real replica process answers once the write is durable)
     async def awrite(self, replica_id: str, ns: str, key: str, op: dict):
         return self.write(replica_id, ns, key, op)
@@ -129,6 +139,44 @@ class LiveCluster:
 
     def topology(self) -> dict:
         return self.cluster.topology()
+
+    # -- what observers read (the WebSocket hub, /metrics, /api/sim); never runs the simulator.
+    # A cluster of replica processes (ProcessLive) answers the same questions.
+
+    def has(self, nid: str) -> bool:
+        return nid in self.sim.nodes
+
+    def state_of(self, nid: str) -> dict:
+        sim = self.sim
+        r = sim.nodes[nid].replica
+        return {"status": "up" if sim.up(nid) else "down", "version_vector": r.version_vector.to_dict(),
+                "digest": r.digest(), "incarnation": sim.incarnation(nid), "keys": len(r.store)}
+
+    def digests(self) -> dict[str, str]:
+        return self.sim.digests()
+
+    def clock_info(self) -> dict:
+        return {"now_ms": self.target(), "speed": self._speed, "paused": self._paused,
+                "strategy": self.cluster.config.strategy, "loss": self.sim.loss}
+
+    def stats(self) -> dict:
+        return self.sim.stats
+
+    def now_ms(self) -> float:
+        return self.sim.now
+
+    def detail_ident(self, nid: str) -> tuple:
+        sim = self.sim
+        return (nid, sim.nodes[nid].replica.digest(), sim.up(nid), sim.incarnation(nid))
+
+    def detail(self, nid: str, recent) -> dict:
+        return replica_detail(self.sim.nodes[nid].replica, recent, self.sim.up(nid))
+
+    def sim_info(self) -> dict:
+        """/api/sim: the settings, at virtual time brought up to now."""
+        self.catch_up()
+        return {"strategy": self.cluster.config.strategy, "speed": self._speed, "loss": self.sim.loss,
+                "paused": self._paused, "now_ms": self.sim.now}
 
     def replica_states(self) -> list[dict]:
         self.catch_up()

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextlib import asynccontextmanager
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from fastapi import FastAPI
 
 from . import admin, api, errors, metrics, page, ws
 from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from .live import LiveCluster
+
+if TYPE_CHECKING:
+    from .process_live import ProcessLive
 from .security import AccessMiddleware, Settings
 
 
 def create_app(
-    live: LiveCluster,
+    live: LiveCluster | ProcessLive,
     *,
     run_clock: bool = False,
     settings: Settings | None = None,
@@ -32,6 +35,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await live.start()
         task = asyncio.create_task(live.pump()) if run_clock else None
         try:
             yield
@@ -40,6 +44,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await live.close()
 
     app = FastAPI(
         title="edgestate",

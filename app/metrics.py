@@ -206,7 +206,7 @@ class Metrics:
         conv = live.convergence()
         self.converged.set(1 if conv["converged"] else 0)
         self.in_flight.set(conv["in_flight"])
-        self.virtual_time.set(live.sim.now / 1000.0)
+        self.virtual_time.set(live.now_ms() / 1000.0)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry in the format the scraper asks for (`Accept`): Prometheus text 0.0.4 by

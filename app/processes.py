@@ -81,7 +81,8 @@ class ProcessCluster:
             rid: ReplicaProc(rid, free_port(host), free_port(host), self.root / "data" / rid, self.root / f"{rid}.log")
             for rid in ids
         }
-        self._args = ["--secret-file", str(self.secret_file), "--strategy", strategy]
+        # replicas stop (cleanly) if this process dies without stopping them
+        self._args = ["--secret-file", str(self.secret_file), "--strategy", strategy, "--parent-pid", str(os.getpid())]
         if inject_latency:
             self._args.append("--inject-latency")
         if events is not None:
@@ -102,13 +103,13 @@ class ProcessCluster:
 
     # -- starting and stopping ------------------------------------------------------------------
 
-    def spawn(self, rid: str) -> None:
+    def spawn(self, rid: str, extra: tuple[str, ...] = ()) -> None:
         """Start one replica process (not waiting for it). A running one is left alone."""
         r = self.replicas[rid]
         if r.running:
             return
         with r.log.open("ab") as out:
-            r.proc = subprocess.Popen(self.command(rid), stdout=out, stderr=subprocess.STDOUT, env=self._env,
+            r.proc = subprocess.Popen([*self.command(rid), *extra], stdout=out, stderr=subprocess.STDOUT, env=self._env,
                                       start_new_session=True)
 
     def wait_ready(self, ids: list[str] | None = None, deadline_s: float = STARTUP_DEADLINE_S) -> None:

@@ -9,7 +9,8 @@ writes at `/api/replicas/{its id}/...` (a write is answered once it is durable),
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request
+import orjson
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -20,6 +21,8 @@ from replication.runner import ReplicaRunner
 
 from . import api, errors
 from .admin import PartitionIn, PartitionOut, check_groups
+from .detail import replica_detail
+from .errors import ApiError
 from .limits import BodyLimitMiddleware
 from .security import AccessMiddleware, Settings
 
@@ -120,6 +123,25 @@ async def replicas(request: Request) -> dict:
 @router.get("/api/status")
 async def status(request: Request) -> dict:
     return _runner(request).status()
+
+
+MAX_RECENT = 200
+
+
+@router.get("/api/detail")
+async def detail(request: Request, recent: str = Query("[]", max_length=64 * 1024,
+                 description="JSON list of [namespace, key], oldest first: listed first, newest at the top")) -> dict:
+    """The replica's keyspace as the dashboard lists it (`serve --processes` relays it)."""
+    try:
+        refs = orjson.loads(recent)
+    except orjson.JSONDecodeError:
+        refs = None
+    if not (isinstance(refs, list) and len(refs) <= MAX_RECENT and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in refs)):
+        raise ApiError(422, "invalid_recent", f"recent must be a JSON list of at most {MAX_RECENT} [namespace, key] pairs")
+    runner = _runner(request)
+    await runner.barrier()  # no value a crash could take back
+    return replica_detail(runner.node.replica, [(ns, key) for ns, key in refs], True)
 
 
 @router.post("/api/faults/partition")

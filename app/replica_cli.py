@@ -66,6 +66,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="partition controls need 'Authorization: Bearer A'")
     p.add_argument("--events", type=_address, metavar="HOST:PORT",
                    help="stream this replica's events to a dashboard (edgestate serve --processes sets it)")
+    p.add_argument("--actor", metavar="ID~N",
+                   help="after this replica's data was lost: start the empty data directory under this new "
+                        "actor (one past any incarnation it had), never reusing dots peers already hold")
+    p.add_argument("--parent-pid", type=int, metavar="PID",
+                   help="stop cleanly when this process is gone (serve --processes sets it: no orphans)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -97,6 +102,10 @@ def _problems(args) -> list[str]:
         unknown = sorted({args.id, *peers} - known)
         if unknown:
             out.append(f"--inject-latency needs POP ids; not POPs: {', '.join(unknown)}")
+    if args.actor is not None:
+        head, sep, n = args.actor.partition("~")
+        if head != args.id or not sep or not n.isdigit() or int(n) < 1:
+            out.append(f"--actor must be {args.id}~N with N >= 1, got {args.actor!r}")
     args.peers = peers
     return out
 
@@ -119,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings(host=args.http[0] if args.http else "127.0.0.1", token=args.token, admin_token=args.admin_token)
     if args.http and settings.problems():
-        print(f"edgestate replica: error: {settings.problems()[0]}", file=sys.stderr)
+        for p in settings.problems():  # Settings speaks of serve's --host; here the address is --http
+            print(f"edgestate replica: error: {p.replace('--host ', '--http ', 1)}", file=sys.stderr)
         return EXIT_USAGE
     try:
         import uvloop
@@ -150,6 +160,24 @@ def _server_class():
     return Server
 
 
+def _watch_parent(pid: int | None, stop) -> asyncio.Task:
+    async def watch() -> None:
+        if pid is None:
+            return
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                logging.getLogger("edgestate.replica").warning("parent process %d is gone: stopping", pid)
+                stop()
+                return
+            except PermissionError:
+                pass  # it exists, under another user
+
+    return asyncio.get_running_loop().create_task(watch())
+
+
 def _delay(me: str):
     pops = {p.id: p for p in all_pops()}
     model = LatencyModel()
@@ -178,7 +206,7 @@ async def _main(args, secret: bytes, settings) -> int:
     runner = ReplicaRunner(
         args.id, args.peers, data_dir=args.data_dir, secret=secret, strategy=args.strategy,
         delay_ms=_delay(args.id) if args.inject_latency else None, seed=args.seed,
-        on_events=stream.push if stream else None, on_sent=stream.sent if stream else None,
+        on_events=stream.push if stream else None, on_sent=stream.sent if stream else None, fresh_actor=args.actor,
     )
     try:
         await runner.start(*args.listen)
@@ -204,7 +232,13 @@ async def _main(args, secret: bytes, settings) -> int:
             config = uvicorn.Config(app, host=args.http[0], port=args.http[1], log_level=args.log_level,
                                     access_log=False, lifespan="off")
             server = _Server(config)
-            await server.serve()
+            watch = _watch_parent(args.parent_pid, lambda: setattr(server, "should_exit", True))
+            try:
+                await server.serve()
+            except SystemExit:  # uvicorn exits (code 3) when it cannot bind; report it as ours, exit 1
+                pass
+            finally:
+                watch.cancel()
             if not server.started:
                 print(f"edgestate replica: error: cannot serve HTTP on {args.http[0]}:{args.http[1]}", file=sys.stderr)
                 return 1
@@ -213,7 +247,9 @@ async def _main(args, secret: bytes, settings) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+            watch = _watch_parent(args.parent_pid, stop.set)
             await stop.wait()
+            watch.cancel()
     finally:
         if stream is not None:
             await stream.close()

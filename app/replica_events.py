@@ -6,7 +6,7 @@ collector can line up "written at lhr" with "applied at syd". Kinds:
 
 - `applied`: `dots`, `keys`, `via` ("local" for the replica's own write), as the node reports;
 - `membership`: `peer`, `status`;
-- `sent`: `dst`, `kind`, `due` (when the frame will be written, after injected latency);
+- `sent`: `dst`, `kind`, `due` (when the frame will be written, after injected latency), `bytes`;
 - `status`: `actor`, `version_vector`, `digest`, `keys`, sent when it changed (at most every 200 ms).
 
 The replica never waits for the collector: events queue in memory (bounded; the oldest go
@@ -65,9 +65,10 @@ class EventStream:
         for ev in events:
             self._put({"replica": self.id, "t": t, **_plain(ev)})
 
-    def sent(self, dst: str, kind: str, delay_ms: float) -> None:
+    def sent(self, dst: str, kind: str, delay_ms: float, nbytes: int) -> None:
         t = time.time() * 1000.0
-        self._put({"replica": self.id, "t": t, "type": "sent", "dst": dst, "kind": kind, "due": t + delay_ms})
+        self._put({"replica": self.id, "t": t, "type": "sent", "dst": dst, "kind": kind, "due": t + delay_ms,
+                   "bytes": nbytes})
 
     def _put(self, obj: dict) -> None:
         if len(self._queue) >= MAX_QUEUED:

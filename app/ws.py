@@ -68,8 +68,6 @@ DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 MAX_IN_FLIGHT = 4000  # animated messages remembered for the snapshot
 RECENT_WRITES = 12
 RECENT_KEYS = 2000
-DETAIL_KEYS = 100  # keys listed in a replica's detail
-DETAIL_MEMBERS = 50  # set members listed per set
 MAX_CLIENT_MESSAGE = 4096
 
 _EVENT_KINDS = frozenset({"crash", "recover"})
@@ -252,6 +250,9 @@ class Hub:
             self._track_applied(node, ev)
             out = {"kind": "applied", "t": round(ev["t"], 3), "node": node, "dots": ev["dots"], "keys": ev["keys"],
                    "via": ev["via"]}
+        elif kind == "status":  # a replica process reported a new version vector or digest
+            self._dirty.add(ev["node"])
+            return
         elif kind in _EVENT_KINDS:
             self._dirty.add(ev["node"])
             out = {"kind": kind, **ev}  # every event object starts with its kind
@@ -315,28 +316,18 @@ class Hub:
         return self._topology
 
     def state_of(self, nid: str) -> dict:
-        sim = self.live.sim
-        r = sim.nodes[nid].replica
-        return {
-            "kind": "state", "node": nid, "status": "up" if sim.up(nid) else "down",
-            "version_vector": r.version_vector.to_dict(), "digest": r.digest(),
-            "incarnation": sim.incarnation(nid), "keys": len(r.store),
-        }
+        return {"kind": "state", "node": nid, **self.live.state_of(nid)}
 
     def convergence(self) -> dict:
-        digests = self.live.sim.digests()
+        digests = self.live.digests()
         distinct = len(set(digests.values()))
         return {"kind": "convergence", "converged": distinct <= 1, "distinct": distinct, "up": len(digests)}
 
     def clock(self) -> dict:
-        live = self.live
-        return {
-            "kind": "clock", "now_ms": live.target(), "speed": live.speed, "paused": live.paused,
-            "strategy": live.cluster.config.strategy, "loss": live.sim.loss, "w": self.wall_ms(),
-        }
+        return {"kind": "clock", **self.live.clock_info(), "w": self.wall_ms()}
 
     def counters(self) -> dict:
-        st = self.live.sim.stats
+        st = self.live.stats()
         return {
             "kind": "counters", "sent": st["sent"], "delivered": st["delivered"], "dropped": st["dropped"],
             "dropped_by_reason": st["dropped_by_reason"], "in_flight": st["in_flight"], "writes": st["writes"],
@@ -346,32 +337,7 @@ class Hub:
 
     def detail_of(self, nid: str) -> dict:
         """One replica's keyspace, most recently touched keys first (at most DETAIL_KEYS)."""
-        sim = self.live.sim
-        r = sim.nodes[nid].replica
-        present = set(r.store.keys())
-        ordered = [k for k in reversed(self._recent_keys) if k in present]
-        if len(ordered) < min(len(present), DETAIL_KEYS):
-            listed = set(ordered)
-            ordered += sorted(k for k in present if k not in listed)
-        shown = ordered[:DETAIL_KEYS]
-        kv, counters, sets = [], [], []
-        for ns, key in shown:
-            if ns == "kv":
-                view = r.read_kv(key)
-                kv.append({"key": key, "siblings": [
-                    {"value": s.value, "replica": s.replica, "counter": s.counter, "hlc": [s.wall_ms, s.logical]}
-                    for s in view.siblings
-                ]})
-            elif ns == "counters":
-                counters.append({"key": key, "value": r.read_counter(key)})
-            elif ns == "sets":
-                members = r.read_set(key)
-                sets.append({"key": key, "members": members[:DETAIL_MEMBERS], "size": len(members)})
-        return {
-            "kind": "detail", "node": nid, "status": "up" if sim.up(nid) else "down", "digest": r.digest(),
-            "version_vector": r.version_vector.to_dict(), "kv": kv, "counters": counters, "sets": sets,
-            "keys": len(present), "truncated": max(0, len(present) - len(shown)),
-        }
+        return {"kind": "detail", "node": nid, **self.live.detail(nid, self._recent_keys)}
 
     def snapshot(self) -> dict:
         return {
@@ -490,10 +456,9 @@ class Hub:
                 c.states.update(states)
             if slots:
                 c.slots.update(slots)
-            if c.select is not None and c.select in self.live.sim.nodes:
+            if c.select is not None and self.live.has(c.select):
                 sel = c.select
-                sim = self.live.sim
-                ident = (sel, sim.nodes[sel].replica.digest(), sim.up(sel), sim.incarnation(sel))
+                ident = self.live.detail_ident(sel)
                 if ident != c.detail_sent:
                     if sel not in details or details[sel][0] != ident:
                         details[sel] = (ident, dumps(self.detail_of(sel) | {"w": self.wall_ms()}))
@@ -519,7 +484,7 @@ async def _receive(websocket: WebSocket, hub: Hub, client: Client) -> None:
             continue
         if isinstance(obj, dict) and "select" in obj:
             sel = obj["select"]
-            if sel is None or (isinstance(sel, str) and sel in hub.live.sim.nodes):
+            if sel is None or (isinstance(sel, str) and hub.live.has(sel)):
                 hub.select(client, sel)
 
 

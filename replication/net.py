@@ -86,9 +86,9 @@ class Transport:
         *,
         delay_ms: Callable[[str], float] | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
-        on_sent: Callable[[str, str, float], None] | None = None,
+        on_sent: Callable[[str, str, float, int], None] | None = None,
     ) -> None:
-        """`on_sent(dst, kind, delay_ms)`: told of every frame queued (for an observer's map)."""
+        """`on_sent(dst, kind, delay_ms, nbytes)`: told of every frame queued (for an observer's map)."""
         self.me = me
         self._on_sent = on_sent
         self.peers = dict(peers)
@@ -178,7 +178,7 @@ class Transport:
         due = asyncio.get_running_loop().time() + delay / 1000.0
         link.queue.append((due, frame))
         if self._on_sent is not None:
-            self._on_sent(dst, env.kind, delay)
+            self._on_sent(dst, env.kind, delay, len(frame))
         link.queued_bytes += len(frame)
         link.wake.set()
 

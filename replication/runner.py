@@ -102,10 +102,14 @@ class ReplicaRunner:
         seed: int | str = 0,
         config: NodeConfig | None = None,
         on_events: Callable[[list[tuple]], None] | None = None,
-        on_sent: Callable[[str, str, float], None] | None = None,
+        on_sent: Callable[[str, str, float, int], None] | None = None,
+        fresh_actor: str | None = None,
     ) -> None:
         """`on_events`: the node's events (applied, membership) as they happen; `on_sent`: every
-        frame queued to a peer, as (dst, kind, delay_ms). Both for an observer; both optional."""
+        frame queued to a peer, as (dst, kind, delay_ms, bytes). Both for an observer; both optional.
+        `fresh_actor`: the actor to take if the data directory holds no state yet, for a replica
+        whose state was lost: its old actor's dots are out there already, and minting them
+        again would lose writes."""
         self.id = replica_id
         self.peer_addrs = dict(peers)
         self.data_dir = Path(data_dir)
@@ -116,6 +120,7 @@ class ReplicaRunner:
         self._config = config
         self._on_events = on_events
         self._on_sent = on_sent
+        self._fresh_actor = fresh_actor
         self.stats = RunnerStats()
         self.storage: Storage | None = None
         self.node: Node | None = None
@@ -146,7 +151,9 @@ class ReplicaRunner:
         try:
             self.boots = storage.count_boot()
             actor = None
-            if not storage.was_clean:
+            if storage.stored_actor() is None:
+                actor = self._fresh_actor
+            elif not storage.was_clean:
                 actor = next_actor(self.id, storage.stored_actor())
                 self.restarted_unclean = True
             peers = sorted(self.peer_addrs)
@@ -206,7 +213,7 @@ class ReplicaRunner:
         seq, self._journal_seq = self._journal_seq, None
         self._timer_wake.set()
         if seq is None:  # nothing changed (a delete of nothing): answer once earlier writes are durable
-            await self._barrier()
+            await self.barrier()
             return view
         self.stats.writes += 1
         self._last_local_seq = seq
@@ -217,10 +224,10 @@ class ReplicaRunner:
         return view
 
     async def read(self, ns: str, key: str):
-        await self._barrier()
+        await self.barrier()
         return self.node.replica.read(ns, key)
 
-    async def _barrier(self) -> None:
+    async def barrier(self) -> None:
         seq = self._last_local_seq
         if seq <= self.storage.durable_seq:
             return

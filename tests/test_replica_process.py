@@ -206,3 +206,26 @@ def test_bad_partition_bodies_are_refused_and_change_nothing(tmp_path):
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_replica"
         r = httpx.put(f"{c.url('lhr')}/api/replicas/lhr/kv/x", json={"v": 1}, timeout=5)
         assert r.status_code == 422
+
+
+def test_a_replica_stops_cleanly_when_its_parent_is_gone(tmp_path):
+    """serve --processes passes --parent-pid: a dashboard killed outright leaves no orphans."""
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        c = ProcessCluster(["lhr"], tmp_path, inject_latency=False)
+        c._args[c._args.index("--parent-pid") + 1] = str(parent.pid)
+        c.start()
+        httpx.post(f"{c.url('lhr')}/api/replicas/lhr/counters/n", json={"add": 1}, timeout=5)
+        parent.kill()
+        parent.wait()
+        proc = c.replicas["lhr"].proc
+        assert proc.wait(timeout=30) == 0, c.output("lhr")
+        c.restart("lhr")
+        st = status(c, "lhr")
+        assert (st["actor"], st["restarted_unclean"]) == ("lhr", False), st  # it stopped cleanly
+        c.close()
+    finally:
+        parent.kill()

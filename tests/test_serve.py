@@ -105,7 +105,8 @@ def test_no_subcommand_prints_help_and_exits_2():
     assert "serve" in p.stdout + p.stderr and "usage:" in p.stdout + p.stderr
 
 
-@pytest.mark.parametrize("flag", [["--processes"], ["--strategy", "flood"], ["--speed", "0"], ["--speed", "nan"]])
+@pytest.mark.parametrize("flag", [["--data-dir", "d"], ["--strategy", "flood"], ["--speed", "0"], ["--speed", "nan"],
+                                  ["--processes", "--strategy", "flood"]])
 def test_unknown_or_bad_flags_are_refused(flag):
     p = run("serve", "--pops", "lhr", *flag)
     assert p.returncode == 2

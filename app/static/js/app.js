@@ -309,6 +309,8 @@ function onCounters(c) {
 function applyClock(c, log) {
   const prev = S.settings;
   S.settings = { speed: c.speed, paused: c.paused, strategy: c.strategy, loss: c.loss };
+  document.body.classList.toggle("processes", !!c.processes);
+  $("mode").textContent = c.processes ? "real processes" : "simulated";
   $("speed-now").textContent = "×" + c.speed;
   $("strategy-now").textContent = c.strategy;
   const sp = $("speed");

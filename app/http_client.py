@@ -1,0 +1,111 @@
+"""A minimal keep-alive HTTP/1.1 client on asyncio streams, for talking to replica processes.
+
+Used by `serve --processes` (relaying the API to each replica) and `bench replica` (whose
+figures should not be a client library's). It speaks only what our own servers answer:
+`Content-Length` bodies, no chunking, no redirects. One request at a time per connection;
+`Pool` keeps a few connections per address and opens new ones as needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+IDLE_S = 3.0  # under uvicorn's 5 s keep-alive: an idle connection is not reused after this
+
+
+class HttpError(Exception):
+    """The connection failed or the answer was not HTTP we understand."""
+
+
+class Conn:
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.r: asyncio.StreamReader | None = None
+        self.w: asyncio.StreamWriter | None = None
+        self.used = time.monotonic()
+
+    async def open(self) -> None:
+        try:
+            self.r, self.w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout)
+        except (OSError, TimeoutError) as e:
+            raise HttpError(f"cannot connect to {self.host}:{self.port}: {e}") from None
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n")
+        try:
+            self.w.write(head.encode() + body)
+            return await asyncio.wait_for(self._response(), self.timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
+            self.close()
+            raise HttpError(f"{method} {path} at {self.host}:{self.port} failed: {e!r}") from None
+
+    async def _response(self) -> tuple[int, bytes]:
+        line = await self.r.readline()
+        if not line:
+            raise asyncio.IncompleteReadError(b"", None)
+        status = int(line.split()[1])
+        length = 0
+        while True:
+            h = await self.r.readline()
+            if h in (b"\r\n", b""):
+                break
+            name, _, value = h.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.r.readexactly(length)
+
+    def close(self) -> None:
+        if self.w is not None:
+            with contextlib.suppress(Exception):
+                self.w.close()
+            self.w = None
+
+
+class Pool:
+    """Idle keep-alive connections per address; a failed one is dropped, never reused."""
+
+    def __init__(self, *, timeout: float = 10.0, max_idle: int = 8) -> None:
+        self.timeout = timeout
+        self.max_idle = max_idle
+        self._idle: dict[tuple[str, int], list[Conn]] = {}
+
+    async def request(self, host: str, port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        idle = self._idle.setdefault((host, port), [])
+        now = time.monotonic()
+        while idle and now - idle[-1].used > IDLE_S:
+            idle.pop().close()
+        conn = idle.pop() if idle else None
+        if conn is not None:
+            try:
+                out = await conn.request(method, path, body)
+            except HttpError:
+                # The server may have closed it just now. Only a request that is safe to repeat
+                # is retried: a POST (a counter's add) might have been applied already.
+                if method == "POST":
+                    raise
+            else:
+                self._keep(idle, conn)
+                return out
+        conn = Conn(host, port, timeout=self.timeout)
+        await conn.open()
+        out = await conn.request(method, path, body)
+        self._keep(idle, conn)
+        return out
+
+    def _keep(self, idle: list[Conn], conn: Conn) -> None:
+        conn.used = time.monotonic()
+        if len(idle) < self.max_idle:
+            idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for c in conns:
+                c.close()
+        self._idle.clear()

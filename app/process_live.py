@@ -1,0 +1,383 @@
+"""`serve --processes`: the dashboard over real replica processes instead of the simulator.
+
+`ProcessLive` answers what the app asks of `LiveCluster` (the API, the WebSocket hub,
+/metrics), for a `ProcessCluster` of `edgestate replica` subprocesses on loopback with
+injected latency:
+
+- reads and writes are relayed to the replica's own HTTP API (answered once durable there);
+- each replica streams its events here (`replica_events`): they are republished on the bus
+  in the simulator's shape, with `t` in milliseconds since the dashboard started, so the
+  page, the hub and the metrics work unchanged (time runs at speed 1, and cannot pause);
+- a replica's version vector and digest come from its latest `status` event, its keyspace
+  (for the side panel) from `GET /api/detail`, polled for the replicas someone has selected;
+- crash sends SIGKILL; recover restarts the process from its data directory; a crash that
+  loses state deletes the directory and restarts under the next actor (`--actor`);
+- a partition is set at every replica (each drops frames to and from the other side);
+- the simulator's own controls (strategy, speed, loss, pause, step) answer 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import secrets
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from urllib.parse import quote
+
+import orjson
+
+from replication.cluster import UnknownReplica
+from replication.errors import EdgeStateError
+from replication.geo import LatencyModel, Placement
+from replication.replica import KvView, Sibling
+from replication.sim import ReplicaDown
+
+from .errors import ApiError
+from .events import EventBus
+from .http_client import HttpError, Pool
+from .processes import ProcessCluster
+from .replica_events import TOKEN_ENV, EventCollector
+
+log = logging.getLogger("edgestate.processes")
+
+DETAIL_POLL_S = 0.25
+CONTROL_TIMEOUT_S = 5.0
+
+
+class NotWithProcesses(EdgeStateError):
+    code = "not_supported_with_processes"
+
+
+class ProcessLive:
+    def __init__(self, placements: list[Placement], root: str | Path, *, strategy: str = "plumtree",
+                 inject_latency: bool = True) -> None:
+        self.placements = placements
+        self.pop_of = {p.id: p.pop for p in placements}
+        self.ids = [p.id for p in placements]
+        self.root = Path(root)
+        self.strategy = strategy
+        self.inject_latency = inject_latency
+        self.bus = EventBus()
+        self.model = LatencyModel()
+        self.procs: ProcessCluster | None = None
+        self._collector: EventCollector | None = None
+        self._pool = Pool(timeout=CONTROL_TIMEOUT_S)
+        self._t0 = time.time() * 1000.0
+        self._state = {rid: {"status": "down", "version_vector": {}, "digest": "", "incarnation": 0, "keys": 0}
+                       for rid in self.ids}
+        self._actor = dict.fromkeys(self.ids, "")
+        self._down: set[str] = set(self.ids)
+        self._groups: list[list[str]] | None = None
+        self._mid = 0
+        self._due: list[float] = []  # heap of delivery times of frames still on the wire
+        self._stats = {"sent": 0, "delivered": 0, "dropped": 0, "dropped_by_reason": {}, "in_flight": 0, "writes": 0}
+        self._sent_by_kind: Counter = Counter()
+        self._details: dict[str, tuple[tuple, dict]] = {}
+        self._watch: dict[str, float] = {}  # replica -> when its detail was last asked for
+        self._recent: list = []
+        self._next_actor: dict[str, str] = {}  # for a replica that lost its state, when it restarts
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        token = secrets.token_hex(16)
+        self._collector = EventCollector(self._on_event, token=token)
+        port = await self._collector.start()
+        self.procs = ProcessCluster(self.ids, self.root, inject_latency=self.inject_latency, strategy=self.strategy,
+                                    events=("127.0.0.1", port), env={TOKEN_ENV: token})
+        await asyncio.to_thread(self.procs.start)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._poll_details()))
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._pool.close()
+        if self.procs is not None:
+            await asyncio.to_thread(self.procs.close)
+        if self._collector is not None:
+            await self._collector.close()
+
+    async def pump(self) -> None:
+        """The simulator's pump has no counterpart: the processes run on their own."""
+        await asyncio.Event().wait()
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def now_ms(self) -> float:
+        return time.time() * 1000.0 - self._t0
+
+    def target(self) -> float:
+        return self.now_ms()
+
+    speed = 1.0
+    paused = False
+
+    def catch_up(self) -> None:
+        pass
+
+    # -- events from the replicas ---------------------------------------------------------------
+
+    def _on_event(self, ev: dict) -> None:
+        rid = ev["replica"]
+        if rid not in self._state:
+            return
+        t = float(ev.get("t", 0.0)) - self._t0
+        kind = ev.get("type")
+        if kind == "status":
+            if rid in self._down and self._actor[rid] == "crashed":
+                return  # the dead process's last words, arriving late
+            first = rid in self._down
+            st = self._state[rid]
+            actor = ev.get("actor") or rid
+            _, _, n = actor.partition("~")
+            st.update(status="up", version_vector=ev.get("version_vector") or {}, digest=ev.get("digest") or "",
+                      keys=ev.get("keys") or 0, incarnation=int(n) if n.isdigit() else 0)
+            self._actor[rid] = actor
+            if first:
+                self._down.discard(rid)
+                self.bus.publish({"t": t, "kind": "recover", "node": rid})
+            self.bus.publish({"t": t, "kind": "status", "node": rid})
+        elif kind == "applied":
+            via = ev.get("via")
+            self.bus.publish({"t": t, "kind": "applied", "node": rid, "dots": ev.get("dots") or [],
+                              "keys": ev.get("keys") or [], "via": via})
+            if via == "local":
+                self._stats["writes"] += 1
+                for ns, key in ev.get("keys") or []:
+                    self.bus.publish({"t": t, "kind": "write", "node": rid, "ns": ns, "key": key})
+        elif kind == "sent":
+            self._mid += 1
+            at = float(ev.get("due", 0.0)) - self._t0
+            self._stats["sent"] += 1
+            heapq.heappush(self._due, at)
+            self.bus.publish({"t": t, "kind": "sent", "node": rid, "src": rid, "dst": ev.get("dst"),
+                              "msg": ev.get("kind"), "mid": self._mid, "deliver_at": at,
+                              "bytes": ev.get("bytes") or 0})
+        elif kind == "membership":
+            self.bus.publish({"t": t, "kind": "membership", "node": rid, "peer": ev.get("peer"),
+                              "status": ev.get("status")})
+
+    # -- what observers read --------------------------------------------------------------------
+
+    def has(self, nid: str) -> bool:
+        return nid in self._state
+
+    def state_of(self, nid: str) -> dict:
+        return dict(self._state[nid])
+
+    def digests(self) -> dict[str, str]:
+        return {rid: st["digest"] for rid, st in self._state.items() if rid not in self._down}
+
+    def clock_info(self) -> dict:
+        return {"now_ms": self.now_ms(), "speed": 1.0, "paused": False, "strategy": self.strategy, "loss": 0.0,
+                "processes": True}
+
+    def stats(self) -> dict:
+        now = self.now_ms()
+        due = self._due
+        while due and due[0] <= now:
+            heapq.heappop(due)
+            self._stats["delivered"] += 1
+        self._stats["in_flight"] = len(due)
+        return self._stats
+
+    def detail_ident(self, nid: str) -> tuple:
+        self._watch[nid] = time.monotonic()
+        got = self._details.get(nid)
+        st = self._state[nid]
+        return (nid, st["digest"], st["status"], st["incarnation"], got[0] if got else None)
+
+    def detail(self, nid: str, recent) -> dict:
+        self._watch[nid] = time.monotonic()
+        self._recent = list(recent)[-100:]
+        got = self._details.get(nid)
+        st = self._state[nid]
+        base = {"status": st["status"], "digest": st["digest"], "version_vector": st["version_vector"],
+                "kv": [], "counters": [], "sets": [], "keys": st["keys"], "truncated": 0}
+        if got is None or st["status"] != "up":
+            return base
+        return {**got[1], "status": st["status"]}
+
+    async def _poll_details(self) -> None:
+        while True:
+            await asyncio.sleep(DETAIL_POLL_S)
+            now = time.monotonic()
+            for rid, at in list(self._watch.items()):
+                if now - at > 5.0:
+                    del self._watch[rid]  # no one has looked for a while
+                    continue
+                if rid in self._down:
+                    continue
+                recent = quote(orjson.dumps(self._recent).decode())
+                try:
+                    status, body = await self._pool.request("127.0.0.1", self.procs.replicas[rid].http_port, "GET",
+                                                            f"/api/detail?recent={recent}")
+                except HttpError:
+                    continue
+                if status == 200:
+                    d = orjson.loads(body)
+                    self._details[rid] = ((d.get("digest"), d.get("keys"), len(body)), d)
+
+    def sim_info(self) -> dict:
+        return {"strategy": self.strategy, "speed": 1.0, "loss": 0.0, "paused": False, "now_ms": self.now_ms()}
+
+    def topology(self) -> dict:
+        reps = [{"id": p.id, "city": p.pop.city, "region": p.pop.region, "lat": p.pop.lat, "lon": p.pop.lon}
+                for p in self.placements]
+        rtt = {a: {b: round(self.model.rtt_ms(self.pop_of[a], self.pop_of[b]), 1) for b in self.ids if b != a}
+               for a in self.ids}
+        return {"replicas": reps, "rtt_ms": rtt}
+
+    def replica_states(self) -> list[dict]:
+        return [{"id": rid, "status": st["status"], "version_vector": st["version_vector"], "digest": st["digest"],
+                 "incarnation": st["incarnation"]} for rid, st in self._state.items()]
+
+    def convergence(self) -> dict:
+        digests = self.digests()
+        return {"converged": len(set(digests.values())) <= 1, "digests": digests, "in_flight": self.stats()["in_flight"]}
+
+    # -- reads and writes, relayed ----------------------------------------------------------------
+
+    def _known(self, rid: str) -> None:
+        if rid not in self._state:
+            raise UnknownReplica(f"no replica {rid!r} in this cluster (known: {', '.join(self.ids)})")
+
+    async def _call(self, rid: str, method: str, ns: str, key: str, body: dict | None) -> dict | None:
+        self._known(rid)
+        if rid in self._down:
+            raise ReplicaDown(rid, self.now_ms())
+        path = f"/api/replicas/{quote(rid, safe='')}/{ns}/{quote(key, safe='')}"
+        try:
+            status, raw = await self._pool.request("127.0.0.1", self.procs.replicas[rid].http_port, method, path,
+                                                   orjson.dumps(body) if body is not None else b"")
+        except HttpError:
+            raise ReplicaDown(rid, self.now_ms()) from None
+        data = orjson.loads(raw) if raw else {}
+        if status == 200:
+            return data
+        if status == 404 and method == "GET" and ns == "kv":
+            return None
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            raise ApiError(status, str(err.get("code")), str(err.get("message")))
+        raise ApiError(502, "bad_gateway", f"replica {rid} answered {status}")
+
+    async def awrite(self, rid: str, ns: str, key: str, op: dict):
+        if ns == "kv" and op.get("delete"):
+            data = await self._call(rid, "DELETE", ns, key, {"context": op.get("context")})
+        elif ns == "kv":
+            data = await self._call(rid, "PUT", ns, key, {"value": op.get("value"), "context": op.get("context")})
+        else:
+            data = await self._call(rid, "POST", ns, key, op)
+        return _result(ns, key, data)
+
+    async def aread(self, rid: str, ns: str, key: str):
+        return _result(ns, key, await self._call(rid, "GET", ns, key, None))
+
+    # -- faults -----------------------------------------------------------------------------------
+
+    def _control(self, rid: str, method: str, path: str, body: dict | None = None) -> None:
+        url = f"http://127.0.0.1:{self.procs.replicas[rid].http_port}{path}"
+        req = urllib.request.Request(url, method=method, data=orjson.dumps(body) if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=CONTROL_TIMEOUT_S):
+                pass
+        except (urllib.error.URLError, OSError) as e:
+            log.warning("could not tell %s %s %s: %s", rid, method, path, e)
+
+    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+        listed = {r for g in groups for r in g}
+        final = [list(g) for g in groups] + ([[r for r in self.ids if r not in listed]] if set(self.ids) - listed else [])
+        self._groups = final
+        for rid in self.ids:
+            if rid not in self._down:
+                self._control(rid, "POST", "/api/faults/partition", {"groups": final})
+        self.bus.publish({"t": self.now_ms(), "kind": "partition", "node": None, "groups": final})
+        return final
+
+    def heal(self) -> None:
+        self._groups = None
+        for rid in self.ids:
+            if rid not in self._down:
+                self._control(rid, "DELETE", "/api/faults/partition")
+        self.bus.publish({"t": self.now_ms(), "kind": "heal", "node": None})
+
+    def crash(self, rid: str, lose_state: bool = False) -> None:
+        self._known(rid)
+        if rid in self._down:
+            return
+        self.procs.kill(rid)
+        self._down.add(rid)
+        self._state[rid]["status"] = "down"
+        actor = self._actor[rid]
+        self._actor[rid] = "crashed"
+        if lose_state:
+            shutil.rmtree(self.procs.replicas[rid].data_dir, ignore_errors=True)
+            _, _, n = actor.partition("~")
+            self._next_actor[rid] = f"{rid}~{(int(n) if n.isdigit() else 0) + 1}"
+        self.bus.publish({"t": self.now_ms(), "kind": "crash", "node": rid})
+
+    def recover(self, rid: str) -> None:
+        """Restart the process (it reports `status` once up: that marks it recovered)."""
+        self._known(rid)
+        if rid not in self._down or self.procs.replicas[rid].running:
+            return
+        self._actor[rid] = ""
+        fresh = self._next_actor.pop(rid, None)
+        self.procs.spawn(rid, extra=("--actor", fresh) if fresh else ())
+        if self._groups is not None:
+            groups = self._groups
+            asyncio.get_running_loop().create_task(self._partition_when_up(rid, groups))
+
+    async def _partition_when_up(self, rid: str, groups) -> None:
+        with contextlib.suppress(RuntimeError):
+            await asyncio.to_thread(self.procs.wait_ready, [rid])
+            if self._groups == groups:
+                await asyncio.to_thread(self._control, rid, "POST", "/api/faults/partition", {"groups": groups})
+
+    # -- the simulator's own controls -------------------------------------------------------------
+
+    def _refuse(self, what: str):
+        raise NotWithProcesses(f"{what} is a control of the simulator; these replicas are real processes")
+
+    def set_strategy(self, name: str) -> None:
+        self._refuse("switching strategy")
+
+    def set_speed(self, speed: float) -> None:
+        self._refuse("speed")
+
+    def set_loss(self, p: float) -> None:
+        self._refuse("message loss")
+
+    def pause(self) -> None:
+        self._refuse("pause")
+
+    def resume(self) -> None:
+        self._refuse("resume")
+
+    def step(self, ms: float) -> None:
+        self._refuse("step")
+
+
+def _result(ns: str, key: str, data: dict | None):
+    if ns == "kv":
+        if data is None:
+            return KvView(key, (), None)
+        sibs = tuple(Sibling(s["value"], s["replica"], s["counter"], s["hlc"][0], s["hlc"][1])
+                     for s in data.get("siblings", []))
+        return KvView(key, sibs, data.get("context"))
+    if ns == "counters":
+        return data["value"]
+    return data["members"]

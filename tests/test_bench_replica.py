@@ -1,0 +1,116 @@
+"""`edgestate bench replica`: a small real run as a subprocess. Its JSON has every documented
+figure, each one positive and consistent with the others (percentiles ordered, throughput no
+more than the latencies allow, propagation no faster than the latency model's physics), and
+stdout carries the same figures as tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+
+import pytest
+
+from app.bench_replica import PROPAGATION_POPS
+from app.processes import edgestate_cmd
+from replication.geo import LatencyModel, all_pops
+
+WRITES, CLIENTS, PROPAGATION_WRITES = 200, 4, 20
+TIMEOUT_S = 180
+
+SINGLE = ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s",
+          "writes_per_s", "loaded_p50_ms", "loaded_p99_ms"]
+PROPAGATION = ["real_p50_ms", "real_p99_ms", "sim_p50_ms", "sim_p99_ms", "median_ratio", "ratio_p50", "ratio_p99"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "replica.json"
+    cmd = edgestate_cmd("bench", "replica", "--writes", str(WRITES), "--clients", str(CLIENTS),
+                        "--propagation-writes", str(PROPAGATION_WRITES), "--json", str(out))
+    try:
+        r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S,
+                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"bench replica did not finish within {TIMEOUT_S}s; stderr so far:\n{e.stderr}")
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    return json.loads(out.read_text()), r.stdout, r.stderr
+
+
+def _positive(section: dict, keys: list[str]) -> None:
+    for k in keys:
+        assert k in section, f"{k} missing from {sorted(section)}"
+        v = section[k]
+        assert isinstance(v, (int, float)) and math.isfinite(v) and v > 0, (k, v)
+
+
+def test_single_replica_figures_are_present_positive_and_consistent(bench):
+    data, _, _ = bench
+    assert data["params"]["writes"] == WRITES
+    assert data["params"]["clients"] == CLIENTS
+    assert data["params"]["propagation_writes"] == PROPAGATION_WRITES
+    s = data["single"]
+    _positive(s, SINGLE)
+    assert s["clients"] == CLIENTS
+    assert s["write_p50_ms"] <= s["write_p99_ms"] <= s["write_max_ms"], s
+    assert s["loaded_p50_ms"] <= s["loaded_p99_ms"], s
+    # at least half the writes took the median or longer, and one client waits for each of its
+    # writes in turn: the elapsed time is at least (writes / 2) * p50 / clients
+    assert s["sequential_writes_per_s"] <= 2000.0 / s["write_p50_ms"] * (1 + 1e-9), s
+    assert s["writes_per_s"] <= 2000.0 * CLIENTS / s["loaded_p50_ms"] * (1 + 1e-9), s
+
+
+def test_propagation_figures_are_present_positive_and_physical(bench):
+    data, _, _ = bench
+    p = data["propagation"]
+    assert p["pops"] == PROPAGATION_POPS
+    _positive(p, PROPAGATION)
+    assert p["real_p50_ms"] <= p["real_p99_ms"], p
+    assert p["sim_p50_ms"] <= p["sim_p99_ms"], p
+    assert p["ratio_p50"] <= p["ratio_p99"], p
+    assert p["median_ratio"] == pytest.approx(p["real_p50_ms"] / p["sim_p50_ms"], rel=1e-9)
+    # reaching every replica takes at least the one-way latency to the farthest one, for the
+    # luckiest origin: the injected delays in the real run, the model itself in the simulator
+    pops = {q.id: q for q in all_pops()}
+    model = LatencyModel()
+    floor = min(max(model.one_way_ms(pops[a], pops[b]) for b in PROPAGATION_POPS if b != a)
+                for a in PROPAGATION_POPS)
+    assert p["sim_p50_ms"] >= floor, (p, floor)
+    assert p["real_p50_ms"] >= floor, (p, floor)
+
+
+def _table_row(stdout: str, columns: list[str]) -> dict[str, float]:
+    """The data row under the header line that lists exactly these columns."""
+    lines = stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.split() == columns:
+            assert set(lines[i + 1].split()) <= {"-" * len(c) for c in columns}, lines[i + 1]
+            values = lines[i + 2].split()
+            assert len(values) == len(columns), lines[i + 2]
+            return dict(zip(columns, map(float, values)))
+    raise AssertionError(f"no table with columns {columns} in stdout:\n{stdout}")
+
+
+def _shown_as(table_value: float, json_value: float) -> bool:
+    """The table prints 3 decimals below 100, whole numbers from 100 up."""
+    return abs(table_value - json_value) <= (0.5 if abs(json_value) >= 100 else 0.0005) + 1e-9
+
+
+def test_stdout_has_the_tables_with_the_same_figures(bench):
+    data, stdout, stderr = bench
+    assert "durable writes over HTTP, one replica process" in stdout
+    assert f"propagation to every replica, 5 processes ({', '.join(PROPAGATION_POPS)}) vs the simulator" in stdout
+    tables = [
+        (data["single"], ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s"]),
+        (data["single"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms"]),
+        (data["propagation"], ["real_p50_ms", "sim_p50_ms", "real_p99_ms", "sim_p99_ms", "median_ratio",
+                               "ratio_p50", "ratio_p99"]),
+    ]
+    for section, columns in tables:
+        row = _table_row(stdout, columns)
+        for c in columns:
+            assert _shown_as(row[c], section[c]), (c, row[c], section[c])
+    # progress goes to stderr, never into the results
+    assert "propagation:" in stderr
+    assert not [line for line in stdout.splitlines() if line.startswith(("latency:", "throughput:", "propagation:"))]

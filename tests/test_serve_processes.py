@@ -1,0 +1,184 @@
+"""`edgestate serve --processes`: the same API, stream and page over real replica processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import orjson
+import pytest
+
+from live_helpers import run_async
+from serving import ServerProcess, serving
+
+pytestmark = pytest.mark.timeout(240)
+
+POPS = ["lhr", "jfk", "syd"]
+DEADLINE_S = 30.0
+
+
+def wait_for(what: str, cond, deadline_s: float = DEADLINE_S):
+    end = time.monotonic() + deadline_s
+    while True:
+        got = cond()
+        if got:
+            return got
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)  # poll interval
+
+
+class Procs(ServerProcess):
+    def call(self, method: str, path: str, **kw) -> httpx.Response:
+        return httpx.request(method, self.base_url + path, timeout=10.0, **kw)
+
+    def ok(self, method: str, path: str, **kw) -> dict:
+        r = self.call(method, path, **kw)
+        assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json()
+
+    def converged(self) -> bool:
+        c = self.ok("GET", "/api/convergence")
+        return c["converged"] and len(c["digests"]) == len(POPS)
+
+
+@pytest.fixture(scope="module")
+def procs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("procs")
+    with serving(root / "serve.log", "--processes", "--pops", ",".join(POPS), "--data-dir", str(root / "data"),
+                 cls=Procs) as srv:
+        wait_for("every replica reporting", lambda: all(
+            r["status"] == "up" for r in srv.ok("GET", "/api/replicas")["replicas"]))
+        yield srv
+
+
+def test_a_write_at_one_process_is_read_at_another_and_all_converge(procs):
+    w = procs.ok("PUT", "/api/replicas/lhr/kv/hello", json={"value": {"from": "london"}})
+    assert w["values"] == [{"from": "london"}] and w["siblings"][0]["replica"] == "lhr"
+    r = wait_for("syd to have it", lambda: (x := procs.call("GET", "/api/replicas/syd/kv/hello")).status_code == 200
+                 and x.json())
+    assert r["values"] == [{"from": "london"}] and r["context"] == w["context"]
+    procs.ok("POST", "/api/replicas/jfk/counters/hits", json={"add": 3})
+    procs.ok("POST", "/api/replicas/syd/counters/hits", json={"add": -1})
+    wait_for("lhr counts 2", lambda: procs.ok("GET", "/api/replicas/lhr/counters/hits")["value"] == 2)
+    assert procs.ok("POST", "/api/replicas/lhr/sets/s", json={"add": ["a", "b"]})["members"] == ["a", "b"]
+    wait_for("convergence", procs.converged)
+    r = procs.call("GET", "/api/replicas/syd/kv/never-written")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = procs.call("PUT", "/api/replicas/nowhere/kv/x", json={"value": 1})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_replica"
+    r = procs.call("PUT", "/api/replicas/lhr/kv/x", json={"value": 1, "unknown": 1})
+    assert r.status_code == 422
+    r = procs.call("PUT", "/api/replicas/lhr/kv/x", json={"value": 1, "context": "not a token"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_context", r.text
+
+
+def test_crash_is_sigkill_and_recover_catches_up(procs):
+    procs.ok("POST", "/api/replicas/syd/crash")
+    r = procs.call("PUT", "/api/replicas/syd/kv/while", json={"value": 1})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "replica_down"
+    procs.ok("PUT", "/api/replicas/lhr/kv/while", json={"value": "written while syd was down"})
+    states = {s["id"]: s for s in procs.ok("GET", "/api/replicas")["replicas"]}
+    assert states["syd"]["status"] == "down"
+    procs.ok("POST", "/api/replicas/syd/recover")
+    wait_for("syd up again", lambda: {s["id"]: s for s in procs.ok("GET", "/api/replicas")["replicas"]}["syd"]
+             ["status"] == "up")
+    wait_for("syd catches up", lambda: procs.call("GET", "/api/replicas/syd/kv/while").status_code == 200)
+    wait_for("convergence", procs.converged)
+    states = {s["id"]: s for s in procs.ok("GET", "/api/replicas")["replicas"]}
+    assert states["syd"]["incarnation"] >= 1  # a SIGKILL is an unclean stop: a new actor
+
+
+def test_a_crash_that_loses_state_comes_back_under_a_new_actor(procs):
+    procs.ok("POST", "/api/replicas/jfk/counters/lost", json={"add": 5})
+    wait_for("convergence", procs.converged)
+    before = {s["id"]: s for s in procs.ok("GET", "/api/replicas")["replicas"]}["jfk"]["incarnation"]
+    procs.ok("POST", "/api/replicas/jfk/crash", json={"lose_state": True})
+    procs.ok("POST", "/api/replicas/jfk/recover")
+    wait_for("jfk up", lambda: {s["id"]: s for s in procs.ok("GET", "/api/replicas")["replicas"]}["jfk"]
+             ["status"] == "up")
+    wait_for("jfk has its counter back from its peers",
+             lambda: procs.ok("GET", "/api/replicas/jfk/counters/lost")["value"] == 5)
+    assert procs.ok("POST", "/api/replicas/jfk/counters/lost", json={"add": 1})["value"] == 6
+    wait_for("lhr counts 6", lambda: procs.ok("GET", "/api/replicas/lhr/counters/lost")["value"] == 6)
+    after = {s["id"]: s for s in procs.ok("GET", "/api/replicas")["replicas"]}["jfk"]["incarnation"]
+    assert after == before + 1
+
+
+def test_a_partition_makes_siblings_and_heal_converges(procs):
+    g = procs.ok("POST", "/api/faults/partition", json={"groups": [["lhr"], ["jfk", "syd"]]})
+    assert g["groups"] == [["lhr"], ["jfk", "syd"]]
+    procs.ok("PUT", "/api/replicas/lhr/kv/split", json={"value": "east"})
+    procs.ok("PUT", "/api/replicas/syd/kv/split", json={"value": "west"})
+    wait_for("jfk sees west", lambda: procs.call("GET", "/api/replicas/jfk/kv/split").status_code == 200)
+    assert procs.ok("GET", "/api/replicas/jfk/kv/split")["values"] == ["west"]
+    assert not procs.ok("GET", "/api/convergence")["converged"]
+    procs.ok("DELETE", "/api/faults/partition")
+    wait_for("convergence", procs.converged)
+    assert sorted(procs.ok("GET", "/api/replicas/lhr/kv/split")["values"]) == ["east", "west"]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("PUT", "/api/sim/speed", {"speed": 1}), ("PUT", "/api/sim/loss", {"loss": 0.1}),
+    ("PUT", "/api/sim/strategy", {"strategy": "gossip"}), ("POST", "/api/sim/pause", None),
+    ("POST", "/api/sim/step", {"ms": 10}),
+])
+def test_the_simulators_own_controls_answer_409(procs, method, path, body):
+    r = procs.call(method, path, json=body)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_supported_with_processes", r.text
+    assert procs.ok("GET", "/api/sim")["paused"] is False
+
+
+def test_the_stream_carries_real_events(procs):
+    from websockets.asyncio.client import connect
+
+    async def main():
+        async with connect(procs.ws_url, max_size=None) as ws:
+            snap = orjson.loads(await ws.recv())[0]
+            assert snap["kind"] == "snapshot" and snap["clock"]["processes"] is True
+            assert {r["node"] for r in snap["replicas"]} == set(POPS)
+            await ws.send(orjson.dumps({"select": "syd"}).decode())
+            await asyncio.to_thread(procs.ok, "PUT", "/api/replicas/lhr/kv/streamed", json={"value": "yes"})
+            kinds, detail = set(), None
+            end = time.monotonic() + DEADLINE_S
+            while not ({"sent", "applied"} <= kinds and detail):
+                assert time.monotonic() < end, f"saw only {kinds}"
+                for ev in orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE_S)):
+                    kinds.add(ev["kind"])
+                    if ev["kind"] == "detail" and any(k["key"] == "streamed" for k in ev["kv"]):
+                        detail = ev
+            assert detail["node"] == "syd"
+
+    run_async(main())
+
+
+def test_the_page_draws_the_processes_and_animates_their_messages(procs, browser, artifacts):
+    from playwright.sync_api import expect
+
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900}, service_workers="block")
+    foreign, errors = [], []
+
+    def route(r):
+        if r.request.url.split("/")[2] == procs.host:
+            r.continue_()
+        else:
+            foreign.append(r.request.url)
+            r.abort()
+
+    try:
+        ctx.route("**/*", route)
+        page = ctx.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(procs.base_url + "/")
+        page.wait_for_function("n => document.querySelectorAll('.scattergeo .point').length === n", arg=len(POPS),
+                               timeout=20_000)
+        expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+        expect(page.locator("[data-testid=mode]")).to_have_text("real processes", timeout=20_000)
+        assert not page.locator("[data-testid=speed]").is_visible()  # the simulator's controls are hidden
+        procs.ok("PUT", "/api/replicas/syd/kv/on-the-map", json={"value": "from sydney"})
+        page.wait_for_function("window.__edgestate.map.flights.size > 0", timeout=20_000)
+        page.screenshot(path=str(artifacts / "dashboard-processes.png"))
+        expect(page.locator("[data-testid=convergence]")).to_have_text("converged", timeout=20_000)
+        assert foreign == [] and errors == [], (foreign, errors)
+    finally:
+        ctx.close()
