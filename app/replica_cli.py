@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import stat
@@ -220,6 +221,9 @@ async def _main(args, secret: bytes, settings) -> int:
         return 1
     if stream is not None:
         stream.start(runner)
+    # The restored state and the app are long-lived: keep them out of the collector's full
+    # passes, which otherwise stall the event loop (and every write waiting on it) for tens of ms.
+    gc.freeze()
     try:
         if args.http:
             import uvicorn

@@ -35,13 +35,14 @@ from pathlib import Path
 
 from .delta import Delta
 from .errors import EdgeStateError
-from .messages import AeReply, Envelope, Gossip, GossipBatch
+from .messages import AeDigest, AeReply, Envelope, Gossip, GossipBatch
 from .net import Transport
 from .node import Node, NodeConfig, actor_for
 from .storage import Storage, StorageError, subsumed
 
 log = logging.getLogger("edgestate.replica")
 
+JOIN_TIMEOUT_S = 5.0  # an empty replica waits at most this long to hear whether it existed before
 CHECKPOINT_LOG_ROWS = 20_000  # checkpoint once the log holds this many deltas...
 CHECKPOINT_EVERY_S = 30.0  # ...or this long after the last one, if anything was logged
 FLUSH_RETRY_S = 0.5
@@ -137,6 +138,10 @@ class ReplicaRunner:
         self._t0 = time.monotonic()
         self._last_checkpoint = self._t0
         self._stopped = False
+        self._joined = asyncio.Event()
+        self._heard: set[str] = set()
+        self._seen_incarnation = -1  # the highest incarnation of this id that peers know of
+        self.rejoined_as: str | None = None
 
     # -- time: timers run on the monotonic clock; the HLC sees wall time via the node's epoch --
 
@@ -151,7 +156,8 @@ class ReplicaRunner:
         try:
             self.boots = storage.count_boot()
             actor = None
-            if storage.stored_actor() is None:
+            fresh = storage.stored_actor() is None
+            if fresh:
                 actor = self._fresh_actor
             elif not storage.was_clean:
                 actor = next_actor(self.id, storage.stored_actor())
@@ -174,6 +180,10 @@ class ReplicaRunner:
         port = await self.transport.listen(listen_host, listen_port)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._timers()), loop.create_task(self._committer())]
+        if fresh and self._fresh_actor is None and peers:
+            loop.call_later(JOIN_TIMEOUT_S, self._join)
+        else:
+            self._joined.set()
         log.info("%s: actor %s, boot %d, %d keys restored%s", self.id, replica.actor, self.boots,
                  len(replica.store), " after an unclean stop" if self.restarted_unclean else "")
         return port
@@ -204,6 +214,8 @@ class ReplicaRunner:
     async def write(self, ns: str, key: str, op: dict):
         """Apply a write here and return its view once it is durable. Bad input raises a typed
         error before anything changed."""
+        if not self._joined.is_set():
+            await self._joined.wait()
         self._journal_seq = None
         try:
             view, envelopes = self.node.write(ns, key, op, now=self.now())
@@ -240,6 +252,8 @@ class ReplicaRunner:
 
     def _on_envelope(self, env: Envelope) -> None:
         try:
+            if not self._joined.is_set() and isinstance(env.msg, AeDigest):
+                self._learn_identity(env.src, env.msg.applied.vv)
             fresh = [d for d in _deltas(env.msg) if not subsumed(self.node.replica.store, d)]
             if fresh:
                 seq = 0
@@ -258,6 +272,34 @@ class ReplicaRunner:
                 self._receive(env)
         except Exception:  # a bug must not take the replica down with it; the peer will retry
             log.exception("%s: failed to handle a %s from %s", self.id, env.kind, env.src)
+
+    def _learn_identity(self, peer: str, vv) -> None:
+        """An empty data directory may be a replica that lost its state, not a new one: if
+        peers hold dots of this id's actors, writing as one of them again would mint dots
+        they already have (and lose writes). So an empty replica takes no writes until every
+        peer has sent its version vector (or JOIN_TIMEOUT_S passed: peers may be down), then
+        takes the actor after the highest any of them knew."""
+        self._heard.add(peer)
+        me = self.id
+        for a, _n in vv.items():
+            if a == me or (a.startswith(me + "~") and a[len(me) + 1:].isdigit()):
+                n = 0 if a == me else int(a[len(me) + 1:])
+                self._seen_incarnation = max(self._seen_incarnation, n)
+        if self._heard >= set(self.peer_addrs):
+            self._join()
+
+    def _join(self) -> None:
+        if self._joined.is_set():
+            return
+        if self._seen_incarnation >= 0:
+            me = self.id
+            new = actor_for(me, self._seen_incarnation + 1)
+            self.node.replica.actor = new
+            self.storage.set_actor(new)
+            self.rejoined_as = new
+            log.warning("%s: peers hold writes of an earlier %s; this empty replica writes as %s",
+                        me, actor_for(me, self._seen_incarnation), new)
+        self._joined.set()
 
     def _receive(self, env: Envelope) -> None:
         try:
@@ -362,6 +404,8 @@ class ReplicaRunner:
             "actor": rep.actor,
             "boots": self.boots,
             "restarted_unclean": self.restarted_unclean,
+            "rejoined_as": self.rejoined_as,
+            "joined": self._joined.is_set(),
             "version_vector": dict(rep.version_vector.items()),
             "digest": rep.digest(),
             "keys": len(rep.store),

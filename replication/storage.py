@@ -245,6 +245,13 @@ class Storage:
     def stored_actor(self) -> str | None:
         return self._meta("actor")
 
+    def set_actor(self, actor: str) -> None:
+        """Record a new actor before its first dot (a replica that learnt it had lost its state)."""
+        check_replica_id(actor)
+        with self._io_lock:
+            self._check_open()
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('actor', ?)", (_pack(actor),))
+
     def count_boot(self) -> int:
         """Record one more start; returns the count including it (durable before it returns).
         A membership incarnation that rises with every start, so peers take the new one."""

@@ -229,3 +229,27 @@ def test_a_replica_stops_cleanly_when_its_parent_is_gone(tmp_path):
         c.close()
     finally:
         parent.kill()
+
+
+def test_a_replica_whose_data_directory_was_lost_comes_back_under_a_new_actor(tmp_path):
+    """An empty data directory with peers who hold its old writes: it must not write as `fra`
+    again (its new dots would be ones the others already hold, and writes would be lost)."""
+    import shutil
+
+    with ProcessCluster(["lhr", "fra", "jfk"], tmp_path, inject_latency=False) as c:
+        c.start()
+        for i in range(3):
+            httpx.put(f"{c.url('fra')}/api/replicas/fra/kv/k{i}", json={"value": f"old {i}"}, timeout=5)
+        wait_for("convergence", lambda: converged(c))
+        assert c.stop("fra") == 0
+        shutil.rmtree(c.replicas["fra"].data_dir)
+        c.restart("fra")
+        r = httpx.put(f"{c.url('fra')}/api/replicas/fra/kv/new", json={"value": "after the loss"}, timeout=15)
+        assert r.status_code == 200 and r.json()["siblings"][0]["replica"] == "fra~1", r.text
+        st = status(c, "fra")
+        assert st["rejoined_as"] == "fra~1" and st["actor"] == "fra~1", st
+        wait_for("convergence", lambda: converged(c))
+        for rid in c.ids:
+            for i in range(3):
+                assert httpx.get(f"{c.url(rid)}/api/replicas/{rid}/kv/k{i}").json()["values"] == [f"old {i}"]
+            assert httpx.get(f"{c.url(rid)}/api/replicas/{rid}/kv/new").json()["values"] == ["after the loss"]
