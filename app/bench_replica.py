@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from replication.bench.report import table
+from replication.bench.report import finish, table
 from replication.cliargs import positive_int
 
 from .http_client import Conn
@@ -245,15 +245,5 @@ def report(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     params = Params(writes=args.writes, clients=args.clients, propagation_writes=args.propagation_writes,
                     seed=args.seed)
-    progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        result = measure(params, progress)
-    except RuntimeError as e:
-        print(f"edgestate bench replica: error: {e}", file=sys.stderr)
-        return 1
-    print(report(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-    return 0
+    progress = lambda msg: print(msg, file=sys.stderr, flush=True)
+    return finish("replica", lambda: measure(params, progress), report, args.json)

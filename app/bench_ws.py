@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import math
 import os
 import random
@@ -38,6 +37,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from replication.bench.report import finish
 from replication.cliargs import non_negative, positive, positive_int
 
 TARGET_CLIENTS = 200
@@ -457,17 +457,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"edgestate bench ws: error: --pops {params.pops!r}: {e}", file=sys.stderr)
             return 2
     progress = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    try:
-        result = measure(params, progress)
-    except RuntimeError as e:
-        print(f"edgestate bench ws: error: {e}", file=sys.stderr)
-        return 1
-    print(report(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-    return 0
+    return finish("ws", lambda: measure(params, progress), report, args.json)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -209,7 +209,7 @@ class Transport:
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, BACKOFF_MAX_S)
                         continue
-                due, frame = link.queue[0]
+                due = link.queue[0][0]
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)

@@ -281,7 +281,7 @@ class ReplicaRunner:
         takes the actor after the highest any of them knew."""
         self._heard.add(peer)
         me = self.id
-        for a, _n in vv.items():
+        for a in vv.to_dict():
             if a == me or (a.startswith(me + "~") and a[len(me) + 1:].isdigit()):
                 n = 0 if a == me else int(a[len(me) + 1:])
                 self._seen_incarnation = max(self._seen_incarnation, n)

@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from app.processes import edgestate_cmd, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_DEADLINE_S = 30.0
 SHUTDOWN_DEADLINE_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def edgestate_cmd(*args: str) -> list[str]:
-    """The installed console script when there is one next to this Python, else the module."""
-    script = Path(sys.executable).with_name("edgestate")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "app.cli", *args]
 
 
 class ServerProcess:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from app.processes import edgestate_cmd
 
@@ -33,7 +34,6 @@ PEER_PORT = 7000
 HTTP_PORT = 8000
 TOKEN = "netns-test-token-0123456789"
 READY_DEADLINE_S = 30.0
-CONVERGE_DEADLINE_S = 60.0
 
 # Run inside the client namespace: one HTTP request with the standard library (fast to start).
 CLIENT = r"""
@@ -60,15 +60,6 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         raise RuntimeError(f"ip {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
     return r
 
-
-def wait_for(what: str, cond, deadline_s: float = CONVERGE_DEADLINE_S, poll_s: float = 0.1):
-    deadline = time.monotonic() + deadline_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {deadline_s}s waiting for {what}"
-        time.sleep(poll_s)  # poll interval, not a readiness guess
 
 
 @dataclass

@@ -9,28 +9,18 @@ import random
 import socket
 import struct
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from waiting import wait_for
 
 from app.processes import ProcessCluster
 from replication.messages import Envelope, Ping
 from replication.wire import encode_frame
 
 FIVE = ["lhr", "fra", "jfk", "sin", "syd"]
-CONVERGE_DEADLINE_S = 60.0
 
-
-def wait_for(what: str, cond, deadline_s: float = CONVERGE_DEADLINE_S, poll_s: float = 0.1):
-    deadline = time.monotonic() + deadline_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {deadline_s}s waiting for {what}"
-        time.sleep(poll_s)  # poll interval, not a readiness guess
 
 
 def status(c: ProcessCluster, rid: str) -> dict:

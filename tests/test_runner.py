@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
+from live_helpers import run_async
 
 from app.processes import free_port
-from live_helpers import run_async
 from replication.runner import ReplicaRunner, next_actor
 from replication.storage import Storage
 

@@ -8,24 +8,15 @@ import time
 import httpx
 import orjson
 import pytest
-
 from live_helpers import run_async
 from serving import ServerProcess, serving
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
 POPS = ["lhr", "jfk", "syd"]
 DEADLINE_S = 30.0
 
-
-def wait_for(what: str, cond, deadline_s: float = DEADLINE_S):
-    end = time.monotonic() + deadline_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)  # poll interval
 
 
 class Procs(ServerProcess):

@@ -52,3 +52,21 @@ def table(rows: list[dict], columns: list[str]) -> str:
              for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def finish(name: str, measure, render, json_path: str | None) -> int:
+    """Run a benchmark's `measure()`, print `render(result)`, and write the JSON if asked.
+    A RuntimeError (the benchmark could not run) is one line on stderr and exit 1."""
+    import json
+
+    try:
+        result = measure()
+    except RuntimeError as e:
+        print(f"edgestate bench {name}: error: {e}", file=sys.stderr)
+        return 1
+    print(render(result))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    return 0
