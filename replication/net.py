@@ -7,7 +7,7 @@ tell replies from requests, and a peer that restarts simply reconnects.
 Nothing a peer sends can crash the process: a frame with a bad tag, a truncated or oversized
 frame, or garbage is counted by its `BadFrame` code and the connection is closed (its sender
 may be an attacker; an honest one reconnects and the protocols repair any loss). Frames that
-cannot be sent (peer down, queue full, a message above the frame limit) are dropped and
+cannot be sent (peer down, queue full, a message above 256 MiB) are dropped and
 counted: the sans-IO protocols already tolerate loss, exactly as in the simulator.
 
 `delay_ms(peer)` (the `--inject-latency` option) holds each outgoing frame for the geographic
@@ -69,7 +69,7 @@ class _Link:
     """Frames waiting to go to one peer, and the task that writes them."""
 
     def __init__(self) -> None:
-        self.queue: deque[tuple[float, bytes]] = deque()  # (due loop time, frame)
+        self.queue: deque[tuple[float, bytes, int]] = deque()  # (due loop time, a message's frames, count)
         self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -161,25 +161,28 @@ class Transport:
             self.stats.dropped_out["partitioned"] += 1
             return
         try:
-            frame = self._encoder.encode(env)
+            frames = self._encoder.encode_all(env)
         except BadFrame:
             self.stats.dropped_out["oversized"] += 1
-            log.warning("%s: a %s to %s is above the frame limit; dropped (anti-entropy retries)",
+            log.warning("%s: a %s to %s is above the message limit; dropped (anti-entropy retries)",
                         self.me, env.kind, dst)
             return
+        # a message's frames (more than one when it is fragmented) travel as one unit: queued,
+        # written and dropped together, so a receiver never sees half a fragmented message
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         link = self._links.get(dst)
         if link is None:
             link = self._links[dst] = _Link()
             link.task = asyncio.get_running_loop().create_task(self._run_link(dst, link))
-        if link.queued_bytes + len(frame) > MAX_QUEUED_BYTES:
+        if link.queued_bytes and link.queued_bytes + len(data) > MAX_QUEUED_BYTES:
             self.stats.dropped_out["queue_full"] += 1
             return
         delay = self._delay_ms(dst) if self._delay_ms is not None else 0.0
         due = asyncio.get_running_loop().time() + delay / 1000.0
-        link.queue.append((due, frame))
+        link.queue.append((due, data, len(frames)))
+        link.queued_bytes += len(data)
         if self._on_sent is not None:
-            self._on_sent(dst, env.kind, delay, len(frame))
-        link.queued_bytes += len(frame)
+            self._on_sent(dst, env.kind, delay, len(data))
         link.wake.set()
 
     def send_all(self, envs) -> None:
@@ -216,18 +219,20 @@ class Transport:
                     continue
                 # everything already due goes out in one write
                 chunks = []
+                frames = 0
                 now = loop.time()
                 while link.queue and link.queue[0][0] <= now:
-                    _d, f = link.queue.popleft()
+                    _d, f, n = link.queue.popleft()
                     link.queued_bytes -= len(f)
                     chunks.append(f)
+                    frames += n
                 try:
                     writer.write(b"".join(chunks))
                     await writer.drain()
-                    self.stats.frames_out += len(chunks)
+                    self.stats.frames_out += frames
                     self.stats.bytes_out += sum(map(len, chunks))
                 except (ConnectionError, OSError):
-                    # those frames are lost, as on any network; the protocols repair it
+                    # those messages are lost, as on any network; the protocols repair it
                     self.stats.dropped_out["connection_lost"] += len(chunks)
                     link.connected = False
                     writer.close()
@@ -243,7 +248,7 @@ class Transport:
         """While a peer is unreachable, frames older than the retry delay are dropped rather
         than delivered late in a burst: anti-entropy will bring the peer what it missed."""
         while link.queue and link.queue[0][0] < before:
-            _d, f = link.queue.popleft()
+            _d, f, _n = link.queue.popleft()
             link.queued_bytes -= len(f)
             self.stats.dropped_out["unreachable"] += 1
 

@@ -22,6 +22,11 @@ A frame on a TCP stream is
   cluster-wide secret any member can claim any `src`. `dst` is inside the body, so a decoder
   given its own id (`local_id`) refuses frames captured on the way to someone else.
 
+A message bigger than a frame (a full-state anti-entropy reply for a big keyspace) is sent as
+consecutive `Fragment` frames on one connection, each tagged like any other frame; the
+decoder reassembles them (at most `DEFAULT_MAX_MESSAGE` bytes, only from authenticated
+frames) and yields the whole message, so callers never see a fragment.
+
 Each message kind is a flat list of plain values (see `encode_message`); dots are
 `[replica, counter]`, causal contexts `CausalContext.to_wire()`, deltas `Delta.to_wire()`.
 Decoding checks every field strictly (types, replica ids, bounded lengths, the delta's own
@@ -34,7 +39,8 @@ import hmac
 import math
 import struct
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import msgpack
 
@@ -81,6 +87,13 @@ _STATUS_CODE = {s: i for i, s in enumerate(_STATUS)}
 # Kind codes: stable, part of the wire format.
 K_GOSSIP, K_BATCH, K_IHAVE, K_GRAFT, K_GRAFT_ACK, K_PRUNE, K_NEIGHBOUR = 1, 2, 3, 4, 5, 6, 7
 K_AE_DIGEST, K_AE_REPLY, K_PING, K_ACK, K_PING_REQ = 8, 9, 10, 11, 12
+K_FRAGMENT = 13
+
+# A message bigger than one frame (a full-state anti-entropy reply for a big keyspace) goes as
+# consecutive fragments on one connection, each a frame of its own, tagged like any other: a
+# receiver buffers only authenticated bytes, up to DEFAULT_MAX_MESSAGE, then parses the whole.
+DEFAULT_MAX_MESSAGE = 256 * 1024 * 1024
+FRAGMENT_OVERHEAD = 256  # bytes of a fragment frame that are not payload (header, ids, tag), rounded up
 
 # BadFrame codes.
 BAD_HMAC = "bad_hmac"
@@ -88,6 +101,18 @@ OVERSIZED = "oversized"
 TRUNCATED = "truncated"
 MALFORMED = "malformed"
 MISDIRECTED = "misdirected"
+
+
+@dataclass(slots=True)
+class Fragment:
+    """Part `index` of `total` of message `fid` (the sender's counter): transport only, never
+    seen by a node."""
+
+    kind: ClassVar[str] = "fragment"
+    fid: int
+    index: int
+    total: int
+    data: bytes
 
 
 class BadFrame(EdgeStateError):
@@ -151,6 +176,8 @@ def encode_message(msg: Message) -> list:
         return [K_ACK, msg.seq, _updates(msg.updates), msg.target]
     if t is PingReq:
         return [K_PING_REQ, msg.seq, msg.target]
+    if t is Fragment:
+        return [K_FRAGMENT, msg.fid, msg.index, msg.total, msg.data]
     raise TypeError(f"not a replication message: {t.__name__}")
 
 
@@ -188,13 +215,33 @@ class FrameEncoder:
     def __init__(self, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._key = frame_key(secret)
         self.max_frame = max_frame
+        self._fid = 0
 
     def encode(self, env: Envelope) -> bytes:
         body = encode_body(env)
         n = len(body) + TAG_BYTES
         if n > self.max_frame:
             raise BadFrame(OVERSIZED, f"a {env.kind} frame of {n} bytes exceeds the {self.max_frame}-byte limit")
-        return _LEN.pack(n) + body + _tag(self._key, body)
+        return self._frame(body)
+
+    def _frame(self, body: bytes) -> bytes:
+        return _LEN.pack(len(body) + TAG_BYTES) + body + _tag(self._key, body)
+
+    def encode_all(self, env: Envelope, *, max_message: int = DEFAULT_MAX_MESSAGE) -> list[bytes]:
+        """One frame, or consecutive fragment frames when the message is bigger than a frame
+        (to be sent in order on one connection). Raises BadFrame(oversized) above `max_message`."""
+        body = encode_body(env)
+        if len(body) + TAG_BYTES <= self.max_frame:
+            return [self._frame(body)]
+        if len(body) > max_message:
+            raise BadFrame(OVERSIZED, f"a {env.kind} message of {len(body)} bytes exceeds the {max_message}-byte limit")
+        size = self.max_frame - FRAGMENT_OVERHEAD
+        if size <= 0:
+            raise ValueError(f"max_frame {self.max_frame} leaves no room for fragments")
+        total = -(-len(body) // size)
+        fid, self._fid = self._fid, self._fid + 1
+        return [self._frame(encode_body(Envelope(env.src, env.dst, Fragment(fid, i, total, body[i * size:(i + 1) * size]))))
+                for i in range(total)]
 
 
 # -- decoding: every check raises _Invalid (or the library's own typed errors) -------------------
@@ -285,7 +332,15 @@ _DECODERS: dict[int, tuple[int, Callable[..., Message]]] = {
     K_PING: (3, lambda seq, up, who: Ping(_seq(seq), _updates_from(up), _opt_rid(who))),
     K_ACK: (3, lambda seq, up, target: Ack(_seq(seq), _updates_from(up), _opt_rid(target))),
     K_PING_REQ: (2, lambda seq, target: PingReq(_seq(seq), _rid(target))),
+    K_FRAGMENT: (4, lambda fid, i, n, data: _fragment(fid, i, n, data)),
 }
+
+
+def _fragment(fid: object, index: object, total: object, data: object) -> Fragment:
+    n = _int(total, 2, DEFAULT_MAX_MESSAGE, "a fragment count")
+    if type(data) is not bytes or not data:
+        raise _Invalid("a fragment carries non-empty bytes")
+    return Fragment(_int(fid, 0, MAX_COUNTER, "a fragment id"), _int(index, 0, n - 1, "a fragment index"), n, data)
 
 
 def decode_envelope(obj: Any) -> Envelope:
@@ -343,12 +398,15 @@ class FrameDecoder:
     the same error; the caller drops the connection.
     """
 
-    def __init__(self, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME, local_id: str | None = None) -> None:
+    def __init__(self, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME, local_id: str | None = None,
+                 max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         if max_frame < TAG_BYTES + 1 or max_frame > 0xFFFFFFFF:
             raise ValueError("max_frame must fit the 4-byte length and hold a tag and a body")
         self._key = frame_key(secret)
         self.max_frame = max_frame
         self.local_id = local_id
+        self.max_message = max_message
+        self._partial: tuple[str, int, int, list[bytes], int] | None = None  # src, fid, total, parts, bytes
         self._buf = bytearray()
         self._need: int | None = None  # the current frame's length, once its prefix is read
         self.failed: BadFrame | None = None
@@ -400,17 +458,51 @@ class FrameDecoder:
                 env = decode_body(body)
                 if self.local_id is not None and env.dst != self.local_id:
                     raise BadFrame(MISDIRECTED, f"frame for {env.dst!r} arrived at {self.local_id!r}")
-                out.append(env)
                 self.frames += 1
+                if type(env.msg) is Fragment or self._partial is not None:
+                    env = self._reassemble(env)
+                    if env is None:
+                        continue
+                out.append(env)
         except BadFrame as e:
             raise self._fail(e, out) from None
         del buf[:pos]
         return out
 
+    def _reassemble(self, env: Envelope) -> Envelope | None:
+        """Fragments arrive consecutively on one connection; anything else is a bad stream."""
+        f = env.msg
+        if type(f) is not Fragment:
+            raise BadFrame(MALFORMED, "a message arrived in the middle of another one's fragments")
+        if f.index == 0:
+            if self._partial is not None:
+                raise BadFrame(MALFORMED, "a fragmented message began before the last one ended")
+            self._partial = (env.src, f.fid, f.total, [], 0)
+        src, fid, total, parts, size = self._partial
+        if (env.src, f.fid, f.total, f.index) != (src, fid, total, len(parts)):
+            raise BadFrame(MALFORMED, f"fragment {f.index}/{f.total} of message {f.fid} from {env.src!r} "
+                                      f"out of sequence (expected {len(parts)}/{total} of {fid} from {src!r})")
+        size += len(f.data)
+        if size > self.max_message:
+            raise BadFrame(OVERSIZED, f"a fragmented message exceeds the {self.max_message}-byte limit")
+        parts.append(f.data)
+        if len(parts) < total:
+            self._partial = (src, fid, total, parts, size)
+            return None
+        self._partial = None
+        inner = decode_body(b"".join(parts))
+        if type(inner.msg) is Fragment or (inner.src, inner.dst) != (env.src, env.dst):
+            raise BadFrame(MALFORMED, "a reassembled message must be a protocol message between its fragments' ends")
+        return inner
+
     def eof(self) -> None:
-        """The stream ended. Raises BadFrame(truncated) if it ended inside a frame."""
+        """The stream ended. Raises BadFrame(truncated) if it ended inside a frame or a fragmented message."""
         if self.failed is not None:
             raise BadFrame(self.failed.code, self.failed.message)
+        if self._partial is not None:
+            err = BadFrame(TRUNCATED, f"stream ended inside a fragmented message ({len(self._partial[3])} "
+                                      f"of {self._partial[2]} fragments)")
+            raise self._fail(err, [])
         if self._buf or self._need is not None:
             got = len(self._buf)
             err = BadFrame(TRUNCATED, f"stream ended inside a frame ({got} bytes of it buffered)")
@@ -421,6 +513,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "TAG_BYTES",
     "BadFrame",
+    "Fragment",
     "FrameDecoder",
     "FrameEncoder",
     "decode_body",
