@@ -80,6 +80,7 @@ class RunnerStats:
     remote_deltas_logged: int = 0
     duplicates_skipped: int = 0
     flush_errors: int = 0
+    foreign_dropped: int = 0  # frames from replicas not in the peer list
     flush_batches: list[int] = field(default_factory=list)  # sizes of recent flushes (bounded)
 
 
@@ -251,6 +252,11 @@ class ReplicaRunner:
     # -- the network ----------------------------------------------------------------------------
 
     def _on_envelope(self, env: Envelope) -> None:
+        if env.src not in self.peer_addrs:
+            # Authentic (it had the secret) but not one of our peers: refused before anything is
+            # logged, or a restart would replay a delta the node never took.
+            self.stats.foreign_dropped += 1
+            return
         try:
             if not self._joined.is_set() and isinstance(env.msg, AeDigest):
                 self._learn_identity(env.src, env.msg.applied.vv)

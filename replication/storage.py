@@ -135,6 +135,7 @@ class StorageStats:
     truncated: int = 0  # log rows dropped by checkpoints
     replayed: int = 0  # log rows replayed by restore
     stale_skipped: int = 0  # replayed anti-entropy replies that no longer applied
+    refused_skipped: int = 0  # replayed deltas the store refused (as it did when they first arrived)
 
 
 def _delta_keys(delta: Delta) -> tuple[set[KeyRef], bool]:
@@ -334,6 +335,10 @@ class Storage:
                 store.apply(delta)
             except StaleDelta:
                 self.stats.stale_skipped += 1  # it failed the same way when it first arrived
+            except EdgeStateError:
+                # a logged delta the replica refused when it arrived (it is logged before it is
+                # applied): refused again, never a replica that cannot start
+                self.stats.refused_skipped += 1
             ts = _latest_kv_ts(delta)
             if ts is not None and ts > hlc:
                 hlc = ts

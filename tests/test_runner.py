@@ -154,3 +154,25 @@ def test_duplicates_cost_no_disk_write(tmp_path):
                                                   ("lhr~9", "lhr~10"), ("lhr~x", "lhr~1"), ("fra~3", "lhr~1")])
 def test_next_actor(stored, expected):
     assert next_actor("lhr", stored) == expected
+
+
+def test_a_delta_from_a_replica_outside_the_peer_list_is_not_logged_or_applied(tmp_path):
+    async def main():
+        rs = await pair(tmp_path)
+        jfk = rs["jfk"]
+        try:
+            from replication.messages import Envelope, Gossip
+            from replication.replica import Replica
+
+            stranger = Replica("zzz", secret=SECRET)
+            _view, delta = stranger.write_kv("k", "from a stranger", now=1.0)
+            jfk._on_envelope(Envelope("zzz", "jfk", Gossip(next(iter(delta.applied.dots())), "zzz", delta)))
+            await asyncio.sleep(0.2)  # time for a wrong implementation to log and apply it
+            assert jfk.storage.pending == 0 and jfk.storage.stats.appended == 0
+            assert jfk.node.replica.read_kv("k").values == []
+            assert jfk.stats.foreign_dropped == 1
+        finally:
+            for r in rs.values():
+                await r.stop()
+
+    run_async(main())

@@ -578,3 +578,31 @@ if __name__ == "__main__" and sys.argv[1:] == ["bench"]:
             with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
                 runs.append(bench(n, 2000 if n == 1 else 20_000, Path(d)))
         print(f"{n:4d} deltas/flush: median {statistics.median(runs):9.0f} durable appends/s  runs {[round(x) for x in runs]}")
+
+
+def test_a_logged_delta_the_store_refuses_on_replay_is_skipped_not_fatal(tmp_path, monkeypatch):
+    """Remote deltas are logged before they are applied; one the replica refused must not stop
+    it from ever starting again."""
+    from replication.errors import MalformedDelta
+    from replication.store import Store
+
+    src = Replica("fra")
+    _v, good = src.write_kv("good", 1, now=1.0)
+    _v, bad = src.write_kv("bad", 2, now=2.0)
+    with Storage.open(tmp_path) as st:
+        st.restore("lhr")
+        st.append(good)
+        st.append(bad)
+        st.flush()
+    real = Store.apply
+
+    def refusing(self, delta):
+        if ("kv", "bad") in delta.entries:
+            raise MalformedDelta("refused, as when it arrived")
+        return real(self, delta)
+
+    monkeypatch.setattr(Store, "apply", refusing)
+    with Storage.open(tmp_path) as st:
+        rep = st.restore("lhr")
+        assert rep.read_kv("good").values == [1] and rep.read_kv("bad").values == []
+        assert st.stats.refused_skipped == 1 and st.stats.replayed == 2
