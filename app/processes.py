@@ -164,6 +164,10 @@ class ProcessCluster:
         self.wait_ready([rid])
 
     def close(self) -> None:
+        """Stop every replica cleanly: all are told at once, then each is waited for."""
+        for r in self.replicas.values():
+            if r.running:
+                r.proc.terminate()
         for rid in self.ids:
             self.stop(rid)
 

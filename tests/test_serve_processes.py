@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -173,3 +174,12 @@ def test_the_page_draws_the_processes_and_animates_their_messages(procs, browser
         assert foreign == [] and errors == [], (foreign, errors)
     finally:
         ctx.close()
+
+
+def test_keys_with_any_characters_are_relayed_intact(procs):
+    for key in ("a/b", "with space", "per%cent", "ünïcødé", "q?x=1&y", "#hash"):
+        w = procs.ok("PUT", f"/api/replicas/lhr/kv/{quote(key, safe='')}", json={"value": key})
+        assert w["key"] == key, w
+        r = wait_for(f"{key!r} at syd", lambda key=key: (x := procs.call(
+            "GET", f"/api/replicas/syd/kv/{quote(key, safe='')}")).status_code == 200 and x.json())
+        assert r["values"] == [key] and r["key"] == key
