@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 from fastapi import FastAPI
 
-from . import admin, api, errors, metrics, page, ws
+from . import admin, api, docs, errors, metrics, page, ws
 from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from .live import LiveCluster
 
@@ -50,6 +50,7 @@ def create_app(
         title="edgestate",
         summary="Edge state without coordination: write at any POP, read anywhere.",
         redoc_url=None,
+        docs_url=None,  # ours, served locally: see docs.py
         lifespan=lifespan,
     )
     app.state.live = live
@@ -60,6 +61,7 @@ def create_app(
     app.include_router(api.router)
     ws.install(app, live)
     page.install(app)
+    docs.install(app)
     app.include_router(admin.router)
     app.include_router(metrics.router)
     # innermost first: access control runs first, then the rate limit, then the body limit

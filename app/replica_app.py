@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from replication.cluster import UnknownReplica
 from replication.runner import ReplicaRunner
 
-from . import api, errors
+from . import api, docs, errors
 from .admin import PartitionIn, PartitionOut, check_groups
 from .detail import replica_detail
 from .errors import ApiError
@@ -173,7 +173,8 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     problems = settings.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    app = FastAPI(title=f"edgestate replica {runner.id}", redoc_url=None)
+    app = FastAPI(title=f"edgestate replica {runner.id}", redoc_url=None, docs_url=None)
+    docs.install(app, mount=True)
     app.state.live = ReplicaService(runner)
     app.state.settings = settings
     registry = CollectorRegistry(auto_describe=False)
