@@ -10,6 +10,7 @@
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
     edgestate replica --id ID --listen H:P [--http H:P] --peer ID=H:P ... --data-dir D --secret-file F
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
+    edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from replication.bench import cli as bench_cli
 from replication.cliargs import positive, positive_int
 from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
+from replication.scenarios import cli as scenario_cli
 
 from . import bench_replica, bench_ws, replica_cli
 
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--write-burst", type=positive_int, default=10, metavar="B",
                         help="audience mode: writes a client may send at once (default: %(default)s)")
     replica_cli.add_parser(sub)
+    scenario_cli.add_parser(sub)
     which = bench_cli.add_parser(sub)
     bench_ws.add_parser(which)
     bench_replica.add_parser(which)
@@ -200,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "replica":
         return replica_cli.run(args)
+    if args.command == "scenario":
+        return scenario_cli.run(args)
     if args.command == "bench":
         if args.bench == "ws":
             return bench_ws.run(args)

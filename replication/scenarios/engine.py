@@ -182,11 +182,12 @@ class Engine:
                    error=error, figures=self.figures)
         return report
 
-    def _begin(self, step: Step, caption: str) -> None:
+    def _begin(self, step: Step, caption: str, announce: bool = True) -> None:
         caption = step.caption or caption
         self.steps.append({"index": step.index, "op": step.op, "line": step.line, "t": _ms(self.now),
                            "caption": caption})
-        self.event("running", caption)
+        if announce:  # steps that know their outcome at once announce it instead
+            self.event("running", caption)
 
     def _measured(self, step: Step, caption: str, figures: dict) -> None:
         name = step.args.get("as")
@@ -244,7 +245,7 @@ class Engine:
             figs, caption = {"value": view}, f"{a['at']} reads counter {key}: {view}"
         else:
             figs, caption = {"members": view}, f"{a['at']} reads set {key}: {_canon(view)}"
-        self._begin(step, caption)
+        self._begin(step, caption, announce=False)
         self._measured(step, caption, figs)
         return
         yield
@@ -388,7 +389,7 @@ class Engine:
         label = a.get("label", label)
         check = {"step": step.index, "line": step.line, "label": label, "passed": bool(passed), "figures": figs}
         self.checks.append(check)
-        self._begin(step, f"check: {label}")
+        self._begin(step, f"check: {label}", announce=False)
         self.steps[-1]["result"] = "passed" if passed else "failed"
         self.event("running", f"{'✓' if passed else '✗'} {label}", check=check)
         return

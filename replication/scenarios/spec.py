@@ -212,7 +212,7 @@ class _Parser:
             return v
         if typ in ("number", "pos"):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise bad("a number")
+                raise bad("a positive number" if typ == "pos" else "a number")
             if typ == "pos" and not v > 0:
                 raise bad("a positive number")
             return v
