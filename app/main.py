@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 from fastapi import FastAPI
 
-from . import admin, api, docs, errors, metrics, page, ws
+from . import admin, api, docs, errors, metrics, page, scenario_api, ws
 from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from .live import LiveCluster
 
@@ -40,6 +40,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.scenarios.close()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -63,6 +64,8 @@ def create_app(
     page.install(app)
     docs.install(app)
     app.include_router(admin.router)
+    app.state.scenarios = scenario_api.ScenarioRuns(live)
+    app.include_router(scenario_api.router)
     app.include_router(metrics.router)
     # innermost first: access control runs first, then the rate limit, then the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
