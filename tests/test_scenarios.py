@@ -215,6 +215,16 @@ def test_more_mistakes_each_at_their_line():
             "not a JSON value")
 
 
+def test_what_would_keep_the_simulator_busy_is_refused():
+    refused(HEAD + "  - wait: 1000000000\n  - expect: {converged: true}\n", 5, "at most 600000")
+    refused(HEAD + "  - load: {writes: 10, counter: c, rate_per_s: 1000000}\n  - expect: {converged: true}\n", 5,
+            "rate_per_s must be at most")
+    bomb = HEAD + "  - say: &a hi\n  - write: {at: lhr, kv: k, value: [*a, *a]}\n  - expect: {converged: true}\n"
+    refused(bomb, 6, "aliases")
+    refused(HEAD + "  - partition: {groups: [[lhr], [lhr, iad]]}\n  - expect: {converged: true}\n", 5,
+            "'lhr' is in two groups")
+
+
 def test_json_is_yaml_too(tmp_path):
     f = tmp_path / "s.json"
     f.write_text(json.dumps({"name": "j", "claim": "one write spreads", "pops": ["lhr", "iad"], "steps": [

@@ -26,6 +26,7 @@ import yaml
 from .cuts import CUTS
 
 MAX_FILE_BYTES = 256 * 1024
+MAX_MS = 600_000.0  # ten virtual minutes: a longer wait is a typo, and would keep the simulator busy
 NAMESPACES = {"kv": "kv", "counter": "counters", "set": "sets"}
 
 
@@ -109,8 +110,8 @@ STEPS: dict[str, dict] = {
     "heal": {"fields": {}},
     "crash": {"fields": {"at": "replica", "lose_state": "bool"}, "short": "at", "required": ["at"]},
     "recover": {"fields": {"at": "replica"}, "short": "at", "required": ["at"]},
-    "wait": {"fields": {"ms": "pos"}, "short": "ms", "required": ["ms"]},
-    "settle": {"fields": {"within_ms": "pos", "as": "str"}, "short": "within_ms", "required": ["within_ms"]},
+    "wait": {"fields": {"ms": "ms"}, "short": "ms", "required": ["ms"]},
+    "settle": {"fields": {"within_ms": "ms", "as": "str"}, "short": "within_ms", "required": ["within_ms"]},
     "load": {
         "fields": {"writes": "int", "counter": "str", "add": "int", "at": "replicas", "rate_per_s": "pos",
                    "as": "str"},
@@ -123,7 +124,7 @@ STEPS: dict[str, dict] = {
         "exactly": ["converged", "kv", "counter", "set", "figure"],
     },
     "consensus": {"fields": {"writer": "replica", "leader": "replica", "as": "str"}, "required": ["writer", "as"]},
-    "availability": {"fields": {"deadline_ms": "pos", "leader": "replica", "as": "str"}, "required": ["as"]},
+    "availability": {"fields": {"deadline_ms": "ms", "leader": "replica", "as": "str"}, "required": ["as"]},
 }
 
 TOP = {"name": "str", "title": "str", "description": "str", "claim": "str", "pops": "pops", "steps": "steps"}
@@ -210,11 +211,13 @@ class _Parser:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise bad("a whole number")
             return v
-        if typ in ("number", "pos"):
+        if typ in ("number", "pos", "ms"):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise bad("a positive number" if typ == "pos" else "a number")
-            if typ == "pos" and not v > 0:
+                raise bad("a number" if typ == "number" else "a positive number")
+            if typ != "number" and not v > 0:
                 raise bad("a positive number")
+            if typ == "ms" and v > MAX_MS:
+                raise bad(f"at most {MAX_MS:.0f} (virtual ms)")
             return v
         if typ in ("strlist", "jsonlist", "groups"):
             raise bad("a list")
@@ -270,6 +273,11 @@ class _Parser:
 
     def parse(self, text: str) -> Scenario:
         try:
+            for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+                # an alias can make a few lines stand for an exponential amount of data
+                if isinstance(ev, yaml.AliasEvent):
+                    raise ScenarioError(self.source, ev.start_mark.line + 1,
+                                        "aliases (*name) are not supported in scenario files: write it out")
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
@@ -333,9 +341,18 @@ def _check_step(p: _Parser, op: str, args: dict, lines: dict, line: int, where: 
             raise p.err(lines["delete"], f"{where}: delete must be true when given")
     elif op == "partition" and "cut" in args and args["cut"] not in CUTS:
         raise p.err(lines["cut"], f"{where}: unknown cut {args['cut']!r} (known: {', '.join(CUTS)})")
+    elif op == "partition" and "groups" in args:
+        seen: set[str] = set()
+        for g in args["groups"]:
+            for rid in g:
+                if rid in seen:
+                    raise p.err(lines["groups"], f"{where}: replica {rid!r} is in two groups")
+                seen.add(rid)
     elif op == "load":
         if not 1 <= args["writes"] <= 100_000:
             raise p.err(lines["writes"], f"{where}: writes must be between 1 and 100000")
+        if args["rate_per_s"] > 10_000:
+            raise p.err(lines["rate_per_s"], f"{where}: rate_per_s must be at most 10000")
     elif op == "expect":
         ns = next((k for k in _KEYS if k in args), None)
         allowed = {None: (), "kv": ("values", "siblings"), "counter": ("value",), "set": ("members",)}[ns]
