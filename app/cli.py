@@ -1,6 +1,6 @@
 """The `edgestate` command line.
 
-    edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...]
+    edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...] [--scenario FILE ...]
                     [--strategy plumtree|gossip|direct] [--speed X] [--seed N]
                     [--token T] [--admin-token A] [--private] [--audience [--write-rate R] [--write-burst B]]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", action="store_true",
                        help="run each POP as a real replica process (edgestate replica) on loopback, with the "
                             "geographic latency injected, instead of the simulator; time then runs at speed 1")
+    serve.add_argument("--scenario", action="append", default=[], metavar="FILE",
+                       help="add a scenario file to those the page and POST /api/scenarios/{name} can run "
+                            "(repeatable; checked at start: a malformed file exits 2 naming its line)")
     serve.add_argument("--data-dir", type=Path, metavar="DIR",
                        help="with --processes: where the replicas keep their state (default: a temporary "
                             "directory, removed at exit)")
@@ -145,8 +148,16 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"edgestate serve: warning: {flag} is shorter than {WEAK_TOKEN_CHARS} characters: easy to guess",
                   file=sys.stderr)
 
+    from replication.scenarios import Catalogue, ScenarioError
+
     from .live import build_live
     from .main import create_app
+
+    try:
+        scenarios = Catalogue.with_files(args.scenario, [p.id for p in place_replicas(pops)])
+    except ScenarioError as e:
+        print(f"edgestate serve: error: --scenario: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
     if args.data_dir is not None and not args.processes:
         print("edgestate serve: error: --data-dir goes with --processes", file=sys.stderr)
@@ -160,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
             live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
-        return _run_server(args, create_app(live, run_clock=True, settings=settings), pops)
+        return _run_server(args, create_app(live, run_clock=True, settings=settings, scenarios=scenarios), pops)
 
 
 def _run_server(args: argparse.Namespace, app, pops) -> int:

@@ -14,6 +14,8 @@ from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from .live import LiveCluster
 
 if TYPE_CHECKING:
+    from replication.scenarios import Catalogue
+
     from .process_live import ProcessLive
 from .security import AccessMiddleware, Settings
 
@@ -24,10 +26,12 @@ def create_app(
     run_clock: bool = False,
     settings: Settings | None = None,
     wall_clock: Callable[[], float] | None = None,
+    scenarios: Catalogue | None = None,
 ) -> FastAPI:
     """`run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves).
     `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
-    `wall_clock`: seconds, for the audience rate limit (default: time.monotonic)."""
+    `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
+    `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins)."""
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
@@ -64,7 +68,7 @@ def create_app(
     page.install(app)
     docs.install(app)
     app.include_router(admin.router)
-    app.state.scenarios = scenario_api.ScenarioRuns(live)
+    app.state.scenarios = scenario_api.ScenarioRuns(live, scenarios)
     app.include_router(scenario_api.router)
     app.include_router(metrics.router)
     # innermost first: access control runs first, then the rate limit, then the body limit

@@ -180,3 +180,49 @@ def test_scenario_events_reach_the_websocket():
     assert first["name"] == "hello-world"
     checks = [e["check"] for e in scenario if "check" in e]
     assert checks and all(c["passed"] for c in checks)
+
+
+# -- the presenter's own files ---------------------------------------------------------------------
+
+
+MINE = """\
+name: my-talk
+title: My talk
+claim: Sydney counts to 3
+steps:
+  - write: {at: syd, counter: "c-{run}", add: 3}
+  - settle: 2000
+  - expect: {counter: "c-{run}", value: 3}
+"""
+
+
+def test_a_presenters_file_is_listed_and_runs(tmp_path):
+    from replication.scenarios import Catalogue
+
+    f = tmp_path / "mine.yaml"
+    f.write_text(MINE)
+    live = build_live(place_replicas(select_pops("lhr,syd,jfk")), seed=4, speed=MAX_SPEED, epoch_ms=1.7e12,
+                      secret=b"scenario api test secret", clock=time.monotonic)
+    client = TestClient(create_app(live, scenarios=Catalogue.with_files([f], live.ids)))
+    with client:
+        listed = {s["name"]: s for s in client.get("/api/scenarios").json()["scenarios"]}
+        assert listed["my-talk"]["title"] == "My talk" and "hello-world" in listed
+        run = wait_run(client, client.post("/api/scenarios/my-talk").json()["run"])
+    assert run["status"] == "passed" and run["caption"] == "✓ Sydney counts to 3"
+
+
+def test_serve_refuses_a_malformed_scenario_file_naming_its_line(tmp_path):
+    import subprocess
+
+    from serving import REPO, edgestate_cmd
+
+    f = tmp_path / "mine.yaml"
+    f.write_text(MINE.replace("add: 3}", "add: three}"))
+    p = subprocess.run(edgestate_cmd("serve", "--port", "0", "--scenario", str(f)), cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2
+    assert f"{f}:5: step 1 (write)" in p.stderr and "whole number" in p.stderr
+    f.write_text(MINE)
+    p = subprocess.run(edgestate_cmd("serve", "--port", "0", "--pops", "lhr,jfk", "--scenario", str(f)), cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and f"{f}:5:" in p.stderr and "no replica 'syd'" in p.stderr

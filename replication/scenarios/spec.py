@@ -431,3 +431,14 @@ class Catalogue:
     @classmethod
     def builtin(cls) -> "Catalogue":
         return cls({n: load_builtin(n) for n in builtin_names()})
+
+    @classmethod
+    def with_files(cls, paths: list[str | Path], ids: list[str]) -> "Catalogue":
+        """The built-ins plus the presenter's own files, each checked against the cluster's
+        replicas now (a file's scenario replaces a built-in of the same name)."""
+        cat = cls.builtin()
+        for path in paths:
+            s = load_file(path)
+            s.bind(ids)
+            cat.scenarios[s.name] = s
+        return cat
