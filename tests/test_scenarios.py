@@ -179,6 +179,9 @@ def test_a_wrong_field_type_names_the_line_of_the_value():
     refused(HEAD + "  - write: {at: lhr, counter: c, add: 1.5}\n  - expect: {converged: true}\n", 5,
             "whole number")
     refused(HEAD + "  - expect: {converged: yes please}\n", 5, "true or false")
+    refused(HEAD + "  - crash: all\n  - expect: {converged: true}\n", 5, "one replica id")
+    refused(HEAD + "  - write:\n      at: [lhr, iad]\n      kv: k\n      value: 1\n  - expect: {converged: true}\n", 6,
+            "field 'at' must be a replica id")
 
 
 def test_an_unknown_replica_names_its_line():

@@ -198,6 +198,9 @@ class Engine:
         self.event("running", caption, figures=figures)
 
     # -- steps --------------------------------------------------------------------------------------
+    #
+    # Every step is a generator, so `run` can `yield from` any of them; those that never wait
+    # end with `return` before a bare `yield` that only makes them generators.
 
     def _say(self, step: Step):
         self._begin(step, step.args["text"])
@@ -324,7 +327,11 @@ class Engine:
                     return
                 if rid != origin:
                     figs["redirected"] += 1  # a client whose POP is down is routed to the nearest one up
-                self.ops.write(rid, "counters", key, {"add": add})
+                try:
+                    self.ops.write(rid, "counters", key, {"add": add})
+                except EdgeStateError:  # e.g. the counter would overflow: counted, not fatal to the run
+                    figs["refused"] += 1
+                    return
                 figs["acknowledged"] += 1
                 figs["added"] += add
             return go

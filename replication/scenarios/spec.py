@@ -198,10 +198,10 @@ class _Parser:
             raise bad(names.get(typ, f"a {typ}"))
         v = self.value(node)
         if typ in ("str", "replica", "replicas", "pops"):
-            if isinstance(v, list):
-                return v
             if not isinstance(v, str) or not v:
                 raise bad("non-empty text")
+            if typ == "replica" and v == "all":
+                raise bad("one replica id ('all' goes with checks and loads)")
             return v
         if typ == "bool":
             if not isinstance(v, bool):
