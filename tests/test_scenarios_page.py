@@ -30,6 +30,7 @@ def test_the_page_runs_hello_world_and_shows_its_claim_checked(make_page, artifa
     expect()(log).to_contain_text("Hello, world: lhr writes", timeout=DEADLINE_MS)
     expect()(log).to_contain_text("✓ every POP has it within 500 ms", timeout=DEADLINE_MS)
     page.locator(".map-card").screenshot(path=str(artifacts / "scenario-hello-world.png"))
+    page.locator("#toolbar").screenshot(path=str(artifacts / "scenario-toolbar.png"))
     assert page.errors == []
     assert page.foreign == []
 
