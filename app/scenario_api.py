@@ -5,6 +5,7 @@
   `scenario_running` while another runs. 404 `unknown_scenario`. 422 `invalid_scenario` when it
   names a replica this cluster does not have (started with other `--pops`).
 - `GET /api/scenarios/runs/{run}`: progress (the current step's caption) and, once done, the report.
+- `DELETE /api/scenarios/runs/{run}` (admin): stop it where it is (faults it set stay: heal them).
 
 A run is a task on the event loop (the cluster is not thread-safe), paced by virtual time
 (`replication.scenarios.run_live`). Its progress goes out on the cluster's event bus as events
@@ -97,6 +98,9 @@ class ScenarioRuns:
             run.status = "passed" if report["passed"] else "failed"
         except asyncio.CancelledError:
             run.status = "cancelled"
+            emit({"t": self.live.sim.now, "kind": "scenario", "node": None, "name": run.name, "run": run.id,
+                  "step": 0, "of": None, "op": None, "line": None, "status": "cancelled",
+                  "caption": f"stopped before checking: {run.claim}"})
             raise
         except Exception:  # a bug in a step must not take the server down: the run fails, visibly
             log.exception("scenario %s (run %s) crashed", run.name, run.id)
@@ -108,12 +112,15 @@ class ScenarioRuns:
             if self.current is run:
                 self.current = None
 
-    async def close(self) -> None:
-        run = self.current
-        if run is not None and run.task is not None:
+    async def stop(self, run: Run) -> None:
+        if run.task is not None and not run.task.done():
             run.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await run.task
+
+    async def close(self) -> None:
+        if self.current is not None:
+            await self.stop(self.current)
 
 
 def _runs(request: Request) -> ScenarioRuns:
@@ -166,9 +173,22 @@ async def start_scenario(request: Request, name: str) -> RunStarted:
     return RunStarted(run=run.id, name=run.name, status=run.status, url=f"/api/scenarios/runs/{run.id}")
 
 
-@router.get("/api/scenarios/runs/{run_id}", responses={404: {"model": ErrorOut}})
-async def get_run(request: Request, run_id: str) -> RunOut:
+def _run_of(request: Request, run_id: str) -> Run:
     run = _runs(request).runs.get(run_id)
     if run is None:
         raise ApiError(404, "unknown_run", f"no scenario run {run_id!r} (finished runs are kept for a while)")
+    return run
+
+
+@router.get("/api/scenarios/runs/{run_id}", responses={404: {"model": ErrorOut}})
+async def get_run(request: Request, run_id: str) -> RunOut:
+    return RunOut(**_run_of(request, run_id).view())
+
+
+@router.delete("/api/scenarios/runs/{run_id}", responses={404: {"model": ErrorOut}})
+async def stop_run(request: Request, run_id: str) -> RunOut:
+    """Stop a running scenario where it is (a run that has ended stays as it was). A partition or
+    crash it set stays in force: heal or recover from the toolbar."""
+    run = _run_of(request, run_id)
+    await _runs(request).stop(run)
     return RunOut(**run.view())

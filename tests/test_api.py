@@ -124,7 +124,7 @@ def test_only_the_implemented_paths_exist(client):
         "/api/session": {"get"},
         "/api/scenarios": {"get"},
         "/api/scenarios/{name}": {"post"},
-        "/api/scenarios/runs/{run_id}": {"get"},
+        "/api/scenarios/runs/{run_id}": {"get", "delete"},
         "/metrics": {"get"},
     }
 

@@ -226,3 +226,21 @@ def test_serve_refuses_a_malformed_scenario_file_naming_its_line(tmp_path):
     p = subprocess.run(edgestate_cmd("serve", "--port", "0", "--pops", "lhr,jfk", "--scenario", str(f)), cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and f"{f}:5:" in p.stderr and "no replica 'syd'" in p.stderr
+
+
+def test_a_running_scenario_can_be_stopped():
+    _, client = make("default")
+    with client:
+        client.post("/api/sim/pause")
+        run_id = client.post("/api/scenarios/pop-dies").json()["run"]
+        r = client.delete(f"/api/scenarios/runs/{run_id}")
+        assert r.status_code == 200, r.text
+        run = r.json()
+        assert run["status"] == "cancelled" and run["report"] is None
+        assert run["events"][-1]["status"] == "cancelled" and run["caption"].startswith("stopped before checking")
+        assert client.get("/api/scenarios").json()["running"] is None
+        assert client.delete(f"/api/scenarios/runs/{run_id}").json()["status"] == "cancelled"  # idempotent
+        is_error(client.delete("/api/scenarios/runs/77"), 404, "unknown_run")
+        # and the next one runs
+        client.post("/api/sim/resume")
+        assert wait_run(client, client.post("/api/scenarios/hello-world").json()["run"])["status"] == "passed"

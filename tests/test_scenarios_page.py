@@ -24,7 +24,7 @@ def test_the_page_runs_hello_world_and_shows_its_claim_checked(make_page, artifa
     status = page.locator("[data-testid=scenario-status]")
     expect()(status).to_be_visible(timeout=DEADLINE_MS)
     expect()(status).to_have_text("✓ " + hello["claim"], timeout=DEADLINE_MS)
-    expect()(page.locator("[data-testid=scenario-run]")).to_be_enabled(timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=scenario-run]")).to_have_text("Run", timeout=DEADLINE_MS)
     # the steps went by in the event log, with the check that proved the claim
     log = page.locator("[data-testid=log]")
     expect()(log).to_contain_text("Hello, world: lhr writes", timeout=DEADLINE_MS)
@@ -33,6 +33,22 @@ def test_the_page_runs_hello_world_and_shows_its_claim_checked(make_page, artifa
     page.locator("#toolbar").screenshot(path=str(artifacts / "scenario-toolbar.png"))
     assert page.errors == []
     assert page.foreign == []
+
+
+def test_stop_ends_a_running_scenario(make_page):
+    page = open_dashboard(make_page)
+    page.server.api("POST", "/api/sim/pause")  # virtual time stands still: the run waits at its first wait
+    page.locator("[data-testid=scenario-select]").select_option("pop-dies")
+    button = page.locator("[data-testid=scenario-run]")
+    button.click()
+    status = page.locator("[data-testid=scenario-status]")
+    expect()(status).to_contain_text("wait 500 ms", timeout=DEADLINE_MS)
+    expect()(button).to_have_text("Stop")
+    button.click()
+    expect()(status).to_contain_text("stopped before checking", timeout=DEADLINE_MS)
+    expect()(button).to_have_text("Run", timeout=DEADLINE_MS)
+    assert page.server.api("GET", "/api/scenarios").json()["running"] is None
+    assert page.errors == []
 
 
 def test_a_scenario_started_elsewhere_shows_on_the_page(make_page):

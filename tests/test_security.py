@@ -393,6 +393,7 @@ def test_audience_mode_hides_and_closes_the_admin_controls_without_the_admin_tok
     ("POST", "/api/scenarios/../faults/partition", "admin"),
     ("GET", "/api/scenarios", "read"),
     ("GET", "/api/scenarios/runs/1", "read"),
+    ("DELETE", "/api/scenarios/runs/1", "admin"),
 ])
 def test_what_scenarios_need(method, path, need):
     assert security.need_of({"type": "http", "method": method, "path": path}) == need

@@ -1,5 +1,6 @@
-// Scripted scenarios on the page: the picker and Run button in the toolbar, and the caption
-// line on the map that follows a run step by step and ends with "✓ <claim>" or "✗ <claim>".
+// Scripted scenarios on the page: the picker and Run button in the toolbar (Stop while one
+// runs), and the caption line on the map that follows a run step by step and ends with
+// "✓ <claim>" or "✗ <claim>".
 // Progress arrives on /ws as "scenario" events (app.js hands them to onScenarioEvent); a slow
 // poll of the run's URL covers events missed while the stream reconnected.
 
@@ -23,7 +24,9 @@ function show(text, tone) {
 }
 
 function setBusy(busy) {
-  $("scenario-run").disabled = busy;
+  const b = $("scenario-run");
+  b.textContent = busy ? "Stop" : "Run";
+  b.dataset.busy = busy ? "1" : "";
 }
 
 function finish(run, status, caption) {
@@ -65,6 +68,12 @@ export function onScenarioEvent(ev) {
 }
 
 async function start() {
+  if ($("scenario-run").dataset.busy) {
+    if (S.run) {
+      try { await call("DELETE", `/api/scenarios/runs/${seg(S.run)}`); } catch (e) { toast(`stop: ${e.message}`); }
+    }
+    return;
+  }
   const name = $("scenario-select").value;
   if (!name) return;
   setBusy(true);
@@ -86,7 +95,7 @@ export async function initScenarios() {
     body = await call("GET", "/api/scenarios");
   } catch (e) {
     select.disabled = true;
-    setBusy(true);
+    $("scenario-run").disabled = true;
     return;
   }
   for (const s of body.scenarios) S.titles[s.name] = s.title;
