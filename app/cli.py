@@ -1,6 +1,6 @@
 """The `edgestate` command line.
 
-    edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...]
+    edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...] [--scenario FILE ...]
                     [--strategy plumtree|gossip|direct] [--speed X] [--seed N]
                     [--token T] [--admin-token A] [--private] [--audience [--write-rate R] [--write-burst B]]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
@@ -10,6 +10,7 @@
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
     edgestate replica --id ID --listen H:P [--http H:P] --peer ID=H:P ... --data-dir D --secret-file F
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
+    edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from replication.bench import cli as bench_cli
 from replication.cliargs import positive, positive_int
 from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
+from replication.scenarios import cli as scenario_cli
 
 from . import bench_replica, bench_ws, replica_cli
 
@@ -85,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", action="store_true",
                        help="run each POP as a real replica process (edgestate replica) on loopback, with the "
                             "geographic latency injected, instead of the simulator; time then runs at speed 1")
+    serve.add_argument("--scenario", action="append", default=[], metavar="FILE",
+                       help="add a scenario file to those the page and POST /api/scenarios/{name} can run "
+                            "(repeatable; checked at start: a malformed file exits 2 naming its line)")
     serve.add_argument("--data-dir", type=Path, metavar="DIR",
                        help="with --processes: where the replicas keep their state (default: a temporary "
                             "directory, removed at exit)")
@@ -109,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--write-burst", type=positive_int, default=10, metavar="B",
                         help="audience mode: writes a client may send at once (default: %(default)s)")
     replica_cli.add_parser(sub)
+    scenario_cli.add_parser(sub)
     which = bench_cli.add_parser(sub)
     bench_ws.add_parser(which)
     bench_replica.add_parser(which)
@@ -142,8 +148,16 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"edgestate serve: warning: {flag} is shorter than {WEAK_TOKEN_CHARS} characters: easy to guess",
                   file=sys.stderr)
 
+    from replication.scenarios import Catalogue, ScenarioError
+
     from .live import build_live
     from .main import create_app
+
+    try:
+        scenarios = Catalogue.with_files(args.scenario, [p.id for p in place_replicas(pops)])
+    except ScenarioError as e:
+        print(f"edgestate serve: error: --scenario: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
     if args.data_dir is not None and not args.processes:
         print("edgestate serve: error: --data-dir goes with --processes", file=sys.stderr)
@@ -157,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
             live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
-        return _run_server(args, create_app(live, run_clock=True, settings=settings), pops)
+        return _run_server(args, create_app(live, run_clock=True, settings=settings, scenarios=scenarios), pops)
 
 
 def _run_server(args: argparse.Namespace, app, pops) -> int:
@@ -200,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "replica":
         return replica_cli.run(args)
+    if args.command == "scenario":
+        return scenario_cli.run(args)
     if args.command == "bench":
         if args.bench == "ws":
             return bench_ws.run(args)

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Callable
 
 from fastapi import FastAPI
 
-from . import admin, api, docs, errors, metrics, page, ws
+from . import admin, api, docs, errors, metrics, page, scenario_api, ws
 from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from .live import LiveCluster
 
 if TYPE_CHECKING:
+    from replication.scenarios import Catalogue
+
     from .process_live import ProcessLive
 from .security import AccessMiddleware, Settings
 
@@ -24,10 +26,12 @@ def create_app(
     run_clock: bool = False,
     settings: Settings | None = None,
     wall_clock: Callable[[], float] | None = None,
+    scenarios: Catalogue | None = None,
 ) -> FastAPI:
     """`run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves).
     `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
-    `wall_clock`: seconds, for the audience rate limit (default: time.monotonic)."""
+    `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
+    `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins)."""
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
@@ -40,6 +44,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.scenarios.close()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -63,6 +68,8 @@ def create_app(
     page.install(app)
     docs.install(app)
     app.include_router(admin.router)
+    app.state.scenarios = scenario_api.ScenarioRuns(live, scenarios)
+    app.include_router(scenario_api.router)
     app.include_router(metrics.router)
     # innermost first: access control runs first, then the rate limit, then the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

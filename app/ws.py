@@ -28,6 +28,8 @@ What is forwarded (and why):
   is null when the message was lost or cut off when sent.
 - `dropped` for the animated kinds (the reason: loss, partition, crashed).
 - `applied`, `crash`, `recover`, `partition`, `heal`.
+- `scenario`: a running scenario's progress (name, run, step, of, op, caption, status
+  running/passed/failed, and a check's or a step's figures).
 - Not forwarded one by one: `delivered` (the page lands a message at its deliver_at), SWIM
   pings/acks/ping-reqs, anti-entropy digests, neighbour/prune/graft_ack control traffic,
   `membership` changes and `write` (its `applied` carries the same). They are counted:
@@ -265,6 +267,8 @@ class Hub:
         elif kind == "membership":
             self.membership_changes += 1
             return
+        elif kind == "scenario":  # a scripted scenario's progress: captions, checks, the verdict
+            out = dict(ev)
         else:  # "write" (its "applied" says the same) and kinds added later
             return
         if self.clients:

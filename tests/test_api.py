@@ -122,6 +122,9 @@ def test_only_the_implemented_paths_exist(client):
         "/api/sim/resume": {"post"},
         "/api/sim/step": {"post"},
         "/api/session": {"get"},
+        "/api/scenarios": {"get"},
+        "/api/scenarios/{name}": {"post"},
+        "/api/scenarios/runs/{run_id}": {"get", "delete"},
         "/metrics": {"get"},
     }
 

@@ -385,6 +385,41 @@ def test_audience_mode_hides_and_closes_the_admin_controls_without_the_admin_tok
     assert not live.paused
 
 
+# -- scenarios: running one is an admin control; the list and a run's progress are reads ---------
+
+
+@pytest.mark.parametrize("method, path, need", [
+    ("POST", "/api/scenarios/hello-world", "admin"),
+    ("POST", "/api/scenarios/../faults/partition", "admin"),
+    ("GET", "/api/scenarios", "read"),
+    ("GET", "/api/scenarios/runs/1", "read"),
+    ("DELETE", "/api/scenarios/runs/1", "admin"),
+])
+def test_what_scenarios_need(method, path, need):
+    assert security.need_of({"type": "http", "method": method, "path": path}) == need
+
+
+def test_starting_a_scenario_needs_the_admin_token():
+    client, live = build(Settings(token=TOKEN, admin_token=ADMIN))
+    with client:
+        before = snapshot(live)
+        unauthorized(client.post("/api/scenarios/hello-world"))
+        unauthorized(client.post("/api/scenarios/hello-world", headers=WRITE))  # the write token is not enough
+        assert snapshot(live) == before and ok(client.get("/api/scenarios"))["running"] is None
+        assert ok(client.get("/api/scenarios", headers=WRITE))["scenarios"]  # reading the list is not
+        r = client.post("/api/scenarios/hello-world", headers=ADMIN_H)
+        assert r.status_code == 202, r.text
+
+
+@pytest.mark.parametrize("settings", [Settings(token=TOKEN), Settings(audience=True)], ids=["token", "audience"])
+def test_without_an_admin_token_scenarios_are_off(settings):
+    client, live = build(settings)
+    before = snapshot(live)
+    err = is_error(client.post("/api/scenarios/hello-world", headers=WRITE), 403, "admin_disabled")
+    assert "--admin-token" in err["message"]
+    assert snapshot(live) == before
+
+
 def test_the_presenter_with_the_admin_token_is_not_rate_limited():
     wall = FakeClock()
     client, _ = build(Settings(audience=True, token=TOKEN, admin_token=ADMIN), wall_clock=wall)

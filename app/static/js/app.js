@@ -6,6 +6,7 @@ import { api } from "./api.js";
 import { WorldMap, DigestColours, MSG_STYLE, GROUP_COLOURS } from "./map.js";
 import { renderHeader, renderDetail, renderVV } from "./panel.js";
 import { ConvergenceView, renderCounters, logEvent } from "./convergence.js";
+import { initScenarios, onScenarioEvent } from "./scenarios.js";
 
 const SPEEDS = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100];
 const RECENT_WRITES = 12;
@@ -287,6 +288,9 @@ function handle(ev) {
       break;
     case "recover":
       logEvent(ev.t, [{ node: ev.node }, ev.lost_state ? ` came back empty (incarnation ${ev.incarnation})` : " recovered with its state"], "good");
+      break;
+    case "scenario":
+      onScenarioEvent(ev);
       break;
     case "detail":
       if (ev.node === S.selected) {
@@ -625,6 +629,7 @@ function main() {
   renderHeader(S);
   renderDetail(S, null, pickKey);
   applySession();
+  initScenarios();
   if (typeof Plotly === "undefined") {
     toast("plotly.js did not load: the map cannot be drawn");
     return;

@@ -1,0 +1,104 @@
+// Scripted scenarios on the page: the picker and Run button in the toolbar (Stop while one
+// runs), and the caption line on the map that follows a run step by step and ends with
+// "✓ <claim>" or "✗ <claim>".
+// Progress arrives on /ws as "scenario" events (app.js hands them to onScenarioEvent); a slow
+// poll of the run's URL covers events missed while the stream reconnected.
+
+import { $, el, setChildren, toast } from "./dom.js";
+import { call, seg } from "./api.js";
+import { logEvent } from "./convergence.js";
+
+const POLL_MS = 1000;
+const S = { titles: {}, run: null, done: new Set(), poll: null };
+
+function box() {
+  return $("scenario-status");
+}
+
+function show(text, tone) {
+  const b = box();
+  b.hidden = false;
+  b.textContent = text;
+  b.classList.toggle("scenario-ok", tone === "ok");
+  b.classList.toggle("scenario-bad", tone === "bad");
+}
+
+function setBusy(busy) {
+  const b = $("scenario-run");
+  b.textContent = busy ? "Stop" : "Run";
+  b.dataset.busy = busy ? "1" : "";
+}
+
+function finish(run, status, caption) {
+  if (S.done.has(run)) return;
+  S.done.add(run);
+  show(caption, status === "passed" ? "ok" : "bad");
+  setBusy(false);
+  clearInterval(S.poll);
+  S.poll = null;
+}
+
+function follow(run) {
+  S.run = run;
+  setBusy(true);
+  clearInterval(S.poll);
+  S.poll = setInterval(async () => {
+    try {
+      const r = await call("GET", `/api/scenarios/runs/${seg(run)}`);
+      if (r.status !== "running") finish(run, r.status, r.caption || (r.status === "passed" ? "✓ " : "✗ ") + r.claim);
+    } catch (e) {
+      if (e.status === 404) finish(run, "failed", "✗ the run is gone (was the server restarted?)");
+    }
+  }, POLL_MS);
+}
+
+export function onScenarioEvent(ev) {
+  if (S.done.has(ev.run)) return;
+  if (S.run !== ev.run) follow(ev.run); // started from elsewhere (curl, another page): show it too
+  const title = S.titles[ev.name] || ev.name;
+  if (ev.status === "running") {
+    const where = ev.step ? `${ev.step}/${ev.of} ` : "";
+    show(`${title} · ${where}${ev.caption}`);
+    if (ev.step && ev.op !== "expect") logEvent(ev.t, [`${title}: ${ev.caption}`]);
+    if (ev.check) logEvent(ev.t, [`${title}: ${ev.caption}`], ev.check.passed ? "good" : "bad");
+  } else {
+    logEvent(ev.t, [`${title}: ${ev.caption}`], ev.status === "passed" ? "good" : "bad");
+    finish(ev.run, ev.status, ev.caption);
+  }
+}
+
+async function start() {
+  if ($("scenario-run").dataset.busy) {
+    if (S.run) {
+      try { await call("DELETE", `/api/scenarios/runs/${seg(S.run)}`); } catch (e) { toast(`stop: ${e.message}`); }
+    }
+    return;
+  }
+  const name = $("scenario-select").value;
+  if (!name) return;
+  setBusy(true);
+  try {
+    const r = await call("POST", `/api/scenarios/${seg(name)}`);
+    if (S.run !== r.run) follow(r.run);
+    if (!S.done.has(r.run) && box().hidden) show(`${S.titles[name] || name} · starting…`);
+  } catch (e) {
+    setBusy(false);
+    toast(`scenario: ${e.message}`);
+  }
+}
+
+export async function initScenarios() {
+  const select = $("scenario-select");
+  $("scenario-run").addEventListener("click", start);
+  let body;
+  try {
+    body = await call("GET", "/api/scenarios");
+  } catch (e) {
+    select.disabled = true;
+    $("scenario-run").disabled = true;
+    return;
+  }
+  for (const s of body.scenarios) S.titles[s.name] = s.title;
+  setChildren(select, body.scenarios.map((s) => el("option", { value: s.name, text: s.title, title: s.claim })));
+  if (body.running) follow(body.running);
+}
