@@ -1,0 +1,308 @@
+"""The page's timeline in a real browser: record, scrub back, replay to the live edge, export a
+run, load it back offline, and save the convergence chart as a PNG.
+
+The timeline records the page's own stream; it never pauses the simulation. Waits are
+conditions with deadlines (`expect`, `wait_for_function`), never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+DEADLINE_MS = 20_000
+N_POPS = 22
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def expect():
+    from playwright.sync_api import expect as _expect
+
+    return _expect
+
+
+def open_dashboard(make_page):
+    page = make_page()
+    page.goto(page.server.base_url + "/")
+    page.wait_for_function(
+        "n => document.querySelectorAll('.scattergeo .point').length === n", arg=N_POPS, timeout=DEADLINE_MS)
+    expect()(page.locator("#conn")).to_have_text("live", timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=timeline-mode]")).to_have_text("Live", timeout=DEADLINE_MS)
+    return page
+
+
+def live_now(page) -> float:
+    return page.evaluate("window.__edgestate.timeline.rec.liveNow()")
+
+
+def scrub_to(page, t_ms: float) -> None:
+    """Move the scrubber as a user would: set its value, fire input and change."""
+    page.locator("[data-testid=timeline-scrub]").evaluate(
+        """(el, t) => { el.value = String(t);
+             el.dispatchEvent(new Event('input', {bubbles: true}));
+             el.dispatchEvent(new Event('change', {bubbles: true})); }""", t_ms)
+
+
+def view_time(page) -> float:
+    return page.evaluate("window.__edgestate.clock.now()")
+
+
+def has_write(page, key: str) -> bool:
+    return page.evaluate("k => [...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1] === k))", key)
+
+
+def digest_on_page(page, rid: str) -> str:
+    return page.evaluate("id => window.__edgestate.replicas[id].digest", rid)
+
+
+def record_a_partitioned_write(page, key: str):
+    """Before: converged, whole. After: partitioned, a write at lhr, diverged. Returns (t0, lhr digest before)."""
+    srv = page.server
+    srv.wait_converged()
+    badge = page.locator("[data-testid=convergence]")
+    expect()(badge).to_have_text("converged", timeout=DEADLINE_MS)
+    before = {r["id"]: r["digest"] for r in srv.api("GET", "/api/replicas").json()["replicas"]}
+    page.wait_for_function(f"window.__edgestate.replicas.lhr.digest === {json.dumps(before['lhr'])}", timeout=DEADLINE_MS)
+    t0 = live_now(page)
+    srv.api("POST", "/api/faults/partition", json={"groups": [["lhr", "fra", "mad"]]})
+    srv.api("PUT", f"/api/replicas/lhr/kv/{key}", json={"value": "from the past"})
+    expect()(badge).to_have_text("diverged", timeout=DEADLINE_MS)
+    expect()(page.locator("#partition-banner")).to_be_visible(timeout=DEADLINE_MS)
+    page.wait_for_function(f"[...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1] === {json.dumps(key)}))",
+                           timeout=DEADLINE_MS)
+    # let the recording run on a little past the write
+    t1 = live_now(page)
+    page.wait_for_function(f"window.__edgestate.timeline.rec.liveNow() > {t1 + 1000}", timeout=DEADLINE_MS)
+    return t0, before["lhr"]
+
+
+def test_scrub_back_shows_the_past_and_replay_returns_to_live(make_page, artifacts):
+    page = open_dashboard(make_page)
+    key = f"timeline-{time.monotonic_ns()}"
+    t0, lhr_before = record_a_partitioned_write(page, key)
+    live_digest = digest_on_page(page, "lhr")
+    assert live_digest != lhr_before
+    badge = page.locator("[data-testid=convergence]")
+    mode = page.locator("[data-testid=timeline-mode]")
+
+    # slow replay, then scrub back to before the partition
+    page.select_option("[data-testid=timeline-speed]", "0.1")
+    scrub_to(page, t0)
+    expect()(mode).to_have_text("Replay", timeout=DEADLINE_MS)
+    page.wait_for_function(f"window.__edgestate.clock.now() < {t0 + 400}", timeout=DEADLINE_MS)
+    # the page shows the cluster as it was then: converged, whole, no such write, lhr's old state
+    expect()(badge).to_have_text("converged", timeout=DEADLINE_MS)
+    expect()(page.locator("#partition-banner")).to_be_hidden()
+    assert not has_write(page, key)
+    assert digest_on_page(page, "lhr") == lhr_before
+    page.wait_for_function(  # and the map's marker for lhr wears the old state's colour
+        """d => { const S = window.__edgestate, i = S.ids.indexOf('lhr');
+                  return document.getElementById('map').data[0].marker.color[i] === S.colours.of(d); }""",
+        arg=lhr_before, timeout=DEADLINE_MS)
+    # meanwhile the live cluster is partitioned and still recorded
+    n = page.evaluate("window.__edgestate.timeline.rec.seqEnd")
+    page.server.api("PUT", f"/api/replicas/syd/kv/{key}-later", json={"value": 2})
+    page.wait_for_function(f"window.__edgestate.timeline.rec.seqEnd > {n}", timeout=DEADLINE_MS)
+    assert not has_write(page, key + "-later")
+
+    # pause: the view's clock stops
+    page.click("[data-testid=timeline-play]")
+    expect()(page.locator("[data-testid=timeline-play]")).to_have_text("▶ Play")
+    a = view_time(page)
+    page.wait_for_function(f"window.__edgestate.timeline.rec.liveNow() > {live_now(page) + 200}", timeout=DEADLINE_MS)
+    assert view_time(page) == a
+    # play fast: the past replays through the partition and the write, and catches up with live
+    page.select_option("[data-testid=timeline-speed]", "8")
+    page.click("[data-testid=timeline-play]")
+    page.wait_for_function(f"[...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1] === {json.dumps(key)}))",
+                           timeout=DEADLINE_MS)
+    expect()(mode).to_have_text("Live", timeout=DEADLINE_MS)
+    expect()(badge).to_have_text("diverged", timeout=DEADLINE_MS)
+    expect()(page.locator("#partition-banner")).to_be_visible()
+    assert has_write(page, key + "-later")
+    assert digest_on_page(page, "lhr") == page.server.api("GET", "/api/replicas").json()["replicas"][
+        [r["id"] for r in page.server.api("GET", "/api/replicas").json()["replicas"]].index("lhr")]["digest"]
+    # live again: the page follows the cluster
+    page.server.api("DELETE", "/api/faults/partition")
+    expect()(badge).to_have_text("converged", timeout=DEADLINE_MS)
+
+    # the Live button leaves a replay at once
+    page.select_option("[data-testid=timeline-speed]", "0.1")
+    scrub_to(page, t0)
+    expect()(mode).to_have_text("Replay", timeout=DEADLINE_MS)
+    expect()(badge).to_have_text("converged")
+    assert not has_write(page, key)
+    page.click("[data-testid=timeline-live]")
+    expect()(mode).to_have_text("Live", timeout=DEADLINE_MS)
+    assert has_write(page, key)
+    page.locator(".map-card").screenshot(path=str(artifacts / "timeline.png"))
+    assert page.errors == []
+
+
+def export_run(page, tmp_path):
+    with page.expect_download(timeout=DEADLINE_MS) as dl:
+        page.click("[data-testid=timeline-export]")
+    d = dl.value
+    assert d.suggested_filename.startswith("edgestate-run-") and d.suggested_filename.endswith(".json")
+    path = tmp_path / d.suggested_filename
+    d.save_as(str(path))
+    return path
+
+
+def offline_page(make_page):
+    """The page with its server's stream and API out of reach: only the page and its files load."""
+    page = make_page()
+    sockets: list[str] = []
+    page.route("**/api/**", lambda route: route.abort())
+    page.route_web_socket("**/ws", lambda ws: (sockets.append(ws.url), ws.close()))
+    page.goto(page.server.base_url + "/")
+    expect()(page.locator("[data-testid=timeline]")).to_be_visible(timeout=DEADLINE_MS)
+    page.wait_for_function("window.__edgestate && window.__edgestate.timeline", timeout=DEADLINE_MS)
+    assert page.locator(".scattergeo .point").count() == 0
+    return page, sockets
+
+
+def test_export_then_replay_the_file_offline(make_page, tmp_path):
+    page = open_dashboard(make_page)
+    key = f"exported-{time.monotonic_ns()}"
+    t0, lhr_before = record_a_partitioned_write(page, key)
+    page.server.api("DELETE", "/api/faults/partition")
+    expect()(page.locator("[data-testid=convergence]")).to_have_text("converged", timeout=DEADLINE_MS)
+    t_healed = live_now(page)
+    path = export_run(page, tmp_path)
+    run = json.loads(path.read_text())
+    assert run["format"] == "edgestate-timeline" and run["version"] == 1
+    assert len(run["topology"]["replicas"]) == N_POPS
+    assert run["snapshot"]["kind"] == "snapshot" and run["start_ms"] <= t0 <= run["end_ms"]
+    kinds = {ev["kind"] for _, ev in run["events"]}
+    assert {"sent", "applied", "state", "partition", "heal", "convergence"} <= kinds
+    assert any(ev["kind"] == "applied" and ev["via"] == "local" and ev["keys"][0][1] == key for _, ev in run["events"])
+    page.close()
+
+    # a talk without network: no stream, no API; the file is all there is
+    page, sockets = offline_page(make_page)
+    page.set_input_files("[data-testid=timeline-import]", str(path))
+    page.wait_for_function(
+        "n => document.querySelectorAll('.scattergeo .point').length === n", arg=N_POPS, timeout=DEADLINE_MS)
+    mode = page.locator("[data-testid=timeline-mode]")
+    expect()(mode).to_have_text("Replay")
+    expect()(page.locator("#conn")).to_contain_text("offline")
+    expect()(page.locator("[data-testid=timeline-error]")).to_be_hidden()
+    opened = len(sockets)
+    # the view starts at the file's start: before the write
+    assert not has_write(page, key)
+    assert page.evaluate("window.__edgestate.clock.now()") == pytest.approx(run["start_ms"], abs=1)
+    # scrub to before the partition: lhr as it was; to after the write: diverged
+    scrub_to(page, t0)
+    page.wait_for_function(f"Math.abs(window.__edgestate.clock.now() - {t0}) < 400", timeout=DEADLINE_MS)
+    assert digest_on_page(page, "lhr") == lhr_before
+    expect()(page.locator("[data-testid=convergence]")).to_have_text("converged")
+    # replay from there at 8x: the partition, the write and the heal play out from the file
+    page.select_option("[data-testid=timeline-speed]", "8")
+    if page.locator("[data-testid=timeline-play]").inner_text() != "▶ Play":
+        page.click("[data-testid=timeline-play]")  # a scrub plays on; make sure it is paused first
+    page.click("[data-testid=timeline-play]")
+    expect()(page.locator("#partition-banner")).to_be_visible(timeout=DEADLINE_MS)
+    page.wait_for_function("window.__edgestate.map.flights.size > 0 || window.__edgestate.converged === false",
+                           timeout=DEADLINE_MS)
+    page.wait_for_function(f"[...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1] === {json.dumps(key)}))",
+                           timeout=DEADLINE_MS)
+    # at the end of the file, the replay stops there (no live edge offline)
+    expect()(page.locator("[data-testid=timeline-play]")).to_have_text("▶ Play", timeout=DEADLINE_MS)
+    assert page.evaluate("window.__edgestate.clock.now()") == pytest.approx(run["end_ms"], abs=1)
+    assert page.evaluate("window.__edgestate.clock.now()") >= t_healed
+    expect()(page.locator("#partition-banner")).to_be_hidden()
+    expect()(mode).to_have_text("Replay")
+    # nothing tried to reach the stream once the file was loaded
+    assert len(sockets) == opened
+    assert page.foreign == []
+    errors = [e for e in page.errors if "WebSocket" not in e and "Failed to load resource" not in e]
+    assert errors == []
+
+
+def test_a_bad_or_foreign_file_is_refused_and_changes_nothing(make_page, tmp_path):
+    page = open_dashboard(make_page)
+    page.wait_for_function("window.__edgestate.timeline.rec.seqEnd > 0", timeout=DEADLINE_MS)
+    good = json.loads(export_run(page, tmp_path).read_text())
+    error = page.locator("[data-testid=timeline-error]")
+    mode = page.locator("[data-testid=timeline-mode]")
+
+    def bad(name: str, content: bytes, says: str):
+        before = page.evaluate("window.__edgestate.timeline.rec.start")
+        page.set_input_files("[data-testid=timeline-import]",
+                             files=[{"name": name, "mimeType": "application/json", "buffer": content}])
+        expect()(error).to_be_visible(timeout=DEADLINE_MS)
+        expect()(error).to_contain_text(says)
+        expect()(error).to_contain_text("Nothing was changed")
+        expect()(mode).to_have_text("Live")
+        expect()(page.locator("#conn")).to_have_text("live")
+        assert page.evaluate("window.__edgestate.timeline.source") == "live"
+        assert page.evaluate("window.__edgestate.timeline.rec.start") == before
+        assert page.locator(".scattergeo .point").count() == N_POPS
+
+    bad("broken.json", b'{"format": "edgestate-timeline", "version": 1, "events": [', "not JSON")
+    bad("foreign.json", json.dumps({"format": "har", "log": {}}).encode(), "not an edgestate run")
+    bad("future.json", json.dumps({**good, "version": 99}).encode(), "version")
+    evil_city = json.loads(json.dumps(good))
+    evil_city["topology"]["replicas"][0]["city"] = '<img src=x onerror="window.__xss=1">'
+    bad("evil-city.json", json.dumps(evil_city).encode(), "topology.replicas[0].city")
+    evil_kind = json.loads(json.dumps(good))
+    evil_kind["events"].append([good["end_ms"], {"kind": '<img src=x onerror="window.__xss=2">'}])
+    bad("evil-kind.json", json.dumps(evil_kind).encode(), "unknown event kind")
+    stranger = json.loads(json.dumps(good))
+    stranger["events"].append([good["end_ms"], {"kind": "applied", "t": good["end_ms"], "node": "atlantis",
+                                                "dots": [["atlantis", 1]], "keys": [["kv", "x"]], "via": "local"}])
+    bad("stranger.json", json.dumps(stranger).encode(), "not a POP")
+    # the file's text reaches the page as text only
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("[data-testid=timeline-error] *").count() == 0
+    assert page.evaluate("document.querySelectorAll('img').length") == 0
+    assert page.errors == []
+
+
+def test_a_key_in_a_loaded_file_is_shown_as_text(make_page, tmp_path):
+    page = open_dashboard(make_page)
+    key = '<img src=x onerror="window.__xss=3">'
+    page.server.api("PUT", "/api/replicas/lhr/kv/" + key, json={"value": 1})
+    page.wait_for_function("[...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1].startsWith('<img')))",
+                           timeout=DEADLINE_MS)
+    path = export_run(page, tmp_path)
+    page.close()
+    page, _ = offline_page(make_page)
+    page.set_input_files("[data-testid=timeline-import]", str(path))
+    page.wait_for_function("n => document.querySelectorAll('.scattergeo .point').length === n", arg=N_POPS,
+                           timeout=DEADLINE_MS)
+    page.click("[data-testid=timeline-play]")
+    expect()(page.locator("[data-testid=log]")).to_contain_text(key, timeout=DEADLINE_MS)
+    assert page.evaluate("window.__xss") is None
+    assert page.evaluate("document.querySelectorAll('img').length") == 0
+
+
+def test_the_convergence_chart_saves_as_png(make_page, tmp_path):
+    page = open_dashboard(make_page)
+    key = f"png-{time.monotonic_ns()}"
+    page.server.api("PUT", f"/api/replicas/syd/kv/{key}", json={"value": "chart me"})
+    page.wait_for_function(
+        "k => document.getElementById('conv-chart').data && document.getElementById('conv-chart').data.length >= 2"
+        " && [...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1] === k))", arg=key,
+        timeout=DEADLINE_MS)
+    with page.expect_download(timeout=DEADLINE_MS) as dl:
+        page.click("[data-testid=convergence-png]")
+    d = dl.value
+    name = d.suggested_filename
+    assert name.startswith("edgestate-convergence-") and name.endswith(".png")
+    assert key.lower() in name  # it says what it shows
+    path = tmp_path / name
+    d.save_as(str(path))
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    # a real image: IHDR with the size asked for (1200 x 600 at scale 2)
+    assert data[12:16] == b"IHDR"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (2400, 1200)
+    assert len(data) > 20_000
+    assert page.errors == []
