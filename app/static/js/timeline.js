@@ -279,7 +279,7 @@ export class Recording {
   }
 
   // the run, as a file
-  toRun(source) {
+  toRun(source, end = this.lastVt) {
     const kf = this.keyframes[0];
     const { detail, ...snapshot } = kf.snap;
     return {
@@ -289,7 +289,7 @@ export class Recording {
       exported_at: new Date().toISOString(),
       source: String(source || ""),
       start_ms: kf.vt,
-      end_ms: this.lastVt,
+      end_ms: Math.max(this.lastVt, end),
       topology: snapshot.topology,
       snapshot,
       detail: detail || null,
@@ -608,7 +608,7 @@ export async function saveConvergencePng(S, gd) {
   }));
   if (data[1]) data[1] = { ...data[1], line: { ...data[1].line, color: "#9fb0c8" } , name: "physical limit (one direct hop)" };
   const scenario = S.scenario && (S.scenario.name || S.scenario) || document.body.dataset.scenario || "";
-  const what = scenario ? String(scenario) : shown.length ? [...new Set(shown.map((w) => w.keys[0] ? w.keys[0][1] : "?"))].join(", ") : "no writes";
+  const what = scenario ? String(scenario) : shown.length ? [...new Set(shown.map((w) => (w.keys[0] ? w.keys[0][1] : "?")).reverse())].join(", ") : "no writes";
   const t = S.clock.now();
   const strategy = S.settings ? S.settings.strategy : "";
   const replay = S.timeline && S.timeline.mode === "replay" ? " · replay" : "";
@@ -912,7 +912,7 @@ export class Timeline {
       this.showError("nothing recorded yet: wait for the live stream");
       return null;
     }
-    const run = this.rec.toRun(this.source === "file" ? this.fileName : location.host);
+    const run = this.rec.toRun(this.source === "file" ? this.fileName : location.host, this.edge());
     const blob = new Blob([JSON.stringify(run)], { type: "application/json" });
     const url = URL.createObjectURL(blob);
     const name = `edgestate-run-${slug(run.source)}-${(run.start_ms / 1000).toFixed(1)}s-${(run.end_ms / 1000).toFixed(1)}s.json`;
