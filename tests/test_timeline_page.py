@@ -201,14 +201,22 @@ def test_export_then_replay_the_file_offline(make_page, tmp_path):
     page.wait_for_function(f"Math.abs(window.__edgestate.clock.now() - {t0}) < 400", timeout=DEADLINE_MS)
     assert digest_on_page(page, "lhr") == lhr_before
     expect()(page.locator("[data-testid=convergence]")).to_have_text("converged")
-    # replay from there at 8x: the partition, the write and the heal play out from the file
-    page.select_option("[data-testid=timeline-speed]", "8")
-    if page.locator("[data-testid=timeline-play]").inner_text() != "▶ Play":
-        page.click("[data-testid=timeline-play]")  # a scrub plays on; make sure it is paused first
+    # replay from there: the partition, the write and the heal play out from the file.
+    # What the page shows is sampled every frame, so that a short moment is not missed.
+    page.evaluate("""() => { const seen = window.__seen = {banner: false, flights: 0, diverged: false};
+        const look = () => { const S = window.__edgestate;
+            seen.banner ||= !document.getElementById('partition-banner').hidden;
+            seen.flights = Math.max(seen.flights, S.map.flights.size);
+            seen.diverged ||= document.querySelector('[data-testid=convergence]').textContent === 'diverged';
+            requestAnimationFrame(look); };
+        look(); }""")
+    page.select_option("[data-testid=timeline-speed]", "0.1")
+    expect()(page.locator("[data-testid=timeline-play]")).to_have_text("▶ Play")  # loaded paused
     page.click("[data-testid=timeline-play]")
-    expect()(page.locator("#partition-banner")).to_be_visible(timeout=DEADLINE_MS)
-    page.wait_for_function("window.__edgestate.map.flights.size > 0 || window.__edgestate.converged === false",
-                           timeout=DEADLINE_MS)
+    page.wait_for_function("window.__seen.banner && window.__seen.flights > 0", timeout=DEADLINE_MS)
+    # messages fly at 0.1x (the server ran at --speed 5); then on at 8x to the end of the file
+    page.select_option("[data-testid=timeline-speed]", "8")
+    page.wait_for_function("window.__seen.diverged", timeout=DEADLINE_MS)
     page.wait_for_function(f"[...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1] === {json.dumps(key)}))",
                            timeout=DEADLINE_MS)
     # at the end of the file, the replay stops there (no live edge offline)
@@ -282,7 +290,7 @@ def test_a_key_in_a_loaded_file_is_shown_as_text(make_page, tmp_path):
     assert page.evaluate("document.querySelectorAll('img').length") == 0
 
 
-def test_the_convergence_chart_saves_as_png(make_page, tmp_path):
+def test_the_convergence_chart_saves_as_png(make_page, tmp_path, artifacts):
     page = open_dashboard(make_page)
     key = f"png-{time.monotonic_ns()}"
     page.server.api("PUT", f"/api/replicas/syd/kv/{key}", json={"value": "chart me"})
@@ -305,4 +313,5 @@ def test_the_convergence_chart_saves_as_png(make_page, tmp_path):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (2400, 1200)
     assert len(data) > 20_000
+    (artifacts / "convergence-export.png").write_bytes(data)
     assert page.errors == []
