@@ -608,7 +608,9 @@ export async function saveConvergencePng(S, gd) {
   }));
   if (data[1]) data[1] = { ...data[1], line: { ...data[1].line, color: "#9fb0c8" } , name: "physical limit (one direct hop)" };
   const scenario = S.scenario && (S.scenario.name || S.scenario) || document.body.dataset.scenario || "";
-  const what = scenario ? String(scenario) : shown.length ? [...new Set(shown.map((w) => (w.keys[0] ? w.keys[0][1] : "?")).reverse())].join(", ") : "no writes";
+  const keys = [...new Set(shown.map((w) => (w.keys[0] ? w.keys[0][1] : "?")).reverse())];
+  let what = scenario ? String(scenario) : keys.length ? keys.slice(0, 3).join(", ") + (keys.length > 3 ? ` +${keys.length - 3} more` : "") : "no writes";
+  if (what.length > 90) what = what.slice(0, 89) + "…";
   const t = S.clock.now();
   const strategy = S.settings ? S.settings.strategy : "";
   const replay = S.timeline && S.timeline.mode === "replay" ? " · replay" : "";
