@@ -315,3 +315,80 @@ def test_the_convergence_chart_saves_as_png(make_page, tmp_path, artifacts):
     assert len(data) > 20_000
     (artifacts / "convergence-export.png").write_bytes(data)
     assert page.errors == []
+
+
+def test_the_recording_is_bounded_and_a_run_survives_the_round_trip(make_page):
+    """timeline.js on its own, in the browser: a long run keeps a bounded window that starts at a
+    keyframe, and its export validates and loads back to the same events."""
+    page = make_page()
+    page.goto(page.server.base_url + "/")
+    page.wait_for_function("window.__edgestate && window.__edgestate.timeline", timeout=DEADLINE_MS)
+    out = page.evaluate("""async () => {
+        const m = await import('/static/js/timeline.js');
+        const topo = {replicas: [{id: 'a', city: 'A', region: 'R', lat: 0, lon: 0},
+                                 {id: 'b', city: 'B', region: 'R', lat: 10, lon: 10}], rtt_ms: {a: {b: 10}}};
+        const st = (node, d) => ({kind: 'state', node, status: 'up', digest: d, version_vector: {a: 0}, keys: 1});
+        const rec = new m.Recording();
+        rec.snapshot({kind: 'snapshot', topology: topo, replicas: [st('a', 'd0'), st('b', 'd0')],
+            convergence: {kind: 'convergence', converged: true},
+            clock: {kind: 'clock', now_ms: 0, speed: 1, paused: false, strategy: 'direct', loss: 0},
+            counters: {kind: 'counters'}, groups: null, writes: [], in_flight: [], animated: [], frame_ms: 50}, false);
+        const N = 120000;
+        for (let i = 1; i <= N; i++) {
+            // a state placed after its replica's event, though it arrives after the clock
+            rec.ingest([{kind: 'applied', t: i * 10, node: 'a', dots: [['a', i]], keys: [['kv', 'k' + i]], via: 'local'},
+                        {kind: 'clock', now_ms: i * 10 + 5, speed: 1, paused: false, strategy: 'direct', loss: 0},
+                        st('a', 'd' + i)], false);
+        }
+        // and a long quiet run: bounded by virtual time (15 minutes) instead
+        const quiet = new m.Recording();
+        quiet.snapshot(rec.keyframes[0].snap, false);
+        for (let i = 1; i <= 20000; i++) quiet.ingest([{kind: 'heal', t: i * 100}], false);
+        const quietSpan = quiet.end - quiet.start, quietEvents = quiet.events.length;
+        const kf = rec.keyframes[0];
+        const run = JSON.parse(JSON.stringify(rec.toRun('test')));
+        m.validateRun(run);
+        const back = m.Recording.fromRun(run);
+        let bad = null;
+        try { m.validateRun({...run, events: [[run.end_ms + 1, {kind: 'heal', t: 0}]]}); } catch (e) { bad = e.message; }
+        const stateAfterApplied = rec.events.findIndex(([vt, ev]) => ev.kind === 'state') ===
+            rec.events.findIndex(([vt, ev]) => ev.kind === 'applied') + 1;
+        return {
+            events: rec.events.length, span: rec.end - rec.start, end: rec.end, keyframes: rec.keyframes.length,
+            startsAtKeyframe: kf.seq === rec.offset, kfDigest: kf.snap.replicas[0].digest,
+            kfVt: kf.vt, backEvents: back.events.length, backStart: back.start, backEnd: back.end,
+            writes: kf.snap.writes.length, bad, stateAfterApplied, quietSpan, quietEvents,
+        };
+    }""")
+    assert out["end"] == 120000 * 10 + 5
+    assert out["events"] <= 150_000 * 1.1 and out["span"] <= 15 * 60 * 1000 * 1.1
+    assert out["events"] >= 150_000 * 0.9  # trimmed to the bound, not emptied
+    assert out["startsAtKeyframe"] and out["keyframes"] > 10
+    # the first kept keyframe holds the state at its time: a's digest of the last write before it
+    assert out["kfDigest"] == f"d{int((out['kfVt'] - 5) // 10)}"
+    assert out["writes"] == 12
+    assert 14 * 60 * 1000 <= out["quietSpan"] <= 15 * 60 * 1000 * 1.1 and out["quietEvents"] < 10_000
+    assert out["stateAfterApplied"]
+    assert (out["backEvents"], out["backStart"], out["backEnd"]) == (out["events"], out["kfVt"], out["end"])
+    assert out["bad"] and "after end_ms" in out["bad"]
+
+
+def test_the_live_button_leaves_a_loaded_file_for_the_stream(make_page, tmp_path):
+    page = open_dashboard(make_page)
+    page.wait_for_function("window.__edgestate.timeline.rec.seqEnd > 0", timeout=DEADLINE_MS)
+    path = export_run(page, tmp_path)
+    mode = page.locator("[data-testid=timeline-mode]")
+    page.set_input_files("[data-testid=timeline-import]", str(path))
+    expect()(mode).to_have_text("Replay", timeout=DEADLINE_MS)
+    expect()(page.locator("#conn")).to_contain_text("offline", timeout=DEADLINE_MS)
+    expect()(page.locator("#toolbar")).to_be_hidden()  # nothing to drive offline
+    assert page.evaluate("window.__edgestate.ws.readyState") in (2, 3)  # closing or closed
+    page.click("[data-testid=timeline-live]")
+    expect()(page.locator("#conn")).to_have_text("live", timeout=DEADLINE_MS)
+    expect()(mode).to_have_text("Live")
+    expect()(page.locator("#toolbar")).to_be_visible()
+    key = f"back-online-{time.monotonic_ns()}"
+    page.server.api("PUT", f"/api/replicas/lhr/kv/{key}", json={"value": 1})
+    page.wait_for_function(f"[...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1] === {json.dumps(key)}))",
+                           timeout=DEADLINE_MS)
+    assert page.errors == []
