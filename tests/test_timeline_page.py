@@ -392,3 +392,51 @@ def test_the_live_button_leaves_a_loaded_file_for_the_stream(make_page, tmp_path
     page.wait_for_function(f"[...window.__edgestate.writes.values()].some(w => w.keys.some(x => x[1] === {json.dumps(key)}))",
                            timeout=DEADLINE_MS)
     assert page.errors == []
+
+
+def small_run() -> dict:
+    """A hand-written run on two POPs of its own: a write at London reaches Sydney."""
+    topo = {"replicas": [{"id": "lon", "city": "London", "region": "Europe", "lat": 51.5, "lon": -0.1},
+                         {"id": "syd", "city": "Sydney", "region": "Oceania", "lat": -33.9, "lon": 151.2}],
+            "rtt_ms": {"lon": {"syd": 212.0}, "syd": {"lon": 212.0}}}
+
+    def state(node, digest, n):
+        return {"kind": "state", "node": node, "status": "up", "digest": digest, "version_vector": {"lon": n}, "keys": n}
+
+    clock = {"kind": "clock", "now_ms": 1000.0, "speed": 0.1, "paused": False, "strategy": "direct", "loss": 0.0}
+    snap = {"kind": "snapshot", "topology": topo, "replicas": [state("lon", "aa", 0), state("syd", "aa", 0)],
+            "convergence": {"kind": "convergence", "converged": True}, "clock": clock, "counters": {"kind": "counters"},
+            "groups": None, "writes": [], "in_flight": [], "animated": ["payload"], "frame_ms": 50}
+    events = [
+        [1100.0, {"kind": "applied", "t": 1100.0, "node": "lon", "dots": [["lon", 1]], "keys": [["kv", "hello"]], "via": "local"}],
+        [1100.0, state("lon", "bb", 1)],
+        [1100.0, {"kind": "sent", "t": 1100.0, "src": "lon", "dst": "syd", "msg": "payload", "mid": 1, "deliver_at": 1206.0}],
+        [1100.0, {"kind": "convergence", "converged": False}],
+        [1206.0, {"kind": "applied", "t": 1206.0, "node": "syd", "dots": [["lon", 1]], "keys": [["kv", "hello"]], "via": "payload"}],
+        [1206.0, state("syd", "bb", 1)],
+        [1206.0, {"kind": "convergence", "converged": True}],
+    ]
+    return {"format": "edgestate-timeline", "version": 1, "start_ms": 1000.0, "end_ms": 1500.0, "topology": topo,
+            "snapshot": snap, "detail": None, "events": events}
+
+
+def test_a_file_with_other_pops_redraws_the_map(make_page, tmp_path):
+    page = open_dashboard(make_page)
+    path = tmp_path / "two-pops.json"
+    path.write_text(json.dumps(small_run()))
+    page.set_input_files("[data-testid=timeline-import]", str(path))
+    page.wait_for_function("document.querySelectorAll('.scattergeo .point').length === 2", timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=timeline-error]")).to_be_hidden()
+    assert page.evaluate("window.__edgestate.ids") == ["lon", "syd"]
+    badge = page.locator("[data-testid=convergence]")
+    expect()(badge).to_have_text("converged")
+    scrub_to(page, 1150)  # the write is on its way to Sydney
+    expect()(badge).to_have_text("diverged", timeout=DEADLINE_MS)
+    page.wait_for_function("window.__edgestate.map.flights.size === 1", timeout=DEADLINE_MS)
+    assert page.evaluate("window.__edgestate.replicas.syd.digest") == "aa"
+    scrub_to(page, 1300)  # it has landed
+    expect()(badge).to_have_text("converged", timeout=DEADLINE_MS)
+    assert page.evaluate("window.__edgestate.replicas.syd.digest") == "bb"
+    assert page.evaluate("window.__edgestate.map.flights.size") == 0
+    assert page.locator("#pop-select option").count() == 3  # the prompt and the file's two POPs
+    assert page.errors == []
