@@ -840,6 +840,7 @@ export class Timeline {
   }
 
   pause() {
+    if (this.rec.empty) return; // nothing to show yet
     if (this.mode === "live") {
       this.serial(async () => { this.enterReplay(); this.playing = false; this.render(); });
       return;
