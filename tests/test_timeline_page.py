@@ -103,6 +103,7 @@ def test_scrub_back_shows_the_past_and_replay_returns_to_live(make_page, artifac
         """d => { const S = window.__edgestate, i = S.ids.indexOf('lhr');
                   return document.getElementById('map').data[0].marker.color[i] === S.colours.of(d); }""",
         arg=lhr_before, timeout=DEADLINE_MS)
+    page.screenshot(path=str(artifacts / "timeline-replay.png"))
     # meanwhile the live cluster is partitioned and still recorded
     n = page.evaluate("window.__edgestate.timeline.rec.seqEnd")
     page.server.api("PUT", f"/api/replicas/syd/kv/{key}-later", json={"value": 2})

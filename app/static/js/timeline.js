@@ -695,7 +695,8 @@ export class Timeline {
   async feedOne(ev) {
     try {
       if (ev.kind === "snapshot" && this.S.topo && !sameIds(this.S.topo, ev.topology)) this.retireMap();
-      const r = this.applyFn(ev.kind === "sent" ? { ...ev } : ev); // the map marks flights it drops
+      // the map marks the flights it drops: it gets copies, the recording stays as received
+      const r = this.applyFn(ev.kind === "sent" ? { ...ev } : ev.kind === "snapshot" ? structuredClone(ev) : ev);
       if (r && typeof r.then === "function") await r;
     } catch (e) {
       console.error("could not handle", ev && ev.kind, e);
@@ -775,7 +776,7 @@ export class Timeline {
     if (log) setChildren(log);
     const { detail, ...snap } = kf.snap;
     this.recSpeed = snap.clock.speed > 0 ? snap.clock.speed : 1;
-    await this.feedOne(structuredClone(snap));
+    await this.feedOne(snap);
     if (detail) await this.feedOne(detail);
     this.cursor = kf.seq;
     await this.feedUntil(T);
