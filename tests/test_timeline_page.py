@@ -441,3 +441,24 @@ def test_a_file_with_other_pops_redraws_the_map(make_page, tmp_path):
     assert page.evaluate("window.__edgestate.map.flights.size") == 0
     assert page.locator("#pop-select option").count() == 3  # the prompt and the file's two POPs
     assert page.errors == []
+
+
+def test_a_scenario_is_recorded_and_its_chart_is_named_after_it(make_page, tmp_path):
+    page = open_dashboard(make_page)
+    page.server.api("POST", "/api/scenarios/hello-world")
+    expect()(page.locator("[data-testid=scenario-status]")).to_contain_text("✓", timeout=60_000)
+    page.wait_for_function("window.__edgestate.scenario && window.__edgestate.scenario.name === 'hello-world'",
+                           timeout=DEADLINE_MS)
+    with page.expect_download(timeout=DEADLINE_MS) as dl:
+        page.click("[data-testid=convergence-png]")
+    assert dl.value.suggested_filename.startswith("edgestate-convergence-hello-world-")
+    # the run, with the scenario's progress in it, loads back
+    path = export_run(page, tmp_path)
+    run = json.loads(path.read_text())
+    assert any(ev["kind"] == "scenario" and ev["status"] == "passed" for _, ev in run["events"])
+    page.set_input_files("[data-testid=timeline-import]", str(path))
+    expect()(page.locator("#conn")).to_contain_text("offline", timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=timeline-error]")).to_be_hidden()
+    scrub_to(page, run["end_ms"])
+    page.wait_for_function("window.__edgestate.scenario && window.__edgestate.scenario.status === 'passed'",
+                           timeout=DEADLINE_MS)

@@ -53,6 +53,7 @@ class Model {
       this.writeOfDot.set(w.id, w.id);
     }
     this.detail = snap.detail || null;
+    this.scenario = snap.scenario || null;
   }
 
   apply(ev) {
@@ -89,6 +90,9 @@ class Model {
         break;
       case "detail":
         this.detail = ev;
+        break;
+      case "scenario":
+        this.scenario = ev;
         break;
       default:
         break;
@@ -130,6 +134,7 @@ class Model {
       animated: this.animated,
       frame_ms: this.frame_ms,
       detail: this.detail,
+      scenario: this.scenario,
     };
   }
 }
@@ -516,11 +521,24 @@ function checkSnapshot(s, path, ids) {
     obj(w.arrivals, `${p}.arrivals`);
     for (const [n, t] of Object.entries(w.arrivals)) { checkNode(n, `${p}.arrivals key`, ids); num(t, `${p}.arrivals.${n}`); }
   });
+  if (s.scenario !== undefined && s.scenario !== null) checkScenario(s.scenario, `${path}.scenario`);
   arr(s.in_flight || [], `${path}.in_flight`, 100000).forEach((m, i) => {
     obj(m, `${path}.in_flight[${i}]`);
     if (m.kind !== "sent") fail(`${path}.in_flight[${i}].kind`, 'must be "sent"');
     checkSent(m, `${path}.in_flight[${i}]`, ids);
   });
+}
+
+function checkScenario(e, path) {
+  obj(e, path);
+  num(e.t, `${path}.t`);
+  str(e.name, `${path}.name`, 200);
+  if (typeof e.run !== "string" && typeof e.run !== "number") fail(`${path}.run`, "must be a run id");
+  str(e.status, `${path}.status`, 20);
+  str(e.caption ?? "", `${path}.caption`, 2000);
+  for (const k of ["step", "of"]) if (e[k] !== undefined && e[k] !== null) num(e[k], `${path}.${k}`);
+  if (e.op !== undefined && e.op !== null) str(e.op, `${path}.op`, 40);
+  if (e.check !== undefined && e.check !== null) { obj(e.check, `${path}.check`); bool(e.check.passed, `${path}.check.passed`); }
 }
 
 function checkEvent(e, path, ids) {
@@ -545,6 +563,7 @@ function checkEvent(e, path, ids) {
     case "crash": case "recover": num(e.t, `${path}.t`); checkNode(e.node, `${path}.node`, ids); break;
     case "detail": checkDetail(e, path, ids); break;
     case "snapshot": checkSnapshot(e, path, ids); break;
+    case "scenario": checkScenario(e, path); break;
     default: fail(`${path}.kind`, `unknown event kind ${JSON.stringify(kind).slice(0, 60)}`);
   }
 }
@@ -696,6 +715,7 @@ export class Timeline {
     try {
       if (ev.kind === "snapshot" && this.S.topo && !sameIds(this.S.topo, ev.topology)) this.retireMap();
       // the map marks the flights it drops: it gets copies, the recording stays as received
+      if (ev.kind === "scenario") this.S.scenario = { name: ev.name, status: ev.status };
       const r = this.applyFn(ev.kind === "sent" ? { ...ev } : ev.kind === "snapshot" ? structuredClone(ev) : ev);
       if (r && typeof r.then === "function") await r;
     } catch (e) {
@@ -774,7 +794,8 @@ export class Timeline {
     this.takeClock(T);
     const log = $("log");
     if (log) setChildren(log);
-    const { detail, ...snap } = kf.snap;
+    const { detail, scenario, ...snap } = kf.snap;
+    this.S.scenario = scenario ? { name: scenario.name, status: scenario.status } : null;
     this.recSpeed = snap.clock.speed > 0 ? snap.clock.speed : 1;
     await this.feedOne(snap);
     if (detail) await this.feedOne(detail);
