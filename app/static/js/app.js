@@ -7,6 +7,7 @@ import { WorldMap, DigestColours, MSG_STYLE, GROUP_COLOURS } from "./map.js";
 import { renderHeader, renderDetail, renderVV } from "./panel.js";
 import { ConvergenceView, renderCounters, logEvent } from "./convergence.js";
 import { initScenarios, onScenarioEvent } from "./scenarios.js";
+import { Timeline } from "./timeline.js";
 
 const SPEEDS = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100];
 const RECENT_WRITES = 12;
@@ -69,6 +70,13 @@ const S = {
 
 const conv = new ConvergenceView(S);
 window.__edgestate = S; // for debugging in the console, and for tests
+// the timeline records every stream message and decides what the view shows: live, or a replay
+S.timeline = new Timeline({
+  S,
+  apply: (ev) => (ev.kind === "snapshot" ? onSnapshot(ev) : handle(ev)),
+  connect: () => connect(),
+  disconnect: () => S.ws && S.ws.close(),
+});
 
 // -- helpers -----------------------------------------------------------------------------
 
@@ -347,6 +355,7 @@ function send(obj) {
 
 let retry = 500;
 function connect() {
+  if (S.timeline.offline) return; // replaying a file: no stream
   const conn = $("conn");
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   const ws = new WebSocket(url);
@@ -368,18 +377,10 @@ function connect() {
       return;
     }
     // the snapshot builds the map (async): later batches wait for it, in order
-    chain = chain.then(async () => {
-      for (const ev of batch) {
-        try {
-          if (ev.kind === "snapshot") await onSnapshot(ev);
-          else handle(ev);
-        } catch (e) {
-          console.error("could not handle", ev.kind, e);
-        }
-      }
-    });
+    chain = chain.then(() => S.timeline.receive(batch));
   });
   ws.addEventListener("close", (e) => {
+    if (S.timeline.offline) return;
     conn.textContent = e.code === 1013 ? "too slow: reconnecting" : "reconnecting";
     conn.className = "conn conn-lost";
     setTimeout(connect, retry);
