@@ -1,0 +1,92 @@
+"""The coordination panel in a real browser: the selected POP's write (local µs, everywhere ms)
+against a global leader's commit, and who can still write while the Atlantic is cut.
+
+Waits are conditions with deadlines (Playwright's `expect`), never fixed sleeps. The figures
+the page shows are checked against what `/api/coordination` answers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from test_page import DEADLINE_MS, N_POPS, expect, open_dashboard, select_pop
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def fmt_ms(ms: float) -> str:
+    """As the page's fmtMs shows a figure under a second."""
+    return f"{int(ms + 0.5)} ms"
+
+
+def coordination(page) -> dict:
+    return page.server.api("GET", "/api/coordination").json()
+
+
+def test_the_panel_compares_a_write_with_a_global_leader_and_shows_who_can_write_under_a_cut(make_page, artifacts):
+    page = open_dashboard(make_page)
+    panel = page.locator("[data-testid=coordination]")
+    select_pop(page, "syd")
+    before = coordination(page)
+    leader, z = before["leader"], before["pops"]["syd"]["consensus_commit_ms"]
+    assert leader != "syd" and z > 200.0
+    expect()(panel.locator("[data-testid=coord-leader]")).to_contain_text(
+        f", {leader}): {fmt_ms(z)}", timeout=DEADLINE_MS)
+    avail = panel.locator("[data-testid=coord-avail]")
+    expect()(avail).to_have_text(f"CRDT: {N_POPS}/{N_POPS} can write · leader-based: {N_POPS}/{N_POPS}")
+
+    # a write through the page's own form, at Sydney
+    page.select_option("#write-type", "kv")
+    page.fill("#write-key", f"coordination-{time.monotonic_ns()}")
+    page.fill("#write-value", "g'day")
+    page.click("#write-submit")
+    crdt = panel.locator("[data-testid=coord-crdt]")
+    expect()(crdt).to_have_text(re.compile(r"your write at syd: local in [\d.,]+ µs, everywhere in \d+ ms$"),
+                                timeout=DEADLINE_MS)
+    got = coordination(page)["pops"]["syd"]
+    assert got["local_us"] > 0 and got["everywhere_ms"] is not None
+    text = crdt.inner_text()
+    assert fmt_ms(got["everywhere_ms"]) in text, (text, got)  # the page shows the server's figures
+    local_shown = float(re.search(r"local in ([\d.,]+) µs", text).group(1).replace(",", ""))
+    assert local_shown == pytest.approx(got["local_us"], abs=0.6)
+    ratio = panel.locator("[data-testid=coord-ratio]")
+    expect()(ratio).to_have_text(re.compile(r"^[\d,.]+× slower to answer than the local write$"))
+    shown = float(ratio.inner_text().split("×")[0].replace(",", ""))
+    assert shown == pytest.approx(z * 1000.0 / got["local_us"], rel=0.06)
+    page.locator("#panel").screenshot(path=str(artifacts / "coordination.png"))
+
+    # cut the Atlantic: every POP still writes as CRDTs; a leader needs a majority on its side
+    page.click("[data-testid=cut-atlantic]")
+    expect()(avail).not_to_have_text(re.compile(rf"leader-based: {N_POPS}/{N_POPS}$"), timeout=DEADLINE_MS)
+    cut = coordination(page)
+    assert cut["partitioned"]
+    n_cons = len(cut["writers"]["consensus"])
+    expect()(avail).to_have_text(f"CRDT: {N_POPS}/{N_POPS} can write · leader-based: {n_cons}/{N_POPS}")
+    side = next(g for g in cut["groups"] if leader in g)
+    if len(side) < cut["quorum"]:
+        assert n_cons == 0
+        expect()(panel.locator("[data-testid=coord-blocked]")).to_contain_text("short of a majority")
+    else:
+        expect()(panel.locator("[data-testid=coord-consensus-writers]")).to_have_text(" ".join(side))
+    can = "can write" if "syd" in cut["writers"]["consensus"] else "cannot write"
+    expect()(panel.locator("[data-testid=coord-selected-can]")).to_have_text(
+        re.compile(rf", syd: CRDT can write · leader-based {can}$"))
+    page.locator("#panel").screenshot(path=str(artifacts / "coordination-partitioned.png"))
+
+    page.click("[data-testid=heal]")
+    expect()(avail).to_have_text(f"CRDT: {N_POPS}/{N_POPS} can write · leader-based: {N_POPS}/{N_POPS}",
+                                 timeout=DEADLINE_MS)
+    assert page.errors == []
+    assert page.foreign == []
+
+
+def test_the_panel_asks_for_a_pop_before_one_is_picked(make_page):
+    page = open_dashboard(make_page)
+    panel = page.locator("[data-testid=coordination]")
+    expect()(panel).to_contain_text("pick a POP", timeout=DEADLINE_MS)
+    expect()(panel.locator("[data-testid=coord-crdt]")).to_have_count(0)
+    select_pop(page, "lhr")
+    expect()(panel.locator("[data-testid=coord-leader]")).to_contain_text("with a global leader", timeout=DEADLINE_MS)
+    assert page.errors == []
