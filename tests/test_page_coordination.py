@@ -97,11 +97,17 @@ def test_the_panel_compares_a_write_with_a_global_leader_and_shows_who_can_write
     assert page.foreign == []
 
 
-def test_the_panel_asks_for_a_pop_before_one_is_picked(make_page):
+def test_the_panel_asks_for_a_pop_before_one_is_picked_and_lets_the_presenter_move_the_leader(make_page):
     page = open_dashboard(make_page)
     panel = page.locator("[data-testid=coordination]")
     expect()(panel).to_contain_text("pick a POP", timeout=DEADLINE_MS)
     expect()(panel.locator("[data-testid=coord-crdt]")).to_have_count(0)
     select_pop(page, "lhr")
     expect()(panel.locator("[data-testid=coord-leader]")).to_contain_text("with a global leader", timeout=DEADLINE_MS)
+    # the presenter moves the leader to Sydney: London's writes now pay for the trip
+    page.select_option("[data-testid=coord-leader-select]", "syd")
+    want = page.server.api("GET", "/api/coordination?leader=syd").json()["pops"]["lhr"]["consensus_commit_ms"]
+    expect()(panel.locator("[data-testid=coord-leader]")).to_contain_text(
+        f"with a global leader (Sydney, syd): {fmt_ms(want)}", timeout=DEADLINE_MS)
+    assert want > 200.0
     assert page.errors == []

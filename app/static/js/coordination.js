@@ -31,6 +31,17 @@ export class CoordinationPanel {
   constructor(S, root = $("coordination")) {
     this.S = S;
     this.root = root;
+    this.leader = ""; // "": the server's default, the most central POP
+    this.body = el("div", { class: "coord-body" });
+    this.leaderSelect = el("select", { class: "coord-leader-select", "aria-label": "global leader", "data-testid": "coord-leader-select" });
+    this.leaderSelect.addEventListener("change", () => { this.leader = this.leaderSelect.value; this.data = null; this.render(); this.refresh(); });
+    if (root) {
+      setChildren(root,
+        el("div", { class: "coord-head" },
+          el("h3", { class: "section-title", text: "The cost of coordination" }),
+          el("label", { class: "coord-note" }, "leader ", this.leaderSelect)),
+        this.body);
+    }
     this.data = null;
     this.error = null;
     this.inflight = false;
@@ -82,9 +93,14 @@ export class CoordinationPanel {
   async refresh() {
     if (this.inflight) { this.again = true; return; }
     this.inflight = true;
+    const asked = this.leader;
     try {
-      this.data = await call("GET", "/api/coordination");
-      this.error = null;
+      const data = await call("GET", "/api/coordination" + (asked ? "?leader=" + encodeURIComponent(asked) : ""));
+      if (asked === this.leader) { // else the presenter picked another leader meanwhile: ask again
+        this.data = data;
+        this.error = null;
+        this.fillLeaders(data);
+      } else this.again = true;
     } catch (e) {
       this.error = e.message;
       this.soon(RETRY_MS);
@@ -98,18 +114,26 @@ export class CoordinationPanel {
 
   // -- drawing -------------------------------------------------------------------------------------
 
+  fillLeaders(d) {
+    const sel = this.leaderSelect;
+    if (sel.options.length !== Object.keys(d.pops).length + 1) {
+      const city = (x) => (this.S.pops[x] ? this.S.pops[x].city : x);
+      setChildren(sel, el("option", { value: "", text: `${city(d.default_leader)} (most central)` }),
+        Object.keys(d.pops).map((x) => el("option", { value: x, text: `${city(x)} (${x})` })));
+    }
+    if (document.activeElement !== sel) sel.value = this.leader;
+  }
+
   render() {
-    const root = this.root;
-    if (!root) return;
+    if (!this.root) return;
     const d = this.data, id = this.S.selected;
-    const title = el("h3", { class: "section-title", text: "The cost of coordination" });
     if (!d) {
-      setChildren(root, title, el("div", { class: "empty", text: this.error ? `not available: ${this.error}` : "loading…" }));
+      setChildren(this.body, el("div", { class: "empty", text: this.error ? `not available: ${this.error}` : "loading…" }));
       return;
     }
     const name = (x) => (this.S.pops[x] ? `${this.S.pops[x].city}, ${x}` : x);
     const leader = name(d.leader);
-    const rows = [title];
+    const rows = [];
     const p = this.pop();
     if (!p) {
       rows.push(el("div", { class: "empty", text: `pick a POP to compare its writes with a global leader in ${leader}` }));
@@ -125,9 +149,13 @@ export class CoordinationPanel {
         rows.push(el("div", { class: "coord-ratio", "data-testid": "coord-ratio",
           text: `${fmtRatio(ratio)}× slower to answer than the local write` }));
       }
+      if (p.everywhere_ms !== null && p.consensus_commit_ms && p.everywhere_ms < p.consensus_commit_ms) {
+        rows.push(el("div", { class: "coord-note", "data-testid": "coord-already",
+          text: `by the time the leader answers, the CRDT write has been at every POP for ${fmtMs(p.consensus_commit_ms - p.everywhere_ms)}` }));
+      }
     }
     rows.push(this.availability(d, name));
-    setChildren(root, rows);
+    setChildren(this.body, rows);
   }
 
   crdtLine(id, p, d) {
