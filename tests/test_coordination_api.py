@@ -256,3 +256,40 @@ def test_with_processes_the_answer_uses_their_partition_and_says_local_writes_ar
     side = next(g for g in got["groups"] if got["leader"] in g)
     assert got["writers"]["consensus"] == (side if len(side) >= 3 else [])
     assert all(p["consensus_commit_ms"] > 0 for p in got["pops"].values())
+
+
+# -- what the simulator contributes ------------------------------------------------------------
+
+
+def test_the_simulator_reports_its_groups_in_node_order_and_none_when_healed():
+    from replication.cluster import SimCluster
+
+    c = SimCluster(place_replicas(select_pops("lhr,fra,jfk,sin,syd")), seed=3)
+    assert c.partition_groups() is None
+    c.partition([["syd", "lhr"]])
+    assert c.partition_groups() == [["lhr", "syd"], ["fra", "jfk", "sin"]]
+    c.crash("sin")
+    assert c.down() == ["sin"]
+    c.heal()
+    assert c.partition_groups() is None
+
+
+def test_timing_local_writes_changes_nothing_in_virtual_time():
+    """The work clock is read around each local write only: the same seed gives the same run."""
+    from replication.cluster import SimCluster
+
+    def run(work_clock) -> list:
+        events: list = []
+        c = SimCluster(place_replicas(select_pops("lhr,jfk,syd")), seed=7, sink=events.append)
+        c.sim._work_clock = work_clock  # as the cluster would pass it, or not at all
+        for i, origin in enumerate(["lhr", "syd", "jfk", "lhr"]):
+            c.write(origin, "kv", f"k{i}", {"value": i})
+            c.sim.run_for(150)
+        return [(e.t, e.kind, e.node) for e in events], c.sim.digests()
+
+    ticks = iter(range(0, 10**9, 1234))
+    assert run(None) == run(lambda: next(ticks))
+    c = SimCluster(place_replicas(select_pops("lhr,jfk")), seed=1)
+    assert c.last_write_us() is None
+    c.write("lhr", "counters", "n", {"add": 1})
+    assert c.last_write_us() > 0
