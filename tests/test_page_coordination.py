@@ -12,6 +12,7 @@ import time
 
 import pytest
 from test_page import DEADLINE_MS, N_POPS, expect, open_dashboard, select_pop
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,15 +27,13 @@ def fmt_us(us: float) -> str:
     return f"{us:.1f} µs" if us < 10 else f"{int(us + 0.5):,} µs"
 
 
-def wait_for_write(page, pop: str, old_id: str | None, deadline_s: float = 20.0) -> dict:
+def wait_for_write(page, pop: str, old_id: str | None) -> dict:
     """The POP's figures once a write newer than `old_id` has reached every replica."""
-    end = time.monotonic() + deadline_s
-    while True:
+    def newer():
         p = coordination(page)["pops"][pop]
-        if p["last_write"] and p["last_write"]["id"] != old_id and p["everywhere_ms"] is not None:
-            return p
-        assert time.monotonic() < end, f"no new write at {pop} reached every replica: {p}"
-        time.sleep(0.05)  # polling interval
+        return p if p["last_write"] and p["last_write"]["id"] != old_id and p["everywhere_ms"] is not None else None
+
+    return wait_for(f"a new write at {pop} to reach every replica", newer, deadline_s=DEADLINE_MS / 1000, poll_s=0.05)
 
 
 def coordination(page) -> dict:
