@@ -108,8 +108,8 @@ export class CoordinationPanel {
       this.inflight = false;
     }
     this.render();
+    // no polling: each later arrival comes as an "applied" event and asks again (onEvent)
     if (this.again) { this.again = false; this.refresh(); }
-    else if (this.spreading()) this.soon(SPREAD_REFRESH_MS); // arrivals may all have come already
   }
 
   // -- drawing -------------------------------------------------------------------------------------
@@ -168,7 +168,10 @@ export class CoordinationPanel {
     if (d.local_writes_timed) line.append("local in ", el("strong", { text: fmtUs(p.local_us) }), ", ");
     else line.append("durable in its replica process, ");
     if (p.everywhere_ms !== null) line.append("everywhere in ", el("strong", { text: fmtMs(p.everywhere_ms) }));
-    else line.append(`everywhere: ${p.last_write.reached}/${p.last_write.of} so far`);
+    else {
+      line.append(`everywhere: ${p.last_write.reached}/${p.last_write.of} so far`);
+      if (d.partitioned) line.append(el("span", { class: "coord-note", text: " · the rest are across the partition: it reaches them when it heals" }));
+    }
     return line;
   }
 
