@@ -110,3 +110,22 @@ def test_the_panel_asks_for_a_pop_before_one_is_picked_and_lets_the_presenter_mo
         f"with a global leader (Sydney, syd): {fmt_ms(want)}", timeout=DEADLINE_MS)
     assert want > 200.0
     assert page.errors == []
+
+
+def test_at_stage_speed_the_panel_follows_the_write_across_the_world(make_page):
+    """Slowed down, a write takes seconds of wall time to reach every POP: the panel counts the
+    arrivals as they come (no polling: each arrival on the stream asks again), then shows Y."""
+    page = open_dashboard(make_page)
+    select_pop(page, "syd")
+    panel = page.locator("[data-testid=coordination]")
+    expect()(panel.locator("[data-testid=coord-leader]")).to_be_visible(timeout=DEADLINE_MS)
+    old = (coordination(page)["pops"]["syd"]["last_write"] or {}).get("id")
+    page.server.api("PUT", "/api/sim/speed", json={"speed": 0.05})  # ~110 virtual ms: ~2 s on the wall
+    page.server.api("PUT", f"/api/replicas/syd/kv/slow-{time.monotonic_ns()}", json={"value": "slowly"})
+    crdt = panel.locator("[data-testid=coord-crdt]")
+    expect()(crdt).to_have_text(re.compile(r"everywhere: ([1-9]|1\d|2[01])/22 so far"), timeout=DEADLINE_MS)
+    got = wait_for_write(page, "syd", old)
+    expect()(crdt).to_have_text(
+        f"your write at syd: local in {fmt_us(got['local_us'])}, everywhere in {fmt_ms(got['everywhere_ms'])}",
+        timeout=DEADLINE_MS)
+    assert page.errors == []

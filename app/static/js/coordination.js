@@ -65,8 +65,9 @@ export class CoordinationPanel {
         this.refresh();
         break;
       case "applied":
-        // a new write at the selected POP (its local cost), or an arrival of the one shown
-        if (ev.via === "local" ? ev.node === this.S.selected : this.spreading()) this.soon(SPREAD_REFRESH_MS);
+        // a new write at the selected POP (its local cost), or an arrival of the one shown: only
+        // those, so a busy audience does not make every page ask for every write
+        if (ev.via === "local" ? ev.node === this.S.selected : this.carries(ev)) this.soon(SPREAD_REFRESH_MS);
         break;
       default:
         break;
@@ -75,9 +76,23 @@ export class CoordinationPanel {
 
   // -- fetching --------------------------------------------------------------------------------
 
-  spreading() {
+  // The stream has seen arrivals of the shown write that the last answer did not count (they
+  // landed while it was on its way): ask once more. Never polls: it stops once the server caught up.
+  behind() {
     const p = this.pop();
-    return !!(p && p.last_write && p.everywhere_ms === null);
+    if (!p || !p.last_write || p.everywhere_ms !== null || !this.S.writes) return false;
+    const w = this.S.writes.get(p.last_write.id);
+    if (!w) return false;
+    let n = 0;
+    for (const r of w.arrivals.keys()) if (this.S.replicas[r] && this.S.replicas[r].status !== "down") n++;
+    return n > p.last_write.reached;
+  }
+
+  carries(ev) {
+    const p = this.pop();
+    if (!p || !p.last_write || p.everywhere_ms !== null || !ev.dots) return false;
+    const id = p.last_write.id;
+    return ev.dots.some((d) => d[0] + ":" + d[1] === id);
   }
 
   pop() {
@@ -110,6 +125,7 @@ export class CoordinationPanel {
     this.render();
     // no polling: each later arrival comes as an "applied" event and asks again (onEvent)
     if (this.again) { this.again = false; this.refresh(); }
+    else if (this.behind()) this.soon(SPREAD_REFRESH_MS);
   }
 
   // -- drawing -------------------------------------------------------------------------------------
