@@ -29,11 +29,20 @@ def fmt_us(us: float) -> str:
 
 def wait_for_write(page, pop: str, old_id: str | None) -> dict:
     """The POP's figures once a write newer than `old_id` has reached every replica."""
+    seen: list = []
+
     def newer():
-        p = coordination(page)["pops"][pop]
+        c = coordination(page)
+        p = c["pops"][pop]
+        seen[:] = [p["last_write"], c["down"], c["groups"]]
         return p if p["last_write"] and p["last_write"]["id"] != old_id and p["everywhere_ms"] is not None else None
 
-    return wait_for(f"a new write at {pop} to reach every replica", newer, deadline_s=DEADLINE_MS / 1000, poll_s=0.05)
+    try:
+        return wait_for(f"a new write at {pop} to reach every replica", newer, deadline_s=DEADLINE_MS / 1000,
+                        poll_s=0.05)
+    except AssertionError as e:
+        problems = [ln for ln in page.server.output().splitlines() if "Traceback" in ln or "failed" in ln]
+        raise AssertionError(f"{e}; last seen (last_write, down, groups): {seen}; server: {problems[-5:]}") from None
 
 
 def coordination(page) -> dict:
