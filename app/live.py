@@ -17,7 +17,8 @@ import time
 from typing import Callable
 
 from replication.cluster import SimCluster
-from replication.geo import Placement
+from replication.coordination import LastWrites
+from replication.geo import LatencyModel, Placement
 
 from .detail import replica_detail
 from .events import EventBus
@@ -44,6 +45,9 @@ class LiveCluster:
         self._wall0 = self._clock()
         self._virtual0 = self.sim.now
         self._wake = asyncio.Event()
+        # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
+        self.last_writes = LastWrites()
+        self.bus.subscribe(self.last_writes.observe)
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -118,7 +122,11 @@ class LiveCluster:
 
     def write(self, replica_id: str, ns: str, key: str, op: dict):
         self.catch_up()
-        return self.cluster.write(replica_id, ns, key, op)
+        view = self.cluster.write(replica_id, ns, key, op)
+        us = self.cluster.last_write_us()
+        if us is not None:
+            self.last_writes.timed(replica_id, self.sim.now, us)
+        return view
 
     def read(self, replica_id: str, ns: str, key: str):
         self.catch_up()
@@ -181,6 +189,24 @@ class LiveCluster:
     def replica_states(self) -> list[dict]:
         self.catch_up()
         return self.cluster.replica_states()
+
+    # -- what the coordination panel compares against (app/coordination.py) ------------------
+
+    @property
+    def placements(self) -> list[Placement]:
+        return self.cluster.placements
+
+    @property
+    def model(self) -> LatencyModel:
+        return self.cluster.model
+
+    local_writes_timed = True  # the node's write runs here, so its wall-clock cost is measured
+
+    def partition_groups(self) -> list[list[str]] | None:
+        return self.cluster.partition_groups()
+
+    def down(self) -> list[str]:
+        return self.cluster.down()
 
     def convergence(self) -> dict:
         self.catch_up()

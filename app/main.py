@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 from fastapi import FastAPI
 
-from . import admin, api, docs, errors, metrics, page, scenario_api, ws
+from . import admin, api, coordination, docs, errors, metrics, page, scenario_api, ws
 from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from .live import LiveCluster
 
@@ -70,6 +70,7 @@ def create_app(
     app.include_router(admin.router)
     app.state.scenarios = scenario_api.ScenarioRuns(live, scenarios)
     app.include_router(scenario_api.router)
+    coordination.install(app, live)
     app.include_router(metrics.router)
     # innermost first: access control runs first, then the rate limit, then the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

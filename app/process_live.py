@@ -34,6 +34,7 @@ from urllib.parse import quote
 import orjson
 
 from replication.cluster import UnknownReplica
+from replication.coordination import LastWrites
 from replication.errors import EdgeStateError
 from replication.geo import LatencyModel, Placement
 from replication.replica import KvView, Sibling
@@ -84,6 +85,10 @@ class ProcessLive:
         self._recent: list = []
         self._next_actor: dict[str, str] = {}  # for a replica that lost its state, when it restarts
         self._tasks: list[asyncio.Task] = []
+        # arrivals come from the replicas' own events; the write itself runs (durably) in another
+        # process, so its local cost is not timed here
+        self.last_writes = LastWrites()
+        self.bus.subscribe(self.last_writes.observe)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -242,6 +247,14 @@ class ProcessLive:
     def replica_states(self) -> list[dict]:
         return [{"id": rid, "status": st["status"], "version_vector": st["version_vector"], "digest": st["digest"],
                  "incarnation": st["incarnation"]} for rid, st in self._state.items()]
+
+    local_writes_timed = False
+
+    def partition_groups(self) -> list[list[str]] | None:
+        return [list(g) for g in self._groups] if self._groups is not None else None
+
+    def down(self) -> list[str]:
+        return [rid for rid in self.ids if rid in self._down]
 
     def convergence(self) -> dict:
         digests = self.digests()

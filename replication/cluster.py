@@ -5,6 +5,7 @@ anti-entropy, membership), on a virtual clock. Real replica processes come later
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 from .errors import EdgeStateError
@@ -50,6 +51,7 @@ class SimCluster:
         self.sim = Simulator.from_placements(
             self.placements, self._make_node, self.model,
             seed=seed, loss=loss, duplicate=duplicate, reorder=reorder, sink=sink, traffic_events=traffic_events,
+            work_clock=time.perf_counter_ns,
         )
 
     def _make_node(self, nid: str, incarnation: int):
@@ -82,6 +84,18 @@ class SimCluster:
 
     def write(self, replica_id: str, ns: str, key: str, op: dict):
         return self.sim.write(self._known(replica_id), ns, key, op)
+
+    def last_write_us(self) -> float | None:
+        """Wall-clock microseconds of the node's own work for the latest write (replica, delta,
+        the envelopes it sends): what the writer waits for locally, before any network."""
+        ns = self.sim.last_write_work_ns
+        return None if ns is None else ns / 1000.0
+
+    def partition_groups(self) -> list[list[str]] | None:
+        return self.sim.groups()
+
+    def down(self) -> list[str]:
+        return [i for i in self.ids if not self.sim.up(i)]
 
     def read(self, replica_id: str, ns: str, key: str):
         return self.sim.read(self._known(replica_id), ns, key)

@@ -151,6 +151,7 @@ class Simulator:
         reorder_ms: float = 50.0,
         sink: Callable[[SimEvent], None] | None = None,
         traffic_events: bool = True,
+        work_clock: Callable[[], int] | None = None,
     ) -> None:
         ids = list(node_ids)
         if not ids:
@@ -178,6 +179,10 @@ class Simulator:
         # per-message events (sent/delivered/dropped) dominate the cost of a sink; a benchmark
         # that only wants node events turns them off
         self._msg_sink = sink if traffic_events else None
+        # Passed in, never read otherwise: a nanosecond wall clock to time each local write's own
+        # work with (the coordination panel's "local in X us"); virtual time never depends on it.
+        self._work_clock = work_clock
+        self.last_write_work_ns: int | None = None
 
         self._now = 0.0
         self._heap: list[tuple] = []
@@ -298,6 +303,15 @@ class Simulator:
     def partitioned(self) -> bool:
         return self._groups is not None
 
+    def groups(self) -> list[list[str]] | None:
+        """The partition in force as groups of node ids (in node order), or None when healed."""
+        if self._groups is None:
+            return None
+        out: dict[int, list[str]] = {}
+        for nid in self._ids:
+            out.setdefault(self._groups[nid], []).append(nid)
+        return [out[k] for k in sorted(out)]
+
     def digests(self) -> dict[str, str]:
         """State digest of every node that is up, in node order."""
         down = self._down
@@ -333,7 +347,13 @@ class Simulator:
             raise ReplicaDown(node_id, self._down[node_id][0])
         node = self._nodes[node_id]
         now = self._now
-        view, outs = node.write(ns, key, op, now=now)
+        clock = self._work_clock
+        if clock is None:
+            view, outs = node.write(ns, key, op, now=now)
+        else:
+            t0 = clock()
+            view, outs = node.write(ns, key, op, now=now)
+            self.last_write_work_ns = clock() - t0
         self._writes += 1
         if self._sink is not None:
             self._sink(SimEvent(now, "write", node_id, {"ns": ns, "key": key}))

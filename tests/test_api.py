@@ -125,6 +125,7 @@ def test_only_the_implemented_paths_exist(client):
         "/api/scenarios": {"get"},
         "/api/scenarios/{name}": {"post"},
         "/api/scenarios/runs/{run_id}": {"get", "delete"},
+        "/api/coordination": {"get"},
         "/metrics": {"get"},
     }
 

@@ -56,7 +56,7 @@ ADMINS = [
     ("POST", "/api/sim/step", {"ms": 10}),
 ]
 READS = ["/api/replicas/lhr/kv/k", "/api/replicas", "/api/topology", "/api/convergence", "/api/sim",
-         "/api/session", "/metrics", "/docs", "/openapi.json"]
+         "/api/session", "/api/coordination", "/metrics", "/docs", "/openapi.json"]
 
 
 def send(client, method, path, body, headers=None):

@@ -110,6 +110,27 @@ def test_a_partition_makes_siblings_and_heal_converges(procs):
     assert sorted(procs.ok("GET", "/api/replicas/lhr/kv/split")["values"]) == ["east", "west"]
 
 
+def test_the_coordination_figures_follow_the_processes(procs):
+    """Arrivals come from the replicas' own events; the local write runs (durably) in another
+    process, so it is not timed here, and the answer says so."""
+    procs.ok("PUT", "/api/replicas/syd/kv/coordination", json={"value": "g'day"})
+    got = wait_for("the write everywhere", lambda: (c := procs.ok("GET", "/api/coordination"))["pops"]["syd"]
+                   ["everywhere_ms"] is not None and c)
+    syd = got["pops"]["syd"]
+    assert got["local_writes_timed"] is False and syd["local_us"] is None
+    assert syd["last_write"]["reached"] == syd["last_write"]["of"] == len(POPS)
+    assert syd["everywhere_ms"] > 0 and syd["consensus_commit_ms"] > syd["rtt_to_leader_ms"]
+    procs.ok("POST", "/api/faults/partition", json={"groups": [["lhr"], ["jfk", "syd"]]})
+    try:
+        got = procs.ok("GET", "/api/coordination")
+        side = next(g for g in [["lhr"], ["jfk", "syd"]] if got["leader"] in g)
+        assert got["writers"]["crdt"] == POPS
+        assert got["writers"]["consensus"] == (side if len(side) >= got["quorum"] else [])
+    finally:
+        procs.ok("DELETE", "/api/faults/partition")
+    assert procs.ok("GET", "/api/coordination")["writers"]["consensus"] == POPS
+
+
 @pytest.mark.parametrize(("method", "path", "body"), [
     ("PUT", "/api/sim/speed", {"speed": 1}), ("PUT", "/api/sim/loss", {"loss": 0.1}),
     ("PUT", "/api/sim/strategy", {"strategy": "gossip"}), ("POST", "/api/sim/pause", None),

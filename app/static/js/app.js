@@ -8,6 +8,7 @@ import { renderHeader, renderDetail, renderVV } from "./panel.js";
 import { ConvergenceView, renderCounters, logEvent } from "./convergence.js";
 import { initScenarios, onScenarioEvent } from "./scenarios.js";
 import { Timeline } from "./timeline.js";
+import { CoordinationPanel } from "./coordination.js";
 
 const SPEEDS = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100];
 const RECENT_WRITES = 12;
@@ -69,6 +70,7 @@ const S = {
 };
 
 const conv = new ConvergenceView(S);
+const coord = new CoordinationPanel(S);
 window.__edgestate = S; // for debugging in the console, and for tests
 // the timeline records every stream message and decides what the view shows: live, or a replay
 S.timeline = new Timeline({
@@ -246,9 +248,11 @@ async function onSnapshot(s) {
   renderHeader(S);
   renderVV(S);
   if (S.selected) send({ select: S.selected });
+  coord.onSnapshot();
 }
 
 function handle(ev) {
+  coord.onEvent(ev);
   switch (ev.kind) {
     case "sent":
       S.clock.bump(ev.t);
@@ -400,6 +404,7 @@ function select(id) {
   renderDetail(S, null, pickKey);
   renderVV(S);
   refreshLook();
+  coord.onSelect();
 }
 
 function pickKey(ns, key) {
