@@ -204,3 +204,12 @@ def test_keys_with_any_characters_are_relayed_intact(procs):
         r = wait_for(f"{key!r} at syd", lambda key=key: (x := procs.call(
             "GET", f"/api/replicas/syd/kv/{quote(key, safe='')}")).status_code == 200 and x.json())
         assert r["values"] == [key] and r["key"] == key
+
+
+def test_scenarios_are_refused_over_processes_and_change_nothing(procs):
+    wait_for("earlier tests' writes to settle", procs.converged)
+    before = procs.ok("GET", "/api/convergence")["digests"]
+    assert {s["name"] for s in procs.ok("GET", "/api/scenarios")["scenarios"]} >= {"hello-world"}
+    r = procs.call("POST", "/api/scenarios/hello-world")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_supported_with_processes", r.text
+    assert procs.ok("GET", "/api/convergence")["digests"] == before
