@@ -37,7 +37,9 @@ from replication.cluster import UnknownReplica
 from replication.coordination import LastWrites
 from replication.errors import EdgeStateError
 from replication.geo import LatencyModel, Placement
+from replication.node import incarnation_of
 from replication.replica import KvView, Sibling
+from replication.runner import next_actor
 from replication.sim import ReplicaDown
 
 from .errors import ApiError
@@ -73,7 +75,7 @@ class ProcessLive:
         self._t0 = time.time() * 1000.0
         self._state = {rid: {"status": "down", "version_vector": {}, "digest": "", "incarnation": 0, "keys": 0}
                        for rid in self.ids}
-        self._actor = dict.fromkeys(self.ids, "")
+        self._actor = dict.fromkeys(self.ids, "")  # as each replica last reported it
         self._down: set[str] = set(self.ids)
         self._groups: list[list[str]] | None = None
         self._mid = 0
@@ -140,14 +142,13 @@ class ProcessLive:
         t = float(ev.get("t", 0.0)) - self._t0
         kind = ev.get("type")
         if kind == "status":
-            if rid in self._down and self._actor[rid] == "crashed":
+            if rid in self._down and not self.procs.replicas[rid].running:
                 return  # the dead process's last words, arriving late
             first = rid in self._down
             st = self._state[rid]
             actor = ev.get("actor") or rid
-            _, _, n = actor.partition("~")
             st.update(status="up", version_vector=ev.get("version_vector") or {}, digest=ev.get("digest") or "",
-                      keys=ev.get("keys") or 0, incarnation=int(n) if n.isdigit() else 0)
+                      keys=ev.get("keys") or 0, incarnation=incarnation_of(rid, actor) or 0)
             self._actor[rid] = actor
             if first:
                 self._down.discard(rid)
@@ -334,12 +335,9 @@ class ProcessLive:
         self.procs.kill(rid)
         self._down.add(rid)
         self._state[rid]["status"] = "down"
-        actor = self._actor[rid]
-        self._actor[rid] = "crashed"
         if lose_state:
             shutil.rmtree(self.procs.replicas[rid].data_dir, ignore_errors=True)
-            _, _, n = actor.partition("~")
-            self._next_actor[rid] = f"{rid}~{(int(n) if n.isdigit() else 0) + 1}"
+            self._next_actor[rid] = next_actor(rid, self._actor[rid])
         self.bus.publish({"t": self.now_ms(), "kind": "crash", "node": rid})
 
     def recover(self, rid: str) -> None:
@@ -347,7 +345,6 @@ class ProcessLive:
         self._known(rid)
         if rid not in self._down or self.procs.replicas[rid].running:
             return
-        self._actor[rid] = ""
         fresh = self._next_actor.pop(rid, None)
         self.procs.spawn(rid, extra=("--actor", fresh) if fresh else ())
         if self._groups is not None:

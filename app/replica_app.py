@@ -9,6 +9,8 @@ writes at `/api/replicas/{its id}/...` (a write is answered once it is durable),
 
 from __future__ import annotations
 
+from collections import Counter
+
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response
@@ -51,64 +53,47 @@ class ReplicaService:
         return await self.runner.read(ns, key)
 
 
+def _family(kind, name: str, doc: str, label: str, samples) -> CounterMetricFamily | GaugeMetricFamily:
+    f = kind(name, doc, labels=[label])
+    for value, n in samples:
+        f.add_metric([value], n)
+    return f
+
+
 class _RunnerCollector(Collector):
     def __init__(self, runner: ReplicaRunner) -> None:
         self.r = runner
 
     def collect(self):
         r = self.r
-        labels = ["replica"]
-        me = [r.id]
-        st, net = r.stats, r.transport.stats if r.transport else None
-        storage = r.storage.stats if r.storage else None
-        f = CounterMetricFamily("edgestate_writes", "Local writes made durable and acknowledged", labels=labels)
-        f.add_metric(me, st.writes)
-        yield f
-        f = CounterMetricFamily("edgestate_remote_deltas_logged", "Remote deltas written to the log before applying",
-                                labels=labels)
-        f.add_metric(me, st.remote_deltas_logged)
-        yield f
-        f = CounterMetricFamily("edgestate_duplicate_deltas", "Remote deltas already held (no disk write)",
-                                labels=labels)
-        f.add_metric(me, st.duplicates_skipped)
-        yield f
-        if storage is not None:
-            f = CounterMetricFamily("edgestate_storage_flushes", "Group commits (one fsync each)", labels=labels)
-            f.add_metric(me, storage.flushes)
-            yield f
-            f = CounterMetricFamily("edgestate_storage_checkpoints", "Checkpoints written", labels=labels)
-            f.add_metric(me, storage.checkpoints)
-            yield f
-        f = CounterMetricFamily("edgestate_storage_flush_errors", "Flushes the disk refused", labels=labels)
-        f.add_metric(me, st.flush_errors)
-        yield f
-        if net is not None:
-            f = CounterMetricFamily("edgestate_frames", "Frames on the wire, by direction", labels=["direction"])
-            f.add_metric(["in"], net.frames_in)
-            f.add_metric(["out"], net.frames_out)
-            yield f
-            f = CounterMetricFamily("edgestate_wire_bytes", "Bytes on the wire, by direction", labels=["direction"])
-            f.add_metric(["in"], net.bytes_in)
-            f.add_metric(["out"], net.bytes_out)
-            yield f
-            f = CounterMetricFamily("edgestate_bad_frames", "Frames refused (connection closed), by reason",
-                                    labels=["reason"])
-            for reason, n in sorted(net.bad_frames.items()):
-                f.add_metric([reason], n)
-            yield f
-            f = CounterMetricFamily("edgestate_frames_dropped", "Outgoing frames dropped, by reason", labels=["reason"])
-            for reason, n in sorted(net.dropped_out.items()):
-                f.add_metric([reason], n)
-            yield f
+        st = r.stats
+        mine = lambda n: [(r.id, n)]
+        c = CounterMetricFamily
+        yield _family(c, "edgestate_writes", "Local writes made durable and acknowledged", "replica", mine(st.writes))
+        yield _family(c, "edgestate_remote_deltas_logged", "Remote deltas written to the log before applying",
+                      "replica", mine(st.remote_deltas_logged))
+        yield _family(c, "edgestate_duplicate_deltas", "Remote deltas already held (no disk write)", "replica",
+                      mine(st.duplicates_skipped))
+        if r.storage is not None:
+            yield _family(c, "edgestate_storage_flushes", "Group commits (one fsync each)", "replica",
+                          mine(r.storage.stats.flushes))
+            yield _family(c, "edgestate_storage_checkpoints", "Checkpoints written", "replica",
+                          mine(r.storage.stats.checkpoints))
+        yield _family(c, "edgestate_storage_flush_errors", "Flushes the disk refused", "replica", mine(st.flush_errors))
+        if r.transport is not None:
+            net = r.transport.stats
+            yield _family(c, "edgestate_frames", "Frames on the wire, by direction", "direction",
+                          [("in", net.frames_in), ("out", net.frames_out)])
+            yield _family(c, "edgestate_wire_bytes", "Bytes on the wire, by direction", "direction",
+                          [("in", net.bytes_in), ("out", net.bytes_out)])
+            yield _family(c, "edgestate_bad_frames", "Frames refused (connection closed), by reason", "reason",
+                          sorted(net.bad_frames.items()))
+            yield _family(c, "edgestate_frames_dropped", "Outgoing frames dropped, by reason", "reason",
+                          sorted(net.dropped_out.items()))
         if r.node is not None:
-            f = GaugeMetricFamily("edgestate_peers", "Peers by membership status", labels=["status"])
-            counts: dict[str, int] = {}
-            for p in r.node.peers:
-                s = r.node.membership.status(p)
-                counts[s] = counts.get(s, 0) + 1
-            for s, n in sorted(counts.items()):
-                f.add_metric([s], n)
-            yield f
+            counts = Counter(r.node.membership.status(p) for p in r.node.peers)
+            yield _family(GaugeMetricFamily, "edgestate_peers", "Peers by membership status", "status",
+                          sorted(counts.items()))
 
 
 router = APIRouter()

@@ -22,6 +22,7 @@ from pathlib import Path
 from replication.dissemination import STRATEGIES
 from replication.geo import LatencyModel, all_pops
 from replication.net import parse_address
+from replication.node import incarnation_of
 
 EXIT_USAGE = 2
 MIN_SECRET_BYTES = 16
@@ -103,10 +104,8 @@ def _problems(args) -> list[str]:
         unknown = sorted({args.id, *peers} - known)
         if unknown:
             out.append(f"--inject-latency needs POP ids; not POPs: {', '.join(unknown)}")
-    if args.actor is not None:
-        head, sep, n = args.actor.partition("~")
-        if head != args.id or not sep or not n.isdigit() or int(n) < 1:
-            out.append(f"--actor must be {args.id}~N with N >= 1, got {args.actor!r}")
+    if args.actor is not None and not incarnation_of(args.id, args.actor):  # None: not this id's; 0: the id
+        out.append(f"--actor must be {args.id}~N with N >= 1, got {args.actor!r}")
     args.peers = peers
     return out
 

@@ -116,6 +116,7 @@ class Transport:
         if task is not None:
             self._readers.add(task)
         decoder = FrameDecoder(self._secret, max_frame=self._max_frame, local_id=self.me)
+        counted = 0
         try:
             while not self._closed:
                 data = await reader.read(READ_CHUNK)
@@ -124,8 +125,11 @@ class Transport:
                     return
                 self.stats.bytes_in += len(data)
                 self._deliver(decoder.feed(data))
+                self.stats.frames_in += decoder.frames - counted  # fragments count as the frames they are
+                counted = decoder.frames
         except BadFrame as e:
-            self._deliver(getattr(e, "decoded", ()))  # authentic frames that came before the bad one
+            self._deliver(e.decoded)  # authentic messages that came before the bad frame
+            self.stats.frames_in += decoder.frames - counted
             self.stats.bad_frames[e.code] += 1
             peer = writer.get_extra_info("peername")
             log.warning("%s: dropped a connection from %s: %s", self.me, peer, e.message)
@@ -143,7 +147,6 @@ class Transport:
 
     def _deliver(self, envs) -> None:
         for env in envs:
-            self.stats.frames_in += 1
             if env.src not in self.blocked:
                 self._on_envelope(env)
 

@@ -43,6 +43,17 @@ def actor_for(replica_id: str, incarnation: int) -> str:
     return replica_id if incarnation == 0 else f"{replica_id}~{incarnation}"
 
 
+def incarnation_of(replica_id: str, actor: str | None) -> int | None:
+    """The inverse of `actor_for`: N for `id~N`, 0 for `id`, None for anyone else's actor."""
+    if actor == replica_id:
+        return 0
+    if actor and actor.startswith(replica_id + "~"):
+        tail = actor[len(replica_id) + 1 :]
+        if tail.isdigit():
+            return int(tail)
+    return None
+
+
 def overlay_view(me: str, peers: list[str], link_ms: Callable[[str], float], rng: random.Random, near: int, far: int):
     """Out-neighbours in the spirit of HyParView's active view, made latency-aware: the
     `near` closest peers (short hops for the tree) plus `far` random ones (shortcuts, and
@@ -250,4 +261,4 @@ class Node:
             self.strategy.view_changed(added, removed)
 
 
-__all__ = ["ALIVE", "Node", "NodeConfig", "actor_for", "overlay_view"]
+__all__ = ["ALIVE", "Node", "NodeConfig", "actor_for", "incarnation_of", "overlay_view"]

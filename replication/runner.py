@@ -30,15 +30,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .delta import Delta
 from .errors import EdgeStateError
 from .messages import AeDigest, AeReply, Envelope, Gossip, GossipBatch
 from .net import Transport
-from .node import Node, NodeConfig, actor_for
-from .storage import Storage, StorageError, subsumed
+from .node import Node, NodeConfig, actor_for, incarnation_of
+from .storage import Storage, subsumed
 
 log = logging.getLogger("edgestate.replica")
 
@@ -56,11 +56,7 @@ class StorageUnavailable(EdgeStateError):
 
 def next_actor(replica_id: str, stored: str | None) -> str:
     """The actor after an unclean stop: one incarnation past the stored one."""
-    n = 0
-    if stored and stored.startswith(replica_id + "~"):
-        tail = stored[len(replica_id) + 1 :]
-        n = int(tail) if tail.isdigit() else 0
-    return actor_for(replica_id, n + 1)
+    return actor_for(replica_id, (incarnation_of(replica_id, stored) or 0) + 1)
 
 
 def _deltas(msg) -> list[Delta]:
@@ -76,12 +72,10 @@ def _deltas(msg) -> list[Delta]:
 @dataclass
 class RunnerStats:
     writes: int = 0
-    write_errors: int = 0
     remote_deltas_logged: int = 0
     duplicates_skipped: int = 0
     flush_errors: int = 0
     foreign_dropped: int = 0  # frames from replicas not in the peer list
-    flush_batches: list[int] = field(default_factory=list)  # sizes of recent flushes (bounded)
 
 
 @dataclass
@@ -218,11 +212,7 @@ class ReplicaRunner:
         if not self._joined.is_set():
             await self._joined.wait()
         self._journal_seq = None
-        try:
-            view, envelopes = self.node.write(ns, key, op, now=self.now())
-        except EdgeStateError:
-            self.stats.write_errors += 1
-            raise
+        view, envelopes = self.node.write(ns, key, op, now=self.now())
         seq, self._journal_seq = self._journal_seq, None
         self._timer_wake.set()
         if seq is None:  # nothing changed (a delete of nothing): answer once earlier writes are durable
@@ -230,10 +220,7 @@ class ReplicaRunner:
             return view
         self.stats.writes += 1
         self._last_local_seq = seq
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(seq, fut, envelopes))
-        self._kick.set()
-        await fut
+        await self._durable(seq, envelopes)
         return view
 
     async def read(self, ns: str, key: str):
@@ -241,11 +228,13 @@ class ReplicaRunner:
         return self.node.replica.read(ns, key)
 
     async def barrier(self) -> None:
-        seq = self._last_local_seq
-        if seq <= self.storage.durable_seq:
-            return
+        if self._last_local_seq > self.storage.durable_seq:
+            await self._durable(self._last_local_seq, [])
+
+    async def _durable(self, seq: int, envelopes: list[Envelope]) -> None:
+        """Wait until the log is durable up to `seq`; then `envelopes` go out (in log order)."""
         fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(seq, fut, []))
+        self._waiters.append(_Waiter(seq, fut, envelopes))
         self._kick.set()
         await fut
 
@@ -260,7 +249,8 @@ class ReplicaRunner:
         try:
             if not self._joined.is_set() and isinstance(env.msg, AeDigest):
                 self._learn_identity(env.src, env.msg.applied.vv)
-            fresh = [d for d in _deltas(env.msg) if not subsumed(self.node.replica.store, d)]
+            deltas = _deltas(env.msg)
+            fresh = [d for d in deltas if not subsumed(self.node.replica.store, d)]
             if fresh:
                 seq = 0
                 for d in fresh:
@@ -268,14 +258,13 @@ class ReplicaRunner:
                 self.stats.remote_deltas_logged += len(fresh)
                 self._inbox.append((seq, env))
                 self._kick.set()
-            elif self._inbox:
-                if _deltas(env.msg):
-                    self.stats.duplicates_skipped += 1
-                self._inbox.append((None, env))
             else:
-                if _deltas(env.msg):
+                if deltas:
                     self.stats.duplicates_skipped += 1
-                self._receive(env)
+                if self._inbox:
+                    self._inbox.append((None, env))  # in order, behind messages waiting for the disk
+                else:
+                    self._receive(env)
         except Exception:  # a bug must not take the replica down with it; the peer will retry
             log.exception("%s: failed to handle a %s from %s", self.id, env.kind, env.src)
 
@@ -286,10 +275,9 @@ class ReplicaRunner:
         peer has sent its version vector (or JOIN_TIMEOUT_S passed: peers may be down), then
         takes the actor after the highest any of them knew."""
         self._heard.add(peer)
-        me = self.id
         for a in vv.to_dict():
-            if a == me or (a.startswith(me + "~") and a[len(me) + 1:].isdigit()):
-                n = 0 if a == me else int(a[len(me) + 1:])
+            n = incarnation_of(self.id, a)
+            if n is not None:
                 self._seen_incarnation = max(self._seen_incarnation, n)
         if self._heard >= set(self.peer_addrs):
             self._join()
@@ -350,20 +338,15 @@ class ReplicaRunner:
             await self._kick.wait()
             self._kick.clear()
             if storage.pending:
-                batch = storage.pending
                 try:
                     await asyncio.to_thread(storage.flush)
-                except (StorageError, OSError, Exception) as e:  # noqa: BLE001 - the disk's failure, not ours
+                except Exception as e:  # noqa: BLE001 - the disk's failure, not ours
                     self.stats.flush_errors += 1
                     log.error("%s: flush failed: %s", self.id, e)
                     self._fail_waiters(StorageUnavailable(f"the write could not be made durable: {e}"))
                     await asyncio.sleep(FLUSH_RETRY_S)
                     self._kick.set()
                     continue
-                sizes = self.stats.flush_batches
-                sizes.append(batch)
-                if len(sizes) > 1000:
-                    del sizes[:500]
             self._release()
             self._maybe_checkpoint()
 
@@ -396,7 +379,7 @@ class ReplicaRunner:
         if rows >= CHECKPOINT_LOG_ROWS or time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S:
             try:
                 storage.checkpoint(self.node.replica)
-            except (StorageError, OSError, Exception) as e:  # noqa: BLE001 - retried at the next chance
+            except Exception as e:  # noqa: BLE001 - retried at the next chance
                 log.error("%s: checkpoint failed: %s", self.id, e)
             self._last_checkpoint = time.monotonic()
 
@@ -412,7 +395,7 @@ class ReplicaRunner:
             "restarted_unclean": self.restarted_unclean,
             "rejoined_as": self.rejoined_as,
             "joined": self._joined.is_set(),
-            "version_vector": dict(rep.version_vector.items()),
+            "version_vector": rep.store.applied.vv.to_dict(),
             "digest": rep.digest(),
             "keys": len(rep.store),
             "peers": {p: node.membership.status(p) for p in node.peers},
