@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from .consensus import ConsensusCluster, central_leader, majority
+from .consensus import ConsensusCluster, majority
 from .geo import LatencyModel, Placement
 
 __all__ = ["Baseline", "LastWrites", "commit_baseline", "who_can_write"]
@@ -40,16 +40,15 @@ class Baseline:
 
 
 def commit_baseline(placements: list[Placement], model: LatencyModel, leader: str | None = None,
-                    *, seed: int = 0) -> Baseline:
-    """Run the consensus baseline once per writer on a fresh, fault-free cluster."""
-    placements = list(placements)
-    if leader is None:
-        leader = central_leader(placements, model)
-    cc = ConsensusCluster(placements, leader=leader, seed=seed, model=model)
+                    *, seed: int = 0, deadline_ms: float = COMMIT_DEADLINE_MS) -> Baseline:
+    """Run the consensus baseline once per writer on a fresh, fault-free cluster (the leader
+    by default: the most central POP)."""
+    cc = ConsensusCluster(list(placements), leader=leader, seed=seed, model=model)
+    leader = cc.leader
     commit: dict[str, float] = {}
     for origin in cc.ids:
         t = cc.write(origin, "kv", "coordinated", {"value": origin})
-        ok = cc.run_until_committed([t], max_ms=COMMIT_DEADLINE_MS)
+        ok = cc.run_until_committed([t], max_ms=deadline_ms)
         commit[origin] = cc.latency_ms(t) if ok else math.inf
         cc.sim.run_for(50)  # let the commit notices land, so writes do not queue behind each other
     rtt = {i: 0.0 if i == leader else 2 * cc.one_way_ms(i, leader) for i in cc.ids}

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 
 from ..cluster import SimCluster
 from ..consensus import ConsensusCluster, majority
+from ..coordination import commit_baseline
 from ..geo import LatencyModel, place_replicas, select_pops
 from ..replica import Replica
 from .report import Progress
@@ -130,18 +131,6 @@ def crdt_everywhere(p: Params, ids_placements, progress: bool) -> dict[str, floa
     return {i: statistics.median(v) for i, v in times.items()}
 
 
-def consensus_commits(p: Params, placements) -> tuple[ConsensusCluster, dict[str, float]]:
-    """Commit latency for one write at each POP, one at a time."""
-    cc = ConsensusCluster(placements, leader=p.leader, seed=p.seed)
-    out = {}
-    for origin in cc.ids:
-        t = cc.write(origin, "kv", "coordinated", {"value": origin})
-        ok = cc.run_until_committed([t], max_ms=p.deadline_ms)
-        out[origin] = cc.latency_ms(t) if ok else math.inf
-        cc.sim.run_for(50)
-    return cc, out
-
-
 def availability(p: Params, placements, leader: str) -> dict:
     regions = PARTITIONS[p.partition]
     ids = [pl.id for pl in placements]
@@ -199,8 +188,8 @@ def measure(p: Params, progress: bool = True) -> dict:
     wall0 = time.perf_counter()
     local = {pl.id: local_write_us(pl.id, p.local_calls, p.seed) for pl in placements}
     everywhere = crdt_everywhere(p, placements, progress)
-    cc, commits = consensus_commits(p, placements)
-    leader = cc.leader
+    base = commit_baseline(placements, model, p.leader, seed=p.seed, deadline_ms=p.deadline_ms)
+    leader = base.leader
     pops = {}
     for pl in placements:
         i = pl.id
@@ -208,8 +197,8 @@ def measure(p: Params, progress: bool = True) -> dict:
             "region": pl.pop.region,
             "crdt_local_us": local[i],
             "crdt_everywhere_ms": everywhere[i],
-            "consensus_commit_ms": commits[i],
-            "rtt_to_leader_ms": model.rtt_ms(pl.pop, cc.pop_of[leader]) if i != leader else 0.0,
+            "consensus_commit_ms": base.commit_ms[i],
+            "rtt_to_leader_ms": base.rtt_to_leader_ms[i],
         }
     rows = list(pops.values())
     summary = {
