@@ -77,6 +77,7 @@ class ProcessLive:
                        for rid in self.ids}
         self._actor = dict.fromkeys(self.ids, "")  # as each replica last reported it
         self._down: set[str] = set(self.ids)
+        self._killed: set[str] = set()  # crashed, not yet told to recover: late status events are the dead's
         self._groups: list[list[str]] | None = None
         self._mid = 0
         self._due: list[float] = []  # heap of delivery times of frames still on the wire
@@ -142,7 +143,7 @@ class ProcessLive:
         t = float(ev.get("t", 0.0)) - self._t0
         kind = ev.get("type")
         if kind == "status":
-            if rid in self._down and not self.procs.replicas[rid].running:
+            if rid in self._killed:
                 return  # the dead process's last words, arriving late
             first = rid in self._down
             st = self._state[rid]
@@ -334,6 +335,7 @@ class ProcessLive:
             return
         self.procs.kill(rid)
         self._down.add(rid)
+        self._killed.add(rid)
         self._state[rid]["status"] = "down"
         if lose_state:
             shutil.rmtree(self.procs.replicas[rid].data_dir, ignore_errors=True)
@@ -345,6 +347,7 @@ class ProcessLive:
         self._known(rid)
         if rid not in self._down or self.procs.replicas[rid].running:
             return
+        self._killed.discard(rid)
         fresh = self._next_actor.pop(rid, None)
         self.procs.spawn(rid, extra=("--actor", fresh) if fresh else ())
         if self._groups is not None:
