@@ -30,6 +30,9 @@ class Pop:
     lon: float
 
 
+AMERICAS = ("North America", "South America")  # the regions of the "Americas" cut, wherever it is made
+
+
 @lru_cache(maxsize=1)
 def all_pops() -> tuple[Pop, ...]:
     text = resources.files("replication").joinpath("data/pops.csv").read_text("utf-8")

@@ -37,12 +37,12 @@ from dataclasses import asdict, dataclass
 from ..cluster import SimCluster
 from ..consensus import ConsensusCluster, majority
 from ..coordination import commit_baseline
-from ..geo import LatencyModel, place_replicas, select_pops
+from ..geo import AMERICAS, LatencyModel, place_replicas, select_pops
 from ..replica import Replica
 from .report import Progress
 
 PARTITIONS = {
-    "americas": ("North America", "South America"),
+    "americas": AMERICAS,
     "europe": ("Europe",),
     "asia-pacific": ("Asia", "Oceania"),
 }

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..clocks import Dot
 from ..cluster import SimCluster
-from ..geo import place_replicas, select_pops
+from ..geo import AMERICAS, place_replicas, select_pops
 from ..messages import Gossip, GossipBatch
 from .report import Progress
 
@@ -195,7 +195,7 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
 
 def _heal(sim, cluster: SimCluster, p: Params, rng: random.Random) -> float:
     """Partition the Americas from the rest, write on both sides, heal, time the convergence."""
-    americas = [i for i in cluster.ids if "America" in cluster.pop_of[i].region]
+    americas = [i for i in cluster.ids if cluster.pop_of[i].region in AMERICAS]
     rest = [i for i in cluster.ids if i not in americas]
     if not americas or not rest:
         return math.nan

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..geo import Placement
+from ..geo import AMERICAS, Placement
 
 _Pred = Callable[[Placement], bool]
 
 CUTS: dict[str, _Pred] = {
     "atlantic": lambda p: -30 <= p.pop.lon < 65,
     "pacific": lambda p: not (p.pop.lon >= 65 or p.pop.lon < -170),
-    "americas": lambda p: p.pop.region in ("North America", "South America"),
+    "americas": lambda p: p.pop.region in AMERICAS,
 }
 
 
