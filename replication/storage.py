@@ -411,9 +411,10 @@ class Storage:
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def checkpoint(self, replica: Replica) -> int:
-        """Write the replica's state (changed keys only) and drop the log rows it now holds.
-        Call it on the thread that drives the replica. Returns how many log rows went."""
+    def checkpoint(self, replica: Replica, *, full: bool = False) -> int:
+        """Write the replica's state (changed keys only, or every key with `full`) and drop the
+        log rows it now holds. Call it on the thread that drives the replica. Returns how many
+        log rows went."""
         with self._io_lock:
             self._check_open()
             store = replica.store
@@ -421,7 +422,7 @@ class Storage:
             # What to write, captured before any I/O: keys touched by logged deltas, and by
             # buffered ones (a local write is applied before it is appended, so the state
             # written here may already hold it: its key must be written with the contexts).
-            dirty, dirty_all = set(self._dirty), self._dirty_all
+            dirty, dirty_all = set(self._dirty), self._dirty_all or full
             with self._buf_lock:
                 for _seq, d, _raw in self._buf:
                     keys, full = _delta_keys(d)

@@ -1,24 +1,42 @@
-"""PN-counter (delta-state, dot-based, after Almeida et al.'s causal counter).
+"""PN-counter (delta-state, dot-based, self-contained deltas).
 
-Store: DotFun  dot -> (p, n): one entry per replica that has counted, holding the sum of
-its increments p and decrements n. A replica's next change writes a new dot that
-supersedes its previous one, so the store never holds more than one entry per replica
-and a stale entry can never be added back.
+Store: dot -> (p, n): one entry per actor that has counted, holding the running sums of its
+increments p and decrements n as of that dot. A change writes the actor's new totals under a
+fresh dot.
+
+Join: per actor, the entry with the higher dot wins; both totals only grow with the dot, so
+that entry supersedes every earlier one of the same actor. This is the state-based
+PN-counter's pointwise max (Shapiro et al., 2011), keyed by dot, and it makes a delta
+self-contained: it carries its actor's whole entry, so deltas joined in any order, with
+gaps and duplicates, give the right value at every step (a delta that arrives late, after
+a newer one of its actor, changes nothing). The dot-set join of the causal counter in
+Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (2018) names only the one
+dot a change superseded, and is correct only under causal delivery: with d2 lost, d1 and
+d3 both survived and were summed.
 
 Value: the sum over entries of p - n.
-Laws: as for every causal CRDT; also the value equals the sum of every applied `add`.
+Laws: as for every causal CRDT, on any order of delivery; the value equals the sum of the
+`add`s of each actor up to the newest dot of that actor held.
 """
 
 from __future__ import annotations
 
 from ..clocks import MAX_COUNTER, CausalContext, Dot, dot_from_wire
 from ..errors import CounterOverflow, InvalidOperation, MalformedDelta
-from .dotstore import join_dotfun
 
 Store = dict[Dot, tuple[int, int]]
 
 NAME = "counters"
-join = join_dotfun
+
+
+def join(a: Store, _ca: CausalContext, b: Store, _cb: CausalContext) -> Store:
+    """Per actor, the newer entry. Contexts play no part: no entry is ever removed."""
+    newest: dict[str, Dot] = {}
+    for d in (*a, *b):
+        cur = newest.get(d[0])
+        if cur is None or d[1] > cur[1]:
+            newest[d[0]] = d
+    return {d: a[d] if d in a else b[d] for d in newest.values()}
 
 
 def empty() -> Store:
