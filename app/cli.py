@@ -10,6 +10,7 @@
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
     edgestate replica --id ID --listen H:P [--http H:P] --peer ID=H:P ... --data-dir D --secret-file F
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
+    edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
     edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
 
@@ -32,7 +33,7 @@ from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 from replication.scenarios import cli as scenario_cli
 
-from . import bench_replica, bench_ws, replica_cli
+from . import bench_faults, bench_replica, bench_ws, replica_cli
 
 EXIT_USAGE = 2
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = bench_cli.add_parser(sub)
     bench_ws.add_parser(which)
     bench_replica.add_parser(which)
+    bench_faults.add_parser(which)
     return parser
 
 
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_ws.run(args)
         if args.bench == "replica":
             return bench_replica.run(args)
+        if args.bench == "faults":
+            return bench_faults.run(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE
