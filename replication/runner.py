@@ -8,6 +8,7 @@ module adds is the order of events around the disk:
   holds it has returned: the HTTP answer waits, and so does every envelope the node makes
   meanwhile, not only the write's own: an anti-entropy reply, a plumtree GRAFT answered
   from its cache, a gossip round, all are computed from a state that holds the write.
+  (Membership probes alone go at once: they carry no replica state.)
 - A remote delta is appended and flushed *before* the node receives its message, so the
   node never counts as applied what the disk does not hold. Messages from the network are
   handled strictly in arrival order: one waiting for the disk holds back those behind it.
@@ -53,7 +54,7 @@ from pathlib import Path
 from .delta import Delta
 from .errors import EdgeStateError
 from .idempotency import Answer, IdempotencyKeyReused, Ledger, Once, Record
-from .messages import AeDigest, AeReply, Envelope, Gossip, GossipBatch
+from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
 from .net import Transport
 from .node import Node, NodeConfig, actor_for, incarnation_of
 from .storage import Storage, subsumed
@@ -65,6 +66,7 @@ CHECKPOINT_LOG_ROWS = 20_000  # checkpoint once the log holds this many deltas..
 CHECKPOINT_EVERY_S = 30.0  # ...or this long after the last one, if anything was logged
 FLUSH_RETRY_S = 0.5  # between attempts to read the disk after a failed flush
 READ_ATTEMPTS = 3  # a read whose wait for earlier writes ends in a rollback looks again this often
+_PROBES = (Ping, Ack, PingReq)  # membership only: never held behind the disk
 
 
 class StorageUnavailable(EdgeStateError):
@@ -356,13 +358,20 @@ class ReplicaRunner:
 
     def _send(self, envelopes: list[Envelope]) -> None:
         """Send now, or hold until the latest local write is durable: anything the node makes
-        meanwhile may carry it (an anti-entropy reply, a GRAFT answered from the cache)."""
+        meanwhile may carry it (an anti-entropy reply, a GRAFT answered from the cache, even a
+        digest naming its dot). Membership probes carry no replica state: they go at once, so
+        a slow disk does not make peers think this replica is dead."""
         if not envelopes:
             return
-        if self._last_local_seq > self._durable_seq:
-            self._held.append((self._last_local_seq, envelopes))
-        else:
+        if self._last_local_seq <= self._durable_seq:
             self.transport.send_all(envelopes)
+            return
+        probes = [e for e in envelopes if isinstance(e.msg, _PROBES)]
+        if probes:
+            self.transport.send_all(probes)
+            envelopes = [e for e in envelopes if not isinstance(e.msg, _PROBES)]
+        if envelopes:
+            self._held.append((self._last_local_seq, envelopes))
 
     # -- the network ----------------------------------------------------------------------------
 

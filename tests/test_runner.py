@@ -18,7 +18,7 @@ from live_helpers import run_async
 
 from app.processes import free_port
 from replication.idempotency import Answer, IdempotencyKeyReused, IdempotencyTableFull, Ledger, Once
-from replication.messages import AeDigest, AeReply, Envelope, Gossip, GossipBatch, Graft
+from replication.messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Graft, Ping
 from replication.node import NodeConfig
 from replication.runner import ReplicaRunner, StorageUnavailable, next_actor
 from replication.storage import Storage
@@ -264,6 +264,8 @@ def test_a_failed_flush_changes_nothing_here_or_at_the_peer_and_nothing_it_made_
             lhr._on_envelope(Envelope("jfk", "lhr", Graft("lhr", [failed])))
             held = [env for _seq, envs in lhr._held for env in envs]
             assert sum(failed in carried(env) for env in held) >= 3  # its own push, the AE reply, the GRAFT answer
+            lhr._on_envelope(Envelope("jfk", "lhr", Ping(seq=987)))
+            assert any(isinstance(e.msg, Ack) and e.msg.seq == 987 for e in spy.envelopes)  # probes are not held
             read = asyncio.ensure_future(lhr.read("counters", "c"))
             gate.gate.set()
             with pytest.raises(StorageUnavailable):
