@@ -29,10 +29,10 @@ dissemination strategy recreated, so no cache still holds a payload of a failed 
 Nothing of those writes left the process, so minting their dots again is safe.
 
 After an unclean stop (the storage says whether the last session closed cleanly) the
-replica still comes back under a new actor (`lhr~1`, ...): what a crash cuts short is not
-rolled back, and a write in the log's torn tail may have been computed from, and its dot
-minted in, a state that no longer exists. Its old dots come back from peers through
-anti-entropy, like anyone else's.
+replica still comes back under a new actor (`lhr~1`, ...), now as a second line of defence:
+nothing about a write that was not durable left the process, so its dots could be minted
+again, but should some path out ever be missed, one dot would name two writes. Its old dots
+come back from peers through anti-entropy, like anyone else's.
 
 Idempotency keys (`replication.idempotency`): a keyed write's record (the answer it gave)
 is appended with its delta and becomes durable in the same flush; only then does it join
