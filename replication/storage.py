@@ -9,6 +9,20 @@ What is kept, under a data directory (one replica per directory, held by a lock 
 - a checkpoint: the keyspace (one row per key: its dot store in wire form), the join and
   applied contexts, the dot -> key map, the HLC's last timestamp, and the replica's id and
   actor. Rows are rewritten only for keys that changed since the last checkpoint.
+- `idempotency`: a record per `Idempotency-Key` of a recent keyed write (the request's
+  fingerprint and the answer given), written in the same transaction as the write's delta,
+  so a retry after any restart is answered from it. Expired ones go at checkpoints.
+
+On open, the checkpoint is loaded and the log replayed through `Store.apply` (deltas are
+idempotent, so replaying one the checkpoint already holds changes nothing).
+
+Group commit: `append(delta)` only buffers, in memory; `flush()` writes every buffered
+delta in one transaction and returns once SQLite has fsynced it, so a caller can answer a
+whole batch of writes after one fsync. Durability: `synchronous=FULL` in WAL mode fsyncs the
+WAL on every commit. (NORMAL would survive a process crash but not a power cut or kernel
+panic: its commits reach the disk only at WAL checkpoints, and "acknowledged" must mean on
+disk.) A commit cut short by a crash is a torn WAL tail that SQLite ignores on open (WAL
+frames are checksummed and only a commit frame makes a transaction count).
 
 A flush that fails (a full disk) is never retried: the deltas buffered behind it were
 computed from a state that holds it (a counter's delta carries its actor's total, a kv
@@ -20,21 +34,6 @@ flushes and checkpoints in between. One window is left: a COMMIT whose fsync fai
 its frames were written but before SQLite counted them, then a crash before any later
 commit overwrote them; WAL recovery may bring such a transaction back on the next open.
 
-On open, the checkpoint is loaded and the log replayed through `Store.apply` (deltas are
-idempotent, so replaying one the checkpoint already holds changes nothing).
-
-- `idempotency`: a record per `Idempotency-Key` of a recent keyed write (the request's
-  fingerprint and the answer given), written in the same transaction as the write's delta,
-  so a retry after any restart is answered from it. Expired ones go at checkpoints.
-
-Group commit: `append(delta)` only buffers, in memory; `flush()` writes every buffered
-delta in one transaction and returns once SQLite has fsynced it, so a caller can answer a
-whole batch of writes after one fsync. Durability: `synchronous=FULL` in WAL mode fsyncs the
-WAL on every commit. (NORMAL would survive a process crash but not a power cut or kernel
-panic: its commits reach the disk only at WAL checkpoints, and "acknowledged" must mean on
-disk.) A commit cut short by a crash is a torn WAL tail that SQLite ignores on open (WAL
-frames are checksummed and only a commit frame makes a transaction count).
-
 How a driver uses it (single-threaded, as the sans-IO core is):
 
     storage = Storage.open(data_dir)
@@ -44,7 +43,10 @@ How a driver uses it (single-threaded, as the sans-IO core is):
     # remote delta: append and flush, then apply
     storage.append(delta); storage.flush(); replica.apply(delta)
     # now and then, between flushes
-    storage.checkpoint(replica)
+    storage.checkpoint(replica, expire_records_before=wall_ms - ttl_ms)
+    # when flush() raised: nothing of it may be acknowledged
+    if not storage.settle():  # (raises while the disk cannot even be read: ask again)
+        replica = storage.reload("lhr", ...); storage.discard_pending()
 
 Checkpoints are safe whenever they run: a logged delta is dropped from the log only once
 the replica's state provably holds it (its contexts cover the delta's, which is exactly when
