@@ -5,15 +5,22 @@ objects, not thread-safe) are never touched from two threads at once.
 Each handler takes the cluster from `request.app.state`; there is no module-level state.
 Keys come from the path (`{key:path}`), already percent-decoded, so `a/b` and `a%2Fb` name
 the same key.
+
+Writes take an optional `Idempotency-Key` header (`replication.idempotency` has the rules):
+with one, the cluster applies the write once per key at that replica and answers a retry with
+the first answer's bytes, marked `Idempotent-Replayed: true`. The fingerprint that decides
+whether a retry is the same request is taken from the method, the path and the parsed body.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Query, Request, Security
+from fastapi import APIRouter, Header, Query, Request, Security
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from replication.idempotency import MAX_KEY_CHARS, TTL_MS, Once, check_idempotency_key, request_fingerprint
 from replication.replica import KvView
 
 from .errors import ApiError
@@ -30,9 +37,42 @@ SET = "/api/replicas/{replica_id}/sets/{key:path}"
 
 
 def _cluster(request: Request) -> LiveCluster:
-    """The embedded `LiveCluster`, or one replica process's `ReplicaService`: both answer
-    `ids`, `awrite` and `aread` (a process answers a write once it is durable)."""
+    """The embedded `LiveCluster`, one replica process's `ReplicaService`, or `ProcessLive`:
+    each answers `ids`, `awrite`, `awrite_once` and `aread` (a process answers a write once
+    it is durable)."""
     return request.app.state.live
+
+
+REPLAYED = "Idempotent-Replayed"
+
+# typed str (not str | None): a header is absent or a string; the default None means absent
+IdempotencyKey = Annotated[str, Header(
+    alias="Idempotency-Key",
+    description=(
+        f"Makes the write safe to retry: the same key with the same request (method, path and body) at the "
+        f"same replica is applied once, and a retry gets the first answer again (status and body, marked "
+        f"`{REPLAYED}: true`). A retry while the first is in flight waits for it. Kept at least "
+        f"{TTL_MS // 60000} minutes, and across restarts of a real replica. A write answered with an error "
+        f"leaves no record: its retry applies fresh. The same key with another request is 422 "
+        f"`idempotency_key_reused`; a key that is not 1 to {MAX_KEY_CHARS} printable ASCII characters is 400 "
+        f"`invalid_idempotency_key`; 429 `idempotency_table_full` (with `Retry-After`) when the replica holds "
+        f"its maximum of records."),
+    json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[ -~]+$"},
+)]
+
+
+async def _write(request: Request, replica_id: str, ns: str, key: str, op: dict, out: Callable[[Any], BaseModel],
+                 idempotency_key: str | None):
+    """A write, keyed or not. The answer to a keyed one is rendered to bytes once, so that
+    its retries get exactly those bytes."""
+    cluster = _cluster(request)
+    if idempotency_key is None:
+        return out(await cluster.awrite(replica_id, ns, key, op))
+    once = Once(check_idempotency_key(idempotency_key), request_fingerprint(request.method, replica_id, ns, key, op),
+                render=lambda result: out(result).model_dump_json().encode())
+    answer = await cluster.awrite_once(replica_id, ns, key, op, once)
+    return Response(answer.body, status_code=answer.status, media_type="application/json",
+                    headers={REPLAYED: "true"} if answer.replayed else None)
 
 
 # -- request bodies: strict JSON types, unknown fields refused ----------------------------
@@ -133,10 +173,11 @@ async def healthz(request: Request) -> HealthOut:
 
 
 @router.put(KV, responses=ERRORS, dependencies=AUTH)
-async def put_kv(request: Request, replica_id: str, key: str, body: KvWrite) -> KvOut:
+async def put_kv(request: Request, replica_id: str, key: str, body: KvWrite,
+                 idempotency_key: IdempotencyKey = None) -> KvOut:
     """Write a value at one replica. Without `context`, it supersedes what that replica holds for the key."""
-    view = await _cluster(request).awrite(replica_id, "kv", key, {"value": body.value, "context": body.context})
-    return _kv_out(replica_id, view)
+    return await _write(request, replica_id, "kv", key, {"value": body.value, "context": body.context},
+                        lambda view: _kv_out(replica_id, view), idempotency_key)
 
 
 @router.get(KV, responses=ERRORS, dependencies=AUTH)
@@ -155,20 +196,23 @@ async def delete_kv(
     key: str,
     context: str | None = Query(None, description="context token; or send it as the JSON body's `context`"),
     body: KvDelete | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> KvOut:
     """Remove what the context saw (without one: what this replica holds). Returns the values that remain."""
     if body is not None and body.context is not None:
         if context is not None:
             raise ApiError(422, "invalid_operation", "give the context either in the body or as ?context=, not both")
         context = body.context
-    view = await _cluster(request).awrite(replica_id, "kv", key, {"delete": True, "context": context})
-    return _kv_out(replica_id, view)
+    return await _write(request, replica_id, "kv", key, {"delete": True, "context": context},
+                        lambda view: _kv_out(replica_id, view), idempotency_key)
 
 
 @router.post(COUNTER, responses=ERRORS, dependencies=AUTH)
-async def add_counter(request: Request, replica_id: str, key: str, body: CounterChange) -> CounterOut:
-    value = await _cluster(request).awrite(replica_id, "counters", key, {"add": body.add})
-    return CounterOut(key=key, replica=replica_id, value=value)
+async def add_counter(request: Request, replica_id: str, key: str, body: CounterChange,
+                      idempotency_key: IdempotencyKey = None) -> CounterOut:
+    """Add to a counter; answers its value at this replica. Send an `Idempotency-Key` to retry safely."""
+    return await _write(request, replica_id, "counters", key, {"add": body.add},
+                        lambda value: CounterOut(key=key, replica=replica_id, value=value), idempotency_key)
 
 
 @router.get(COUNTER, responses=ERRORS, dependencies=AUTH)
@@ -178,12 +222,13 @@ async def get_counter(request: Request, replica_id: str, key: str) -> CounterOut
 
 
 @router.post(SET, responses=ERRORS, dependencies=AUTH)
-async def change_set(request: Request, replica_id: str, key: str, body: SetChange) -> SetOut:
+async def change_set(request: Request, replica_id: str, key: str, body: SetChange,
+                     idempotency_key: IdempotencyKey = None) -> SetOut:
     """Add or remove elements. An add concurrent with a remove wins."""
     # Pass on only the fields the client sent; the library insists on exactly one verb.
     op = {name: getattr(body, name) for name in body.model_fields_set}
-    members = await _cluster(request).awrite(replica_id, "sets", key, op)
-    return SetOut(key=key, replica=replica_id, members=members)
+    return await _write(request, replica_id, "sets", key, op,
+                        lambda members: SetOut(key=key, replica=replica_id, members=members), idempotency_key)
 
 
 @router.get(SET, responses=ERRORS, dependencies=AUTH)

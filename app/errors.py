@@ -33,6 +33,9 @@ STATUS_BY_CODE = {
     "replica_down": 503,
     "storage_unavailable": 503,
     "not_supported_with_processes": 409,
+    "invalid_idempotency_key": 400,
+    "idempotency_key_reused": 422,
+    "idempotency_table_full": 429,
 }
 
 
@@ -62,7 +65,9 @@ async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def on_library_error(request: Request, exc: EdgeStateError) -> JSONResponse:
-    return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message)
+    retry_after = getattr(exc, "retry_after_s", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, headers)
 
 
 async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -3,7 +3,8 @@
 Used by `serve --processes` (relaying the API to each replica) and `bench replica` (whose
 figures should not be a client library's). It speaks only what our own servers answer:
 `Content-Length` bodies, no chunking, no redirects. One request at a time per connection;
-`Pool` keeps a few connections per address and opens new ones as needed.
+`Pool` keeps a few connections per address and opens new ones as needed. The response's
+headers of the latest request are on `Conn.headers` (names lower-cased).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Conn:
         self.r: asyncio.StreamReader | None = None
         self.w: asyncio.StreamWriter | None = None
         self.used = time.monotonic()
+        self.headers: dict[str, str] = {}
 
     async def open(self) -> None:
         try:
@@ -50,13 +52,16 @@ class Conn:
             raise asyncio.IncompleteReadError(b"", None)
         status = int(line.split()[1])
         length = 0
+        headers = {}
         while True:
             h = await self.r.readline()
             if h in (b"\r\n", b""):
                 break
             name, _, value = h.partition(b":")
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
             if name.strip().lower() == b"content-length":
                 length = int(value)
+        self.headers = headers
         return status, await self.r.readexactly(length)
 
     def close(self) -> None:
@@ -74,7 +79,14 @@ class Pool:
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int], list[Conn]] = {}
 
-    async def request(self, host: str, port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(self, host: str, port: int, method: str, path: str, body: bytes = b"",
+                      headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        status, _headers, raw = await self.request_full(host, port, method, path, body, headers)
+        return status, raw
+
+    async def request_full(self, host: str, port: int, method: str, path: str, body: bytes = b"",
+                           headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """The status, the response's headers (names lower-cased) and the body."""
         idle = self._idle.setdefault((host, port), [])
         now = time.monotonic()
         while idle and now - idle[-1].used > IDLE_S:
@@ -82,20 +94,21 @@ class Pool:
         conn = idle.pop() if idle else None
         if conn is not None:
             try:
-                out = await conn.request(method, path, body)
+                out = await conn.request(method, path, body, headers)
             except HttpError:
                 # The server may have closed it just now. Only a request that is safe to repeat
-                # is retried: a POST (a counter's add) might have been applied already.
-                if method == "POST":
+                # is retried: a POST (a counter's add) might have been applied already, unless
+                # it carries an Idempotency-Key.
+                if method == "POST" and not any(k.lower() == "idempotency-key" for k in headers or {}):
                     raise
             else:
                 self._keep(idle, conn)
-                return out
+                return out[0], conn.headers, out[1]
         conn = Conn(host, port, timeout=self.timeout)
         await conn.open()
-        out = await conn.request(method, path, body)
+        out = await conn.request(method, path, body, headers)
         self._keep(idle, conn)
-        return out
+        return out[0], conn.headers, out[1]
 
     def _keep(self, idle: list[Conn], conn: Conn) -> None:
         conn.used = time.monotonic()

@@ -7,6 +7,12 @@ fast as wall time; smaller is slower, for watching a write cross an ocean on sta
 Everything runs on the event loop's thread: the pump task advances virtual time between
 requests, and every request first brings virtual time up to "now", so a write lands at the
 virtual instant its request arrived. Paused, virtual time stands still until stepped.
+
+Idempotency keys follow a real replica's rules (`replication.idempotency`), with the records
+in memory, one ledger per replica: a write here is done the moment it returns (nothing to
+flush), so there is never a keyed write in flight. A replica that loses its state in a crash
+loses its records with it, as a real one whose data directory is gone does. Their lifetime
+is counted on this object's clock (wall time; a test's hand-moved clock).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Callable
 from replication.cluster import SimCluster
 from replication.coordination import LastWrites
 from replication.geo import LatencyModel, Placement
+from replication.idempotency import Answer, Ledger, Once
 
 from .detail import replica_detail
 from .events import EventBus
@@ -48,6 +55,7 @@ class LiveCluster:
         # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
         self.last_writes = LastWrites()
         self.bus.subscribe(self.last_writes.observe)
+        self._ledgers: dict[str, tuple[object, Ledger]] = {}  # replica -> (the node they belong to, records)
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -141,6 +149,27 @@ class LiveCluster:
     # what the HTTP API awaits (a real replica process answers once the write is durable)
     async def awrite(self, replica_id: str, ns: str, key: str, op: dict):
         return self.write(replica_id, ns, key, op)
+
+    async def awrite_once(self, replica_id: str, ns: str, key: str, op: dict, once: Once) -> Answer:
+        self.catch_up()
+        ledger = self._ledger(replica_id)
+        now_ms = self._clock() * 1000.0
+        rec = ledger.get(once.key, once.request, now_ms)
+        if rec is not None:
+            return rec.answer()
+        ledger.admit(now_ms)
+        record = once.record(self.write(replica_id, ns, key, op), int(now_ms))  # an error leaves no record
+        ledger.add(record)
+        return Answer(record.status, record.body)
+
+    def _ledger(self, replica_id: str) -> Ledger:
+        """This replica's records; a crashed one answers nothing, as for any write."""
+        self.cluster.check_up(replica_id)
+        node = self.sim.nodes[replica_id]
+        held = self._ledgers.get(replica_id)
+        if held is None or held[0] is not node:  # a node rebuilt after losing its state: its records went too
+            held = self._ledgers[replica_id] = (node, Ledger())
+        return held[1]
 
     async def aread(self, replica_id: str, ns: str, key: str):
         return self.read(replica_id, ns, key)

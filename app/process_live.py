@@ -4,7 +4,9 @@
 /metrics), for a `ProcessCluster` of `edgestate replica` subprocesses on loopback with
 injected latency:
 
-- reads and writes are relayed to the replica's own HTTP API (answered once durable there);
+- reads and writes are relayed to the replica's own HTTP API (answered once durable there),
+  with the client's `Idempotency-Key`: the replica keeps the record, and its answer's bytes
+  come back as they are;
 - each replica streams its events here (`replica_events`): they are republished on the bus
   in the simulator's shape, with `t` in milliseconds since the dashboard started, so the
   page, the hub and the metrics work unchanged (time runs at speed 1, and cannot pause);
@@ -37,6 +39,7 @@ from replication.cluster import UnknownReplica
 from replication.coordination import LastWrites
 from replication.errors import EdgeStateError
 from replication.geo import LatencyModel, Placement
+from replication.idempotency import Answer, Once
 from replication.node import incarnation_of
 from replication.replica import KvView, Sibling
 from replication.runner import next_actor
@@ -268,16 +271,22 @@ class ProcessLive:
         if rid not in self._state:
             raise UnknownReplica(f"no replica {rid!r} in this cluster (known: {', '.join(self.ids)})")
 
-    async def _call(self, rid: str, method: str, ns: str, key: str, body: dict | None) -> dict | None:
+    async def _call(self, rid: str, method: str, ns: str, key: str, body: dict | None,
+                    once: Once | None = None) -> dict | Answer | None:
+        """Relay one request; a keyed write's answer comes back as the replica's own bytes."""
         self._known(rid)
         if rid in self._down:
             raise ReplicaDown(rid, self.now_ms())
         path = f"/api/replicas/{quote(rid, safe='')}/{ns}/{quote(key, safe='')}"
         try:
-            status, raw = await self._pool.request("127.0.0.1", self.procs.replicas[rid].http_port, method, path,
-                                                   orjson.dumps(body) if body is not None else b"")
+            status, headers, raw = await self._pool.request_full(
+                "127.0.0.1", self.procs.replicas[rid].http_port, method, path,
+                orjson.dumps(body) if body is not None else b"", {"Idempotency-Key": once.key} if once else None)
         except HttpError:
+            # Not known to have been applied or not: a keyed write is safe to send again.
             raise ReplicaDown(rid, self.now_ms()) from None
+        if status == 200 and once is not None:
+            return Answer(status, raw, replayed=headers.get("idempotent-replayed") == "true")
         data = orjson.loads(raw) if raw else {}
         if status == 200:
             return data
@@ -289,13 +298,18 @@ class ProcessLive:
         raise ApiError(502, "bad_gateway", f"replica {rid} answered {status}")
 
     async def awrite(self, rid: str, ns: str, key: str, op: dict):
+        return _result(ns, key, await self._relay_write(rid, ns, key, op, None))
+
+    async def awrite_once(self, rid: str, ns: str, key: str, op: dict, once: Once) -> Answer:
+        """The key goes to the replica, which keeps the record (durably, with the write)."""
+        return await self._relay_write(rid, ns, key, op, once)
+
+    async def _relay_write(self, rid: str, ns: str, key: str, op: dict, once: Once | None):
         if ns == "kv" and op.get("delete"):
-            data = await self._call(rid, "DELETE", ns, key, {"context": op.get("context")})
-        elif ns == "kv":
-            data = await self._call(rid, "PUT", ns, key, {"value": op.get("value"), "context": op.get("context")})
-        else:
-            data = await self._call(rid, "POST", ns, key, op)
-        return _result(ns, key, data)
+            return await self._call(rid, "DELETE", ns, key, {"context": op.get("context")}, once)
+        if ns == "kv":
+            return await self._call(rid, "PUT", ns, key, {"value": op.get("value"), "context": op.get("context")}, once)
+        return await self._call(rid, "POST", ns, key, op, once)
 
     async def aread(self, rid: str, ns: str, key: str):
         return _result(ns, key, await self._call(rid, "GET", ns, key, None))

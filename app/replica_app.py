@@ -1,7 +1,8 @@
 """The HTTP API of one real replica process (`edgestate replica --http ...`).
 
 The same routes, errors and access rules as the dashboard's server, for one replica: reads and
-writes at `/api/replicas/{its id}/...` (a write is answered once it is durable), `/healthz`,
+writes at `/api/replicas/{its id}/...` (a write is answered once it is durable; 503
+`storage_unavailable` means it was not applied at all; `Idempotency-Key` makes it safe to retry), `/healthz`,
 `/metrics`, `GET /api/replicas` (its id, status, version vector, digest), `GET /api/status`
 (all an operator may want: actor, boots, peers, queues, bad frames), and
 `POST`/`DELETE /api/faults/partition` to cut it off from peers (tests and `serve --processes`).
@@ -23,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from replication.cluster import UnknownReplica
+from replication.idempotency import Answer, Once
 from replication.runner import ReplicaRunner
 
 from . import api, docs, errors
@@ -47,6 +49,10 @@ class ReplicaService:
     async def awrite(self, replica_id: str, ns: str, key: str, op: dict):
         self._known(replica_id)
         return await self.runner.write(ns, key, op)
+
+    async def awrite_once(self, replica_id: str, ns: str, key: str, op: dict, once: Once) -> Answer:
+        self._known(replica_id)
+        return await self.runner.write_once(ns, key, op, once)
 
     async def aread(self, replica_id: str, ns: str, key: str):
         self._known(replica_id)
@@ -80,6 +86,14 @@ class _RunnerCollector(Collector):
             yield _family(c, "edgestate_storage_checkpoints", "Checkpoints written", "replica",
                           mine(r.storage.stats.checkpoints))
         yield _family(c, "edgestate_storage_flush_errors", "Flushes the disk refused", "replica", mine(st.flush_errors))
+        yield _family(c, "edgestate_storage_rollbacks", "Failed flushes undone (state reloaded from disk)", "replica",
+                      mine(st.rollbacks))
+        yield _family(c, "edgestate_writes_refused", "Local writes answered 503 storage_unavailable, not applied",
+                      "replica", mine(st.writes_refused))
+        yield _family(c, "edgestate_idempotent_replays", "Keyed writes answered from their record", "replica",
+                      mine(st.idempotent_replays))
+        yield _family(GaugeMetricFamily, "edgestate_idempotency_records", "Idempotency records held", "replica",
+                      mine(len(r.ledger)))
         if r.transport is not None:
             net = r.transport.stats
             yield _family(c, "edgestate_frames", "Frames on the wire, by direction", "direction",

@@ -97,6 +97,10 @@ class SimCluster:
     def down(self) -> list[str]:
         return [i for i in self.ids if not self.sim.up(i)]
 
+    def check_up(self, replica_id: str) -> None:
+        """Raise UnknownReplica, or ReplicaDown while it is crashed: what a write there would."""
+        self.sim.check_up(self._known(replica_id))
+
     def read(self, replica_id: str, ns: str, key: str):
         return self.sim.read(self._known(replica_id), ns, key)
 

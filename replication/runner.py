@@ -5,7 +5,10 @@ module adds is the order of events around the disk:
 
 - A local write is applied to the node (that is how its delta and dots are made), its delta
   appended to the log, and then nothing about it leaves the process until the flush that
-  holds it has returned: the HTTP answer and the envelopes that disseminate it wait.
+  holds it has returned: the HTTP answer waits, and so does every envelope the node makes
+  meanwhile, not only the write's own: an anti-entropy reply, a plumtree GRAFT answered
+  from its cache, a gossip round, all are computed from a state that holds the write.
+  (Membership probes alone go at once: they carry no replica state.)
 - A remote delta is appended and flushed *before* the node receives its message, so the
   node never counts as applied what the disk does not hold. Messages from the network are
   handled strictly in arrival order: one waiting for the disk holds back those behind it.
@@ -15,11 +18,26 @@ module adds is the order of events around the disk:
 - Group commit: one flush runs at a time, in a worker thread, taking everything appended
   so far; whatever arrives meanwhile goes in the next one.
 
-What may still leave the process before it is durable: an anti-entropy reply computed while
-a local write waits for its flush. So after an unclean stop (the storage says whether the
-last session closed cleanly) the replica comes back under a new actor (`lhr~1`, ...):
-minting its old dots again could give one dot two different writes. Its old dots come
-back from peers through anti-entropy, like anyone else's.
+A flush that fails (a full disk) leaves no trace: a write answered with an error has
+changed nothing, here or anywhere. The storage first reads whether the batch landed after
+all (an fsync error can follow a write that reached the disk); if it did, it counts as
+durable. If not: the held envelopes are dropped, every waiting write is answered 503
+`storage_unavailable` (those buffered behind the failed batch too: their deltas build on
+it), remote deltas waiting for the disk are dropped (their senders' anti-entropy brings
+them again), the replica is reloaded from the disk (checkpoint and log) and the
+dissemination strategy recreated, so no cache still holds a payload of a failed write.
+Nothing of those writes left the process, so minting their dots again is safe.
+
+After an unclean stop (the storage says whether the last session closed cleanly) the
+replica still comes back under a new actor (`lhr~1`, ...), now as a second line of defence:
+nothing about a write that was not durable left the process, so its dots could be minted
+again, but should some path out ever be missed, one dot would name two writes. Its old dots
+come back from peers through anti-entropy, like anyone else's.
+
+Idempotency keys (`replication.idempotency`): a keyed write's record (the answer it gave)
+is appended with its delta and becomes durable in the same flush; only then does it join
+the ledger that answers retries. A retry that arrives while the first is in flight waits
+for it; a write that failed leaves no record, so its retry applies fresh.
 """
 
 from __future__ import annotations
@@ -35,7 +53,8 @@ from pathlib import Path
 
 from .delta import Delta
 from .errors import EdgeStateError
-from .messages import AeDigest, AeReply, Envelope, Gossip, GossipBatch
+from .idempotency import Answer, IdempotencyKeyReused, Ledger, Once, Record
+from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
 from .net import Transport
 from .node import Node, NodeConfig, actor_for, incarnation_of
 from .storage import Storage, subsumed
@@ -45,11 +64,13 @@ log = logging.getLogger("edgestate.replica")
 JOIN_TIMEOUT_S = 5.0  # an empty replica waits at most this long to hear whether it existed before
 CHECKPOINT_LOG_ROWS = 20_000  # checkpoint once the log holds this many deltas...
 CHECKPOINT_EVERY_S = 30.0  # ...or this long after the last one, if anything was logged
-FLUSH_RETRY_S = 0.5
+FLUSH_RETRY_S = 0.5  # between attempts to read the disk after a failed flush
+READ_ATTEMPTS = 3  # a read whose wait for earlier writes ends in a rollback looks again this often
+_PROBES = (Ping, Ack, PingReq)  # membership only: never held behind the disk
 
 
 class StorageUnavailable(EdgeStateError):
-    """The disk refused a flush: the write was not acknowledged (it may still land later)."""
+    """The disk refused a flush: the write was not applied, here or anywhere; retry it."""
 
     code = "storage_unavailable"
 
@@ -75,6 +96,10 @@ class RunnerStats:
     remote_deltas_logged: int = 0
     duplicates_skipped: int = 0
     flush_errors: int = 0
+    rollbacks: int = 0  # failed flushes undone: writes refused, state reloaded from disk
+    writes_refused: int = 0  # local writes answered storage_unavailable by a rollback (not in `writes`)
+    held_dropped: int = 0  # envelopes made while a failed write was pending, never sent
+    idempotent_replays: int = 0  # keyed writes answered from their record
     foreign_dropped: int = 0  # frames from replicas not in the peer list
 
 
@@ -82,7 +107,16 @@ class RunnerStats:
 class _Waiter:
     seq: int
     future: asyncio.Future | None
-    envelopes: list[Envelope]
+    record: Record | None = None  # joins the ledger once durable
+    local: bool = False  # a local write's own delta (not a barrier, not a record alone)
+
+
+@dataclass
+class _Flight:
+    """A keyed write between its append and its flush: retries with its key wait for it."""
+
+    request: bytes
+    done: asyncio.Future
 
 
 class ReplicaRunner:
@@ -100,12 +134,16 @@ class ReplicaRunner:
         on_events: Callable[[list[tuple]], None] | None = None,
         on_sent: Callable[[str, str, float, int], None] | None = None,
         fresh_actor: str | None = None,
+        ledger: Ledger | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """`on_events`: the node's events (applied, membership) as they happen; `on_sent`: every
         frame queued to a peer, as (dst, kind, delay_ms, bytes). Both for an observer; both optional.
         `fresh_actor`: the actor to take if the data directory holds no state yet, for a replica
         whose state was lost: its old actor's dots are out there already, and minting them
-        again would lose writes."""
+        again would lose writes. `ledger`: the idempotency records' lifetime and bounds
+        (default: 10 minutes, `replication.idempotency`'s bounds); `wall_clock`: seconds, what
+        their lifetime is counted in."""
         self.id = replica_id
         self.peer_addrs = dict(peers)
         self.data_dir = Path(data_dir)
@@ -124,9 +162,15 @@ class ReplicaRunner:
         self.boots = 0
         self.restarted_unclean = False
         self._inbox: deque[tuple[int | None, Envelope]] = deque()
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: list[_Waiter] = []
         self._last_local_seq = 0
-        self._journal_seq: int | None = None
+        self._durable_seq = 0  # as far as this loop has released (the storage's may be ahead)
+        # envelopes made while a local write was not durable, with that write's sequence number
+        self._held: deque[tuple[int, list[Envelope]]] = deque()
+        self._journaled: Delta | None = None
+        self.ledger = ledger if ledger is not None else Ledger()
+        self._wall_ms = lambda: int(wall_clock() * 1000.0)
+        self._flights: dict[str, _Flight] = {}
         self._kick = asyncio.Event()
         self._timer_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -163,6 +207,13 @@ class ReplicaRunner:
             storage.close()
             raise
         self.storage = storage
+        self._durable_seq = self._last_local_seq = storage.durable_seq
+        try:
+            for rec in storage.load_records(self.ledger.cutoff(self._wall_ms())):
+                self.ledger.add(rec)
+        except BaseException:
+            storage.close()
+            raise
         cfg = self._config or NodeConfig(strategy=self._strategy)
         cfg.record_events = self._on_events is not None
         self.node = node = Node(
@@ -196,47 +247,131 @@ class ReplicaRunner:
         if self.transport is not None:
             await self.transport.close()
         if self.storage is not None:
-            self.storage.close(self.node.replica if self.node else None)
+            try:
+                self.storage.close(self.node.replica if self.node else None)
+            except Exception as e:  # noqa: BLE001 - the disk's failure; the next start sees an unclean stop
+                log.error("%s: could not close the storage cleanly: %s", self.id, e)
         for w in self._waiters:
             if w.future is not None and not w.future.done():
                 w.future.cancel()  # its caller is being torn down with us
+        for f in self._flights.values():
+            if not f.done.done():
+                f.done.cancel()
 
     # -- local writes and reads -----------------------------------------------------------------
 
     def _journal(self, delta: Delta) -> None:
-        self._journal_seq = self.storage.append(delta)
+        # kept until the write's answer is rendered: its idempotency record goes in with it
+        self._journaled = delta
 
     async def write(self, ns: str, key: str, op: dict):
         """Apply a write here and return its view once it is durable. Bad input raises a typed
-        error before anything changed."""
+        error before anything changed; StorageUnavailable means it changed nothing at all."""
         if not self._joined.is_set():
             await self._joined.wait()
-        self._journal_seq = None
-        view, envelopes = self.node.write(ns, key, op, now=self.now())
-        seq, self._journal_seq = self._journal_seq, None
-        self._timer_wake.set()
+        view, seq, _record, _changed = self._apply(ns, key, op, None)
         if seq is None:  # nothing changed (a delete of nothing): answer once earlier writes are durable
             await self.barrier()
-            return view
-        self.stats.writes += 1
-        self._last_local_seq = seq
-        await self._durable(seq, envelopes)
+        else:
+            await self._durable(seq, local=True)
         return view
 
+    async def write_once(self, ns: str, key: str, op: dict, once: Once) -> Answer:
+        """A keyed write: applied once per key at this replica; a retry gets the first answer.
+        Raises IdempotencyKeyReused for the key of another request, IdempotencyTableFull at
+        the ledger's bound, and whatever `write` raises (leaving no record)."""
+        if not self._joined.is_set():
+            await self._joined.wait()
+        while True:
+            rec = self.ledger.get(once.key, once.request, self._wall_ms())
+            if rec is not None:
+                self.stats.idempotent_replays += 1
+                return rec.answer()
+            flight = self._flights.get(once.key)
+            if flight is None:
+                break
+            if flight.request != once.request:
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {once.key!r} is in use by a different request at this replica")
+            # the first is in flight: its answer is ours (or, if it fails, we go ahead ourselves)
+            await asyncio.shield(flight.done)
+        self.ledger.admit(self._wall_ms(), in_flight=len(self._flights))
+        view, seq, record, changed = self._apply(ns, key, op, once)
+        if record is None:  # rendering failed (a bug): the write stands, unkeyed
+            await (self._durable(seq, local=True) if changed else self.barrier())
+            raise RuntimeError("the answer to a keyed write could not be rendered")
+        self._flights[once.key] = _Flight(once.request, asyncio.get_running_loop().create_future())
+        await self._durable(seq, record, local=changed)
+        return Answer(record.status, record.body)
+
+    def _apply(self, ns: str, key: str, op: dict, once: Once | None):
+        """Apply a write to the node and append what must become durable (its delta, its
+        record); nothing here awaits, so nothing else runs in between. Returns the view, the
+        sequence number to wait for (None: nothing to write), the record, and whether the
+        state changed."""
+        self._journaled = None
+        try:
+            view, envelopes = self.node.write(ns, key, op, now=self.now())
+        except BaseException:
+            if self._journaled is not None:  # a bug after the state changed: the disk must still follow
+                self._last_local_seq = self.storage.append(self._journaled)
+                self._journaled = None
+            raise
+        delta, self._journaled = self._journaled, None
+        record = None
+        if once is not None:
+            try:
+                record = once.record(view, self._wall_ms())
+            except Exception:  # noqa: BLE001 - the state changed: the delta must still be logged
+                log.exception("%s: could not render the answer to a keyed write", self.id)
+        self._timer_wake.set()
+        if delta is None:
+            return view, (None if record is None else self.storage.remember(record)), record, False
+        seq = self.storage.append(delta, record=record)
+        self.stats.writes += 1
+        self._last_local_seq = seq
+        self._send(envelopes)  # held: seq is not durable yet
+        return view, seq, record, True
+
     async def read(self, ns: str, key: str):
-        await self.barrier()
+        """This replica's value, once every local write before it is durable. A wait ended by a
+        rollback looks again: the state then is the durable one, plus any writes made since."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                await self.barrier()
+                break
+            except StorageUnavailable:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
         return self.node.replica.read(ns, key)
 
     async def barrier(self) -> None:
-        if self._last_local_seq > self.storage.durable_seq:
-            await self._durable(self._last_local_seq, [])
+        if self._last_local_seq > self._durable_seq:
+            await self._durable(self._last_local_seq)
 
-    async def _durable(self, seq: int, envelopes: list[Envelope]) -> None:
-        """Wait until the log is durable up to `seq`; then `envelopes` go out (in log order)."""
+    async def _durable(self, seq: int, record: Record | None = None, *, local: bool = False) -> None:
+        """Wait until the log is durable up to `seq` (and `record` is in the ledger)."""
         fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(seq, fut, envelopes))
+        self._waiters.append(_Waiter(seq, fut, record, local))
         self._kick.set()
         await fut
+
+    def _send(self, envelopes: list[Envelope]) -> None:
+        """Send now, or hold until the latest local write is durable: anything the node makes
+        meanwhile may carry it (an anti-entropy reply, a GRAFT answered from the cache, even a
+        digest naming its dot). Membership probes carry no replica state: they go at once, so
+        a slow disk does not make peers think this replica is dead."""
+        if not envelopes:
+            return
+        if self._last_local_seq <= self._durable_seq:
+            self.transport.send_all(envelopes)
+            return
+        probes = [e for e in envelopes if isinstance(e.msg, _PROBES)]
+        if probes:
+            self.transport.send_all(probes)
+            envelopes = [e for e in envelopes if not isinstance(e.msg, _PROBES)]
+        if envelopes:
+            self._held.append((self._last_local_seq, envelopes))
 
     # -- the network ----------------------------------------------------------------------------
 
@@ -301,7 +436,7 @@ class ReplicaRunner:
         except EdgeStateError as e:
             log.warning("%s: refused a %s from %s: %s", self.id, env.kind, env.src, e.message)
             return
-        self.transport.send_all(out)
+        self._send(out)
         self._timer_wake.set()
         self._emit()
 
@@ -318,7 +453,7 @@ class ReplicaRunner:
             now = self.now()
             due = node.next_deadline()
             if due is not None and due <= now:
-                self.transport.send_all(node.tick(now=now))
+                self._send(node.tick(now=now))
                 self._emit()
                 continue
             self._timer_wake.clear()
@@ -343,33 +478,91 @@ class ReplicaRunner:
                 except Exception as e:  # noqa: BLE001 - the disk's failure, not ours
                     self.stats.flush_errors += 1
                     log.error("%s: flush failed: %s", self.id, e)
-                    self._fail_waiters(StorageUnavailable(f"the write could not be made durable: {e}"))
-                    await asyncio.sleep(FLUSH_RETRY_S)
-                    self._kick.set()
-                    continue
+                    if not await self._settle():
+                        await self._roll_back(e)
+                        continue
             self._release()
             self._maybe_checkpoint()
 
+    async def _settle(self) -> bool:
+        """Did the failed flush land after all? Asked until the disk can answer; meanwhile
+        nothing is answered or sent (both wait on the durable point, which does not move)."""
+        while True:
+            try:
+                landed = await asyncio.to_thread(self.storage.settle)
+            except Exception as e:  # noqa: BLE001
+                log.error("%s: cannot tell whether the failed flush landed (%s); asking again", self.id, e)
+                await asyncio.sleep(FLUSH_RETRY_S)
+                continue
+            if landed:
+                log.warning("%s: the failed flush's rows are on disk after all: its writes stand", self.id)
+            return landed
+
+    async def _roll_back(self, err: Exception) -> None:
+        """Undo everything not durable, as if it had never been: see the module docstring."""
+        old = self.node.replica
+        while True:
+            try:  # in a thread: a big state takes a while to load; writes meanwhile are dropped below
+                fresh = await asyncio.to_thread(self.storage.reload, self.id, secret=self._secret,
+                                                members=sorted(old.members), actor=old.actor)
+                break
+            except Exception as e:  # noqa: BLE001
+                log.error("%s: cannot reload the durable state (%s); trying again", self.id, e)
+                await asyncio.sleep(FLUSH_RETRY_S)
+        # From here on nothing awaits: no write, message or timer sees a half-swapped replica.
+        dropped = self.storage.discard_pending()
+        refusal = StorageUnavailable(f"the write could not be made durable ({err}); it was not applied, retry it")
+        for w in self._waiters:
+            if w.future is not None and not w.future.done():
+                w.future.set_exception(refusal)
+            if w.local:
+                self.stats.writes -= 1
+                self.stats.writes_refused += 1
+            if w.record is not None:
+                self._land(w.record.key, None)
+        self._waiters.clear()
+        self.stats.held_dropped += sum(len(envs) for _seq, envs in self._held)
+        self._held.clear()
+        self._inbox.clear()  # remote deltas not durable: anti-entropy brings them again
+        fresh.hlc.last = max(fresh.hlc.last, old.hlc.last)  # timestamps never go back
+        fresh.peer_applied = old.peer_applied
+        node = self.node
+        node.replica = fresh
+        node.set_strategy(node.cfg.strategy)  # no cached payload of a dropped write survives
+        self._last_local_seq = self._durable_seq = self.storage.durable_seq
+        self.stats.rollbacks += 1
+        self._timer_wake.set()
+        log.warning("%s: rolled back to the durable state; %d deltas and records dropped", self.id, dropped)
+
+    def _land(self, key: str, record: Record | None) -> None:
+        """A keyed write is done: its record (None: it failed) answers retries from now on."""
+        if record is not None:
+            self.ledger.add(record)
+        flight = self._flights.pop(key, None)
+        if flight is not None and not flight.done.done():
+            flight.done.set_result(None)
+
     def _release(self) -> None:
-        durable = self.storage.durable_seq
+        durable = self._durable_seq = self.storage.durable_seq
+        held = self._held
+        while held and held[0][0] <= durable:
+            self.transport.send_all(held.popleft()[1])
         inbox = self._inbox
         while inbox and (inbox[0][0] is None or inbox[0][0] <= durable):
             self._receive(inbox.popleft()[1])
-        waiters = self._waiters
-        while waiters and waiters[0].seq <= durable:
-            w = waiters.popleft()
-            self.transport.send_all(w.envelopes)
-            if w.future is not None and not w.future.done():
-                w.future.set_result(None)
+        if self._waiters:
+            still = []
+            for w in self._waiters:
+                if w.seq > durable:
+                    still.append(w)
+                    continue
+                if w.record is not None:
+                    self._land(w.record.key, w.record)
+                if w.future is not None and not w.future.done():
+                    w.future.set_result(None)
+            self._waiters = still
         self._timer_wake.set()
         self._emit()
-
-    def _fail_waiters(self, err: Exception) -> None:
-        # their deltas stay buffered and are retried; these callers just stop waiting
-        for w in self._waiters:
-            if w.future is not None and not w.future.done():
-                w.future.set_exception(err)
-            w.future = None
 
     def _maybe_checkpoint(self) -> None:
         storage = self.storage
@@ -377,8 +570,10 @@ class ReplicaRunner:
         if not rows:
             return
         if rows >= CHECKPOINT_LOG_ROWS or time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+            now = self._wall_ms()
+            self.ledger.expire(now)
             try:
-                storage.checkpoint(self.node.replica)
+                storage.checkpoint(self.node.replica, expire_records_before=self.ledger.cutoff(now))
             except Exception as e:  # noqa: BLE001 - retried at the next chance
                 log.error("%s: checkpoint failed: %s", self.id, e)
             self._last_checkpoint = time.monotonic()
@@ -402,6 +597,9 @@ class ReplicaRunner:
             "durable_seq": self.storage.durable_seq,
             "pending": self.storage.pending,
             "waiting_inbound": len(self._inbox),
+            "held_outbound": sum(len(envs) for _seq, envs in self._held),
+            "rollbacks": self.stats.rollbacks,
+            "idempotency_records": len(self.ledger),
             "bad_frames": dict(net.bad_frames),
             "partitioned_from": sorted(self.transport.blocked),
         }

@@ -360,6 +360,12 @@ class Simulator:
         self._after_call(node_id, node, outs, now)
         return view
 
+    def check_up(self, node_id: str) -> None:
+        """Raise what a read or write at `node_id` would before touching it: unknown, or down."""
+        self._check_id(node_id)
+        if node_id in self._down:
+            raise ReplicaDown(node_id, self._down[node_id][0])
+
     def read(self, node_id: str, ns: str, key: str) -> Any:
         self._check_id(node_id)
         if node_id in self._down:

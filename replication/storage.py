@@ -9,6 +9,9 @@ What is kept, under a data directory (one replica per directory, held by a lock 
 - a checkpoint: the keyspace (one row per key: its dot store in wire form), the join and
   applied contexts, the dot -> key map, the HLC's last timestamp, and the replica's id and
   actor. Rows are rewritten only for keys that changed since the last checkpoint.
+- `idempotency`: a record per `Idempotency-Key` of a recent keyed write (the request's
+  fingerprint and the answer given), written in the same transaction as the write's delta,
+  so a retry after any restart is answered from it. Expired ones go at checkpoints.
 
 On open, the checkpoint is loaded and the log replayed through `Store.apply` (deltas are
 idempotent, so replaying one the checkpoint already holds changes nothing).
@@ -21,6 +24,16 @@ panic: its commits reach the disk only at WAL checkpoints, and "acknowledged" mu
 disk.) A commit cut short by a crash is a torn WAL tail that SQLite ignores on open (WAL
 frames are checksummed and only a commit frame makes a transaction count).
 
+A flush that fails (a full disk) is never retried: the deltas buffered behind it were
+computed from a state that holds it (a counter's delta carries its actor's total, a kv
+write's context covers the dots it saw), so none of them may reach the disk either. The
+driver asks `settle()` whether the batch landed after all (SQLite can report an fsync error
+from a COMMIT whose rows are on disk); if not, it takes the durable state back with
+`reload()` and drops what is buffered with `discard_pending()`, and the storage refuses
+flushes and checkpoints in between. One window is left: a COMMIT whose fsync failed after
+its frames were written but before SQLite counted them, then a crash before any later
+commit overwrote them; WAL recovery may bring such a transaction back on the next open.
+
 How a driver uses it (single-threaded, as the sans-IO core is):
 
     storage = Storage.open(data_dir)
@@ -30,7 +43,10 @@ How a driver uses it (single-threaded, as the sans-IO core is):
     # remote delta: append and flush, then apply
     storage.append(delta); storage.flush(); replica.apply(delta)
     # now and then, between flushes
-    storage.checkpoint(replica)
+    storage.checkpoint(replica, expire_records_before=wall_ms - ttl_ms)
+    # when flush() raised: nothing of it may be acknowledged
+    if not storage.settle():  # (raises while the disk cannot even be read: ask again)
+        replica = storage.reload("lhr", ...); storage.discard_pending()
 
 Checkpoints are safe whenever they run: a logged delta is dropped from the log only once
 the replica's state provably holds it (its contexts cover the delta's, which is exactly when
@@ -40,6 +56,7 @@ applied when a checkpoint runs stays in the log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -53,6 +70,7 @@ from .clocks import CausalContext, Dot, Timestamp, check_replica_id, dot_from_wi
 from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError, StaleDelta
+from .idempotency import Record
 from .replica import DEV_SECRET, Replica
 from .values import check_key, check_namespace
 
@@ -75,6 +93,11 @@ CREATE TABLE IF NOT EXISTS dot_keys (
     PRIMARY KEY (replica, counter)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, delta BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY, seq INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+    request BLOB NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at_ms);
 """
 
 
@@ -136,6 +159,8 @@ class StorageStats:
     replayed: int = 0  # log rows replayed by restore
     stale_skipped: int = 0  # replayed anti-entropy replies that no longer applied
     refused_skipped: int = 0  # replayed deltas the store refused (as it did when they first arrived)
+    failed_flushes: int = 0  # flushes that did not land (their batches were dropped)
+    landed_after_error: int = 0  # flushes that raised, yet whose rows were found on disk
 
 
 def _delta_keys(delta: Delta) -> tuple[set[KeyRef], bool]:
@@ -166,11 +191,16 @@ class Storage:
         self._conn = conn
         self._lock_fd = lock_fd
         self._buf: list[tuple[int, Delta, bytes]] = []
+        self._recs: list[tuple[int, Record]] = []  # idempotency records, flushed with the deltas
         self._buf_lock = threading.Lock()  # append vs the buffer swap in flush
-        self._io_lock = threading.Lock()  # one transaction at a time
+        self._io_lock = threading.RLock()  # one transaction at a time (reload holds it through restore)
         row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()
-        self._next_seq = row[0] + 1
-        self.durable_seq = row[0]
+        # records share the log's sequence: a failed flush is looked for by its numbers (settle)
+        top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM idempotency").fetchone()
+        self._next_seq = max(row[0], top[0]) + 1
+        self.durable_seq = self._next_seq - 1
+        self._doubt: tuple[list, list] | None = None  # a batch whose flush raised: landed or not?
+        self._tainted = False  # a flush failed: buffered deltas may build on it; nothing more is written
         # deltas in the log, kept to decide at a checkpoint which ones the state already holds
         self._retained: list[tuple[int, Delta]] = []
         self._dirty: set[KeyRef] = set()
@@ -311,6 +341,9 @@ class Storage:
             if self._restored or self._buf or self._retained:
                 raise StorageError("restore() runs once, before anything is appended")
             self._restored = True
+        return self._restore(replica_id, secret, members, actor)
+
+    def _restore(self, replica_id: str, secret: bytes, members: Iterable[str], actor: str | None) -> Replica:
         state = self.load()
         if state.replica_id is not None and state.replica_id != replica_id:
             raise WrongReplica(f"data directory {self.path} belongs to replica {state.replica_id!r}, not {replica_id!r}")
@@ -355,9 +388,10 @@ class Storage:
         self._dirty |= keys
         self._dirty_all |= full
 
-    def append(self, delta: Delta) -> int:
+    def append(self, delta: Delta, *, record: Record | None = None) -> int:
         """Buffer a delta for the next flush. Returns its sequence number; it is durable once
-        `durable_seq` reaches it (when the flush that wrote it returns)."""
+        `durable_seq` reaches it (when the flush that wrote it returns). `record`: the
+        idempotency record of the write that made it, written in the same transaction."""
         if not isinstance(delta, Delta):
             raise TypeError("append takes a Delta")
         raw = _pack(delta.to_wire())
@@ -366,12 +400,41 @@ class Storage:
             seq = self._next_seq
             self._next_seq += 1
             self._buf.append((seq, delta, raw))
+            if record is not None:
+                self._recs.append((seq, record))
         return seq
+
+    def remember(self, record: Record) -> int:
+        """Buffer an idempotency record alone (a keyed write that changed nothing). Returns
+        its sequence number, durable as `append`'s are."""
+        if not isinstance(record, Record):
+            raise TypeError("remember takes a Record")
+        with self._buf_lock:
+            self._check_open()
+            seq = self._next_seq
+            self._next_seq += 1
+            self._recs.append((seq, record))
+        return seq
+
+    def load_records(self, since_ms: int) -> list[Record]:
+        """The idempotency records answered at or after `since_ms`, oldest first."""
+        with self._io_lock:
+            self._check_open()
+            rows = self._conn.execute(
+                "SELECT key, request, status, body, at_ms FROM idempotency WHERE at_ms >= ? ORDER BY at_ms, seq",
+                (since_ms,)).fetchall()
+        out = []
+        for key, request, status, body, at_ms in rows:
+            if not (isinstance(key, str) and isinstance(request, bytes) and type(status) is int
+                    and isinstance(body, bytes) and type(at_ms) is int):
+                raise CorruptStorage(f"an idempotency record in {self.path} does not decode")
+            out.append(Record(key, request, status, body, at_ms))
+        return out
 
     @property
     def pending(self) -> int:
-        """Deltas appended and not yet flushed."""
-        return len(self._buf)
+        """Deltas and records appended and not yet flushed."""
+        return len(self._buf) + len(self._recs)
 
     @property
     def log_length(self) -> int:
@@ -379,44 +442,108 @@ class Storage:
         return len(self._retained) + len(self._buf)
 
     def flush(self) -> int:
-        """Make every appended delta durable in one transaction (one fsync). Returns the highest
-        durable sequence number. On an error nothing of the batch is durable and it stays
-        buffered, so the caller may retry or give up; either way it must not acknowledge."""
+        """Make every appended delta and record durable in one transaction (one fsync). Returns
+        the highest durable sequence number. When it raises, the batch is in doubt: the caller
+        must not acknowledge anything of it, and must call `settle()` before anything else."""
         with self._io_lock:
             with self._buf_lock:
-                self._check_open()
+                self._check_usable()
                 batch, self._buf = self._buf, []
-            if not batch:
+                recs, self._recs = self._recs, []
+            if not batch and not recs:
                 return self.durable_seq
+            conn = self._conn
             try:
-                conn = self._conn
                 conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany("INSERT INTO log (seq, delta) VALUES (?, ?)", [(s, raw) for s, _d, raw in batch])
-                    conn.execute("COMMIT")
-                except BaseException:
+                conn.executemany("INSERT INTO log (seq, delta) VALUES (?, ?)", [(s, raw) for s, _d, raw in batch])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO idempotency (key, seq, at_ms, request, status, body) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.key, s, r.at_ms, r.request, r.status, r.body) for s, r in recs])
+                conn.execute("COMMIT")
+            except BaseException:
+                self._doubt = (batch, recs)
+                with contextlib.suppress(sqlite3.Error):  # settle() tries again
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
-                    raise
-            except BaseException:
-                with self._buf_lock:
-                    self._buf[:0] = batch
                 raise
-            for seq, delta, _raw in batch:
-                self._retain(seq, delta)
-            self.durable_seq = batch[-1][0]
-            self.stats.flushes += 1
-            self.stats.appended += len(batch)
+            self._made_durable(batch, recs)
             return self.durable_seq
+
+    def _made_durable(self, batch: list, recs: list) -> None:
+        for seq, delta, _raw in batch:
+            self._retain(seq, delta)
+        self.durable_seq = max(batch[-1][0] if batch else 0, recs[-1][0] if recs else 0)
+        self.stats.flushes += 1
+        self.stats.appended += len(batch)
+
+    @property
+    def in_doubt(self) -> bool:
+        """A flush raised and `settle()` has not yet said whether its batch landed."""
+        return self._doubt is not None
+
+    def settle(self) -> bool:
+        """After `flush` raised: did its batch land after all? SQLite may report an error from
+        a COMMIT whose rows are on disk (an fsync error after the write), so the log is read.
+        True: it landed, and counts as durable as if `flush` had returned. False: it did not;
+        the batch is dropped, and this storage writes nothing more (anything buffered since may
+        build on what was dropped) until `reload()` and `discard_pending()`. Raises when the
+        disk cannot even be read: still in doubt, ask again later."""
+        with self._io_lock:
+            self._check_open()
+            if self._doubt is None:
+                raise StorageError("settle() follows a flush that raised")
+            batch, recs = self._doubt
+            conn = self._conn
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")  # our own uncommitted rows must not count as landed
+            # This session's numbers are above every row older sessions left, so rows with
+            # them can only be this batch's; the transaction is atomic, so one table says it.
+            table, seqs = ("log", batch) if batch else ("idempotency", recs)
+            lo, hi = seqs[0][0], seqs[-1][0]
+            found = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
+            if found not in (0, len(seqs)):
+                raise CorruptStorage(f"{found} of the {len(seqs)} rows of one transaction are in {self.path}")
+            self._doubt = None
+            if found:
+                self._made_durable(batch, recs)
+                self.stats.landed_after_error += 1
+                return True
+            self._tainted = True
+            self.stats.failed_flushes += 1
+            return False
+
+    def reload(
+        self, replica_id: str, *, secret: bytes = DEV_SECRET, members: Iterable[str] = (), actor: str | None = None
+    ) -> Replica:
+        """After a flush that did not land (`settle()` said False): a Replica holding exactly
+        the durable state again, read from the checkpoint and the log as `restore` does. May
+        run in a worker thread while the driver keeps appending; what it appends meanwhile is
+        dropped by `discard_pending()`, which the driver calls when it takes the new replica."""
+        with self._io_lock:
+            self._check_open()
+            if not self._tainted:
+                raise StorageError("reload() follows a flush that did not land")
+            self._retained, self._dirty, self._dirty_all, self._persisted_dots = [], set(), False, None
+            return self._restore(replica_id, secret, members, actor)
+
+    def discard_pending(self) -> int:
+        """Drop everything buffered and not durable, and take flushes again. Returns how many
+        deltas and records went."""
+        with self._buf_lock:
+            n = len(self._buf) + len(self._recs)
+            self._buf, self._recs = [], []
+            self._tainted = False
+        return n
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def checkpoint(self, replica: Replica, *, full: bool = False) -> int:
+    def checkpoint(self, replica: Replica, *, full: bool = False, expire_records_before: int | None = None) -> int:
         """Write the replica's state (changed keys only, or every key with `full`) and drop the
-        log rows it now holds. Call it on the thread that drives the replica. Returns how many
-        log rows went."""
+        log rows it now holds, and the idempotency records answered before
+        `expire_records_before` (wall ms). Call it on the thread that drives the replica.
+        Returns how many log rows went."""
         with self._io_lock:
-            self._check_open()
+            self._check_usable()
             store = replica.store
             conn = self._conn
             # What to write, captured before any I/O: keys touched by logged deltas, and by
@@ -466,6 +593,8 @@ class Storage:
                     conn.execute("DELETE FROM log WHERE seq <= ?", (done[-1],))
                 else:
                     conn.executemany("DELETE FROM log WHERE seq = ?", [(s,) for s in done])
+                if expire_records_before is not None:
+                    conn.execute("DELETE FROM idempotency WHERE at_ms < ?", (expire_records_before,))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -496,6 +625,15 @@ class Storage:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("storage is closed")
+
+    def _check_usable(self) -> None:
+        """Open, and not after a failed flush: then the caller's state may hold what the disk
+        refused, and writing it (a later batch, a checkpoint) would make that durable."""
+        self._check_open()
+        if self._doubt is not None:
+            raise StorageError("a failed flush is not settled yet (settle())")
+        if self._tainted:
+            raise StorageError("a flush failed; reload() and discard_pending() before writing again")
 
     def close(self, replica: Replica | None = None) -> None:
         """Flush, checkpoint `replica` if given, mark the directory cleanly closed, release it."""

@@ -213,3 +213,20 @@ def test_scenarios_are_refused_over_processes_and_change_nothing(procs):
     r = procs.call("POST", "/api/scenarios/hello-world")
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_supported_with_processes", r.text
     assert procs.ok("GET", "/api/convergence")["digests"] == before
+
+
+def test_an_idempotency_key_is_relayed_to_the_replica_process_that_keeps_the_record(procs):
+    key = {"Idempotency-Key": "relay-1"}
+    first = procs.call("POST", "/api/replicas/jfk/counters/keyed", json={"add": 4}, headers=key)
+    assert first.status_code == 200 and "Idempotent-Replayed" not in first.headers, first.text
+    again = procs.call("POST", "/api/replicas/jfk/counters/keyed", json={"add": 4}, headers=key)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == first.content and again.json() == {"key": "keyed", "replica": "jfk", "value": 4}
+    assert procs.ok("GET", "/api/replicas/jfk/counters/keyed")["value"] == 4
+    other = procs.call("POST", "/api/replicas/jfk/counters/keyed", json={"add": 5}, headers=key)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    bad = procs.call("PUT", "/api/replicas/jfk/kv/k", json={"value": 1}, headers={"Idempotency-Key": "x" * 256})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_idempotency_key"
+    put = procs.call("PUT", "/api/replicas/lhr/kv/keyed", json={"value": [1]}, headers=key)  # per replica
+    assert put.status_code == 200 and "Idempotent-Replayed" not in put.headers
+    assert procs.call("PUT", "/api/replicas/lhr/kv/keyed", json={"value": [1]}, headers=key).content == put.content

@@ -27,6 +27,7 @@ from replication import Replica
 from replication.clocks import Dot
 from replication.delta import Delta
 from replication.errors import StaleDelta
+from replication.idempotency import Record
 from replication.storage import (
     DB_NAME,
     CorruptStorage,
@@ -364,32 +365,141 @@ def test_group_commit_is_one_transaction(tmp_path):
     assert st.flush() == 100 and st.stats.flushes == 1  # nothing pending: no transaction
 
 
-def test_a_failed_flush_keeps_the_batch_and_acknowledges_nothing(tmp_path):
+class FailingConn:
+    """The storage's connection, with one statement made to fail like a full disk. `after`:
+    run the statement first and fail afterwards (a COMMIT whose fsync failed after the write)."""
+
+    def __init__(self, real, prefix: str, *, after: bool = False, times: int = 1):
+        self.real, self.prefix, self.after, self.left = real, prefix, after, times
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def _maybe_fail(self, sql: str) -> None:
+        if self.left and sql.startswith(self.prefix):
+            self.left -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+
+    def execute(self, sql, *args):
+        if not self.after:
+            self._maybe_fail(sql)
+        out = self.real.execute(sql, *args)
+        if self.after:
+            self._maybe_fail(sql)
+        return out
+
+    def executemany(self, sql, rows):
+        self._maybe_fail(sql)
+        return self.real.executemany(sql, rows)
+
+
+def test_a_failed_flush_acknowledges_nothing_and_is_never_retried(tmp_path):
+    """Deltas buffered behind a failed batch build on it (a counter's delta carries its actor's
+    total), so neither it nor they may reach the disk: the driver reloads the durable state."""
+    st, lhr = restored(tmp_path / "a")
+    st.append(lhr.add_counter("c", 1, now=1)[1])
+    assert st.flush() == 1
+    real = st._conn
+    st._conn = FailingConn(real, "INSERT INTO log")
+    st.append(lhr.add_counter("c", 1, now=2)[1])  # the failed write: c = 2 in memory
+    with pytest.raises(sqlite3.OperationalError):
+        st.flush()
+    assert st.in_doubt and st.durable_seq == 1 and not real.in_transaction
+    behind = st.append(lhr.add_counter("c", 1, now=3)[1])  # its delta says c = 3
+    for refused in (st.flush, lambda: st.checkpoint(lhr)):
+        with pytest.raises(StorageError):
+            refused()  # not before settle()
+    assert st.settle() is False
+    assert not st.in_doubt and st.stats.failed_flushes == 1
+    for refused in (st.flush, lambda: st.checkpoint(lhr)):
+        with pytest.raises(StorageError):
+            refused()  # not before reload() and discard_pending()
+    back = st.reload("lhr")
+    assert back.read_counter("c") == 1 and lhr.read_counter("c") == 3
+    assert st.discard_pending() == 1 and st.pending == 0
+    _view, d = back.add_counter("c", 5, now=4)  # mints the failed write's dot again
+    assert min(d.applied.dots()) == Dot("lhr", 2)
+    assert st.append(d) > behind
+    assert st.flush() == st.durable_seq and st.durable_seq > behind
+    st.checkpoint(back)
+    _s, after = restored(crash_copy(tmp_path / "a", tmp_path / "c"))
+    assert after.read_counter("c") == 6
+    same_state(back, after)
+
+
+def test_a_commit_error_whose_rows_landed_counts_as_durable(tmp_path):
     st, lhr = restored(tmp_path / "a")
     real = st._conn
-
-    class Failing:
-        def __init__(self):
-            self.fail = True
-
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def executemany(self, sql, rows):
-            if self.fail and sql.startswith("INSERT INTO log"):
-                self.fail = False
-                raise sqlite3.OperationalError("disk I/O error")
-            return real.executemany(sql, rows)
-
-    st._conn = Failing()
+    st._conn = FailingConn(real, "COMMIT", after=True)
     st.append(lhr.write_kv("k", 1, now=1)[1])
     with pytest.raises(sqlite3.OperationalError):
         st.flush()
-    assert st.durable_seq == 0 and st.pending == 1 and not real.in_transaction
-    assert st.flush() == 1
-    st._conn = real
+    assert st.durable_seq == 0
+    assert st.settle() is True
+    assert st.durable_seq == 1 and st.stats.landed_after_error == 1 and not st.in_doubt
+    st.append(lhr.write_kv("k", 2, now=2)[1])
+    assert st.flush() == 2  # flushes go on as usual
     _s, back = restored(crash_copy(tmp_path / "a", tmp_path / "c"))
-    assert back.read_kv("k").values == [1]
+    assert back.read_kv("k").values == [2]
+
+
+def test_settle_that_cannot_read_the_disk_leaves_the_batch_in_doubt(tmp_path):
+    st, lhr = restored(tmp_path / "a")
+    real = st._conn
+    st._conn = FailingConn(real, "INSERT INTO log")
+    st.append(lhr.write_kv("k", 1, now=1)[1])
+    with pytest.raises(sqlite3.OperationalError):
+        st.flush()
+    st._conn = FailingConn(real, "SELECT COUNT(*)")
+    with pytest.raises(sqlite3.OperationalError):
+        st.settle()
+    assert st.in_doubt
+    with pytest.raises(StorageError):
+        st.flush()
+    assert st.settle() is False
+
+
+def record(key: str, at_ms: int, body: bytes = b"{}") -> Record:
+    return Record(key, b"fingerprint of " + key.encode(), 200, body, at_ms)
+
+
+def test_idempotency_records_are_durable_with_their_write_and_expire_at_checkpoints(tmp_path):
+    st, lhr = restored(tmp_path / "a")
+    st.append(lhr.write_kv("k", 1, now=1)[1], record=record("put-k", 1_000, b'{"values":[1]}'))
+    st.remember(record("noop", 2_000))  # a keyed write that changed nothing
+    st.append(lhr.write_kv("j", 1, now=3)[1])
+    assert st.pending == 4  # rows: three deltas or records, and one record beside its delta
+    top = st.flush()
+    assert top == 3 and st.durable_seq == 3
+    _s, back = restored(crash_copy(tmp_path / "a", tmp_path / "c"))
+    assert _s.load_records(0) == [record("put-k", 1_000, b'{"values":[1]}'), record("noop", 2_000)]
+    assert _s.load_records(1_500) == [record("noop", 2_000)]
+    _s.close()
+    st.checkpoint(lhr, expire_records_before=1_500)
+    assert st.load_records(0) == [record("noop", 2_000)]
+    st.close(lhr)
+    # numbers go on above the records' after a restart: settle() looks for a batch by them
+    st = Storage.open(tmp_path / "a")
+    st.restore("lhr")
+    assert st.remember(record("later", 3_000)) > 2
+
+
+def test_a_failed_flush_keeps_none_of_its_records(tmp_path):
+    st, lhr = restored(tmp_path / "a")
+    real = st._conn
+    st._conn = FailingConn(real, "INSERT OR REPLACE INTO idempotency")
+    st.append(lhr.write_kv("k", 1, now=1)[1], record=record("put-k", 1_000))
+    with pytest.raises(sqlite3.OperationalError):
+        st.flush()
+    assert st.settle() is False
+    back = st.reload("lhr")
+    st.discard_pending()
+    assert back.read_kv("k").values == [] and st.load_records(0) == []
+    st._conn = FailingConn(real, "COMMIT", after=True)
+    st.remember(record("noop", 2_000))  # a batch of records alone is looked for in their table
+    with pytest.raises(sqlite3.OperationalError):
+        st.flush()
+    assert st.settle() is True and st.load_records(0) == [record("noop", 2_000)]
 
 
 def test_restore_runs_once(tmp_path):
