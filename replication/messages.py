@@ -98,6 +98,7 @@ class Ping:
     seq: int
     updates: list = field(default_factory=list)  # piggybacked membership updates
     on_behalf_of: str | None = None
+    incarnation: int = 0  # the sender's own: a newer one than the receiver knows revives it
 
 
 @dataclass(slots=True)
@@ -106,6 +107,7 @@ class Ack:
     seq: int
     updates: list = field(default_factory=list)
     target: str | None = None  # set when relaying an indirect probe's answer
+    incarnation: int = 0  # the sender's (the relay's, for a relayed answer)
 
 
 @dataclass(slots=True)
@@ -113,9 +115,22 @@ class PingReq:
     kind: ClassVar[str] = "ping_req"
     seq: int
     target: str
+    incarnation: int = 0
 
 
-Message = Gossip | GossipBatch | IHave | Graft | GraftAck | Prune | Neighbour | AeDigest | AeReply | Ping | Ack | PingReq
+@dataclass(slots=True)
+class PushPull:
+    """Membership anti-entropy: the sender's whole member table, itself included, as
+    (member, status, incarnation) triples. Repairs what piggybacked updates missed (they are
+    sent a bounded number of times, so a partition can outlast them)."""
+
+    kind: ClassVar[str] = "push_pull"
+    table: list
+    want_reply: bool = True
+
+
+Message = (Gossip | GossipBatch | IHave | Graft | GraftAck | Prune | Neighbour | AeDigest | AeReply
+           | Ping | Ack | PingReq | PushPull)
 
 
 @dataclass(slots=True)
@@ -164,7 +179,11 @@ def wire_size(msg: Message) -> int:
     if isinstance(msg, IHave):
         return _HEADER + 28 * len(msg.items)
     if isinstance(msg, (Ping, Ack)):
-        return _HEADER + 4 + 8 * len(msg.updates)
+        return _HEADER + 8 + 8 * len(msg.updates)
+    if isinstance(msg, PingReq):
+        return _HEADER + 10
+    if isinstance(msg, PushPull):
+        return _HEADER + 4 + 8 * len(msg.table)
     if isinstance(msg, Graft):
         return _HEADER + 8 + 10 * len(msg.mids)
     return _HEADER + 6

@@ -19,7 +19,7 @@ from .clocks import Dot
 from .dissemination import DisseminationConfig, make_strategy
 from .errors import StaleDelta
 from .membership import ALIVE, DEAD, Membership, MembershipConfig
-from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, Neighbour, Ping, PingReq
+from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, Neighbour, Ping, PingReq, PushPull
 from .replica import Replica
 
 
@@ -95,7 +95,8 @@ class Node:
             raise ValueError(f"restored replica {replica.id!r} given to node {replica_id!r}")
         self.replica = replica
         self._link_hint = link_ms
-        self.membership = Membership(replica_id, self.peers, self.rng, cfg.membership, incarnation)
+        self.membership = Membership(replica_id, self.peers, self.rng, cfg.membership, incarnation,
+                                     push_pull_rng=random.Random(f"{seed}:{replica_id}:{incarnation}:push-pull"))
         d = cfg.dissemination
         self._base_view = overlay_view(replica_id, self.peers, self.link_ms, self.rng, d.view_near, d.view_far)
         self._view = list(self._base_view)
@@ -151,7 +152,7 @@ class Node:
         kind = msg.kind
         if kind in _STRATEGY_KINDS:  # the common case first: this runs for every message
             return self.strategy.handle(env.src, msg, now)
-        if isinstance(msg, (Ping, Ack, PingReq)):
+        if isinstance(msg, (Ping, Ack, PingReq, PushPull)):
             out = self.membership.handle(env, now)
             self._membership_changed()
             return out

@@ -63,20 +63,23 @@ from .messages import (
     Ping,
     PingReq,
     Prune,
+    PushPull,
 )
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: membership messages carry the sender's incarnation; push-pull
 LENGTH_BYTES = 4
 TAG_BYTES = 16
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024  # length field limit: body + tag
 _KEY_LABEL = b"edgestate/frame/v1"
 
 # Bounds on list fields, far above what the protocol sends (gossip batches hold 64, a ping
-# piggybacks 9 updates), well below what would let one frame make a receiver loop for long.
+# piggybacks 9 updates, a push-pull the member table), well below what would let one frame
+# make a receiver loop for long.
 MAX_BATCH = 1024
 MAX_IHAVE = 65536
 MAX_GRAFT_MIDS = 65536
 MAX_UPDATES = 256
+MAX_MEMBERS = 65536  # a push-pull's member table
 MAX_HOPS = 65535
 MAX_PATH_MS = 1e9
 
@@ -87,7 +90,7 @@ _STATUS_CODE = {s: i for i, s in enumerate(_STATUS)}
 # Kind codes: stable, part of the wire format.
 K_GOSSIP, K_BATCH, K_IHAVE, K_GRAFT, K_GRAFT_ACK, K_PRUNE, K_NEIGHBOUR = 1, 2, 3, 4, 5, 6, 7
 K_AE_DIGEST, K_AE_REPLY, K_PING, K_ACK, K_PING_REQ = 8, 9, 10, 11, 12
-K_FRAGMENT = 13
+K_FRAGMENT, K_PUSH_PULL = 13, 14
 
 # A message bigger than one frame (a full-state anti-entropy reply for a big keyspace) goes as
 # consecutive fragments on one connection, each a frame of its own, tagged like any other: a
@@ -171,11 +174,13 @@ def encode_message(msg: Message) -> list:
     if t is AeReply:
         return [K_AE_REPLY, msg.delta.to_wire()]
     if t is Ping:
-        return [K_PING, msg.seq, _updates(msg.updates), msg.on_behalf_of]
+        return [K_PING, msg.seq, _updates(msg.updates), msg.on_behalf_of, msg.incarnation]
     if t is Ack:
-        return [K_ACK, msg.seq, _updates(msg.updates), msg.target]
+        return [K_ACK, msg.seq, _updates(msg.updates), msg.target, msg.incarnation]
     if t is PingReq:
-        return [K_PING_REQ, msg.seq, msg.target]
+        return [K_PING_REQ, msg.seq, msg.target, msg.incarnation]
+    if t is PushPull:
+        return [K_PUSH_PULL, _updates(msg.table), bool(msg.want_reply)]
     if t is Fragment:
         return [K_FRAGMENT, msg.fid, msg.index, msg.total, msg.data]
     raise TypeError(f"not a replication message: {t.__name__}")
@@ -292,13 +297,17 @@ def _gossip(f: object) -> Gossip:
     return Gossip(mid, root, delta, _int(f[3], 0, MAX_HOPS, "hops"), _path(f[4]))
 
 
-def _updates_from(x: object) -> list:
+def _inc(x: object) -> int:
+    return _int(x, 0, MAX_COUNTER, "an incarnation")
+
+
+def _updates_from(x: object, limit: int = MAX_UPDATES, what: str = "membership updates") -> list:
     out = []
-    for u in _list(x, MAX_UPDATES, "membership updates"):
+    for u in _list(x, limit, what):
         if type(u) is not list or len(u) != 3:
             raise _Invalid("a membership update must be [member, status, incarnation]")
         status = _int(u[1], 0, len(_STATUS) - 1, "a membership status")
-        out.append((_rid(u[0]), _STATUS[status], _int(u[2], 0, MAX_COUNTER, "an incarnation")))
+        out.append((_rid(u[0]), _STATUS[status], _inc(u[2])))
     return out
 
 
@@ -329,9 +338,11 @@ _DECODERS: dict[int, tuple[int, Callable[..., Message]]] = {
     K_NEIGHBOUR: (0, lambda: Neighbour()),
     K_AE_DIGEST: (2, lambda ctx, want: AeDigest(_ctx(ctx), _bool(want, "want_reply"))),
     K_AE_REPLY: (1, lambda d: AeReply(Delta.from_wire(d))),
-    K_PING: (3, lambda seq, up, who: Ping(_seq(seq), _updates_from(up), _opt_rid(who))),
-    K_ACK: (3, lambda seq, up, target: Ack(_seq(seq), _updates_from(up), _opt_rid(target))),
-    K_PING_REQ: (2, lambda seq, target: PingReq(_seq(seq), _rid(target))),
+    K_PING: (4, lambda seq, up, who, inc: Ping(_seq(seq), _updates_from(up), _opt_rid(who), _inc(inc))),
+    K_ACK: (4, lambda seq, up, target, inc: Ack(_seq(seq), _updates_from(up), _opt_rid(target), _inc(inc))),
+    K_PING_REQ: (3, lambda seq, target, inc: PingReq(_seq(seq), _rid(target), _inc(inc))),
+    K_PUSH_PULL: (2, lambda table, want: PushPull(_updates_from(table, MAX_MEMBERS, "a member table"),
+                                                  _bool(want, "want_reply"))),
     K_FRAGMENT: (4, lambda fid, i, n, data: _fragment(fid, i, n, data)),
 }
 

@@ -37,12 +37,14 @@ from replication.messages import (
     Ping,
     PingReq,
     Prune,
+    PushPull,
     wire_size,
 )
 from replication.node import Node, NodeConfig
 from replication.sim import Simulator
 from replication.wire import (
     TAG_BYTES,
+    WIRE_VERSION,
     BadFrame,
     FrameDecoder,
     FrameEncoder,
@@ -57,7 +59,7 @@ pytestmark = pytest.mark.timeout(120)
 
 SECRET = b"cluster-secret-for-tests-0123456789"
 ALL_KINDS = {c.__name__ for c in (Gossip, GossipBatch, IHave, Graft, GraftAck, Prune, Neighbour,
-                                 AeDigest, AeReply, Ping, Ack, PingReq)}
+                                 AeDigest, AeReply, Ping, Ack, PingReq, PushPull)}
 
 
 # -- real deltas, from real replicas ------------------------------------------------------------
@@ -116,10 +118,15 @@ def sample_envelopes() -> list[Envelope]:
         AeDigest(CausalContext(), want_reply=False),
         *[AeReply(d) for d in DELTAS],
         Ping(1),
-        Ping(2**63 - 1, [("lhr", "alive", 0), ("fra", "suspect", 3), ("syd", "dead", 12)], on_behalf_of="jnb"),
+        Ping(2**63 - 1, [("lhr", "alive", 0), ("fra", "suspect", 3), ("syd", "dead", 12)], on_behalf_of="jnb",
+             incarnation=2**63 - 1),
         Ack(5),
-        Ack(6, [("lhr", "alive", 1)], target="gru"),
+        Ack(6, [("lhr", "alive", 1)], target="gru", incarnation=4),
         PingReq(9, "sin"),
+        PingReq(10, "sin", incarnation=300),
+        PushPull([("lhr", "alive", 2), ("fra", "suspect", 3), ("syd", "dead", 0)]),
+        PushPull([("lhr", "alive", 0)], want_reply=False),
+        PushPull([]),
     ]
     return [Envelope("lhr", "fra", m) for m in msgs]
 
@@ -171,6 +178,8 @@ def test_round_trip(env):
         assert all(isinstance(mid, Dot) and type(p) is float for mid, _r, p in m.items)
     if isinstance(m, (Ping, Ack)):
         assert all(type(u) is tuple for u in m.updates)
+    if isinstance(m, PushPull):
+        assert all(type(u) is tuple for u in m.table)
     if isinstance(m, Graft):
         assert all(isinstance(d, Dot) for d in m.mids)
 
@@ -223,7 +232,8 @@ counter = st.integers(1, 2**63 - 1)
 dot = st.builds(Dot, rid, counter)
 path = st.floats(0.0, 1e9, allow_nan=False, allow_infinity=False)
 status = st.sampled_from(["alive", "suspect", "dead"])
-update = st.tuples(rid, status, st.integers(0, 2**63 - 1))
+incarnation = st.integers(0, 2**63 - 1)
+update = st.tuples(rid, status, incarnation)
 seq = st.integers(0, 2**63 - 1)
 ctx = st.builds(
     lambda vv, cloud: CausalContext(VersionVector(vv), cloud),
@@ -243,9 +253,10 @@ message = st.one_of(
     st.just(Neighbour()),
     st.builds(AeDigest, ctx, st.booleans()),
     st.builds(AeReply, st.sampled_from(DELTAS)),
-    st.builds(Ping, seq, st.lists(update, max_size=9), st.none() | rid),
-    st.builds(Ack, seq, st.lists(update, max_size=9), st.none() | rid),
-    st.builds(PingReq, seq, rid),
+    st.builds(Ping, seq, st.lists(update, max_size=9), st.none() | rid, incarnation),
+    st.builds(Ack, seq, st.lists(update, max_size=9), st.none() | rid, incarnation),
+    st.builds(PingReq, seq, rid, incarnation),
+    st.builds(PushPull, st.lists(update, max_size=40), st.booleans()),
 )
 
 
@@ -347,6 +358,7 @@ def test_misdirected_frame():
     assert _code(frame, local_id="ams") == "misdirected"
 
 
+V = WIRE_VERSION
 VALID = encode_envelope(Envelope("lhr", "fra", Ping(1, [("syd", "alive", 2)])))
 
 
@@ -357,46 +369,61 @@ VALID = encode_envelope(Envelope("lhr", "fra", Ping(1, [("syd", "alive", 2)])))
         pytest.param(msgpack.packb(VALID) + b"\x00", id="trailing-bytes"),
         pytest.param(b"\x91" * 5000 + b"\x00", id="nested-too-deep"),
         pytest.param(b"\x94\x01\x0a\xa3l\xffr\xa3fra", id="invalid-utf8-id"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "fra", msgpack.ExtType(5, b"x"), [], None]), id="ext-type"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", msgpack.ExtType(5, b"x"), [], None, 0]), id="ext-type"),
         pytest.param(msgpack.packb({"a": 1}), id="map-body"),
-        pytest.param(msgpack.packb([1, 10, "lhr"]), id="short"),
-        pytest.param(msgpack.packb([2, *VALID[1:]]), id="future-version"),
+        pytest.param(msgpack.packb([V, 10, "lhr"]), id="short"),
+        pytest.param(msgpack.packb([V + 1, *VALID[1:]]), id="future-version"),
+        pytest.param(msgpack.packb([1, 10, "lhr", "fra", 1, [], None]), id="version-1-ping"),
         pytest.param(msgpack.packb([True, *VALID[1:]]), id="bool-version"),
-        pytest.param(msgpack.packb([1, 99, "lhr", "fra"]), id="unknown-kind"),
-        pytest.param(msgpack.packb([1, 10.0, *VALID[2:]]), id="float-kind"),
+        pytest.param(msgpack.packb([V, 99, "lhr", "fra"]), id="unknown-kind"),
+        pytest.param(msgpack.packb([V, 10.0, *VALID[2:]]), id="float-kind"),
         pytest.param(msgpack.packb([*VALID, None]), id="extra-field"),
-        pytest.param(msgpack.packb([1, 10, "", "fra", 1, [], None]), id="empty-src"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "x" * 65, 1, [], None]), id="long-dst"),
-        pytest.param(msgpack.packb([1, 10, "lhr", b"fra", 1, [], None]), id="bytes-dst"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "fra", -1, [], None]), id="negative-seq"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "fra", True, [], None]), id="bool-seq"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "fra", 1, [["a", 3, 0]], None]), id="unknown-status"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "fra", 1, [["a", 0]], None]), id="short-update"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "fra", 1, [["a", 0, -1]], None]), id="negative-incarnation"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "fra", 1, [["a", 0, 0]] * 257, None]), id="too-many-updates"),
-        pytest.param(msgpack.packb([1, 10, "lhr", "fra", 1, [], 7]), id="int-on-behalf"),
-        pytest.param(msgpack.packb([1, 3, "lhr", "fra", [[["a", 1], "a", float("nan")]]]), id="ihave-nan"),
-        pytest.param(msgpack.packb([1, 3, "lhr", "fra", [[["a", 1], "a", float("inf")]]]), id="ihave-inf"),
-        pytest.param(msgpack.packb([1, 3, "lhr", "fra", [[["a", 1], "a", -1.0]]]), id="ihave-negative"),
-        pytest.param(msgpack.packb([1, 3, "lhr", "fra", [[["a", 1], "a", 5]]]), id="ihave-int-path"),
-        pytest.param(msgpack.packb([1, 3, "lhr", "fra", [[["a", 0], "a", 5.0]]]), id="ihave-zero-counter"),
-        pytest.param(msgpack.packb([1, 3, "lhr", "fra", [[["a", 1], "", 5.0]]]), id="ihave-empty-root"),
-        pytest.param(msgpack.packb([1, 3, "lhr", "fra", [[["a", 1, 2], "a", 5.0]]]), id="ihave-long-dot"),
-        pytest.param(msgpack.packb([1, 3, "lhr", "fra", [[["a", 1], "a", 5.0]] * 65537]), id="ihave-too-many"),
-        pytest.param(msgpack.packb([1, 4, "lhr", "fra", "lhr", [["a", 2**63]]]), id="graft-huge-counter"),
-        pytest.param(msgpack.packb([1, 4, "lhr", "fra", "lhr", "notalist"]), id="graft-mids-str"),
-        pytest.param(msgpack.packb([1, 6, "lhr", "fra", "lhr", 1]), id="prune-int-flag"),
-        pytest.param(msgpack.packb([1, 8, "lhr", "fra", [{"a": -1}, []], True]), id="digest-negative-vv"),
-        pytest.param(msgpack.packb([1, 8, "lhr", "fra", [{"a": 1}, [["b"]]], True]), id="digest-bad-cloud"),
-        pytest.param(msgpack.packb([1, 8, "lhr", "fra", [[], []], True]), id="digest-list-vv"),
-        pytest.param(msgpack.packb([1, 8, "lhr", "fra", {"a": 1}, True]), id="digest-not-a-context"),
-        pytest.param(msgpack.packb([1, 9, "lhr", "fra", [1, [], [{}, []], [{}, []], [], None, False]]), id="empty-partial-delta"),
-        pytest.param(msgpack.packb([1, 9, "lhr", "fra", "delta"]), id="delta-str"),
-        pytest.param(msgpack.packb([1, 1, "lhr", "fra", ["lhr", 2], "lhr", DELTAS[0].to_wire(), 0, 1.0]), id="gossip-mid-not-in-delta"),
-        pytest.param(msgpack.packb([1, 1, "lhr", "fra", ["lhr", 1], "lhr", DELTAS[0].to_wire(), -1, 1.0]), id="gossip-negative-hops"),
-        pytest.param(msgpack.packb([1, 2, "lhr", "fra", [["lhr", 1]]]), id="batch-bad-item"),
-        pytest.param(msgpack.packb([1, 12, "lhr", "fra", 1, None]), id="pingreq-no-target"),
-        pytest.param(msgpack.packb([1, 7, "lhr", "fra", None]), id="neighbour-with-field"),
+        pytest.param(msgpack.packb([V, 10, "", "fra", 1, [], None, 0]), id="empty-src"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "x" * 65, 1, [], None, 0]), id="long-dst"),
+        pytest.param(msgpack.packb([V, 10, "lhr", b"fra", 1, [], None, 0]), id="bytes-dst"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", -1, [], None, 0]), id="negative-seq"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", True, [], None, 0]), id="bool-seq"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [["a", 3, 0]], None, 0]), id="unknown-status"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [["a", 0]], None, 0]), id="short-update"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [["a", 0, -1]], None, 0]), id="negative-incarnation"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [["a", 0, 0]] * 257, None, 0]), id="too-many-updates"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [], 7, 0]), id="int-on-behalf"),
+        pytest.param(msgpack.packb([V, 3, "lhr", "fra", [[["a", 1], "a", float("nan")]]]), id="ihave-nan"),
+        pytest.param(msgpack.packb([V, 3, "lhr", "fra", [[["a", 1], "a", float("inf")]]]), id="ihave-inf"),
+        pytest.param(msgpack.packb([V, 3, "lhr", "fra", [[["a", 1], "a", -1.0]]]), id="ihave-negative"),
+        pytest.param(msgpack.packb([V, 3, "lhr", "fra", [[["a", 1], "a", 5]]]), id="ihave-int-path"),
+        pytest.param(msgpack.packb([V, 3, "lhr", "fra", [[["a", 0], "a", 5.0]]]), id="ihave-zero-counter"),
+        pytest.param(msgpack.packb([V, 3, "lhr", "fra", [[["a", 1], "", 5.0]]]), id="ihave-empty-root"),
+        pytest.param(msgpack.packb([V, 3, "lhr", "fra", [[["a", 1, 2], "a", 5.0]]]), id="ihave-long-dot"),
+        pytest.param(msgpack.packb([V, 3, "lhr", "fra", [[["a", 1], "a", 5.0]] * 65537]), id="ihave-too-many"),
+        pytest.param(msgpack.packb([V, 4, "lhr", "fra", "lhr", [["a", 2**63]]]), id="graft-huge-counter"),
+        pytest.param(msgpack.packb([V, 4, "lhr", "fra", "lhr", "notalist"]), id="graft-mids-str"),
+        pytest.param(msgpack.packb([V, 6, "lhr", "fra", "lhr", 1]), id="prune-int-flag"),
+        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [{"a": -1}, []], True]), id="digest-negative-vv"),
+        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [{"a": 1}, [["b"]]], True]), id="digest-bad-cloud"),
+        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [[], []], True]), id="digest-list-vv"),
+        pytest.param(msgpack.packb([V, 8, "lhr", "fra", {"a": 1}, True]), id="digest-not-a-context"),
+        pytest.param(msgpack.packb([V, 9, "lhr", "fra", [1, [], [{}, []], [{}, []], [], None, False]]), id="empty-partial-delta"),
+        pytest.param(msgpack.packb([V, 9, "lhr", "fra", "delta"]), id="delta-str"),
+        pytest.param(msgpack.packb([V, 1, "lhr", "fra", ["lhr", 2], "lhr", DELTAS[0].to_wire(), 0, 1.0]), id="gossip-mid-not-in-delta"),
+        pytest.param(msgpack.packb([V, 1, "lhr", "fra", ["lhr", 1], "lhr", DELTAS[0].to_wire(), -1, 1.0]), id="gossip-negative-hops"),
+        pytest.param(msgpack.packb([V, 2, "lhr", "fra", [["lhr", 1]]]), id="batch-bad-item"),
+        pytest.param(msgpack.packb([V, 12, "lhr", "fra", 1, None, 0]), id="pingreq-no-target"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [], None, -1]), id="ping-negative-own-incarnation"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [], None, True]), id="ping-bool-incarnation"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [], None, 2**63]), id="ping-huge-incarnation"),
+        pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [], None]), id="ping-without-incarnation"),
+        pytest.param(msgpack.packb([V, 11, "lhr", "fra", 1, [], None, 1.0]), id="ack-float-incarnation"),
+        pytest.param(msgpack.packb([V, 12, "lhr", "fra", 1, "syd", "3"]), id="pingreq-str-incarnation"),
+        pytest.param(msgpack.packb([V, 14, "lhr", "fra", {"a": [0, 1]}, True]), id="push-pull-map-table"),
+        pytest.param(msgpack.packb([V, 14, "lhr", "fra", [["a", 0]], True]), id="push-pull-short-entry"),
+        pytest.param(msgpack.packb([V, 14, "lhr", "fra", [["a", 3, 0]], True]), id="push-pull-unknown-status"),
+        pytest.param(msgpack.packb([V, 14, "lhr", "fra", [["", 0, 0]], True]), id="push-pull-empty-member"),
+        pytest.param(msgpack.packb([V, 14, "lhr", "fra", [["a", 0, -2]], True]), id="push-pull-negative-incarnation"),
+        pytest.param(msgpack.packb([V, 14, "lhr", "fra", [["a", 0, 0]] * 65537, True]), id="push-pull-too-many"),
+        pytest.param(msgpack.packb([V, 14, "lhr", "fra", [], 1]), id="push-pull-int-flag"),
+        pytest.param(msgpack.packb([V, 14, "lhr", "fra", []]), id="push-pull-no-flag"),
+        pytest.param(msgpack.packb([V, 7, "lhr", "fra", None]), id="neighbour-with-field"),
     ],
 )
 def test_authenticated_but_malformed_bodies(body):
@@ -406,8 +433,14 @@ def test_authenticated_but_malformed_bodies(body):
 def test_valid_reference_body_decodes():
     """The malformed cases above are mutations of bodies like this one, which is fine."""
     assert decode_frame(_frame(VALID), SECRET).msg == Ping(1, [("syd", "alive", 2)])
-    ok = [1, 1, "lhr", "fra", ["lhr", 1], "lhr", DELTAS[0].to_wire(), 0, 1.0]
+    ok = [V, 1, "lhr", "fra", ["lhr", 1], "lhr", DELTAS[0].to_wire(), 0, 1.0]
     assert decode_frame(_frame(ok), SECRET).msg.mid == Dot("lhr", 1)
+    ping = [V, 10, "lhr", "fra", 1, [["a", 0, 0]], None, 0]
+    assert decode_frame(_frame(ping), SECRET).msg == Ping(1, [("a", "alive", 0)])
+    req = [V, 12, "lhr", "fra", 1, "syd", 3]
+    assert decode_frame(_frame(req), SECRET).msg == PingReq(1, "syd", 3)
+    table = [V, 14, "lhr", "fra", [["a", 0, 0]] * 300, True]
+    assert decode_frame(_frame(table), SECRET).msg == PushPull([("a", "alive", 0)] * 300)
 
 
 def test_an_unexpected_exception_in_a_check_is_still_a_bad_frame(monkeypatch):
@@ -424,7 +457,7 @@ def test_an_unexpected_exception_in_a_check_is_still_a_bad_frame(monkeypatch):
 def test_tampered_delta_inside_an_authenticated_frame_is_malformed():
     w = DELTAS[0].to_wire()
     w[2] = [{}, []]  # drop the context: the live dot is no longer covered
-    assert _code(_frame([1, 9, "lhr", "fra", w])) == "malformed"
+    assert _code(_frame([V, 9, "lhr", "fra", w])) == "malformed"
 
 
 # -- fuzz: arbitrary bytes, and mutations of real bodies, only ever raise BadFrame -----------------
@@ -556,7 +589,7 @@ def test_a_cluster_converges_over_the_wire_codec(strategy):
     sim.set_loss(0.0)
     assert sim.run_until_condition(sim.converged, 60_000), "replicas did not converge over the wire"
     expected = {"plumtree": {"Gossip", "IHave", "Graft", "Prune"}, "gossip": {"GossipBatch"}, "direct": {"Gossip"}}
-    common = {"AeDigest", "AeReply", "Ping", "Ack", "PingReq", "Neighbour"}
+    common = {"AeDigest", "AeReply", "Ping", "Ack", "PingReq", "PushPull", "Neighbour"}
     assert expected[strategy] | common <= set(WireNode.seen), WireNode.seen
 
 
@@ -594,6 +627,9 @@ def typical() -> dict[str, Envelope]:
         "Ping(3)": Ping(1234, [("fra", "alive", 1), ("syd", "suspect", 0), ("nrt", "dead", 2)]),
         "Ack(3)": Ack(1234, [("fra", "alive", 1), ("syd", "suspect", 0), ("nrt", "dead", 2)]),
         "PingReq": PingReq(1234, "syd"),
+        "Ping(3, incarnation 300)": Ping(1234, [("fra", "alive", 1)] * 3, incarnation=300),
+        "PushPull(22)": PushPull([(p, "alive", i % 3) for i, p in enumerate(ids)]),
+        "PushPull(22, incarnations ~1000)": PushPull([(p, "dead", 1000 + i) for i, p in enumerate(ids)], False),
     }
     return {name: Envelope("lhr", "fra", m) for name, m in out.items()}
 
