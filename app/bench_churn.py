@@ -20,6 +20,7 @@ connection refused: not applied), `indeterminate` (no answer).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -91,7 +92,7 @@ def _request(method: str, url: str, body: dict | None) -> tuple[str, object]:
         if isinstance(e.reason, ConnectionRefusedError):
             return "refused", None  # nobody listening: it never arrived
         return "indeterminate", None
-    except (ConnectionError, socket.timeout, TimeoutError, OSError):
+    except (ConnectionError, socket.timeout, TimeoutError, OSError, http.client.HTTPException):
         return "indeterminate", None
 
 
@@ -198,7 +199,8 @@ def run_churn(params: ChurnParams, root: str | None = None, log=print) -> ChurnR
                     res.converge_s = round(time.monotonic() - back, 2)
                     break
                 if time.monotonic() > deadline:
-                    res.failures.append(f"not converged {SETTLE_DEADLINE_S:.0f} s after the last restart: {d}")
+                    res.failures.append(f"not converged {SETTLE_DEADLINE_S:.0f} s after the last restart: "
+                                        f"{_explain(cluster)}")
                     return res
                 time.sleep(0.1)  # poll interval
             if res.converge_s > params.converge_s:
@@ -214,12 +216,39 @@ def run_churn(params: ChurnParams, root: str | None = None, log=print) -> ChurnR
                     except ProcessLookupError:
                         pass
             cluster.close()
+            if res.failures:
+                res.failures.append(f"replica logs kept in {_keep_logs(cluster)}")
             res.acked = client.counts["acked"]
             res.refused = client.counts["refused"]
             res.indeterminate = client.counts["indeterminate"]
             res.wall_s = round(time.monotonic() - t0, 1)
     res.ok = not res.failures
     return res
+
+
+def _keep_logs(cluster: ProcessCluster) -> str:
+    import shutil
+
+    keep = tempfile.mkdtemp(prefix="edgestate-churn-logs-")
+    for r in cluster.replicas.values():
+        if r.log.exists():
+            shutil.copy(r.log, keep)
+    return keep
+
+
+def _explain(cluster: ProcessCluster) -> str:
+    """Each replica's digest, actor, vector and view of its peers: enough to start looking."""
+    out = []
+    for rid in IDS:
+        st = _status(cluster, rid)
+        if st is None:
+            out.append(f"{rid}: no answer")
+            continue
+        peers = {p: s for p, s in st.get("peers", {}).items() if s != "alive"}
+        out.append(f"{rid}: digest {st['digest'][:12]} actor {st['actor']} vv {st['version_vector']} "
+                   f"joined {st.get('joined')} not-alive peers {peers} waiting {st.get('waiting_inbound')} "
+                   f"held {st.get('held_outbound')} transport {st.get('transport')}")
+    return "\n  ".join(["", *out])
 
 
 def _check_reads(cluster: ProcessCluster, client: _Client, res: ChurnResult) -> None:

@@ -193,6 +193,19 @@ class Transport:
             self.send(env)
 
     async def _run_link(self, dst: str, link: _Link) -> None:
+        """The one sender to `dst`, for the transport's lifetime: an unexpected error is logged
+        and the link starts over on a new connection, never leaving the peer unserved."""
+        while not self._closed:
+            try:
+                await self._send_loop(dst, link)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a bug here must not silence a peer for ever
+                self.stats.dropped_out["sender_error"] += 1
+                log.exception("%s: the sender to %s failed; reconnecting", self.me, dst)
+                await asyncio.sleep(BACKOFF_MAX_S)
+
+    async def _send_loop(self, dst: str, link: _Link) -> None:
         loop = asyncio.get_running_loop()
         backoff = BACKOFF_MIN_S
         writer: asyncio.StreamWriter | None = None
@@ -234,8 +247,11 @@ class Transport:
                     await writer.drain()
                     self.stats.frames_out += frames
                     self.stats.bytes_out += sum(map(len, chunks))
-                except (ConnectionError, OSError):
-                    # those messages are lost, as on any network; the protocols repair it
+                except (ConnectionError, OSError, RuntimeError):
+                    # Those messages are lost, as on any network; the protocols repair it.
+                    # RuntimeError is uvloop's answer to a write on a connection the peer has
+                    # reset (a restarted replica): left uncaught it ended this task, and the
+                    # peer never heard from us again.
                     self.stats.dropped_out["connection_lost"] += len(chunks)
                     link.connected = False
                     writer.close()
@@ -254,6 +270,20 @@ class Transport:
             _d, f, _n = link.queue.popleft()
             link.queued_bytes -= len(f)
             self.stats.dropped_out["unreachable"] += 1
+
+    def link_status(self) -> dict:
+        """What an operator needs when a peer seems unreachable: totals, and per peer link
+        whether it is connected, what waits in its queue, and whether its sender still runs."""
+        st = self.stats
+        return {
+            "frames_in": st.frames_in, "frames_out": st.frames_out, "connects": st.connects,
+            "connect_failures": st.connect_failures, "dropped_out": dict(st.dropped_out),
+            "links": {
+                peer: {"connected": link.connected, "queued": len(link.queue), "queued_bytes": link.queued_bytes,
+                       "sender_alive": link.task is not None and not link.task.done()}
+                for peer, link in sorted(self._links.items())
+            },
+        }
 
     def connected(self, peer: str) -> bool:
         link = self._links.get(peer)

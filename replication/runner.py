@@ -602,6 +602,7 @@ class ReplicaRunner:
             "idempotency_records": len(self.ledger),
             "bad_frames": dict(net.bad_frames),
             "partitioned_from": sorted(self.transport.blocked),
+            "transport": self.transport.link_status(),
         }
 
     def partition(self, blocked: set[str]) -> None:
