@@ -1,0 +1,311 @@
+"""Corruption at rest is never silent and never served.
+
+Every stored record carries a checksum; the WAL is read before SQLite opens the database;
+damage found names its file and record, a refusal leaves the files exactly as they were,
+and a repair keeps every record that verifies under contexts that claim only what is held.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from pathlib import Path
+
+import pytest
+from test_storage import Workload, crash_copy
+
+from replication import Replica
+from replication.bench import disk_faults
+from replication.clocks import CausalContext
+from replication.crdts import BY_NAMESPACE
+from replication.integrity import record_sum
+from replication.sqlitewal import FRAME_HEADER, HEADER, check_wal, read_frames
+from replication.storage import DB_NAME, CorruptStorage, Storage, StorageError
+
+pytestmark = pytest.mark.timeout(300)
+
+WAL = DB_NAME + "-wal"
+
+
+def written(path: Path, n: int = 10) -> Replica:
+    """A directory holding n kv keys, cleanly closed (no WAL left: all in the database file)."""
+    st = Storage.open(path)
+    lhr = st.restore("lhr")
+    for i in range(n):
+        st.append(lhr.write_kv(f"k{i}", f"value-of-k{i}-abcdefgh", now=1_700_000_000_000 + i)[1])
+    st.flush()
+    st.close(lhr)
+    return lhr
+
+
+def edit_file(path: Path, old: bytes, new: bytes) -> None:
+    raw = path.read_bytes()
+    assert raw.count(old) == 1, f"{old!r} is in {path} {raw.count(old)} times"
+    path.write_bytes(raw.replace(old, new))
+
+
+def live_dots(rep: Replica) -> CausalContext:
+    return CausalContext.of(d for ns, m in rep.store.data.items() for s in m.values() for d in BY_NAMESPACE[ns].dots(s))
+
+
+def joined_is(lower: Replica, upper: Replica) -> bool:
+    """lower ⊔ upper == upper: `lower` holds nothing `upper` does not, and lacks nothing it
+    could pass off as removed."""
+    return disk_faults._joined_is(lower, upper)
+
+
+def files(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.name.startswith(DB_NAME)}
+
+
+# -- records in the database ------------------------------------------------------------------------
+
+
+def test_a_value_changed_on_disk_is_found_and_not_served(tmp_path):
+    before = written(tmp_path / "d")
+    edit_file(tmp_path / "d" / DB_NAME, b"value-of-k3-abcdefgh", b"value-of-k3-abcdXfgh")
+    st = Storage.open(tmp_path / "d")
+    try:
+        assert [str(d) for d in st.damage] == ["edgestate.db: keyspace row kv/'k3': does not match its checksum"]
+        with pytest.raises(CorruptStorage, match=r"edgestate.db: keyspace row kv/'k3': does not match its checksum"):
+            st.restore("lhr")
+        rep = st.restore("lhr", actor="lhr~1.test", repair=True)
+        assert rep.read_kv("k3").values == []  # never the edited value
+        assert all(rep.read_kv(f"k{i}").values == [f"value-of-k{i}-abcdefgh"] for i in range(10) if i != 3)
+        # it claims only what it holds: k3's dot is neither applied nor known as removed
+        assert rep.store.ctx == rep.store.applied == live_dots(rep)
+        assert not rep.store.ctx.contains(next(iter(before.store.data["kv"]["k3"])))
+        assert joined_is(rep, before)
+        assert sorted(p.name for p in st.repair.moved_aside) == [f for f in files(tmp_path / "d") if ".corrupt-" in f]
+        assert st.repair.keys_kept == 9
+        st.close(rep)
+    finally:
+        st.close()
+    aside = next(p for p in (tmp_path / "d").iterdir() if p.name.startswith(DB_NAME + ".corrupt-"))
+    assert b"value-of-k3-abcdXfgh" in aside.read_bytes()  # kept as found, for whoever looks into it
+    with Storage.open(tmp_path / "d") as st:  # the repaired directory verifies, and keeps the new actor
+        assert st.damage == []
+        again = st.restore("lhr")
+        assert again.actor == "lhr~1.test" and again.digest() == rep.digest()
+
+
+def test_a_value_moved_to_another_key_is_found(tmp_path):
+    written(tmp_path / "d")
+    con = sqlite3.connect(tmp_path / "d" / DB_NAME)
+    (a_store, a_sum), (b_store, b_sum) = con.execute(
+        "SELECT store, sum FROM keyspace WHERE key IN ('k1', 'k2') ORDER BY key").fetchall()
+    con.execute("UPDATE keyspace SET store=?, sum=? WHERE key='k1'", (b_store, b_sum))
+    con.execute("UPDATE keyspace SET store=?, sum=? WHERE key='k2'", (a_store, a_sum))
+    con.commit()
+    con.close()
+    with Storage.open(tmp_path / "d") as st:
+        assert sorted(d.record for d in st.damage) == ["keyspace row kv/'k1'", "keyspace row kv/'k2'"]
+
+
+def test_a_row_gone_from_a_table_is_found_by_the_checkpoint_manifest(tmp_path):
+    before = written(tmp_path / "d")
+    con = sqlite3.connect(tmp_path / "d" / DB_NAME)
+    con.execute("DELETE FROM keyspace WHERE key='k4'")  # a lost page does this, without a word from SQLite
+    con.commit()
+    con.close()
+    with Storage.open(tmp_path / "d") as st:
+        assert [str(d) for d in st.damage] == [
+            "edgestate.db: keyspace table: holds 9 rows not matching the 10 of the last checkpoint (rows lost or added)"]
+        rep = st.restore("lhr", actor="lhr~1.test", repair=True)
+    # with the old contexts k4's dot would read as removed, and a peer's copy of k4 be ignored
+    peer = Replica("fra")
+    peer.apply(before.store.full_delta())
+    rep.apply(peer.deltas_since(rep.applied_context))
+    assert rep.read_kv("k4").values == ["value-of-k4-abcdefgh"]
+    assert rep.digest() == before.digest()
+
+
+def test_damaged_contexts_and_log_rows_are_found(tmp_path):
+    st = Storage.open(tmp_path / "d")
+    lhr = st.restore("lhr")
+    st.append(lhr.write_kv("a", "in the checkpoint", now=1)[1])
+    st.flush()
+    st.checkpoint(lhr)
+    st.append(lhr.write_kv("b", "in the log", now=2)[1])
+    st.flush()
+    st.close()  # no checkpoint: "b" stays a log row
+    con = sqlite3.connect(tmp_path / "d" / DB_NAME)
+    (raw,) = con.execute("SELECT value FROM meta WHERE name='ctx'").fetchone()
+    con.execute("UPDATE meta SET value=? WHERE name='ctx'", (raw[:-1] + bytes([raw[-1] ^ 1]),))
+    (seq, raw) = con.execute("SELECT seq, delta FROM log").fetchone()
+    con.execute("UPDATE log SET delta=? WHERE seq=?", (raw.replace(b"in the log", b"in the lag"), seq))
+    con.commit()
+    con.close()
+    with Storage.open(tmp_path / "d") as st:
+        assert sorted(map(str, st.damage)) == [
+            f"edgestate.db: log row {seq}: does not match its checksum",
+            "edgestate.db: meta row 'ctx': does not match its checksum"]
+        rep = st.restore("lhr", actor="lhr~1.test", repair=True)
+        assert rep.read_kv("a").values == ["in the checkpoint"] and rep.read_kv("b").values == []
+        assert rep.store.ctx == rep.store.applied == live_dots(rep)
+
+
+def test_a_refusal_leaves_every_file_as_it_was(tmp_path):
+    written(tmp_path / "d")
+    edit_file(tmp_path / "d" / DB_NAME, b"value-of-k7-abcdefgh", b"value-of-k7-abcdefgH")
+    before = files(tmp_path / "d")
+    for _ in range(2):  # and so the next start finds the same
+        with Storage.open(tmp_path / "d") as st:
+            assert [d.record for d in st.damage] == ["keyspace row kv/'k7'"]
+            with pytest.raises(CorruptStorage):
+                st.restore("lhr")
+            with pytest.raises(CorruptStorage):
+                st.append(Replica("lhr").write_kv("x", 1, now=1)[1]) and st.flush()
+    after = files(tmp_path / "d")
+    assert {k: v for k, v in after.items() if k != DB_NAME + "-shm"} == before
+
+
+def test_an_unreadable_database_is_moved_aside_and_the_replica_starts_empty(tmp_path):
+    (tmp_path / DB_NAME).write_bytes(b"this is not sqlite" * 300)
+    with Storage.open(tmp_path) as st:
+        assert [d.record for d in st.damage] == ["the database"]
+        rep = st.restore("lhr", actor="lhr~1.test", repair=True)
+        assert len(rep.store) == 0 and rep.actor == "lhr~1.test"
+        assert [p.name.split(".corrupt-")[0] for p in st.repair.moved_aside] == ["edgestate.db"]
+        st.append(rep.write_kv("after", 1, now=1)[1])
+        st.flush()
+    with Storage.open(tmp_path) as st:
+        assert st.damage == [] and st.restore("lhr").read_kv("after").values == [1]
+
+
+def test_schema_version_1_is_refused_with_a_clear_message(tmp_path):
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    con.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+    con.execute("INSERT INTO meta VALUES ('schema', ?)", (b"\x01",))
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match=r"holds schema version 1; this edgestate reads version 2"):
+        Storage.open(tmp_path)
+    Storage.open(tmp_path / "ok").close()  # the lock was let go
+
+
+def test_a_record_sum_covers_the_table_the_key_and_the_blob():
+    sums = {record_sum("keyspace", ("kv", "a"), b"x"), record_sum("keyspace", ("kv", "b"), b"x"),
+            record_sum("keyspace", ("kv", "a"), b"y"), record_sum("log", ("kv", "a"), b"x"),
+            record_sum("keyspace", ("kv", "ax"), b"")}
+    assert len(sums) == 5
+
+
+# -- the WAL -----------------------------------------------------------------------------------------
+
+
+def crashed(path: Path, batches: int = 30, seed: int = 3) -> tuple[Path, Replica]:
+    """A crash copy (database and WAL as SIGKILL leaves them) of a replica's directory."""
+    st = Storage.open(path / "live")
+    lhr = st.restore("lhr")
+    w = Workload(seed=seed, batch=3)
+    for b in range(batches):
+        w.run_batch(lhr, st)
+        if b == batches // 2:
+            st.checkpoint(lhr)
+    image = crash_copy(path / "live", path / "image")
+    st.close()
+    return image, lhr
+
+
+def flip(path: Path, at: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0x20
+    path.write_bytes(bytes(raw))
+
+
+def test_a_flipped_byte_in_the_wal_is_found_and_the_evidence_kept(tmp_path):
+    image, lhr = crashed(tmp_path)
+    frames = read_frames((image / WAL).read_bytes(), 4096)
+    assert sum(1 for f in frames if f.commit) > 5
+    target = frames[len(frames) // 2]
+    flip(image / WAL, target.offset + FRAME_HEADER + 100)
+    damaged = files(image)
+    for _ in range(2):  # refused twice: SQLite never got to drop (and forget) the frames
+        with Storage.open(image) as st:
+            [d] = st.damage
+            assert (d.file, d.record) == (WAL, f"WAL frame {target.index} (offset {target.offset})")
+            assert f"SQLite would silently drop every transaction from frame {target.index} on" in d.problem
+            with pytest.raises(CorruptStorage, match=f"WAL frame {target.index}"):
+                st.restore("lhr")
+    assert {k: v for k, v in files(image).items() if not k.endswith("-shm")} == damaged
+    with Storage.open(image) as st:
+        rep = st.restore("lhr", actor="lhr~1.test", repair=True)
+        assert any(p.name.endswith("-wal") for p in st.repair.moved_aside)
+        assert rep.store.ctx == rep.store.applied and rep.store.applied != lhr.store.applied
+        assert joined_is(rep, lhr)
+
+
+def test_a_flipped_byte_in_the_last_commit_frame_is_reported_as_cut_short_or_corrupt(tmp_path):
+    image, _lhr = crashed(tmp_path)
+    frames = read_frames((image / WAL).read_bytes(), 4096)
+    assert frames[-1].commit
+    flip(image / WAL, frames[-1].offset + FRAME_HEADER + 7)
+    [d] = check_wal(image / WAL).damage
+    assert d.frame == len(frames) and "a crash cut that write short" in d.problem
+
+
+def test_a_damaged_wal_header_with_frames_behind_it_is_found(tmp_path):
+    image, _lhr = crashed(tmp_path)
+    flip(image / WAL, 17)  # a salt
+    [d] = check_wal(image / WAL).damage
+    assert d.record == "the WAL header" and "SQLite ignores the whole WAL" in d.problem
+    header_only = tmp_path / "header-only-wal"
+    header_only.write_bytes((image / WAL).read_bytes()[:HEADER])
+    assert check_wal(header_only).damage == []  # nothing behind it to lose
+
+
+def test_old_generation_frames_and_torn_tails_are_not_damage(tmp_path):
+    """After a WAL restart the file still holds the previous generation's frames (other salts)
+    beyond the current ones: SQLite ignores them, and a flip there changes nothing."""
+    st = Storage.open(tmp_path / "live")
+    lhr = st.restore("lhr")
+    w = Workload(seed=5, batch=5)
+    for _ in range(40):
+        w.run_batch(lhr, st)
+    st._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+    for _ in range(2):
+        w.run_batch(lhr, st)
+    image = crash_copy(tmp_path / "live", tmp_path / "image")
+    st.close()
+    raw = (image / WAL).read_bytes()
+    frames = read_frames(raw, 4096)
+    salts = frames[0].salts
+    old = [f for f in frames if f.salts != salts]
+    assert old and all(f.index > frames.index(old[0]) for f in old[1:]), "expected old frames after the new"
+    for at in (old[0].offset + 30, old[-1].offset + FRAME_HEADER + 5, len(raw) - 1):
+        copy = crash_copy(image, tmp_path / f"c{at}")
+        flip(copy / WAL, at)
+        with Storage.open(copy) as st2:
+            assert st2.damage == [], at
+            assert st2.restore("lhr").digest() == lhr.digest()
+    torn = crash_copy(image, tmp_path / "torn")
+    (torn / WAL).write_bytes(raw[: frames[len(frames) - len(old) - 1].offset + 100])  # the last frame cut short
+    assert check_wal(torn / WAL).damage == []
+
+
+def test_the_wal_checksum_is_sqlites():
+    """Checked against SQLite itself: a WAL it wrote verifies end to end."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        con = sqlite3.connect(Path(d) / "x.db", isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("CREATE TABLE t (v BLOB)")
+        for i in range(20):
+            con.execute("INSERT INTO t VALUES (?)", (struct.pack(">I", i) * 300,))
+        check = check_wal(Path(d) / "x.db-wal")
+        con.close()
+    assert check.frames > 20 and check.replayed == check.frames and check.damage == []
+
+
+# -- the campaign, short ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "trials"), [("db-flip", 10), ("value-edit", 5), ("wal-flip", 2)])
+def test_disk_fault_campaign_short(kind, trials):
+    report = disk_faults.run(trials, 11, kind)
+    assert report.detected + report.harmless + report.silent + report.bad_repair == trials
+    assert report.silent == 0 and report.bad_repair == 0, report.failures
+    if kind != "db-flip":
+        assert report.detected > 0
