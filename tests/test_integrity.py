@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 from test_storage import Workload, crash_copy
 
 from replication import Replica
@@ -309,3 +310,279 @@ def test_disk_fault_campaign_short(kind, trials):
     assert report.silent == 0 and report.bad_repair == 0, report.failures
     if kind != "db-flip":
         assert report.detected > 0
+
+
+# -- the replica: refuse, or repair from peers behind a 503 --------------------------------------------
+
+
+def test_actors_after_lost_or_repaired_state_carry_a_lineage_tag():
+    from replication.node import incarnation_of, parse_actor
+    from replication.runner import fresh_actor, next_actor
+
+    a, b = fresh_actor("lhr", 2), fresh_actor("lhr", 2)
+    assert a != b and a.startswith("lhr~3.") and incarnation_of("lhr", a) == 3
+    assert parse_actor("lhr", "lhr~3.9f2a") == (3, "9f2a") and parse_actor("lhr", "lhr~3") == (3, None)
+    assert next_actor("lhr", "lhr~3.9f2a") == "lhr~4.9f2a"  # an unclean stop stays in its lineage
+    for odd in ("lhr~3.", "lhr~3.XYZ", "lhr~²", "lhr~", "lhrx~1", "lhr~1.9f.2a"):
+        assert incarnation_of("lhr", odd) is None, odd
+
+
+async def _runners(tmp_path, ids, *, down=(), **kw):
+    from app.processes import free_port
+    from replication.runner import ReplicaRunner
+
+    ports = {rid: free_port() for rid in [*ids, *down]}
+    addrs = {rid: ("127.0.0.1", p) for rid, p in ports.items()}
+    out = {}
+    for rid in ids:
+        r = ReplicaRunner(rid, {p: a for p, a in addrs.items() if p != rid}, data_dir=tmp_path / rid,
+                          secret=b"a test cluster secret, 32 bytes!", **kw)
+        await r.start("127.0.0.1", ports[rid])
+        out[rid] = r
+    return out, ports
+
+
+def test_a_replica_with_damaged_storage_repairs_from_its_peer_and_answers_503_meanwhile(tmp_path):
+    import asyncio
+
+    from live_helpers import run_async
+    from test_runner import until
+
+    from replication.node import parse_actor
+    from replication.runner import Recovering, ReplicaRunner
+
+    async def main():
+        rs, ports = await _runners(tmp_path, ["lhr", "jfk"])
+        lhr, jfk = rs["lhr"], rs["jfk"]
+        try:
+            for i in range(5):
+                await lhr.write("kv", f"k{i}", {"value": f"value-of-k{i}-abcdefgh"})
+            await until("jfk has them", lambda: len(jfk.node.replica.store) == 5)
+            await lhr.stop()
+            edit_file(tmp_path / "lhr" / DB_NAME, b"value-of-k2-abcdefgh", b"value-of-k2-abcdefgX")
+            lhr = rs["lhr"] = ReplicaRunner("lhr", {"jfk": ("127.0.0.1", ports["jfk"])}, data_dir=tmp_path / "lhr",
+                                            secret=b"a test cluster secret, 32 bytes!")
+            await lhr.start("127.0.0.1", ports["lhr"])
+            assert [str(d) for d in lhr.damage] == ["edgestate.db: keyspace row kv/'k2': does not match its checksum"]
+            assert lhr.recovering and lhr.status()["recovering"]
+            answers = []
+            while True:  # every answer is the right value or "recovering", never the edited one
+                try:
+                    answers.append((await lhr.read("kv", "k2")).values)
+                except Recovering as e:
+                    assert e.code == "recovering"
+                    answers.append("503")
+                if answers[-1] != "503":
+                    break
+                with pytest.raises(Recovering):
+                    await lhr.write("kv", "during", {"value": 1})
+                await asyncio.sleep(0.01)  # poll interval
+            assert answers[0] == "503" and answers[-1] == ["value-of-k2-abcdefgh"]
+            assert set(map(str, answers)) <= {"503", "['value-of-k2-abcdefgh']"}
+            n, tag = parse_actor("lhr", lhr.node.replica.actor)
+            assert n >= 1 and tag, lhr.node.replica.actor
+            assert lhr.recovered["reason"] == "repairing" and not lhr.recovered["not_heard"]
+            view = await lhr.write("kv", "after", {"value": "repaired"})
+            assert view.siblings[0].replica == lhr.node.replica.actor
+            await until("converged", lambda: lhr.node.replica.digest() == jfk.node.replica.digest())
+        finally:
+            for r in rs.values():
+                await r.stop()
+
+    run_async(main())
+
+
+def test_damaged_storage_with_no_peer_is_refused_unless_the_loss_is_accepted(tmp_path):
+    from live_helpers import run_async
+
+    from replication.node import parse_actor
+
+    written(tmp_path / "lhr")
+    edit_file(tmp_path / "lhr" / DB_NAME, b"value-of-k5-abcdefgh", b"value-of-k5-abcdefgX")
+    before = files(tmp_path / "lhr")
+
+    async def main(accept: bool):
+        rs, _ports = await _runners(tmp_path, ["lhr"], accept_data_loss=accept)
+        lhr = rs["lhr"]
+        try:
+            assert not lhr.recovering  # no one to wait for
+            assert (await lhr.read("kv", "k5")).values == [] and (await lhr.read("kv", "k6")).values
+            assert parse_actor("lhr", lhr.node.replica.actor)[1]
+        finally:
+            await lhr.stop()
+
+    with pytest.raises(CorruptStorage, match=r"no peer to repair it from: edgestate.db: keyspace row kv/'k5'"):
+        run_async(main(False))
+    assert {k: v for k, v in files(tmp_path / "lhr").items() if not k.endswith("-shm")} == before
+    run_async(main(True))
+
+
+def test_an_empty_replica_whose_peer_is_down_takes_an_actor_no_one_can_hold(tmp_path, monkeypatch):
+    """lhr wrote as lhr~1 (fra has those dots) and then as lhr~2 (only jfk has those, and jfk
+    is down), then lost its data directory. Taking "the actor after the highest any peer
+    reported", lhr~2, would mint dots jfk already holds with other values."""
+    import replication.runner as runner_mod
+    from live_helpers import run_async
+    from test_runner import until
+
+    from replication.messages import Envelope, Gossip
+    from replication.node import parse_actor
+
+    monkeypatch.setattr(runner_mod, "JOIN_TIMEOUT_S", 1.0)  # jfk will not answer: do not wait long for it
+
+    async def scenario():
+        from app.processes import free_port
+        from replication.runner import ReplicaRunner
+
+        ports = {rid: free_port() for rid in ("lhr", "fra", "jfk")}  # nothing ever listens on jfk's
+        addrs = {rid: ("127.0.0.1", p) for rid, p in ports.items()}
+        mk = lambda rid: ReplicaRunner(rid, {p: a for p, a in addrs.items() if p != rid}, data_dir=tmp_path / rid,
+                                       secret=b"a test cluster secret, 32 bytes!")
+        fra, lhr = mk("fra"), mk("lhr")
+        await fra.start("127.0.0.1", ports["fra"])
+        try:
+            old = Replica("lhr", actor="lhr~1")
+            _v, d = old.write_kv("x", "from lhr~1", now=1.0)
+            fra._on_envelope(Envelope("lhr", "fra", Gossip(next(iter(d.applied.dots())), "lhr", d)))
+            await until("fra holds lhr~1's write", lambda: fra.node.replica.read_kv("x").values == ["from lhr~1"])
+            await lhr.start("127.0.0.1", ports["lhr"])
+            view = await lhr.write("kv", "y", {"value": "new"})  # waits for the join
+            actor = lhr.node.replica.actor
+            assert actor != "lhr~2" and parse_actor("lhr", actor)[0] == 2 and parse_actor("lhr", actor)[1], actor
+            assert view.siblings[0].replica == actor and lhr.rejoined_as == actor
+            assert lhr.recovered["not_heard"] == ["jfk"]
+        finally:
+            await lhr.stop()
+            await fra.stop()
+
+    run_async(scenario())
+
+
+# -- real `edgestate replica` processes --------------------------------------------------------------
+
+
+def _poll_until_right(url: str, rid: str, expected: dict[str, object], deadline_s: float = 90.0) -> list[str]:
+    """Read every key at `rid` until all answer their expected value. Each answer on the way
+    must be that value or a 503 `recovering` (or no answer: the process is still starting).
+    Returns what was seen, in order, for the record."""
+    import time
+
+    import httpx
+
+    seen: list[str] = []
+    pending = dict(expected)
+    end = time.monotonic() + deadline_s
+    with httpx.Client(base_url=url, timeout=5) as http:
+        while pending:
+            assert time.monotonic() < end, f"not repaired within {deadline_s}s; pending {sorted(pending)}; seen {seen[-5:]}"
+            for key, value in list(pending.items()):
+                try:
+                    r = http.get(f"/api/replicas/{rid}/kv/{key}")
+                except httpx.TransportError:
+                    seen.append("down")
+                    break
+                if r.status_code == 503:
+                    assert r.json()["error"]["code"] == "recovering", r.text
+                    seen.append("503")
+                    break
+                assert r.status_code == 200 and r.json()["values"] == [value], (key, r.status_code, r.text)
+                seen.append("right")
+                del pending[key]
+            time.sleep(0.02)  # poll interval
+    return seen
+
+
+def _metric(url: str, name: str) -> float | None:
+    import httpx
+
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_a_replica_process_with_an_edited_value_logs_it_never_serves_it_and_repairs_it(tmp_path):
+    import httpx
+    from test_replica_process import converged
+
+    from app.processes import ProcessCluster
+
+    values = {f"k{i}": f"value-of-k{i}-{i * 7919:06d}" for i in range(10)}
+    with ProcessCluster(["lhr", "fra", "jfk"], tmp_path, inject_latency=False) as c:
+        c.start()
+        for key, value in values.items():
+            r = httpx.put(f"{c.url('fra')}/api/replicas/fra/kv/{key}", json={"value": value}, timeout=10)
+            assert r.status_code == 200, r.text
+        wait_for("convergence", lambda: converged(c))
+        assert c.stop("lhr") == 0
+        edit_file(c.replicas["lhr"].data_dir / DB_NAME, values["k3"].encode(), values["k3"].encode()[:-1] + b"X")
+        c.spawn("lhr")
+        seen = _poll_until_right(c.url("lhr"), "lhr", values)
+        out = c.output("lhr")
+        assert "stored state is damaged: edgestate.db: keyspace row kv/'k3': does not match its checksum" in out, out
+        assert "repaired from its peers" in out, out
+        st = httpx.get(f"{c.url('lhr')}/api/status", timeout=5).json()
+        assert st["damage"] == ["edgestate.db: keyspace row kv/'k3': does not match its checksum"]
+        assert st["recovering"] is False and st["recovered"]["reason"] == "repairing", st
+        assert _metric(c.url("lhr"), 'edgestate_storage_corrupt_records_total{file="edgestate.db"}') == 1.0
+        assert _metric(c.url("lhr"), "edgestate_storage_repairs_total") == 1.0
+        assert _metric(c.url("lhr"), "edgestate_recovering") == 0.0
+        wait_for("convergence after the repair", lambda: converged(c))
+        print("answers while repairing:", {a: seen.count(a) for a in set(seen)})
+
+
+def test_a_sigkilled_replica_with_a_flipped_wal_byte_says_so_and_gets_its_writes_back(tmp_path):
+    import httpx
+    from test_replica_process import converged
+
+    from app.processes import ProcessCluster
+
+    values = {f"w{i}": f"acknowledged {i}" for i in range(40)}
+    with ProcessCluster(["lhr", "fra", "jfk"], tmp_path, inject_latency=False) as c:
+        c.start()
+        for key, value in values.items():
+            r = httpx.put(f"{c.url('lhr')}/api/replicas/lhr/kv/{key}", json={"value": value}, timeout=10)
+            assert r.status_code == 200, r.text  # acknowledged: durable at lhr
+        wait_for("the others have them", lambda: all(
+            httpx.get(f"{c.url(p)}/api/replicas/{p}/kv/w39", timeout=5).status_code == 200 for p in ("fra", "jfk")))
+        c.kill("lhr")
+        wal = c.replicas["lhr"].data_dir / WAL
+        frames = read_frames(wal.read_bytes(), 4096)
+        commits = [f for f in frames if f.commit]
+        assert len(commits) > 20, "expected the acknowledged writes in the WAL"
+        target = commits[len(commits) // 3]  # committed, with many committed transactions behind it
+        flip(wal, target.offset + FRAME_HEADER + 2000)
+        c.spawn("lhr")
+        _poll_until_right(c.url("lhr"), "lhr", values)
+        out = c.output("lhr")
+        assert f"edgestate.db-wal: WAL frame {target.index} (offset {target.offset}): does not verify" in out, out
+        st = httpx.get(f"{c.url('lhr')}/api/status", timeout=5).json()
+        assert st["restarted_unclean"] is False and st["recovered"]["reason"] == "repairing", st
+        assert _metric(c.url("lhr"), 'edgestate_storage_corrupt_records_total{file="edgestate.db-wal"}') == 1.0
+        wait_for("convergence after the repair", lambda: converged(c))
+
+
+def test_the_replica_command_refuses_damaged_storage_without_peers_unless_told(tmp_path):
+    from test_replica_cli import assert_refused, base, run_replica, spawn, stop, wait_healthy, write_secret
+
+    from app.processes import free_port
+
+    written(tmp_path / "data")
+    edit_file(tmp_path / "data" / DB_NAME, b"value-of-k5-abcdefgh", b"value-of-k5-abcdefgX")
+    secret = write_secret(tmp_path / "secret")
+    rc, err = run_replica(base(tmp_path, secret), tmp_path)
+    assert_refused(rc, err, 1, f"stored state in {tmp_path / 'data'} is damaged and there is no peer to repair it from",
+                   "edgestate.db: keyspace row kv/'k5': does not match its checksum", "--accept-data-loss")
+    http = free_port()
+    proc, err_path = spawn([*base(tmp_path, secret), "--http", f"127.0.0.1:{http}", "--accept-data-loss"], tmp_path,
+                           "accepted")
+    try:
+        wait_healthy(proc, f"http://127.0.0.1:{http}", err_path)
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{http}/api/replicas/lhr/kv/k5", timeout=5).status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{http}/api/replicas/lhr/kv/k6", timeout=5).json()["values"] == [
+            "value-of-k6-abcdefgh"]
+    finally:
+        assert stop(proc) == 0, err_path.read_text()
+    assert "stored state is damaged: edgestate.db: keyspace row kv/'k5'" in err_path.read_text()
