@@ -47,6 +47,7 @@ from .values import NAMESPACES, check_key, check_namespace
 SCHEMA_VERSION = 2
 DB_NAME = "edgestate.db"
 WAL_NAME = DB_NAME + "-wal"
+REPAIR_MARK = DB_NAME + ".repairing"  # present while a repair rewrites the database (see storage)
 SUM_MOD = 2**64
 
 COLUMNS = {
@@ -231,8 +232,6 @@ def _read_state(conn: sqlite3.Connection, quick_check: bool) -> tuple[PersistedS
             damage.append(Damage(DB_NAME, f"{table} table", f"has columns {have}, not {cols}"))
             continue
         usable.append(table)
-    for extra in sorted(map(str, tables - set(COLUMNS) - {"sqlite_sequence", "sqlite_stat1"})):
-        damage.append(Damage(DB_NAME, f"{_show(extra)} table", "is not one of ours"))
     if quick_check:
         try:
             found = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
@@ -392,15 +391,22 @@ def manifest(key_sums: dict, dot_sums: dict) -> list[int]:
 
 def inspect(root: Path) -> Inspection:
     """Check the data directory `root` without writing to it (SQLite may create `-shm`)."""
-    db, wal = root / DB_NAME, root / WAL_NAME
+    db, wal, mark = root / DB_NAME, root / WAL_NAME, root / REPAIR_MARK
+    damage: list[Damage] = []
+    if mark.exists():
+        try:
+            said = " ".join(mark.read_text(errors="replace").split())[:500]
+        except OSError as e:
+            said = f"(unreadable: {e})"
+        damage.append(Damage(REPAIR_MARK, "an earlier repair", f"did not finish; {said}"))
     if not db.exists():
         check = check_wal(wal)
         if check.frames:
-            return Inspection(empty_state(), [Damage(WAL_NAME, "the WAL", (
-                f"holds {check.frames} frames, and the database they belong to is missing"))], fresh=False, wal=check)
-        return Inspection(empty_state(), fresh=True, wal=check)
+            damage.append(Damage(WAL_NAME, "the WAL", f"holds {check.frames} frames, and the database they "
+                                                      "belong to is missing"))
+        return Inspection(empty_state(), damage, fresh=not damage, wal=check)
     check = check_wal(wal, db_page_size(db))
-    damage = [Damage(WAL_NAME, d.record, d.problem) for d in check.damage]
+    damage += [Damage(WAL_NAME, d.record, d.problem) for d in check.damage]
     absent = [p for p in (wal, root / (DB_NAME + "-shm")) if not p.exists()]
     try:
         conn = sqlite3.connect(f"file:{quote(str(db.resolve()))}?mode=ro", uri=True)
@@ -428,6 +434,7 @@ __all__ = [
     "Damage",
     "Inspection",
     "PersistedState",
+    "REPAIR_MARK",
     "SCHEMA_VERSION",
     "WAL_NAME",
     "inspect",

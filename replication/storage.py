@@ -63,6 +63,7 @@ from .delta import Delta, KeyRef
 from .errors import EdgeStateError, StaleDelta
 from .integrity import (
     DB_NAME,
+    REPAIR_MARK,
     SCHEMA_VERSION,
     Damage,
     Inspection,
@@ -187,6 +188,14 @@ class StorageStats:
 def _spent(state: PersistedState) -> PersistedState:
     """The state once restored: who it was, without the data (now the replica's)."""
     return dataclasses.replace(state, entries={}, log=[], key_of={}, key_sums={}, dot_sums={})
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -415,9 +424,16 @@ class Storage:
 
     def _rebuild(self, state: PersistedState, replica_id: str, secret: bytes, members: Iterable[str],
                  actor: str | None) -> Replica:
-        """Write the salvaged state to a new database beside the damaged one, then swap them:
-        a crash half-way leaves either the damaged files (found again) or the new ones."""
+        """Write the salvaged state to a new database beside the damaged one, then swap them.
+        A mark on disk from first to last says a repair is under way: a crash half-way (with
+        the damaged WAL moved aside, say, and the older database file back in place) is found
+        at the next start as damage, never taken for a healthy directory."""
         root = self.path
+        mark = root / REPAIR_MARK
+        mark.write_text(f"repairing since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: "
+                        f"{describe(self._inspection.damage, limit=20)}\n")
+        _fsync_file(mark)
+        _fsync_dir(root)
         tmp = root / (DB_NAME + ".rebuild")
         for suffix in ("", "-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)  # a rebuild a crash cut short
@@ -437,6 +453,8 @@ class Storage:
         finally:
             conn.close()  # folds its WAL into the file and removes it
             self._conn = None
+        if Path(f"{tmp}-wal").exists():
+            raise StorageError(f"the repaired database {tmp} kept a WAL on close; left as it is")
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         aside = root / f"{DB_NAME}.corrupt-{stamp}"
         n = 1
@@ -450,6 +468,8 @@ class Storage:
                 os.replace(src, f"{aside}{suffix}")
                 moved.append(Path(f"{aside}{suffix}"))
         os.replace(tmp, root / DB_NAME)
+        _fsync_dir(root)
+        mark.unlink()
         _fsync_dir(root)
         self._attach(_connect(root / DB_NAME, self._synchronous))
         self.repair = Repair(moved, len(rep.store), len(state.log))

@@ -174,6 +174,36 @@ def test_an_unreadable_database_is_moved_aside_and_the_replica_starts_empty(tmp_
         assert st.damage == [] and st.restore("lhr").read_kv("after").values == [1]
 
 
+def test_a_repair_cut_short_is_found_at_the_next_start(tmp_path, monkeypatch):
+    """A crash after the damaged files were moved aside and before the new database took their
+    place: the directory must not then pass for a healthy (empty, or older) one."""
+    import os
+
+    import replication.storage as storage_mod
+
+    before = written(tmp_path / "d")
+    edit_file(tmp_path / "d" / DB_NAME, b"value-of-k1-abcdefgh", b"value-of-k1-abcdefgX")
+    real = os.replace
+
+    def crash_on_the_swap(src, dst):
+        if str(src).endswith(".rebuild"):
+            raise OSError("the power went")
+        return real(src, dst)
+
+    monkeypatch.setattr(storage_mod.os, "replace", crash_on_the_swap)
+    with Storage.open(tmp_path / "d") as st, pytest.raises(OSError, match="the power went"):
+        st.restore("lhr", actor="lhr~1.test", repair=True)
+    monkeypatch.setattr(storage_mod.os, "replace", real)
+    assert not (tmp_path / "d" / DB_NAME).exists()
+    with Storage.open(tmp_path / "d") as st:
+        [d] = st.damage
+        assert d.file == "edgestate.db.repairing" and "did not finish" in d.problem and "kv/'k1'" in d.problem
+        rep = st.restore("lhr", actor="lhr~1.test", repair=True)
+        assert joined_is(rep, before)
+    with Storage.open(tmp_path / "d") as st:
+        assert st.damage == []
+
+
 def test_schema_version_1_is_refused_with_a_clear_message(tmp_path):
     con = sqlite3.connect(tmp_path / DB_NAME)
     con.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
