@@ -369,11 +369,10 @@ class ReplicaRunner:
             return
         mine, heard, members = self.node.replica.store.applied, self._gate.heard, self.node.membership
         for p in self.peer_addrs:
+            if members.status(p) == DEAD:
+                continue  # not waited for: it may be down for good
             theirs = heard.get(p)
-            if theirs is None:
-                if members.status(p) != DEAD:
-                    return  # not heard from yet, and not known to be down
-            elif not mine.covers(theirs):
+            if theirs is None or not mine.covers(theirs):
                 return
         self._join()
 

@@ -62,6 +62,7 @@ from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError, StaleDelta
 from .integrity import (
+    DB_ERRORS,
     DB_NAME,
     REPAIR_MARK,
     SCHEMA_VERSION,
@@ -346,7 +347,7 @@ class Storage:
         self._check_open()
         try:
             state, damage, _version = read_state(self._conn, quick_check=False)
-        except sqlite3.DatabaseError as e:
+        except DB_ERRORS as e:
             damage = [Damage(DB_NAME, "the database", f"does not read ({e})")]
         if damage:
             raise CorruptStorage(f"stored state in {self.path} is damaged: {describe(damage)}", damage)
