@@ -41,7 +41,7 @@ from .clocks import CausalContext, Dot, Timestamp, check_replica_id, dot_from_wi
 from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError
-from .sqlitewal import WalCheck, check_wal, db_page_size
+from .sqlitewal import check_wal, db_page_size
 from .values import NAMESPACES, check_key, check_namespace
 
 SCHEMA_VERSION = 2
@@ -124,8 +124,6 @@ class Inspection:
     state: PersistedState
     damage: list[Damage] = field(default_factory=list)
     version: object = SCHEMA_VERSION  # a verified schema version other than ours: refuse, do not repair
-    fresh: bool = False  # no database yet
-    wal: WalCheck | None = None
 
 
 def _show(x: object) -> str:
@@ -404,14 +402,14 @@ def inspect(root: Path) -> Inspection:
         if check.frames:
             damage.append(Damage(WAL_NAME, "the WAL", f"holds {check.frames} frames, and the database they "
                                                       "belong to is missing"))
-        return Inspection(empty_state(), damage, fresh=not damage, wal=check)
+        return Inspection(empty_state(), damage)
     check = check_wal(wal, db_page_size(db))
     damage += [Damage(WAL_NAME, d.record, d.problem) for d in check.damage]
     absent = [p for p in (wal, root / (DB_NAME + "-shm")) if not p.exists()]
     try:
         conn = sqlite3.connect(f"file:{quote(str(db.resolve()))}?mode=ro", uri=True)
     except (sqlite3.Error, UnicodeDecodeError) as e:
-        return Inspection(empty_state(), [*damage, Damage(DB_NAME, "the database", f"does not open ({e})")], wal=check)
+        return Inspection(empty_state(), [*damage, Damage(DB_NAME, "the database", f"does not open ({e})")])
     try:
         state, found, version = read_state(conn)
     except DB_ERRORS as e:  # not a database, or a schema that does not parse
@@ -422,10 +420,10 @@ def inspect(root: Path) -> Inspection:
             if p.exists() and (p != wal or p.stat().st_size == 0):
                 p.unlink()
     if version != SCHEMA_VERSION:
-        return Inspection(state, [], version=version, wal=check)
+        return Inspection(state, [], version=version)
     if damage and not state.salvaged:
         state = salvage(state)  # the rows SQLite shows are an older, partial state
-    return Inspection(state, damage + found, wal=check)
+    return Inspection(state, damage + found)
 
 
 __all__ = [

@@ -384,7 +384,7 @@ class Storage:
         if state.replica_id is not None and state.replica_id != replica_id:
             raise WrongReplica(f"data directory {self.path} belongs to replica {state.replica_id!r}, not {replica_id!r}")
         self._restored = True
-        self._inspection = Inspection(state=_spent(state), damage=damage, wal=self._inspection.wal)
+        self._inspection = Inspection(state=_spent(state), damage=damage)
         if damage:
             return self._rebuild(state, replica_id, secret, members, actor)
         return self._restore(state, replica_id, secret, members, actor)

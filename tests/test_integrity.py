@@ -204,6 +204,20 @@ def test_a_repair_cut_short_is_found_at_the_next_start(tmp_path, monkeypatch):
         assert st.damage == []
 
 
+def test_a_truncated_database_or_a_wal_without_its_database_is_damage(tmp_path):
+    written(tmp_path / "t", n=200)
+    db = tmp_path / "t" / DB_NAME
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    with Storage.open(tmp_path / "t") as st:
+        assert [d.record for d in st.damage] == ["the database"]
+    image, _lhr = crashed(tmp_path / "w")
+    (image / DB_NAME).unlink()
+    with Storage.open(image) as st:
+        assert [str(d) for d in st.damage] == [
+            f"edgestate.db-wal: the WAL: holds {check_wal(image / WAL).frames} frames, and the database they belong "
+            "to is missing"]
+
+
 def test_schema_version_1_is_refused_with_a_clear_message(tmp_path):
     con = sqlite3.connect(tmp_path / DB_NAME)
     con.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
