@@ -191,16 +191,8 @@ def _spent(state: PersistedState) -> PersistedState:
     return dataclasses.replace(state, entries={}, log=[], key_of={}, key_sums={}, dot_sums={})
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames in `path` durable."""
+def _fsync(path: Path) -> None:
+    """Make a file's bytes durable, or (for a directory) the renames in it."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -433,8 +425,8 @@ class Storage:
         mark = root / REPAIR_MARK
         mark.write_text(f"repairing since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: "
                         f"{describe(self._inspection.damage, limit=20)}\n")
-        _fsync_file(mark)
-        _fsync_dir(root)
+        _fsync(mark)
+        _fsync(root)
         tmp = root / (DB_NAME + ".rebuild")
         for suffix in ("", "-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)  # a rebuild a crash cut short
@@ -469,9 +461,9 @@ class Storage:
                 os.replace(src, f"{aside}{suffix}")
                 moved.append(Path(f"{aside}{suffix}"))
         os.replace(tmp, root / DB_NAME)
-        _fsync_dir(root)
+        _fsync(root)
         mark.unlink()
-        _fsync_dir(root)
+        _fsync(root)
         self._attach(_connect(root / DB_NAME, self._synchronous))
         self.repair = Repair(moved, len(rep.store), len(state.log))
         return rep
@@ -572,31 +564,32 @@ class Storage:
             if self._key_sums is None or self._dot_sums is None:
                 self._key_sums = {(ns, k): s for ns, k, s in conn.execute("SELECT ns, key, sum FROM keyspace")}
                 self._dot_sums = {Dot(r, n): s for r, n, s in conn.execute("SELECT replica, counter, sum FROM dot_keys")}
-            # the sums as they will be once this commits (on a failure they are read again)
-            key_sums, dot_sums = self._key_sums, self._dot_sums
-            if dirty_all:
-                key_sums.clear()
-            for ref in gone:
-                key_sums.pop(ref, None)
-            key_sums.update(((ns, key), s) for ns, key, _raw, s in rows)
-            current = store.key_of
-            new_dots = [_dot_row(d[0], d[1], k[0], k[1]) for d, k in current.items() if d not in dot_sums]
-            old_dots = [d for d in dot_sums if d not in current]
-            for d in old_dots:
-                del dot_sums[d]
-            dot_sums.update((Dot(r, n), s) for r, n, _ns, _k, s in new_dots)
             done = [seq for seq, d in self._retained if subsumed(store, d)]
             kept = [(seq, d) for seq, d in self._retained if not subsumed(store, d)]
-            meta = [
-                meta_row("ctx", store.ctx.to_wire()),
-                meta_row("applied", store.applied.to_wire()),
-                meta_row("hlc", list(replica.hlc.last)),
-                meta_row("replica_id", replica.id),
-                meta_row("actor", replica.actor),
-                meta_row("manifest", manifest(key_sums, dot_sums)),
-            ]
-            conn.execute("BEGIN IMMEDIATE")
+            current = store.key_of
             try:
+                # the sums as they will be once this commits; from here on, any failure has them
+                # read again from the database, so the manifest never counts rows that are not there
+                key_sums, dot_sums = self._key_sums, self._dot_sums
+                if dirty_all:
+                    key_sums.clear()
+                for ref in gone:
+                    key_sums.pop(ref, None)
+                key_sums.update(((ns, key), s) for ns, key, _raw, s in rows)
+                new_dots = [_dot_row(d[0], d[1], k[0], k[1]) for d, k in current.items() if d not in dot_sums]
+                old_dots = [d for d in dot_sums if d not in current]
+                for d in old_dots:
+                    del dot_sums[d]
+                dot_sums.update((Dot(r, n), s) for r, n, _ns, _k, s in new_dots)
+                meta = [
+                    meta_row("ctx", store.ctx.to_wire()),
+                    meta_row("applied", store.applied.to_wire()),
+                    meta_row("hlc", list(replica.hlc.last)),
+                    meta_row("replica_id", replica.id),
+                    meta_row("actor", replica.actor),
+                    meta_row("manifest", manifest(key_sums, dot_sums)),
+                ]
+                conn.execute("BEGIN IMMEDIATE")
                 if dirty_all:
                     conn.execute("DELETE FROM keyspace")
                 conn.executemany("INSERT OR REPLACE INTO keyspace (ns, key, store, sum) VALUES (?, ?, ?, ?)", rows)

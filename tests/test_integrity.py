@@ -218,6 +218,40 @@ def test_a_truncated_database_or_a_wal_without_its_database_is_damage(tmp_path):
             "to is missing"]
 
 
+def test_a_failed_checkpoint_leaves_the_manifest_true(tmp_path):
+    """The manifest counts the rows a checkpoint writes; one that fails half-way must not leave
+    the next checkpoint counting rows that never landed (a false alarm at the next start)."""
+    st = Storage.open(tmp_path / "d")
+    lhr = st.restore("lhr")
+    for i in range(5):
+        st.append(lhr.write_kv(f"k{i}", i, now=1)[1])
+    st.flush()
+    st.checkpoint(lhr)
+    real = st._conn
+
+    class Failing:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def executemany(self, sql, rows):
+            if sql.startswith("INSERT OR REPLACE INTO dot_keys"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.executemany(sql, rows)
+
+    for i in range(5, 9):
+        st.append(lhr.write_kv(f"k{i}", i, now=2)[1])
+    lhr.store.key_of.clear()  # and dot_keys rows to delete, too
+    st.flush()
+    st._conn = Failing()
+    with pytest.raises(sqlite3.OperationalError):
+        st.checkpoint(lhr)
+    st._conn = real
+    st.close(lhr)  # a checkpoint that succeeds
+    with Storage.open(tmp_path / "d") as st:
+        assert st.damage == []
+        assert st.restore("lhr").digest() == lhr.digest()
+
+
 def test_schema_version_1_is_refused_with_a_clear_message(tmp_path):
     con = sqlite3.connect(tmp_path / DB_NAME)
     con.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
