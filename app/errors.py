@@ -32,6 +32,7 @@ STATUS_BY_CODE = {
     "unknown_replica": 404,
     "replica_down": 503,
     "storage_unavailable": 503,
+    "recovering": 503,
     "not_supported_with_processes": 409,
     "invalid_idempotency_key": 400,
     "idempotency_key_reused": 422,

@@ -42,7 +42,7 @@ from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Once
 from replication.node import incarnation_of
 from replication.replica import KvView, Sibling
-from replication.runner import next_actor
+from replication.runner import fresh_actor
 from replication.sim import ReplicaDown
 
 from .errors import ApiError
@@ -353,7 +353,8 @@ class ProcessLive:
         self._state[rid]["status"] = "down"
         if lose_state:
             shutil.rmtree(self.procs.replicas[rid].data_dir, ignore_errors=True)
-            self._next_actor[rid] = next_actor(rid, self._actor[rid])
+            # a new lineage: an actor no one can hold, even if this view of its last one is stale
+            self._next_actor[rid] = fresh_actor(rid, incarnation_of(rid, self._actor[rid]) or 0)
         self.bus.publish({"t": self.now_ms(), "kind": "crash", "node": rid})
 
     def recover(self, rid: str) -> None:

@@ -94,6 +94,14 @@ class _RunnerCollector(Collector):
                       mine(st.idempotent_replays))
         yield _family(GaugeMetricFamily, "edgestate_idempotency_records", "Idempotency records held", "replica",
                       mine(len(r.ledger)))
+        damaged = Counter(d.file for d in r.damage)
+        yield _family(c, "edgestate_storage_corrupt_records", "Damaged records (rows, WAL frames) found at start, by file",
+                      "file", sorted(damaged.items()))
+        yield _family(c, "edgestate_storage_repairs", "Damaged storage salvaged and repaired from peers at start",
+                      "replica", mine(int(r.repair is not None)))
+        yield _family(GaugeMetricFamily, "edgestate_recovering",
+                      "1 while a repaired replica catches up (reads and writes answer 503)", "replica",
+                      mine(int(r.recovering)))
         if r.transport is not None:
             net = r.transport.stats
             yield _family(c, "edgestate_frames", "Frames on the wire, by direction", "direction",
@@ -143,6 +151,7 @@ async def detail(request: Request, recent: str = Query("[]", max_length=64 * 102
             isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in refs)):
         raise ApiError(422, "invalid_recent", f"recent must be a JSON list of at most {MAX_RECENT} [namespace, key] pairs")
     runner = _runner(request)
+    runner.check_serving()
     await runner.barrier()  # no value a crash could take back
     return replica_detail(runner.node.replica, [(ns, key) for ns, key in refs], True)
 

@@ -6,6 +6,11 @@
 Every replica of a cluster gets the same secret file and the full peer list (its own entry
 may be left out). SIGINT or SIGTERM stops it cleanly: everything flushed and checkpointed,
 so the next start keeps its actor; SIGKILL is what the crash tests send.
+
+Damaged storage found at start (a record or WAL frame that fails its checksum, an unreadable
+database) is logged naming the file and record; the replica then repairs from its peers,
+answering 503 `recovering` meanwhile. With no peer to repair from it exits 1, unless
+--accept-data-loss says to serve only what verified.
 """
 
 from __future__ import annotations
@@ -71,6 +76,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--actor", metavar="ID~N",
                    help="after this replica's data was lost: start the empty data directory under this new "
                         "actor (one past any incarnation it had), never reusing dots peers already hold")
+    p.add_argument("--accept-data-loss", action="store_true",
+                   help="when the stored state is damaged and there is no --peer to repair it from, start anyway "
+                        "with the records that verified (the damaged ones are lost; the damaged files are kept "
+                        "aside as edgestate.db.corrupt-TIME). Without it the replica refuses to start (exit 1). "
+                        "With peers, damage is always repaired from them")
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop cleanly when this process is gone (serve --processes sets it: no orphans)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -196,7 +206,7 @@ async def _main(args, secret: bytes, settings) -> int:
     import signal
 
     from replication.runner import ReplicaRunner
-    from replication.storage import StorageError
+    from replication.storage import CorruptStorage, StorageError
 
     stream = None
     if args.events:
@@ -207,9 +217,15 @@ async def _main(args, secret: bytes, settings) -> int:
         args.id, args.peers, data_dir=args.data_dir, secret=secret, strategy=args.strategy,
         delay_ms=_delay(args.id) if args.inject_latency else None, seed=args.seed,
         on_events=stream.push if stream else None, on_sent=stream.sent if stream else None, fresh_actor=args.actor,
+        accept_data_loss=args.accept_data_loss,
     )
     try:
         await runner.start(*args.listen)
+    except CorruptStorage as e:
+        print(f"edgestate replica: error: {e.message}. Nothing was changed. To start with only the records that "
+              "verified (losing the others), add --accept-data-loss; or give it --peer addresses to repair from",
+              file=sys.stderr)
+        return 1
     except StorageError as e:
         print(f"edgestate replica: error: {e.message}", file=sys.stderr)
         return 1

@@ -39,19 +39,29 @@ UNKNOWN_LINK_MS = 50.0  # until a probe has measured the link
 _STRATEGY_KINDS = frozenset({"payload", "ihave", "graft", "graft_ack", "prune"})
 
 
-def actor_for(replica_id: str, incarnation: int) -> str:
-    return replica_id if incarnation == 0 else f"{replica_id}~{incarnation}"
+def actor_for(replica_id: str, incarnation: int, tag: str | None = None) -> str:
+    """`id`, `id~N`, or `id~N.TAG`: TAG (hex) names a lineage begun after lost or repaired
+    state, so that its actors cannot collide with ones minted before (see runner.fresh_actor)."""
+    if incarnation == 0 and tag is None:
+        return replica_id
+    return f"{replica_id}~{incarnation}" + (f".{tag}" if tag is not None else "")
+
+
+def parse_actor(replica_id: str, actor: str | None) -> tuple[int, str | None] | None:
+    """The inverse of `actor_for`: (N, TAG or None), or None for anyone else's actor."""
+    if actor == replica_id:
+        return 0, None
+    if actor and actor.startswith(replica_id + "~"):
+        n, dot, tag = actor[len(replica_id) + 1 :].partition(".")
+        if n.isascii() and n.isdigit() and (not dot or (tag and all(c in "0123456789abcdef" for c in tag))):
+            return int(n), tag if dot else None
+    return None
 
 
 def incarnation_of(replica_id: str, actor: str | None) -> int | None:
-    """The inverse of `actor_for`: N for `id~N`, 0 for `id`, None for anyone else's actor."""
-    if actor == replica_id:
-        return 0
-    if actor and actor.startswith(replica_id + "~"):
-        tail = actor[len(replica_id) + 1 :]
-        if tail.isdigit():
-            return int(tail)
-    return None
+    """N for `id~N` and `id~N.TAG`, 0 for `id`, None for anyone else's actor."""
+    parsed = parse_actor(replica_id, actor)
+    return None if parsed is None else parsed[0]
 
 
 def overlay_view(me: str, peers: list[str], link_ms: Callable[[str], float], rng: random.Random, near: int, far: int):
@@ -262,4 +272,4 @@ class Node:
             self.strategy.view_changed(added, removed)
 
 
-__all__ = ["ALIVE", "Node", "NodeConfig", "actor_for", "incarnation_of", "overlay_view"]
+__all__ = ["ALIVE", "Node", "NodeConfig", "actor_for", "incarnation_of", "overlay_view", "parse_actor"]

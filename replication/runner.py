@@ -38,6 +38,16 @@ Idempotency keys (`replication.idempotency`): a keyed write's record (the answer
 is appended with its delta and becomes durable in the same flush; only then does it join
 the ledger that answers retries. A retry that arrives while the first is in flight waits
 for it; a write that failed leaves no record, so its retry applies fresh.
+
+Damaged storage (see `integrity`): with no peer to repair from, the replica refuses to start
+unless told to accept the loss. Otherwise the storage salvages what verifies, and the replica
+takes a fresh actor (its contexts are partial now) and *recovers*: reads and writes answer
+`Recovering` (503 over HTTP) until its applied context covers the digest every peer sent
+(peers declared dead are not waited for), or REPAIR_TIMEOUT_S passed. An empty data directory
+joins through the same gate: it may be a replica that lost its state, so it waits to hear
+which actors of its id peers hold (writes wait, reads are served: there is nothing wrong in
+what it holds). After lost or repaired state the new actor carries a random tag (`lhr~3.9f2a0c1b`):
+a peer holding a higher incarnation may be down, and a tag no one has used cannot collide.
 """
 
 from __future__ import annotations
@@ -45,23 +55,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .clocks import CausalContext
 from .delta import Delta
 from .errors import EdgeStateError
 from .idempotency import Answer, IdempotencyKeyReused, Ledger, Once, Record
+from .membership import DEAD
 from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
 from .net import Transport
-from .node import Node, NodeConfig, actor_for, incarnation_of
-from .storage import Storage, subsumed
+from .node import Node, NodeConfig, actor_for, incarnation_of, parse_actor
+from .storage import CorruptStorage, Damage, Repair, Storage, describe, subsumed
 
 log = logging.getLogger("edgestate.replica")
 
 JOIN_TIMEOUT_S = 5.0  # an empty replica waits at most this long to hear whether it existed before
+REPAIR_TIMEOUT_S = 30.0  # a repaired replica answers 503 at most this long while it catches up
 CHECKPOINT_LOG_ROWS = 20_000  # checkpoint once the log holds this many deltas...
 CHECKPOINT_EVERY_S = 30.0  # ...or this long after the last one, if anything was logged
 FLUSH_RETRY_S = 0.5  # between attempts to read the disk after a failed flush
@@ -75,9 +89,23 @@ class StorageUnavailable(EdgeStateError):
     code = "storage_unavailable"
 
 
+class Recovering(EdgeStateError):
+    """The replica is catching up after repairing damaged storage: try again, or another one."""
+
+    code = "recovering"
+
+
 def next_actor(replica_id: str, stored: str | None) -> str:
-    """The actor after an unclean stop: one incarnation past the stored one."""
-    return actor_for(replica_id, (incarnation_of(replica_id, stored) or 0) + 1)
+    """The actor after an unclean stop: one incarnation past the stored one, in its lineage
+    (the state is intact, so this directory knows the newest actor of that lineage)."""
+    n, tag = parse_actor(replica_id, stored) or (0, None)
+    return actor_for(replica_id, n + 1, tag)
+
+
+def fresh_actor(replica_id: str, after: int) -> str:
+    """An actor no one has used: incarnation `after + 1` in a new lineage with a random tag,
+    for a replica that lost or repaired its state and cannot know every actor it had."""
+    return actor_for(replica_id, after + 1, os.urandom(4).hex())
 
 
 def _deltas(msg) -> list[Delta]:
@@ -101,6 +129,15 @@ class RunnerStats:
     held_dropped: int = 0  # envelopes made while a failed write was pending, never sent
     idempotent_replays: int = 0  # keyed writes answered from their record
     foreign_dropped: int = 0  # frames from replicas not in the peer list
+
+
+@dataclass
+class _Gate:
+    """Closed while an empty replica learns who it was, or a repaired one catches up."""
+
+    reason: str  # "joining" (writes wait) or "repairing" (reads and writes: Recovering)
+    started: float
+    heard: dict[str, CausalContext]  # each peer's first digest since start
 
 
 @dataclass
@@ -136,6 +173,7 @@ class ReplicaRunner:
         fresh_actor: str | None = None,
         ledger: Ledger | None = None,
         wall_clock: Callable[[], float] = time.time,
+        accept_data_loss: bool = False,
     ) -> None:
         """`on_events`: the node's events (applied, membership) as they happen; `on_sent`: every
         frame queued to a peer, as (dst, kind, delay_ms, bytes). Both for an observer; both optional.
@@ -143,7 +181,8 @@ class ReplicaRunner:
         whose state was lost: its old actor's dots are out there already, and minting them
         again would lose writes. `ledger`: the idempotency records' lifetime and bounds
         (default: 10 minutes, `replication.idempotency`'s bounds); `wall_clock`: seconds, what
-        their lifetime is counted in."""
+        their lifetime is counted in. `accept_data_loss`: start on damaged storage with no peer
+        to repair it from, serving only what verified (else `start` raises CorruptStorage)."""
         self.id = replica_id
         self.peer_addrs = dict(peers)
         self.data_dir = Path(data_dir)
@@ -155,6 +194,7 @@ class ReplicaRunner:
         self._on_events = on_events
         self._on_sent = on_sent
         self._fresh_actor = fresh_actor
+        self._accept_data_loss = accept_data_loss
         self.stats = RunnerStats()
         self.storage: Storage | None = None
         self.node: Node | None = None
@@ -177,10 +217,14 @@ class ReplicaRunner:
         self._t0 = time.monotonic()
         self._last_checkpoint = self._t0
         self._stopped = False
-        self._joined = asyncio.Event()
-        self._heard: set[str] = set()
+        self._joined = asyncio.Event()  # the gate is open (always, but after a join or a repair)
+        self._gate: _Gate | None = None
+        self._gate_timer: asyncio.TimerHandle | None = None
         self._seen_incarnation = -1  # the highest incarnation of this id that peers know of
         self.rejoined_as: str | None = None
+        self.damage: list[Damage] = []  # what the storage found at start
+        self.repair: Repair | None = None
+        self.recovered: dict | None = None  # how the last repair ended
 
     # -- time: timers run on the monotonic clock; the HLC sees wall time via the node's epoch --
 
@@ -190,23 +234,34 @@ class ReplicaRunner:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, listen_host: str, listen_port: int) -> int:
-        """Open the data directory, restore, and start serving peers. Returns the peer port."""
+        """Open the data directory, restore, and start serving peers. Returns the peer port.
+        Damaged storage with no peers (and no `accept_data_loss`) raises CorruptStorage."""
         storage = Storage.open(self.data_dir)
+        peers = sorted(self.peer_addrs)
         try:
-            self.boots = storage.count_boot()
+            self.damage = damage = storage.damage
+            stored = storage.stored_actor()
+            fresh = stored is None and not damage
             actor = None
-            fresh = storage.stored_actor() is None
-            if fresh:
+            if damage:
+                if not peers and not self._accept_data_loss:
+                    raise CorruptStorage(f"stored state in {self.data_dir} is damaged and there is no peer to repair "
+                                         f"it from: {describe(damage)}", damage)
+                known = max(incarnation_of(self.id, stored) or 0, incarnation_of(self.id, self._fresh_actor) or 0)
+                actor = fresh_actor(self.id, known)
+            elif fresh:
                 actor = self._fresh_actor
             elif not storage.was_clean:
-                actor = next_actor(self.id, storage.stored_actor())
+                actor = next_actor(self.id, stored)
                 self.restarted_unclean = True
-            peers = sorted(self.peer_addrs)
-            replica = storage.restore(self.id, secret=self._secret, members=[self.id, *peers], actor=actor)
+            replica = storage.restore(self.id, secret=self._secret, members=[self.id, *peers], actor=actor,
+                                      repair=bool(damage))
+            self.boots = storage.count_boot()
         except BaseException:
             storage.close()
             raise
         self.storage = storage
+        self.repair = storage.repair
         self._durable_seq = self._last_local_seq = storage.durable_seq
         try:
             for rec in storage.load_records(self.ledger.cutoff(self._wall_ms())):
@@ -221,15 +276,24 @@ class ReplicaRunner:
             incarnation=self.boots, secret=self._secret, epoch_ms=time.time() * 1000.0 - self.now(), replica=replica,
         )
         node.journal = self._journal
+        loop = asyncio.get_running_loop()
+        if peers and (damage or (fresh and self._fresh_actor is None)):
+            self._gate = _Gate("repairing" if damage else "joining", time.monotonic(), {})
+            timeout = REPAIR_TIMEOUT_S if damage else JOIN_TIMEOUT_S
+            self._gate_timer = loop.call_later(timeout, self._join)
+        else:
+            self._joined.set()
+        if damage:
+            r = self.repair
+            log.error("%s: stored state is damaged: %s. Moved the damaged files aside (%s), kept what verified "
+                      "(%d keys, %d log rows); %s", self.id, describe(damage, limit=10),
+                      ", ".join(p.name for p in r.moved_aside) or "nothing to move", r.keys_kept, r.log_rows_kept,
+                      f"repairing from peers as {replica.actor}: reads and writes answer 503 until caught up"
+                      if peers else f"no peer to repair from, serving it as {replica.actor} (data loss accepted)")
         self.transport = Transport(self.id, self._secret, self.peer_addrs, self._on_envelope, delay_ms=self._delay_ms,
                                    on_sent=self._on_sent)
         port = await self.transport.listen(listen_host, listen_port)
-        loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._timers()), loop.create_task(self._committer())]
-        if fresh and self._fresh_actor is None and peers:
-            loop.call_later(JOIN_TIMEOUT_S, self._join)
-        else:
-            self._joined.set()
         log.info("%s: actor %s, boot %d, %d keys restored%s", self.id, replica.actor, self.boots,
                  len(replica.store), " after an unclean stop" if self.restarted_unclean else "")
         return port
@@ -239,6 +303,8 @@ class ReplicaRunner:
         if self._stopped:
             return
         self._stopped = True
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -264,9 +330,24 @@ class ReplicaRunner:
         # kept until the write's answer is rendered: its idempotency record goes in with it
         self._journaled = delta
 
+    @property
+    def recovering(self) -> bool:
+        """A repaired replica catching up: what it holds is true, but not all it should hold."""
+        g = self._gate
+        return g is not None and g.reason == "repairing" and not self._joined.is_set()
+
+    def check_serving(self) -> None:
+        """Raise Recovering while `recovering`."""
+        g = self._gate
+        if self.recovering:
+            raise Recovering(f"replica {self.id} found damaged storage at start and is catching up from its peers "
+                             f"({time.monotonic() - g.started:.0f} s so far, at most {REPAIR_TIMEOUT_S:.0f} s); "
+                             "retry shortly, or ask another replica")
+
     async def write(self, ns: str, key: str, op: dict):
         """Apply a write here and return its view once it is durable. Bad input raises a typed
         error before anything changed; StorageUnavailable means it changed nothing at all."""
+        self.check_serving()
         if not self._joined.is_set():
             await self._joined.wait()
         view, seq, _record, _changed = self._apply(ns, key, op, None)
@@ -280,6 +361,7 @@ class ReplicaRunner:
         """A keyed write: applied once per key at this replica; a retry gets the first answer.
         Raises IdempotencyKeyReused for the key of another request, IdempotencyTableFull at
         the ledger's bound, and whatever `write` raises (leaving no record)."""
+        self.check_serving()
         if not self._joined.is_set():
             await self._joined.wait()
         while True:
@@ -334,6 +416,7 @@ class ReplicaRunner:
         return view, seq, record, True
 
     async def read(self, ns: str, key: str):
+        self.check_serving()
         """This replica's value, once every local write before it is durable. A wait ended by a
         rollback looks again: the state then is the durable one, plus any writes made since."""
         for attempt in range(READ_ATTEMPTS):
@@ -383,7 +466,7 @@ class ReplicaRunner:
             return
         try:
             if not self._joined.is_set() and isinstance(env.msg, AeDigest):
-                self._learn_identity(env.src, env.msg.applied.vv)
+                self._learn_identity(env.src, env.msg.applied)
             deltas = _deltas(env.msg)
             fresh = [d for d in deltas if not subsumed(self.node.replica.store, d)]
             if fresh:
@@ -403,31 +486,66 @@ class ReplicaRunner:
         except Exception:  # a bug must not take the replica down with it; the peer will retry
             log.exception("%s: failed to handle a %s from %s", self.id, env.kind, env.src)
 
-    def _learn_identity(self, peer: str, vv) -> None:
-        """An empty data directory may be a replica that lost its state, not a new one: if
-        peers hold dots of this id's actors, writing as one of them again would mint dots
-        they already have (and lose writes). So an empty replica takes no writes until every
-        peer has sent its version vector (or JOIN_TIMEOUT_S passed: peers may be down), then
-        takes the actor after the highest any of them knew."""
-        self._heard.add(peer)
-        for a in vv.to_dict():
+    def _learn_identity(self, peer: str, applied: CausalContext) -> None:
+        """A peer's digest, while the gate is closed. An empty data directory may be a replica
+        that lost its state, not a new one: if peers hold dots of this id's actors, writing as
+        one of them again would mint dots they already have (and lose writes). A repaired one
+        lacks what it dropped. Either way the gate stays closed until every peer has sent its
+        digest (or is declared dead) and the applied context covers each, or the gate's
+        timeout passed; then `_join` picks the actor."""
+        for a in {*applied.vv.to_dict(), *(d[0] for d in applied.cloud)}:
             n = incarnation_of(self.id, a)
             if n is not None:
                 self._seen_incarnation = max(self._seen_incarnation, n)
-        if self._heard >= set(self.peer_addrs):
-            self._join()
+        self._gate.heard.setdefault(peer, applied.copy())
+        self._gate_progress()
+
+    def _gate_progress(self) -> None:
+        if self._joined.is_set() or self._gate is None:
+            return
+        mine, heard, members = self.node.replica.store.applied, self._gate.heard, self.node.membership
+        for p in self.peer_addrs:
+            if members.status(p) == DEAD:
+                continue  # not waited for: it may be down for good
+            theirs = heard.get(p)
+            if theirs is None or not mine.covers(theirs):
+                return
+        self._join()
 
     def _join(self) -> None:
+        """Open the gate. An actor is chosen first where the old one may collide: after a
+        repair, and for an empty directory whose peers know its id or did not all answer."""
         if self._joined.is_set():
             return
-        if self._seen_incarnation >= 0:
-            me = self.id
-            new = actor_for(me, self._seen_incarnation + 1)
-            self.node.replica.actor = new
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+        g, me, rep = self._gate, self.id, self.node.replica
+        unheard = sorted(p for p in self.peer_addrs if p not in g.heard)
+        behind = sorted(p for p, d in g.heard.items() if not rep.store.applied.covers(d))
+        new = None
+        if g.reason == "repairing":
+            if self._seen_incarnation >= (incarnation_of(me, rep.actor) or 0):
+                new = fresh_actor(me, self._seen_incarnation)
+        elif self._seen_incarnation >= 0 or unheard:
+            new = fresh_actor(me, max(self._seen_incarnation, 0))
+        if new is not None:
+            rep.actor = new
             self.storage.set_actor(new)
             self.rejoined_as = new
-            log.warning("%s: peers hold writes of an earlier %s; this empty replica writes as %s",
-                        me, actor_for(me, self._seen_incarnation), new)
+        waited = time.monotonic() - g.started
+        self.recovered = {"reason": g.reason, "seconds": round(waited, 3), "not_heard": unheard, "behind": behind}
+        if g.reason == "repairing":
+            if unheard or behind:
+                log.warning("%s: stopped waiting after %.1f s for %s: serving the %d keys it holds, as %s", me, waited,
+                            ", ".join(unheard + behind), len(rep.store), rep.actor)
+            else:
+                log.warning("%s: repaired from its peers in %.1f s: %d keys; serving as %s", me, waited,
+                            len(rep.store), rep.actor)
+        elif new is not None:
+            log.warning("%s: %s; this empty replica writes as %s", me,
+                        f"peers hold writes of an earlier {actor_for(me, self._seen_incarnation)}"
+                        if self._seen_incarnation >= 0 else f"no word from {', '.join(unheard)}, which may hold "
+                        "writes of an earlier incarnation", new)
         self._joined.set()
 
     def _receive(self, env: Envelope) -> None:
@@ -439,6 +557,8 @@ class ReplicaRunner:
         self._send(out)
         self._timer_wake.set()
         self._emit()
+        if not self._joined.is_set():
+            self._gate_progress()
 
     def _emit(self) -> None:
         if self._on_events is not None:
@@ -455,6 +575,8 @@ class ReplicaRunner:
             if due is not None and due <= now:
                 self._send(node.tick(now=now))
                 self._emit()
+                if not self._joined.is_set():
+                    self._gate_progress()  # a peer declared dead is no longer waited for
                 continue
             self._timer_wake.clear()
             # not asyncio.wait_for: on 3.11 it can swallow a cancel that races the event
@@ -590,6 +712,9 @@ class ReplicaRunner:
             "restarted_unclean": self.restarted_unclean,
             "rejoined_as": self.rejoined_as,
             "joined": self._joined.is_set(),
+            "recovering": self.recovering,
+            "damage": [str(d) for d in self.damage],
+            "recovered": self.recovered,
             "version_vector": rep.store.applied.vv.to_dict(),
             "digest": rep.digest(),
             "keys": len(rep.store),
@@ -612,4 +737,4 @@ class ReplicaRunner:
         self.transport.blocked = set(blocked)
 
 
-__all__ = ["ReplicaRunner", "RunnerStats", "StorageUnavailable", "next_actor"]
+__all__ = ["Recovering", "ReplicaRunner", "RunnerStats", "StorageUnavailable", "fresh_actor", "next_actor"]

@@ -11,7 +11,8 @@ What is kept, under a data directory (one replica per directory, held by a lock 
   actor. Rows are rewritten only for keys that changed since the last checkpoint.
 - `idempotency`: a record per `Idempotency-Key` of a recent keyed write (the request's
   fingerprint and the answer given), written in the same transaction as the write's delta,
-  so a retry after any restart is answered from it. Expired ones go at checkpoints.
+  so a retry after any restart is answered from it. Expired ones go at checkpoints. A
+  repair of damaged storage starts with none (they are not salvaged).
 
 On open, the checkpoint is loaded and the log replayed through `Store.apply` (deltas are
 idempotent, so replaying one the checkpoint already holds changes nothing).
@@ -52,53 +53,76 @@ Checkpoints are safe whenever they run: a logged delta is dropped from the log o
 the replica's state provably holds it (its contexts cover the delta's, which is exactly when
 `Store.apply` itself treats a delta as already known), so a delta flushed but not yet
 applied when a checkpoint runs stays in the log.
+
+Integrity (schema 2): every row carries a checksum, and each checkpoint a manifest of its
+rows; `open` checks the WAL and reads everything back read-only before it writes a byte
+(see `integrity`). Damage found is in `storage.damage`, and `restore` refuses it unless
+told to repair: then the damaged files are moved aside (`edgestate.db.corrupt-<time>`,
+with their `-wal` and `-shm`), a new database is written holding the salvaged state (every
+record that verified, under contexts of its live dots only), and that is restored. What to
+do about it (refuse to start, or repair from peers under a new actor) is the caller's call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
-
-from .clocks import CausalContext, Dot, Timestamp, check_replica_id, dot_from_wire
+from .clocks import Dot, Timestamp, check_replica_id
 from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError, StaleDelta
+from .integrity import (
+    DB_ERRORS,
+    DB_NAME,
+    REPAIR_MARK,
+    SCHEMA_VERSION,
+    Damage,
+    Inspection,
+    PersistedState,
+    inspect,
+    manifest,
+    meta_row,
+    read_state,
+    record_sum,
+    unpack,
+)
+from .integrity import pack as _pack
 from .idempotency import Record
 from .replica import DEV_SECRET, Replica
-from .values import check_key, check_namespace
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not a POSIX system: no cross-process lock
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 1
-DB_NAME = "edgestate.db"
 LOCK_NAME = "LOCK"
 
+# `sum` in every table: integrity.record_sum of the row (checked on every load)
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL, sum INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS keyspace (
-    ns TEXT NOT NULL, key TEXT NOT NULL, store BLOB NOT NULL, PRIMARY KEY (ns, key)
+    ns TEXT NOT NULL, key TEXT NOT NULL, store BLOB NOT NULL, sum INTEGER NOT NULL, PRIMARY KEY (ns, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dot_keys (
-    replica TEXT NOT NULL, counter INTEGER NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL,
+    replica TEXT NOT NULL, counter INTEGER NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL, sum INTEGER NOT NULL,
     PRIMARY KEY (replica, counter)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, delta BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, delta BLOB NOT NULL, sum INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, seq INTEGER NOT NULL, at_ms INTEGER NOT NULL,
-    request BLOB NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL
+    request BLOB NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL, sum INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at_ms);
 """
+_PUT_META = "INSERT OR REPLACE INTO meta (name, value, sum) VALUES (?, ?, ?)"
 
 
 class StorageError(EdgeStateError):
@@ -118,36 +142,66 @@ class WrongReplica(StorageError):
 
 
 class CorruptStorage(StorageError):
-    """Stored state that does not decode: a bug or tampering, never a crash (SQLite covers those)."""
+    """Stored state that fails its checks: a damaged disk, a bug or tampering. `damage` names
+    each file and record."""
 
     code = "corrupt_storage"
 
+    def __init__(self, message: str, damage: list[Damage] | None = None) -> None:
+        super().__init__(message)
+        self.damage = list(damage or [])
 
-def _pack(obj) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
 
-
-def _unpack(raw: bytes):
-    return msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+def describe(damage: list[Damage], limit: int = 5) -> str:
+    """The damage in one line: the first few, and how many more."""
+    shown = "; ".join(map(str, damage[:limit]))
+    return shown + (f"; and {len(damage) - limit} more" if len(damage) > limit else "")
 
 
 @dataclass
-class PersistedState:
-    """What `load()` finds: the checkpoint, and the deltas logged after it (in order)."""
+class Repair:
+    """What `restore(repair=True)` did."""
 
-    replica_id: str | None
-    actor: str | None
-    entries: dict[KeyRef, object]
-    ctx: CausalContext
-    applied: CausalContext
-    key_of: dict[Dot, KeyRef]
-    hlc: Timestamp
-    log: list[tuple[int, Delta]] = field(default_factory=list)
-    clean: bool = True  # the previous session closed cleanly (nothing appended went unflushed)
+    moved_aside: list[Path]
+    keys_kept: int
+    log_rows_kept: int
 
-    @property
-    def empty(self) -> bool:
-        return not self.entries and not self.applied.vv and not self.ctx.vv and not self.log
+
+def _log_row(seq: int, raw: bytes) -> tuple[int, bytes, int]:
+    return seq, raw, record_sum("log", (seq,), raw)
+
+
+def _key_row(ns: str, key: str, raw: bytes) -> tuple[str, str, bytes, int]:
+    return ns, key, raw, record_sum("keyspace", (ns, key), raw)
+
+
+def _record_row(seq: int, r: Record) -> tuple:
+    blob = _pack([r.at_ms, r.request, r.status, r.body])
+    return r.key, seq, r.at_ms, r.request, r.status, r.body, record_sum("idempotency", (r.key, seq), blob)
+
+
+def _dot_row(replica: str, counter: int, ns: str, key: str) -> tuple[str, int, str, str, int]:
+    return replica, counter, ns, key, record_sum("dot_keys", (replica, counter, ns, key))
+
+
+def _connect(db: Path, synchronous: str) -> sqlite3.Connection:
+    """The read-write connection: WAL mode, the schema, and 'clean' cleared while we run."""
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageError(f"SQLite refused WAL mode for {db} (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA journal_size_limit=67108864")  # shrink the WAL file back after checkpoints
+        conn.executescript(_SCHEMA)
+        if conn.execute("SELECT 1 FROM meta WHERE name='schema'").fetchone() is None:
+            conn.execute(_PUT_META, meta_row("schema", SCHEMA_VERSION))
+        # 'clean' is cleared for as long as we run; close() sets it once all is flushed
+        conn.execute(_PUT_META, meta_row("clean", False))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 @dataclass
@@ -161,6 +215,21 @@ class StorageStats:
     refused_skipped: int = 0  # replayed deltas the store refused (as it did when they first arrived)
     failed_flushes: int = 0  # flushes that did not land (their batches were dropped)
     landed_after_error: int = 0  # flushes that raised, yet whose rows were found on disk
+    bad_records: int = 0  # idempotency records that failed their checksum on load (dropped)
+
+
+def _spent(state: PersistedState) -> PersistedState:
+    """The state once restored: who it was, without the data (now the replica's)."""
+    return dataclasses.replace(state, entries={}, log=[], key_of={}, key_sums={}, dot_sums={})
+
+
+def _fsync(path: Path) -> None:
+    """Make a file's bytes durable, or (for a directory) the renames in it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _delta_keys(delta: Delta) -> tuple[set[KeyRef], bool]:
@@ -186,36 +255,51 @@ class Storage:
     """One replica's durable state. Not thread-safe apart from `append` racing `flush`:
     a driver may run `flush` in a worker thread while its event loop keeps appending."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock_fd: int | None) -> None:
+    def __init__(self, path: Path, lock_fd: int | None, synchronous: str, inspection: Inspection) -> None:
         self.path = path
-        self._conn = conn
+        self._conn: sqlite3.Connection | None = None
         self._lock_fd = lock_fd
+        self._synchronous = synchronous
+        self._inspection = inspection
         self._buf: list[tuple[int, Delta, bytes]] = []
         self._recs: list[tuple[int, Record]] = []  # idempotency records, flushed with the deltas
         self._buf_lock = threading.Lock()  # append vs the buffer swap in flush
         self._io_lock = threading.RLock()  # one transaction at a time (reload holds it through restore)
-        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()
-        # records share the log's sequence: a failed flush is looked for by its numbers (settle)
-        top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM idempotency").fetchone()
-        self._next_seq = max(row[0], top[0]) + 1
-        self.durable_seq = self._next_seq - 1
+        self._next_seq = 1
+        self.durable_seq = 0
         self._doubt: tuple[list, list] | None = None  # a batch whose flush raised: landed or not?
         self._tainted = False  # a flush failed: buffered deltas may build on it; nothing more is written
         # deltas in the log, kept to decide at a checkpoint which ones the state already holds
         self._retained: list[tuple[int, Delta]] = []
         self._dirty: set[KeyRef] = set()
         self._dirty_all = False
-        self._persisted_dots: set[Dot] | None = None  # dot_keys rows, once known
+        # the stored sum of every keyspace and dot_keys row (the keys are the rows on disk):
+        # what the manifest of the next checkpoint is made of. None: read them again.
+        self._key_sums: dict[KeyRef, int] | None = dict(inspection.state.key_sums)
+        self._dot_sums: dict[Dot, int] | None = dict(inspection.state.dot_sums)
         self.stats = StorageStats()
         self._closed = False
         self._restored = False
-        self._was_clean = True
+        self._was_clean = inspection.state.clean
+        self.repair: Repair | None = None
+
+    def _attach(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()
+        # records share the log's sequence: a failed flush is looked for by its numbers (settle)
+        top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM idempotency").fetchone()
+        self._next_seq = max(self._next_seq, row[0] + 1, top[0] + 1)
+        self.durable_seq = self._next_seq - 1
 
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, synchronous: str = "FULL") -> Storage:
-        """Open (creating if needed) the data directory `path`. Holds it until `close()`."""
+        """Open (creating if needed) the data directory `path`. Holds it until `close()`.
+
+        Everything stored is checked first, read-only. Damage does not raise here: it is in
+        `damage`, the database is left untouched, and `restore` refuses it unless asked to
+        repair. A schema version other than ours raises StorageError."""
         if synchronous not in ("FULL", "EXTRA", "NORMAL"):
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
         root = Path(path)
@@ -229,25 +313,13 @@ class Storage:
                 os.close(lock_fd)
                 raise StorageLocked(f"data directory {root} is in use by another replica process") from None
         try:
-            conn = sqlite3.connect(root / DB_NAME, isolation_level=None, check_same_thread=False)
-            try:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise StorageError(f"SQLite refused WAL mode for {root} (got {mode!r})")
-                conn.execute(f"PRAGMA synchronous={synchronous}")
-                conn.execute("PRAGMA journal_size_limit=67108864")  # shrink the WAL file back after checkpoints
-                conn.executescript(_SCHEMA)
-                version = conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-                if version is None:
-                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (_pack(SCHEMA_VERSION),))
-                elif _unpack(version[0]) != SCHEMA_VERSION:
-                    raise StorageError(f"{root} holds schema version {_unpack(version[0])!r}; expected {SCHEMA_VERSION}")
-                clean = conn.execute("SELECT value FROM meta WHERE name='clean'").fetchone()
-                # 'clean' is cleared for as long as we run; close() sets it once all is flushed
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', ?)", (_pack(False),))
-            except BaseException:
-                conn.close()
-                raise
+            found = inspect(root)
+            if found.version != SCHEMA_VERSION:
+                raise StorageError(f"{root / DB_NAME} holds schema version {found.version!r}; this edgestate reads "
+                                   f"version {SCHEMA_VERSION} (a migration from older versions is not available yet)")
+            st = cls(root, lock_fd, synchronous, found)
+            if not found.damage:
+                st._attach(_connect(root / DB_NAME, synchronous))
         except sqlite3.DatabaseError as e:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -256,15 +328,18 @@ class Storage:
             if lock_fd is not None:
                 os.close(lock_fd)
             raise
-        st = cls(root, conn, lock_fd)
-        st._was_clean = clean is None or bool(_unpack(clean[0]))
         return st
 
     # -- reading what is there ------------------------------------------------------------------
 
+    @property
+    def damage(self) -> list[Damage]:
+        """What `open` found wrong, each naming its file and record (empty: all verified)."""
+        return list(self._inspection.damage)
+
     def _meta(self, name: str, default=None):
         row = self._conn.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
-        return default if row is None else _unpack(row[0])
+        return default if row is None else unpack(row[0])
 
     @property
     def was_clean(self) -> bool:
@@ -274,6 +349,8 @@ class Storage:
         return self._was_clean
 
     def stored_actor(self) -> str | None:
+        if self._conn is None:
+            return self._inspection.state.actor
         return self._meta("actor")
 
     def set_actor(self, actor: str) -> None:
@@ -281,7 +358,7 @@ class Storage:
         check_replica_id(actor)
         with self._io_lock:
             self._check_open()
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('actor', ?)", (_pack(actor),))
+            self._conn.execute(_PUT_META, meta_row("actor", actor))
 
     def count_boot(self) -> int:
         """Record one more start; returns the count including it (durable before it returns).
@@ -291,38 +368,21 @@ class Storage:
             boots = self._meta("boots", 0)
             if type(boots) is not int or boots < 0:
                 raise CorruptStorage(f"stored boot count in {self.path} is {boots!r}")
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('boots', ?)", (_pack(boots + 1),))
+            self._conn.execute(_PUT_META, meta_row("boots", boots + 1))
             return boots + 1
 
     def load(self) -> PersistedState:
-        """The checkpoint and the log after it, decoded and checked. Raises CorruptStorage."""
+        """The checkpoint and the log after it, read again and checked. Raises CorruptStorage."""
+        self._check_open()
         try:
-            entries: dict[KeyRef, object] = {}
-            for ns, key, raw in self._conn.execute("SELECT ns, key, store FROM keyspace ORDER BY ns, key"):
-                ref = (check_namespace(ns), check_key(key))
-                entries[ref] = BY_NAMESPACE[ns].from_wire(_unpack(raw))
-            key_of: dict[Dot, KeyRef] = {}
-            for r, n, ns, key in self._conn.execute("SELECT replica, counter, ns, key FROM dot_keys"):
-                key_of[dot_from_wire([r, n])] = (check_namespace(ns), check_key(key))
-            ctx = CausalContext.from_wire(self._meta("ctx", [{}, []]))
-            applied = CausalContext.from_wire(self._meta("applied", [{}, []]))
-            wall, logical = self._meta("hlc", [0, 0])
-            if type(wall) is not int or type(logical) is not int:
-                raise StorageError("bad HLC timestamp")
-            rid = self._meta("replica_id")
-            actor = self._meta("actor")
-            for x in (rid, actor):
-                if x is not None:
-                    check_replica_id(x)
-            log = []
-            for seq, raw in self._conn.execute("SELECT seq, delta FROM log ORDER BY seq"):
-                log.append((seq, Delta.from_wire(_unpack(raw))))
-        except (EdgeStateError, ValueError, TypeError, msgpack.UnpackException, sqlite3.DatabaseError) as e:
-            msg = e.message if isinstance(e, EdgeStateError) else str(e)
-            raise CorruptStorage(f"stored state in {self.path} does not decode: {msg}") from None
-        self._persisted_dots = set(key_of)
-        return PersistedState(rid, actor, entries, ctx, applied, key_of, Timestamp(wall, logical), log,
-                              clean=self._was_clean)
+            state, damage, _version = read_state(self._conn, quick_check=False)
+        except DB_ERRORS as e:
+            damage = [Damage(DB_NAME, "the database", f"does not read ({e})")]
+        if damage:
+            raise CorruptStorage(f"stored state in {self.path} is damaged: {describe(damage)}", damage)
+        state.clean = self._was_clean
+        self._key_sums, self._dot_sums = dict(state.key_sums), dict(state.dot_sums)
+        return state
 
     def restore(
         self,
@@ -331,29 +391,41 @@ class Storage:
         secret: bytes = DEV_SECRET,
         members: Iterable[str] = (),
         actor: str | None = None,
+        repair: bool = False,
     ) -> Replica:
         """A Replica holding exactly the durable state. A fresh directory is claimed for
         `replica_id` (and `actor`, default the id); a directory of another replica is refused.
-        `actor` given for an existing directory replaces the stored one (a new incarnation)."""
+        `actor` given for an existing directory replaces the stored one (a new incarnation).
+
+        Damaged storage raises CorruptStorage, unless `repair`: then the damaged files are
+        moved aside and the salvaged state is written anew and restored (`self.repair` says
+        what was done). The caller must give a new actor: the salvaged contexts are partial."""
         check_replica_id(replica_id)
         with self._buf_lock:
-            self._check_open()
+            if self._closed:
+                raise StorageError("storage is closed")
             if self._restored or self._buf or self._retained:
                 raise StorageError("restore() runs once, before anything is appended")
-            self._restored = True
-        return self._restore(replica_id, secret, members, actor)
-
-    def _restore(self, replica_id: str, secret: bytes, members: Iterable[str], actor: str | None) -> Replica:
-        state = self.load()
+        damage = self._inspection.damage
+        if damage and not repair:
+            raise CorruptStorage(f"stored state in {self.path} is damaged: {describe(damage)}", damage)
+        state = self._inspection.state
         if state.replica_id is not None and state.replica_id != replica_id:
             raise WrongReplica(f"data directory {self.path} belongs to replica {state.replica_id!r}, not {replica_id!r}")
+        self._restored = True
+        self._inspection = Inspection(state=_spent(state), damage=damage)
+        if damage:
+            return self._rebuild(state, replica_id, secret, members, actor)
+        return self._restore(state, replica_id, secret, members, actor)
+
+    def _restore(self, state: PersistedState, replica_id: str, secret: bytes, members: Iterable[str],
+                 actor: str | None) -> Replica:
         actor = actor or state.actor or replica_id
         rep = Replica(replica_id, secret=secret, members=members, actor=actor)
         if state.replica_id is None or state.actor != actor:
             with self._io_lock:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('replica_id', ?)", (_pack(replica_id),))
-                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('actor', ?)", (_pack(actor),))
+                self._conn.executemany(_PUT_META, [meta_row("replica_id", replica_id), meta_row("actor", actor)])
                 self._conn.execute("COMMIT")
         store = rep.store
         if state.entries or state.ctx.vv or state.ctx.cloud or state.applied.vv or state.applied.cloud:
@@ -378,6 +450,59 @@ class Storage:
             self._retain(seq, delta)
             self.stats.replayed += 1
         rep.hlc.last = max(rep.hlc.last, hlc)
+        return rep
+
+    def _rebuild(self, state: PersistedState, replica_id: str, secret: bytes, members: Iterable[str],
+                 actor: str | None) -> Replica:
+        """Write the salvaged state to a new database beside the damaged one, then swap them.
+        A mark on disk from first to last says a repair is under way: a crash half-way (with
+        the damaged WAL moved aside, say, and the older database file back in place) is found
+        at the next start as damage, never taken for a healthy directory."""
+        root = self.path
+        mark = root / REPAIR_MARK
+        mark.write_text(f"repairing since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: "
+                        f"{describe(self._inspection.damage, limit=20)}\n")
+        _fsync(mark)
+        _fsync(root)
+        tmp = root / (DB_NAME + ".rebuild")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)  # a rebuild a crash cut short
+        self._key_sums, self._dot_sums = {}, {}
+        conn = _connect(tmp, self._synchronous)
+        try:
+            self._attach(conn)
+            if state.log:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO log (seq, delta, sum) VALUES (?, ?, ?)",
+                                 [_log_row(seq, _pack(d.to_wire())) for seq, d in state.log])
+                conn.execute("COMMIT")
+            self._attach(conn)
+            rep = self._restore(state, replica_id, secret, members, actor)
+            self.checkpoint(rep, full=True)
+            conn.execute(_PUT_META, meta_row("boots", state.boots))
+        finally:
+            conn.close()  # folds its WAL into the file and removes it
+            self._conn = None
+        if Path(f"{tmp}-wal").exists():
+            raise StorageError(f"the repaired database {tmp} kept a WAL on close; left as it is")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = root / f"{DB_NAME}.corrupt-{stamp}"
+        n = 1
+        while any(Path(f"{aside}{s}").exists() for s in ("", "-wal", "-shm")):
+            n += 1
+            aside = root / f"{DB_NAME}.corrupt-{stamp}.{n}"
+        moved = []
+        for suffix in ("", "-wal", "-shm"):
+            src = root / (DB_NAME + suffix)
+            if src.exists():
+                os.replace(src, f"{aside}{suffix}")
+                moved.append(Path(f"{aside}{suffix}"))
+        os.replace(tmp, root / DB_NAME)
+        _fsync(root)
+        mark.unlink()
+        _fsync(root)
+        self._attach(_connect(root / DB_NAME, self._synchronous))
+        self.repair = Repair(moved, len(rep.store), len(state.log))
         return rep
 
     # -- the write-ahead log ----------------------------------------------------------------------
@@ -417,18 +542,25 @@ class Storage:
         return seq
 
     def load_records(self, since_ms: int) -> list[Record]:
-        """The idempotency records answered at or after `since_ms`, oldest first."""
+        """The idempotency records answered at or after `since_ms`, oldest first. A record that
+        fails its checksum is dropped and counted: a retry of it then applies again, which is
+        the lesser harm than answering from a damaged record."""
         with self._io_lock:
             self._check_open()
             rows = self._conn.execute(
-                "SELECT key, request, status, body, at_ms FROM idempotency WHERE at_ms >= ? ORDER BY at_ms, seq",
-                (since_ms,)).fetchall()
+                "SELECT key, seq, at_ms, request, status, body, sum FROM idempotency WHERE at_ms >= ? "
+                "ORDER BY at_ms, seq", (since_ms,)).fetchall()
         out = []
-        for key, request, status, body, at_ms in rows:
-            if not (isinstance(key, str) and isinstance(request, bytes) and type(status) is int
+        for key, seq, at_ms, request, status, body, stored in rows:
+            if not (isinstance(key, str) and type(seq) is int and isinstance(request, bytes) and type(status) is int
                     and isinstance(body, bytes) and type(at_ms) is int):
-                raise CorruptStorage(f"an idempotency record in {self.path} does not decode")
-            out.append(Record(key, request, status, body, at_ms))
+                self.stats.bad_records += 1
+                continue
+            rec = Record(key, request, status, body, at_ms)
+            if _record_row(seq, rec)[-1] != stored:
+                self.stats.bad_records += 1
+                continue
+            out.append(rec)
         return out
 
     @property
@@ -455,10 +587,11 @@ class Storage:
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT INTO log (seq, delta) VALUES (?, ?)", [(s, raw) for s, _d, raw in batch])
+                conn.executemany("INSERT INTO log (seq, delta, sum) VALUES (?, ?, ?)",
+                                 [_log_row(s, raw) for s, _d, raw in batch])
                 conn.executemany(
-                    "INSERT OR REPLACE INTO idempotency (key, seq, at_ms, request, status, body) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(r.key, s, r.at_ms, r.request, r.status, r.body) for s, r in recs])
+                    "INSERT OR REPLACE INTO idempotency (key, seq, at_ms, request, status, body, sum) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [_record_row(s, r) for s, r in recs])
                 conn.execute("COMMIT")
             except BaseException:
                 self._doubt = (batch, recs)
@@ -500,7 +633,7 @@ class Storage:
             # them can only be this batch's; the transaction is atomic, so one table says it.
             table, seqs = ("log", batch) if batch else ("idempotency", recs)
             lo, hi = seqs[0][0], seqs[-1][0]
-            found = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
+            found = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]  # noqa: S608
             if found not in (0, len(seqs)):
                 raise CorruptStorage(f"{found} of the {len(seqs)} rows of one transaction are in {self.path}")
             self._doubt = None
@@ -516,15 +649,16 @@ class Storage:
         self, replica_id: str, *, secret: bytes = DEV_SECRET, members: Iterable[str] = (), actor: str | None = None
     ) -> Replica:
         """After a flush that did not land (`settle()` said False): a Replica holding exactly
-        the durable state again, read from the checkpoint and the log as `restore` does. May
-        run in a worker thread while the driver keeps appending; what it appends meanwhile is
-        dropped by `discard_pending()`, which the driver calls when it takes the new replica."""
+        the durable state again, read (and checked) from the checkpoint and the log as `restore`
+        does. May run in a worker thread while the driver keeps appending; what it appends
+        meanwhile is dropped by `discard_pending()`, which the driver calls when it takes the
+        new replica."""
         with self._io_lock:
             self._check_open()
             if not self._tainted:
                 raise StorageError("reload() follows a flush that did not land")
-            self._retained, self._dirty, self._dirty_all, self._persisted_dots = [], set(), False, None
-            return self._restore(replica_id, secret, members, actor)
+            self._retained, self._dirty, self._dirty_all = [], set(), False
+            return self._restore(self.load(), replica_id, secret, members, actor)
 
     def discard_pending(self) -> int:
         """Drop everything buffered and not durable, and take flushes again. Returns how many
@@ -556,39 +690,53 @@ class Storage:
                     dirty |= keys
                     dirty_all |= full
             if dirty_all:
-                rows = [(ns, key, _pack(BY_NAMESPACE[ns].to_wire(s))) for ns, m in store.data.items() for key, s in m.items()]
+                rows = [_key_row(ns, key, _pack(BY_NAMESPACE[ns].to_wire(s))) for ns, m in store.data.items()
+                        for key, s in m.items()]
                 gone: list[KeyRef] = []
             else:
                 rows, gone = [], []
                 for ns, key in sorted(dirty):
                     s = store.data[ns].get(key)
                     if s:
-                        rows.append((ns, key, _pack(BY_NAMESPACE[ns].to_wire(s))))
+                        rows.append(_key_row(ns, key, _pack(BY_NAMESPACE[ns].to_wire(s))))
                     else:
                         gone.append((ns, key))
-            if self._persisted_dots is None:
-                self._persisted_dots = {Dot(r, n) for r, n in conn.execute("SELECT replica, counter FROM dot_keys")}
-            current = store.key_of
-            new_dots = [(d[0], d[1], k[0], k[1]) for d, k in current.items() if d not in self._persisted_dots]
-            old_dots = [d for d in self._persisted_dots if d not in current]
+            if self._key_sums is None or self._dot_sums is None:
+                self._key_sums = {(ns, k): s for ns, k, s in conn.execute("SELECT ns, key, sum FROM keyspace")}
+                self._dot_sums = {Dot(r, n): s for r, n, s in conn.execute("SELECT replica, counter, sum FROM dot_keys")}
             done = [seq for seq, d in self._retained if subsumed(store, d)]
             kept = [(seq, d) for seq, d in self._retained if not subsumed(store, d)]
-            meta = [
-                ("ctx", _pack(store.ctx.to_wire())),
-                ("applied", _pack(store.applied.to_wire())),
-                ("hlc", _pack(list(replica.hlc.last))),
-                ("replica_id", _pack(replica.id)),
-                ("actor", _pack(replica.actor)),
-            ]
-            conn.execute("BEGIN IMMEDIATE")
+            current = store.key_of
             try:
+                # the sums as they will be once this commits; from here on, any failure has them
+                # read again from the database, so the manifest never counts rows that are not there
+                key_sums, dot_sums = self._key_sums, self._dot_sums
+                if dirty_all:
+                    key_sums.clear()
+                for ref in gone:
+                    key_sums.pop(ref, None)
+                key_sums.update(((ns, key), s) for ns, key, _raw, s in rows)
+                new_dots = [_dot_row(d[0], d[1], k[0], k[1]) for d, k in current.items() if d not in dot_sums]
+                old_dots = [d for d in dot_sums if d not in current]
+                for d in old_dots:
+                    del dot_sums[d]
+                dot_sums.update((Dot(r, n), s) for r, n, _ns, _k, s in new_dots)
+                meta = [
+                    meta_row("ctx", store.ctx.to_wire()),
+                    meta_row("applied", store.applied.to_wire()),
+                    meta_row("hlc", list(replica.hlc.last)),
+                    meta_row("replica_id", replica.id),
+                    meta_row("actor", replica.actor),
+                    meta_row("manifest", manifest(key_sums, dot_sums)),
+                ]
+                conn.execute("BEGIN IMMEDIATE")
                 if dirty_all:
                     conn.execute("DELETE FROM keyspace")
-                conn.executemany("INSERT OR REPLACE INTO keyspace (ns, key, store) VALUES (?, ?, ?)", rows)
+                conn.executemany("INSERT OR REPLACE INTO keyspace (ns, key, store, sum) VALUES (?, ?, ?, ?)", rows)
                 conn.executemany("DELETE FROM keyspace WHERE ns=? AND key=?", gone)
-                conn.executemany("INSERT OR REPLACE INTO dot_keys VALUES (?, ?, ?, ?)", new_dots)
+                conn.executemany("INSERT OR REPLACE INTO dot_keys VALUES (?, ?, ?, ?, ?)", new_dots)
                 conn.executemany("DELETE FROM dot_keys WHERE replica=? AND counter=?", [tuple(d) for d in old_dots])
-                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta)
+                conn.executemany(_PUT_META, meta)
                 if done and not kept:
                     conn.execute("DELETE FROM log WHERE seq <= ?", (done[-1],))
                 else:
@@ -599,10 +747,8 @@ class Storage:
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._persisted_dots = None  # re-read next time
+                self._key_sums = self._dot_sums = None  # re-read next time
                 raise
-            self._persisted_dots.difference_update(old_dots)
-            self._persisted_dots.update(Dot(r, n) for r, n, _ns, _k in new_dots)
             # keys stay dirty while a delta touching them is still in the log (flushed but not
             # applied yet) or still buffered: the next checkpoint must write them again
             self._retained = kept
@@ -625,6 +771,9 @@ class Storage:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("storage is closed")
+        if self._conn is None:
+            raise CorruptStorage(f"stored state in {self.path} is damaged: restore(repair=True) first, "
+                                 f"or leave it as it is: {describe(self.damage)}", self.damage)
 
     def _check_usable(self) -> None:
         """Open, and not after a failed flush: then the caller's state may hold what the disk
@@ -640,14 +789,16 @@ class Storage:
         if self._closed:
             return
         try:
-            self.flush()
-            if replica is not None:
-                self.checkpoint(replica)
-            with self._io_lock:
-                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', ?)", (_pack(True),))
+            if self._conn is not None:  # else damaged and never repaired: left exactly as found
+                self.flush()
+                if replica is not None:
+                    self.checkpoint(replica)
+                with self._io_lock:
+                    self._conn.execute(_PUT_META, meta_row("clean", True))
         finally:
             self._closed = True
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -661,7 +812,9 @@ class Storage:
 
 __all__ = [
     "CorruptStorage",
+    "Damage",
     "PersistedState",
+    "Repair",
     "Storage",
     "StorageError",
     "StorageLocked",

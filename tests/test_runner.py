@@ -160,7 +160,8 @@ def test_duplicates_cost_no_disk_write(tmp_path):
 
 
 @pytest.mark.parametrize(("stored", "expected"), [(None, "lhr~1"), ("lhr", "lhr~1"), ("lhr~1", "lhr~2"),
-                                                  ("lhr~9", "lhr~10"), ("lhr~x", "lhr~1"), ("fra~3", "lhr~1")])
+                                                  ("lhr~9", "lhr~10"), ("lhr~x", "lhr~1"), ("fra~3", "lhr~1"),
+                                                  ("lhr~2.9f2a", "lhr~3.9f2a")])
 def test_next_actor(stored, expected):
     assert next_actor("lhr", stored) == expected
 

@@ -582,7 +582,7 @@ def test_uncommitted_frames_in_the_wal_are_ignored(tmp_path):
     size = _wal(tmp_path / "a").stat().st_size
     other.execute("BEGIN IMMEDIATE")
     bogus = msgpack.packb(lhr.write_kv("ghost", 1, now=1)[1].to_wire())
-    other.executemany("INSERT INTO log (seq, delta) VALUES (?, ?)", [(10_000 + i, bogus + b"\0" * 3000) for i in range(200)])
+    other.executemany("INSERT INTO log (seq, delta, sum) VALUES (?, ?, 0)", [(10_000 + i, bogus + b"\0" * 3000) for i in range(200)])
     assert _wal(tmp_path / "a").stat().st_size > size, "uncommitted pages should have spilled into the WAL"
     dst = crash_copy(tmp_path / "a", tmp_path / "c")
     other.execute("ROLLBACK")
@@ -607,9 +607,13 @@ def test_a_corrupt_log_row_is_a_typed_error(tmp_path):
 
 
 def test_not_a_database_is_a_typed_error(tmp_path):
-    (tmp_path / DB_NAME).write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StorageError):
-        Storage.open(tmp_path)
+    junk = b"this is not sqlite" * 100
+    (tmp_path / DB_NAME).write_bytes(junk)
+    with Storage.open(tmp_path) as st:
+        assert [d.record for d in st.damage] == ["the database"] and "not a database" in st.damage[0].problem
+        with pytest.raises(CorruptStorage, match="edgestate.db: the database: does not read"):
+            st.restore("lhr")
+    assert (tmp_path / DB_NAME).read_bytes() == junk  # refused: left exactly as it was
     Storage.open(tmp_path / "ok").close()  # and nothing was left locked elsewhere
 
 
