@@ -50,9 +50,9 @@ from pathlib import Path
 import msgpack
 
 from .clocks import CausalContext, Dot, Timestamp, check_replica_id, dot_from_wire
-from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError, StaleDelta
+from .seals import from_row, to_row
 from .replica import DEV_SECRET, Replica
 from .values import check_key, check_namespace
 
@@ -121,6 +121,7 @@ class PersistedState:
     hlc: Timestamp
     log: list[tuple[int, Delta]] = field(default_factory=list)
     clean: bool = True  # the previous session closed cleanly (nothing appended went unflushed)
+    seals: dict[Dot, bytes] = field(default_factory=dict)  # of the live dots in `entries`
 
     @property
     def empty(self) -> bool:
@@ -268,9 +269,11 @@ class Storage:
         """The checkpoint and the log after it, decoded and checked. Raises CorruptStorage."""
         try:
             entries: dict[KeyRef, object] = {}
+            seals: dict[Dot, bytes] = {}
             for ns, key, raw in self._conn.execute("SELECT ns, key, store FROM keyspace ORDER BY ns, key"):
                 ref = (check_namespace(ns), check_key(key))
-                entries[ref] = BY_NAMESPACE[ns].from_wire(_unpack(raw))
+                entries[ref], row_seals = from_row(ns, key, _unpack(raw))
+                seals.update(row_seals)
             key_of: dict[Dot, KeyRef] = {}
             for r, n, ns, key in self._conn.execute("SELECT replica, counter, ns, key FROM dot_keys"):
                 key_of[dot_from_wire([r, n])] = (check_namespace(ns), check_key(key))
@@ -292,7 +295,7 @@ class Storage:
             raise CorruptStorage(f"stored state in {self.path} does not decode: {msg}") from None
         self._persisted_dots = set(key_of)
         return PersistedState(rid, actor, entries, ctx, applied, key_of, Timestamp(wall, logical), log,
-                              clean=self._was_clean)
+                              clean=self._was_clean, seals=seals)
 
     def restore(
         self,
@@ -328,7 +331,7 @@ class Storage:
             # join (which keeps its digest right). It walks every dot of the applied context:
             # O(writes ever made), ~1.5 s for 100k. A `Store.restore(...)` would make it O(keys).
             store.apply(Delta(entries=state.entries, ctx=state.ctx, applied=state.applied,
-                              keys=state.key_of, full=True))
+                              keys=state.key_of, full=True, seals=state.seals))
         hlc = state.hlc
         for seq, delta in state.log:
             try:
@@ -423,20 +426,22 @@ class Storage:
             # buffered ones (a local write is applied before it is appended, so the state
             # written here may already hold it: its key must be written with the contexts).
             dirty, dirty_all = set(self._dirty), self._dirty_all or full
+            rewritten = set(store.rewritten)  # changed by repairs, which no logged delta holds
+            dirty |= rewritten
             with self._buf_lock:
                 for _seq, d, _raw in self._buf:
                     keys, full = _delta_keys(d)
                     dirty |= keys
                     dirty_all |= full
             if dirty_all:
-                rows = [(ns, key, _pack(BY_NAMESPACE[ns].to_wire(s))) for ns, m in store.data.items() for key, s in m.items()]
+                rows = [(ns, key, _pack(to_row(ns, key, s, store.seals))) for ns, m in store.data.items() for key, s in m.items()]
                 gone: list[KeyRef] = []
             else:
                 rows, gone = [], []
                 for ns, key in sorted(dirty):
                     s = store.data[ns].get(key)
                     if s:
-                        rows.append((ns, key, _pack(BY_NAMESPACE[ns].to_wire(s))))
+                        rows.append((ns, key, _pack(to_row(ns, key, s, store.seals))))
                     else:
                         gone.append((ns, key))
             if self._persisted_dots is None:
@@ -472,6 +477,7 @@ class Storage:
                     conn.execute("ROLLBACK")
                 self._persisted_dots = None  # re-read next time
                 raise
+            store.rewritten -= rewritten
             self._persisted_dots.difference_update(old_dots)
             self._persisted_dots.update(Dot(r, n) for r, n, _ns, _k in new_dots)
             # keys stay dirty while a delta touching them is still in the log (flushed but not
