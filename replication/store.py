@@ -374,6 +374,7 @@ class Store:
                 self._replace(ns, key, mine, joined)
                 self.rewritten.add(ref)
                 changed.append(ref)
+                self._found("repaired", ns, key, None, peer)
         self.ctx.merge(delta.ctx)
         self._digest = None
         self.integrity.repaired_keys += len(changed)
