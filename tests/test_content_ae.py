@@ -326,6 +326,26 @@ def test_a_repair_never_removes_a_live_dot_and_claims_no_write():
     assert a.read_kv("k").values == [2]
 
 
+@pytest.mark.parametrize("how", ["ae_reply", "full", "repair"])
+def test_a_replica_never_sends_a_damaged_copy_nor_its_absence_as_a_removal(how):
+    a, b, fresh = Replica("lhr"), Replica("fra"), Replica("syd")
+    for i in range(3):
+        _, d = a.write_kv(f"k{i}", i, now=i + 1)
+        b.apply(d)
+    [bad] = a.store.data["kv"]["k1"]
+    damage_kv(a.store, "k1", b'"damaged"')
+    out = {"ae_reply": lambda: a.deltas_since(fresh.applied_context),
+           "full": lambda: a.store.full_delta(),
+           "repair": lambda: a.store.repair_delta(list(a.store.keys()))}[how]()
+    sent = msgpack_round_trip(out)  # what a peer decodes: every seal verifies
+    assert bad not in sent.seals and not sent.ctx.contains(bad) and not sent.applied.contains(bad)
+    assert not a.store.applied.contains(bad) and a.store.integrity.bad_seals == 1  # to be fetched back
+    b.apply(sent)
+    assert b.read_kv("k1").values == [1]  # the peer's good copy stays
+    a.apply(b.deltas_since(a.applied_context))
+    assert a.read_kv("k1").values == [1] and a.digest() == b.digest()
+
+
 def msgpack_round_trip(delta: Delta) -> Delta:
     return Delta.from_wire(msgpack.unpackb(msgpack.packb(delta.to_wire()), raw=False))
 
