@@ -42,26 +42,33 @@ from .store import bucket_of
 from .wire import MAX_AE_KEYS
 
 SMALL_CLUSTER = 64
-SCRUB_KEYS = 256  # keys re-hashed from their content per period (whole buckets, so a few more)
+SCRUB_KEYS = 16  # keys re-hashed from their content per period: 100k keys in ~2 hours at 1 s
 MAX_LISTED = 2048  # keys listed (and so repaired) in one exchange; the rest wait for the next
+MAX_BACKOFF = 32  # periods between exchanges that would compare the same two roots again
 
 
 class AntiEntropy:
-    def __init__(self, me: str, rng: random.Random, interval_ms: float, grace_ms: float, fanout: int | None):
+    def __init__(self, me: str, rng: random.Random, interval_ms: float, grace_ms: float, fanout: int | None,
+                 scrub_keys: int = SCRUB_KEYS):
         self.me = me
+        self.scrub_keys = scrub_keys
         self.rng = rng
         self.interval_ms = interval_ms
         self.grace_ms = grace_ms
         self.fanout = fanout
         self.next_at = rng.uniform(0, interval_ms)
         self.stale_replies = 0
+        # peer -> (the two roots last compared, periods to wait, when that wait ends): an
+        # exchange that changed neither root (a dispute; or lost on the way) backs off
+        self._tried: dict[str, tuple[tuple[bytes, bytes], float, float]] = {}
 
     def tick(self, now: float, replica, peers: list[str]) -> list[Envelope]:
         if now < self.next_at:
             return []
         self.next_at = now + self.interval_ms
         store = replica.store
-        store.scrub(SCRUB_KEYS)
+        if self.scrub_keys:
+            store.scrub(self.scrub_keys)
         fanout = self.fanout if self.fanout is not None else (len(peers) if len(peers) <= SMALL_CLUSTER else 3)
         targets = peers if fanout >= len(peers) else self.rng.sample(peers, fanout)
         digest = AeDigest(replica.applied_context, root=store.content_root())
@@ -81,8 +88,22 @@ class AntiEntropy:
                                                            root=store.content_root())))
         elif msg.root and self.me < env.src and msg.applied == store.applied and msg.root != store.content_root():
             store.integrity.root_mismatches += 1
-            out.append(Envelope(self.me, env.src, AeBuckets(store.applied.copy(), store.bucket_sums())))
+            if self._may_compare(env.src, (msg.root, store.content_root()), now):
+                out.append(Envelope(self.me, env.src, AeBuckets(store.applied.copy(), store.bucket_sums())))
         return out
+
+    def _may_compare(self, peer: str, roots: tuple[bytes, bytes], now: float) -> bool:
+        """Compare these two roots now? The same pair again waits 1, 2, 4... periods: an
+        exchange that left both as they were found nothing it could repair."""
+        last = self._tried.get(peer)
+        if last is not None and last[0] == roots:
+            if now < last[2]:
+                return False
+            wait = min(last[1] * 2, MAX_BACKOFF)
+        else:
+            wait = 1
+        self._tried[peer] = (roots, wait, now + (wait - 0.5) * self.interval_ms)
+        return True
 
     def handle_content(self, env: Envelope, replica) -> list[Envelope]:
         """One step of a content exchange (the module docstring's steps 2 to 4)."""

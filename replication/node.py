@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .antientropy import AntiEntropy
+from .antientropy import SCRUB_KEYS, AntiEntropy
 from .clocks import Dot
 from .dissemination import DisseminationConfig, make_strategy
 from .errors import StaleDelta
@@ -33,6 +33,7 @@ class NodeConfig:
     ae_interval_ms: float = 1000.0
     ae_grace_ms: float = 1000.0
     ae_fanout: int | None = None  # None: every peer in small clusters, 3 beyond
+    ae_scrub_keys: int = SCRUB_KEYS  # keys re-hashed from their content per period; 0: no scrub
     record_events: bool = False
 
 
@@ -103,7 +104,8 @@ class Node:
         self._base_view = overlay_view(replica_id, self.peers, self.link_ms, self.rng, d.view_near, d.view_far)
         self._view = list(self._base_view)
         self.strategy = make_strategy(cfg.strategy, self, d)
-        self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout)
+        self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout,
+                              cfg.ae_scrub_keys)
         self._arrived: dict[Dot, float] = {}
         self._arrivals: deque = deque()
         self.events: list[tuple] = []

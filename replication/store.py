@@ -14,16 +14,19 @@ So the store also keeps:
   (`replication.seals`). A copy that fails its seal is damaged; outgoing deltas never carry
   one (`_drop_bad`: the dot is dropped here and taken out of both contexts, so ordinary
   anti-entropy fetches it back from a peer);
-- a content digest by key range, Merkle-style but additive: each key hashes (sha256) to a
-  number, each of `NBUCKETS` buckets (by a hash of namespace and key) sums its keys' hashes
-  mod 2^256, and the root is the sum of the buckets (AdHash). A change costs O(changed
-  keys), folded in only when a digest is asked for; two replicas compare roots, then
+- a content digest by key range, Merkle-style but additive: each key hashes to a number
+  (over its live dots' seals, which bind their content), each of `NBUCKETS` buckets (by a
+  hash of namespace and key) sums its keys' hashes mod 2^256, and the root is the sum of
+  the buckets (AdHash). A change costs O(changed keys), folded in only when a digest is
+  asked for; two replicas compare roots, then
   bucket sums, then the per-key hashes of differing buckets, then exchange the key states
   that differ (`antientropy`);
 - a scrub: the cached per-key hashes are what the store *meant* to hold. Memory that
   changed behind its back (the thing this is for) shows only when a key is hashed again
-  from its actual content, so each anti-entropy period re-hashes a slice of the keyspace
-  (`scrub`), as Riak's active anti-entropy rebuilds its hash trees from the data.
+  from its actual content and its seals checked, so each anti-entropy period re-hashes a
+  few keys (`scrub`),
+  sweeping the keyspace in keys/budget periods, as Riak's active anti-entropy rebuilds its
+  hash trees from the data now and then.
 
 Repairs (`repair`) can only add: a repair delta's context is exactly the live dots it
 carries, so a replica that lost a live dot can never spread that loss as a removal. For a
@@ -84,9 +87,13 @@ def bucket_of(ns: str, key: str) -> int:
 
 
 def _key_hash(ns: str, key: str, store, seals: dict[Dot, bytes]) -> int:
-    mod = BY_NAMESPACE[ns]
-    raw = msgpack.packb([ns, key, mod.to_wire(store), _seals.blob(sorted(mod.dots(store)), seals)], use_bin_type=True)
-    return int.from_bytes(hashlib.sha256(raw).digest(), "big")
+    """A key's state as a number, from its live dots' seals: each seal binds namespace, key,
+    dot and content, so equal seals mean equal content as long as each copy verifies (which
+    the scrub checks). Hashing 8 bytes a dot is what keeps digests cheap."""
+    raw = _seals.blob(sorted(BY_NAMESPACE[ns].dots(store)), seals)
+    h = hashlib.blake2b(f"{ns}/{key}".encode(), digest_size=32, person=b"edgestate/key1")
+    h.update(raw)
+    return int.from_bytes(h.digest(), "big")
 
 
 def short(h: int) -> bytes:
@@ -142,7 +149,8 @@ class Store:
         self._sum = 0
         self._dirty: set[KeyRef] = set()
         self._digest: str | None = None
-        self._scrub_at = 0
+        self._scrub_at = 0  # the bucket the scrub is in, and its keys still to re-hash
+        self._scrub_todo: list[KeyRef] = []
         self._disputed: set[Dot] = set()
         # Keys changed by a repair or a dropped damaged dot: no logged delta says so, so a
         # checkpoint must write their rows (storage clears what it wrote).
@@ -294,6 +302,10 @@ class Store:
 
     # -- content: seals, digests by bucket, repair ----------------------------------
 
+    def _verifies(self, ns: str, key: str, state) -> bool:
+        seals = self.seals
+        return all(_seals.verifies(ns, key, d, c, seals.get(d)) for d, c in BY_NAMESPACE[ns].contents(state))
+
     def _drop_bad(self, refs: Iterable[KeyRef]) -> bool:
         """Check the seals of these keys' live dots. A damaged copy is dropped from the
         store and from both contexts: then this replica neither serves nor sends it, and
@@ -439,26 +451,34 @@ class Store:
         return len(self._hashes[b])
 
     def scrub(self, budget: int) -> int:
-        """Re-hash whole buckets (round robin) from their actual content, about `budget` keys,
-        and compare with what the digest holds. A key that changed behind the store's back
-        is folded in anew (so the root shows it to peers) and its seals checked (a damaged
-        copy is dropped and refetched). Returns how many keys were re-hashed."""
+        """Re-hash up to `budget` keys from their actual content (a cursor walks the buckets,
+        so a sweep takes about keys/budget calls) and compare with what the digest holds. A
+        key that changed behind the store's back is folded in anew (so the root shows it to
+        peers) and its seals checked (a damaged copy is dropped and refetched). Returns how
+        many keys were re-hashed."""
         self._refresh()
         done = 0
+        turned = 0
         changed: list[KeyRef] = []
-        data, seals = self.data, self.seals
-        for _ in range(NBUCKETS):
-            b = self._scrub_at
-            self._scrub_at = (b + 1) % NBUCKETS
-            hb = self._hashes[b]
-            for ref, h in hb.items():
-                ns, key = ref
-                s = data[ns].get(key)
-                if (_key_hash(ns, key, s, seals) if s else 0) != h:
-                    changed.append(ref)
-            done += len(hb)
-            if done >= budget:
-                break
+        data, seals, hashes = self.data, self.seals, self._hashes
+        while done < budget:
+            b, todo = self._scrub_at, self._scrub_todo
+            if not todo:
+                if turned == NBUCKETS:
+                    break  # the whole keyspace in one call: a small store
+                turned += 1
+                b = self._scrub_at = (b + 1) % NBUCKETS
+                self._scrub_todo = list(hashes[b])
+                continue
+            ref = todo.pop()
+            h = hashes[b].get(ref)
+            if h is None:
+                continue  # gone since the bucket was listed
+            ns, key = ref
+            s = data[ns].get(key)
+            if not s or _key_hash(ns, key, s, seals) != h or not self._verifies(ns, key, s):
+                changed.append(ref)
+            done += 1
         for ns, key in changed:
             self._found("silent_change", ns, key, None)
             self._dirty.add((ns, key))
