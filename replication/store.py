@@ -13,7 +13,8 @@ So the store also keeps:
 - `seals`: for every live dot, the 8-byte seal its writer made over its content
   (`replication.seals`). A copy that fails its seal is damaged; outgoing deltas never carry
   one (`_drop_bad`: the dot is dropped here and taken out of both contexts, so ordinary
-  anti-entropy fetches it back from a peer);
+  anti-entropy fetches it back from a peer; the hole costs a cloud entry per later dot of
+  that actor until then);
 - a content digest by key range, Merkle-style but additive: each key hashes to a number
   (over its live dots' seals, which bind their content), each of `NBUCKETS` buckets (by a
   hash of namespace and key) sums its keys' hashes mod 2^256, and the root is the sum of
@@ -100,6 +101,13 @@ def short(h: int) -> bytes:
     return h.to_bytes(32, "big")[:HASH_BYTES]
 
 
+def _newest(ctx: CausalContext, d: Dot) -> bool:
+    """`d` is the highest dot of its actor in `ctx`: taking it out would let the actor's
+    next dot be minted again, so the store's own join context never loses such a dot."""
+    r, n = d
+    return n >= ctx.vv.get(r) and not any(c[0] == r and c[1] > n for c in ctx.cloud)
+
+
 def _punch(ctx: CausalContext, d: Dot) -> None:
     """Take one dot out of a context. Below the vector's top this moves every later dot of
     that actor into the cloud (O(those dots)); they fold back once the dot returns."""
@@ -152,6 +160,10 @@ class Store:
         self._scrub_at = 0  # the bucket the scrub is in, and its keys still to re-hash
         self._scrub_todo: list[KeyRef] = []
         self._disputed: set[Dot] = set()
+        # Damaged dots dropped here that the join context still names (the newest of their
+        # actor: see _newest): joins let a peer's copy in anyway, and outgoing deltas leave
+        # them out of their context, until the dot returns or its fate arrives.
+        self._refetch: set[Dot] = set()
         # Keys changed by a repair or a dropped damaged dot: no logged delta says so, so a
         # checkpoint must write their rows (storage clears what it wrote).
         self.rewritten: set[KeyRef] = set()
@@ -199,11 +211,12 @@ class Store:
             refs.update(self.keys())
         refs = sorted(refs)  # a stable order: observers see the same event stream in every process
         changed = []
+        ca = _Minus(self.ctx, self._refetch) if self._refetch else self.ctx
         for ns, key in refs:
             mod = BY_NAMESPACE[ns]
             mine = self.data[ns].get(key) or mod.empty()
             theirs = delta.entries.get((ns, key)) or mod.empty()
-            joined = mod.join(mine, self.ctx, theirs, delta.ctx)
+            joined = mod.join(mine, ca, theirs, delta.ctx)
             if joined != mine:
                 self._reseal(mod, mine, joined, delta.seals, ())
                 self._replace(ns, key, mine, joined)
@@ -216,7 +229,20 @@ class Store:
         self.ctx.merge(delta.ctx)
         self.applied.merge(delta.applied)
         self._digest = None
+        if self._refetch:
+            self._settle_refetch()
         return Applied(changed, fresh)
+
+    def _settle_refetch(self) -> None:
+        """A dropped dot is settled once it is live again, or its effects are applied (then
+        whatever that delta said of its key is its fate)."""
+        self._refetch = {d for d in self._refetch if d not in self.seals and not self.applied.contains(d)}
+
+    def _outgoing_ctx(self) -> CausalContext:
+        ctx = self.ctx.copy()
+        for d in self._refetch:
+            _punch(ctx, d)  # this store dropped it: a peer must not read its absence as a removal
+        return ctx
 
     def _reseal(self, mod, old, new, theirs: dict[Dot, bytes], replaced) -> None:
         """Seals follow live dots: a dot that died loses its seal, a dot that arrived (or
@@ -269,7 +295,7 @@ class Store:
         entries = {r: self.get(*r) for r in sorted(refs)}
         return Delta(
             entries=entries,
-            ctx=self.ctx.copy(),
+            ctx=self._outgoing_ctx(),
             applied=self.applied.copy(),
             keys=hints,
             basis=remote.copy(),
@@ -282,7 +308,7 @@ class Store:
         entries = {(ns, key): s for ns, m in self.data.items() for key, s in m.items()}
         return Delta(
             entries=entries,
-            ctx=self.ctx.copy(),
+            ctx=self._outgoing_ctx(),
             applied=self.applied.copy(),
             keys={d: self.key_of[d] for d in missing if d in self.key_of},
             full=True,
@@ -311,7 +337,9 @@ class Store:
         store and from both contexts: then this replica neither serves nor sends it, and
         its own anti-entropy fetches the dot back from a peer that holds it. (Sending it
         without its dot while the context still named the dot would tell peers it was
-        removed.) Returns whether anything was dropped."""
+        removed.) The newest dot of an actor stays in the join context, or that actor's
+        next dot could be minted twice; `_refetch` stands in for the hole. Returns whether
+        anything was dropped."""
         seals = self.seals
         bad: dict[KeyRef, set[Dot]] = {}
         for ref in refs:
@@ -330,7 +358,10 @@ class Store:
             for d in sorted(dots):
                 seals.pop(d, None)
                 self.key_of.pop(d, None)
-                _punch(self.ctx, d)
+                if _newest(self.ctx, d):
+                    self._refetch.add(d)
+                else:
+                    _punch(self.ctx, d)
                 _punch(self.applied, d)
                 self._found("bad_seal", ns, key, d, action="dropped; anti-entropy fetches it back")
         if bad:
@@ -372,7 +403,7 @@ class Store:
                         losers.add(d)
                     else:
                         self._found("conflict", ns, key, d, peer, action="kept ours (lower seal)")
-            ca = _Minus(self.ctx, losers) if losers else self.ctx
+            ca = _Minus(self.ctx, losers | self._refetch) if losers or self._refetch else self.ctx
             base = mod.without(mine, losers) if losers else mine
             joined = mod.join(base, ca, theirs, delta.ctx)
             if same and mod.CONTEXT_REMOVES:
@@ -389,6 +420,8 @@ class Store:
                 self._found("repaired", ns, key, None, peer)
         self.ctx.merge(delta.ctx)
         self._digest = None
+        if self._refetch:
+            self._settle_refetch()
         self.integrity.repaired_keys += len(changed)
         return changed
 

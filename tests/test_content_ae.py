@@ -7,6 +7,7 @@ are found and repaired; a damaged copy never spreads; a lost dot never spreads a
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 
@@ -362,6 +363,46 @@ def test_a_replica_never_sends_a_damaged_copy_nor_its_absence_as_a_removal(how):
     assert a.read_kv("k1").values == [1] and a.digest() == b.digest()
 
 
+@pytest.mark.parametrize("newest", [True, False], ids=["newest-own-dot", "older-own-dot"])
+def test_a_dropped_own_dot_is_fetched_back_and_never_minted_again(newest):
+    a, b = Replica("lhr"), Replica("fra")
+    for i in range(3):
+        _, d = a.write_kv(f"k{i}", i, now=i + 1)
+        b.apply(d)
+    key = "k2" if newest else "k0"
+    [bad] = a.store.data["kv"][key]
+    damage_kv(a.store, key, b'"damaged"')
+    a.store.scrub(100)
+    assert not a.store.applied.contains(bad) and a.read_kv(key).values == []
+    _, d = a.write_kv("new", "x", now=10)
+    assert min(d.applied.dots()) == ("lhr", 4)  # never the dropped dot again
+    b.apply(d)
+    a.apply(b.deltas_since(a.applied_context))
+    assert a.read_kv(key).values == [int(key[1])] and a.digest() == b.digest()
+
+
+def test_a_dropped_dot_is_fetched_back_after_a_restart(tmp_path):
+    st = Storage.open(tmp_path)
+    a = st.restore("lhr")
+    b = Replica("fra")
+    for i in range(3):
+        _, d = a.write_kv(f"k{i}", i, now=i + 1)
+        st.append(d)
+        b.apply(d)
+    st.flush()
+    st.checkpoint(a, full=True)
+    damage_kv(a.store, "k0", b'"damaged"')
+    a.store.scrub(100)  # dropped, and out of both contexts
+    st.checkpoint(a)  # only the row a repair or a drop changed, with the contexts
+    st.close()
+    st = Storage.open(tmp_path)
+    back = st.restore("lhr")
+    st.close()
+    assert back.read_kv("k0").values == [] and not back.store.applied.contains(("lhr", 1))
+    back.apply(b.deltas_since(back.applied_context))
+    assert back.read_kv("k0").values == [0] and back.digest() == b.digest()
+
+
 def msgpack_round_trip(delta: Delta) -> Delta:
     return Delta.from_wire(msgpack.unpackb(msgpack.packb(delta.to_wire()), raw=False))
 
@@ -449,7 +490,8 @@ def _damage(store, kind: str, rng: random.Random) -> bool:
     if kind == "set_seal":
         store.seals[min(elems[e])] = b"\x01" * 8
     else:
-        elems[b'"moved %d"' % rng.randrange(10**9)] = elems.pop(e)  # no element of the history
+        to = next(m for m in (b'"moved %d"' % i for i in itertools.count()) if m not in elems)
+        elems[to] = elems.pop(e)  # an element no one added
         store.data["sets"][key] = elems
     return True
 
