@@ -163,7 +163,7 @@ class Store:
         # Damaged dots dropped here that the join context still names (the newest of their
         # actor: see _newest): joins let a peer's copy in anyway, and outgoing deltas leave
         # them out of their context, until the dot returns or its fate arrives.
-        self._refetch: set[Dot] = set()
+        self._refetch: dict[Dot, KeyRef] = {}
         # Keys changed by a repair or a dropped damaged dot: no logged delta says so, so a
         # checkpoint must write their rows (storage clears what it wrote).
         self.rewritten: set[KeyRef] = set()
@@ -230,13 +230,17 @@ class Store:
         self.applied.merge(delta.applied)
         self._digest = None
         if self._refetch:
-            self._settle_refetch()
+            self._settle_refetch(delta)
         return Applied(changed, fresh)
 
-    def _settle_refetch(self) -> None:
-        """A dropped dot is settled once it is live again, or its effects are applied (then
-        whatever that delta said of its key is its fate)."""
-        self._refetch = {d for d in self._refetch if d not in self.seals and not self.applied.contains(d)}
+    def _settle_refetch(self, delta: Delta) -> None:
+        """A dropped dot's fate is known again once a delta carrying its key names it in its
+        context: live there (and so here now), or removed. Until then a peer's live copy may
+        come in whatever the join context says."""
+        self._refetch = {
+            d: ref for d, ref in self._refetch.items()
+            if d not in self.seals and not ((delta.full or ref in delta.entries) and delta.ctx.contains(d))
+        }
 
     def _outgoing_ctx(self) -> CausalContext:
         ctx = self.ctx.copy()
@@ -359,7 +363,7 @@ class Store:
                 seals.pop(d, None)
                 self.key_of.pop(d, None)
                 if _newest(self.ctx, d):
-                    self._refetch.add(d)
+                    self._refetch[d] = (ns, key)
                 else:
                     _punch(self.ctx, d)
                 _punch(self.applied, d)
@@ -403,7 +407,7 @@ class Store:
                         losers.add(d)
                     else:
                         self._found("conflict", ns, key, d, peer, action="kept ours (lower seal)")
-            ca = _Minus(self.ctx, losers | self._refetch) if losers or self._refetch else self.ctx
+            ca = _Minus(self.ctx, losers | self._refetch.keys()) if losers or self._refetch else self.ctx
             base = mod.without(mine, losers) if losers else mine
             joined = mod.join(base, ca, theirs, delta.ctx)
             if same and mod.CONTEXT_REMOVES:
@@ -421,7 +425,7 @@ class Store:
         self.ctx.merge(delta.ctx)
         self._digest = None
         if self._refetch:
-            self._settle_refetch()
+            self._settle_refetch(delta)
         self.integrity.repaired_keys += len(changed)
         return changed
 

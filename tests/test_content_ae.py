@@ -381,6 +381,21 @@ def test_a_dropped_own_dot_is_fetched_back_and_never_minted_again(newest):
     assert a.read_kv(key).values == [int(key[1])] and a.digest() == b.digest()
 
 
+def test_a_dropped_dot_removed_meanwhile_is_not_brought_back_by_a_stale_peer():
+    a, b, c = Replica("lhr"), Replica("fra"), Replica("syd")
+    _, d1 = a.write_kv("k", "old", now=1)
+    b.apply(d1)
+    c.apply(d1)
+    _, d2 = b.write_kv("k", "new", now=2)  # supersedes a's write; a and c have not seen it
+    damage_kv(a.store, "k", b'"damaged"')
+    a.store.scrub(10)  # a drops its copy of its own newest dot: it stays in a's join context
+    a.apply(d2)  # the write that removed it arrives first
+    a.apply(c.deltas_since(a.applied_context))  # then a peer that still holds the old value
+    assert a.read_kv("k").values == ["new"]
+    b.apply(a.deltas_since(b.applied_context) or d2)
+    assert a.digest() == b.digest()
+
+
 def test_a_dropped_dot_is_fetched_back_after_a_restart(tmp_path):
     st = Storage.open(tmp_path)
     a = st.restore("lhr")
