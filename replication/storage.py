@@ -6,9 +6,11 @@ What is kept, under a data directory (one replica per directory, held by a lock 
   order it was appended. This is the write-ahead part: a local write's delta, or a remote
   delta, is appended and flushed *before* the write is acknowledged or the remote delta is
   counted as applied.
-- a checkpoint: the keyspace (one row per key: its dot store in wire form), the join and
-  applied contexts, the dot -> key map, the HLC's last timestamp, and the replica's id and
-  actor. Rows are rewritten only for keys that changed since the last checkpoint.
+- a checkpoint: the keyspace (one row per key: its dot store in wire form and the seals of
+  its live dots, checked on load: `seals.to_row`), the join and applied contexts, the dot
+  -> key map, the HLC's last timestamp, and the replica's id and actor. Rows are rewritten
+  only for keys that changed since the last checkpoint (by logged deltas, or by content
+  repairs: `Store.rewritten`).
 
 On open, the checkpoint is loaded and the log replayed through `Store.apply` (deltas are
 idempotent, so replaying one the checkpoint already holds changes nothing).
@@ -52,8 +54,8 @@ import msgpack
 from .clocks import CausalContext, Dot, Timestamp, check_replica_id, dot_from_wire
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError, StaleDelta
-from .seals import from_row, to_row
 from .replica import DEV_SECRET, Replica
+from .seals import from_row, to_row
 from .values import check_key, check_namespace
 
 try:
@@ -426,7 +428,7 @@ class Storage:
             # buffered ones (a local write is applied before it is appended, so the state
             # written here may already hold it: its key must be written with the contexts).
             dirty, dirty_all = set(self._dirty), self._dirty_all or full
-            rewritten = set(store.rewritten)  # changed by repairs, which no logged delta holds
+            rewritten = set(store.rewritten)  # changed by repairs or dropped damaged dots: in no logged delta
             dirty |= rewritten
             with self._buf_lock:
                 for _seq, d, _raw in self._buf:
