@@ -114,7 +114,7 @@ class AntiEntropy:
             if msg.delta.entries:
                 store.repair(msg.delta, msg.applied, peer)
             if msg.want:
-                delta = store.repair_delta(msg.want)
+                delta = store.repair_delta(msg.want[:MAX_LISTED])
                 if delta.entries:
                     return [Envelope(me, peer, AeRepair(store.applied.copy(), delta))]
             return []
@@ -141,6 +141,7 @@ class AntiEntropy:
             differ = sorted(r for r in mine.keys() | theirs.keys() if mine.get(r) != theirs.get(r))
             if not differ:
                 return []
+            differ = differ[:MAX_LISTED]  # whatever the peer listed, one exchange repairs this much
             delta = store.repair_delta([r for r in differ if r in mine])
             want = [r for r in differ if r in theirs]
             if not delta.entries and not want:
