@@ -528,8 +528,9 @@ class Store:
     # -- identity -----------------------------------------------------------------
 
     def digest(self) -> str:
-        """Equal on two replicas exactly when keyspace (seals included), join context and
-        applied context are equal."""
+        """Equal on two replicas exactly when keyspace, join context and applied context are
+        equal. Keys count by their live dots' seals, which bind the content: a copy damaged
+        behind the store's back changes the digest once the scrub has re-hashed it."""
         if self._digest is None:
             self._refresh()
             raw = msgpack.packb(
