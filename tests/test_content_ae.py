@@ -22,7 +22,7 @@ from replication.cluster import SimCluster
 from replication.delta import Delta
 from replication.errors import MalformedDelta
 from replication.geo import place_replicas, select_pops
-from replication.messages import AeBuckets, AeDigest, AeKeys, AeRepair, wire_size
+from replication.messages import AeBuckets, AeDigest, AeKeys, AeRepair, Envelope, wire_size
 from replication.node import Node
 from replication.seals import BadSeal
 from replication.storage import DB_NAME, CorruptStorage, Storage
@@ -462,8 +462,6 @@ def test_wire_size_of_content_messages_is_within_30_percent():
         "repair": AeRepair(ctx, s.repair_delta([("kv", f"user:{i}") for i in range(5)]), [("kv", "user:9")]),
         "digest": AeDigest(ctx, root=s.content_root()),
     }
-    from replication.messages import Envelope
-
     for name, m in msgs.items():
         actual = len(encode_frame(Envelope("lhr", "fra", m), b"k"))
         assert 0.7 <= wire_size(m) / actual <= 1.3, (name, wire_size(m), actual)
