@@ -12,7 +12,14 @@ A delta is a fragment of keyspace state plus the causal facts needed to join it:
   others later without scanning its keyspace;
 - `basis`: for a partial anti-entropy reply, the version vector it was computed against.
   The receiver must still cover it, or the reply is stale;
-- `full`: the sender's whole keyspace. Keys it lacks are removed where its context says so.
+- `full`: the sender's whole keyspace. Keys it lacks are removed where its context says so;
+- `seals`: for every live dot in `entries`, the seal its writer made over its content
+  (`replication.seals`). `check` verifies them all: a delta whose content does not match
+  its seals comes from a damaged sender and is refused whole;
+- `repair`: a content repair from anti-entropy (`Store.repair`). It can only add: its
+  context is exactly the live dots it carries, so it never says a dot is dead, and its
+  applied context is empty, so it never claims a write's effects (what a write superseded
+  still arrives by the ordinary path).
 
 Two contexts are kept because a write's delta names the dots it superseded; a receiver
 learns those are dead before it has seen *their* deltas (and what they superseded).
@@ -26,12 +33,13 @@ from dataclasses import dataclass, field
 import msgpack
 
 from .clocks import CausalContext, Dot, dot_from_wire
+from . import seals as _seals
 from .crdts import BY_NAMESPACE
 from .errors import EdgeStateError, MalformedDelta
 from .values import check_key, check_namespace
 
 KeyRef = tuple[str, str]
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: every entry carries its live dots' seals; the repair flag
 
 
 @dataclass
@@ -42,6 +50,8 @@ class Delta:
     keys: dict[Dot, KeyRef] = field(default_factory=dict)
     basis: CausalContext | None = None
     full: bool = False
+    seals: dict[Dot, bytes] = field(default_factory=dict)
+    repair: bool = False
 
     def wire_size(self) -> int:
         """Bytes of this delta as msgpack; computed once (a delta is forwarded many times)."""
@@ -60,14 +70,20 @@ class Delta:
     def to_wire(self) -> list:
         only = next(iter(self.entries)) if len(self.entries) == 1 and not self.full else None
         hints = [[d[0], d[1], k[0], k[1]] for d, k in sorted(self.keys.items()) if k != only]
+        seals = self.seals
+        entries = []
+        for (ns, key), s in sorted(self.entries.items()):
+            mod = BY_NAMESPACE[ns]
+            entries.append([ns, key, mod.to_wire(s), _seals.blob(sorted(mod.dots(s)), seals)])
         return [
             WIRE_VERSION,
-            [[ns, key, BY_NAMESPACE[ns].to_wire(s)] for (ns, key), s in sorted(self.entries.items())],
+            entries,
             self.ctx.to_wire(),
             self.applied.to_wire(),
             hints,
             None if self.basis is None else self.basis.to_wire(),
             self.full,
+            self.repair,
         ]
 
     @classmethod
@@ -84,24 +100,32 @@ class Delta:
 
     @classmethod
     def _from_wire(cls, obj: object) -> Delta:
-        if not (isinstance(obj, list) and len(obj) == 7):
-            raise MalformedDelta("a delta must be a 7-element list")
-        version, raw_entries, raw_ctx, raw_applied, raw_hints, raw_basis, full = obj
+        if not (isinstance(obj, list) and len(obj) == 8):
+            if isinstance(obj, list) and obj and obj[0] != WIRE_VERSION:
+                raise MalformedDelta(f"unsupported delta version {obj[0]!r}")
+            raise MalformedDelta("a delta must be an 8-element list")
+        version, raw_entries, raw_ctx, raw_applied, raw_hints, raw_basis, full, repair = obj
         if version != WIRE_VERSION:
             raise MalformedDelta(f"unsupported delta version {version!r}")
-        if type(full) is not bool:
-            raise MalformedDelta("a delta's full flag must be a boolean")
+        if type(full) is not bool or type(repair) is not bool:
+            raise MalformedDelta("a delta's full and repair flags must be booleans")
         if not isinstance(raw_entries, list) or not isinstance(raw_hints, list):
             raise MalformedDelta("a delta's entries and key hints must be lists")
         entries: dict[KeyRef, object] = {}
+        seals: dict[Dot, bytes] = {}
         for item in raw_entries:
-            if not (isinstance(item, list) and len(item) == 3):
-                raise MalformedDelta("a delta entry must be [namespace, key, store]")
-            ns, key, raw_store = item
+            if not (isinstance(item, list) and len(item) == 4):
+                raise MalformedDelta("a delta entry must be [namespace, key, store, seals]")
+            ns, key, raw_store, raw_seals = item
             ref = (check_namespace(ns), check_key(key))
             if ref in entries:
                 raise MalformedDelta(f"key {ref} appears twice in one delta")
-            entries[ref] = BY_NAMESPACE[ns].from_wire(raw_store)
+            mod = BY_NAMESPACE[ns]
+            store = entries[ref] = mod.from_wire(raw_store)
+            for d, s in _seals.split(ns, key, sorted(mod.dots(store)), raw_seals).items():
+                if d in seals:
+                    raise MalformedDelta(f"dot {d} is live in two keys of one delta")
+                seals[d] = s
         keys: dict[Dot, KeyRef] = {}
         for h in raw_hints:
             if not (isinstance(h, list) and len(h) == 4):
@@ -114,6 +138,8 @@ class Delta:
             keys=keys,
             basis=None if raw_basis is None else CausalContext.from_wire(raw_basis),
             full=full,
+            seals=seals,
+            repair=repair,
         )
         delta.check()
         return delta
@@ -122,13 +148,25 @@ class Delta:
         """The invariants a receiver relies on; a delta that breaks one could silently lose data."""
         if self.full and self.basis is not None:
             raise MalformedDelta("a full delta carries no basis")
-        for (ns, _key), store in self.entries.items():
-            for d in BY_NAMESPACE[ns].dots(store):
+        live = 0
+        seals = self.seals
+        for (ns, key), store in self.entries.items():
+            for d, content in BY_NAMESPACE[ns].contents(store):
                 if not self.ctx.contains(d):
                     raise MalformedDelta(f"live dot {d} is missing from the delta's context")
+                if not _seals.verifies(ns, key, d, content, seals.get(d)):
+                    raise _seals.BadSeal(ns, key, d, "in a delta")
+                live += 1
+        if len(seals) != live:
+            raise MalformedDelta("a delta's seals must be those of its live dots, each once")
         if not self.ctx.covers(self.applied):
             raise MalformedDelta("a delta claims effects of dots outside its context")
-        if not self.full:
+        if self.repair:
+            if self.full or self.basis is not None or self.keys or self.applied.vv or self.applied.cloud:
+                raise MalformedDelta("a repair carries key states only: no basis, hints or applied dots")
+            if sum(n for _r, n in self.ctx.vv.items()) + len(self.ctx.cloud) != live:
+                raise MalformedDelta("a repair's context must be exactly the live dots it carries")
+        elif not self.full:
             for d, k in self.keys.items():
                 if k not in self.entries:
                     raise MalformedDelta(f"dot {d} is said to touch {k}, which the delta does not carry")

@@ -41,6 +41,7 @@ from .clocks import CausalContext, Dot, Timestamp, check_replica_id, dot_from_wi
 from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError
+from .seals import from_row
 from .sqlitewal import check_wal, db_page_size
 from .values import NAMESPACES, check_key, check_namespace
 
@@ -111,6 +112,7 @@ class PersistedState:
     salvaged: bool = False  # damage was found: only what verified, under contexts of live dots
     key_sums: dict[KeyRef, int] = field(default_factory=dict)  # the stored sum of each keyspace row
     dot_sums: dict[Dot, int] = field(default_factory=dict)  # ... and of each dot_keys row
+    seals: dict[Dot, bytes] = field(default_factory=dict)  # of the live dots in `entries`
 
     @property
     def empty(self) -> bool:
@@ -253,10 +255,12 @@ def _read_state(conn: sqlite3.Connection, quick_check: bool) -> tuple[PersistedS
 
     entries: dict[KeyRef, object] = {}
     key_sums: dict[KeyRef, int] = {}
+    seals: dict[Dot, bytes] = {}
     for ns, key, store, s in _verified("keyspace", raw["keyspace"], damage, lambda r: f"keyspace row {_ref(r[0], r[1])}"):
         try:
             ref = (check_namespace(ns), check_key(key))
-            entries[ref] = BY_NAMESPACE[ns].from_wire(unpack(store))
+            entries[ref], row_seals = from_row(ns, key, unpack(store))  # every seal verified
+            seals.update(row_seals)
             key_sums[ref] = s
         except (EdgeStateError, ValueError, TypeError, msgpack.UnpackException) as e:
             damage.append(Damage(DB_NAME, f"keyspace row {_ref(ns, key)}", f"does not decode ({_why(e)})"))
@@ -322,7 +326,7 @@ def _read_state(conn: sqlite3.Connection, quick_check: bool) -> tuple[PersistedS
     if hlc is None:
         hlc = Timestamp(0, 0)
     state = PersistedState(rid, actor, entries, ctx, applied, key_of, hlc, log, clean=clean, boots=boots,
-                           key_sums=key_sums, dot_sums=dot_sums)
+                           key_sums=key_sums, dot_sums=dot_sums, seals=seals)
     if damage:
         state = salvage(state)
     return state, damage, SCHEMA_VERSION
@@ -340,7 +344,7 @@ def salvage(state: PersistedState) -> PersistedState:
                 latest = max(latest, Timestamp(*ts))
     ctx = CausalContext.of(live)
     return PersistedState(state.replica_id, state.actor, dict(state.entries), ctx, ctx.copy(), live, latest,
-                          list(state.log), clean=False, boots=state.boots, salvaged=True)
+                          list(state.log), clean=False, boots=state.boots, salvaged=True, seals=dict(state.seals))
 
 
 def _why(e: Exception) -> str:

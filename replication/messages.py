@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from .clocks import CausalContext, Dot
 from .delta import Delta
+from .store import HASH_BYTES
 
 
 @dataclass(slots=True)
@@ -79,17 +80,51 @@ class Neighbour:
 
 @dataclass(slots=True)
 class AeDigest:
-    """Anti-entropy: the sender's applied context. The receiver answers with what it lacks."""
+    """Anti-entropy: the sender's applied context. The receiver answers with what it lacks.
+
+    `root`: the sender's content root (`Store.content_root`). A receiver whose applied
+    context is the same but whose root differs starts a content exchange (AeBuckets)."""
 
     kind: ClassVar[str] = "ae_digest"
     applied: CausalContext
     want_reply: bool = True
+    root: bytes = b""
 
 
 @dataclass(slots=True)
 class AeReply:
     kind: ClassVar[str] = "ae_reply"
     delta: Delta
+
+
+@dataclass(slots=True)
+class AeBuckets:
+    """Content exchange, step 1: the sender's non-empty bucket sums, for its `applied` context."""
+
+    kind: ClassVar[str] = "ae_buckets"
+    applied: CausalContext
+    sums: dict[int, bytes]
+
+
+@dataclass(slots=True)
+class AeKeys:
+    """Step 2: the keys of the buckets that differ, with the sender's per-key hashes."""
+
+    kind: ClassVar[str] = "ae_keys"
+    applied: CausalContext
+    buckets: list[int]
+    keys: dict[tuple[str, str], bytes]
+
+
+@dataclass(slots=True)
+class AeRepair:
+    """Step 3 (and 4): the sender's states of the keys that differ, as a repair delta (it can
+    only add), and the keys it `want`s back from the receiver (empty in the last step)."""
+
+    kind: ClassVar[str] = "ae_repair"
+    applied: CausalContext
+    delta: Delta
+    want: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -129,8 +164,8 @@ class PushPull:
     want_reply: bool = True
 
 
-Message = (Gossip | GossipBatch | IHave | Graft | GraftAck | Prune | Neighbour | AeDigest | AeReply
-           | Ping | Ack | PingReq | PushPull)
+Message = (Gossip | GossipBatch | IHave | Graft | GraftAck | Prune | Neighbour | AeDigest | AeReply | AeBuckets | AeKeys
+           | AeRepair | Ping | Ack | PingReq | PushPull)
 
 
 @dataclass(slots=True)
@@ -160,6 +195,15 @@ def _delta_bytes(delta) -> int:
     return size() if size is not None else 0  # a test double, not a Delta
 
 
+def _ctx_bytes(ctx: CausalContext) -> int:
+    return 8 * len(ctx.vv) + 8 * len(ctx.cloud)
+
+
+def _refs_bytes(refs) -> int:
+    """(namespace, key) pairs: two short strings in a two-element list each."""
+    return sum(4 + len(ns) + len(key) for ns, key in refs)
+
+
 def wire_size(msg: Message) -> int:
     """Bytes a message takes on the wire, for the simulated network's byte counters.
 
@@ -174,8 +218,14 @@ def wire_size(msg: Message) -> int:
     if isinstance(msg, AeReply):
         return _HEADER + _delta_bytes(msg.delta)
     if isinstance(msg, AeDigest):
-        ctx = msg.applied
-        return _HEADER + 2 + 8 * len(ctx.vv) + 8 * len(ctx.cloud)
+        return _HEADER + 2 + _ctx_bytes(msg.applied) + len(msg.root)
+    if isinstance(msg, AeRepair):
+        return _HEADER + 2 + _ctx_bytes(msg.applied) + _delta_bytes(msg.delta) + _refs_bytes(msg.want)
+    if isinstance(msg, AeKeys):
+        return (_HEADER + 4 + _ctx_bytes(msg.applied) + len(msg.buckets)
+                + _refs_bytes(msg.keys) + (2 + HASH_BYTES) * len(msg.keys))
+    if isinstance(msg, AeBuckets):
+        return _HEADER + 4 + _ctx_bytes(msg.applied) + (1 + HASH_BYTES) * len(msg.sums)
     if isinstance(msg, IHave):
         return _HEADER + 28 * len(msg.items)
     if isinstance(msg, (Ping, Ack)):

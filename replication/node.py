@@ -3,7 +3,9 @@
 Like the replica, a node never reads a clock, sleeps or opens a socket. Its whole
 interface is: `write(...) -> (view, envelopes)`, `receive(envelope) -> envelopes`,
 `tick() -> envelopes` with `next_deadline()` saying when `tick` next has work, and
-`drain_events()` for what an observer (the dashboard, a benchmark) may want to see.
+`drain_events()` for what an observer (the dashboard, a benchmark) may want to see:
+("applied", ...), ("membership", ...), and ("integrity", ...) for what content checks found
+(`Store.findings`: damaged copies, conflicting copies of one dot, disputes, repaired keys).
 The simulator and the real transport drive it identically.
 """
 
@@ -14,12 +16,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .antientropy import AntiEntropy
+from .antientropy import SCRUB_KEYS, AntiEntropy
 from .clocks import Dot
 from .dissemination import DisseminationConfig, make_strategy
 from .errors import StaleDelta
 from .membership import ALIVE, DEAD, Membership, MembershipConfig
-from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, Neighbour, Ping, PingReq, PushPull
+from .messages import (
+    Ack, AeBuckets, AeDigest, AeKeys, AeRepair, AeReply, Envelope, Gossip, Neighbour, Ping, PingReq, PushPull,
+)
 from .replica import Replica
 
 
@@ -31,12 +35,14 @@ class NodeConfig:
     ae_interval_ms: float = 1000.0
     ae_grace_ms: float = 1000.0
     ae_fanout: int | None = None  # None: every peer in small clusters, 3 beyond
+    ae_scrub_keys: int = SCRUB_KEYS  # keys re-hashed from their content per period; 0: no scrub
     record_events: bool = False
 
 
 GC_INTERVAL_MS = 5000.0
 UNKNOWN_LINK_MS = 50.0  # until a probe has measured the link
 _STRATEGY_KINDS = frozenset({"payload", "ihave", "graft", "graft_ack", "prune"})
+_CONTENT_AE = (AeBuckets, AeKeys, AeRepair)
 
 
 def actor_for(replica_id: str, incarnation: int, tag: str | None = None) -> str:
@@ -111,7 +117,8 @@ class Node:
         self._base_view = overlay_view(replica_id, self.peers, self.link_ms, self.rng, d.view_near, d.view_far)
         self._view = list(self._base_view)
         self.strategy = make_strategy(cfg.strategy, self, d)
-        self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout)
+        self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout,
+                              cfg.ae_scrub_keys)
         self._arrived: dict[Dot, float] = {}
         self._arrivals: deque = deque()
         self.events: list[tuple] = []
@@ -167,7 +174,13 @@ class Node:
             self._membership_changed()
             return out
         if isinstance(msg, AeDigest):
-            return self.ae.handle(env, now, self.replica, self._young)
+            out = self.ae.handle(env, now, self.replica, self._young)
+            self._integrity()
+            return out
+        if isinstance(msg, _CONTENT_AE):
+            out = self.ae.handle_content(env, self.replica)
+            self._integrity()
+            return out
         if isinstance(msg, Neighbour):
             if env.src not in self._base_view:
                 self._base_view.append(env.src)
@@ -194,6 +207,7 @@ class Node:
         self._membership_changed()
         out += self.strategy.tick(now)
         out += self.ae.tick(now, self.replica, self.peers)
+        self._integrity()
         grace = self.cfg.ae_grace_ms
         arrivals, arrived = self._arrivals, self._arrived
         while arrivals and arrivals[0][0] + grace <= now:  # the same sum next_deadline() reports
@@ -244,6 +258,14 @@ class Node:
             self._arrivals.append((now, d))
         if self.cfg.record_events:
             self.events.append(("applied", {"dots": list(dots), "keys": list(keys), "via": via}))
+
+    def _integrity(self) -> None:
+        """What content checks found (damaged copies, conflicts, disputes, repairs) as events."""
+        store = self.replica.store
+        if store.findings:
+            found = store.drain_findings()
+            if self.cfg.record_events:
+                self.events += [("integrity", f) for f in found]
 
     def _young(self, dot: Dot) -> bool:
         return dot in self._arrived

@@ -6,9 +6,11 @@ What is kept, under a data directory (one replica per directory, held by a lock 
   order it was appended. This is the write-ahead part: a local write's delta, or a remote
   delta, is appended and flushed *before* the write is acknowledged or the remote delta is
   counted as applied.
-- a checkpoint: the keyspace (one row per key: its dot store in wire form), the join and
-  applied contexts, the dot -> key map, the HLC's last timestamp, and the replica's id and
-  actor. Rows are rewritten only for keys that changed since the last checkpoint.
+- a checkpoint: the keyspace (one row per key: its dot store in wire form and the seals of
+  its live dots, checked on load: `seals.to_row`), the join and applied contexts, the dot
+  -> key map, the HLC's last timestamp, and the replica's id and actor. Rows are rewritten
+  only for keys that changed since the last checkpoint (by logged deltas, or by content
+  repairs: `Store.rewritten`).
 - `idempotency`: a record per `Idempotency-Key` of a recent keyed write (the request's
   fingerprint and the answer given), written in the same transaction as the write's delta,
   so a retry after any restart is answered from it. Expired ones go at checkpoints. A
@@ -76,7 +78,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .clocks import Dot, Timestamp, check_replica_id
-from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError, StaleDelta
 from .integrity import (
@@ -97,6 +98,7 @@ from .integrity import (
 from .integrity import pack as _pack
 from .idempotency import Record
 from .replica import DEV_SECRET, Replica
+from .seals import to_row
 
 try:
     import fcntl
@@ -220,7 +222,7 @@ class StorageStats:
 
 def _spent(state: PersistedState) -> PersistedState:
     """The state once restored: who it was, without the data (now the replica's)."""
-    return dataclasses.replace(state, entries={}, log=[], key_of={}, key_sums={}, dot_sums={})
+    return dataclasses.replace(state, entries={}, log=[], key_of={}, key_sums={}, dot_sums={}, seals={})
 
 
 def _fsync(path: Path) -> None:
@@ -433,7 +435,7 @@ class Storage:
             # join (which keeps its digest right). It walks every dot of the applied context:
             # O(writes ever made), ~1.5 s for 100k. A `Store.restore(...)` would make it O(keys).
             store.apply(Delta(entries=state.entries, ctx=state.ctx, applied=state.applied,
-                              keys=state.key_of, full=True))
+                              keys=state.key_of, full=True, seals=state.seals))
         hlc = state.hlc
         for seq, delta in state.log:
             try:
@@ -684,13 +686,15 @@ class Storage:
             # buffered ones (a local write is applied before it is appended, so the state
             # written here may already hold it: its key must be written with the contexts).
             dirty, dirty_all = set(self._dirty), self._dirty_all or full
+            rewritten = set(store.rewritten)  # changed by repairs or dropped damaged dots: in no logged delta
+            dirty |= rewritten
             with self._buf_lock:
                 for _seq, d, _raw in self._buf:
                     keys, full = _delta_keys(d)
                     dirty |= keys
                     dirty_all |= full
             if dirty_all:
-                rows = [_key_row(ns, key, _pack(BY_NAMESPACE[ns].to_wire(s))) for ns, m in store.data.items()
+                rows = [_key_row(ns, key, _pack(to_row(ns, key, s, store.seals))) for ns, m in store.data.items()
                         for key, s in m.items()]
                 gone: list[KeyRef] = []
             else:
@@ -698,7 +702,7 @@ class Storage:
                 for ns, key in sorted(dirty):
                     s = store.data[ns].get(key)
                     if s:
-                        rows.append(_key_row(ns, key, _pack(BY_NAMESPACE[ns].to_wire(s))))
+                        rows.append(_key_row(ns, key, _pack(to_row(ns, key, s, store.seals))))
                     else:
                         gone.append((ns, key))
             if self._key_sums is None or self._dot_sums is None:
@@ -749,6 +753,7 @@ class Storage:
                     conn.execute("ROLLBACK")
                 self._key_sums = self._dot_sums = None  # re-read next time
                 raise
+            store.rewritten -= rewritten
             # keys stay dirty while a delta touching them is still in the log (flushed but not
             # applied yet) or still buffered: the next checkpoint must write them again
             self._retained = kept

@@ -5,15 +5,50 @@ whose fate is known), the applied context (dots whose effects are held: this is 
 version vector the replica advertises), and a dot -> key map for dots not yet known to be
 everywhere, which lets anti-entropy turn "you lack these dots" into "here are those keys"
 without scanning the keyspace. Once every member has a dot, its map entry is dropped.
+
+Content, not only contexts. Two replicas with equal contexts should hold equal keyspaces;
+when they do not (a damaged value, a bug, a dot minted twice) version vectors cannot tell.
+So the store also keeps:
+
+- `seals`: for every live dot, the 8-byte seal its writer made over its content
+  (`replication.seals`). A copy that fails its seal is damaged; outgoing deltas never carry
+  one (`_drop_bad`: the dot is dropped here and taken out of both contexts, so ordinary
+  anti-entropy fetches it back from a peer; the hole costs a cloud entry per later dot of
+  that actor until then);
+- a content digest by key range, Merkle-style but additive: each key hashes to a number
+  (over its live dots' seals, which bind their content), each of `NBUCKETS` buckets (by a
+  hash of namespace and key) sums its keys' hashes mod 2^256, and the root is the sum of
+  the buckets (AdHash). A change costs O(changed keys), folded in only when a digest is
+  asked for; two replicas compare roots, then
+  bucket sums, then the per-key hashes of differing buckets, then exchange the key states
+  that differ (`antientropy`);
+- a scrub: the cached per-key hashes are what the store *meant* to hold. Memory that
+  changed behind its back (the thing this is for) shows only when a key is hashed again
+  from its actual content and its seals checked, so each anti-entropy period re-hashes a
+  few keys (`scrub`),
+  sweeping the keyspace in keys/budget periods, as Riak's active anti-entropy rebuilds its
+  hash trees from the data now and then.
+
+Repairs (`repair`) can only add: a repair delta's context is exactly the live dots it
+carries, so a replica that lost a live dot can never spread that loss as a removal. For a
+dot both sides hold with different content, the copy whose seal verifies wins; if both
+verify (a dot minted twice, or a forged seal), every replica keeps the one with the lower
+seal, so they converge on one of them. A dot a peer holds live while this replica's own
+context says it is dead is not resurrected (the other side may be the damaged one): it is
+counted as disputed and reported. What was found is in `integrity` (counters) and
+`findings` (for the node's event stream).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
 import msgpack
 
+from . import seals as _seals
 from .clocks import CausalContext, Dot, VersionVector
 from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
@@ -21,6 +56,9 @@ from .errors import StaleDelta
 from .values import NAMESPACES
 
 _MOD = 2**256
+NBUCKETS = 256
+HASH_BYTES = 8  # how much of a root, a bucket sum or a key hash goes on the wire
+MAX_FINDINGS = 256  # kept for a node to report; older ones go first
 
 
 class Applied(NamedTuple):
@@ -30,9 +68,79 @@ class Applied(NamedTuple):
     dots: list[Dot]
 
 
-def _key_hash(ns: str, key: str, store) -> int:
-    raw = msgpack.packb([ns, key, BY_NAMESPACE[ns].to_wire(store)], use_bin_type=True)
-    return int.from_bytes(hashlib.sha256(raw).digest(), "big")
+@dataclass
+class IntegrityStats:
+    """What content checks found and repaired at this replica (for a metrics layer)."""
+
+    root_mismatches: int = 0  # digests from a peer with our contexts and other content
+    mismatched_buckets: int = 0  # buckets found different in those exchanges
+    repaired_keys: int = 0  # keys a content repair changed here
+    bad_seals: int = 0  # damaged copies found here (replaced by a peer's, or dropped and refetched)
+    conflicts: int = 0  # one dot, two contents that both verify: minted twice, or a forged seal
+    disputed: int = 0  # dots a peer holds live that our context says are dead: reported, not repaired
+    silent_changes: int = 0  # keys whose content changed without passing through the store
+    scrubbed: int = 0  # keys re-hashed from their content by the scrub
+
+
+def bucket_of(ns: str, key: str) -> int:
+    """A key's bucket: the same on every replica, whatever its content."""
+    return hashlib.blake2b(f"{ns}/{key}".encode(), digest_size=1).digest()[0]
+
+
+def _key_hash(ns: str, key: str, store, seals: dict[Dot, bytes]) -> int:
+    """A key's state as a number, from its live dots' seals: each seal binds namespace, key,
+    dot and content, so equal seals mean equal content as long as each copy verifies (which
+    the scrub checks). Hashing 8 bytes a dot is what keeps digests cheap."""
+    raw = _seals.blob(sorted(BY_NAMESPACE[ns].dots(store)), seals)
+    h = hashlib.blake2b(f"{ns}/{key}".encode(), digest_size=32, person=b"edgestate/key1")
+    h.update(raw)
+    return int.from_bytes(h.digest(), "big")
+
+
+def short(h: int) -> bytes:
+    return h.to_bytes(32, "big")[:HASH_BYTES]
+
+
+def _newest(ctx: CausalContext, d: Dot) -> bool:
+    """`d` is the highest dot of its actor in `ctx`: taking it out would let the actor's
+    next dot be minted again, so the store's own join context never loses such a dot."""
+    r, n = d
+    return n >= ctx.vv.get(r) and not any(c[0] == r and c[1] > n for c in ctx.cloud)
+
+
+def _punch(ctx: CausalContext, d: Dot) -> None:
+    """Take one dot out of a context. Below the vector's top this moves every later dot of
+    that actor into the cloud (O(those dots)); they fold back once the dot returns."""
+    if d in ctx.cloud:
+        ctx.cloud.discard(d)
+        return
+    r, n = d
+    top = ctx.vv.get(r)
+    if n > top:
+        return
+    ctx.cloud.update(Dot(r, k) for k in range(n + 1, top + 1))
+    if n > 1:
+        ctx.vv._v[r] = n - 1
+    else:
+        ctx.vv._v.pop(r, None)
+
+
+class _Minus:
+    """A context seen without some dots: lets a join take a peer's copy of a dot we hold."""
+
+    __slots__ = ("base", "gone")
+
+    def __init__(self, base: CausalContext, gone: set[Dot]) -> None:
+        self.base, self.gone = base, gone
+
+    def contains(self, d: Dot) -> bool:
+        return d not in self.gone and self.base.contains(d)
+
+    __contains__ = contains
+
+
+def _rank(s: bytes, content) -> tuple[bytes, bytes]:
+    return s, msgpack.packb(content, use_bin_type=True)
 
 
 class Store:
@@ -41,11 +149,26 @@ class Store:
         self.ctx = CausalContext()
         self.applied = CausalContext()
         self.key_of: dict[Dot, KeyRef] = {}
-        # Sum of per-key hashes (AdHash): the digest updates in O(changed keys), not O(keyspace),
-        # and only when asked for: keys changed since then wait in _dirty with their old state.
+        self.seals: dict[Dot, bytes] = {}
+        # The AdHash by bucket: per-key hashes as last folded in, the bucket sums, and their
+        # sum (the root). Keys changed since the last digest wait in _dirty.
+        self._hashes: list[dict[KeyRef, int]] = [{} for _ in range(NBUCKETS)]
+        self._buckets = [0] * NBUCKETS
         self._sum = 0
-        self._dirty: dict[KeyRef, object] = {}
+        self._dirty: set[KeyRef] = set()
         self._digest: str | None = None
+        self._scrub_at = 0  # the bucket the scrub is in, and its keys still to re-hash
+        self._scrub_todo: list[KeyRef] = []
+        self._disputed: set[Dot] = set()
+        # Damaged dots dropped here that the join context still names (the newest of their
+        # actor: see _newest): joins let a peer's copy in anyway, and outgoing deltas leave
+        # them out of their context, until the dot returns or its fate arrives.
+        self._refetch: dict[Dot, KeyRef] = {}
+        # Keys changed by a repair or a dropped damaged dot: no logged delta says so, so a
+        # checkpoint must write their rows (storage clears what it wrote).
+        self.rewritten: set[KeyRef] = set()
+        self.integrity = IntegrityStats()
+        self.findings: deque[dict] = deque(maxlen=MAX_FINDINGS)
 
     # -- reading -----------------------------------------------------------------
 
@@ -64,17 +187,21 @@ class Store:
     # -- writing -----------------------------------------------------------------
 
     def local_delta(self, ns: str, key: str, store, ctx_dots: Iterable[Dot], new_dots: Iterable[Dot]) -> Delta:
-        """Package a mutator's output as a single-key delta (not yet applied)."""
+        """Package a mutator's output as a single-key delta (not yet applied), sealing the
+        dots it makes live: this is the only place a seal is ever made."""
         new = list(new_dots)
         return Delta(
             entries={(ns, key): store},
             ctx=CausalContext.of(ctx_dots),
             applied=CausalContext.of(new),
             keys={d: (ns, key) for d in new},
+            seals=_seals.mint(ns, key, BY_NAMESPACE[ns].contents(store)),
         )
 
     def apply(self, delta: Delta) -> Applied:
         """Join a delta in. Idempotent, commutative: any order, any duplicates."""
+        if delta.repair:
+            return Applied(self.repair(delta), [])
         if delta.basis is not None and not self.applied.covers(delta.basis):
             raise StaleDelta("this anti-entropy reply was computed for state this replica no longer has")
         if not delta.full and self.applied.covers(delta.applied) and self.ctx.covers(delta.ctx):
@@ -84,12 +211,14 @@ class Store:
             refs.update(self.keys())
         refs = sorted(refs)  # a stable order: observers see the same event stream in every process
         changed = []
+        ca = _Minus(self.ctx, self._refetch) if self._refetch else self.ctx
         for ns, key in refs:
             mod = BY_NAMESPACE[ns]
             mine = self.data[ns].get(key) or mod.empty()
             theirs = delta.entries.get((ns, key)) or mod.empty()
-            joined = mod.join(mine, self.ctx, theirs, delta.ctx)
+            joined = mod.join(mine, ca, theirs, delta.ctx)
             if joined != mine:
+                self._reseal(mod, mine, joined, delta.seals, ())
                 self._replace(ns, key, mine, joined)
                 changed.append((ns, key))
         fresh = list(delta.applied.dots_not_in(self.applied))
@@ -100,10 +229,39 @@ class Store:
         self.ctx.merge(delta.ctx)
         self.applied.merge(delta.applied)
         self._digest = None
+        if self._refetch:
+            self._settle_refetch(delta)
         return Applied(changed, fresh)
 
+    def _settle_refetch(self, delta: Delta) -> None:
+        """A dropped dot's fate is known again once a delta carrying its key names it in its
+        context: live there (and so here now), or removed. Until then a peer's live copy may
+        come in whatever the join context says."""
+        self._refetch = {
+            d: ref for d, ref in self._refetch.items()
+            if d not in self.seals and not ((delta.full or ref in delta.entries) and delta.ctx.contains(d))
+        }
+
+    def _outgoing_ctx(self) -> CausalContext:
+        ctx = self.ctx.copy()
+        for d in self._refetch:
+            _punch(ctx, d)  # this store dropped it: a peer must not read its absence as a removal
+        return ctx
+
+    def _reseal(self, mod, old, new, theirs: dict[Dot, bytes], replaced) -> None:
+        """Seals follow live dots: a dot that died loses its seal, a dot that arrived (or
+        whose damaged copy was replaced) takes the one that came with it."""
+        before = set(mod.dots(old))
+        after = set(mod.dots(new))
+        seals = self.seals
+        for d in before - after:
+            seals.pop(d, None)
+        for d in after:
+            if d not in before or d in replaced:
+                seals[d] = theirs.get(d, _seals.NO_SEAL)
+
     def _replace(self, ns: str, key: str, old, new) -> None:
-        self._dirty.setdefault((ns, key), old)
+        self._dirty.add((ns, key))
         if new:
             self.data[ns][key] = new
         else:
@@ -136,23 +294,34 @@ class Store:
             hints[d] = k
         if len(hints) == held:
             return None
+        if self._drop_bad(refs):
+            hints = {d: k for d, k in hints.items() if self.applied.contains(d)}
+        entries = {r: self.get(*r) for r in sorted(refs)}
         return Delta(
-            entries={r: self.get(*r) for r in sorted(refs)},
-            ctx=self.ctx.copy(),
+            entries=entries,
+            ctx=self._outgoing_ctx(),
             applied=self.applied.copy(),
             keys=hints,
             basis=remote.copy(),
+            seals=self._seals_of(entries),
         )
 
     def full_delta(self, remote: CausalContext | None = None) -> Delta:
+        self._drop_bad(list(self.keys()))
         missing = self.applied.dots_not_in(remote) if remote is not None else self.applied.dots()
+        entries = {(ns, key): s for ns, m in self.data.items() for key, s in m.items()}
         return Delta(
-            entries={(ns, key): s for ns, m in self.data.items() for key, s in m.items()},
-            ctx=self.ctx.copy(),
+            entries=entries,
+            ctx=self._outgoing_ctx(),
             applied=self.applied.copy(),
             keys={d: self.key_of[d] for d in missing if d in self.key_of},
             full=True,
+            seals=self._seals_of(entries),
         )
+
+    def _seals_of(self, entries: dict[KeyRef, object]) -> dict[Dot, bytes]:
+        seals = self.seals
+        return {d: seals[d] for (ns, _k), s in entries.items() for d in BY_NAMESPACE[ns].dots(s)}
 
     def forget_stable(self, stable: VersionVector) -> int:
         """Drop dot -> key entries every member already holds. Returns how many went."""
@@ -161,19 +330,209 @@ class Store:
             del self.key_of[d]
         return len(gone)
 
+    # -- content: seals, digests by bucket, repair ----------------------------------
+
+    def _verifies(self, ns: str, key: str, state) -> bool:
+        seals = self.seals
+        return all(_seals.verifies(ns, key, d, c, seals.get(d)) for d, c in BY_NAMESPACE[ns].contents(state))
+
+    def _drop_bad(self, refs: Iterable[KeyRef]) -> bool:
+        """Check the seals of these keys' live dots. A damaged copy is dropped from the
+        store and from both contexts: then this replica neither serves nor sends it, and
+        its own anti-entropy fetches the dot back from a peer that holds it. (Sending it
+        without its dot while the context still named the dot would tell peers it was
+        removed.) The newest dot of an actor stays in the join context, or that actor's
+        next dot could be minted twice; `_refetch` stands in for the hole. Returns whether
+        anything was dropped."""
+        seals = self.seals
+        bad: dict[KeyRef, set[Dot]] = {}
+        for ref in refs:
+            ns, key = ref
+            s = self.data[ns].get(key)
+            if not s:
+                continue
+            for d, content in BY_NAMESPACE[ns].contents(s):
+                if not _seals.verifies(ns, key, d, content, seals.get(d)):
+                    bad.setdefault(ref, set()).add(d)
+        for (ns, key), dots in sorted(bad.items()):
+            mod = BY_NAMESPACE[ns]
+            mine = self.data[ns][key]
+            self._replace(ns, key, mine, mod.without(mine, dots))
+            self.rewritten.add((ns, key))
+            for d in sorted(dots):
+                seals.pop(d, None)
+                self.key_of.pop(d, None)
+                if _newest(self.ctx, d):
+                    self._refetch[d] = (ns, key)
+                else:
+                    _punch(self.ctx, d)
+                _punch(self.applied, d)
+                self._found("bad_seal", ns, key, d, action="dropped; anti-entropy fetches it back")
+        if bad:
+            self._digest = None
+        return bool(bad)
+
+    def repair_delta(self, refs: Iterable[KeyRef]) -> Delta:
+        """These keys' states as a repair: only live dots, each sealed, nothing else claimed."""
+        refs = sorted(r for r in set(refs) if self.data[r[0]].get(r[1]))
+        self._drop_bad(refs)
+        entries = {r: s for r in refs if (s := self.data[r[0]].get(r[1]))}
+        seals = self._seals_of(entries)
+        return Delta(entries=entries, ctx=CausalContext.of(seals), applied=CausalContext(), seals=seals, repair=True)
+
+    def repair(self, delta: Delta, peer_applied: CausalContext | None = None, peer: str | None = None) -> list[KeyRef]:
+        """Join a content repair (see the module docstring). `peer_applied`: the sender's
+        applied context when it built the repair; a dispute is only one when it equals ours.
+        Returns the keys whose state changed."""
+        same = peer_applied is not None and peer_applied == self.applied
+        changed = []
+        for ref in sorted(delta.entries):
+            ns, key = ref
+            mod = BY_NAMESPACE[ns]
+            theirs = delta.entries[ref]
+            mine = self.data[ns].get(key) or mod.empty()
+            my = dict(mod.contents(mine)) if mine else {}
+            losers: set[Dot] = set()
+            for d, content in mod.contents(theirs):
+                s = delta.seals.get(d) or _seals.NO_SEAL
+                if d in my:
+                    mc, ms = my[d], self.seals.get(d)
+                    if mc == content and ms == s:
+                        continue
+                    if not _seals.verifies(ns, key, d, mc, ms):
+                        self._found("bad_seal", ns, key, d, peer, action="replaced by the peer's copy")
+                        losers.add(d)
+                    elif _rank(s, content) < _rank(ms, mc):
+                        self._found("conflict", ns, key, d, peer, action="took the peer's copy (lower seal)")
+                        losers.add(d)
+                    else:
+                        self._found("conflict", ns, key, d, peer, action="kept ours (lower seal)")
+            ca = _Minus(self.ctx, losers | self._refetch.keys()) if losers or self._refetch else self.ctx
+            base = mod.without(mine, losers) if losers else mine
+            joined = mod.join(base, ca, theirs, delta.ctx)
+            if same and mod.CONTEXT_REMOVES:
+                # a dot they hold live that the join left out: our context says it is dead
+                kept = set(mod.dots(joined))
+                for d in sorted(set(mod.dots(theirs)) - kept - self._disputed):
+                    self._disputed.add(d)
+                    self._found("disputed", ns, key, d, peer, action="kept as dead here; not repaired")
+            if joined != mine or losers:
+                self._reseal(mod, mine, joined, delta.seals, losers)
+                self._replace(ns, key, mine, joined)
+                self.rewritten.add(ref)
+                changed.append(ref)
+                self._found("repaired", ns, key, None, peer)
+        self.ctx.merge(delta.ctx)
+        self._digest = None
+        if self._refetch:
+            self._settle_refetch(delta)
+        self.integrity.repaired_keys += len(changed)
+        return changed
+
+    def _found(self, what: str, ns: str, key: str, dot: Dot | None, peer: str | None = None, **more) -> None:
+        st = self.integrity
+        if what == "bad_seal":
+            st.bad_seals += 1
+        elif what == "conflict":
+            st.conflicts += 1
+        elif what == "disputed":
+            st.disputed += 1
+        elif what == "silent_change":
+            st.silent_changes += 1
+        f = {"what": what, "ns": ns, "key": key, "dot": None if dot is None else [dot[0], dot[1]], "peer": peer}
+        f.update(more)
+        self.findings.append(f)
+
+    def drain_findings(self) -> list[dict]:
+        out = list(self.findings)
+        self.findings.clear()
+        return out
+
+    def _refresh(self) -> None:
+        """Fold keys changed since the last digest into their buckets and the root."""
+        if not self._dirty:
+            return
+        data, seals, hashes, buckets = self.data, self.seals, self._hashes, self._buckets
+        total = self._sum
+        for ref in self._dirty:
+            ns, key = ref
+            b = bucket_of(ns, key)
+            hb = hashes[b]
+            old = hb.pop(ref, 0)
+            s = data[ns].get(key)
+            new = _key_hash(ns, key, s, seals) if s else 0
+            if new:
+                hb[ref] = new
+            if new != old:
+                buckets[b] = (buckets[b] + new - old) % _MOD
+                total += new - old
+        self._sum = total % _MOD
+        self._dirty.clear()
+
+    def content_root(self) -> bytes:
+        """The keyspace's content hash (seals included), as anti-entropy digests carry it."""
+        self._refresh()
+        return short(self._sum)
+
+    def bucket_sums(self) -> dict[int, bytes]:
+        """Non-empty buckets and their (shortened) sums."""
+        self._refresh()
+        return {b: short(self._buckets[b]) for b in range(NBUCKETS) if self._hashes[b]}
+
+    def key_hashes(self, buckets: Iterable[int]) -> dict[KeyRef, bytes]:
+        """The keys of these buckets with their (shortened) hashes."""
+        self._refresh()
+        return {ref: short(h) for b in buckets for ref, h in self._hashes[b].items()}
+
+    def bucket_size(self, b: int) -> int:
+        return len(self._hashes[b])
+
+    def scrub(self, budget: int) -> int:
+        """Re-hash up to `budget` keys from their actual content (a cursor walks the buckets,
+        so a sweep takes about keys/budget calls) and compare with what the digest holds. A
+        key that changed behind the store's back is folded in anew (so the root shows it to
+        peers) and its seals checked (a damaged copy is dropped and refetched). Returns how
+        many keys were re-hashed."""
+        self._refresh()
+        done = 0
+        turned = 0
+        changed: list[KeyRef] = []
+        data, seals, hashes = self.data, self.seals, self._hashes
+        while done < budget:
+            b, todo = self._scrub_at, self._scrub_todo
+            if not todo:
+                if turned == NBUCKETS:
+                    break  # the whole keyspace in one call: a small store
+                turned += 1
+                b = self._scrub_at = (b + 1) % NBUCKETS
+                self._scrub_todo = list(hashes[b])
+                continue
+            ref = todo.pop()
+            h = hashes[b].get(ref)
+            if h is None:
+                continue  # gone since the bucket was listed
+            ns, key = ref
+            s = data[ns].get(key)
+            if not s or _key_hash(ns, key, s, seals) != h or not self._verifies(ns, key, s):
+                changed.append(ref)
+            done += 1
+        for ns, key in changed:
+            self._found("silent_change", ns, key, None)
+            self._dirty.add((ns, key))
+        if changed:
+            self._digest = None
+            self._drop_bad(changed)
+        self.integrity.scrubbed += done
+        return done
+
     # -- identity -----------------------------------------------------------------
 
     def digest(self) -> str:
-        """Equal on two replicas exactly when keyspace, join context and applied context are equal."""
+        """Equal on two replicas exactly when keyspace, join context and applied context are
+        equal. Keys count by their live dots' seals, which bind the content: a copy damaged
+        behind the store's back changes the digest once the scrub has re-hashed it."""
         if self._digest is None:
-            for (ns, key), old in self._dirty.items():
-                if old:
-                    self._sum -= _key_hash(ns, key, old)
-                new = self.data[ns].get(key)
-                if new:
-                    self._sum += _key_hash(ns, key, new)
-            self._dirty.clear()
-            self._sum %= _MOD
+            self._refresh()
             raw = msgpack.packb(
                 [self._sum.to_bytes(32, "big"), self.ctx.to_wire(), self.applied.to_wire()], use_bin_type=True
             )

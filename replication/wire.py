@@ -47,10 +47,15 @@ import msgpack
 from .clocks import MAX_COUNTER, CausalContext, Dot, check_replica_id, dot_from_wire
 from .delta import Delta
 from .errors import EdgeStateError
+from .store import HASH_BYTES, NBUCKETS
+from .values import check_key, check_namespace
 from .membership import ALIVE, DEAD, SUSPECT
 from .messages import (
     Ack,
+    AeBuckets,
     AeDigest,
+    AeKeys,
+    AeRepair,
     AeReply,
     Envelope,
     Gossip,
@@ -81,6 +86,7 @@ MAX_GRAFT_MIDS = 65536
 MAX_UPDATES = 256
 MAX_MEMBERS = 65536  # a push-pull's member table
 MAX_HOPS = 65535
+MAX_AE_KEYS = 65536  # keys listed, or wanted back, in one content-exchange message
 MAX_PATH_MS = 1e9
 
 # Membership status on the wire: a small integer, not its name.
@@ -91,6 +97,7 @@ _STATUS_CODE = {s: i for i, s in enumerate(_STATUS)}
 K_GOSSIP, K_BATCH, K_IHAVE, K_GRAFT, K_GRAFT_ACK, K_PRUNE, K_NEIGHBOUR = 1, 2, 3, 4, 5, 6, 7
 K_AE_DIGEST, K_AE_REPLY, K_PING, K_ACK, K_PING_REQ = 8, 9, 10, 11, 12
 K_FRAGMENT, K_PUSH_PULL = 13, 14
+K_AE_BUCKETS, K_AE_KEYS, K_AE_REPAIR = 20, 21, 22  # content anti-entropy
 
 # A message bigger than one frame (a full-state anti-entropy reply for a big keyspace) goes as
 # consecutive fragments on one connection, each a frame of its own, tagged like any other: a
@@ -170,9 +177,16 @@ def encode_message(msg: Message) -> list:
     if t is Neighbour:
         return [K_NEIGHBOUR]
     if t is AeDigest:
-        return [K_AE_DIGEST, msg.applied.to_wire(), bool(msg.want_reply)]
+        return [K_AE_DIGEST, msg.applied.to_wire(), bool(msg.want_reply), bytes(msg.root)]
     if t is AeReply:
         return [K_AE_REPLY, msg.delta.to_wire()]
+    if t is AeBuckets:
+        return [K_AE_BUCKETS, msg.applied.to_wire(), b"".join(bytes((b,)) + h for b, h in sorted(msg.sums.items()))]
+    if t is AeKeys:
+        return [K_AE_KEYS, msg.applied.to_wire(), bytes(sorted(msg.buckets)),
+                [[ns, key, h] for (ns, key), h in sorted(msg.keys.items())]]
+    if t is AeRepair:
+        return [K_AE_REPAIR, msg.applied.to_wire(), msg.delta.to_wire(), [[ns, key] for ns, key in msg.want]]
     if t is Ping:
         return [K_PING, msg.seq, _updates(msg.updates), msg.on_behalf_of, msg.incarnation]
     if t is Ack:
@@ -327,6 +341,62 @@ def _ctx(x: object) -> CausalContext:
     return CausalContext.from_wire(x)
 
 
+def _root(x: object) -> bytes:
+    if type(x) is not bytes or len(x) not in (0, HASH_BYTES):
+        raise _Invalid(f"a content root must be empty or {HASH_BYTES} bytes")
+    return x
+
+
+def _hash(x: object) -> bytes:
+    if type(x) is not bytes or len(x) != HASH_BYTES:
+        raise _Invalid(f"a content hash must be {HASH_BYTES} bytes")
+    return x
+
+
+def _bucket_ids(x: object) -> list[int]:
+    if type(x) is not bytes or list(x) != sorted(set(x)) or len(x) > NBUCKETS:
+        raise _Invalid("bucket ids must be bytes in increasing order")
+    return list(x)
+
+
+def _bucket_sums(x: object) -> dict[int, bytes]:
+    step = 1 + HASH_BYTES
+    if type(x) is not bytes or len(x) % step or len(x) > NBUCKETS * step:
+        raise _Invalid(f"bucket sums must be {step}-byte entries, at most {NBUCKETS}")
+    out = {x[i]: x[i + 1:i + step] for i in range(0, len(x), step)}
+    if list(out) != sorted(out) or len(out) * step != len(x):
+        raise _Invalid("bucket sums must be in increasing bucket order, each bucket once")
+    return out
+
+
+def _ref(x: object) -> tuple[str, str]:
+    if type(x) is not list or len(x) != 2:
+        raise _Invalid("a key reference must be [namespace, key]")
+    return check_namespace(x[0]), check_key(x[1])
+
+
+def _key_hashes(x: object) -> dict[tuple[str, str], bytes]:
+    out = {}
+    for item in _list(x, MAX_AE_KEYS, "listed keys"):
+        if type(item) is not list or len(item) != 3:
+            raise _Invalid("a listed key must be [namespace, key, hash]")
+        ref = _ref(item[:2])
+        if ref in out:
+            raise _Invalid(f"key {ref} is listed twice")
+        out[ref] = _hash(item[2])
+    return out
+
+
+def _repair(ctx: object, delta: object, want: object) -> AeRepair:
+    d = Delta.from_wire(delta)
+    if not d.repair:
+        raise _Invalid("a content repair must carry a repair delta")
+    refs = [_ref(r) for r in _list(want, MAX_AE_KEYS, "wanted keys")]
+    if len(set(refs)) != len(refs):
+        raise _Invalid("a key is wanted twice")
+    return AeRepair(_ctx(ctx), d, refs)
+
+
 # kind -> (number of fields, builder)
 _DECODERS: dict[int, tuple[int, Callable[..., Message]]] = {
     K_GOSSIP: (5, lambda *f: _gossip(list(f))),
@@ -336,13 +406,16 @@ _DECODERS: dict[int, tuple[int, Callable[..., Message]]] = {
     K_GRAFT_ACK: (1, lambda root: GraftAck(_rid(root))),
     K_PRUNE: (2, lambda root, only: Prune(_rid(root), _bool(only, "only_root"))),
     K_NEIGHBOUR: (0, lambda: Neighbour()),
-    K_AE_DIGEST: (2, lambda ctx, want: AeDigest(_ctx(ctx), _bool(want, "want_reply"))),
+    K_AE_DIGEST: (3, lambda ctx, want, root: AeDigest(_ctx(ctx), _bool(want, "want_reply"), _root(root))),
     K_AE_REPLY: (1, lambda d: AeReply(Delta.from_wire(d))),
     K_PING: (4, lambda seq, up, who, inc: Ping(_seq(seq), _updates_from(up), _opt_rid(who), _inc(inc))),
     K_ACK: (4, lambda seq, up, target, inc: Ack(_seq(seq), _updates_from(up), _opt_rid(target), _inc(inc))),
     K_PING_REQ: (3, lambda seq, target, inc: PingReq(_seq(seq), _rid(target), _inc(inc))),
     K_PUSH_PULL: (2, lambda table, want: PushPull(_updates_from(table, MAX_MEMBERS, "a member table"),
                                                   _bool(want, "want_reply"))),
+    K_AE_BUCKETS: (2, lambda ctx, sums: AeBuckets(_ctx(ctx), _bucket_sums(sums))),
+    K_AE_KEYS: (3, lambda ctx, b, keys: AeKeys(_ctx(ctx), _bucket_ids(b), _key_hashes(keys))),
+    K_AE_REPAIR: (3, _repair),
     K_FRAGMENT: (4, lambda fid, i, n, data: _fragment(fid, i, n, data)),
 }
 

@@ -25,7 +25,10 @@ from replication.errors import EdgeStateError
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.messages import (
     Ack,
+    AeBuckets,
     AeDigest,
+    AeKeys,
+    AeRepair,
     AeReply,
     Envelope,
     Gossip,
@@ -59,7 +62,7 @@ pytestmark = pytest.mark.timeout(120)
 
 SECRET = b"cluster-secret-for-tests-0123456789"
 ALL_KINDS = {c.__name__ for c in (Gossip, GossipBatch, IHave, Graft, GraftAck, Prune, Neighbour,
-                                 AeDigest, AeReply, Ping, Ack, PingReq, PushPull)}
+                                 AeDigest, AeReply, AeBuckets, AeKeys, AeRepair, Ping, Ack, PingReq, PushPull)}
 
 
 # -- real deltas, from real replicas ------------------------------------------------------------
@@ -93,6 +96,18 @@ def _deltas() -> list[Delta]:
 DELTAS = _deltas()
 
 
+def _repair_delta() -> Delta:
+    a = Replica("lhr")
+    for i in range(3):
+        a.write_kv(f"k{i}", {"i": i}, now=1_700_000_000_000 + i)
+    a.add_counter("c", 5, now=1)
+    a.add_to_set("s", ["x", "y"], now=2)
+    return a.store.repair_delta(list(a.store.keys()))
+
+
+REPAIR = _repair_delta()  # a content repair: only live dots, nothing applied
+
+
 def _gossip(i: int, hops: int = 1, path: float = 12.5) -> Gossip:
     d = DELTAS[i % 7]  # the single-write deltas
     mid = min(d.applied.dots())
@@ -116,7 +131,14 @@ def sample_envelopes() -> list[Envelope]:
         Neighbour(),
         AeDigest(ctx),
         AeDigest(CausalContext(), want_reply=False),
+        AeDigest(ctx, root=b"\x01" * 8),
         *[AeReply(d) for d in DELTAS],
+        AeBuckets(ctx, {0: b"\x00" * 8, 17: b"abcdefgh", 255: b"\xff" * 8}),
+        AeBuckets(CausalContext(), {}),
+        AeKeys(ctx, [3, 200], {("kv", "k"): b"12345678", ("sets", "s"): b"\x00" * 8}),
+        AeKeys(ctx, [], {}),
+        AeRepair(ctx, REPAIR, [("kv", "k2"), ("counters", "c")]),
+        AeRepair(ctx, Replica("x").store.repair_delta([])),
         Ping(1),
         Ping(2**63 - 1, [("lhr", "alive", 0), ("fra", "suspect", 3), ("syd", "dead", 12)], on_behalf_of="jnb",
              incarnation=2**63 - 1),
@@ -142,10 +164,11 @@ def assert_same(a: Envelope, b: Envelope) -> None:
     assert meaning(a) == meaning(b)
     m, n = a.msg, b.msg
     # beyond the wire form: the decoded objects are the protocol's own types, equal field by field
-    if isinstance(m, (Gossip, AeReply)):
+    if isinstance(m, (Gossip, AeReply, AeRepair)):
         x, y = m.delta, n.delta
         assert x.to_wire() == y.to_wire()
         assert (x.entries, x.ctx, x.applied, x.basis, x.full) == (y.entries, y.ctx, y.applied, y.basis, y.full)
+        assert (x.seals, x.repair) == (y.seals, y.repair)
         assert all(x.key_of(d) == y.key_of(d) for d in x.applied.dots())
         if x.basis is None:
             r1, r2 = Replica("x"), Replica("x")
@@ -362,6 +385,33 @@ V = WIRE_VERSION
 VALID = encode_envelope(Envelope("lhr", "fra", Ping(1, [("syd", "alive", 2)])))
 
 
+def _content_ae_malformed() -> list:
+    """Content anti-entropy bodies that must be refused (kinds 8 and 20..22)."""
+    ctx = [{"lhr": 1}, []]
+    rep = REPAIR.to_wire()
+    not_repair = DELTAS[0].to_wire()
+    wide = REPAIR.to_wire()
+    wide[2] = [{"lhr": 99}, []]  # a repair that would say more dots are known than it carries
+    claims = REPAIR.to_wire()
+    claims[3] = [{"lhr": 1}, []]  # a repair that claims a write's effects
+    body = lambda *f: msgpack.packb([V, *f], use_bin_type=True)  # noqa: E731
+    return [
+        pytest.param(body(8, "lhr", "fra", ctx, True, b"short"), id="digest-root-length"),
+        pytest.param(body(8, "lhr", "fra", ctx, True), id="digest-no-root"),
+        pytest.param(body(20, "lhr", "fra", ctx, b"\x05" + b"a" * 8 + b"\x01" + b"b" * 8), id="buckets-unordered"),
+        pytest.param(body(20, "lhr", "fra", ctx, b"\x05" + b"a" * 7), id="buckets-ragged"),
+        pytest.param(body(21, "lhr", "fra", ctx, b"\x02\x01", []), id="keys-buckets-unordered"),
+        pytest.param(body(21, "lhr", "fra", ctx, b"\x01", [["docs", "k", b"a" * 8]]), id="keys-bad-namespace"),
+        pytest.param(body(21, "lhr", "fra", ctx, b"\x01", [["kv", "k", b"a" * 4]]), id="keys-short-hash"),
+        pytest.param(body(21, "lhr", "fra", ctx, b"\x01", [["kv", "k", b"a" * 8]] * 2), id="keys-twice"),
+        pytest.param(body(22, "lhr", "fra", ctx, not_repair, []), id="repair-not-a-repair"),
+        pytest.param(body(22, "lhr", "fra", ctx, wide, []), id="repair-wide-context"),
+        pytest.param(body(22, "lhr", "fra", ctx, claims, []), id="repair-claims-applied"),
+        pytest.param(body(22, "lhr", "fra", ctx, rep, [["kv", ""]]), id="repair-want-empty-key"),
+        pytest.param(body(22, "lhr", "fra", ctx, rep, [["kv", "a"], ["kv", "a"]]), id="repair-want-twice"),
+    ]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -399,11 +449,12 @@ VALID = encode_envelope(Envelope("lhr", "fra", Ping(1, [("syd", "alive", 2)])))
         pytest.param(msgpack.packb([V, 4, "lhr", "fra", "lhr", [["a", 2**63]]]), id="graft-huge-counter"),
         pytest.param(msgpack.packb([V, 4, "lhr", "fra", "lhr", "notalist"]), id="graft-mids-str"),
         pytest.param(msgpack.packb([V, 6, "lhr", "fra", "lhr", 1]), id="prune-int-flag"),
-        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [{"a": -1}, []], True]), id="digest-negative-vv"),
-        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [{"a": 1}, [["b"]]], True]), id="digest-bad-cloud"),
-        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [[], []], True]), id="digest-list-vv"),
-        pytest.param(msgpack.packb([V, 8, "lhr", "fra", {"a": 1}, True]), id="digest-not-a-context"),
-        pytest.param(msgpack.packb([V, 9, "lhr", "fra", [1, [], [{}, []], [{}, []], [], None, False]]), id="empty-partial-delta"),
+        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [{"a": -1}, []], True, b""]), id="digest-negative-vv"),
+        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [{"a": 1}, [["b"]]], True, b""]), id="digest-bad-cloud"),
+        pytest.param(msgpack.packb([V, 8, "lhr", "fra", [[], []], True, b""]), id="digest-list-vv"),
+        pytest.param(msgpack.packb([V, 8, "lhr", "fra", {"a": 1}, True, b""]), id="digest-not-a-context"),
+        pytest.param(msgpack.packb([V, 9, "lhr", "fra", [2, [], [{}, []], [{}, []], [], None, False, False]]), id="empty-partial-delta"),
+        pytest.param(msgpack.packb([V, 9, "lhr", "fra", [1, [], [{}, []], [{}, []], [], None, False]]), id="delta-version-1"),
         pytest.param(msgpack.packb([V, 9, "lhr", "fra", "delta"]), id="delta-str"),
         pytest.param(msgpack.packb([V, 1, "lhr", "fra", ["lhr", 2], "lhr", DELTAS[0].to_wire(), 0, 1.0]), id="gossip-mid-not-in-delta"),
         pytest.param(msgpack.packb([V, 1, "lhr", "fra", ["lhr", 1], "lhr", DELTAS[0].to_wire(), -1, 1.0]), id="gossip-negative-hops"),

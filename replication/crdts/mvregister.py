@@ -23,6 +23,7 @@ Sibling = tuple[bytes, Timestamp]
 Store = dict[Dot, Sibling]
 
 NAME = "kv"
+CONTEXT_REMOVES = True  # a dot absent from the store but in the context is dead
 join = join_dotfun
 
 
@@ -63,6 +64,15 @@ def siblings(store: Store) -> list[tuple[Dot, Sibling]]:
 
 def dots(store: Store):
     return store.keys()
+
+
+def contents(store: Store) -> list[tuple[Dot, tuple[bytes, int, int]]]:
+    """What each live dot's seal covers: the value and its timestamp, by dot."""
+    return [(d, (v, ts[0], ts[1])) for d, (v, ts) in sorted(store.items())]
+
+
+def without(store: Store, gone) -> Store:
+    return {d: s for d, s in store.items() if d not in gone}
 
 
 def to_wire(store: Store) -> list:

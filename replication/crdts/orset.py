@@ -20,6 +20,7 @@ from .dotstore import join_dotmap, join_dotset
 Store = dict[bytes, frozenset[Dot]]
 
 NAME = "sets"
+CONTEXT_REMOVES = True  # a dot absent from the store but in the context is dead
 EMPTY_DOTS: frozenset[Dot] = frozenset()
 join = partial(join_dotmap, inner=join_dotset, empty=EMPTY_DOTS)
 
@@ -75,6 +76,20 @@ def members(store: Store) -> list[bytes]:
 def dots(store: Store):
     for ds in store.values():
         yield from ds
+
+
+def contents(store: Store) -> list[tuple[Dot, bytes]]:
+    """What each add's seal covers: the element it added, by dot."""
+    return sorted((d, e) for e, ds in store.items() for d in ds)
+
+
+def without(store: Store, gone) -> Store:
+    out = {}
+    for e, ds in store.items():
+        keep = ds - gone if not ds.isdisjoint(gone) else ds
+        if keep:
+            out[e] = keep
+    return out
 
 
 def to_wire(store: Store) -> list:

@@ -27,6 +27,7 @@ from ..errors import CounterOverflow, InvalidOperation, MalformedDelta
 Store = dict[Dot, tuple[int, int]]
 
 NAME = "counters"
+CONTEXT_REMOVES = False  # entries die by a newer dot of their actor, never by a context
 
 
 def join(a: Store, _ca: CausalContext, b: Store, _cb: CausalContext) -> Store:
@@ -88,6 +89,15 @@ def value(store: Store) -> int:
 
 def dots(store: Store):
     return store.keys()
+
+
+def contents(store: Store) -> list[tuple[Dot, tuple[int, int]]]:
+    """What each entry's seal covers: its actor's totals at that dot."""
+    return sorted(store.items())
+
+
+def without(store: Store, gone) -> Store:
+    return {d: t for d, t in store.items() if d not in gone}
 
 
 def to_wire(store: Store) -> list:
