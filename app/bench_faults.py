@@ -7,6 +7,9 @@
         replay one seed and say what happened
     edgestate bench faults --processes [--duration S] [--runs R] [--json FILE]
         real replica processes under SIGKILL churn and a SIGSTOP (app/bench_churn.py)
+    edgestate bench faults --disk [db-flip,wal-flip,value-edit] [--trials N] [--json FILE]
+        damage a data directory's files and start it: every damage must be detected or
+        harmless, never silent (replication/bench/disk_faults.py)
 
 Exit status 0 when every seed or run passed, 1 otherwise: the campaign is a check, not only a
 measurement (CI runs a short one).
@@ -18,7 +21,7 @@ import argparse
 import json
 import sys
 
-from replication.bench import faults
+from replication.bench import disk_faults, faults
 from replication.bench.report import fmt, table
 from replication.cliargs import positive, positive_int
 from replication.geo import select_pops
@@ -41,6 +44,10 @@ def add_parser(which) -> argparse.ArgumentParser:
                    help="processes: seconds of load and churn per run (default: %(default)s)")
     p.add_argument("--runs", type=positive_int, default=1, metavar="R",
                    help="processes: runs, one after another (default: %(default)s)")
+    p.add_argument("--disk", nargs="?", const=",".join(disk_faults.KINDS), default=None, metavar="KINDS",
+                   help=f"disk damage instead, comma-separated kinds (default: all of {','.join(disk_faults.KINDS)})")
+    p.add_argument("--trials", type=positive_int, default=50, metavar="N",
+                   help="disk: trials per kind (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
@@ -49,6 +56,8 @@ def add_parser(which) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.processes:
         return _processes(args)
+    if args.disk is not None:
+        return _disk(args)
     try:
         select_pops(args.pops)
     except ValueError as e:
@@ -84,6 +93,27 @@ def _processes(args: argparse.Namespace) -> int:
     print(table([{"run": i, **r} for i, r in enumerate(runs)], cols))
     _dump(args.json, {"runs": runs})
     return 0 if all(r["ok"] for r in runs) else 1
+
+
+def _disk(args: argparse.Namespace) -> int:
+    kinds = [k.strip() for k in args.disk.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in disk_faults.KINDS]
+    if bad or not kinds:
+        print(f"edgestate bench faults: error: --disk {args.disk!r}: kinds are {', '.join(disk_faults.KINDS)}",
+              file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else args.first_seed
+    reports = []
+    for kind in kinds:
+        r = disk_faults.run(args.trials, seed, kind)
+        reports.append(r)
+        print(r.line())
+        for t in r.failures:
+            print(f"  {t.outcome.upper()} trial {t.n}: {t.damage}: {t.message}")
+        for t in r.examples[:1]:
+            print(f"  e.g. trial {t.n}: {t.damage}\n       -> {t.message}")
+    _dump(args.json, {"disk": [r.to_dict() for r in reports]})
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def _dump(path: str | None, result: dict) -> None:

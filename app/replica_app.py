@@ -113,6 +113,10 @@ class _RunnerCollector(Collector):
             yield _family(c, "edgestate_frames_dropped", "Outgoing frames dropped, by reason", "reason",
                           sorted(net.dropped_out.items()))
         if r.node is not None:
+            found = r.node.replica.store.integrity
+            yield _family(c, "edgestate_content_checks", "What content anti-entropy and the scrub found and repaired, "
+                          "by finding (see README: Content, not only version vectors)", "finding",
+                          sorted(vars(found).items()))
             counts = Counter(r.node.membership.status(p) for p in r.node.peers)
             yield _family(GaugeMetricFamily, "edgestate_peers", "Peers by membership status", "status",
                           sorted(counts.items()))

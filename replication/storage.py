@@ -97,6 +97,7 @@ from .integrity import (
 )
 from .integrity import pack as _pack
 from .idempotency import Record
+from .migrate import OLD_VERSION, migrate_v1
 from .replica import DEV_SECRET, Replica
 from .seals import to_row
 
@@ -316,9 +317,12 @@ class Storage:
                 raise StorageLocked(f"data directory {root} is in use by another replica process") from None
         try:
             found = inspect(root)
+            if found.version == OLD_VERSION:
+                migrate_v1(root)
+                found = inspect(root)
             if found.version != SCHEMA_VERSION:
                 raise StorageError(f"{root / DB_NAME} holds schema version {found.version!r}; this edgestate reads "
-                                   f"version {SCHEMA_VERSION} (a migration from older versions is not available yet)")
+                                   f"version {SCHEMA_VERSION} (and migrates version {OLD_VERSION})")
             st = cls(root, lock_fd, synchronous, found)
             if not found.damage:
                 st._attach(_connect(root / DB_NAME, synchronous))

@@ -61,3 +61,13 @@ def test_real_processes_under_sigkill_churn_and_sigstop_converge_exactly():
     assert r.kills >= 2 and r.stops == 1
     assert r.acked > 200 and r.kv_checked > 0
     assert all(len(c["read"]) == 5 for c in r.counters.values())
+
+
+def test_bench_faults_disk_finds_every_damage(tmp_path, capsys):
+    out = tmp_path / "disk.json"
+    assert main(["bench", "faults", "--disk", "value-edit,db-flip", "--trials", "3", "--json", str(out)]) == 0
+    reports = json.loads(out.read_text())["disk"]
+    assert [r["kind"] for r in reports] == ["value-edit", "db-flip"]
+    assert all(r["silent"] == 0 and r["bad_repair"] == 0 and r["detected"] + r["harmless"] == 3 for r in reports)
+    assert reports[0]["detected"] == 3  # an edited value is always named
+    assert main(["bench", "faults", "--disk", "nonsense"]) == 2

@@ -606,6 +606,7 @@ def test_a_replica_process_with_an_edited_value_logs_it_never_serves_it_and_repa
         assert _metric(c.url("lhr"), 'edgestate_storage_corrupt_records_total{file="edgestate.db"}') == 1.0
         assert _metric(c.url("lhr"), "edgestate_storage_repairs_total") == 1.0
         assert _metric(c.url("lhr"), "edgestate_recovering") == 0.0
+        assert _metric(c.url("lhr"), 'edgestate_content_checks_total{finding="bad_seals"}') == 0.0
         wait_for("convergence after the repair", lambda: converged(c))
 
 
