@@ -14,6 +14,7 @@ from replication.crdts import pncounter
 from replication.crdts.dotstore import join_dotfun
 from replication.delta import Delta
 from replication.storage import Storage
+from histories import do
 
 
 def test_counter_deltas_out_of_order_never_over_count(tmp_path):
@@ -90,21 +91,6 @@ steps = st.lists(
 )
 
 
-def _do(r: Replica, op, now):
-    kind, key, arg = op
-    if kind == "kv":
-        return r.write_kv(key, arg, now=now)[1]
-    if kind == "kvctx":
-        return r.write_kv(key, arg, r.read_kv(key).context, now=now)[1]
-    if kind == "del":
-        return r.delete_kv(key, now=now)[1]
-    if kind == "ctr":
-        return r.add_counter(key, arg, now=now)[1]
-    if kind == "sadd":
-        return r.add_to_set(key, arg, now=now)[1]
-    return r.remove_from_set(key, arg, now=now)[1]
-
-
 def _pick(log: list, i: int):
     """Half the time one of the four newest deltas (so newer ones overtake older ones often),
     else any delta at all (so some arrive very late)."""
@@ -129,7 +115,7 @@ def test_every_step_of_any_delivery_order_keeps_the_invariants(history, rnd):
     for n, ev in enumerate(history):
         if ev[0] == "op":
             for _ in range(ev[3]):
-                d = _do(reps[ev[1]], ev[2], n)
+                d = do(reps[ev[1]], ev[2], n)
                 if d is not None:
                     hist.record(d)
                     log.append((ev[1], d))
@@ -197,7 +183,7 @@ def test_a_replica_persisted_like_the_runner_restarts_at_any_step(tmp_path_facto
     for n, ev in enumerate(history):
         if ev[0] == "op":
             for _ in range(ev[3]):
-                d = _do(reps[ev[1]], ev[2], n)
+                d = do(reps[ev[1]], ev[2], n)
                 if d is not None:
                     log.append((ev[1], d))
                     if ev[1] == "b":

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from replication import Replica
 from replication.delta import Delta
 from replication.errors import StaleDelta
+from histories import do
 
 IDS = ["a", "b", "c", "d"]
 KEYS = ["k1", "k2", "k3"]
@@ -29,21 +30,6 @@ events = st.lists(
     min_size=1,
     max_size=40,
 )
-
-
-def do(r: Replica, op, now):
-    kind, key, arg = op
-    if kind == "kv":
-        return r.write_kv(key, arg, now=now)[1]
-    if kind == "kvctx":
-        return r.write_kv(key, arg, r.read_kv(key).context, now=now)[1]
-    if kind == "del":
-        return r.delete_kv(key, now=now)[1]
-    if kind == "ctr":
-        return r.add_counter(key, arg, now=now)[1]
-    if kind == "sadd":
-        return r.add_to_set(key, arg, now=now)[1]
-    return r.remove_from_set(key, arg, now=now)[1]
 
 
 def view(r: Replica):

@@ -26,8 +26,8 @@ import pytest
 from replication import Replica
 from replication.clocks import Dot
 from replication.delta import Delta
-from replication.errors import StaleDelta
 from replication.idempotency import Record
+from replication.bench.workload import Workload
 from replication.storage import (
     DB_NAME,
     CorruptStorage,
@@ -71,73 +71,9 @@ def same_state(a: Replica, b: Replica, *, forgot: bool = False) -> None:
     assert a.store.data == b.store.data
 
 
-# -- a deterministic workload: local writes, remote deltas, anti-entropy replies ------------------
-
-
-class Workload:
-    """Batches of operations against `lhr`, the replica under test. A peer `fra` (in memory)
-    writes too, and sometimes answers with anti-entropy replies, partial or full. The same
-    seed gives the same operations, so a reference run without storage predicts the state."""
-
-    def __init__(self, seed: int, batch: int = 10) -> None:
-        self.rng = random.Random(seed)
-        self.fra = Replica("fra")
-        self.batch = batch
-        self.i = 0
-
-    def _local(self, lhr: Replica):
-        rng, i = self.rng, self.i
-        op = rng.random()
-        key = f"k{rng.randrange(15)}"
-        now = 1_700_000_000_000 + i
-        if op < 0.4:
-            return lhr.write_kv(key, {"i": i, "pad": "x" * rng.randrange(40)}, now=now)[1]
-        if op < 0.5:
-            return lhr.delete_kv(key, now=now)[1]
-        if op < 0.7:
-            return lhr.add_counter(key, rng.choice([-3, 1, 7]), now=now)[1]
-        if op < 0.9:
-            return lhr.add_to_set(key, [rng.randrange(6)], now=now)[1]
-        return lhr.remove_from_set(key, [rng.randrange(6)], now=now)[1]
-
-    def run_batch(self, lhr: Replica, storage: Storage | None) -> list[Delta]:
-        """One batch: local writes are applied then appended; remote deltas are appended,
-        flushed, and only then applied. Returns the remote deltas applied."""
-        remote: list[Delta] = []
-        for _ in range(self.batch):
-            self.i += 1
-            r = self.rng.random()
-            if r < 0.5:
-                d = self._local(lhr)
-                if d is not None:
-                    if self.rng.random() < 0.3:
-                        self.fra.apply(d)  # the peer sees it: its next writes supersede it
-                    if storage is not None:
-                        storage.append(d)
-            elif r < 0.9:
-                d = self._local(self.fra)
-                if d is not None:
-                    remote.append(d)
-            else:
-                d = (self.fra.store.full_delta(lhr.applied_context) if self.rng.random() < 0.3
-                     else self.fra.deltas_since(lhr.applied_context))
-                if d is not None:
-                    remote.append(d)
-        if storage is not None:
-            for d in remote:
-                storage.append(d)
-            storage.flush()
-        for d in remote:
-            try:
-                lhr.apply(d)
-            except StaleDelta:
-                pass
-        return remote
-
-
 def reference_digests(seed: int, batches: int, batch: int = 10) -> list[str]:
     """digest after k batches, for k = 0..batches, without any storage."""
-    w, lhr = Workload(seed, batch), Replica("lhr")
+    w, lhr = Workload(seed, batch=batch), Replica("lhr")
     out = [lhr.digest()]
     for _ in range(batches):
         w.run_batch(lhr, None)
@@ -624,7 +560,7 @@ CHILD = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
 from replication.storage import Storage
-from test_storage import Workload
+from replication.bench.workload import Workload
 st = Storage.open({path!r})
 lhr = st.restore("lhr")
 w = Workload(seed={seed}, batch={batch})

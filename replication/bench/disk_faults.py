@@ -36,9 +36,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import StaleDelta
 from ..replica import Replica
 from ..storage import DB_NAME, Storage, StorageError, describe
+from .workload import Workload
 
 KINDS = ("db-flip", "wal-flip", "value-edit")
 WAL = DB_NAME + "-wal"
@@ -82,88 +82,24 @@ class Report:
 # -- a workload: local writes, a peer's deltas, anti-entropy replies, checkpoints ----------------
 
 
-class Workload:
-    """Writes at `lhr` of every type, and deltas from a peer `fra`, from one seed."""
-
-    def __init__(self, seed: int | str, keys: int = 120) -> None:
-        self.rng = random.Random(seed)
-        self.fra = Replica("fra")
-        self.keys = keys
-        self.i = 0
-
-    def _op(self, rep: Replica):
-        rng, i = self.rng, self.i
-        key = f"k{rng.randrange(self.keys)}"
-        now = 1_700_000_000_000 + i
-        op = rng.random()
-        if op < 0.5:
-            return rep.write_kv(key, f"value {i} {rng.getrandbits(48):012x}", now=now)[1]
-        if op < 0.6:
-            return rep.delete_kv(key, now=now)[1]
-        if op < 0.8:
-            return rep.add_counter(key, rng.choice([-3, 1, 7]), now=now)[1]
-        if op < 0.92:
-            return rep.add_to_set(key, [rng.randrange(8)], now=now)[1]
-        return rep.remove_from_set(key, [rng.randrange(8)], now=now)[1]
-
-    def batch(self, lhr: Replica, storage: Storage, size: int) -> None:
-        """One acknowledged batch: local writes appended, remote deltas flushed then applied."""
-        remote = []
-        for _ in range(size):
-            self.i += 1
-            r = self.rng.random()
-            if r < 0.55:
-                d = self._op(lhr)
-                if d is not None:
-                    storage.append(d)
-                    if self.rng.random() < 0.3:
-                        self.fra.apply(d)
-            elif r < 0.93:
-                d = self._op(self.fra)
-                if d is not None:
-                    remote.append(d)
-            else:
-                d = self.fra.deltas_since(lhr.applied_context)
-                if d is not None:
-                    remote.append(d)
-        for d in remote:
-            storage.append(d)
-        storage.flush()
-        for d in remote:
-            try:
-                lhr.apply(d)
-            except StaleDelta:
-                pass
-
-
-class _NoDisk:
-    """Storage's two calls a batch makes, doing nothing: replays a child's run in memory."""
-
-    def append(self, delta) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-
 def acknowledged_digests(seed: str, batches: int) -> list[str]:
     """The digest after each of the first `batches` batches of `_child_main`'s run."""
-    w = Workload(seed)
+    w = Workload(seed, keys=120)
     lhr = Replica("lhr", members=["lhr", "fra"])
     out = []
     for _ in range(batches):
-        w.batch(lhr, _NoDisk(), w.rng.choice([1, 1, 4]))
+        w.run_batch(lhr, None, w.rng.choice([1, 1, 4]))
         out.append(lhr.digest())
     return out
 
 
 def build_clean(path: Path, seed: str, batches: int = 150) -> None:
     """A data directory after some life and a clean stop."""
-    w = Workload(seed)
+    w = Workload(seed, keys=120)
     st = Storage.open(path, synchronous="NORMAL")  # a clean close syncs; durability is not on trial here
     lhr = st.restore("lhr", members=["lhr", "fra"])
     for b in range(batches):
-        w.batch(lhr, st, w.rng.choice([1, 4, 10]))
+        w.run_batch(lhr, st, w.rng.choice([1, 4, 10]))
         if w.rng.random() < 0.1:
             st.checkpoint(lhr)
         if w.rng.random() < 0.05:
@@ -173,12 +109,12 @@ def build_clean(path: Path, seed: str, batches: int = 150) -> None:
 
 def _child_main(path: str, seed: str, every: int) -> None:
     """Acknowledge batches on stdout until killed (each line: batch number, digest)."""
-    w = Workload(seed)
+    w = Workload(seed, keys=120)
     st = Storage.open(path)
     lhr = st.restore("lhr", members=["lhr", "fra"])
     b = 0
     while True:
-        w.batch(lhr, st, w.rng.choice([1, 1, 4]))
+        w.run_batch(lhr, st, w.rng.choice([1, 1, 4]))
         b += 1
         if b % every == 0:
             st.checkpoint(lhr)
