@@ -57,6 +57,7 @@ from .messages import (
     AeKeys,
     AeRepair,
     AeReply,
+    Announcement,
     Envelope,
     Gossip,
     GossipBatch,
@@ -325,10 +326,10 @@ def _updates_from(x: object, limit: int = MAX_UPDATES, what: str = "membership u
     return out
 
 
-def _ihave_item(x: object) -> tuple[Dot, str, float]:
+def _ihave_item(x: object) -> Announcement:
     if type(x) is not list or len(x) != 3:
         raise _Invalid("an IHAVE item must be [mid, root, path_ms]")
-    return dot_from_wire(x[0]), _rid(x[1]), _path(x[2])
+    return Announcement(dot_from_wire(x[0]), _rid(x[1]), _path(x[2]))
 
 
 def _seq(x: object) -> int:
