@@ -45,6 +45,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .crdts import BY_NAMESPACE, mvregister
 from .geo import LatencyModel, Placement
 from .messages import Envelope
 from .sim import Simulator
@@ -145,8 +146,9 @@ class Ticket:
 
 
 class ConsensusState:
-    """Committed entries applied in log order: kv (last write wins, by log order), counters
-    (`{"add": n}`), sets (`{"add": [...]}` / `{"remove": [...]}`). One value per key: a
+    """Committed entries applied in log order, each by its type's sequential specification
+    (`sequential` of each module in `crdts`: kv's last write wins, by log order; a counter sums;
+    a set adds and removes; a map sets, counts and removes fields). One value per key: a
     coordinated log has no siblings."""
 
     def __init__(self) -> None:
@@ -157,19 +159,7 @@ class ConsensusState:
     def apply(self, e: Entry) -> None:
         k = (e.ns, e.key)
         op = e.op
-        if e.ns == "counters":
-            self._data[k] = self._data.get(k, 0) + int(op.get("add", 0))
-        elif e.ns == "sets":
-            cur = list(self._data.get(k, []))
-            for x in op.get("add", []):
-                if x not in cur:
-                    cur.append(x)
-            for x in op.get("remove", []):
-                if x in cur:
-                    cur.remove(x)
-            self._data[k] = cur
-        else:
-            self._data[k] = op.get("value")
+        self._data[k] = BY_NAMESPACE.get(e.ns, mvregister).sequential(self._data.get(k), op)
         self.applied = e.index
         self._hash.update(json.dumps([e.index, e.origin, e.req, e.ns, e.key, op], sort_keys=True, default=repr).encode())
 

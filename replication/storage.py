@@ -78,6 +78,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .clocks import Dot, Timestamp, check_replica_id
+from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import EdgeStateError, StaleDelta
 from .integrity import (
@@ -239,13 +240,13 @@ def _delta_keys(delta: Delta) -> tuple[set[KeyRef], bool]:
     return set(delta.entries), delta.full
 
 
-def _latest_kv_ts(delta: Delta) -> Timestamp | None:
+def _latest_ts(delta: Delta) -> Timestamp | None:
+    """The newest hybrid logical time in a delta's values (what the clock must not fall behind)."""
     latest = None
     for (ns, _key), store in delta.entries.items():
-        if ns == "kv":
-            for _value, ts in store.values():
-                if latest is None or ts > latest:
-                    latest = ts
+        for ts in BY_NAMESPACE[ns].timestamps(store):
+            if latest is None or ts > latest:
+                latest = ts
     return None if latest is None else Timestamp(*latest)
 
 
@@ -450,7 +451,7 @@ class Storage:
                 # a logged delta the replica refused when it arrived (it is logged before it is
                 # applied): refused again, never a replica that cannot start
                 self.stats.refused_skipped += 1
-            ts = _latest_kv_ts(delta)
+            ts = _latest_ts(delta)
             if ts is not None and ts > hlc:
                 hlc = ts
             self._retain(seq, delta)
