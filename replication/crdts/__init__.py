@@ -10,7 +10,7 @@ campaign) finds the type through `BY_NAMESPACE`; adding a type is its module plu
 
 from __future__ import annotations
 
-from . import mvregister, orset, pncounter
+from . import mvregister, ormap, orset, pncounter
 from .base import CrdtType, missing_members
 
 BY_NAMESPACE: dict[str, CrdtType] = {}  # namespace -> type, in registration order
@@ -37,5 +37,6 @@ def types() -> list[CrdtType]:
 register(mvregister)
 register(pncounter)
 register(orset)
+register(ormap)
 
-__all__ = ["BY_LABEL", "BY_NAMESPACE", "CrdtType", "mvregister", "orset", "pncounter", "register", "types"]
+__all__ = ["BY_LABEL", "BY_NAMESPACE", "CrdtType", "mvregister", "ormap", "orset", "pncounter", "register", "types"]
