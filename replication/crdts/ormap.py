@@ -447,8 +447,7 @@ def contents(store: Store) -> list[tuple[Dot, tuple]]:
 def without(store: Store, gone) -> Store:
     out: Store = {}
     for name, f in store.items():
-        kept = Field({d: v for d, v in f.reg.items() if d not in gone}, {d: e for d, e in f.ctr.items() if d not in gone},
-                     {d: r for d, r in f.rec.items() if d not in gone})
+        kept = Field(*({d: x for d, x in part.items() if d not in gone} for part in f))
         if kept.reg or kept.ctr or kept.rec:
             out[name] = kept
     return out
