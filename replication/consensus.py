@@ -45,10 +45,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .crdts import BY_NAMESPACE, mvregister
+from .crdts import BY_NAMESPACE
 from .geo import LatencyModel, Placement
 from .messages import Envelope
 from .sim import Simulator
+from .values import check_namespace
 
 __all__ = [
     "ConsensusCluster",
@@ -159,7 +160,7 @@ class ConsensusState:
     def apply(self, e: Entry) -> None:
         k = (e.ns, e.key)
         op = e.op
-        self._data[k] = BY_NAMESPACE.get(e.ns, mvregister).sequential(self._data.get(k), op)
+        self._data[k] = BY_NAMESPACE[e.ns].sequential(self._data.get(k), op)
         self.applied = e.index
         self._hash.update(json.dumps([e.index, e.origin, e.req, e.ns, e.key, op], sort_keys=True, default=repr).encode())
 
@@ -231,6 +232,7 @@ class ConsensusNode:
     def write(self, ns: str, key: str, op: dict, *, now: float) -> tuple[Ticket, list[Envelope]]:
         if not isinstance(op, dict):
             raise TypeError("op must be a dict")
+        BY_NAMESPACE[check_namespace(ns)].check(op)  # a bad operation never enters the log
         req = self._next_req
         self._next_req += 1
         self._submitted[req] = now
