@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from replication.crdts import BY_NAMESPACE, orset
+from replication.crdts import BY_NAMESPACE
 from replication.replica import Replica
 
 DETAIL_KEYS = 100  # keys listed in a replica's detail
-DETAIL_MEMBERS = orset.SUMMARY_MEMBERS  # set members listed per set (each type bounds its own summary)
 
 
 def replica_detail(r: Replica, recent: Iterable[tuple[str, str]], up: bool) -> dict:
     """`recent`: key refs, oldest first (the order they were last touched). One list per type,
-    by namespace, each entry the key and its type's `summary` of the value."""
+    by namespace, each entry the key and its type's `summary` of the value (each type bounds
+    how much of a value its summary lists: a set's members, a map's fields)."""
     present = set(r.store.keys())
     ordered = [k for k in reversed(list(recent)) if k in present]
     if len(ordered) < min(len(present), DETAIL_KEYS):
