@@ -90,6 +90,9 @@ class Replica:
         t = BY_NAMESPACE[check_namespace(ns)]
         return t.value(self.store.get(ns, check_key(key)), _Reader(self.tokens, ns, key))
 
+    # Typed shorthands for the three original types (tests and tools call them); each is one
+    # call of `read` or `write`, which find every type, these included, in the registry.
+
     def read_kv(self, key: str) -> KvView:
         return self.read("kv", key)
 
