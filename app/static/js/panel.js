@@ -3,7 +3,7 @@
 // version vector, entries that differ from other replicas lit.
 
 import { $, el, setChildren } from "./dom.js";
-import { TYPES, rowOf } from "./types.js";
+import { rowOf, typeOf } from "./types.js";
 
 const NOT_LISTS = new Set(["node", "status", "digest", "version_vector", "keys", "truncated"]);
 
@@ -42,10 +42,11 @@ function rowsOf(d, inKv, onPickKey) {
   const rows = [];
   for (const [ns, entries] of Object.entries(d)) {
     if (NOT_LISTS.has(ns) || !Array.isArray(entries)) continue;
-    if (((TYPES[ns] || {}).section === "kv") !== inKv) continue;
+    const t = typeOf(ns);
+    if (((t || {}).section === "kv") !== inKv) continue;
     for (const entry of entries) {
       const row = rowOf(ns, entry);
-      if (TYPES[ns]) row.addEventListener("click", () => onPickKey(ns, entry.key));
+      if (t) row.addEventListener("click", () => onPickKey(ns, entry.key));
       rows.push(row);
     }
   }

@@ -39,8 +39,10 @@ function siblingChip(s) {
 // Each type: `label` (what people call it), `ops` (the form's operations: `verb`, the value
 // input's `hint`, whether it takes a `field`, whether it is `numeric`, or takes `noValue`),
 // `write(id, key, verb, field, raw)` (the request), `answered(id, r)` (what the answer says),
-// and `row(entry)` (a key of it in the panel, from the detail's summary). `section: "kv"` puts
-// its rows under Registers; every other type goes under the other CRDTs.
+// `row(entry)` (a key of it in the panel, from the detail's summary), and `check(entry, path, v)`
+// (what `row` relies on, for a summary read from a timeline file: `v` holds the file
+// validator's obj/str/num/arr/actor, each throwing with the path). `section: "kv"` puts its
+// rows under Registers; every other type goes under the other CRDTs.
 export const TYPES = {
   kv: {
     label: "register",
@@ -54,6 +56,13 @@ export const TYPES = {
         keyLine("kv", r.key, conflict ? el("span", { class: "sib-count", text: `  ${r.siblings.length} siblings` }) : null),
         el("div", { class: "siblings" }, r.siblings.map(siblingChip)));
     },
+    check(r, p, v) {
+      v.arr(r.siblings, `${p}.siblings`, 10000).forEach((s, j) => {
+        v.obj(s, `${p}.siblings[${j}]`);
+        v.actor(s.replica, `${p}.siblings[${j}].replica`);
+        v.num(s.counter, `${p}.siblings[${j}].counter`);
+      });
+    },
   },
   counters: {
     label: "counter",
@@ -63,6 +72,7 @@ export const TYPES = {
     row: (c) => el("div", { class: "kv-row", "data-testid": "counter-row" },
       keyLine("counter", c.key),
       el("div", { class: "counter-value", text: String(c.value) })),
+    check: (c, p, v) => v.num(c.value, `${p}.value`),
   },
   sets: {
     label: "set",
@@ -74,6 +84,10 @@ export const TYPES = {
       return el("div", { class: "kv-row", "data-testid": "set-row" },
         keyLine("set", s.key, el("span", { class: "kind", text: `  ${s.size}` })),
         el("div", { class: "members" }, s.members.map((m) => el("span", { class: "member", text: showValue(m) })), more));
+    },
+    check(s, p, v) {
+      v.arr(s.members, `${p}.members`, 100000);
+      v.num(s.size, `${p}.size`);
     },
   },
   maps: {
@@ -94,7 +108,7 @@ export const TYPES = {
       const more = m.size > Object.keys(m.fields).length
         ? el("span", { class: "member", text: `+${m.size - Object.keys(m.fields).length} more fields` }) : null;
       const fields = Object.entries(m.fields).map(([name, value]) => {
-        const all = m.conflicts[name];
+        const all = Object.hasOwn(m.conflicts, name) ? m.conflicts[name] : null; // a field may be named "constructor"
         return el("div", { class: "map-field" + (all ? " conflict" : ""), "data-testid": "map-field", "data-field": name },
           el("span", { class: "field-name", text: name }),
           all ? all.map((v) => el("span", { class: "member sibling-value", text: showValue(v) }))
@@ -103,6 +117,12 @@ export const TYPES = {
       return el("div", { class: "kv-row" + (Object.keys(m.conflicts).length ? " conflict" : ""), "data-testid": "map-row" },
         keyLine("map", m.key, el("span", { class: "kind", text: `  ${plural(m.size, "field", "fields")}` })),
         el("div", { class: "map-fields" }, fields, more));
+    },
+    check(m, p, v) {
+      v.obj(m.fields, `${p}.fields`);
+      v.obj(m.conflicts, `${p}.conflicts`);
+      for (const [name, all] of Object.entries(m.conflicts)) v.arr(all, `${p}.conflicts.${name}`, 100000);
+      v.num(m.size, `${p}.size`);
     },
   },
 };
@@ -114,10 +134,18 @@ function fallbackRow(ns, entry) {
     el("div", { class: "members" }, el("span", { class: "member", text: showValue(rest) })));
 }
 
+// The page's entry for a namespace, or null (own entries only: a name from the stream or a
+// file, such as "__proto__", never finds something else).
+export function typeOf(ns) {
+  return Object.hasOwn(TYPES, ns) ? TYPES[ns] : null;
+}
+
 export function labelOf(ns) {
-  return TYPES[ns] ? TYPES[ns].label : ns;
+  const t = typeOf(ns);
+  return t ? t.label : ns;
 }
 
 export function rowOf(ns, entry) {
-  return TYPES[ns] ? TYPES[ns].row(entry) : fallbackRow(ns, entry);
+  const t = typeOf(ns);
+  return t ? t.row(entry) : fallbackRow(ns, entry);
 }
