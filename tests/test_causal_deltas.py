@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from replication import Replica
 from replication.bench.oracle import History, InvariantBroken, Model, check_replica, check_round_trip
-from replication.crdts import ormap, pncounter
+from replication.crdts import pncounter
 from replication.crdts.dotstore import join_dotfun
 from replication.delta import Delta
 from replication.storage import Storage
