@@ -82,6 +82,7 @@ def test_a_write_made_over_http_shows_on_the_page(make_page):
 
 def test_a_map_key_shows_its_fields_and_the_form_writes_one(make_page):
     page = open_dashboard(make_page)
+    expect()(page.locator("#crdt-title")).to_have_text("Counters, sets & maps")  # named from types.js
     select_pop(page, "nrt")
     key = f"cart-{time.monotonic_ns()}"
     page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"set": {"colour": "red", "note": "<b>x</b>"}})

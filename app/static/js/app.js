@@ -5,7 +5,7 @@ import { $, el, setChildren, toast, fmtMs, fmtClock } from "./dom.js";
 import { api } from "./api.js";
 import { WorldMap, DigestColours, MSG_STYLE, GROUP_COLOURS } from "./map.js";
 import { renderHeader, renderDetail, renderVV } from "./panel.js";
-import { TYPES, labelOf } from "./types.js";
+import { TYPES, labelOf, otherTypes } from "./types.js";
 import { ConvergenceView, renderCounters, logEvent } from "./convergence.js";
 import { initScenarios, onScenarioEvent } from "./scenarios.js";
 import { Timeline } from "./timeline.js";
@@ -417,6 +417,8 @@ function pickKey(ns, key) {
 // The write form follows the chosen type (types.js): its operations, a field when they take one.
 function fillTypes() {
   setChildren($("write-type"), Object.entries(TYPES).map(([ns, t]) => el("option", { value: ns, text: t.label })));
+  const title = otherTypes("&");
+  $("crdt-title").textContent = title.charAt(0).toUpperCase() + title.slice(1);
 }
 
 function currentOp() {

@@ -3,7 +3,7 @@
 // version vector, entries that differ from other replicas lit.
 
 import { $, el, setChildren } from "./dom.js";
-import { rowOf, typeOf } from "./types.js";
+import { otherTypes, rowOf, typeOf } from "./types.js";
 
 const NOT_LISTS = new Set(["node", "status", "digest", "version_vector", "keys", "truncated"]);
 
@@ -64,7 +64,7 @@ export function renderDetail(S, d, onPickKey) {
   setChildren(kv, registers.length ? registers : [el("div", { class: "empty", text: "no registers here yet" })]);
   const rows = rowsOf(d, false, onPickKey);
   if (d.truncated) rows.push(el("div", { class: "empty", text: `…and ${d.truncated} more keys` }));
-  setChildren(crdt, rows.length ? rows : [el("div", { class: "empty", text: "no counters, sets or maps here yet" })]);
+  setChildren(crdt, rows.length ? rows : [el("div", { class: "empty", text: `no ${otherTypes()} here yet` })]);
 }
 
 export function renderVV(S) {

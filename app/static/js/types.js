@@ -36,7 +36,7 @@ function siblingChip(s) {
     el("span", { class: "sib-origin", text: `written at ${s.replica} · #${s.counter}` }));
 }
 
-// Each type: `label` (what people call it), `ops` (the form's operations: `verb`, the value
+// Each type: `label` and `plural` (what people call it), `ops` (the form's operations: `verb`, the value
 // input's `hint`, whether it takes a `field`, whether it is `numeric`, or takes `noValue`),
 // `write(id, key, verb, field, raw)` (the request), `answered(id, r)` (what the answer says),
 // `row(entry)` (a key of it in the panel, from the detail's summary), and `check(entry, path, v)`
@@ -46,6 +46,7 @@ function siblingChip(s) {
 export const TYPES = {
   kv: {
     label: "register",
+    plural: "registers",
     section: "kv",
     ops: [{ verb: "value", name: "write", hint: "value (JSON or text)" }],
     write: (id, key, _verb, _field, raw) => call("PUT", path(id, "kv", key), { value: parseLoose(raw), context: null }),
@@ -66,6 +67,7 @@ export const TYPES = {
   },
   counters: {
     label: "counter",
+    plural: "counters",
     ops: [{ verb: "add", hint: "amount, e.g. 1 or -3", numeric: true }],
     write: (id, key, _verb, _field, raw) => call("POST", path(id, "counters", key), { add: wholeNumber(raw) }),
     answered: (id, r) => `${id} answered at once: the counter reads ${r.value} there`,
@@ -76,6 +78,7 @@ export const TYPES = {
   },
   sets: {
     label: "set",
+    plural: "sets",
     ops: [{ verb: "add", hint: "element (JSON or text)" }, { verb: "remove", hint: "element (JSON or text)" }],
     write: (id, key, verb, _field, raw) => call("POST", path(id, "sets", key), { [verb]: [parseLoose(raw)] }),
     answered: (id, r) => `${id} answered at once: ${plural(r.members.length, "member", "members")} there`,
@@ -92,6 +95,7 @@ export const TYPES = {
   },
   maps: {
     label: "map",
+    plural: "maps",
     ops: [
       { verb: "set", hint: "value (JSON or text)", field: true },
       { verb: "add", hint: "amount, e.g. 1 or -3", field: true, numeric: true },
@@ -138,6 +142,12 @@ function fallbackRow(ns, entry) {
 // file, such as "__proto__", never finds something else).
 export function typeOf(ns) {
   return Object.hasOwn(TYPES, ns) ? TYPES[ns] : null;
+}
+
+// The types drawn under the other CRDTs (all but the registers), as a list: "counters, sets or maps".
+export function otherTypes(and = "or") {
+  const names = Object.values(TYPES).filter((t) => t.section !== "kv").map((t) => t.plural);
+  return names.length > 1 ? `${names.slice(0, -1).join(", ")} ${and} ${names[names.length - 1]}` : names.join("");
 }
 
 export function labelOf(ns) {
