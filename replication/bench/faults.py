@@ -12,7 +12,8 @@ crash, that its state survives a checkpoint and restore through the real storage
 heal: convergence, each counter exactly its acknowledged increments, every surviving write
 visible unless superseded, and every replica seeing every other alive.
 
-A failing seed reports the first broken invariant; `--seed S` replays exactly that run (every
+Every write in the simulator is acknowledged the moment it is made (the writer's replica
+applied it); `acked_writes` counts them. A failing seed reports the first broken invariant; `--seed S` replays exactly that run (every
 random choice comes from the seed).
 """
 
@@ -300,7 +301,7 @@ def run(params: Params, progress: bool = True) -> dict:
         "params": asdict(params),
         "seeds": len(results),
         "failed": [asdict(r) for r in results if not r.ok],
-        "writes": sum(r.writes for r in results),
+        "acked_writes": sum(r.writes for r in results),
         "faults": sum(r.faults for r in results),
         "checks": sum(r.checks for r in results),
         "converge_ms_p50": _pct(conv, 50),
