@@ -180,7 +180,9 @@ async def recover(request: Request, replica_id: str) -> ReplicaState:
 
 class SimOut(BaseModel):
     strategy: Strategy
-    speed: float = Field(description="virtual time per wall time")
+    speed: float = Field(description="virtual time per wall time, as requested")
+    effective_speed: float = Field(description="virtual time per wall time over the last seconds: below `speed` "
+                                               "when simulating costs more wall time than it covers (0 when paused)")
     loss: float = Field(description="probability that a message is lost")
     paused: bool
     now_ms: float = Field(description="virtual time")

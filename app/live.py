@@ -8,6 +8,12 @@ Everything runs on the event loop's thread: the pump task advances virtual time 
 requests, and every request first brings virtual time up to "now", so a write lands at the
 virtual instant its request arrived. Paused, virtual time stands still until stepped.
 
+Catching up never blocks the loop for more than CATCH_UP_BUDGET_S of wall time. When the
+simulation costs more wall time than it covers (many POPs, a high speed, a busy machine),
+the rest is not owed: virtual time slips (the origin moves to where the simulation got), so
+the lag never piles up and the server keeps answering; the page and `GET /api/sim` show the
+effective speed beside the requested one.
+
 Idempotency keys follow a real replica's rules (`replication.idempotency`), with the records
 in memory, one ledger per replica: a write here is done the moment it returns (nothing to
 flush), so there is never a keyed write in flight. A replica that loses its state in a crash
@@ -32,6 +38,9 @@ from .events import EventBus
 
 MAX_SPEED = 100.0
 FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this grain
+CATCH_UP_BUDGET_S = 0.03  # the most wall time one catch-up may take before virtual time slips
+CATCH_UP_SLICE = 200  # events between looks at the wall clock
+SPEED_WINDOW_S = 2.0  # the effective speed is measured over about this much wall time
 
 
 class LiveCluster:
@@ -51,6 +60,8 @@ class LiveCluster:
         self._paused = False
         self._wall0 = self._clock()
         self._virtual0 = self.sim.now
+        self.slipped_ms = 0.0  # virtual time given up, in all, because simulating fell behind
+        self._progress: list[tuple[float, float]] = [(self._wall0, self.sim.now)]  # (wall s, virtual ms)
         self._wake = asyncio.Event()
         # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
         self.last_writes = LastWrites()
@@ -78,9 +89,36 @@ class LiveCluster:
         return self._virtual0 + (self._clock() - self._wall0) * 1000.0 * self._speed
 
     def catch_up(self) -> None:
+        """Bring virtual time up to now, within CATCH_UP_BUDGET_S of wall time (see the module
+        docstring): what is left then is dropped, not carried to the next call."""
         t = self.target()
         if t > self.sim.now:
-            self.sim.run_until(t)
+            deadline = self._clock() + CATCH_UP_BUDGET_S
+            while not self.sim.advance(t, CATCH_UP_SLICE):
+                if self._clock() >= deadline:
+                    self.slipped_ms += t - self.sim.now
+                    self._rebase()
+                    break
+        self._note_progress()
+
+    def _note_progress(self) -> None:
+        wall = self._clock()
+        p = self._progress
+        if wall - p[-1][0] >= SPEED_WINDOW_S / 8:
+            p.append((wall, self.sim.now))
+            while len(p) > 2 and wall - p[1][0] >= SPEED_WINDOW_S:
+                p.pop(0)
+
+    @property
+    def effective_speed(self) -> float:
+        """Virtual time per wall time over the last couple of seconds: the requested speed while
+        the simulation keeps up, less when it cannot (0 when paused)."""
+        if self._paused:
+            return 0.0
+        (w0, v0), (w1, v1) = self._progress[0], (self._clock(), self.sim.now)
+        if w1 - w0 < SPEED_WINDOW_S / 8 or self.slipped_ms == 0.0:
+            return self._speed
+        return max(0.0, min(self._speed, (v1 - v0) / 1000.0 / (w1 - w0)))
 
     def set_speed(self, speed: float) -> None:
         self.catch_up()
@@ -212,7 +250,8 @@ class LiveCluster:
     def sim_info(self) -> dict:
         """/api/sim: the settings, at virtual time brought up to now."""
         self.catch_up()
-        return {"strategy": self.cluster.config.strategy, "speed": self._speed, "loss": self.sim.loss,
+        return {"strategy": self.cluster.config.strategy, "speed": self._speed,
+                "effective_speed": round(self.effective_speed, 4), "loss": self.sim.loss,
                 "paused": self._paused, "now_ms": self.sim.now}
 
     def replica_states(self) -> list[dict]:

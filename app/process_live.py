@@ -240,7 +240,8 @@ class ProcessLive:
                     self._details[rid] = ((d.get("digest"), d.get("keys"), len(body)), d)
 
     def sim_info(self) -> dict:
-        return {"strategy": self.strategy, "speed": 1.0, "loss": 0.0, "paused": False, "now_ms": self.now_ms()}
+        return {"strategy": self.strategy, "speed": 1.0, "effective_speed": 1.0, "loss": 0.0, "paused": False,
+                "now_ms": self.now_ms()}
 
     def topology(self) -> dict:
         reps = [{"id": p.id, "city": p.pop.city, "region": p.pop.region, "lat": p.pop.lat, "lon": p.pop.lon}

@@ -466,6 +466,23 @@ class Simulator:
         self._now = t
         return n
 
+    def advance(self, t: float, max_events: int) -> bool:
+        """Like `run_until(t)`, but stop after `max_events` events: a driver that must not
+        block for long runs the simulation in such slices. True when the clock reached `t`
+        (every event at or before it processed); False with the clock at the last event run."""
+        if not t >= self._now:
+            raise ValueError(f"cannot run back in time: now is {self._now}, asked for {t}")
+        if max_events < 1:
+            raise ValueError(f"max_events must be >= 1, got {max_events!r}")
+        if self._run(t, None, max_events) < max_events:
+            self._now = t
+            return True
+        nxt = self.next_event_time()
+        if nxt is None or nxt > t:
+            self._now = t
+            return True
+        return False
+
     def run_for(self, ms: float) -> int:
         if not ms >= 0:
             raise ValueError(f"ms must be >= 0, got {ms!r}")
