@@ -35,15 +35,13 @@ from urllib.parse import quote
 
 import orjson
 
-from replication.cluster import UnknownReplica
 from replication.coordination import LastWrites
-from replication.errors import EdgeStateError
+from replication.errors import NotWithProcesses, ReplicaDown, UnknownReplica
 from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Once
 from replication.node import incarnation_of
 from replication.replica import KvView, Sibling
 from replication.runner import fresh_actor
-from replication.sim import ReplicaDown
 
 from .errors import ApiError
 from .events import EventBus
@@ -55,10 +53,6 @@ log = logging.getLogger("edgestate.processes")
 
 DETAIL_POLL_S = 0.25
 CONTROL_TIMEOUT_S = 5.0
-
-
-class NotWithProcesses(EdgeStateError):
-    code = "not_supported_with_processes"
 
 
 class ProcessLive:

@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from replication.cluster import UnknownReplica
+from replication.errors import UnknownReplica
 from replication.idempotency import Answer, Once
 from replication.runner import ReplicaRunner
 

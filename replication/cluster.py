@@ -8,15 +8,11 @@ import os
 import time
 from typing import Callable
 
-from .errors import EdgeStateError
+from .errors import UnknownReplica
 from .geo import LatencyModel, Placement
 from .dissemination import STRATEGIES
 from .node import Node, NodeConfig
 from .sim import SimEvent, Simulator
-
-
-class UnknownReplica(EdgeStateError):
-    code = "unknown_replica"
 
 
 class SimCluster:

@@ -34,7 +34,7 @@ import msgpack
 from .clocks import CausalContext, Dot, Timestamp, check_replica_id, dot_from_wire
 from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
-from .errors import EdgeStateError
+from .errors import EdgeStateError, MigrationError
 from .replica import Replica
 from .seals import mint
 from .values import check_key, check_namespace
@@ -42,10 +42,6 @@ from .values import check_key, check_namespace
 log = logging.getLogger("edgestate.storage")
 
 OLD_VERSION = 1
-
-
-class MigrationError(EdgeStateError):
-    code = "migration_failed"
 
 
 def _unpack(raw: bytes):
@@ -170,4 +166,4 @@ def migrate_v1(root: Path) -> Path:
     return aside
 
 
-__all__ = ["MigrationError", "migrate_v1", "read_v1"]
+__all__ = ["migrate_v1", "read_v1"]

@@ -64,13 +64,13 @@ from pathlib import Path
 
 from .clocks import CausalContext
 from .delta import Delta
-from .errors import EdgeStateError
-from .idempotency import Answer, IdempotencyKeyReused, Ledger, Once, Record
+from .errors import CorruptStorage, EdgeStateError, IdempotencyKeyReused, Recovering, StorageUnavailable
+from .idempotency import Answer, Ledger, Once, Record
 from .membership import DEAD
 from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
 from .net import Transport
 from .node import Node, NodeConfig, actor_for, incarnation_of, parse_actor
-from .storage import CorruptStorage, Damage, Repair, Storage, describe, subsumed
+from .storage import Damage, Repair, Storage, describe, subsumed
 
 log = logging.getLogger("edgestate.replica")
 
@@ -81,18 +81,6 @@ CHECKPOINT_EVERY_S = 30.0  # ...or this long after the last one, if anything was
 FLUSH_RETRY_S = 0.5  # between attempts to read the disk after a failed flush
 READ_ATTEMPTS = 3  # a read whose wait for earlier writes ends in a rollback looks again this often
 _PROBES = (Ping, Ack, PingReq)  # membership only: never held behind the disk
-
-
-class StorageUnavailable(EdgeStateError):
-    """The disk refused a flush: the write was not applied, here or anywhere; retry it."""
-
-    code = "storage_unavailable"
-
-
-class Recovering(EdgeStateError):
-    """The replica is catching up after repairing damaged storage: try again, or another one."""
-
-    code = "recovering"
 
 
 def next_actor(replica_id: str, stored: str | None) -> str:
@@ -737,4 +725,4 @@ class ReplicaRunner:
         self.transport.blocked = set(blocked)
 
 
-__all__ = ["Recovering", "ReplicaRunner", "RunnerStats", "StorageUnavailable", "fresh_actor", "next_actor"]
+__all__ = ["ReplicaRunner", "RunnerStats", "fresh_actor", "next_actor"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from .errors import EdgeStateError
+from .errors import ReplicaDown
 from .geo import LatencyModel, Placement
 from .messages import Envelope, wire_size
 
@@ -42,7 +42,6 @@ __all__ = [
     "Simulator",
     "SimulationError",
     "TimerRunaway",
-    "ReplicaDown",
     "UnknownNode",
     "MAX_TICKS_PER_INSTANT",
 ]
@@ -100,17 +99,6 @@ class SimulationError(RuntimeError):
 
 class TimerRunaway(SimulationError):
     """A node's timer deadline never advanced past the current instant."""
-
-
-class ReplicaDown(EdgeStateError):
-    """The replica is crashed: it cannot take reads or writes until it recovers."""
-
-    code = "replica_down"
-
-    def __init__(self, node_id: str, since: float) -> None:
-        super().__init__(f"replica {node_id!r} is down (crashed at t={since:.3f} ms); recover it first")
-        self.node_id = node_id
-        self.since = since
 
 
 class UnknownNode(ValueError):

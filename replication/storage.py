@@ -79,7 +79,7 @@ from pathlib import Path
 
 from .clocks import Dot, Timestamp, check_replica_id
 from .delta import Delta, KeyRef
-from .errors import EdgeStateError, StaleDelta
+from .errors import CorruptStorage, EdgeStateError, StaleDelta, StorageError, StorageLocked, WrongReplica
 from .integrity import (
     DB_ERRORS,
     DB_NAME,
@@ -126,33 +126,6 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at_ms);
 """
 _PUT_META = "INSERT OR REPLACE INTO meta (name, value, sum) VALUES (?, ?, ?)"
-
-
-class StorageError(EdgeStateError):
-    code = "storage_error"
-
-
-class StorageLocked(StorageError):
-    """Another process (or Storage object) holds this data directory."""
-
-    code = "storage_locked"
-
-
-class WrongReplica(StorageError):
-    """The data directory belongs to another replica."""
-
-    code = "wrong_replica"
-
-
-class CorruptStorage(StorageError):
-    """Stored state that fails its checks: a damaged disk, a bug or tampering. `damage` names
-    each file and record."""
-
-    code = "corrupt_storage"
-
-    def __init__(self, message: str, damage: list[Damage] | None = None) -> None:
-        super().__init__(message)
-        self.damage = list(damage or [])
 
 
 def describe(damage: list[Damage], limit: int = 5) -> str:
@@ -820,14 +793,10 @@ class Storage:
 
 
 __all__ = [
-    "CorruptStorage",
     "Damage",
     "PersistedState",
     "Repair",
     "Storage",
-    "StorageError",
-    "StorageLocked",
     "StorageStats",
-    "WrongReplica",
     "subsumed",
 ]

@@ -17,10 +17,11 @@ import pytest
 from live_helpers import run_async
 
 from app.processes import free_port
-from replication.idempotency import Answer, IdempotencyKeyReused, IdempotencyTableFull, Ledger, Once
+from replication.errors import IdempotencyKeyReused, IdempotencyTableFull, StorageUnavailable
+from replication.idempotency import Answer, Ledger, Once
 from replication.messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Graft, Ping
 from replication.node import NodeConfig
-from replication.runner import ReplicaRunner, StorageUnavailable, next_actor
+from replication.runner import ReplicaRunner, next_actor
 from replication.storage import Storage
 from test_storage import FailingConn
 

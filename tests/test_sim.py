@@ -16,9 +16,9 @@ from hashseeds import outputs_under_hash_seeds
 from replication import sim as sim_module
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.messages import Envelope, Gossip, GossipBatch, Ping
+from replication.errors import ReplicaDown
 from replication.sim import (
     MAX_TICKS_PER_INSTANT,
-    ReplicaDown,
     SimEvent,
     SimNode,
     SimulationError,

@@ -28,15 +28,8 @@ from replication.clocks import Dot
 from replication.delta import Delta
 from replication.idempotency import Record
 from replication.bench.workload import Workload
-from replication.storage import (
-    DB_NAME,
-    CorruptStorage,
-    Storage,
-    StorageError,
-    StorageLocked,
-    WrongReplica,
-    subsumed,
-)
+from replication.errors import CorruptStorage, StorageError, StorageLocked, WrongReplica
+from replication.storage import DB_NAME, Storage, subsumed
 
 pytestmark = pytest.mark.timeout(120)
 
