@@ -69,7 +69,7 @@ from .idempotency import Answer, Ledger, Once, Record
 from .membership import DEAD
 from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
 from .net import Transport
-from .node import Node, NodeConfig, actor_for, incarnation_of, parse_actor
+from .node import Node, NodeConfig, WriteNotSent, actor_for, incarnation_of, parse_actor
 from .storage import Damage, Repair, Storage, describe, subsumed
 
 log = logging.getLogger("edgestate.replica")
@@ -195,7 +195,6 @@ class ReplicaRunner:
         self._durable_seq = 0  # as far as this loop has released (the storage's may be ahead)
         # envelopes made while a local write was not durable, with that write's sequence number
         self._held: deque[tuple[int, list[Envelope]]] = deque()
-        self._journaled: Delta | None = None
         self.ledger = ledger if ledger is not None else Ledger()
         self._wall_ms = lambda: int(wall_clock() * 1000.0)
         self._flights: dict[str, _Flight] = {}
@@ -263,7 +262,6 @@ class ReplicaRunner:
             self.id, peers, config=cfg, seed=f"{self._seed}:{self.boots}", link_ms=self._delay_ms,
             incarnation=self.boots, secret=self._secret, epoch_ms=time.time() * 1000.0 - self.now(), replica=replica,
         )
-        node.journal = self._journal
         loop = asyncio.get_running_loop()
         if peers and (damage or (fresh and self._fresh_actor is None)):
             self._gate = _Gate("repairing" if damage else "joining", time.monotonic(), {})
@@ -313,10 +311,6 @@ class ReplicaRunner:
                 f.done.cancel()
 
     # -- local writes and reads -----------------------------------------------------------------
-
-    def _journal(self, delta: Delta) -> None:
-        # kept until the write's answer is rendered: its idempotency record goes in with it
-        self._journaled = delta
 
     @property
     def recovering(self) -> bool:
@@ -379,15 +373,12 @@ class ReplicaRunner:
         record); nothing here awaits, so nothing else runs in between. Returns the view, the
         sequence number to wait for (None: nothing to write), the record, and whether the
         state changed."""
-        self._journaled = None
         try:
-            view, envelopes = self.node.write(ns, key, op, now=self.now())
-        except BaseException:
-            if self._journaled is not None:  # a bug after the state changed: the disk must still follow
-                self._last_local_seq = self.storage.append(self._journaled)
-                self._journaled = None
+            written = self.node.write(ns, key, op, now=self.now())
+        except WriteNotSent as e:  # a bug after the state changed: the disk must still follow
+            self._last_local_seq = self.storage.append(e.delta)
             raise
-        delta, self._journaled = self._journaled, None
+        view, delta = written.view, written.delta
         record = None
         if once is not None:
             try:
@@ -400,7 +391,7 @@ class ReplicaRunner:
         seq = self.storage.append(delta, record=record)
         self.stats.writes += 1
         self._last_local_seq = seq
-        self._send(envelopes)  # held: seq is not durable yet
+        self._send(written.envelopes)  # held: seq is not durable yet
         return view, seq, record, True
 
     async def read(self, ns: str, key: str):

@@ -60,13 +60,21 @@ class _ReplicaView(Protocol):
     def read(self, ns: str, key: str) -> Any: ...
 
 
+class _Written(Protocol):
+    @property
+    def view(self) -> Any: ...
+
+    @property
+    def envelopes(self) -> list[Envelope]: ...
+
+
 class SimNode(Protocol):
     """What the simulator needs from a node. Sans-IO: every call gets `now` (virtual ms)."""
 
     id: str
     replica: _ReplicaView
 
-    def write(self, ns: str, key: str, op: dict, *, now: float) -> tuple[object, list[Envelope]]: ...
+    def write(self, ns: str, key: str, op: dict, *, now: float) -> _Written: ...
 
     def receive(self, env: Envelope, *, now: float) -> list[Envelope]: ...
 
@@ -337,16 +345,16 @@ class Simulator:
         now = self._now
         clock = self._work_clock
         if clock is None:
-            view, outs = node.write(ns, key, op, now=now)
+            written = node.write(ns, key, op, now=now)
         else:
             t0 = clock()
-            view, outs = node.write(ns, key, op, now=now)
+            written = node.write(ns, key, op, now=now)
             self.last_write_work_ns = clock() - t0
         self._writes += 1
         if self._sink is not None:
             self._sink(SimEvent(now, "write", node_id, {"ns": ns, "key": key}))
-        self._after_call(node_id, node, outs, now)
-        return view
+        self._after_call(node_id, node, written.envelopes, now)
+        return written.view
 
     def check_up(self, node_id: str) -> None:
         """Raise what a read or write at `node_id` would before touching it: unknown, or down."""
