@@ -258,6 +258,16 @@ class Node:
         self._announce_view = True
         return self.tick(now=now)
 
+    def take_replica(self, replica: Replica) -> None:
+        """Go on with `replica` (this replica's durable state, read back after a failed flush)
+        in place of the current one. Its clock and what peers hold carry over; dissemination
+        starts afresh, so no cache still holds a payload of a write the disk refused."""
+        if replica.id != self.id:
+            raise ValueError(f"node {self.id!r} cannot take replica {replica.id!r}")
+        replica.carry_over(self.replica)
+        self.replica = replica
+        self.set_strategy(self.cfg.strategy)
+
     def set_strategy(self, name: str) -> None:
         """Switch dissemination live. In-flight repairs of the old strategy are dropped;
         anti-entropy delivers whatever they would have."""

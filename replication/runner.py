@@ -70,7 +70,7 @@ from .membership import DEAD
 from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
 from .net import Transport
 from .node import Node, NodeConfig, WriteNotSent, actor_for, incarnation_of, parse_actor
-from .storage import Damage, Repair, Storage, describe, subsumed
+from .storage import Damage, Repair, Storage, describe
 
 log = logging.getLogger("edgestate.replica")
 
@@ -447,7 +447,7 @@ class ReplicaRunner:
             if not self._joined.is_set() and isinstance(env.msg, AeDigest):
                 self._learn_identity(env.src, env.msg.applied)
             deltas = _deltas(env.msg)
-            fresh = [d for d in deltas if not subsumed(self.node.replica.store, d)]
+            fresh = [d for d in deltas if not self.node.replica.holds(d)]
             if fresh:
                 seq = 0
                 for d in fresh:
@@ -508,7 +508,7 @@ class ReplicaRunner:
         elif self._seen_incarnation >= 0 or unheard:
             new = fresh_actor(me, max(self._seen_incarnation, 0))
         if new is not None:
-            rep.actor = new
+            rep.take_actor(new)
             self.storage.set_actor(new)
             self.rejoined_as = new
         waited = time.monotonic() - g.started
@@ -625,11 +625,7 @@ class ReplicaRunner:
         self.stats.held_dropped += sum(len(envs) for _seq, envs in self._held)
         self._held.clear()
         self._inbox.clear()  # remote deltas not durable: anti-entropy brings them again
-        fresh.hlc.last = max(fresh.hlc.last, old.hlc.last)  # timestamps never go back
-        fresh.peer_applied = old.peer_applied
-        node = self.node
-        node.replica = fresh
-        node.set_strategy(node.cfg.strategy)  # no cached payload of a dropped write survives
+        self.node.take_replica(fresh)  # no cached payload of a dropped write survives
         self._last_local_seq = self._durable_seq = self.storage.durable_seq
         self.stats.rollbacks += 1
         self._timer_wake.set()
