@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
+from .derived import partition_groups
 from .errors import ReplicaDown
 from .geo import LatencyModel, Placement
 from .messages import Envelope, wire_size
@@ -380,29 +381,10 @@ class Simulator:
         self._reorder = _check_probability("reorder", p)
 
     def partition(self, groups: list[list[str]]) -> list[list[str]]:
-        """Split the network. Unlisted nodes form one more group. Returns the groups in force."""
-        if isinstance(groups, (str, bytes)) or not isinstance(groups, (list, tuple)):
-            raise ValueError("groups must be a list of lists of replica ids")
-        seen: dict[str, int] = {}
-        final: list[list[str]] = []
-        for group in groups:
-            if isinstance(group, (str, bytes)) or not isinstance(group, (list, tuple)):
-                raise ValueError(f"each group must be a list of replica ids, got {group!r}")
-            members: list[str] = []
-            for nid in group:
-                self._check_id(nid)
-                if nid in seen:
-                    raise ValueError(f"replica {nid!r} is listed twice in the partition")
-                seen[nid] = len(final)
-                members.append(nid)
-            if members:
-                final.append(members)
-        rest = [nid for nid in self._ids if nid not in seen]
-        if rest:
-            for nid in rest:
-                seen[nid] = len(final)
-            final.append(rest)
-        self._groups = seen
+        """Split the network. Unlisted nodes form one more group (`derived.partition_groups`).
+        Returns the groups in force."""
+        final = partition_groups(groups, self._ids, unknown=UnknownNode)
+        self._groups = {nid: i for i, group in enumerate(final) for nid in group}
         if self._sink is not None:
             self._sink(SimEvent(self._now, "partition", None, {"groups": [list(g) for g in final]}))
         return final
