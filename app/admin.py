@@ -18,11 +18,12 @@ from typing import Literal
 from fastapi import APIRouter, Body, Request, Security
 from pydantic import BaseModel, ConfigDict, Field
 
+from replication.contract import DashboardCluster
 from replication.dissemination import STRATEGIES
 
 from .api import ErrorOut
 from .errors import ApiError
-from .live import MAX_SPEED, LiveCluster
+from .live import MAX_SPEED
 from .security import ACCESS_SCOPE_KEY, Settings, bearer_scheme, grant
 
 router = APIRouter(
@@ -36,7 +37,7 @@ Strategy = Literal["plumtree", "gossip", "direct"]
 assert set(Strategy.__args__) == set(STRATEGIES), "keep the API's strategy names in step with the library's"
 
 
-def _cluster(request: Request) -> LiveCluster:
+def _cluster(request: Request) -> DashboardCluster:
     return request.app.state.live
 
 
@@ -154,7 +155,7 @@ async def heal(request: Request) -> PartitionOut:
     return PartitionOut(partitioned=False, groups=[])
 
 
-def _state_of(live: LiveCluster, replica_id: str) -> ReplicaState:
+def _state_of(live: DashboardCluster, replica_id: str) -> ReplicaState:
     return next(ReplicaState.model_validate(s) for s in live.replica_states() if s["id"] == replica_id)
 
 
@@ -204,7 +205,7 @@ class StepIn(_Body):
     ms: float = Field(gt=0, le=MAX_STEP_MS, allow_inf_nan=False, description="virtual milliseconds to run")
 
 
-def _sim(live: LiveCluster) -> SimOut:
+def _sim(live: DashboardCluster) -> SimOut:
     return SimOut(**live.sim_info())
 
 

@@ -1,6 +1,7 @@
 """The embedded simulated cluster, run against the wall clock.
 
-`LiveCluster` is what the web app talks to. It owns a `SimCluster` and maps wall time to
+`LiveCluster` is what the web app talks to: it plays every role of the cluster contract
+(`replication.contract.DashboardCluster`). It owns a `SimCluster` and maps wall time to
 virtual time: `virtual = origin + elapsed_wall * speed`. `--speed 1` runs simulated time as
 fast as wall time; smaller is slower, for watching a write cross an ocean on stage.
 
@@ -26,9 +27,19 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Callable
+from collections.abc import Hashable, Iterable
+from typing import Any, Callable
 
 from replication.cluster import SimCluster
+from replication.contract import (
+    ClockInfo,
+    Convergence,
+    ReplicaState,
+    ReplicaStatus,
+    SimInfo,
+    Topology,
+    TrafficStats,
+)
 from replication.coordination import LastWrites
 from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Ledger, Once
@@ -212,7 +223,7 @@ class LiveCluster:
     async def aread(self, replica_id: str, ns: str, key: str):
         return self.read(replica_id, ns, key)
 
-    def topology(self) -> dict:
+    def topology(self) -> Topology:
         return self.cluster.topology()
 
     # -- what observers read (the WebSocket hub, /metrics, /api/sim); never runs the simulator.
@@ -221,40 +232,39 @@ class LiveCluster:
     def has(self, nid: str) -> bool:
         return nid in self.sim.nodes
 
-    def state_of(self, nid: str) -> dict:
-        sim = self.sim
-        r = sim.nodes[nid].replica
-        return {"status": "up" if sim.up(nid) else "down", "version_vector": r.version_vector.to_dict(),
-                "digest": r.digest(), "incarnation": sim.incarnation(nid), "keys": len(r.store)}
+    def state_of(self, nid: str) -> ReplicaStatus:
+        return self.cluster.state_of(nid)
 
     def digests(self) -> dict[str, str]:
         return self.sim.digests()
 
-    def clock_info(self) -> dict:
+    def clock_info(self) -> ClockInfo:
         return {"now_ms": self.target(), "speed": self._speed, "paused": self._paused,
                 "strategy": self.cluster.config.strategy, "loss": self.sim.loss}
 
-    def stats(self) -> dict:
-        return self.sim.stats
+    def stats(self) -> TrafficStats:
+        st = self.sim.stats
+        return {"sent": st["sent"], "delivered": st["delivered"], "dropped": st["dropped"],
+                "dropped_by_reason": st["dropped_by_reason"], "in_flight": st["in_flight"], "writes": st["writes"]}
 
     def now_ms(self) -> float:
         return self.sim.now
 
-    def detail_ident(self, nid: str) -> tuple:
+    def detail_ident(self, nid: str) -> Hashable:
         sim = self.sim
-        return (nid, sim.nodes[nid].replica.digest(), sim.up(nid), sim.incarnation(nid))
+        return (nid, self.cluster.replica(nid).digest(), sim.up(nid), sim.incarnation(nid))
 
-    def detail(self, nid: str, recent) -> dict:
-        return replica_detail(self.sim.nodes[nid].replica, recent, self.sim.up(nid))
+    def detail(self, nid: str, recent: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        return replica_detail(self.cluster.replica(nid), recent, self.sim.up(nid))
 
-    def sim_info(self) -> dict:
+    def sim_info(self) -> SimInfo:
         """/api/sim: the settings, at virtual time brought up to now."""
         self.catch_up()
         return {"strategy": self.cluster.config.strategy, "speed": self._speed,
                 "effective_speed": round(self.effective_speed, 4), "loss": self.sim.loss,
                 "paused": self._paused, "now_ms": self.sim.now}
 
-    def replica_states(self) -> list[dict]:
+    def replica_states(self) -> list[ReplicaState]:
         self.catch_up()
         return self.cluster.replica_states()
 
@@ -276,7 +286,7 @@ class LiveCluster:
     def down(self) -> list[str]:
         return self.cluster.down()
 
-    def convergence(self) -> dict:
+    def convergence(self) -> Convergence:
         self.catch_up()
         return self.cluster.convergence()
 

@@ -56,7 +56,7 @@ from typing import Any, Callable
 import orjson
 from fastapi import APIRouter, FastAPI, WebSocket
 
-from .live import LiveCluster
+from replication.contract import ClusterObserver
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class Hub:
 
     def __init__(
         self,
-        live: LiveCluster,
+        live: ClusterObserver,
         *,
         state: Any = None,
         frame_s: float = FRAME_S,
@@ -516,7 +516,7 @@ async def live_stream(websocket: WebSocket) -> None:
             await asyncio.wait_for(websocket.close(code=CLOSE_TOO_SLOW, reason="too slow: fell behind the stream"), 2.0)
 
 
-def install(app: FastAPI, live: LiveCluster, **hub_options: Any) -> Hub:
+def install(app: FastAPI, live: ClusterObserver, **hub_options: Any) -> Hub:
     """Create the hub for this app (subscribed to the live cluster's bus) and route `/ws`."""
     hub = Hub(live, state=app.state, **hub_options)
     app.state.ws_hub = hub

@@ -71,7 +71,6 @@ class _Checked:
         self.id = node.id
         self._digest = node.replica.digest()
         self._applied = node.replica.store.applied.copy()
-        node.journal = campaign.hist.record
 
     @property
     def replica(self):
@@ -96,6 +95,8 @@ class _Checked:
 
     def write(self, ns, key, op, *, now):
         out = self._node.write(ns, key, op, now=now)
+        if out.delta is not None:
+            self._c.hist.record(out.delta)  # exactly as its replica made it
         self._check()
         return out
 

@@ -102,8 +102,9 @@ class _Counting:
         return outs
 
     def write(self, ns, key, op, *, now):
-        view, outs = self._node.write(ns, key, op, now=now)
-        return view, self._count_out(outs)
+        written = self._node.write(ns, key, op, now=now)
+        self._count_out(written.envelopes)
+        return written
 
     def receive(self, env, *, now):
         m = env.msg
