@@ -28,13 +28,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from ..clocks import Dot
+from .. import dissemination
 from ..cluster import SimCluster
 from ..geo import AMERICAS, place_replicas, select_pops
 from ..messages import Gossip, GossipBatch
 from ..writes import WriteTracker, write_id
 from .report import Progress
 
-STRATEGIES = ("plumtree", "gossip", "direct")
+STRATEGIES = tuple(dissemination.STRATEGIES)  # all of them, the default first
 
 
 @dataclass
