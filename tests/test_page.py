@@ -11,6 +11,7 @@ import re
 import time
 
 import pytest
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -117,6 +118,34 @@ def test_the_concurrent_writes_button_runs_parallel_universes_on_the_server(make
     expect()(page.locator("[data-testid=convergence]")).to_have_text("converged", timeout=DEADLINE_MS)
     for r in page.server.api("GET", "/api/replicas").json()["replicas"]:
         assert page.server.api("GET", f"/api/replicas/{r['id']}/kv/{key}").json()["values"] == ["hello, world"]
+    assert page.errors == []
+
+
+def test_the_toolbar_offers_what_the_server_says(make_page):
+    """The strategies, the cuts and the regions to isolate come from the server (the /ws
+    snapshot): the page sends the groups the scenarios' own cuts make."""
+    from replication.dissemination import STRATEGIES
+    from replication.geo import place_replicas, select_pops
+    from replication.scenarios.cuts import cut_groups, region_groups
+
+    placements = place_replicas(select_pops("default"))  # the session server's POPs
+    page = open_dashboard(make_page)
+    options = page.locator("[data-testid=strategy] option")
+    assert options.evaluate_all("os => os.map(o => o.value)") == list(STRATEGIES)
+    regions = page.locator("#isolate-region option").evaluate_all("os => os.map(o => o.value)")
+    assert regions == sorted({p.pop.region for p in placements})
+
+    def wait_groups(want):
+        wait_for(f"the partition {want} in force", lambda: page.server.api(
+            "GET", "/api/coordination").json()["groups"] == want, DEADLINE_MS / 1000)
+
+    page.click("[data-testid=cut-pacific]")
+    wait_groups(cut_groups(placements, "pacific"))
+    page.select_option("#isolate-region", "Europe")
+    page.click("[data-testid=isolate]")
+    wait_groups(region_groups(placements, "Europe"))
+    page.click("[data-testid=heal]")
+    wait_groups(None)
     assert page.errors == []
 
 
