@@ -22,6 +22,10 @@ whoever made a write, its wall-clock cost (`timed`). Rules:
   forgotten with its dots: its late arrivals are ignored.
 - With `everywhere` (a replica count), a write is complete once that many replicas have it;
   `completed` counts such writes, so a caller can wait for all of them.
+
+The dashboard follows writes by the same rules from the stream it records (its
+`static/js/writes.js`), so it can show any recorded moment again; the bound it keeps comes
+from the `/ws` snapshot.
 """
 
 from __future__ import annotations
