@@ -19,7 +19,7 @@ from fastapi import APIRouter, Body, Request, Security
 from pydantic import BaseModel, ConfigDict, Field
 
 from replication.contract import DashboardCluster
-from replication.dissemination import STRATEGIES
+from replication.dissemination import StrategyName
 
 from .api import ErrorOut
 from .errors import ApiError
@@ -33,8 +33,7 @@ router = APIRouter(
 
 MAX_STEP_MS = 60_000.0  # one step runs at most a virtual minute: a step is work done inside the request
 
-Strategy = Literal["plumtree", "gossip", "direct"]
-assert set(Strategy.__args__) == set(STRATEGIES), "keep the API's strategy names in step with the library's"
+Strategy = StrategyName  # the library's names: the API's enum follows them
 
 
 def _cluster(request: Request) -> DashboardCluster:

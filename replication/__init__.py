@@ -10,7 +10,7 @@ layer may import:
   pass time in, and every random choice comes from a generator seeded by the caller.
   `clocks`, `crdts`, `values`, `tokens`, `errors`, `seals`, `delta`, `store`, `replica`,
   `messages`, `wire`, `dissemination`, `antientropy`, `membership`, `node`, `idempotency`,
-  `geo`, `contract`, `derived`.
+  `geo`, `contract`, `derived`, `writes`.
 - simulation, on virtual time: opens no socket and writes no file. `cluster` reads a
   wall clock only to measure the node's own work for a local write, and the live scenario
   driver only to pace itself; neither reading changes the run.

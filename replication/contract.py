@@ -127,7 +127,7 @@ class TrafficStats(TypedDict):
 class EventStream(Protocol):
     """The cluster's events as JSON-ready dicts (`app/events.py` has the kinds and shape)."""
 
-    def subscribe(self, fn: Callable[[dict], None]) -> Callable[[], None]:
+    def subscribe(self, fn: Callable[[dict], object]) -> Callable[[], None]:
         """Call `fn` with every event from now on; returns the call that stops it. `fn` runs
         synchronously inside whatever made the event (a request, the simulator's loop), with
         one dict shared by every subscriber: it must not block, and must not mutate it."""
