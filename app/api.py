@@ -27,12 +27,12 @@ from fastapi import APIRouter, Body, Header, Query, Request, Security
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from replication.contract import ClusterData
 from replication.crdts import BY_NAMESPACE, CrdtType
 from replication.idempotency import MAX_KEY_CHARS, TTL_MS, Once, check_idempotency_key, request_fingerprint
 from replication.replica import KvView
 
 from .errors import ApiError
-from .live import LiveCluster
 from .security import bearer_scheme
 
 router = APIRouter()
@@ -55,10 +55,9 @@ def write_request(ns: str, op: dict) -> tuple[str, dict]:
     return "POST", op
 
 
-def _cluster(request: Request) -> LiveCluster:
+def _cluster(request: Request) -> ClusterData:
     """The embedded `LiveCluster`, one replica process's `ReplicaService`, or `ProcessLive`:
-    each answers `ids`, `awrite`, `awrite_once` and `aread` (a process answers a write once
-    it is durable)."""
+    each plays the contract's data role (a process answers a write once it is durable)."""
     return request.app.state.live
 
 

@@ -43,7 +43,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from .crdts import BY_NAMESPACE
 from .geo import LatencyModel, Placement
@@ -143,6 +143,13 @@ class Ticket:
     submitted_at: float
 
 
+class Submitted(NamedTuple):
+    """A node's `write`, as the simulator takes it (`sim.SimNode`): the ticket, what to send."""
+
+    view: Ticket
+    envelopes: list[Envelope]
+
+
 # -- the replicated state machine -----------------------------------------------------------
 
 
@@ -229,7 +236,7 @@ class ConsensusNode:
 
     # -- SimNode interface ---------------------------------------------------------------------
 
-    def write(self, ns: str, key: str, op: dict, *, now: float) -> tuple[Ticket, list[Envelope]]:
+    def write(self, ns: str, key: str, op: dict, *, now: float) -> Submitted:
         if not isinstance(op, dict):
             raise TypeError("op must be a dict")
         BY_NAMESPACE[check_namespace(ns)].check(op)  # a bad operation never enters the log
@@ -241,10 +248,10 @@ class ConsensusNode:
             self._append_local(self.id, req, ns, key, op)
             outs = self._replicate(now)
             outs += self._advance_commit(now)
-            return Ticket(self.id, req, now), outs
+            return Submitted(Ticket(self.id, req, now), outs)
         fwd = RaftForward(self.id, req, ns, key, dict(op))
         self._forwards[req] = [fwd, now]
-        return Ticket(self.id, req, now), [Envelope(self.id, self.leader, fwd)]
+        return Submitted(Ticket(self.id, req, now), [Envelope(self.id, self.leader, fwd)])
 
     def receive(self, env: Envelope, *, now: float) -> list[Envelope]:
         m = env.msg

@@ -15,7 +15,7 @@ from .crdts.mvregister import KvSibling as Sibling
 from .crdts.mvregister import KvView
 from .delta import Delta
 from .errors import InvalidOperation
-from .store import Applied, Store
+from .store import Applied, Snapshot, Store
 from .tokens import ContextTokens
 from .values import check_key, check_namespace
 
@@ -143,12 +143,9 @@ class Replica:
         """Join a remote delta: idempotent and order-free. Raises before changing anything."""
         changed = self.store.apply(delta)
         if now is not None:
-            latest = max(
-                (ts for (ns, _), s in delta.entries.items() for ts in BY_NAMESPACE[ns].timestamps(s)),
-                default=None,
-            )
+            latest = latest_timestamp(delta)
             if latest is not None:
-                self.hlc.observe(Timestamp(*latest), now)
+                self.hlc.observe(latest, now)
         return changed
 
     def apply_wire(self, obj: object, *, now: float | None = None) -> Applied:
@@ -187,3 +184,54 @@ class Replica:
 
     def digest(self) -> str:
         return self.store.digest()
+
+    def holds(self, delta: Delta) -> bool:
+        """Joining `delta` would change nothing here (see `Store.holds`)."""
+        return self.store.holds(delta)
+
+    # -- what a durable driver does: restore, replay, a new actor, a reload ------------------
+
+    def restore(self, snap: Snapshot, hlc: Timestamp) -> None:
+        """Start from a checkpoint: its state in the (empty) store, the clock at least at `hlc`."""
+        self.store.restore(snap)
+        self.hlc.advance_to(hlc)
+
+    def replay(self, delta: Delta) -> Applied:
+        """Join a delta from this replica's own log again, at restore. The clock moves past its
+        timestamps (made or seen here before) even when the store refuses it again."""
+        ts = latest_timestamp(delta)
+        try:
+            return self.store.apply(delta)
+        finally:
+            if ts is not None:
+                self.hlc.advance_to(ts)
+
+    def take_actor(self, actor: str) -> None:
+        """Mint this replica's next dots as `actor`: a new lineage, after state that was lost or
+        repaired. It must be an actor of this replica's id (`id`, `id~...`) that no dot known here
+        carries, or the next dot could be one that peers already hold."""
+        check_replica_name(actor)
+        if actor == self.actor:
+            return
+        if actor != self.id and not actor.startswith(self.id + "~"):
+            raise ValueError(f"actor {actor!r} is not one of replica {self.id!r}")
+        if self.store.ctx.next_dot(actor).counter != 1:
+            raise ValueError(f"actor {actor!r} has dots here already: its next dot could be minted twice")
+        self.actor = actor
+
+    def carry_over(self, old: Replica) -> None:
+        """Go on from `old`, an earlier copy of this replica whose state was dropped (a reload
+        after a failed flush): the clock never goes back, and what peers were heard to hold
+        still stands."""
+        if old.id != self.id:
+            raise ValueError(f"replica {self.id!r} cannot carry over from {old.id!r}")
+        self.hlc.advance_to(old.hlc.last)
+        self.peer_applied = old.peer_applied
+
+
+def latest_timestamp(delta: Delta) -> Timestamp | None:
+    """The newest hybrid logical timestamp a delta's values carry (registers carry them: kv's,
+    and a map's register fields; each type's `timestamps` says)."""
+    latest = max((ts for (ns, _key), store in delta.entries.items() for ts in BY_NAMESPACE[ns].timestamps(store)),
+                 default=None)
+    return None if latest is None else Timestamp(*latest)

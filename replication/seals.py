@@ -31,22 +31,11 @@ import msgpack
 
 from .clocks import Dot
 from .crdts import BY_NAMESPACE
-from .errors import MalformedDelta
+from .errors import BadSeal, MalformedDelta
 
 SEAL_BYTES = 8
 NO_SEAL = b"\0" * SEAL_BYTES  # what a live dot without a seal shows (it never verifies)
 _PERSON = b"edgestate/seal1"
-
-
-class BadSeal(MalformedDelta):
-    """A dot whose content does not match its seal: a damaged copy. Names where it is."""
-
-    code = "bad_seal"
-
-    def __init__(self, ns: str, key: str, dot: Dot, where: str = "") -> None:
-        at = f" {where}" if where else ""
-        super().__init__(f"{ns} {key!r}: the content of dot {tuple(dot)} does not match its seal{at}")
-        self.ns, self.key, self.dot = ns, key, dot
 
 
 def seal(ns: str, key: str, dot: Dot, content) -> bytes:
@@ -94,4 +83,4 @@ def from_row(ns: str, key: str, obj: object):
     return state, got
 
 
-__all__ = ["NO_SEAL", "SEAL_BYTES", "BadSeal", "blob", "from_row", "mint", "seal", "split", "to_row", "verifies"]
+__all__ = ["NO_SEAL", "SEAL_BYTES", "blob", "from_row", "mint", "seal", "split", "to_row", "verifies"]

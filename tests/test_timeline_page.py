@@ -266,6 +266,16 @@ def test_a_bad_or_foreign_file_is_refused_and_changes_nothing(make_page, tmp_pat
     stranger["events"].append([good["end_ms"], {"kind": "applied", "t": good["end_ms"], "node": "atlantis",
                                                 "dots": [["atlantis", 1]], "keys": [["kv", "x"]], "via": "local"}])
     bad("stranger.json", json.dumps(stranger).encode(), "not a POP")
+    # what the server tells the page (bounds, strategies, cuts) is checked like the rest
+    assert {"bounds", "strategies", "cuts"} <= set(good["snapshot"])
+    for field, value, says in [
+        ("bounds", {"recent_writes": -1, "in_flight": 4000}, "snapshot.bounds.recent_writes"),
+        ("strategies", ['<img src=x onerror="window.__xss=3">'], "snapshot.strategies[0]"),
+        ("cuts", {"named": {"atlantic": [["atlantis"], ["lhr"]]}, "regions": {}}, "not a POP"),
+    ]:
+        wrong = json.loads(json.dumps(good))
+        wrong["snapshot"][field] = value
+        bad(f"wrong-{field}.json", json.dumps(wrong).encode(), says)
     # the file's text reaches the page as text only
     assert page.evaluate("window.__xss") is None
     assert page.locator("[data-testid=timeline-error] *").count() == 0

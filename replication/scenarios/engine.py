@@ -11,8 +11,9 @@ Every random choice (where a `load` write lands) comes from one `random.Random` 
 the scenario's seed: same seed, same run.
 
 What the engine reports, as it goes, through `emit`: one event per step (kind "scenario",
-status "running", the step's caption), a second one with the figures for steps that measure
-something, and a last one with status "passed" or "failed", the claim and every check.
+status "running", the step's caption, and `at`: the replica it acts at, when it names one),
+a second one with the figures for steps that measure something, and a last one with status
+"passed" or "failed", the claim and every check.
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ class Engine:
         ev = {"t": _ms(self.now), "kind": "scenario", "node": None, "name": self.scenario.name, "run": self.run_tag,
               "step": s.index if s else 0, "of": len(self.scenario.steps), "op": s.op if s else None,
               "line": s.line if s else self.scenario.line, "status": status, "caption": caption}
+        at = s.args.get("at") if s else None
+        if isinstance(at, str) and at != "all":  # the POP the step acts at: the page can show it
+            ev["at"] = at
         ev.update(extra)
         self._emit(ev)
 
