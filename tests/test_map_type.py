@@ -251,6 +251,27 @@ def test_a_map_and_its_seals_survive_a_checkpoint_and_a_restart(tmp_path):
     st.close()
 
 
+def test_a_map_value_replayed_from_the_log_moves_the_clock_past_its_time(tmp_path):
+    """A peer's register time in a map field, like kv's, is one the restarted replica's clock
+    must not fall behind (or its next write could be ordered before what it already showed)."""
+    (a,) = reps("a")
+    later = 30_000.0  # ahead of b's own clock, within the drift it adopts
+    d = write(a, {"set": {"colour": "red"}}, now=later)[1]
+    st = Storage.open(tmp_path)
+    b = st.restore("b")
+    st.append(d)
+    st.flush()
+    b.apply(d, now=1.0)
+    assert b.hlc.last.wall_ms >= later
+    st.close()
+    st = Storage.open(tmp_path)
+    back = st.restore("b")  # from the log alone: no checkpoint was taken
+    assert back.hlc.last.wall_ms >= later
+    _, blue = write(back, {"set": {"colour": "blue"}}, now=2.0)
+    assert next(iter(ormap.timestamps(blue.entries[("maps", "m")]))).wall_ms >= later  # after red's
+    st.close()
+
+
 def test_the_model_check_fails_on_a_join_that_depends_on_the_order(monkeypatch):
     """The oracle's model (the join of what was applied, in a canonical order) can fail: with a
     counter join where the entry that arrived last wins, it does."""
