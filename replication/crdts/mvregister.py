@@ -29,11 +29,11 @@ Store = dict[Dot, Sibling]
 
 NAME = "kv"
 LABEL = "kv"
-VERBS = ("value", "delete")
+VERBS: tuple[str, ...] = ("value", "delete")
 CONTEXT_REMOVES = True  # a dot absent from the store but in the context is dead
 TAKES_CONTEXT = True
 CHECKS = {"values": "jsonlist", "siblings": "int"}  # what a scenario may expect of a key (see `figures`)
-EXAMPLES = (
+EXAMPLES: tuple[dict, ...] = (
     {"value": 0}, {"value": 1}, {"value": {"a": [1, None]}}, {"delete": True},
     {"value": 2, "context": FROM_READ}, {"delete": True, "context": FROM_READ},
 )

@@ -62,7 +62,7 @@ from .dotstore import join_dotfun
 
 NAME = "maps"
 LABEL = "map"
-VERBS = ("set", "add", "remove")
+VERBS: tuple[str, ...] = ("set", "add", "remove")
 CONTEXT_REMOVES = True  # register values and resets die by the context
 TAKES_CONTEXT = False
 CHECKS = {"fields": "json", "conflicts": "json"}
@@ -81,7 +81,7 @@ class Field(NamedTuple):
 Store = dict[str, Field]
 _EMPTY = Field({}, {}, {})
 
-EXAMPLES = (
+EXAMPLES: tuple[dict, ...] = (
     {"set": {"a": 1}}, {"set": {"a": 2, "b": "x"}}, {"set": {"n": True}}, {"set": {}},
     {"add": {"n": 1}}, {"add": {"n": -2, "m": 3}}, {"add": {"a": 1}}, {"add": {"m": 0}},
     {"remove": ["a"]}, {"remove": ["n"]}, {"remove": ["a", "m", "n"]}, {"remove": ["zz"]},

@@ -25,11 +25,11 @@ Store = dict[bytes, frozenset[Dot]]
 
 NAME = "sets"
 LABEL = "set"
-VERBS = ("add", "remove")
+VERBS: tuple[str, ...] = ("add", "remove")
 CONTEXT_REMOVES = True  # a dot absent from the store but in the context is dead
 TAKES_CONTEXT = False
 CHECKS = {"members": "jsonlist"}
-EXAMPLES = ({"add": [0]}, {"add": [1, 2]}, {"add": []}, {"remove": [0]}, {"remove": [1, 2, 3]})
+EXAMPLES: tuple[dict, ...] = ({"add": [0]}, {"add": [1, 2]}, {"add": []}, {"remove": [0]}, {"remove": [1, 2, 3]})
 SUMMARY_MEMBERS = 50  # members a summary (the dashboard's panel) lists
 OP_SCHEMA = {
     "type": "object",

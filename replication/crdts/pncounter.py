@@ -32,11 +32,11 @@ Store = dict[Dot, tuple[int, int]]
 
 NAME = "counters"
 LABEL = "counter"
-VERBS = ("add",)
+VERBS: tuple[str, ...] = ("add",)
 CONTEXT_REMOVES = False  # entries die by a newer dot of their actor, never by a context
 TAKES_CONTEXT = False
 CHECKS = {"value": "int"}
-EXAMPLES = tuple({"add": n} for n in (-3, -1, 0, 1, 2, 5))
+EXAMPLES: tuple[dict, ...] = tuple({"add": n} for n in (-3, -1, 0, 1, 2, 5))
 OP_SCHEMA = {
     "type": "object",
     "properties": {"add": {"type": "integer", "description": "amount to add; negative to subtract"}},
