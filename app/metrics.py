@@ -73,7 +73,7 @@ class Metrics:
     def __init__(self, replica_ids: list[str], *, horizon_ms: float = 60_000.0, max_pending: int = 50_000) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.writes = Counter("edgestate_writes", "Writes taken by a replica, by CRDT type (kv, counters, sets)",
+        self.writes = Counter("edgestate_writes", "Writes taken by a replica, by CRDT type (its namespace)",
                               ["type", "replica"], registry=r)
         self.message_counts: dict[tuple[str, str], int] = {}  # (outcome, message kind) -> count
         self.bytes_by_kind: dict[str, int] = {}

@@ -50,13 +50,16 @@ from replication.contract import (
     TrafficStats,
 )
 from replication.coordination import LastWrites
+from replication.crdts import BY_NAMESPACE
 from replication.errors import NotWithProcesses, ReplicaDown, UnknownReplica
 from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Once
 from replication.node import incarnation_of
-from replication.replica import KvView, Sibling
 from replication.runner import fresh_actor
+from replication.values import check_namespace
 
+from .api import ABSENT_IS_404, write_request
+from .detail import empty_detail
 from .errors import ApiError
 from .events import EventBus
 from .http_client import HttpError, Pool
@@ -224,8 +227,7 @@ class ProcessLive:
         self._recent = list(recent)[-100:]
         got = self._details.get(nid)
         st = self._state[nid]
-        base = {"status": st["status"], "digest": st["digest"], "version_vector": st["version_vector"],
-                "kv": [], "counters": [], "sets": [], "keys": st["keys"], "truncated": 0}
+        base = empty_detail(st["status"], st["digest"], st["version_vector"], st["keys"])
         if got is None or st["status"] != "up":
             return base
         return {**got[1], "status": st["status"]}
@@ -306,7 +308,7 @@ class ProcessLive:
         data = orjson.loads(raw) if raw else {}
         if status == 200:
             return data
-        if status == 404 and method == "GET" and ns == "kv":
+        if status == 404 and method == "GET" and ns in ABSENT_IS_404:
             return None
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
@@ -325,11 +327,8 @@ class ProcessLive:
         return answer
 
     async def _relay_write(self, rid: str, ns: str, key: str, op: dict, once: Once | None):
-        if ns == "kv" and op.get("delete"):
-            return await self._call(rid, "DELETE", ns, key, {"context": op.get("context")}, once)
-        if ns == "kv":
-            return await self._call(rid, "PUT", ns, key, {"value": op.get("value"), "context": op.get("context")}, once)
-        return await self._call(rid, "POST", ns, key, op, once)
+        method, body = write_request(ns, op)
+        return await self._call(rid, method, ns, key, body, once)
 
     async def aread(self, rid: str, ns: str, key: str) -> Any:
         data = await self._call(rid, "GET", ns, key, None)
@@ -424,13 +423,6 @@ class ProcessLive:
 
 
 def _result(ns: str, key: str, data: dict | None):
-    if ns == "kv":
-        if data is None:
-            return KvView(key, (), None)
-        sibs = tuple(Sibling(s["value"], s["replica"], s["counter"], s["hlc"][0], s["hlc"][1])
-                     for s in data.get("siblings", []))
-        return KvView(key, sibs, data.get("context"))
-    assert data is not None  # only a register's read answers 404 for nothing there
-    if ns == "counters":
-        return data["value"]
-    return data["members"]
+    """A replica's answer as the value its type reads as (what the embedded cluster returns;
+    only a register's read answers 404 for nothing there, and every type reads None as empty)."""
+    return BY_NAMESPACE[check_namespace(ns)].from_json(key, data)

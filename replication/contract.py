@@ -150,8 +150,9 @@ class ClusterData(Protocol):
 
     A read answers what that replica holds (it may lag the others: that is the point); a
     write is answered by that replica alone, once it is durable where there is a disk.
-    Values by namespace are what `Replica.read` gives: a `KvView` for `kv`, an int for
-    `counters`, a list for `sets`.
+    Values by namespace are what `Replica.read` gives, each type's `value` (see
+    `replication.crdts`): a `KvView` for `kv`, an int for `counters`, a list for `sets`, a
+    `MapView` for `maps`.
 
     Errors, all raised before anything changed: UnknownReplica (404) for an id not in
     `ids`; ReplicaDown (503) while that replica is crashed; the library's errors for a bad
@@ -165,8 +166,8 @@ class ClusterData(Protocol):
         ...
 
     async def aread(self, replica_id: str, ns: str, key: str) -> Any:
-        """This replica's value; a key never written reads as empty (a view with no
-        siblings, 0, [])."""
+        """This replica's value; a key never written reads as its type's empty value (a
+        view with no siblings, 0, [], a map with no fields)."""
         ...
 
     async def awrite(self, replica_id: str, ns: str, key: str, op: dict) -> Any:

@@ -17,8 +17,9 @@ forging content) yields a second copy that verifies as well as the first. Anti-e
 still finds such a conflict (the copies differ), counts it, and makes every replica keep
 the same copy (the lower seal); which of the two was the real write it cannot know.
 
-The content of a dot, per type (each CRDT module's `contents(store)` lists them):
-kv: (value bytes, HLC wall, HLC logical); counters: (p, n); sets: the element's bytes.
+The content of a dot is its type's business (`contents(store)` of each module in `crdts`):
+kv: (value bytes, HLC wall, HLC logical); counters: (p, n); sets: the element's bytes; maps:
+the field and what the dot holds there.
 """
 
 from __future__ import annotations

@@ -53,7 +53,6 @@ from .clocks import CausalContext, Dot, VersionVector
 from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
 from .errors import StaleDelta
-from .values import NAMESPACES
 
 _MOD = 2**256
 NBUCKETS = 256
@@ -158,7 +157,7 @@ def _rank(s: bytes, content) -> tuple[bytes, bytes]:
 
 class Store:
     def __init__(self) -> None:
-        self.data: dict[str, dict[str, object]] = {ns: {} for ns in NAMESPACES}
+        self.data: dict[str, dict[str, object]] = {ns: {} for ns in BY_NAMESPACE}
         self.ctx = CausalContext()
         self.applied = CausalContext()
         self.key_of: dict[Dot, KeyRef] = {}

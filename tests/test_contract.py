@@ -37,6 +37,7 @@ from replication.contract import (
     CoordinationInputs,
     SimulationControls,
 )
+from replication.crdts.ormap import MapView
 from replication.errors import UnknownReplica
 from replication.geo import LatencyModel, Placement, place_replicas, select_pops
 from replication.idempotency import Answer, Once, request_fingerprint
@@ -191,10 +192,16 @@ def check_data(h: OnLoop) -> str:
     assert sorted(h.wait(c.awrite(r, "sets", "tags", {"add": ["a", "b"]}))) == ["a", "b"]
     assert h.wait(c.awrite(r, "sets", "tags", {"remove": ["a"]})) == ["b"]
     assert h.wait(c.aread(r, "sets", "tags")) == ["b"]
+    m = h.wait(c.awrite(r, "maps", "cart", {"set": {"colour": "red"}}))
+    assert isinstance(m, MapView) and m == MapView({"colour": "red"}, {})
+    assert h.wait(c.awrite(r, "maps", "cart", {"add": {"qty": 2}})) == MapView({"colour": "red", "qty": 2}, {})
+    assert h.wait(c.aread(r, "maps", "cart")) == MapView({"colour": "red", "qty": 2}, {})
+    assert h.code(c.awrite, r, "maps", "cart", {"set": {"qty": 1}}) == "invalid_operation"  # qty counts
     # never written: empty, not an error
     nothing = h.wait(c.aread(r, "kv", "never"))
     assert isinstance(nothing, KvView) and nothing.siblings == () and nothing.context is None
     assert h.wait(c.aread(r, "counters", "never")) == 0 and h.wait(c.aread(r, "sets", "never")) == []
+    assert h.wait(c.aread(r, "maps", "never")) == MapView({}, {})
     # a keyed write: applied once, the first answer's bytes again
     op = {"add": 4}
 

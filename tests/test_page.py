@@ -81,6 +81,36 @@ def test_a_write_made_over_http_shows_on_the_page(make_page):
     assert page.errors == []
 
 
+def test_a_map_key_shows_its_fields_and_the_form_writes_one(make_page):
+    page = open_dashboard(make_page)
+    expect()(page.locator("#crdt-title")).to_have_text("Counters, sets & maps")  # named from types.js
+    select_pop(page, "nrt")
+    key = f"cart-{time.monotonic_ns()}"
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"set": {"colour": "red", "note": "<b>x</b>"}})
+    row = page.locator("[data-testid=map-row]", has_text=key)
+    expect()(row.locator("[data-field=colour]")).to_contain_text('"red"', timeout=DEADLINE_MS)
+    expect()(row.locator("[data-field=note]")).to_contain_text('"<b>x</b>"')  # as text, never markup
+    assert row.locator("b").count() == 0
+    # field names are data, never looked up on the page's own objects
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"remove": ["note"]})
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"set": {"constructor": "c", "__proto__": "p"}})
+    expect()(row.locator("[data-field=constructor]")).to_contain_text('"c"', timeout=DEADLINE_MS)
+    expect()(row.locator("[data-field=__proto__]")).to_contain_text('"p"')
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"remove": ["constructor", "__proto__"]})
+    expect()(row.locator("[data-field=constructor]")).to_have_count(0, timeout=DEADLINE_MS)
+    # through the page's own form: the map's operations, with a field
+    page.select_option("#write-type", "maps")
+    expect()(page.locator("#write-op")).to_be_visible()
+    page.select_option("#write-op", "add")
+    page.fill("#write-key", key)
+    page.fill("#write-field", "qty")
+    page.fill("#write-value", "2")
+    page.click("#write-submit")
+    expect()(page.locator("#write-result")).to_contain_text("2 fields", timeout=DEADLINE_MS)
+    expect()(row.locator("[data-field=qty]")).to_contain_text("2", timeout=DEADLINE_MS)
+    assert page.errors == []
+
+
 def test_partition_diverges_and_heal_converges(make_page):
     page = open_dashboard(make_page)
     badge = page.locator("[data-testid=convergence]")

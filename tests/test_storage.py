@@ -25,6 +25,7 @@ import pytest
 
 from replication import Replica
 from replication.clocks import Dot
+from replication.crdts import BY_NAMESPACE
 from replication.delta import Delta
 from replication.idempotency import Record
 from replication.bench.workload import Workload
@@ -116,6 +117,7 @@ def test_flushed_writes_survive_a_crash(tmp_path):
     st2, back = restored(crash_copy(tmp_path / "a", tmp_path / "crash"))
     same_state(lhr, back)
     assert back.read_kv("k3").values == lhr.read_kv("k3").values
+    assert {ns for ns, keys in back.store.data.items() if keys} == set(BY_NAMESPACE)  # every type went to disk
     assert st2.load().clean is False
     assert st2.stats.replayed == st.log_length > 0
 

@@ -5,6 +5,7 @@ import { $, el, setChildren, toast, fmtMs, fmtClock } from "./dom.js";
 import { api } from "./api.js";
 import { WorldMap, DigestColours, MSG_STYLE, GROUP_COLOURS } from "./map.js";
 import { renderHeader, renderDetail, renderVV } from "./panel.js";
+import { TYPES, labelOf, otherTypes } from "./types.js";
 import { ConvergenceView, renderCounters, logEvent } from "./convergence.js";
 import { initScenarios, onScenarioEvent, startScenario } from "./scenarios.js";
 import { Timeline } from "./timeline.js";
@@ -101,7 +102,6 @@ function later(name, fn) {
 
 const isUp = (id) => S.replicas[id] && S.replicas[id].status !== "down";
 const oneWay = (a, b) => (a === b ? 0 : (S.rtt[a] && S.rtt[a][b] ? S.rtt[a][b] / 2 : 0));
-const nsLabel = { kv: "register", counters: "counter", sets: "set" };
 
 function groupIndex() {
   const idx = {};
@@ -162,7 +162,7 @@ function decorate(w) {
   const up = S.ids.filter(isUp);
   const k = w.keys[0] || ["kv", "?"];
   w.seq = S.writeSeq++;
-  w.label = `${nsLabel[k[0]] || k[0]} ${k[1]}`;
+  w.label = `${labelOf(k[0])} ${k[1]}`;
   w.n = up.length;
   w.limits = up.map((r) => oneWay(w.origin, r)).sort((a, b) => a - b);
   w.done = w.arrivals.size >= w.n;
@@ -175,7 +175,7 @@ function trackApplied(ev) {
   if (started) {
     const k = decorate(started);
     started.done = false;
-    logEvent(ev.t, [{ node: ev.node }, ` wrote ${nsLabel[k[0]] || k[0]} `, { key: k[1] }]);
+    logEvent(ev.t, [{ node: ev.node }, ` wrote ${labelOf(k[0])} `, { key: k[1] }]);
   }
   for (const w of arrived) {
     if (!w.done && w.arrivals.size >= w.n) {
@@ -395,22 +395,33 @@ function pickKey(ns, key) {
   $("write-value").focus();
 }
 
-function onTypeChange() {
-  const t = $("write-type").value;
-  $("write-op").hidden = t !== "sets";
-  const v = $("write-value");
-  v.placeholder = t === "kv" ? "value (JSON or text)" : t === "counters" ? "amount, e.g. 1 or -3" : "element (JSON or text)";
-  v.inputMode = t === "counters" ? "numeric" : "text";
+// The write form follows the chosen type (types.js): its operations, a field when they take one.
+function fillTypes() {
+  setChildren($("write-type"), Object.entries(TYPES).map(([ns, t]) => el("option", { value: ns, text: t.label })));
+  const title = otherTypes("&");
+  $("crdt-title").textContent = title.charAt(0).toUpperCase() + title.slice(1);
 }
 
-function parseLoose(text) {
-  const s = text.trim();
-  if (s === "") return text;
-  try {
-    return JSON.parse(s);
-  } catch (e) {
-    return text;
-  }
+function currentOp() {
+  const t = TYPES[$("write-type").value];
+  return t.ops.find((o) => o.verb === $("write-op").value) || t.ops[0];
+}
+
+function onTypeChange() {
+  const t = TYPES[$("write-type").value];
+  const sel = $("write-op");
+  setChildren(sel, t.ops.map((o) => el("option", { value: o.verb, text: o.name || o.verb })));
+  sel.hidden = t.ops.length < 2;
+  onOpChange();
+}
+
+function onOpChange() {
+  const op = currentOp();
+  $("write-field").hidden = !op.field;
+  const v = $("write-value");
+  v.hidden = !!op.noValue;
+  v.placeholder = op.hint || "";
+  v.inputMode = op.numeric ? "numeric" : "text";
 }
 
 async function onWrite(e) {
@@ -423,28 +434,18 @@ async function onWrite(e) {
     out.classList.add("error");
     return;
   }
-  const type = $("write-type").value;
+  const ns = $("write-type").value;
   const key = $("write-key").value;
-  const raw = $("write-value").value;
   if (!key) {
     out.textContent = "give a key";
     out.classList.add("error");
     return;
   }
+  const t = TYPES[ns];
+  const op = currentOp();
   try {
-    if (type === "kv") {
-      const r = await api.writeKv(id, key, parseLoose(raw));
-      out.textContent = `${id} answered at once: ${r.values.length} value${r.values.length === 1 ? "" : "s"} for this key`;
-    } else if (type === "counters") {
-      const n = raw.trim() === "" ? 1 : Number(raw);
-      if (!Number.isInteger(n)) throw new Error("a counter changes by a whole number");
-      const r = await api.addCounter(id, key, n);
-      out.textContent = `${id} answered at once: the counter reads ${r.value} there`;
-    } else {
-      const op = $("write-op").value;
-      const r = await api.changeSet(id, key, op, [parseLoose(raw)]);
-      out.textContent = `${id} answered at once: ${r.members.length} member${r.members.length === 1 ? "" : "s"} there`;
-    }
+    const r = await t.write(id, key, op.verb, $("write-field").value, $("write-value").value);
+    out.textContent = t.answered(id, r);
   } catch (err) {
     out.textContent = err.message;
     out.classList.add("error");
@@ -511,6 +512,7 @@ function renderLegend() {
 function wire() {
   $("write-form").addEventListener("submit", onWrite);
   $("write-type").addEventListener("change", onTypeChange);
+  $("write-op").addEventListener("change", onOpChange);
   $("pop-select").addEventListener("change", (e) => e.target.value && select(e.target.value));
   $("scenario-concurrent").addEventListener("click", concurrentWrites);
   $("cut-atlantic").addEventListener("click", () => partitionPreset("atlantic"));
@@ -544,6 +546,7 @@ async function applySession() {
 }
 
 function main() {
+  fillTypes();
   wire();
   onTypeChange();
   renderLegend();

@@ -5,6 +5,8 @@
 // {"format": FORMAT, "version": VERSION, "start_ms", "end_ms", "topology", "snapshot",
 //  "detail", "events": [[virtual ms, event], ...]}: the snapshot and the events as /ws sent them.
 
+import { typeOf } from "../types.js";
+
 export const FORMAT = "edgestate-timeline";
 export const VERSION = 1;
 export const MAX_FILE_BYTES = 64 * 1024 * 1024;
@@ -148,29 +150,23 @@ function checkGroups(g, path, ids) {
   arr(g, path, 5000).forEach((grp, i) => arr(grp, `${path}[${i}]`, 5000).forEach((id, j) => checkNode(id, `${path}[${i}][${j}]`, ids)));
 }
 
+// A detail lists keys by namespace (panel.js draws every list): each entry an object with a
+// string key, and the rest of its summary checked by its type's entry in types.js. A type's list
+// may be absent (a file recorded before the type existed); what is not a list is not drawn.
+const CHECKS = { obj, str, num, arr, actor };
 function checkDetail(d, path, ids) {
   obj(d, path);
   checkNode(d.node, `${path}.node`, ids);
-  arr(d.kv, `${path}.kv`, 10000).forEach((r, i) => {
-    obj(r, `${path}.kv[${i}]`);
-    str(r.key, `${path}.kv[${i}].key`, 1024);
-    arr(r.siblings, `${path}.kv[${i}].siblings`, 10000).forEach((s, j) => {
-      obj(s, `${path}.kv[${i}].siblings[${j}]`);
-      actor(s.replica, `${path}.kv[${i}].siblings[${j}].replica`);
-      num(s.counter, `${path}.kv[${i}].siblings[${j}].counter`);
+  for (const [ns, list] of Object.entries(d)) {
+    const t = typeOf(ns);
+    if (!t && !Array.isArray(list)) continue;
+    const p = `${path}.${ns.slice(0, 40)}`;
+    arr(list, p, 10000).forEach((e, i) => {
+      obj(e, `${p}[${i}]`);
+      str(e.key, `${p}[${i}].key`, 1024);
+      if (t) t.check(e, `${p}[${i}]`, CHECKS);
     });
-  });
-  arr(d.counters, `${path}.counters`, 10000).forEach((c, i) => {
-    obj(c, `${path}.counters[${i}]`);
-    str(c.key, `${path}.counters[${i}].key`, 1024);
-    num(c.value, `${path}.counters[${i}].value`);
-  });
-  arr(d.sets, `${path}.sets`, 10000).forEach((s, i) => {
-    obj(s, `${path}.sets[${i}]`);
-    str(s.key, `${path}.sets[${i}].key`, 1024);
-    arr(s.members, `${path}.sets[${i}].members`, 100000);
-    num(s.size, `${path}.sets[${i}].size`);
-  });
+  }
   if (d.truncated !== undefined) num(d.truncated, `${path}.truncated`);
 }
 
