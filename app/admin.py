@@ -18,11 +18,12 @@ from typing import Literal
 from fastapi import APIRouter, Body, Request, Security
 from pydantic import BaseModel, ConfigDict, Field
 
-from replication.dissemination import STRATEGIES
+from replication.contract import DashboardCluster
+from replication.dissemination import StrategyName
 
 from .api import ErrorOut
 from .errors import ApiError
-from .live import MAX_SPEED, LiveCluster
+from .live import MAX_SPEED
 from .security import ACCESS_SCOPE_KEY, Settings, bearer_scheme, grant
 
 router = APIRouter(
@@ -32,11 +33,10 @@ router = APIRouter(
 
 MAX_STEP_MS = 60_000.0  # one step runs at most a virtual minute: a step is work done inside the request
 
-Strategy = Literal["plumtree", "gossip", "direct"]
-assert set(Strategy.__args__) == set(STRATEGIES), "keep the API's strategy names in step with the library's"
+Strategy = StrategyName  # the library's names: the API's enum follows them
 
 
-def _cluster(request: Request) -> LiveCluster:
+def _cluster(request: Request) -> DashboardCluster:
     return request.app.state.live
 
 
@@ -154,7 +154,7 @@ async def heal(request: Request) -> PartitionOut:
     return PartitionOut(partitioned=False, groups=[])
 
 
-def _state_of(live: LiveCluster, replica_id: str) -> ReplicaState:
+def _state_of(live: DashboardCluster, replica_id: str) -> ReplicaState:
     return next(ReplicaState.model_validate(s) for s in live.replica_states() if s["id"] == replica_id)
 
 
@@ -180,7 +180,9 @@ async def recover(request: Request, replica_id: str) -> ReplicaState:
 
 class SimOut(BaseModel):
     strategy: Strategy
-    speed: float = Field(description="virtual time per wall time")
+    speed: float = Field(description="virtual time per wall time, as requested")
+    effective_speed: float = Field(description="virtual time per wall time over the last seconds: below `speed` "
+                                               "when simulating costs more wall time than it covers (0 when paused)")
     loss: float = Field(description="probability that a message is lost")
     paused: bool
     now_ms: float = Field(description="virtual time")
@@ -202,7 +204,7 @@ class StepIn(_Body):
     ms: float = Field(gt=0, le=MAX_STEP_MS, allow_inf_nan=False, description="virtual milliseconds to run")
 
 
-def _sim(live: LiveCluster) -> SimOut:
+def _sim(live: DashboardCluster) -> SimOut:
     return SimOut(**live.sim_info())
 
 

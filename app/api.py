@@ -1,4 +1,11 @@
-"""The HTTP API over a cluster: health, and reads and writes of `kv`, `counters` and `sets`.
+"""The HTTP API over a cluster: health, and reads and writes of every registered CRDT type.
+
+`kv`, `counters` and `sets` have the routes the external contract fixed (kv's PUT and DELETE,
+strict bodies); every other type registered in `replication.crdts` gets the same two routes
+made from its module (`type_routes`): `POST /api/replicas/{id}/{namespace}/{key}` with an
+operation as the body (the type's `OP_SCHEMA`; checked by the type, a bad one is 422
+`invalid_operation` and changes nothing) and `GET` the same path, both answering
+`{"key", "replica", ...the type's to_json}`, with the same errors, limits and `Idempotency-Key`.
 
 Handlers are `async def` on purpose: they run on the event loop, so the replicas (plain
 objects, not thread-safe) are never touched from two threads at once.
@@ -16,15 +23,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Header, Query, Request, Security
+from fastapi import APIRouter, Body, Header, Query, Request, Security
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from replication.contract import ClusterData
+from replication.crdts import BY_NAMESPACE, CrdtType
 from replication.idempotency import MAX_KEY_CHARS, TTL_MS, Once, check_idempotency_key, request_fingerprint
 from replication.replica import KvView
 
 from .errors import ApiError
-from .live import LiveCluster
 from .security import bearer_scheme
 
 router = APIRouter()
@@ -34,12 +42,22 @@ AUTH = [Security(bearer_scheme)]
 KV = "/api/replicas/{replica_id}/kv/{key:path}"
 COUNTER = "/api/replicas/{replica_id}/counters/{key:path}"
 SET = "/api/replicas/{replica_id}/sets/{key:path}"
+BESPOKE = frozenset({"kv", "counters", "sets"})  # routed by hand below; every other type by `type_routes`
+ABSENT_IS_404 = frozenset({"kv"})  # types whose GET answers 404 for a key without a value
 
 
-def _cluster(request: Request) -> LiveCluster:
+def write_request(ns: str, op: dict) -> tuple[str, dict]:
+    """How a write travels over this API: (method, body) for the type's path (for relays)."""
+    if ns == "kv":
+        if op.get("delete"):
+            return "DELETE", {"context": op.get("context")}
+        return "PUT", {"value": op.get("value"), "context": op.get("context")}
+    return "POST", op
+
+
+def _cluster(request: Request) -> ClusterData:
     """The embedded `LiveCluster`, one replica process's `ReplicaService`, or `ProcessLive`:
-    each answers `ids`, `awrite`, `awrite_once` and `aread` (a process answers a write once
-    it is durable)."""
+    each plays the contract's data role (a process answers a write once it is durable)."""
     return request.app.state.live
 
 
@@ -235,3 +253,56 @@ async def change_set(request: Request, replica_id: str, key: str, body: SetChang
 async def get_set(request: Request, replica_id: str, key: str) -> SetOut:
     """A set never written reads as empty."""
     return SetOut(key=key, replica=replica_id, members=await _cluster(request).aread(replica_id, "sets", key))
+
+
+# -- every other registered type: its two routes, made from its module ------------------------------
+
+
+class TypedOut(BaseModel):
+    """A key's value at one replica, as its type shows it (`to_json`)."""
+
+    model_config = ConfigDict(extra="allow")
+    key: str
+    replica: str
+
+
+def _answer_schema(t: CrdtType) -> dict:
+    view = t.VIEW_SCHEMA
+    return {"type": "object",
+            "properties": {"key": {"type": "string"}, "replica": {"type": "string"}, **view.get("properties", {})},
+            "required": ["key", "replica", *view.get("required", [])]}
+
+
+def type_routes(t: CrdtType) -> None:
+    """`POST` and `GET /api/replicas/{replica_id}/{t.NAME}/{key}` for one type."""
+    ns = t.NAME
+    path = f"/api/replicas/{{replica_id}}/{ns}/{{key:path}}"
+    about = "\n\n".join((t.__doc__ or ns).strip().split("\n\n")[:3])  # what it is, and its operations
+    answer = {200: {"description": f"the {t.LABEL} at this replica",
+                    "content": {"application/json": {"schema": _answer_schema(t)}}}, **ERRORS}
+
+    def out(replica_id: str, key: str) -> Callable[[Any], BaseModel]:
+        return lambda v: TypedOut(key=key, replica=replica_id, **t.to_json(v))
+
+    async def write(request: Request, replica_id: str, key: str, body: Annotated[dict[str, Any], Body()],
+                    idempotency_key: IdempotencyKey = None):
+        return await _write(request, replica_id, ns, key, body, out(replica_id, key), idempotency_key)
+
+    async def read(request: Request, replica_id: str, key: str):
+        return out(replica_id, key)(await _cluster(request).aread(replica_id, ns, key))
+
+    router.add_api_route(
+        path, write, methods=["POST"], responses=answer, dependencies=AUTH, response_model=None,
+        name=f"write_{ns}", summary=f"Write a {t.LABEL}", description=f"{about}\n\nAnswers its value at this replica.",
+        openapi_extra={"requestBody": {"required": True,
+                                       "content": {"application/json": {"schema": t.OP_SCHEMA}}}},
+    )
+    router.add_api_route(
+        path, read, methods=["GET"], responses=answer, dependencies=AUTH, response_model=None,
+        name=f"read_{ns}", summary=f"Read a {t.LABEL}", description=f"{about}\n\nA key never written reads as empty.",
+    )
+
+
+for _t in BY_NAMESPACE.values():
+    if _t.NAME not in BESPOKE:
+        type_routes(_t)

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     for f in result["failed"]:
         print(f"FAILED seed {f['seed']} at t={fmt(f['at_ms'])} ms: {f['failure']}")
         print(f"  replay: edgestate bench faults --seed {f['seed']} --pops {params.pops}")
-    cols = ["seeds", "failed", "writes", "faults", "checks", "converge_ms_p50", "converge_ms_p99",
+    cols = ["seeds", "failed", "acked_writes", "faults", "checks", "converge_ms_p50", "converge_ms_p99",
             "converge_ms_max", "membership_ms_p50", "membership_ms_p99", "wall_s"]
     print(table([{**result, "failed": len(result["failed"])}], cols))
     _dump(args.json, result)

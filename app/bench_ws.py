@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 
 from replication.bench.report import finish
 from replication.cliargs import non_negative, positive, positive_int
+from replication.dissemination import STRATEGIES
 
 TARGET_CLIENTS = 200
 TARGET_UPDATES_PER_S = 10.0
@@ -75,7 +76,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pops", default=d.pops, metavar="all|default|ID,...", help="POPs of the server (default: %(default)s)")
     p.add_argument("--speed", type=positive, default=d.speed,
                    help="the server's --speed: virtual per wall time (default: %(default)s)")
-    p.add_argument("--strategy", choices=["plumtree", "gossip", "direct"], default=d.strategy,
+    p.add_argument("--strategy", choices=list(STRATEGIES), default=d.strategy,
                    help="dissemination strategy (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the server's network and of the writes")
     p.add_argument("--deflate", action="store_true",

@@ -17,6 +17,7 @@ import math
 from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
+from replication.contract import CoordinationInputs, DashboardCluster
 from replication.coordination import Baseline, commit_baseline, who_can_write
 
 from .api import ErrorOut
@@ -101,7 +102,7 @@ async def coordination(
 ) -> CoordinationOut:
     """Each POP's latest write (local cost, time to reach every replica) against its commit
     latency under a global leader, and who could write now under each model."""
-    live = request.app.state.live
+    live: DashboardCluster = request.app.state.live
     baselines: Baselines = request.app.state.coordination
     ids = list(live.ids)
     if leader is not None and leader not in ids:
@@ -130,6 +131,6 @@ async def coordination(
     )
 
 
-def install(app: FastAPI, live) -> None:
+def install(app: FastAPI, live: CoordinationInputs) -> None:
     app.state.coordination = Baselines(live.placements, live.model)
     app.include_router(router)

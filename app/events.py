@@ -18,7 +18,7 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[[dict], None]
+Subscriber = Callable[[dict], object]  # what it returns is ignored
 
 
 def to_json_event(ev) -> dict:

@@ -1,12 +1,19 @@
 """The embedded simulated cluster, run against the wall clock.
 
-`LiveCluster` is what the web app talks to. It owns a `SimCluster` and maps wall time to
+`LiveCluster` is what the web app talks to: it plays every role of the cluster contract
+(`replication.contract.DashboardCluster`). It owns a `SimCluster` and maps wall time to
 virtual time: `virtual = origin + elapsed_wall * speed`. `--speed 1` runs simulated time as
 fast as wall time; smaller is slower, for watching a write cross an ocean on stage.
 
 Everything runs on the event loop's thread: the pump task advances virtual time between
 requests, and every request first brings virtual time up to "now", so a write lands at the
 virtual instant its request arrived. Paused, virtual time stands still until stepped.
+
+Catching up never blocks the loop for more than CATCH_UP_BUDGET_S of wall time. When the
+simulation costs more wall time than it covers (many POPs, a high speed, a busy machine),
+the rest is not owed: virtual time slips (the origin moves to where the simulation got), so
+the lag never piles up and the server keeps answering; the page and `GET /api/sim` show the
+effective speed beside the requested one.
 
 Idempotency keys follow a real replica's rules (`replication.idempotency`), with the records
 in memory, one ledger per replica: a write here is done the moment it returns (nothing to
@@ -20,9 +27,19 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Callable
+from collections.abc import Hashable, Iterable
+from typing import Any, Callable
 
 from replication.cluster import SimCluster
+from replication.contract import (
+    ClockInfo,
+    Convergence,
+    ReplicaState,
+    ReplicaStatus,
+    SimInfo,
+    Topology,
+    TrafficStats,
+)
 from replication.coordination import LastWrites
 from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Ledger, Once
@@ -32,6 +49,9 @@ from .events import EventBus
 
 MAX_SPEED = 100.0
 FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this grain
+CATCH_UP_BUDGET_S = 0.03  # the most wall time one catch-up may take before virtual time slips
+CATCH_UP_SLICE = 200  # events between looks at the wall clock
+SPEED_WINDOW_S = 2.0  # the effective speed is measured over about this much wall time
 
 
 class LiveCluster:
@@ -51,6 +71,8 @@ class LiveCluster:
         self._paused = False
         self._wall0 = self._clock()
         self._virtual0 = self.sim.now
+        self.slipped_ms = 0.0  # virtual time given up, in all, because simulating fell behind
+        self._progress: list[tuple[float, float]] = [(self._wall0, self.sim.now)]  # (wall s, virtual ms)
         self._wake = asyncio.Event()
         # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
         self.last_writes = LastWrites()
@@ -78,9 +100,36 @@ class LiveCluster:
         return self._virtual0 + (self._clock() - self._wall0) * 1000.0 * self._speed
 
     def catch_up(self) -> None:
+        """Bring virtual time up to now, within CATCH_UP_BUDGET_S of wall time (see the module
+        docstring): what is left then is dropped, not carried to the next call."""
         t = self.target()
         if t > self.sim.now:
-            self.sim.run_until(t)
+            deadline = self._clock() + CATCH_UP_BUDGET_S
+            while not self.sim.advance(t, CATCH_UP_SLICE):
+                if self._clock() >= deadline:
+                    self.slipped_ms += t - self.sim.now
+                    self._rebase()
+                    break
+        self._note_progress()
+
+    def _note_progress(self) -> None:
+        wall = self._clock()
+        p = self._progress
+        if wall - p[-1][0] >= SPEED_WINDOW_S / 8:
+            p.append((wall, self.sim.now))
+            while len(p) > 2 and wall - p[1][0] >= SPEED_WINDOW_S:
+                p.pop(0)
+
+    @property
+    def effective_speed(self) -> float:
+        """Virtual time per wall time over the last couple of seconds: the requested speed while
+        the simulation keeps up, less when it cannot (0 when paused)."""
+        if self._paused:
+            return 0.0
+        (w0, v0), (w1, v1) = self._progress[0], (self._clock(), self.sim.now)
+        if w1 - w0 < SPEED_WINDOW_S / 8 or self.slipped_ms == 0.0:
+            return self._speed
+        return max(0.0, min(self._speed, (v1 - v0) / 1000.0 / (w1 - w0)))
 
     def set_speed(self, speed: float) -> None:
         self.catch_up()
@@ -174,7 +223,7 @@ class LiveCluster:
     async def aread(self, replica_id: str, ns: str, key: str):
         return self.read(replica_id, ns, key)
 
-    def topology(self) -> dict:
+    def topology(self) -> Topology:
         return self.cluster.topology()
 
     # -- what observers read (the WebSocket hub, /metrics, /api/sim); never runs the simulator.
@@ -183,39 +232,39 @@ class LiveCluster:
     def has(self, nid: str) -> bool:
         return nid in self.sim.nodes
 
-    def state_of(self, nid: str) -> dict:
-        sim = self.sim
-        r = sim.nodes[nid].replica
-        return {"status": "up" if sim.up(nid) else "down", "version_vector": r.version_vector.to_dict(),
-                "digest": r.digest(), "incarnation": sim.incarnation(nid), "keys": len(r.store)}
+    def state_of(self, nid: str) -> ReplicaStatus:
+        return self.cluster.state_of(nid)
 
     def digests(self) -> dict[str, str]:
         return self.sim.digests()
 
-    def clock_info(self) -> dict:
+    def clock_info(self) -> ClockInfo:
         return {"now_ms": self.target(), "speed": self._speed, "paused": self._paused,
                 "strategy": self.cluster.config.strategy, "loss": self.sim.loss}
 
-    def stats(self) -> dict:
-        return self.sim.stats
+    def stats(self) -> TrafficStats:
+        st = self.sim.stats
+        return {"sent": st["sent"], "delivered": st["delivered"], "dropped": st["dropped"],
+                "dropped_by_reason": st["dropped_by_reason"], "in_flight": st["in_flight"], "writes": st["writes"]}
 
     def now_ms(self) -> float:
         return self.sim.now
 
-    def detail_ident(self, nid: str) -> tuple:
+    def detail_ident(self, nid: str) -> Hashable:
         sim = self.sim
-        return (nid, sim.nodes[nid].replica.digest(), sim.up(nid), sim.incarnation(nid))
+        return (nid, self.cluster.replica(nid).digest(), sim.up(nid), sim.incarnation(nid))
 
-    def detail(self, nid: str, recent) -> dict:
-        return replica_detail(self.sim.nodes[nid].replica, recent, self.sim.up(nid))
+    def detail(self, nid: str, recent: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        return replica_detail(self.cluster.replica(nid), recent, self.sim.up(nid))
 
-    def sim_info(self) -> dict:
+    def sim_info(self) -> SimInfo:
         """/api/sim: the settings, at virtual time brought up to now."""
         self.catch_up()
-        return {"strategy": self.cluster.config.strategy, "speed": self._speed, "loss": self.sim.loss,
+        return {"strategy": self.cluster.config.strategy, "speed": self._speed,
+                "effective_speed": round(self.effective_speed, 4), "loss": self.sim.loss,
                 "paused": self._paused, "now_ms": self.sim.now}
 
-    def replica_states(self) -> list[dict]:
+    def replica_states(self) -> list[ReplicaState]:
         self.catch_up()
         return self.cluster.replica_states()
 
@@ -237,7 +286,7 @@ class LiveCluster:
     def down(self) -> list[str]:
         return self.cluster.down()
 
-    def convergence(self) -> dict:
+    def convergence(self) -> Convergence:
         self.catch_up()
         return self.cluster.convergence()
 

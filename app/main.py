@@ -11,24 +11,23 @@ from fastapi import FastAPI
 
 from . import admin, api, coordination, docs, errors, metrics, page, scenario_api, ws
 from .limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
-from .live import LiveCluster
+from .security import AccessMiddleware, Settings
 
 if TYPE_CHECKING:
+    from replication.contract import DashboardCluster
     from replication.scenarios import Catalogue
-
-    from .process_live import ProcessLive
-from .security import AccessMiddleware, Settings
 
 
 def create_app(
-    live: LiveCluster | ProcessLive,
+    live: DashboardCluster,
     *,
     run_clock: bool = False,
     settings: Settings | None = None,
     wall_clock: Callable[[], float] | None = None,
     scenarios: Catalogue | None = None,
 ) -> FastAPI:
-    """`run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves).
+    """`live`: the simulated `LiveCluster`, or `ProcessLive` over real replica processes.
+    `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves).
     `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
     `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
     `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins)."""

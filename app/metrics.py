@@ -31,7 +31,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .live import LiveCluster
+    from replication.contract import ClusterObserver
 
 # virtual seconds: one ocean is ~0.04 s, the far side of the world ~0.15 s, repair after a heal ~1-2 s
 PROPAGATION_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -73,7 +73,7 @@ class Metrics:
     def __init__(self, replica_ids: list[str], *, horizon_ms: float = 60_000.0, max_pending: int = 50_000) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.writes = Counter("edgestate_writes", "Writes taken by a replica, by CRDT type (kv, counters, sets)",
+        self.writes = Counter("edgestate_writes", "Writes taken by a replica, by CRDT type (its namespace)",
                               ["type", "replica"], registry=r)
         self.message_counts: dict[tuple[str, str], int] = {}  # (outcome, message kind) -> count
         self.bytes_by_kind: dict[str, int] = {}
@@ -198,7 +198,7 @@ class Metrics:
 
     # -- at scrape time -----------------------------------------------------------------------
 
-    def refresh(self, live: LiveCluster) -> None:
+    def refresh(self, live: ClusterObserver) -> None:
         states = live.replica_states()
         up = sum(1 for s in states if s["status"] == "up")
         self.replicas.labels("up").set(up)

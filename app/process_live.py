@@ -1,8 +1,8 @@
 """`serve --processes`: the dashboard over real replica processes instead of the simulator.
 
-`ProcessLive` answers what the app asks of `LiveCluster` (the API, the WebSocket hub,
-/metrics), for a `ProcessCluster` of `edgestate replica` subprocesses on loopback with
-injected latency:
+`ProcessLive` plays the same roles of the cluster contract as `LiveCluster`
+(`replication.contract.DashboardCluster`: the API, the WebSocket hub, /metrics), for a
+`ProcessCluster` of `edgestate replica` subprocesses on loopback with injected latency:
 
 - reads and writes are relayed to the replica's own HTTP API (answered once durable there),
   with the client's `Idempotency-Key`: the replica keeps the record, and its answer's bytes
@@ -15,6 +15,8 @@ injected latency:
 - crash sends SIGKILL; recover restarts the process from its data directory; a crash that
   loses state deletes the directory and restarts under the next actor (`--actor`);
 - a partition is set at every replica (each drops frames to and from the other side);
+- message counters come from the replicas' `sent` events: sent by kind, delivered by kind
+  once the delivery time each was sent with has passed (the wire itself drops nothing);
 - the simulator's own controls (strategy, speed, loss, pause, step) answer 409.
 """
 
@@ -30,21 +32,34 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Hashable, Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from replication.cluster import UnknownReplica
+from replication import derived
+from replication.contract import (
+    ClockInfo,
+    Convergence,
+    ReplicaState,
+    ReplicaStatus,
+    SimInfo,
+    Topology,
+    TrafficStats,
+)
 from replication.coordination import LastWrites
-from replication.errors import EdgeStateError
+from replication.crdts import BY_NAMESPACE
+from replication.errors import NotWithProcesses, ReplicaDown, UnknownReplica
 from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Once
 from replication.node import incarnation_of
-from replication.replica import KvView, Sibling
 from replication.runner import fresh_actor
-from replication.sim import ReplicaDown
+from replication.values import check_namespace
 
+from .api import ABSENT_IS_404, write_request
+from .detail import empty_detail
 from .errors import ApiError
 from .events import EventBus
 from .http_client import HttpError, Pool
@@ -55,10 +70,6 @@ log = logging.getLogger("edgestate.processes")
 
 DETAIL_POLL_S = 0.25
 CONTROL_TIMEOUT_S = 5.0
-
-
-class NotWithProcesses(EdgeStateError):
-    code = "not_supported_with_processes"
 
 
 class ProcessLive:
@@ -76,16 +87,17 @@ class ProcessLive:
         self._collector: EventCollector | None = None
         self._pool = Pool(timeout=CONTROL_TIMEOUT_S)
         self._t0 = time.time() * 1000.0
-        self._state = {rid: {"status": "down", "version_vector": {}, "digest": "", "incarnation": 0, "keys": 0}
-                       for rid in self.ids}
+        self._state: dict[str, ReplicaStatus] = {
+            rid: {"status": "down", "version_vector": {}, "digest": "", "incarnation": 0, "keys": 0} for rid in self.ids}
         self._actor = dict.fromkeys(self.ids, "")  # as each replica last reported it
         self._down: set[str] = set(self.ids)
         self._killed: set[str] = set()  # crashed, not yet told to recover: late status events are the dead's
         self._groups: list[list[str]] | None = None
         self._mid = 0
-        self._due: list[float] = []  # heap of delivery times of frames still on the wire
-        self._stats = {"sent": 0, "delivered": 0, "dropped": 0, "dropped_by_reason": {}, "in_flight": 0, "writes": 0}
-        self._sent_by_kind: Counter = Counter()
+        self._due: list[tuple[float, str]] = []  # heap of (delivery time, kind) of frames still on the wire
+        self._sent: Counter[str] = Counter()
+        self._delivered: Counter[str] = Counter()
+        self._writes = 0
         self._details: dict[str, tuple[tuple, dict]] = {}
         self._watch: dict[str, float] = {}  # replica -> when its detail was last asked for
         self._recent: list = []
@@ -149,10 +161,10 @@ class ProcessLive:
             if rid in self._killed:
                 return  # the dead process's last words, arriving late
             first = rid in self._down
-            st = self._state[rid]
             actor = ev.get("actor") or rid
-            st.update(status="up", version_vector=ev.get("version_vector") or {}, digest=ev.get("digest") or "",
-                      keys=ev.get("keys") or 0, incarnation=incarnation_of(rid, actor) or 0)
+            self._state[rid] = {"status": "up", "version_vector": ev.get("version_vector") or {},
+                                "digest": ev.get("digest") or "", "incarnation": incarnation_of(rid, actor) or 0,
+                                "keys": ev.get("keys") or 0}
             self._actor[rid] = actor
             if first:
                 self._down.discard(rid)
@@ -163,14 +175,15 @@ class ProcessLive:
             self.bus.publish({"t": t, "kind": "applied", "node": rid, "dots": ev.get("dots") or [],
                               "keys": ev.get("keys") or [], "via": via})
             if via == "local":
-                self._stats["writes"] += 1
+                self._writes += 1
                 for ns, key in ev.get("keys") or []:
                     self.bus.publish({"t": t, "kind": "write", "node": rid, "ns": ns, "key": key})
         elif kind == "sent":
             self._mid += 1
             at = float(ev.get("due", 0.0)) - self._t0
-            self._stats["sent"] += 1
-            heapq.heappush(self._due, at)
+            msg = str(ev.get("kind"))
+            self._sent[msg] += 1
+            heapq.heappush(self._due, (at, msg))
             self.bus.publish({"t": t, "kind": "sent", "node": rid, "src": rid, "dst": ev.get("dst"),
                               "msg": ev.get("kind"), "mid": self._mid, "deliver_at": at,
                               "bytes": ev.get("bytes") or 0})
@@ -183,38 +196,38 @@ class ProcessLive:
     def has(self, nid: str) -> bool:
         return nid in self._state
 
-    def state_of(self, nid: str) -> dict:
-        return dict(self._state[nid])
+    def state_of(self, nid: str) -> ReplicaStatus:
+        st = self._state[nid]
+        return {"status": st["status"], "version_vector": st["version_vector"], "digest": st["digest"],
+                "incarnation": st["incarnation"], "keys": st["keys"]}
 
     def digests(self) -> dict[str, str]:
         return {rid: st["digest"] for rid, st in self._state.items() if rid not in self._down}
 
-    def clock_info(self) -> dict:
+    def clock_info(self) -> ClockInfo:
         return {"now_ms": self.now_ms(), "speed": 1.0, "paused": False, "strategy": self.strategy, "loss": 0.0,
                 "processes": True}
 
-    def stats(self) -> dict:
+    def stats(self) -> TrafficStats:
         now = self.now_ms()
         due = self._due
-        while due and due[0] <= now:
-            heapq.heappop(due)
-            self._stats["delivered"] += 1
-        self._stats["in_flight"] = len(due)
-        return self._stats
+        while due and due[0][0] <= now:
+            self._delivered[heapq.heappop(due)[1]] += 1
+        return {"sent": dict(self._sent), "delivered": dict(self._delivered), "dropped": {}, "dropped_by_reason": {},
+                "in_flight": len(due), "writes": self._writes}
 
-    def detail_ident(self, nid: str) -> tuple:
+    def detail_ident(self, nid: str) -> Hashable:
         self._watch[nid] = time.monotonic()
         got = self._details.get(nid)
         st = self._state[nid]
         return (nid, st["digest"], st["status"], st["incarnation"], got[0] if got else None)
 
-    def detail(self, nid: str, recent) -> dict:
+    def detail(self, nid: str, recent: Iterable[tuple[str, str]]) -> dict[str, Any]:
         self._watch[nid] = time.monotonic()
         self._recent = list(recent)[-100:]
         got = self._details.get(nid)
         st = self._state[nid]
-        base = {"status": st["status"], "digest": st["digest"], "version_vector": st["version_vector"],
-                "kv": [], "counters": [], "sets": [], "keys": st["keys"], "truncated": 0}
+        base = empty_detail(st["status"], st["digest"], st["version_vector"], st["keys"])
         if got is None or st["status"] != "up":
             return base
         return {**got[1], "status": st["status"]}
@@ -231,7 +244,7 @@ class ProcessLive:
                     continue
                 recent = quote(orjson.dumps(self._recent).decode())
                 try:
-                    status, body = await self._pool.request("127.0.0.1", self.procs.replicas[rid].http_port, "GET",
+                    status, body = await self._pool.request("127.0.0.1", self._procs.replicas[rid].http_port, "GET",
                                                             f"/api/detail?recent={recent}")
                 except HttpError:
                     continue
@@ -239,33 +252,38 @@ class ProcessLive:
                     d = orjson.loads(body)
                     self._details[rid] = ((d.get("digest"), d.get("keys"), len(body)), d)
 
-    def sim_info(self) -> dict:
-        return {"strategy": self.strategy, "speed": 1.0, "loss": 0.0, "paused": False, "now_ms": self.now_ms()}
+    def sim_info(self) -> SimInfo:
+        return {"strategy": self.strategy, "speed": 1.0, "effective_speed": 1.0, "loss": 0.0, "paused": False,
+                "now_ms": self.now_ms()}
 
-    def topology(self) -> dict:
-        reps = [{"id": p.id, "city": p.pop.city, "region": p.pop.region, "lat": p.pop.lat, "lon": p.pop.lon}
-                for p in self.placements]
-        rtt = {a: {b: round(self.model.rtt_ms(self.pop_of[a], self.pop_of[b]), 1) for b in self.ids if b != a}
-               for a in self.ids}
-        return {"replicas": reps, "rtt_ms": rtt}
+    def topology(self) -> Topology:
+        return derived.topology(self.placements, self.model)
 
-    def replica_states(self) -> list[dict]:
+    def replica_states(self) -> list[ReplicaState]:
         return [{"id": rid, "status": st["status"], "version_vector": st["version_vector"], "digest": st["digest"],
                  "incarnation": st["incarnation"]} for rid, st in self._state.items()]
 
     local_writes_timed = False
 
     def partition_groups(self) -> list[list[str]] | None:
-        return [list(g) for g in self._groups] if self._groups is not None else None
+        """Each group in `ids` order, as the simulator reports them."""
+        if self._groups is None:
+            return None
+        return [[rid for rid in self.ids if rid in set(g)] for g in self._groups]
 
     def down(self) -> list[str]:
         return [rid for rid in self.ids if rid in self._down]
 
-    def convergence(self) -> dict:
-        digests = self.digests()
-        return {"converged": len(set(digests.values())) <= 1, "digests": digests, "in_flight": self.stats()["in_flight"]}
+    def convergence(self) -> Convergence:
+        return derived.convergence(self.digests(), self.stats()["in_flight"])
 
     # -- reads and writes, relayed ----------------------------------------------------------------
+
+    @property
+    def _procs(self) -> ProcessCluster:
+        if self.procs is None:
+            raise RuntimeError("the replica processes are not started (start() first)")
+        return self.procs
 
     def _known(self, rid: str) -> None:
         if rid not in self._state:
@@ -280,7 +298,7 @@ class ProcessLive:
         path = f"/api/replicas/{quote(rid, safe='')}/{ns}/{quote(key, safe='')}"
         try:
             status, headers, raw = await self._pool.request_full(
-                "127.0.0.1", self.procs.replicas[rid].http_port, method, path,
+                "127.0.0.1", self._procs.replicas[rid].http_port, method, path,
                 orjson.dumps(body) if body is not None else b"", {"Idempotency-Key": once.key} if once else None)
         except HttpError:
             # Not known to have been applied or not: a keyed write is safe to send again.
@@ -290,34 +308,37 @@ class ProcessLive:
         data = orjson.loads(raw) if raw else {}
         if status == 200:
             return data
-        if status == 404 and method == "GET" and ns == "kv":
+        if status == 404 and method == "GET" and ns in ABSENT_IS_404:
             return None
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
             raise ApiError(status, str(err.get("code")), str(err.get("message")))
         raise ApiError(502, "bad_gateway", f"replica {rid} answered {status}")
 
-    async def awrite(self, rid: str, ns: str, key: str, op: dict):
-        return _result(ns, key, await self._relay_write(rid, ns, key, op, None))
+    async def awrite(self, rid: str, ns: str, key: str, op: dict) -> Any:
+        data = await self._relay_write(rid, ns, key, op, None)
+        assert not isinstance(data, Answer)  # unkeyed: the replica's JSON
+        return _result(ns, key, data)
 
     async def awrite_once(self, rid: str, ns: str, key: str, op: dict, once: Once) -> Answer:
         """The key goes to the replica, which keeps the record (durably, with the write)."""
-        return await self._relay_write(rid, ns, key, op, once)
+        answer = await self._relay_write(rid, ns, key, op, once)
+        assert isinstance(answer, Answer)  # a keyed write that succeeded: anything else raised
+        return answer
 
     async def _relay_write(self, rid: str, ns: str, key: str, op: dict, once: Once | None):
-        if ns == "kv" and op.get("delete"):
-            return await self._call(rid, "DELETE", ns, key, {"context": op.get("context")}, once)
-        if ns == "kv":
-            return await self._call(rid, "PUT", ns, key, {"value": op.get("value"), "context": op.get("context")}, once)
-        return await self._call(rid, "POST", ns, key, op, once)
+        method, body = write_request(ns, op)
+        return await self._call(rid, method, ns, key, body, once)
 
-    async def aread(self, rid: str, ns: str, key: str):
-        return _result(ns, key, await self._call(rid, "GET", ns, key, None))
+    async def aread(self, rid: str, ns: str, key: str) -> Any:
+        data = await self._call(rid, "GET", ns, key, None)
+        assert not isinstance(data, Answer)
+        return _result(ns, key, data)
 
     # -- faults -----------------------------------------------------------------------------------
 
     def _control(self, rid: str, method: str, path: str, body: dict | None = None) -> None:
-        url = f"http://127.0.0.1:{self.procs.replicas[rid].http_port}{path}"
+        url = f"http://127.0.0.1:{self._procs.replicas[rid].http_port}{path}"
         req = urllib.request.Request(url, method=method, data=orjson.dumps(body) if body is not None else None,
                                      headers={"Content-Type": "application/json"})
         try:
@@ -327,8 +348,7 @@ class ProcessLive:
             log.warning("could not tell %s %s %s: %s", rid, method, path, e)
 
     def partition(self, groups: list[list[str]]) -> list[list[str]]:
-        listed = {r for g in groups for r in g}
-        final = [list(g) for g in groups] + ([[r for r in self.ids if r not in listed]] if set(self.ids) - listed else [])
+        final = derived.partition_groups(groups, self.ids)
         self._groups = final
         for rid in self.ids:
             if rid not in self._down:
@@ -344,34 +364,37 @@ class ProcessLive:
         self.bus.publish({"t": self.now_ms(), "kind": "heal", "node": None})
 
     def crash(self, rid: str, lose_state: bool = False) -> None:
+        """SIGKILL, also for a process told to recover that has not reported yet. Crashing a
+        crashed replica only adds `lose_state`."""
         self._known(rid)
-        if rid in self._down:
-            return
-        self.procs.kill(rid)
-        self._down.add(rid)
-        self._killed.add(rid)
-        self._state[rid]["status"] = "down"
-        if lose_state:
-            shutil.rmtree(self.procs.replicas[rid].data_dir, ignore_errors=True)
+        procs = self._procs
+        if rid not in self._killed:
+            procs.kill(rid)
+            self._down.add(rid)
+            self._killed.add(rid)
+            self._state[rid]["status"] = "down"
+            self.bus.publish({"t": self.now_ms(), "kind": "crash", "node": rid})
+        if lose_state and rid not in self._next_actor:
+            shutil.rmtree(procs.replicas[rid].data_dir, ignore_errors=True)
             # a new lineage: an actor no one can hold, even if this view of its last one is stale
             self._next_actor[rid] = fresh_actor(rid, incarnation_of(rid, self._actor[rid]) or 0)
-        self.bus.publish({"t": self.now_ms(), "kind": "crash", "node": rid})
 
     def recover(self, rid: str) -> None:
         """Restart the process (it reports `status` once up: that marks it recovered)."""
         self._known(rid)
-        if rid not in self._down or self.procs.replicas[rid].running:
+        procs = self._procs
+        if rid not in self._down or procs.replicas[rid].running:
             return
         self._killed.discard(rid)
         fresh = self._next_actor.pop(rid, None)
-        self.procs.spawn(rid, extra=("--actor", fresh) if fresh else ())
+        procs.spawn(rid, extra=("--actor", fresh) if fresh else ())
         if self._groups is not None:
             groups = self._groups
             asyncio.get_running_loop().create_task(self._partition_when_up(rid, groups))
 
     async def _partition_when_up(self, rid: str, groups) -> None:
         with contextlib.suppress(RuntimeError):
-            await asyncio.to_thread(self.procs.wait_ready, [rid])
+            await asyncio.to_thread(self._procs.wait_ready, [rid])
             if self._groups == groups:
                 await asyncio.to_thread(self._control, rid, "POST", "/api/faults/partition", {"groups": groups})
 
@@ -400,12 +423,6 @@ class ProcessLive:
 
 
 def _result(ns: str, key: str, data: dict | None):
-    if ns == "kv":
-        if data is None:
-            return KvView(key, (), None)
-        sibs = tuple(Sibling(s["value"], s["replica"], s["counter"], s["hlc"][0], s["hlc"][1])
-                     for s in data.get("siblings", []))
-        return KvView(key, sibs, data.get("context"))
-    if ns == "counters":
-        return data["value"]
-    return data["members"]
+    """A replica's answer as the value its type reads as (what the embedded cluster returns;
+    only a register's read answers 404 for nothing there, and every type reads None as empty)."""
+    return BY_NAMESPACE[check_namespace(ns)].from_json(key, data)

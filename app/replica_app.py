@@ -11,6 +11,7 @@ writes at `/api/replicas/{its id}/...` (a write is answered once it is durable; 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -23,7 +24,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from replication.cluster import UnknownReplica
+from replication.derived import partition_groups
+from replication.errors import UnknownReplica
 from replication.idempotency import Answer, Once
 from replication.runner import ReplicaRunner
 
@@ -36,7 +38,9 @@ from .security import AccessMiddleware, Settings
 
 
 class ReplicaService:
-    """What the shared API routes call, for a cluster of one: this process's replica."""
+    """What the shared API routes call, for a cluster of one: this process's replica. It plays
+    the data role of the cluster contract (`replication.contract.ClusterData`); faults and
+    observation have this process's own routes below."""
 
     def __init__(self, runner: ReplicaRunner) -> None:
         self.runner = runner
@@ -46,7 +50,7 @@ class ReplicaService:
         if replica_id != self.runner.id:
             raise UnknownReplica(f"this process serves replica {self.runner.id!r} only, not {replica_id!r}")
 
-    async def awrite(self, replica_id: str, ns: str, key: str, op: dict):
+    async def awrite(self, replica_id: str, ns: str, key: str, op: dict) -> Any:
         self._known(replica_id)
         return await self.runner.write(ns, key, op)
 
@@ -54,7 +58,7 @@ class ReplicaService:
         self._known(replica_id)
         return await self.runner.write_once(ns, key, op, once)
 
-    async def aread(self, replica_id: str, ns: str, key: str):
+    async def aread(self, replica_id: str, ns: str, key: str) -> Any:
         self._known(replica_id)
         return await self.runner.read(ns, key)
 
@@ -157,6 +161,7 @@ async def detail(request: Request, recent: str = Query("[]", max_length=64 * 102
     runner = _runner(request)
     runner.check_serving()
     await runner.barrier()  # no value a crash could take back
+    assert runner.node is not None  # started: serving
     return replica_detail(runner.node.replica, [(ns, key) for ns, key in refs], True)
 
 
@@ -167,8 +172,7 @@ async def partition(request: Request, body: PartitionIn) -> PartitionOut:
     runner = _runner(request)
     known = [runner.id, *sorted(runner.peer_addrs)]
     check_groups(body.groups, known)
-    listed = {r for g in body.groups for r in g}
-    groups = [list(g) for g in body.groups] + ([[r for r in known if r not in listed]] if set(known) - listed else [])
+    groups = partition_groups(body.groups, known)
     mine = next(set(g) for g in groups if runner.id in g)
     runner.partition(set(runner.peer_addrs) - mine)
     return PartitionOut(partitioned=True, groups=groups)

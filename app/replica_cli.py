@@ -206,7 +206,7 @@ async def _main(args, secret: bytes, settings) -> int:
     import signal
 
     from replication.runner import ReplicaRunner
-    from replication.storage import CorruptStorage, StorageError
+    from replication.errors import CorruptStorage, StorageError
 
     stream = None
     if args.events:

@@ -1,6 +1,24 @@
-"""edgestate's replication core: causal clocks, delta-state CRDTs and a sans-IO replica.
+"""edgestate's replication system: causal clocks, delta-state CRDTs and a sans-IO replica
+node; the simulator that drives the node on virtual time; and the real replica that drives
+the same node over TCP with its state on disk.
 
-Nothing here imports a web framework, reads a clock, or opens a socket.
+Nothing in this package imports a web framework (or `app/`). The modules fall in four
+layers, inner to outer; `tests/test_layers.py` holds each module to its layer, and what a
+layer may import:
+
+- core, sans-IO: reads no clock, never sleeps, opens no socket and writes no file; callers
+  pass time in, and every random choice comes from a generator seeded by the caller.
+  `clocks`, `crdts`, `values`, `tokens`, `errors`, `seals`, `delta`, `store`, `replica`,
+  `messages`, `wire`, `dissemination`, `antientropy`, `membership`, `node`, `idempotency`,
+  `geo`, `contract`, `derived`, `writes`.
+- simulation, on virtual time: opens no socket and writes no file. `cluster` reads a
+  wall clock only to measure the node's own work for a local write, and the live scenario
+  driver only to pace itself; neither reading changes the run.
+  `sim`, `cluster`, `consensus`, `coordination`, `scenarios` (but its command line).
+- real I/O, on the wall clock: sockets (asyncio), SQLite and files.
+  `net`, `storage`, `integrity`, `sqlitewal`, `migrate`, `runner`.
+- tools: the command lines, benches and fault campaigns over the layers above.
+  `cliargs`, `scenarios.cli`, `bench`.
 """
 
 from .clocks import CausalContext, Dot, HybridLogicalClock, Timestamp, VersionVector

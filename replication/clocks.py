@@ -232,6 +232,12 @@ class HybridLogicalClock:
             self.last = Timestamp(self.last.wall_ms, self.last.logical + 1)
         return self.last
 
+    def advance_to(self, ts: Timestamp) -> None:
+        """Never go back: the clock is at least at `ts`, a timestamp this replica made or saw
+        before (restored from disk, or held by the state a reload replaced)."""
+        if ts > self.last:
+            self.last = Timestamp(*ts)
+
     def observe(self, remote: Timestamp, physical_ms: float) -> bool:
         """Fold in a timestamp seen on a message. Returns False when it was too far ahead to adopt."""
         pt = int(physical_ms)

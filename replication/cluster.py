@@ -1,5 +1,7 @@
-"""What the app drives: replicas at POPs on the simulated WAN (latency model, dissemination,
-anti-entropy, membership), on a virtual clock. Real replica processes come later.
+"""Replicas at POPs on the simulated WAN (latency model, dissemination, anti-entropy,
+membership), on a virtual clock: what `app/live.py` runs against the wall clock, and the
+scenarios and benches run as fast as they can. Its answers have the contract's shapes
+(`contract`), derived as every cluster derives them (`derived`).
 """
 
 from __future__ import annotations
@@ -8,15 +10,14 @@ import os
 import time
 from typing import Callable
 
-from .errors import EdgeStateError
+from . import derived
+from .contract import Convergence, ReplicaState, ReplicaStatus, Topology
+from .errors import UnknownReplica
 from .geo import LatencyModel, Placement
 from .dissemination import STRATEGIES
 from .node import Node, NodeConfig
+from .replica import Replica
 from .sim import SimEvent, Simulator
-
-
-class UnknownReplica(EdgeStateError):
-    code = "unknown_replica"
 
 
 class SimCluster:
@@ -126,16 +127,22 @@ class SimCluster:
         for node in self.sim.nodes.values():
             node.set_strategy(name)
 
-    def topology(self) -> dict:
-        reps = [{"id": i, "city": p.city, "region": p.region, "lat": p.lat, "lon": p.lon}
-                for i, p in ((i, self.pop_of[i]) for i in self.ids)]
-        rtt = {a: {b: round(2 * self.one_way_ms(a, b), 1) for b in self.ids if b != a} for a in self.ids}
-        return {"replicas": reps, "rtt_ms": rtt}
+    def replica(self, replica_id: str) -> Replica:
+        """The replica at node `replica_id` (its state now, up or down). KeyError if unknown."""
+        return self.sim.nodes[replica_id].replica  # type: ignore[return-value]  # our nodes hold Replicas
 
-    def replica_states(self) -> list[dict]:
-        out = []
+    def topology(self) -> Topology:
+        return derived.topology(self.placements, self.model)
+
+    def state_of(self, replica_id: str) -> ReplicaStatus:
+        r = self.replica(replica_id)
+        return {"status": "up" if self.sim.up(replica_id) else "down", "version_vector": r.version_vector.to_dict(),
+                "digest": r.digest(), "incarnation": self.sim.incarnation(replica_id), "keys": len(r.store)}
+
+    def replica_states(self) -> list[ReplicaState]:
+        out: list[ReplicaState] = []
         for i in self.ids:
-            r = self.sim.nodes[i].replica
+            r = self.replica(i)
             out.append({
                 "id": i, "status": "up" if self.sim.up(i) else "down",
                 "version_vector": r.version_vector.to_dict(), "digest": r.digest(),
@@ -143,9 +150,8 @@ class SimCluster:
             })
         return out
 
-    def convergence(self) -> dict:
-        digests = self.sim.digests()
-        return {"converged": len(set(digests.values())) <= 1, "digests": digests, "in_flight": self.sim.in_flight()}
+    def convergence(self) -> Convergence:
+        return derived.convergence(self.sim.digests(), self.sim.in_flight())
 
     def settle(self, max_ms: float = 60_000.0) -> bool:
         """Run virtual time until every live replica has the same state (tests, scripts)."""

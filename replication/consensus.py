@@ -43,11 +43,13 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
+from .crdts import BY_NAMESPACE
 from .geo import LatencyModel, Placement
 from .messages import Envelope
 from .sim import Simulator
+from .values import check_namespace
 
 __all__ = [
     "ConsensusCluster",
@@ -150,12 +152,20 @@ class Ticket:
     submitted_at: float
 
 
+class Submitted(NamedTuple):
+    """A node's `write`, as the simulator takes it (`sim.SimNode`): the ticket, what to send."""
+
+    view: Ticket
+    envelopes: list[Envelope]
+
+
 # -- the replicated state machine -----------------------------------------------------------
 
 
 class ConsensusState:
-    """Committed entries applied in log order: kv (last write wins, by log order), counters
-    (`{"add": n}`), sets (`{"add": [...]}` / `{"remove": [...]}`). One value per key: a
+    """Committed entries applied in log order, each by its type's sequential specification
+    (`sequential` of each module in `crdts`: kv's last write wins, by log order; a counter sums;
+    a set adds and removes; a map sets, counts and removes fields). One value per key: a
     coordinated log has no siblings."""
 
     def __init__(self) -> None:
@@ -166,19 +176,7 @@ class ConsensusState:
     def apply(self, e: Entry) -> None:
         k = (e.ns, e.key)
         op = e.op
-        if e.ns == "counters":
-            self._data[k] = self._data.get(k, 0) + int(op.get("add", 0))
-        elif e.ns == "sets":
-            cur = list(self._data.get(k, []))
-            for x in op.get("add", []):
-                if x not in cur:
-                    cur.append(x)
-            for x in op.get("remove", []):
-                if x in cur:
-                    cur.remove(x)
-            self._data[k] = cur
-        else:
-            self._data[k] = op.get("value")
+        self._data[k] = BY_NAMESPACE[e.ns].sequential(self._data.get(k), op)
         self.applied = e.index
         self._hash.update(json.dumps([e.index, e.origin, e.req, e.ns, e.key, op], sort_keys=True, default=repr).encode())
 
@@ -246,9 +244,10 @@ class ConsensusNode:
 
     # -- SimNode interface ---------------------------------------------------------------------
 
-    def write(self, ns: str, key: str, op: dict, *, now: float) -> tuple[Ticket, list[Envelope]]:
+    def write(self, ns: str, key: str, op: dict, *, now: float) -> Submitted:
         if not isinstance(op, dict):
             raise TypeError("op must be a dict")
+        BY_NAMESPACE[check_namespace(ns)].check(op)  # a bad operation never enters the log
         req = self._next_req
         self._next_req += 1
         self._submitted[req] = now
@@ -257,10 +256,10 @@ class ConsensusNode:
             self._append_local(self.id, req, ns, key, op)
             outs = self._replicate(now)
             outs += self._advance_commit(now)
-            return Ticket(self.id, req, now), outs
+            return Submitted(Ticket(self.id, req, now), outs)
         fwd = RaftForward(self.id, req, ns, key, dict(op))
         self._forwards[req] = _Forward(fwd, now)
-        return Ticket(self.id, req, now), [Envelope(self.id, self.leader, fwd)]
+        return Submitted(Ticket(self.id, req, now), [Envelope(self.id, self.leader, fwd)])
 
     def receive(self, env: Envelope, *, now: float) -> list[Envelope]:
         m = env.msg

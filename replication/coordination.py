@@ -14,6 +14,7 @@ Three things, each pure (no web, no wall clock of its own):
 - `LastWrites`: per POP, its most recent local write, the wall-clock microseconds of the
   node's own work for it, and when each replica applied it (from the cluster's events), so
   "everywhere in Y ms" is virtual time from the write until every replica that is up has it.
+  It is a `writes.WriteTracker` (the one way writes are followed) that keeps one per POP.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Iterable
 
 from .consensus import ConsensusCluster, majority
 from .geo import LatencyModel, Placement
+from .writes import WriteTracker
 
 __all__ = ["Baseline", "LastWrites", "commit_baseline", "who_can_write"]
 
@@ -76,55 +78,22 @@ def who_can_write(ids: list[str], groups: list[list[str]] | None, down: Iterable
             "consensus_blocked": reason}
 
 
-class LastWrites:
+class LastWrites(WriteTracker):
     """Each POP's latest local write and its arrivals, bounded: one write per POP.
 
-    Fed with the cluster's events as JSON-ready dicts (`observe`, kinds "applied"), and with
-    the wall-clock cost of each local write (`timed`) by whoever made the write.
+    A `WriteTracker` (`replication.writes`) that keeps only each origin's latest write. Fed
+    with the cluster's events as JSON-ready dicts (`observe`), and with the wall-clock cost of
+    each local write (`timed`) by whoever made the write.
     """
 
     def __init__(self) -> None:
-        self._last: dict[str, dict] = {}  # origin -> {"id", "t", "local_us", "arrivals"}
-        self._origin_of: dict[tuple, str] = {}  # a tracked write's dots -> its origin
-
-    def observe(self, ev: dict) -> None:
-        if ev.get("kind") != "applied":
-            return
-        dots = ev.get("dots") or []
-        if not dots:
-            return
-        node, t = ev["node"], ev["t"]
-        if ev.get("via") == "local":
-            old = self._last.get(node)
-            if old is not None:
-                for d in old["dots"]:
-                    self._origin_of.pop(d, None)
-            keys = [tuple(d) for d in dots]
-            self._last[node] = {"id": f"{dots[0][0]}:{dots[0][1]}", "t": t, "local_us": None,
-                                "arrivals": {node: t}, "dots": keys}
-            for d in keys:
-                self._origin_of[d] = node
-            return
-        for d in dots:
-            origin = self._origin_of.get((d[0], d[1]))
-            if origin is not None:
-                self._last[origin]["arrivals"].setdefault(node, t)
-
-    def timed(self, origin: str, t: float, local_us: float) -> None:
-        """The node's write at `origin` at virtual `t` took `local_us` of wall-clock work."""
-        w = self._last.get(origin)
-        if w is not None and w["t"] == t and w["local_us"] is None:
-            w["local_us"] = local_us
+        super().__init__(keep=0, latest_per_origin=True)
 
     def report(self, origin: str, up: list[str]) -> dict | None:
         """The latest write at `origin`: its cost, and how far it has spread among `up`."""
-        w = self._last.get(origin)
+        w = self.latest(origin)
         if w is None:
             return None
-        arr = w["arrivals"]
-        reached = [r for r in up if r in arr]
-        everywhere = None
-        if up and len(reached) == len(up):
-            everywhere = max(arr[r] for r in up) - w["t"]
-        return {"id": w["id"], "t_ms": w["t"], "local_us": w["local_us"], "everywhere_ms": everywhere,
-                "reached": len(reached), "of": len(up)}
+        reached, of, everywhere = w.spread(up)
+        return {"id": w.id, "t_ms": w.t, "local_us": w.local_us, "everywhere_ms": everywhere,
+                "reached": reached, "of": of}

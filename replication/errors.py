@@ -1,8 +1,19 @@
-"""Typed errors of the edge state library. Each carries a stable machine-readable `code`.
+"""Typed errors of the edge state library, all of them here. Each carries a stable
+machine-readable `code`; the HTTP layer maps codes to statuses (`app/errors.py`).
 
 Every error is raised before any state changes: a caller that catches one may assume the
-replica is exactly as it was.
+replica is exactly as it was. (`StorageUnavailable` says so of a write the disk refused: it
+was undone everywhere before the error was raised.)
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .clocks import Dot
+    from .integrity import Damage
+    from .messages import Envelope
 
 
 class EdgeStateError(Exception):
@@ -55,3 +66,126 @@ class StaleDelta(EdgeStateError):
     """An anti-entropy reply computed against a version vector this replica no longer has."""
 
     code = "stale_delta"
+
+
+class BadSeal(MalformedDelta):
+    """A dot whose content does not match its seal: a damaged copy. Names where it is (`seals`)."""
+
+    code = "bad_seal"
+
+    def __init__(self, ns: str, key: str, dot: Dot, where: str = "") -> None:
+        at = f" {where}" if where else ""
+        super().__init__(f"{ns} {key!r}: the content of dot {tuple(dot)} does not match its seal{at}")
+        self.ns, self.key, self.dot = ns, key, dot
+
+
+# -- idempotency keys (`idempotency`) ------------------------------------------------------
+
+
+class InvalidIdempotencyKey(EdgeStateError):
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(EdgeStateError):
+    """The key was used for another request at this replica (within its lifetime)."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyTableFull(EdgeStateError):
+    """The replica holds as many records as it may: a keyed write is refused until some expire."""
+
+    code = "idempotency_table_full"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+# -- which replica: a cluster's (`cluster`, `sim`, the app's clusters) ---------------------
+
+
+class UnknownReplica(EdgeStateError):
+    code = "unknown_replica"
+
+
+class ReplicaDown(EdgeStateError):
+    """The replica is crashed: it cannot take reads or writes until it recovers."""
+
+    code = "replica_down"
+
+    def __init__(self, node_id: str, since: float) -> None:
+        super().__init__(f"replica {node_id!r} is down (crashed at t={since:.3f} ms); recover it first")
+        self.node_id = node_id
+        self.since = since
+
+
+class NotWithProcesses(EdgeStateError):
+    """A control of the simulator (speed, pause, step, loss, strategy, scenarios) asked of a
+    cluster of real replica processes."""
+
+    code = "not_supported_with_processes"
+
+
+# -- a real replica: its disk and its start (`storage`, `migrate`, `runner`) ----------------
+
+
+class StorageError(EdgeStateError):
+    code = "storage_error"
+
+
+class StorageLocked(StorageError):
+    """Another process (or Storage object) holds this data directory."""
+
+    code = "storage_locked"
+
+
+class WrongReplica(StorageError):
+    """The data directory belongs to another replica."""
+
+    code = "wrong_replica"
+
+
+class CorruptStorage(StorageError):
+    """Stored state that fails its checks: a damaged disk, a bug or tampering. `damage` names
+    each file and record."""
+
+    code = "corrupt_storage"
+
+    def __init__(self, message: str, damage: list[Damage] | None = None) -> None:
+        super().__init__(message)
+        self.damage = list(damage or [])
+
+
+class MigrationError(EdgeStateError):
+    code = "migration_failed"
+
+
+class StorageUnavailable(EdgeStateError):
+    """The disk refused a flush: the write was not applied, here or anywhere; retry it."""
+
+    code = "storage_unavailable"
+
+
+class Recovering(EdgeStateError):
+    """The replica is catching up after repairing damaged storage: try again, or another one."""
+
+    code = "recovering"
+
+
+# -- the wire between replica processes (`wire`, `net`) ------------------------------------
+
+
+class BadFrame(EdgeStateError):
+    """A frame that must be dropped; the connection it came on should be closed.
+
+    `code` says why: bad_hmac, oversized, truncated, malformed, misdirected. `decoded`
+    holds the envelopes of good frames that came before it in the same `feed` call.
+    """
+
+    code = "bad_frame"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.decoded: list[Envelope] = []

@@ -34,33 +34,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import EdgeStateError
+from .errors import IdempotencyKeyReused, IdempotencyTableFull, InvalidIdempotencyKey
 
 TTL_MS = 10 * 60 * 1000
 MAX_RECORDS = 100_000
 MAX_BYTES = 64 * 1024 * 1024
 MAX_KEY_CHARS = 255
 RECORD_OVERHEAD_BYTES = 100  # per record, beside its key, fingerprint and body: a rough Python cost
-
-
-class InvalidIdempotencyKey(EdgeStateError):
-    code = "invalid_idempotency_key"
-
-
-class IdempotencyKeyReused(EdgeStateError):
-    """The key was used for another request at this replica (within its lifetime)."""
-
-    code = "idempotency_key_reused"
-
-
-class IdempotencyTableFull(EdgeStateError):
-    """The replica holds as many records as it may: a keyed write is refused until some expire."""
-
-    code = "idempotency_table_full"
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 def check_idempotency_key(key: object) -> str:

@@ -43,7 +43,7 @@ from .delta import Delta, KeyRef
 from .errors import EdgeStateError
 from .seals import from_row
 from .sqlitewal import check_wal, db_page_size
-from .values import NAMESPACES, check_key, check_namespace
+from .values import check_key, check_namespace
 
 SCHEMA_VERSION = 2
 DB_NAME = "edgestate.db"
@@ -134,7 +134,7 @@ def _show(x: object) -> str:
 
 
 def _ref(ns: object, key: object) -> str:
-    return f"{ns if ns in NAMESPACES else _show(ns)}/{_show(key)}"
+    return f"{ns if isinstance(ns, str) and ns in BY_NAMESPACE else _show(ns)}/{_show(key)}"
 
 
 def empty_state() -> PersistedState:
@@ -339,9 +339,8 @@ def salvage(state: PersistedState) -> PersistedState:
     for (ns, key), store in state.entries.items():
         for d in BY_NAMESPACE[ns].dots(store):
             live[d] = (ns, key)
-        if ns == "kv":
-            for _value, ts in store.values():
-                latest = max(latest, Timestamp(*ts))
+        for ts in BY_NAMESPACE[ns].timestamps(store):
+            latest = max(latest, Timestamp(*ts))
     ctx = CausalContext.of(live)
     return PersistedState(state.replica_id, state.actor, dict(state.entries), ctx, ctx.copy(), live, latest,
                           list(state.log), clean=False, boots=state.boots, salvaged=True, seals=dict(state.seals))

@@ -34,18 +34,15 @@ import msgpack
 from .clocks import CausalContext, Dot, Timestamp, check_replica_id, dot_from_wire
 from .crdts import BY_NAMESPACE
 from .delta import Delta, KeyRef
-from .errors import EdgeStateError
+from .errors import EdgeStateError, MigrationError
 from .replica import Replica
 from .seals import mint
+from .store import Snapshot
 from .values import check_key, check_namespace
 
 log = logging.getLogger("edgestate.storage")
 
 OLD_VERSION = 1
-
-
-class MigrationError(EdgeStateError):
-    code = "migration_failed"
 
 
 def _unpack(raw: bytes):
@@ -110,11 +107,8 @@ def read_v1(db: Path) -> tuple[dict, Replica, list[Delta]]:
     rep = Replica(rid, actor=actor)
     ctx = CausalContext.from_wire(meta.get("ctx", [{}, []]))
     applied = CausalContext.from_wire(meta.get("applied", [{}, []]))
-    if entries or ctx.vv or applied.vv:
-        rep.store.apply(Delta(entries=entries, ctx=ctx, applied=applied, keys=key_of, full=True,
-                              seals=_sealed(entries)))
     wall, logical = meta.get("hlc", [0, 0])
-    rep.hlc.last = Timestamp(wall, logical)
+    rep.restore(Snapshot(entries, ctx, applied, key_of, _sealed(entries)), Timestamp(wall, logical))
     return meta, rep, logged
 
 
@@ -170,4 +164,4 @@ def migrate_v1(root: Path) -> Path:
     return aside
 
 
-__all__ = ["MigrationError", "migrate_v1", "read_v1"]
+__all__ = ["migrate_v1", "read_v1"]

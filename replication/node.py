@@ -1,7 +1,7 @@
 """A replica node: the sans-IO replica plus dissemination, anti-entropy and membership.
 
 Like the replica, a node never reads a clock, sleeps or opens a socket. Its whole
-interface is: `write(...) -> (view, envelopes)`, `receive(envelope) -> envelopes`,
+interface is: `write(...) -> Written` (the view, the delta, the envelopes), `receive(envelope) -> envelopes`,
 `tick() -> envelopes` with `next_deadline()` saying when `tick` next has work, and
 `drain_events()` for what an observer (the dashboard, a benchmark) may want to see:
 ("applied", ...), ("membership", ...), and ("integrity", ...) for what content checks found
@@ -14,10 +14,11 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from .antientropy import SCRUB_KEYS, AntiEntropy
 from .clocks import Dot
+from .delta import Delta
 from .dissemination import DisseminationConfig, make_strategy
 from .errors import StaleDelta
 from .membership import ALIVE, DEAD, Membership, MembershipConfig
@@ -25,6 +26,27 @@ from .messages import (
     Ack, AeBuckets, AeDigest, AeKeys, AeRepair, AeReply, Envelope, Gossip, Neighbour, Ping, PingReq, PushPull,
 )
 from .replica import Replica
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A local write, done: what the writer is answered (`view`), the delta it made (None when
+    nothing changed, as for deleting what is not there) and the envelopes that spread it. A
+    durable driver logs `delta` before it sends any envelope or answers the writer."""
+
+    view: Any
+    delta: Delta | None
+    envelopes: list[Envelope]
+
+
+class WriteNotSent(Exception):
+    """A write was applied (its delta is `delta`), then making its envelopes failed: a bug, the
+    cause is chained. The replica holds the write, so a durable driver must log `delta` all
+    the same (anti-entropy spreads it); the writer gets the error."""
+
+    def __init__(self, delta: Delta) -> None:
+        super().__init__("a write was applied, then its envelopes could not be made")
+        self.delta = delta
 
 
 @dataclass
@@ -133,9 +155,6 @@ class Node:
         self.stale_replies = 0
         self._announce_view = True
         self._gc_at = 0.0
-        # Called with each local write's delta before it is disseminated: where a driver
-        # makes it durable (a real replica holds the returned envelopes until then).
-        self.journal: Callable[[object], None] | None = None
 
     # -- what strategies see of their host -------------------------------------------------
 
@@ -160,15 +179,19 @@ class Node:
 
     # -- the node's interface ----------------------------------------------------------------
 
-    def write(self, ns: str, key: str, op: dict, *, now: float):
+    def write(self, ns: str, key: str, op: dict, *, now: float) -> Written:
+        """Apply a local write. Bad input raises a typed error before anything changed;
+        WriteNotSent (a bug) means it was applied and carries its delta."""
         view, delta = self.replica.write(ns, key, op, now=now + self.epoch_ms)
         if delta is None:
-            return view, []
-        if self.journal is not None:
-            self.journal(delta)
-        dots = sorted(delta.applied.dots())
-        self._note(dots, [(ns, key)], now, "local")
-        return view, self.strategy.broadcast(Gossip(dots[0], self.id, delta), now)
+            return Written(view, None, [])
+        try:
+            dots = sorted(delta.applied.dots())
+            self._note(dots, [(ns, key)], now, "local")
+            envelopes = self.strategy.broadcast(Gossip(dots[0], self.id, delta), now)
+        except Exception as e:
+            raise WriteNotSent(delta) from e
+        return Written(view, delta, envelopes)
 
     def receive(self, env: Envelope, *, now: float) -> list[Envelope]:
         msg = env.msg
@@ -242,6 +265,16 @@ class Node:
         self._announce_view = True
         return self.tick(now=now)
 
+    def take_replica(self, replica: Replica) -> None:
+        """Go on with `replica` (this replica's durable state, read back after a failed flush)
+        in place of the current one. Its clock and what peers hold carry over; dissemination
+        starts afresh, so no cache still holds a payload of a write the disk refused."""
+        if replica.id != self.id:
+            raise ValueError(f"node {self.id!r} cannot take replica {replica.id!r}")
+        replica.carry_over(self.replica)
+        self.replica = replica
+        self.set_strategy(self.cfg.strategy)
+
     def set_strategy(self, name: str) -> None:
         """Switch dissemination live. In-flight repairs of the old strategy are dropped;
         anti-entropy delivers whatever they would have."""
@@ -301,4 +334,5 @@ class Node:
             self.strategy.view_changed(added, removed)
 
 
-__all__ = ["ALIVE", "Node", "NodeConfig", "actor_for", "incarnation_of", "overlay_view", "parse_actor"]
+__all__ = ["ALIVE", "Node", "NodeConfig", "WriteNotSent", "Written", "actor_for", "incarnation_of", "overlay_view",
+           "parse_actor"]

@@ -7,38 +7,59 @@ this same object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .clocks import CausalContext, Dot, HybridLogicalClock, Timestamp, VersionVector
-from .crdts import mvregister, orset, pncounter
+from .crdts import BY_NAMESPACE
+from .crdts.mvregister import KvSibling as Sibling
+from .crdts.mvregister import KvView
 from .delta import Delta
 from .errors import InvalidOperation
-from .store import Applied, Store
+from .store import Applied, Snapshot, Store
 from .tokens import ContextTokens
-from .values import check_key, check_namespace, decode_value, encode_value
+from .values import check_key, check_namespace
 
 DEV_SECRET = b"edgestate-local-development-secret"
 
 
-@dataclass(frozen=True)
-class Sibling:
-    value: Any
-    replica: str
-    counter: int
-    wall_ms: int
-    logical: int
+class _Mint:
+    """What a type's delta-mutator asks of this replica for one write (`crdts.base.Mint`).
+    Dots are handed out from the next free one of this replica's actor; the clock ticks at
+    most once, when asked for the write's time."""
+
+    __slots__ = ("actor", "minted", "_replica", "_ns", "_key", "_now", "_first", "_ts")
+
+    def __init__(self, replica: Replica, ns: str, key: str, now: float) -> None:
+        self.actor = replica.actor
+        self.minted: list[Dot] = []
+        self._replica, self._ns, self._key, self._now = replica, ns, key, now
+        self._first: int | None = None
+        self._ts: Timestamp | None = None
+
+    def dot(self) -> Dot:
+        if self._first is None:
+            self._first = self._replica.store.ctx.next_dot(self.actor).counter
+        d = Dot(self.actor, self._first + len(self.minted))
+        self.minted.append(d)
+        return d
+
+    def now(self) -> Timestamp:
+        if self._ts is None:
+            self._ts = self._replica.hlc.now(self._now)
+        return self._ts
+
+    def observed(self, token: object) -> list[Dot]:
+        return self._replica.tokens.open(token, self._ns, self._key)
 
 
-@dataclass(frozen=True)
-class KvView:
-    key: str
-    siblings: tuple[Sibling, ...]
-    context: str | None
+class _Reader:
+    __slots__ = ("key", "_tokens", "_ns")
 
-    @property
-    def values(self) -> list[Any]:
-        return [s.value for s in self.siblings]
+    def __init__(self, tokens: ContextTokens, ns: str, key: str) -> None:
+        self.key, self._tokens, self._ns = key, tokens, ns
+
+    def token(self, dots: Iterable[Dot]) -> str:
+        return self._tokens.issue(self._ns, self.key, dots)
 
 
 def check_replica_name(replica_id: object) -> str:
@@ -63,114 +84,58 @@ class Replica:
 
     # -- reads: this replica's view, which may lag others ---------------------------
 
+    def read(self, ns: str, key: str) -> Any:
+        """The key's value here, as its type shows it (`kv`: a `KvView`; `counters`: an int;
+        `sets`: a list; `maps`: a `MapView`)."""
+        t = BY_NAMESPACE[check_namespace(ns)]
+        return t.value(self.store.get(ns, check_key(key)), _Reader(self.tokens, ns, key))
+
+    # Typed shorthands for the three original types (tests and tools call them); each is one
+    # call of `read` or `write`, which find every type, these included, in the registry.
+
     def read_kv(self, key: str) -> KvView:
-        store = self.store.get("kv", check_key(key))
-        sibs = mvregister.siblings(store)
-        return KvView(
-            key=key,
-            siblings=tuple(Sibling(decode_value(v), d[0], d[1], ts[0], ts[1]) for d, (v, ts) in sibs),
-            context=self.tokens.issue("kv", key, store) if store else None,
-        )
+        return self.read("kv", key)
 
     def read_counter(self, key: str) -> int:
-        return pncounter.value(self.store.get("counters", check_key(key)))
+        return self.read("counters", key)
 
     def read_set(self, key: str) -> list[Any]:
-        return [decode_value(e) for e in orset.members(self.store.get("sets", check_key(key)))]
-
-    def read(self, ns: str, key: str):
-        return {"kv": self.read_kv, "counters": self.read_counter, "sets": self.read_set}[check_namespace(ns)](key)
+        return self.read("sets", key)
 
     # -- local writes: answered here, no round trip --------------------------------
 
-    def _dots(self, n: int) -> list[Dot]:
-        first = self.store.ctx.next_dot(self.actor)
-        return [Dot(self.actor, first.counter + i) for i in range(n)]
-
-    def _commit(self, ns: str, key: str, out, new_dots: list[Dot]) -> Delta | None:
-        if out is None:
-            return None
-        delta = self.store.local_delta(ns, key, out[0], out[1], new_dots)
-        self.store.apply(delta)
-        return delta
-
-    def _observed(self, key: str, context: str | None) -> list[Dot] | None:
-        return None if context is None else self.tokens.open(context, "kv", key)
-
-    def write_kv(self, key: str, value: Any, context: str | None = None, *, now: float) -> tuple[KvView, Delta]:
-        check_key(key)
-        raw = encode_value(value)
-        observed = self._observed(key, context)
-        [dot] = self._dots(1)
-        out = mvregister.write_delta(self.store.get("kv", key), dot, raw, self.hlc.now(now), observed)
-        delta = self._commit("kv", key, out, [dot])
-        return self.read_kv(key), delta
-
-    def delete_kv(self, key: str, context: str | None = None, *, now: float) -> tuple[KvView, Delta | None]:
-        check_key(key)
-        observed = self._observed(key, context)
-        [event] = self._dots(1)
-        out = mvregister.clear_delta(self.store.get("kv", key), event, observed)
-        if out is not None:
-            self.hlc.now(now)
-        delta = self._commit("kv", key, out, [event])
-        return self.read_kv(key), delta
-
-    def add_counter(self, key: str, amount: int, *, now: float) -> tuple[int, Delta | None]:
-        check_key(key)
-        [dot] = self._dots(1)
-        out = pncounter.add_delta(self.store.get("counters", key), self.actor, dot, amount)
-        if out is not None:
-            self.hlc.now(now)
-        delta = self._commit("counters", key, out, [dot])
-        return self.read_counter(key), delta
-
-    def _elements(self, elements: object) -> list[bytes]:
-        if not isinstance(elements, list):
-            raise InvalidOperation("set elements must be given as a list")
-        return list(dict.fromkeys(encode_value(e) for e in elements))
-
-    def add_to_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
-        check_key(key)
-        encoded = self._elements(elements)
-        new = self._dots(len(encoded))
-        out = orset.add_delta(self.store.get("sets", key), encoded, new) if encoded else None
-        if out is not None:
-            self.hlc.now(now)
-        delta = self._commit("sets", key, out, new)
-        return self.read_set(key), delta
-
-    def remove_from_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
-        check_key(key)
-        encoded = self._elements(elements)
-        [event] = self._dots(1)
-        out = orset.remove_delta(self.store.get("sets", key), encoded, event)
-        if out is not None:
-            self.hlc.now(now)
-        delta = self._commit("sets", key, out, [event])
-        return self.read_set(key), delta
-
-    def write(self, ns: str, key: str, op: object, *, now: float):
-        """One write by namespace, the shape the HTTP API speaks. Returns (view, delta or None)."""
-        check_namespace(ns)
+    def write(self, ns: str, key: str, op: object, *, now: float) -> tuple[Any, Delta | None]:
+        """One write by namespace: `op` is the operation as data, the JSON the HTTP API takes.
+        Returns (the key's value after it, its delta or None when nothing changed). A bad
+        operation raises a typed error and changes nothing, not even the clock."""
+        t = BY_NAMESPACE[check_namespace(ns)]
         if not isinstance(op, dict):
             raise InvalidOperation("an operation must be an object")
-        ops = {
-            ("kv", "value"): lambda: self.write_kv(key, op["value"], op.get("context"), now=now),
-            ("kv", "delete"): lambda: self.delete_kv(key, op.get("context"), now=now),
-            ("counters", "add"): lambda: self.add_counter(key, op["add"], now=now),
-            ("sets", "add"): lambda: self.add_to_set(key, op["add"], now=now),
-            ("sets", "remove"): lambda: self.remove_from_set(key, op["remove"], now=now),
-        }
-        if "delete" in op and op["delete"] is not True:
-            raise InvalidOperation("delete must be true when given")
-        verbs = [v for (n, v) in ops if n == ns and v in op]
-        allowed = {"kv": {"value", "delete", "context"}, "counters": {"add"}, "sets": {"add", "remove"}}[ns]
-        extra = set(op) - allowed
-        if len(verbs) != 1 or extra:
-            names = sorted(v for (n, v) in ops if n == ns)
-            raise InvalidOperation(f"a {ns} operation needs exactly one of {', '.join(names)}")
-        return ops[(ns, verbs[0])]()
+        check_key(key)
+        checked = t.check(op)
+        mint = _Mint(self, ns, key, now)
+        out = t.delta(self.store.get(ns, key), checked, mint)
+        delta = None
+        if out is not None:
+            mint.now()  # a write that changes something is an event of the clock
+            delta = self.store.local_delta(ns, key, out.store, out.ctx, mint.minted)
+            self.store.apply(delta)
+        return self.read(ns, key), delta
+
+    def write_kv(self, key: str, value: Any, context: str | None = None, *, now: float) -> tuple[KvView, Delta]:
+        return self.write("kv", key, {"value": value, "context": context}, now=now)
+
+    def delete_kv(self, key: str, context: str | None = None, *, now: float) -> tuple[KvView, Delta | None]:
+        return self.write("kv", key, {"delete": True, "context": context}, now=now)
+
+    def add_counter(self, key: str, amount: int, *, now: float) -> tuple[int, Delta | None]:
+        return self.write("counters", key, {"add": amount}, now=now)
+
+    def add_to_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
+        return self.write("sets", key, {"add": elements}, now=now)
+
+    def remove_from_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
+        return self.write("sets", key, {"remove": elements}, now=now)
 
     # -- replication ------------------------------------------------------------------
 
@@ -178,12 +143,9 @@ class Replica:
         """Join a remote delta: idempotent and order-free. Raises before changing anything."""
         changed = self.store.apply(delta)
         if now is not None:
-            latest = max(
-                (ts for (ns, _), s in delta.entries.items() if ns == "kv" for _v, ts in s.values()),
-                default=None,
-            )
+            latest = latest_timestamp(delta)
             if latest is not None:
-                self.hlc.observe(Timestamp(*latest), now)
+                self.hlc.observe(latest, now)
         return changed
 
     def apply_wire(self, obj: object, *, now: float | None = None) -> Applied:
@@ -222,3 +184,54 @@ class Replica:
 
     def digest(self) -> str:
         return self.store.digest()
+
+    def holds(self, delta: Delta) -> bool:
+        """Joining `delta` would change nothing here (see `Store.holds`)."""
+        return self.store.holds(delta)
+
+    # -- what a durable driver does: restore, replay, a new actor, a reload ------------------
+
+    def restore(self, snap: Snapshot, hlc: Timestamp) -> None:
+        """Start from a checkpoint: its state in the (empty) store, the clock at least at `hlc`."""
+        self.store.restore(snap)
+        self.hlc.advance_to(hlc)
+
+    def replay(self, delta: Delta) -> Applied:
+        """Join a delta from this replica's own log again, at restore. The clock moves past its
+        timestamps (made or seen here before) even when the store refuses it again."""
+        ts = latest_timestamp(delta)
+        try:
+            return self.store.apply(delta)
+        finally:
+            if ts is not None:
+                self.hlc.advance_to(ts)
+
+    def take_actor(self, actor: str) -> None:
+        """Mint this replica's next dots as `actor`: a new lineage, after state that was lost or
+        repaired. It must be an actor of this replica's id (`id`, `id~...`) that no dot known here
+        carries, or the next dot could be one that peers already hold."""
+        check_replica_name(actor)
+        if actor == self.actor:
+            return
+        if actor != self.id and not actor.startswith(self.id + "~"):
+            raise ValueError(f"actor {actor!r} is not one of replica {self.id!r}")
+        if self.store.ctx.next_dot(actor).counter != 1:
+            raise ValueError(f"actor {actor!r} has dots here already: its next dot could be minted twice")
+        self.actor = actor
+
+    def carry_over(self, old: Replica) -> None:
+        """Go on from `old`, an earlier copy of this replica whose state was dropped (a reload
+        after a failed flush): the clock never goes back, and what peers were heard to hold
+        still stands."""
+        if old.id != self.id:
+            raise ValueError(f"replica {self.id!r} cannot carry over from {old.id!r}")
+        self.hlc.advance_to(old.hlc.last)
+        self.peer_applied = old.peer_applied
+
+
+def latest_timestamp(delta: Delta) -> Timestamp | None:
+    """The newest hybrid logical timestamp a delta's values carry (registers carry them: kv's,
+    and a map's register fields; each type's `timestamps` says)."""
+    latest = max((ts for (ns, _key), store in delta.entries.items() for ts in BY_NAMESPACE[ns].timestamps(store)),
+                 default=None)
+    return None if latest is None else Timestamp(*latest)

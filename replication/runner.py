@@ -65,13 +65,13 @@ from typing import NamedTuple
 
 from .clocks import CausalContext
 from .delta import Delta
-from .errors import EdgeStateError
-from .idempotency import Answer, IdempotencyKeyReused, Ledger, Once, Record
+from .errors import CorruptStorage, EdgeStateError, IdempotencyKeyReused, Recovering, StorageUnavailable
+from .idempotency import Answer, Ledger, Once, Record
 from .membership import DEAD
 from .messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
 from .net import Transport
-from .node import Node, NodeConfig, actor_for, incarnation_of, parse_actor
-from .storage import CorruptStorage, Damage, Repair, Storage, describe, subsumed
+from .node import Node, NodeConfig, WriteNotSent, actor_for, incarnation_of, parse_actor
+from .storage import Damage, Repair, Storage, describe
 
 log = logging.getLogger("edgestate.replica")
 
@@ -82,18 +82,6 @@ CHECKPOINT_EVERY_S = 30.0  # ...or this long after the last one, if anything was
 FLUSH_RETRY_S = 0.5  # between attempts to read the disk after a failed flush
 READ_ATTEMPTS = 3  # a read whose wait for earlier writes ends in a rollback looks again this often
 _PROBES = (Ping, Ack, PingReq)  # membership only: never held behind the disk
-
-
-class StorageUnavailable(EdgeStateError):
-    """The disk refused a flush: the write was not applied, here or anywhere; retry it."""
-
-    code = "storage_unavailable"
-
-
-class Recovering(EdgeStateError):
-    """The replica is catching up after repairing damaged storage: try again, or another one."""
-
-    code = "recovering"
 
 
 def next_actor(replica_id: str, stored: str | None) -> str:
@@ -222,7 +210,6 @@ class ReplicaRunner:
         self._last_local_seq = 0
         self._durable_seq = 0  # as far as this loop has released (the storage's may be ahead)
         self._held: deque[_Held] = deque()  # oldest first
-        self._journaled: Delta | None = None
         self.ledger = ledger if ledger is not None else Ledger()
         self._wall_ms = lambda: int(wall_clock() * 1000.0)
         self._flights: dict[str, _Flight] = {}
@@ -290,7 +277,6 @@ class ReplicaRunner:
             self.id, peers, config=cfg, seed=f"{self._seed}:{self.boots}", link_ms=self._delay_ms,
             incarnation=self.boots, secret=self._secret, epoch_ms=time.time() * 1000.0 - self.now(), replica=replica,
         )
-        node.journal = self._journal
         loop = asyncio.get_running_loop()
         if peers and (damage or (fresh and self._fresh_actor is None)):
             self._gate = _Gate("repairing" if damage else "joining", time.monotonic(), {})
@@ -340,10 +326,6 @@ class ReplicaRunner:
                 f.done.cancel()
 
     # -- local writes and reads -----------------------------------------------------------------
-
-    def _journal(self, delta: Delta) -> None:
-        # kept until the write's answer is rendered: its idempotency record goes in with it
-        self._journaled = delta
 
     @property
     def recovering(self) -> bool:
@@ -406,15 +388,12 @@ class ReplicaRunner:
         record); nothing here awaits, so nothing else runs in between. Returns the view, the
         sequence number to wait for (None: nothing to write), the record, and whether the
         state changed."""
-        self._journaled = None
         try:
-            view, envelopes = self.node.write(ns, key, op, now=self.now())
-        except BaseException:
-            if self._journaled is not None:  # a bug after the state changed: the disk must still follow
-                self._last_local_seq = self.storage.append(self._journaled)
-                self._journaled = None
+            written = self.node.write(ns, key, op, now=self.now())
+        except WriteNotSent as e:  # a bug after the state changed: the disk must still follow
+            self._last_local_seq = self.storage.append(e.delta)
             raise
-        delta, self._journaled = self._journaled, None
+        view, delta = written.view, written.delta
         record = None
         if once is not None:
             try:
@@ -427,7 +406,7 @@ class ReplicaRunner:
         seq = self.storage.append(delta, record=record)
         self.stats.writes += 1
         self._last_local_seq = seq
-        self._send(envelopes)  # held: seq is not durable yet
+        self._send(written.envelopes)  # held: seq is not durable yet
         return view, seq, record, True
 
     async def read(self, ns: str, key: str):
@@ -483,7 +462,7 @@ class ReplicaRunner:
             if not self._joined.is_set() and isinstance(env.msg, AeDigest):
                 self._learn_identity(env.src, env.msg.applied)
             deltas = _deltas(env.msg)
-            fresh = [d for d in deltas if not subsumed(self.node.replica.store, d)]
+            fresh = [d for d in deltas if not self.node.replica.holds(d)]
             if fresh:
                 seq = 0
                 for d in fresh:
@@ -544,7 +523,7 @@ class ReplicaRunner:
         elif self._seen_incarnation >= 0 or unheard:
             new = fresh_actor(me, max(self._seen_incarnation, 0))
         if new is not None:
-            rep.actor = new
+            rep.take_actor(new)
             self.storage.set_actor(new)
             self.rejoined_as = new
         waited = time.monotonic() - g.started
@@ -661,11 +640,7 @@ class ReplicaRunner:
         self.stats.held_dropped += sum(len(h.envelopes) for h in self._held)
         self._held.clear()
         self._inbox.clear()  # remote deltas not durable: anti-entropy brings them again
-        fresh.hlc.last = max(fresh.hlc.last, old.hlc.last)  # timestamps never go back
-        fresh.peer_applied = old.peer_applied
-        node = self.node
-        node.replica = fresh
-        node.set_strategy(node.cfg.strategy)  # no cached payload of a dropped write survives
+        self.node.take_replica(fresh)  # no cached payload of a dropped write survives
         self._last_local_seq = self._durable_seq = self.storage.durable_seq
         self.stats.rollbacks += 1
         self._timer_wake.set()
@@ -752,4 +727,4 @@ class ReplicaRunner:
         self.transport.blocked = set(blocked)
 
 
-__all__ = ["Recovering", "ReplicaRunner", "RunnerStats", "StorageUnavailable", "fresh_actor", "next_actor"]
+__all__ = ["ReplicaRunner", "RunnerStats", "fresh_actor", "next_actor"]

@@ -17,8 +17,9 @@ forging content) yields a second copy that verifies as well as the first. Anti-e
 still finds such a conflict (the copies differ), counts it, and makes every replica keep
 the same copy (the lower seal); which of the two was the real write it cannot know.
 
-The content of a dot, per type (each CRDT module's `contents(store)` lists them):
-kv: (value bytes, HLC wall, HLC logical); counters: (p, n); sets: the element's bytes.
+The content of a dot is its type's business (`contents(store)` of each module in `crdts`):
+kv: (value bytes, HLC wall, HLC logical); counters: (p, n); sets: the element's bytes; maps:
+the field and what the dot holds there.
 """
 
 from __future__ import annotations
@@ -30,22 +31,11 @@ import msgpack
 
 from .clocks import Dot
 from .crdts import BY_NAMESPACE
-from .errors import MalformedDelta
+from .errors import BadSeal, MalformedDelta
 
 SEAL_BYTES = 8
 NO_SEAL = b"\0" * SEAL_BYTES  # what a live dot without a seal shows (it never verifies)
 _PERSON = b"edgestate/seal1"
-
-
-class BadSeal(MalformedDelta):
-    """A dot whose content does not match its seal: a damaged copy. Names where it is."""
-
-    code = "bad_seal"
-
-    def __init__(self, ns: str, key: str, dot: Dot, where: str = "") -> None:
-        at = f" {where}" if where else ""
-        super().__init__(f"{ns} {key!r}: the content of dot {tuple(dot)} does not match its seal{at}")
-        self.ns, self.key, self.dot = ns, key, dot
 
 
 def seal(ns: str, key: str, dot: Dot, content) -> bytes:
@@ -93,4 +83,4 @@ def from_row(ns: str, key: str, obj: object):
     return state, got
 
 
-__all__ = ["NO_SEAL", "SEAL_BYTES", "BadSeal", "blob", "from_row", "mint", "seal", "split", "to_row", "verifies"]
+__all__ = ["NO_SEAL", "SEAL_BYTES", "blob", "from_row", "mint", "seal", "split", "to_row", "verifies"]

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol
 
-from .errors import EdgeStateError
+from .derived import partition_groups
+from .errors import ReplicaDown
 from .geo import LatencyModel, Placement
 from .messages import Envelope, wire_size
 
@@ -42,7 +43,6 @@ __all__ = [
     "Simulator",
     "SimulationError",
     "TimerRunaway",
-    "ReplicaDown",
     "UnknownNode",
     "MAX_TICKS_PER_INSTANT",
 ]
@@ -61,13 +61,21 @@ class _ReplicaView(Protocol):
     def read(self, ns: str, key: str) -> Any: ...
 
 
+class _Written(Protocol):
+    @property
+    def view(self) -> Any: ...
+
+    @property
+    def envelopes(self) -> list[Envelope]: ...
+
+
 class SimNode(Protocol):
     """What the simulator needs from a node. Sans-IO: every call gets `now` (virtual ms)."""
 
     id: str
     replica: _ReplicaView
 
-    def write(self, ns: str, key: str, op: dict, *, now: float) -> tuple[object, list[Envelope]]: ...
+    def write(self, ns: str, key: str, op: dict, *, now: float) -> _Written: ...
 
     def receive(self, env: Envelope, *, now: float) -> list[Envelope]: ...
 
@@ -100,17 +108,6 @@ class SimulationError(RuntimeError):
 
 class TimerRunaway(SimulationError):
     """A node's timer deadline never advanced past the current instant."""
-
-
-class ReplicaDown(EdgeStateError):
-    """The replica is crashed: it cannot take reads or writes until it recovers."""
-
-    code = "replica_down"
-
-    def __init__(self, node_id: str, since: float) -> None:
-        super().__init__(f"replica {node_id!r} is down (crashed at t={since:.3f} ms); recover it first")
-        self.node_id = node_id
-        self.since = since
 
 
 class UnknownNode(ValueError):
@@ -379,16 +376,16 @@ class Simulator:
         now = self._now
         clock = self._work_clock
         if clock is None:
-            view, outs = node.write(ns, key, op, now=now)
+            written = node.write(ns, key, op, now=now)
         else:
             t0 = clock()
-            view, outs = node.write(ns, key, op, now=now)
+            written = node.write(ns, key, op, now=now)
             self.last_write_work_ns = clock() - t0
         self._writes += 1
         if self._sink is not None:
             self._sink(SimEvent(now, "write", node_id, {"ns": ns, "key": key}))
-        self._after_call(node_id, node, outs, now)
-        return view
+        self._after_call(node_id, node, written.envelopes, now)
+        return written.view
 
     def check_up(self, node_id: str) -> None:
         """Raise what a read or write at `node_id` would before touching it: unknown, or down."""
@@ -414,29 +411,10 @@ class Simulator:
         self._reorder = _check_probability("reorder", p)
 
     def partition(self, groups: list[list[str]]) -> list[list[str]]:
-        """Split the network. Unlisted nodes form one more group. Returns the groups in force."""
-        if isinstance(groups, (str, bytes)) or not isinstance(groups, (list, tuple)):
-            raise ValueError("groups must be a list of lists of replica ids")
-        seen: dict[str, int] = {}
-        final: list[list[str]] = []
-        for group in groups:
-            if isinstance(group, (str, bytes)) or not isinstance(group, (list, tuple)):
-                raise ValueError(f"each group must be a list of replica ids, got {group!r}")
-            members: list[str] = []
-            for nid in group:
-                self._check_id(nid)
-                if nid in seen:
-                    raise ValueError(f"replica {nid!r} is listed twice in the partition")
-                seen[nid] = len(final)
-                members.append(nid)
-            if members:
-                final.append(members)
-        rest = [nid for nid in self._ids if nid not in seen]
-        if rest:
-            for nid in rest:
-                seen[nid] = len(final)
-            final.append(rest)
-        self._groups = seen
+        """Split the network. Unlisted nodes form one more group (`derived.partition_groups`).
+        Returns the groups in force."""
+        final = partition_groups(groups, self._ids, unknown=UnknownNode)
+        self._groups = {nid: i for i, group in enumerate(final) for nid in group}
         if self._sink is not None:
             self._sink(SimEvent(self._now, "partition", None, {"groups": [list(g) for g in final]}))
         return final
@@ -495,6 +473,23 @@ class Simulator:
         n = self._run(t, None, -1)
         self._now = t
         return n
+
+    def advance(self, t: float, max_events: int) -> bool:
+        """Like `run_until(t)`, but stop after `max_events` events: a driver that must not
+        block for long runs the simulation in such slices. True when the clock reached `t`
+        (every event at or before it processed); False with the clock at the last event run."""
+        if not t >= self._now:
+            raise ValueError(f"cannot run back in time: now is {self._now}, asked for {t}")
+        if max_events < 1:
+            raise ValueError(f"max_events must be >= 1, got {max_events!r}")
+        if self._run(t, None, max_events) < max_events:
+            self._now = t
+            return True
+        nxt = self.next_event_time()
+        if nxt is None or nxt > t:
+            self._now = t
+            return True
+        return False
 
     def run_for(self, ms: float) -> int:
         if not ms >= 0:

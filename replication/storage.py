@@ -52,8 +52,8 @@ How a driver uses it (single-threaded, as the sans-IO core is):
         replica = storage.reload("lhr", ...); storage.discard_pending()
 
 Checkpoints are safe whenever they run: a logged delta is dropped from the log only once
-the replica's state provably holds it (its contexts cover the delta's, which is exactly when
-`Store.apply` itself treats a delta as already known), so a delta flushed but not yet
+the replica's state provably holds it (`Store.holds`: its contexts cover the delta's, which is
+exactly when `Store.apply` itself treats a delta as already known), so a delta flushed but not yet
 applied when a checkpoint runs stays in the log.
 
 Integrity (schema 2): every row carries a checksum, and each checkpoint a manifest of its
@@ -77,9 +77,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .clocks import Dot, Timestamp, check_replica_id
+from .clocks import Dot, check_replica_id
 from .delta import Delta, KeyRef
-from .errors import EdgeStateError, StaleDelta
+from .errors import CorruptStorage, EdgeStateError, StaleDelta, StorageError, StorageLocked, WrongReplica
 from .integrity import (
     DB_ERRORS,
     DB_NAME,
@@ -99,6 +99,7 @@ from .integrity import pack as _pack
 from .idempotency import Record
 from .migrate import OLD_VERSION, migrate_v1
 from .replica import DEV_SECRET, Replica
+from .store import Snapshot, Store
 from .seals import to_row
 
 try:
@@ -126,33 +127,6 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at_ms);
 """
 _PUT_META = "INSERT OR REPLACE INTO meta (name, value, sum) VALUES (?, ?, ?)"
-
-
-class StorageError(EdgeStateError):
-    code = "storage_error"
-
-
-class StorageLocked(StorageError):
-    """Another process (or Storage object) holds this data directory."""
-
-    code = "storage_locked"
-
-
-class WrongReplica(StorageError):
-    """The data directory belongs to another replica."""
-
-    code = "wrong_replica"
-
-
-class CorruptStorage(StorageError):
-    """Stored state that fails its checks: a damaged disk, a bug or tampering. `damage` names
-    each file and record."""
-
-    code = "corrupt_storage"
-
-    def __init__(self, message: str, damage: list[Damage] | None = None) -> None:
-        super().__init__(message)
-        self.damage = list(damage or [])
 
 
 def describe(damage: list[Damage], limit: int = 5) -> str:
@@ -221,6 +195,19 @@ class StorageStats:
     bad_records: int = 0  # idempotency records that failed their checksum on load (dropped)
 
 
+@dataclass
+class _Plan:
+    """What one checkpoint writes, captured before any I/O (`Storage._plan`)."""
+
+    snap: Snapshot  # the keys to write (all, or the dirty ones), contexts, dot -> key map
+    rows: list[tuple]  # keyspace rows to write
+    gone: list[KeyRef]  # keys that hold nothing now: their rows go
+    everything: bool  # the keyspace table is rewritten whole
+    rewritten: set[KeyRef]  # the store's `rewritten` as captured: cleared once written
+    done: list[int]  # log rows the state holds: dropped
+    kept: list[tuple[int, Delta]]  # log rows it does not hold yet: kept, their keys still dirty
+
+
 def _spent(state: PersistedState) -> PersistedState:
     """The state once restored: who it was, without the data (now the replica's)."""
     return dataclasses.replace(state, entries={}, log=[], key_of={}, key_sums={}, dot_sums={}, seals={})
@@ -237,21 +224,6 @@ def _fsync(path: Path) -> None:
 
 def _delta_keys(delta: Delta) -> tuple[set[KeyRef], bool]:
     return set(delta.entries), delta.full
-
-
-def _latest_kv_ts(delta: Delta) -> Timestamp | None:
-    latest = None
-    for (ns, _key), store in delta.entries.items():
-        if ns == "kv":
-            for _value, ts in store.values():
-                if latest is None or ts > latest:
-                    latest = ts
-    return None if latest is None else Timestamp(*latest)
-
-
-def subsumed(store, delta: Delta) -> bool:
-    """The store already holds everything `delta` says (Store.apply's own duplicate test)."""
-    return store.applied.covers(delta.applied) and store.ctx.covers(delta.ctx)
 
 
 class Storage:
@@ -433,29 +405,18 @@ class Storage:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany(_PUT_META, [meta_row("replica_id", replica_id), meta_row("actor", actor)])
                 self._conn.execute("COMMIT")
-        store = rep.store
-        if state.entries or state.ctx.vv or state.ctx.cloud or state.applied.vv or state.applied.cloud:
-            # The checkpoint as one full delta into the empty store, through the Store's public
-            # join (which keeps its digest right). It walks every dot of the applied context:
-            # O(writes ever made), ~1.5 s for 100k. A `Store.restore(...)` would make it O(keys).
-            store.apply(Delta(entries=state.entries, ctx=state.ctx, applied=state.applied,
-                              keys=state.key_of, full=True, seals=state.seals))
-        hlc = state.hlc
+        rep.restore(Snapshot(state.entries, state.ctx, state.applied, state.key_of, state.seals), state.hlc)
         for seq, delta in state.log:
             try:
-                store.apply(delta)
+                rep.replay(delta)
             except StaleDelta:
                 self.stats.stale_skipped += 1  # it failed the same way when it first arrived
             except EdgeStateError:
                 # a logged delta the replica refused when it arrived (it is logged before it is
                 # applied): refused again, never a replica that cannot start
                 self.stats.refused_skipped += 1
-            ts = _latest_kv_ts(delta)
-            if ts is not None and ts > hlc:
-                hlc = ts
             self._retain(seq, delta)
             self.stats.replayed += 1
-        rep.hlc.last = max(rep.hlc.last, hlc)
         return rep
 
     def _rebuild(self, state: PersistedState, replica_id: str, secret: bytes, members: Iterable[str],
@@ -515,9 +476,12 @@ class Storage:
 
     def _retain(self, seq: int, delta: Delta) -> None:
         self._retained.append((seq, delta))
-        keys, full = _delta_keys(delta)
+        self._mark_dirty(delta)
+
+    def _mark_dirty(self, delta: Delta) -> None:
+        keys, whole = _delta_keys(delta)
         self._dirty |= keys
-        self._dirty_all |= full
+        self._dirty_all |= whole
 
     def append(self, delta: Delta, *, record: Record | None = None) -> int:
         """Buffer a delta for the next flush. Returns its sequence number; it is durable once
@@ -681,99 +645,115 @@ class Storage:
         """Write the replica's state (changed keys only, or every key with `full`) and drop the
         log rows it now holds, and the idempotency records answered before
         `expire_records_before` (wall ms). Call it on the thread that drives the replica.
-        Returns how many log rows went."""
+        Returns how many log rows went.
+
+        In four steps: what to write (`_plan`, before any I/O), the stored sums and the
+        manifest made of them (`_next_sums`), one transaction (`_commit`), and the
+        bookkeeping once it committed (`_checkpointed`)."""
         with self._io_lock:
             self._check_usable()
-            store = replica.store
+            plan = self._plan(replica.store, full)
             conn = self._conn
-            # What to write, captured before any I/O: keys touched by logged deltas, and by
-            # buffered ones (a local write is applied before it is appended, so the state
-            # written here may already hold it: its key must be written with the contexts).
-            dirty, dirty_all = set(self._dirty), self._dirty_all or full
-            rewritten = set(store.rewritten)  # changed by repairs or dropped damaged dots: in no logged delta
-            dirty |= rewritten
-            with self._buf_lock:
-                for _seq, d, _raw in self._buf:
-                    keys, full = _delta_keys(d)
-                    dirty |= keys
-                    dirty_all |= full
-            if dirty_all:
-                rows = [_key_row(ns, key, _pack(to_row(ns, key, s, store.seals))) for ns, m in store.data.items()
-                        for key, s in m.items()]
-                gone: list[KeyRef] = []
-            else:
-                rows, gone = [], []
-                for ns, key in sorted(dirty):
-                    s = store.data[ns].get(key)
-                    if s:
-                        rows.append(_key_row(ns, key, _pack(to_row(ns, key, s, store.seals))))
-                    else:
-                        gone.append((ns, key))
             if self._key_sums is None or self._dot_sums is None:
                 self._key_sums = {(ns, k): s for ns, k, s in conn.execute("SELECT ns, key, sum FROM keyspace")}
                 self._dot_sums = {Dot(r, n): s for r, n, s in conn.execute("SELECT replica, counter, sum FROM dot_keys")}
-            done = [seq for seq, d in self._retained if subsumed(store, d)]
-            kept = [(seq, d) for seq, d in self._retained if not subsumed(store, d)]
-            current = store.key_of
             try:
                 # the sums as they will be once this commits; from here on, any failure has them
                 # read again from the database, so the manifest never counts rows that are not there
-                key_sums, dot_sums = self._key_sums, self._dot_sums
-                if dirty_all:
-                    key_sums.clear()
-                for ref in gone:
-                    key_sums.pop(ref, None)
-                key_sums.update(((ns, key), s) for ns, key, _raw, s in rows)
-                new_dots = [_dot_row(d[0], d[1], k[0], k[1]) for d, k in current.items() if d not in dot_sums]
-                old_dots = [d for d in dot_sums if d not in current]
-                for d in old_dots:
-                    del dot_sums[d]
-                dot_sums.update((Dot(r, n), s) for r, n, _ns, _k, s in new_dots)
+                new_dots, old_dots = self._next_sums(plan)
                 meta = [
-                    meta_row("ctx", store.ctx.to_wire()),
-                    meta_row("applied", store.applied.to_wire()),
+                    meta_row("ctx", plan.snap.ctx.to_wire()),
+                    meta_row("applied", plan.snap.applied.to_wire()),
                     meta_row("hlc", list(replica.hlc.last)),
                     meta_row("replica_id", replica.id),
                     meta_row("actor", replica.actor),
-                    meta_row("manifest", manifest(key_sums, dot_sums)),
+                    meta_row("manifest", manifest(self._key_sums, self._dot_sums)),
                 ]
-                conn.execute("BEGIN IMMEDIATE")
-                if dirty_all:
-                    conn.execute("DELETE FROM keyspace")
-                conn.executemany("INSERT OR REPLACE INTO keyspace (ns, key, store, sum) VALUES (?, ?, ?, ?)", rows)
-                conn.executemany("DELETE FROM keyspace WHERE ns=? AND key=?", gone)
-                conn.executemany("INSERT OR REPLACE INTO dot_keys VALUES (?, ?, ?, ?, ?)", new_dots)
-                conn.executemany("DELETE FROM dot_keys WHERE replica=? AND counter=?", [tuple(d) for d in old_dots])
-                conn.executemany(_PUT_META, meta)
-                if done and not kept:
-                    conn.execute("DELETE FROM log WHERE seq <= ?", (done[-1],))
-                else:
-                    conn.executemany("DELETE FROM log WHERE seq = ?", [(s,) for s in done])
-                if expire_records_before is not None:
-                    conn.execute("DELETE FROM idempotency WHERE at_ms < ?", (expire_records_before,))
-                conn.execute("COMMIT")
+                self._commit(plan, new_dots, old_dots, meta, expire_records_before)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._key_sums = self._dot_sums = None  # re-read next time
                 raise
-            store.rewritten -= rewritten
-            # keys stay dirty while a delta touching them is still in the log (flushed but not
-            # applied yet) or still buffered: the next checkpoint must write them again
-            self._retained = kept
-            self._dirty, self._dirty_all = set(), False
-            for _seq, d in kept:
-                keys, full = _delta_keys(d)
-                self._dirty |= keys
-                self._dirty_all |= full
-            with self._buf_lock:
-                for _seq, d, _raw in self._buf:
-                    keys, full = _delta_keys(d)
-                    self._dirty |= keys
-                    self._dirty_all |= full
-            self.stats.checkpoints += 1
-            self.stats.truncated += len(done)
-            return len(done)
+            self._checkpointed(replica.store, plan)
+            return len(plan.done)
+
+    def _plan(self, store: Store, full: bool) -> _Plan:
+        """What a checkpoint writes, captured before any I/O: keys touched by logged deltas,
+        and by buffered ones (a local write is applied before it is appended, so the state
+        written may already hold it: its key must be written with the contexts), and keys
+        repairs changed (in no logged delta); which log rows the state holds."""
+        dirty, everything = set(self._dirty), self._dirty_all or full
+        rewritten = set(store.rewritten)
+        dirty |= rewritten
+        with self._buf_lock:
+            for _seq, d, _raw in self._buf:
+                keys, whole = _delta_keys(d)
+                dirty |= keys
+                everything |= whole
+        refs = None if everything else sorted(dirty)
+        snap = store.snapshot(refs)
+        rows = [_key_row(ns, key, _pack(to_row(ns, key, s, snap.seals))) for (ns, key), s in snap.entries.items()]
+        gone = [] if refs is None else [r for r in refs if r not in snap.entries]
+        done: list[int] = []
+        kept: list[tuple[int, Delta]] = []
+        for seq, d in self._retained:
+            if store.holds(d):
+                done.append(seq)
+            else:
+                kept.append((seq, d))
+        return _Plan(snap, rows, gone, everything, rewritten, done, kept)
+
+    def _next_sums(self, plan: _Plan) -> tuple[list[tuple], list[Dot]]:
+        """Bring the stored sums (what the manifest is made of) to what they will be once
+        `plan` commits. Returns the dot_keys rows to insert and the dots whose rows go."""
+        key_sums, dot_sums, current = self._key_sums, self._dot_sums, plan.snap.key_of
+        if plan.everything:
+            key_sums.clear()
+        for ref in plan.gone:
+            key_sums.pop(ref, None)
+        key_sums.update(((ns, key), s) for ns, key, _raw, s in plan.rows)
+        new_dots = [_dot_row(d[0], d[1], k[0], k[1]) for d, k in current.items() if d not in dot_sums]
+        old_dots = [d for d in dot_sums if d not in current]
+        for d in old_dots:
+            del dot_sums[d]
+        dot_sums.update((Dot(r, n), s) for r, n, _ns, _k, s in new_dots)
+        return new_dots, old_dots
+
+    def _commit(self, plan: _Plan, new_dots: list[tuple], old_dots: list[Dot], meta: list[tuple],
+                expire_records_before: int | None) -> None:
+        """The checkpoint's one transaction: rows, dot map, meta and manifest, the log rows the
+        state holds, expired idempotency records."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        if plan.everything:
+            conn.execute("DELETE FROM keyspace")
+        conn.executemany("INSERT OR REPLACE INTO keyspace (ns, key, store, sum) VALUES (?, ?, ?, ?)", plan.rows)
+        conn.executemany("DELETE FROM keyspace WHERE ns=? AND key=?", plan.gone)
+        conn.executemany("INSERT OR REPLACE INTO dot_keys VALUES (?, ?, ?, ?, ?)", new_dots)
+        conn.executemany("DELETE FROM dot_keys WHERE replica=? AND counter=?", [tuple(d) for d in old_dots])
+        conn.executemany(_PUT_META, meta)
+        if plan.done and not plan.kept:
+            conn.execute("DELETE FROM log WHERE seq <= ?", (plan.done[-1],))
+        else:
+            conn.executemany("DELETE FROM log WHERE seq = ?", [(s,) for s in plan.done])
+        if expire_records_before is not None:
+            conn.execute("DELETE FROM idempotency WHERE at_ms < ?", (expire_records_before,))
+        conn.execute("COMMIT")
+
+    def _checkpointed(self, store: Store, plan: _Plan) -> None:
+        """After the commit: keys stay dirty while a delta touching them is still in the log
+        (flushed but not applied yet) or still buffered: the next checkpoint writes them again."""
+        store.mark_written(plan.rewritten)
+        self._retained = plan.kept
+        self._dirty, self._dirty_all = set(), False
+        for _seq, d in plan.kept:
+            self._mark_dirty(d)
+        with self._buf_lock:
+            for _seq, d, _raw in self._buf:
+                self._mark_dirty(d)
+        self.stats.checkpoints += 1
+        self.stats.truncated += len(plan.done)
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -820,14 +800,9 @@ class Storage:
 
 
 __all__ = [
-    "CorruptStorage",
     "Damage",
     "PersistedState",
     "Repair",
     "Storage",
-    "StorageError",
-    "StorageLocked",
     "StorageStats",
-    "WrongReplica",
-    "subsumed",
 ]

@@ -1,5 +1,7 @@
 """What may be stored: typed namespaces, keys, and plain-JSON values in canonical form.
 
+The namespaces are those of the registered CRDT types (`replication.crdts`).
+
 Values are kept as canonical JSON bytes (sorted object keys, no whitespace). Bytes are
 immutable, so a caller holding a value it read cannot change replica state behind our
 back, and equal values hash and compare equal on every replica.
@@ -14,17 +16,37 @@ import orjson
 
 from .errors import InvalidKey, InvalidValue, MalformedDelta, UnknownType, ValueTooLarge
 
-NAMESPACES = ("kv", "counters", "sets")
 MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 64 * 1024
 MAX_DEPTH = 64
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what orjson and every msgpack peer can carry
 
 
+_registry: dict | None = None
+
+
+def _types() -> dict:
+    """The CRDT registry (replication.crdts), found on first use: the type modules import this
+    one, so it cannot import them while loading."""
+    global _registry
+    if _registry is None:
+        from .crdts import BY_NAMESPACE
+
+        _registry = BY_NAMESPACE
+    return _registry
+
+
+def __getattr__(name: str):
+    if name == "NAMESPACES":  # the registered types' namespaces, in registration order
+        return tuple(_types())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def check_namespace(ns: object) -> str:
-    if ns not in NAMESPACES:
-        raise UnknownType(f"unknown type {ns!r}: expected one of {', '.join(NAMESPACES)}")
-    return ns  # type: ignore[return-value]
+    types = _types()
+    if not isinstance(ns, str) or ns not in types:
+        raise UnknownType(f"unknown type {ns!r}: expected one of {', '.join(types)}")
+    return ns
 
 
 def check_key(key: object) -> str:

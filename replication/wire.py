@@ -46,7 +46,7 @@ import msgpack
 
 from .clocks import MAX_COUNTER, CausalContext, Dot, check_replica_id, dot_from_wire
 from .delta import Delta
-from .errors import EdgeStateError
+from .errors import BadFrame, EdgeStateError
 from .store import HASH_BYTES, NBUCKETS
 from .values import check_key, check_namespace
 from .membership import ALIVE, DEAD, SUSPECT
@@ -124,21 +124,6 @@ class Fragment:
     index: int
     total: int
     data: bytes
-
-
-class BadFrame(EdgeStateError):
-    """A frame that must be dropped; the connection it came on should be closed.
-
-    `code` says why: bad_hmac, oversized, truncated, malformed, misdirected. `decoded`
-    holds the envelopes of good frames that came before it in the same `feed` call.
-    """
-
-    code = "bad_frame"
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.decoded: list[Envelope] = []
 
 
 class _Invalid(Exception):

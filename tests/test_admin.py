@@ -164,7 +164,8 @@ def test_crash_without_losing_state_keeps_it(client, live):
 
 def test_sim_settings_and_controls(client, live, clock):
     s = ok(client.get("/api/sim"))
-    assert s == {"strategy": "plumtree", "speed": 1.0, "loss": 0.0, "paused": False, "now_ms": s["now_ms"]}
+    assert s == {"strategy": "plumtree", "speed": 1.0, "effective_speed": 1.0, "loss": 0.0, "paused": False,
+                 "now_ms": s["now_ms"]}
 
     assert ok(client.put("/api/sim/strategy", json={"strategy": "gossip"}))["strategy"] == "gossip"
     assert live.cluster.config.strategy == "gossip"

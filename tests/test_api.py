@@ -108,6 +108,7 @@ def test_only_the_implemented_paths_exist(client):
         "/api/replicas/{replica_id}/kv/{key}": {"get", "put", "delete"},
         "/api/replicas/{replica_id}/counters/{key}": {"get", "post"},
         "/api/replicas/{replica_id}/sets/{key}": {"get", "post"},
+        "/api/replicas/{replica_id}/maps/{key}": {"get", "post"},
         "/api/topology": {"get"},
         "/api/replicas": {"get"},
         "/api/convergence": {"get"},
@@ -424,7 +425,7 @@ BAD = [
     ("unknown replica set", lambda c, t: c.post(aset("nope", "s"), json={"add": [1]}), 404, "unknown_replica", []),
     # unknown paths: nothing of later issues is faked
     ("unknown path", lambda c, t: c.get("/api/nothing"), 404, "not_found", ["/api/nothing"]),
-    ("unknown namespace", lambda c, t: c.get("/api/replicas/lhr/maps/k"), 404, "not_found", []),
+    ("unknown namespace", lambda c, t: c.get("/api/replicas/lhr/docs/k"), 404, "not_found", []),
     ("unknown fault", lambda c, t: c.post("/api/faults/meteor", json={}), 404, "not_found", []),
     ("unknown sim control", lambda c, t: c.put("/api/sim/gravity", json={"gravity": 1}), 404, "not_found", []),
     ("unknown replica action", lambda c, t: c.post("/api/replicas/lhr/explode"), 404, "not_found", []),

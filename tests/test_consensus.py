@@ -18,6 +18,8 @@ from replication.consensus import (
     majority,
     quorum_rtt_ms,
 )
+from replication.crdts import types
+from replication.errors import InvalidOperation, UnknownType
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.messages import Envelope
 
@@ -63,6 +65,30 @@ def test_a_follower_write_is_forwarded_and_committed():
     assert c.latency_ms(t) >= rtt_leader
     c.sim.run_for(1000)
     assert all(c.sim.read(i, "kv", "x") == "from syd" for i in c.ids)
+
+
+def test_every_registered_type_commits_by_its_sequential_specification():
+    c = cluster()
+    tickets = {t.NAME: c.write("syd", t.NAME, "k", t.EXAMPLES[0]) for t in types()}
+    assert c.run_until_committed(list(tickets.values()), max_ms=5000)
+    c.sim.run_for(1000)
+    for t in types():
+        want = t.sequential(None, t.EXAMPLES[0])
+        assert want is not None and all(c.sim.read(i, t.NAME, "k") == want for i in c.ids), t.NAME
+
+
+@pytest.mark.parametrize("ns, op, error", [
+    ("maps", {"add": {"n": 1.5}}, InvalidOperation),
+    ("counters", {"add": "1"}, InvalidOperation),
+    ("nowhere", {"value": 1}, UnknownType),
+])
+def test_a_bad_operation_is_refused_before_it_enters_the_log(ns, op, error):
+    c = cluster()
+    for at in ("lhr", "syd"):  # the leader, and a follower that would forward it
+        with pytest.raises(error):
+            c.write(at, ns, "k", op)
+    c.sim.run_for(1000)
+    assert all(c.sim.nodes[i].log == [] for i in c.ids)
 
 
 def test_commit_latency_is_deterministic_per_seed_even_with_jitter():

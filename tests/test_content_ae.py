@@ -25,8 +25,9 @@ from replication.geo import place_replicas, select_pops
 from replication.integrity import record_sum
 from replication.messages import AeBuckets, AeDigest, AeKeys, AeRepair, Envelope, wire_size
 from replication.node import Node
-from replication.seals import BadSeal
-from replication.storage import DB_NAME, CorruptStorage, Storage
+from replication.errors import BadSeal
+from replication.errors import CorruptStorage
+from replication.storage import DB_NAME, Storage
 from replication.wire import FrameDecoder, encode_frame
 
 pytestmark = pytest.mark.timeout(300)

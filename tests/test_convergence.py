@@ -1,4 +1,5 @@
-"""Whole replicas under any delivery order, duplication and loss, with anti-entropy repair."""
+"""Whole replicas under any delivery order, duplication and loss, with anti-entropy repair:
+every registered CRDT type, through its own operations."""
 
 from __future__ import annotations
 
@@ -7,21 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replication import Replica
+from replication.crdts import types
 from replication.delta import Delta
 from replication.errors import StaleDelta
 from histories import do
+from histories import ops as any_op
 
 IDS = ["a", "b", "c", "d"]
 KEYS = ["k1", "k2", "k3"]
 
-ops = st.one_of(
-    st.tuples(st.just("kv"), st.sampled_from(KEYS), st.integers(0, 9)),
-    st.tuples(st.just("kvctx"), st.sampled_from(KEYS), st.integers(0, 9)),
-    st.tuples(st.just("del"), st.sampled_from(KEYS), st.none()),
-    st.tuples(st.just("ctr"), st.sampled_from(KEYS), st.integers(-3, 3)),
-    st.tuples(st.just("sadd"), st.sampled_from(KEYS), st.lists(st.integers(0, 3), min_size=1, max_size=2)),
-    st.tuples(st.just("srm"), st.sampled_from(KEYS), st.lists(st.integers(0, 3), min_size=1, max_size=2)),
-)
+ops = any_op(KEYS)
 events = st.lists(
     st.one_of(
         st.tuples(st.just("op"), st.sampled_from(IDS), ops),
@@ -33,7 +29,7 @@ events = st.lists(
 
 
 def view(r: Replica):
-    return [(r.read_kv(k).values, r.read_counter(k), r.read_set(k)) for k in KEYS]
+    return [t.to_json(r.read(t.NAME, k)) for t in types() for k in KEYS]
 
 
 def anti_entropy(reps, rounds=4):

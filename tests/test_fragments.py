@@ -16,9 +16,9 @@ from live_helpers import run_async
 from replication.messages import AeReply, Envelope, Ping
 from replication.net import Transport
 from replication.replica import Replica
+from replication.errors import BadFrame
 from replication.wire import (
     DEFAULT_MAX_FRAME,
-    BadFrame,
     FrameDecoder,
     FrameEncoder,
     Fragment,

@@ -170,7 +170,8 @@ def test_at_the_bound_keyed_writes_are_refused_with_retry_after(monkeypatch, clo
 def test_the_openapi_schema_documents_the_header_on_every_write(client):
     paths = client.get("/openapi.json").json()["paths"]
     writes = {("put", "/api/replicas/{replica_id}/kv/{key}"), ("delete", "/api/replicas/{replica_id}/kv/{key}"),
-              ("post", "/api/replicas/{replica_id}/counters/{key}"), ("post", "/api/replicas/{replica_id}/sets/{key}")}
+              ("post", "/api/replicas/{replica_id}/counters/{key}"), ("post", "/api/replicas/{replica_id}/sets/{key}"),
+              ("post", "/api/replicas/{replica_id}/maps/{key}")}
     for method, path in writes:
         [header] = [p for p in paths[path][method]["parameters"] if p["in"] == "header"]
         assert header["name"] == KEY and not header.get("required")

@@ -20,9 +20,9 @@ from replication.bench import disk_faults
 from replication.clocks import CausalContext
 from replication.crdts import BY_NAMESPACE
 from replication.integrity import meta_row, record_sum
-from replication.migrate import MigrationError
+from replication.errors import CorruptStorage, MigrationError, StorageError
 from replication.sqlitewal import FRAME_HEADER, HEADER, check_wal, read_frames
-from replication.storage import DB_NAME, CorruptStorage, Storage, StorageError
+from replication.storage import DB_NAME, Storage
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -440,7 +440,8 @@ def test_a_replica_with_damaged_storage_repairs_from_its_peer_and_answers_503_me
     from test_runner import until
 
     from replication.node import parse_actor
-    from replication.runner import Recovering, ReplicaRunner
+    from replication.errors import Recovering
+    from replication.runner import ReplicaRunner
 
     async def main():
         rs, ports = await _runners(tmp_path, ["lhr", "jfk"])

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from app.live import LiveCluster
+from app.live import CATCH_UP_BUDGET_S, LiveCluster
 from live_helpers import run_async
 from replication.cluster import SimCluster
 from replication.geo import place_replicas, select_pops
@@ -106,3 +106,46 @@ def test_built_live_cluster_streams_json_events_and_switches_strategy():
     json.dumps(seen)  # every event is plain JSON
     with pytest.raises(ValueError, match="plumtree"):
         lc.set_strategy("flood")
+
+
+class SlowMachine(FakeClock):
+    """A wall clock that moves a millisecond every time it is read: simulating costs wall time."""
+
+    def __call__(self):
+        self.t += 0.001
+        return self.t
+
+
+def test_catching_up_never_blocks_for_long_and_the_slip_shows_in_the_effective_speed():
+    """Behind by far more than one call may simulate (22 POPs, speed 100, a minute of wall
+    time): a catch-up returns after a bounded number of slices, gives up the rest instead of
+    owing it to the next call, and the effective speed says so."""
+    clock = SlowMachine()
+    lc = LiveCluster(SimCluster(place_replicas(select_pops("default")), seed=1), speed=100.0, clock=clock)
+    for i in range(22):
+        lc.write(lc.ids[i], "kv", f"k{i}", {"value": i})
+    clock.t += 60.0
+    before = clock.t
+    lc.catch_up()
+    reads = (clock.t - before) / 0.001
+    # one read per slice of CATCH_UP_SLICE events until the budget is spent, and a few around them
+    assert reads <= CATCH_UP_BUDGET_S / 0.001 + 5, reads
+    assert lc.slipped_ms > 50_000  # most of the minute's 6,000 virtual seconds were given up
+    # and not owed: the next call starts from here (a few clock reads' worth, not the minute's 6,000 s)
+    assert lc.target() - lc.sim.now < 1000.0
+    for _ in range(10):  # calls a wall second apart: 100 virtual seconds each, more than a call may run
+        clock.t += 1.0
+        lc.catch_up()
+    assert 0 < lc.effective_speed < 100.0
+    assert lc.sim_info()["speed"] == 100.0 and lc.sim_info()["effective_speed"] < 100.0
+
+
+def test_a_cluster_that_keeps_up_reports_its_requested_speed():
+    clock = FakeClock()
+    lc = live(speed=2.0, clock=clock)
+    for _ in range(20):
+        clock.t += 0.1
+        lc.catch_up()
+    assert lc.slipped_ms == 0.0 and lc.effective_speed == 2.0
+    lc.pause()
+    assert lc.effective_speed == 0.0

@@ -11,7 +11,7 @@ import pytest
 
 from replication import Replica
 from replication.crdts import BY_NAMESPACE
-from replication.migrate import MigrationError
+from replication.errors import MigrationError
 from replication.storage import DB_NAME, Storage
 
 V1_SCHEMA = """

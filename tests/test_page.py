@@ -11,6 +11,7 @@ import re
 import time
 
 import pytest
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -80,6 +81,36 @@ def test_a_write_made_over_http_shows_on_the_page(make_page):
     assert page.errors == []
 
 
+def test_a_map_key_shows_its_fields_and_the_form_writes_one(make_page):
+    page = open_dashboard(make_page)
+    expect()(page.locator("#crdt-title")).to_have_text("Counters, sets & maps")  # named from types.js
+    select_pop(page, "nrt")
+    key = f"cart-{time.monotonic_ns()}"
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"set": {"colour": "red", "note": "<b>x</b>"}})
+    row = page.locator("[data-testid=map-row]", has_text=key)
+    expect()(row.locator("[data-field=colour]")).to_contain_text('"red"', timeout=DEADLINE_MS)
+    expect()(row.locator("[data-field=note]")).to_contain_text('"<b>x</b>"')  # as text, never markup
+    assert row.locator("b").count() == 0
+    # field names are data, never looked up on the page's own objects
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"remove": ["note"]})
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"set": {"constructor": "c", "__proto__": "p"}})
+    expect()(row.locator("[data-field=constructor]")).to_contain_text('"c"', timeout=DEADLINE_MS)
+    expect()(row.locator("[data-field=__proto__]")).to_contain_text('"p"')
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"remove": ["constructor", "__proto__"]})
+    expect()(row.locator("[data-field=constructor]")).to_have_count(0, timeout=DEADLINE_MS)
+    # through the page's own form: the map's operations, with a field
+    page.select_option("#write-type", "maps")
+    expect()(page.locator("#write-op")).to_be_visible()
+    page.select_option("#write-op", "add")
+    page.fill("#write-key", key)
+    page.fill("#write-field", "qty")
+    page.fill("#write-value", "2")
+    page.click("#write-submit")
+    expect()(page.locator("#write-result")).to_contain_text("2 fields", timeout=DEADLINE_MS)
+    expect()(row.locator("[data-field=qty]")).to_contain_text("2", timeout=DEADLINE_MS)
+    assert page.errors == []
+
+
 def test_partition_diverges_and_heal_converges(make_page):
     page = open_dashboard(make_page)
     badge = page.locator("[data-testid=convergence]")
@@ -94,20 +125,58 @@ def test_partition_diverges_and_heal_converges(make_page):
     assert page.errors == []
 
 
-def test_the_concurrent_writes_scenario_leaves_siblings_everywhere(make_page):
+def test_the_concurrent_writes_button_runs_parallel_universes_on_the_server(make_page):
+    """The button runs the built-in scenario (the page keeps no script of its own): its captions
+    and checks show, the panel watches from the POP its first write names, and every POP ends
+    with the two concurrent writes resolved by the write that read them both."""
     page = open_dashboard(make_page)
-    page.click("[data-testid=scenario-concurrent]")
-    status = page.locator("#scenario-status")
-    expect()(status).to_contain_text("Converged", timeout=60_000)
-    expect()(page.locator("[data-testid=convergence]")).to_have_text("converged")
-    row = page.locator("[data-testid=kv-row]", has_text="greeting")
-    expect()(row.locator(".sibling")).to_have_count(2, timeout=DEADLINE_MS)
-    values = sorted(row.locator(".sib-value").all_inner_texts())
-    assert all(v.startswith('"hello from ') for v in values) and values[0] != values[1]
-    # and on the server: every replica holds both
+    scenarios = page.server.api("GET", "/api/scenarios").json()["scenarios"]
+    claim = next(s["claim"] for s in scenarios if s["name"] == "parallel-universes")
+    button = page.locator("[data-testid=scenario-concurrent]")
+    button.click()
+    status = page.locator("[data-testid=scenario-status]")
+    expect()(status).to_have_text("✓ " + claim, timeout=60_000)
+    expect()(button).to_be_enabled(timeout=DEADLINE_MS)
+    log = page.locator("[data-testid=log]")
+    expect()(log).to_contain_text("✓ siblings == 2 at every POP: neither write was lost")
+    expect()(log).to_contain_text("✓ siblings == 1 at every POP: resolved")
+    expect()(page.locator("#pop-title")).to_contain_text("lhr")
+    row = page.locator("[data-testid=kv-row]", has_text="greeting-").first  # most recently touched first
+    expect()(row.locator(".sibling")).to_have_count(1, timeout=DEADLINE_MS)
+    expect()(row.locator(".sib-value")).to_have_text('"hello, world"')
+    key = re.search(r"greeting-[0-9]+", row.locator(".kv-key").inner_text()).group(0)
+    expect()(page.locator("[data-testid=convergence]")).to_have_text("converged", timeout=DEADLINE_MS)
     for r in page.server.api("GET", "/api/replicas").json()["replicas"]:
-        got = page.server.api("GET", f"/api/replicas/{r['id']}/kv/greeting").json()
-        assert sorted(got["values"]) == [v.strip('"') for v in values]
+        assert page.server.api("GET", f"/api/replicas/{r['id']}/kv/{key}").json()["values"] == ["hello, world"]
+    assert page.errors == []
+
+
+def test_the_toolbar_offers_what_the_server_says(make_page):
+    """The strategies, the cuts and the regions to isolate come from the server (the /ws
+    snapshot): the page sends the groups the scenarios' own cuts make."""
+    from replication.dissemination import STRATEGIES
+    from replication.geo import place_replicas, select_pops
+    from replication.scenarios.cuts import cut_groups, region_groups
+
+    placements = place_replicas(select_pops("default"))  # the session server's POPs
+    page = open_dashboard(make_page)
+    options = page.locator("[data-testid=strategy] option")
+    assert options.evaluate_all("os => os.map(o => o.value)") == list(STRATEGIES)
+    regions = page.locator("#isolate-region option").evaluate_all("os => os.map(o => o.value)")
+    assert regions == sorted({p.pop.region for p in placements})
+
+    def wait_groups(want):
+        wait_for(f"the partition {want} in force", lambda: page.server.api(
+            "GET", "/api/coordination").json()["groups"] == want, DEADLINE_MS / 1000)
+
+    page.click("[data-testid=cut-pacific]")
+    wait_groups(cut_groups(placements, "pacific"))
+    page.select_option("#isolate-region", "Europe")
+    page.click("[data-testid=isolate]")
+    wait_groups(region_groups(placements, "Europe"))
+    page.click("[data-testid=heal]")
+    wait_groups(None)
+    assert page.errors == []
 
 
 def test_a_key_that_looks_like_html_is_shown_as_text_and_runs_nothing(make_page):

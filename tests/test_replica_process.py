@@ -171,6 +171,22 @@ def test_a_clean_stop_keeps_the_actor_and_an_unclean_one_takes_a_new_one(tmp_pat
                  lambda: httpx.get(f"{c.url('jfk')}/api/replicas/jfk/counters/hits").json()["value"] == 22)
 
 
+def test_a_map_survives_sigkill_and_its_replica_carries_on_counting_in_it(tmp_path):
+    with ProcessCluster(["lhr", "jfk"], tmp_path, inject_latency=False) as c:
+        c.start()
+        url = f"{c.url('lhr')}/api/replicas/lhr/maps/cart"
+        for body in ({"set": {"colour": "red"}}, {"add": {"qty": 3}}, {"remove": ["qty"]}, {"add": {"qty": 2}}):
+            assert httpx.post(url, json=body, timeout=5).status_code == 200
+        c.kill("lhr")  # every acknowledged write is on disk: no flush, no checkpoint
+        c.restart("lhr")
+        assert httpx.get(url, timeout=5).json()["fields"] == {"colour": "red", "qty": 2}
+        r = httpx.post(url, json={"add": {"qty": 1}}, timeout=5)  # under its new actor
+        assert r.json()["fields"] == {"colour": "red", "qty": 3}
+        wait_for("jfk to hold the map", lambda: httpx.get(f"{c.url('jfk')}/api/replicas/jfk/maps/cart",
+                                                          timeout=5).json()["fields"] == {"colour": "red", "qty": 3})
+        wait_for("convergence", lambda: converged(c))
+
+
 def test_partition_makes_siblings_that_survive_restarts_and_merge_on_heal(tmp_path):
     with ProcessCluster(["lhr", "jfk", "syd"], tmp_path, inject_latency=True) as c:
         c.start()

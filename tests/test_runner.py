@@ -17,12 +17,13 @@ import pytest
 from live_helpers import run_async
 
 from app.processes import free_port
-from replication.idempotency import Answer, IdempotencyKeyReused, IdempotencyTableFull, Ledger, Once
+from replication.errors import IdempotencyKeyReused, IdempotencyTableFull, StorageUnavailable
+from replication.idempotency import Answer, Ledger, Once
 from replication.messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Graft, Ping
-from replication.node import NodeConfig
-from replication.runner import ReplicaRunner, StorageUnavailable, next_actor
+from replication.node import NodeConfig, WriteNotSent
+from replication.runner import ReplicaRunner, next_actor
 from replication.storage import Storage
-from test_storage import FailingConn
+from test_storage import FailingConn, crash_copy, restored
 
 SECRET = b"a test cluster secret, 32 bytes!"
 DEADLINE_S = 20.0
@@ -88,6 +89,34 @@ def test_a_write_is_answered_and_sent_only_after_its_flush(tmp_path):
             gate.gate.set()
             for r in rs.values():
                 await r.stop()
+
+    run_async(main())
+
+
+def test_a_write_applied_before_a_bug_is_still_logged(tmp_path):
+    """A bug after a write changed the replica (here its dissemination raises) answers an
+    error, but the state holds the write, so the disk must hold it too: a crash copy of the
+    data directory taken then restores it."""
+
+    async def main():
+        lhr = ReplicaRunner("lhr", {}, data_dir=tmp_path / "lhr", secret=SECRET)
+        await lhr.start("127.0.0.1", free_port())
+        try:
+            def broken(g, now):
+                raise RuntimeError("a bug in the strategy")
+
+            lhr.node.strategy.broadcast = broken
+            with pytest.raises(WriteNotSent) as e:
+                await lhr.write("counters", "c", {"add": 2})
+            assert isinstance(e.value.__cause__, RuntimeError) and e.value.delta is not None
+            assert lhr.node.replica.read_counter("c") == 2
+            await lhr.barrier()
+            assert lhr.storage.durable_seq == 1
+            st, back = restored(crash_copy(tmp_path / "lhr", tmp_path / "killed"))
+            assert back.read_counter("c") == 2
+            st.close()
+        finally:
+            await lhr.stop()
 
     run_async(main())
 

@@ -51,6 +51,18 @@ def test_each_builtin_proves_its_own_claim(name):
     assert all(e["kind"] == "scenario" and e["name"] == name for e in events)
 
 
+def test_a_steps_event_names_the_replica_it_acts_at():
+    """The page follows a run it started (the Concurrent writes button) at the POP a step names."""
+    events = []
+    run_fast(load_builtin("parallel-universes"), seed=1, on_event=events.append)
+    writes = [e for e in events if e["op"] == "write"]
+    assert [e["at"] for e in writes] == ["lhr", "iad", "syd"]
+    assert next(e for e in events if e["op"] == "read")["at"] == "syd"
+    assert all("at" not in e for e in events if e["op"] in ("partition", "heal", "say", "settle"))
+    # `at` lists and "all" name no single replica
+    assert all("at" not in e for e in events if e["op"] == "expect")
+
+
 def test_builtin_figures_are_what_the_claims_say():
     hello = run_fast(load_builtin("hello-world"), seed=2)
     assert 50 < hello["figures"]["spread"]["ms"] <= 500  # London to Auckland is over 100 ms of fibre

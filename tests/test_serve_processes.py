@@ -230,3 +230,19 @@ def test_an_idempotency_key_is_relayed_to_the_replica_process_that_keeps_the_rec
     put = procs.call("PUT", "/api/replicas/lhr/kv/keyed", json={"value": [1]}, headers=key)  # per replica
     assert put.status_code == 200 and "Idempotent-Replayed" not in put.headers
     assert procs.call("PUT", "/api/replicas/lhr/kv/keyed", json={"value": [1]}, headers=key).content == put.content
+
+
+def test_a_map_is_written_at_one_process_relayed_and_read_at_another(procs):
+    path = "/api/replicas/{}/maps/cart%2F1"
+    w = procs.ok("POST", path.format("lhr"), json={"set": {"colour": "red"}})
+    assert w == {"key": "cart/1", "replica": "lhr", "fields": {"colour": "red"}, "conflicts": {}}
+    key = {"Idempotency-Key": "map-1"}
+    first = procs.call("POST", path.format("syd"), json={"add": {"qty": 2}}, headers=key)
+    again = procs.call("POST", path.format("syd"), json={"add": {"qty": 2}}, headers=key)
+    assert first.status_code == 200 and again.headers["Idempotent-Replayed"] == "true" and again.content == first.content
+    got = wait_for("jfk to hold both fields", lambda: (x := procs.ok("GET", path.format("jfk")))["fields"]
+                   == {"colour": "red", "qty": 2} and x)
+    assert got["key"] == "cart/1" and got["conflicts"] == {}
+    r = procs.call("POST", path.format("jfk"), json={"set": {"qty": 1}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_operation", r.text
+    assert procs.ok("GET", path.format("jfk"))["fields"] == {"colour": "red", "qty": 2}

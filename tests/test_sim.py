@@ -16,9 +16,10 @@ from hashseeds import outputs_under_hash_seeds
 from replication import sim as sim_module
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.messages import Envelope, Gossip, GossipBatch, Ping
+from replication.node import Written
+from replication.errors import ReplicaDown
 from replication.sim import (
     MAX_TICKS_PER_INSTANT,
-    ReplicaDown,
     SimEvent,
     SimNode,
     SimulationError,
@@ -78,7 +79,7 @@ class FloodNode:
             self._apply(g)
             items.append(g)
         msg = items[0] if len(items) == 1 else GossipBatch(items)
-        return [g.delta[2] for g in items], [Envelope(self.id, p, msg) for p in self.peers]
+        return Written([g.delta[2] for g in items], None, [Envelope(self.id, p, msg) for p in self.peers])
 
     def receive(self, env: Envelope, *, now: float) -> list[Envelope]:
         m = env.msg

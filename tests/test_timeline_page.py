@@ -266,10 +266,65 @@ def test_a_bad_or_foreign_file_is_refused_and_changes_nothing(make_page, tmp_pat
     stranger["events"].append([good["end_ms"], {"kind": "applied", "t": good["end_ms"], "node": "atlantis",
                                                 "dots": [["atlantis", 1]], "keys": [["kv", "x"]], "via": "local"}])
     bad("stranger.json", json.dumps(stranger).encode(), "not a POP")
+    # what the server tells the page (bounds, strategies, cuts) is checked like the rest
+    assert {"bounds", "strategies", "cuts"} <= set(good["snapshot"])
+    for field, value, says in [
+        ("bounds", {"recent_writes": -1, "in_flight": 4000}, "snapshot.bounds.recent_writes"),
+        ("strategies", ['<img src=x onerror="window.__xss=3">'], "snapshot.strategies[0]"),
+        ("cuts", {"named": {"atlantic": [["atlantis"], ["lhr"]]}, "regions": {}}, "not a POP"),
+    ]:
+        wrong = json.loads(json.dumps(good))
+        wrong["snapshot"][field] = value
+        bad(f"wrong-{field}.json", json.dumps(wrong).encode(), says)
     # the file's text reaches the page as text only
     assert page.evaluate("window.__xss") is None
     assert page.locator("[data-testid=timeline-error] *").count() == 0
     assert page.evaluate("document.querySelectorAll('img').length") == 0
+    assert page.errors == []
+
+
+VALIDATE = """async (text) => {
+    const m = await import('/static/js/timeline.js');
+    try { m.validateRun(JSON.parse(text)); return null; } catch (e) { return e.message; }
+}"""  # from the file's text, as the page reads a file (JSON.parse keeps a "__proto__" key as data)
+
+
+def test_a_map_in_a_recorded_detail_is_checked_by_its_type_and_the_file_loads(make_page, tmp_path):
+    """The file validator checks each type's summary as types.js draws it, the map's too; a
+    file recorded before maps existed (no `maps` list) still loads."""
+    page = open_dashboard(make_page)
+    page.select_option("#pop-select", "nrt")
+    key = f"cart-{time.monotonic_ns()}"
+    page.server.api("POST", f"/api/replicas/nrt/maps/{key}", json={"set": {"colour": "red", "constructor": "c"}})
+    row = page.locator("[data-testid=map-row]", has_text=key)
+    expect()(row.locator("[data-field=constructor]")).to_contain_text('"c"', timeout=DEADLINE_MS)
+    page.wait_for_function(f"window.__edgestate.timeline.rec.liveNow() > {live_now(page) + 500}", timeout=DEADLINE_MS)
+    path = export_run(page, tmp_path)
+    run = json.loads(path.read_text())
+    j = max(n for n, (_t, ev) in enumerate(run["events"])  # the last detail of nrt's keys that lists the map
+            if ev["kind"] == "detail" and any(m["key"] == key for m in ev.get("maps", [])))
+    maps = run["events"][j][1]["maps"]
+    i = next(n for n, m in enumerate(maps) if m["key"] == key)
+    assert maps[i]["fields"] == {"colour": "red", "constructor": "c"}
+    assert page.evaluate(VALIDATE, json.dumps(run)) is None
+
+    def broken(change) -> str | None:
+        r = json.loads(json.dumps(run))
+        change(r["events"][j][1])
+        return page.evaluate(VALIDATE, json.dumps(r))
+
+    at = f"events[{j}][1]"
+    assert broken(lambda d: d["maps"][i].update(fields="red")) == f"{at}.maps[{i}].fields: must be an object"
+    assert broken(lambda d: d["maps"][i].update(conflicts={"colour": "red"})) == \
+        f"{at}.maps[{i}].conflicts.colour: must be a list"
+    assert broken(lambda d: d["maps"][i].pop("size")) == f"{at}.maps[{i}].size: must be a number"
+    assert broken(lambda d: d.update(maps={})) == f"{at}.maps: must be a list"
+    assert broken(lambda d: d.update({"__proto__": [None]})) == f"{at}.__proto__[0]: must be an object"
+    assert broken(lambda d: d.update(other=[{"key": 1}])) == f"{at}.other[0].key: must be a string"
+    assert broken(lambda d: d.pop("maps")) is None  # a file from before the type
+    page.set_input_files("[data-testid=timeline-import]", str(path))
+    expect()(page.locator("[data-testid=timeline-mode]")).to_have_text("Replay", timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=timeline-error]")).to_be_hidden()
     assert page.errors == []
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from replication import Replica
 from replication.clocks import CausalContext, Dot, VersionVector
 from replication.delta import Delta
-from replication.errors import EdgeStateError
+from replication.errors import BadFrame, EdgeStateError
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.messages import (
     Ack,
@@ -49,7 +49,6 @@ from replication.sim import Simulator
 from replication.wire import (
     TAG_BYTES,
     WIRE_VERSION,
-    BadFrame,
     FrameDecoder,
     FrameEncoder,
     decode_frame,

@@ -22,7 +22,9 @@ from starlette.websockets import WebSocketDisconnect
 from app import ws as wsmod
 from app.live import build_live
 from app.main import create_app
+from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
+from replication.scenarios.cuts import CUTS, cut_groups
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -267,6 +269,36 @@ def test_select_streams_the_detail_of_one_replica_with_siblings_side_by_side():
     assert detail["counters"] == [{"key": "visits", "value": 3}]
     assert detail["sets"] == [{"key": "tags", "members": ["a", {"b": 1}], "size": 2}]
     assert detail["version_vector"] == {"iad": 3, "lhr": 1, "syd": 1}  # the set add took a dot per element
+
+
+def test_the_snapshot_carries_the_facts_the_page_takes_from_the_server():
+    """Bounds, strategies and cuts come from the server (the page keeps no copies of them), and
+    the recent writes are the last `RECENT_WRITES`, each with every replica's arrival."""
+    live, app, client = make("lhr,fra,syd,iad,gru")
+    with client:
+        def writes():
+            for i in range(wsmod.RECENT_WRITES + 2):
+                live.write("lhr" if i % 2 else "syd", "kv", f"k{i}", {"value": i})
+            live.settle()
+
+        client.portal.call(writes)
+        with client.websocket_connect("/ws") as ws:
+            [snap] = recv(ws)
+    assert snap["bounds"] == {"recent_writes": wsmod.RECENT_WRITES, "in_flight": wsmod.MAX_IN_FLIGHT}
+    assert snap["strategies"] == ["plumtree", "gossip", "direct"] == list(STRATEGIES)
+    named = snap["cuts"]["named"]
+    assert set(named) == set(CUTS)
+    assert [set(g) for g in named["atlantic"]] == [{"lhr", "fra"}, {"syd", "iad", "gru"}]
+    assert [set(g) for g in named["americas"]] == [{"iad", "gru"}, {"lhr", "fra", "syd"}]
+    assert named["pacific"] == cut_groups(live.placements, "pacific")
+    regions = snap["cuts"]["regions"]
+    assert list(regions) == sorted(regions) and regions
+    for region, groups in regions.items():
+        assert {i for i in groups[0]} == {p.id for p in live.placements if p.pop.region == region}
+        assert sorted(i for g in groups for i in g) == sorted(live.ids)
+    ws_writes = snap["writes"]
+    assert [w["keys"] for w in ws_writes] == [[["kv", f"k{i}"]] for i in range(2, wsmod.RECENT_WRITES + 2)]
+    assert all(set(w["arrivals"]) == set(live.ids) and w["arrivals"][w["origin"]] == w["t"] for w in ws_writes)
 
 
 def test_the_bus_subscriber_never_raises_into_the_simulator():

@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..replica import Replica
-from ..storage import DB_NAME, Storage, StorageError, describe
+from ..errors import StorageError
+from ..storage import DB_NAME, Storage, describe
 from .workload import Workload
 
 KINDS = ("db-flip", "wal-flip", "value-edit")

@@ -1,18 +1,21 @@
 """`edgestate bench faults`: random fault schedules on the simulator, invariants at every step.
 
-Each seed draws one schedule: writes of every type (kv with and without a context, deletes,
-counter increments and decrements, set adds and removes) at random live replicas, while
+Each seed draws one schedule: writes of every registered type (kv with and without a context,
+deletes, counter increments and decrements, set adds and removes; every other type, such as the
+map, with operations drawn from its own `EXAMPLES`) at random live replicas, while
 message loss (0-30 %), duplication and reordering change, partitions come and go, and
 replicas crash, with or without losing their state, and recover. Then every fault is
 lifted (heal, recover all, no loss) and the cluster must converge.
 
 Checked after every event that changed a replica (see `oracle`): what a reader sees there,
-that nothing it held is lost, that its state round-trips through the wire form; at every
+that nothing it held is lost, that its state is the join of the deltas it applied (recomputed
+in a canonical order), that its state round-trips through the wire form; at every
 crash, that its state survives a checkpoint and restore through the real storage. After the
 heal: convergence, each counter exactly its acknowledged increments, every surviving write
 visible unless superseded, and every replica seeing every other alive.
 
-A failing seed reports the first broken invariant; `--seed S` replays exactly that run (every
+Every write in the simulator is acknowledged the moment it is made (the writer's replica
+applied it); `acked_writes` counts them. A failing seed reports the first broken invariant; `--seed S` replays exactly that run (every
 random choice comes from the seed).
 """
 
@@ -25,16 +28,21 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..cluster import SimCluster
+from ..crdts import types
+from ..crdts.base import FROM_READ
+from ..errors import InvalidOperation
 from ..geo import place_replicas, select_pops
 from ..membership import ALIVE
 from ..node import Node
-from .oracle import History, InvariantBroken, check_replica, check_round_trip, expected_counter
+from .oracle import History, InvariantBroken, Model, check_replica, check_round_trip, expected_counter
 from .report import Progress
 
 DEFAULT_POPS = "lhr,iad,sjc,gru,nrt,syd"
 KV_KEYS = [f"k{i}" for i in range(5)]
 COUNTER_KEYS = ["c0", "c1", "c2"]
 SET_KEYS = ["s0", "s1"]
+OWN_WRITES = ("kv", "counters", "sets")  # the types with a schedule of their own below; the rest draw EXAMPLES
+KEYS_PER_TYPE = 2
 MEMBERSHIP_HEAL_MS = 5000.0
 
 
@@ -70,7 +78,7 @@ class _Checked:
         self.id = node.id
         self._digest = node.replica.digest()
         self._applied = node.replica.store.applied.copy()
-        node.journal = campaign.hist.record
+        self._model = Model.watch(node.replica.store)
 
     @property
     def replica(self):
@@ -90,11 +98,14 @@ class _Checked:
             raise InvariantBroken(f"{where}: its applied context shrank: it lost dots it held")
         self._applied = rep.store.applied.copy()
         check_replica(rep, self._c.hist, where)
+        self._model.check(where)
         check_round_trip(rep, where)
         self._c.checks += 1
 
     def write(self, ns, key, op, *, now):
         out = self._node.write(ns, key, op, now=now)
+        if out.delta is not None:
+            self._c.hist.record(out.delta)  # exactly as its replica made it
         self._check()
         return out
 
@@ -134,6 +145,7 @@ class _Campaign:
         self.sim = self.cluster.sim
         self.ids = self.cluster.ids
         self.writes = 0
+        self.refused = 0
         self.faults = 0
 
     def _wrap(self, node: Node):
@@ -159,14 +171,23 @@ class _Campaign:
             ns = "kv"
         elif kind < 0.42:
             key, ns, op = rng.choice(KV_KEYS), "kv", {"delete": True}
-        elif kind < 0.75:
+        elif kind < 0.65:
             key, ns = rng.choice(COUNTER_KEYS), "counters"
             op = {"add": rng.choice([-2, -1, 1, 1, 2, 3, 5])}
-        else:
+        elif kind < 0.82:
             key, ns = rng.choice(SET_KEYS), "sets"
             elems = rng.sample(range(6), rng.randint(1, 2))
             op = {"add": elems} if rng.random() < 0.6 else {"remove": elems}
-        sim.write(at, ns, key, op)
+        else:
+            t = rng.choice([t for t in types() if t.NAME not in OWN_WRITES])
+            ns, key, op = t.NAME, f"{t.LABEL}{rng.randrange(KEYS_PER_TYPE)}", rng.choice(t.EXAMPLES)
+            if op.get("context") == FROM_READ:
+                op = {**op, "context": getattr(sim.read(at, ns, key), "context", None)}
+        try:
+            sim.write(at, ns, key, op)
+        except InvalidOperation:
+            self.refused += 1  # e.g. a map field holding the other type here: refused, nothing changed
+            return
         self.writes += 1
 
     def _fault(self) -> None:
@@ -300,7 +321,7 @@ def run(params: Params, progress: bool = True) -> dict:
         "params": asdict(params),
         "seeds": len(results),
         "failed": [asdict(r) for r in results if not r.ok],
-        "writes": sum(r.writes for r in results),
+        "acked_writes": sum(r.writes for r in results),
         "faults": sum(r.faults for r in results),
         "checks": sum(r.checks for r in results),
         "converge_ms_p50": _pct(conv, 50),

@@ -1,18 +1,22 @@
 """A history of every write, and the invariants each replica must keep at every step.
 
-The oracle records each local write's delta as the writer made it (which dots it minted,
-which dots it superseded, what it wrote), and checks a replica against that history after
-every event that changed it, not only at the end:
+The oracle records each local write's delta as the writer made it (which dots it minted, the
+content it gave each dot it made live, which dots it superseded), and checks a replica against
+that history after every event that changed it, not only at the end. Every rule holds for every
+registered CRDT type; the one question whose answer differs by type is the type's own `holds`:
 
-- kv and sets: a value visible at a replica is a real write of that key, with the value
-  written; it is never visible once the replica has applied a write or remove that
-  superseded it; and every write whose effects the replica claims (its applied context)
-  is either visible or superseded by a write the replica also holds (nothing is lost);
-- counters: one entry per actor, holding exactly that actor's running totals at that dot,
-  and at least as recent as every increment of that actor the replica claims to hold. So a
-  read lies between the acknowledged increments that must be visible there and all of them;
+- the state is well formed: each key's state is what its type decodes from its own wire form;
+- every live dot is a real write of that key, with the content its writer gave it, and it is
+  never visible once the replica holds a write that superseded it (named it in its context);
+- nothing held is lost: every write whose effects the replica claims (its applied context)
+  still holds there (its dot is live; a counter's newer entry of the same actor, or a map
+  removal's floor, took it in), unless a write the replica holds superseded it. So a counter
+  reads between the acknowledged increments that must be visible there and all of them;
+- the model (`Model`): the state is exactly the join of the deltas the replica applied,
+  recomputed from them in a canonical order, so the order they came in made no difference;
 - a replica's applied context never shrinks while it keeps its state;
-- its state round-trips through the wire form into an empty replica with the same digest.
+- its state round-trips through the wire form into an empty replica with the same digest,
+  every seal verifying on the way.
 
 `InvariantBroken` names the first broken rule, the replica and the dot.
 """
@@ -23,9 +27,12 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from ..clocks import Dot
-from ..delta import Delta
+from ..clocks import CausalContext, Dot
+from ..crdts import BY_NAMESPACE
+from ..delta import Delta, KeyRef
+from ..errors import EdgeStateError
 from ..replica import Replica
+from ..store import Store
 
 
 class InvariantBroken(AssertionError):
@@ -36,8 +43,7 @@ class InvariantBroken(AssertionError):
 class _Write:
     ns: str
     key: str
-    kind: str  # "kv", "kv_delete", "counter", "set_add", "set_remove"
-    payload: object = None  # kv: (value bytes, ts); counter: (p, n); set add: element bytes
+    content: object = None  # what the dot was made to hold; None for an event that only superseded
 
 
 @dataclass
@@ -54,25 +60,16 @@ class History:
         [(ref, store)] = delta.entries.items()
         ns, key = ref
         minted = tuple(sorted(delta.applied.dots()))
-        observed = [d for d in delta.ctx.dots() if d not in set(minted)]
-        if ns == "kv":
-            if store:
-                for d, sib in store.items():
-                    self.writes[d] = _Write(ns, key, "kv", sib)
-            else:
-                for d in minted:
-                    self.writes[d] = _Write(ns, key, "kv_delete")
-        elif ns == "counters":
-            for d, totals in store.items():
-                self.writes[d] = _Write(ns, key, "counter", totals)
+        made = dict(BY_NAMESPACE[ns].contents(store))
+        for d in minted:
+            self.writes[d] = _Write(ns, key, made.get(d))
+        if ns == "counters":
+            for d in made:
                 self.counter_dots.setdefault((key, d[0]), []).append(d)
-            return  # a counter entry supersedes its actor's earlier ones by rule, not by context
-        else:
-            added = {d: e for e, ds in store.items() for d in ds}
-            for d in minted:
-                self.writes[d] = _Write(ns, key, "set_add", added[d]) if d in added else _Write(ns, key, "set_remove")
-        for d in observed:
-            self.killers.setdefault(d, []).append(minted)
+        mine = set(minted)
+        for d in delta.ctx.dots():
+            if d not in mine:
+                self.killers.setdefault(d, []).append(minted)
 
     def superseded_at(self, dot: Dot, applied) -> bool:
         """Some write that superseded `dot` has its effects held by a replica with this applied context."""
@@ -80,57 +77,38 @@ class History:
 
 
 def check_replica(rep: Replica, hist: History, where: str) -> None:
-    """Every per-step rule of the module docstring, for one replica's current state."""
+    """Every per-step rule of the module docstring (but the model's), for one replica's state."""
     store = rep.store
     applied = store.applied
-    data = store.data
-    for key, sibs in data["kv"].items():
-        for d, sib in sibs.items():
-            w = hist.writes.get(d)
-            if w is None or w.kind != "kv" or w.key != key:
-                raise InvariantBroken(f"{where}: kv {key!r} shows {d}, which no one wrote to that key")
-            if w.payload != sib:
-                raise InvariantBroken(f"{where}: kv {key!r} shows {d} with another value than was written")
-            if hist.superseded_at(d, applied):
-                raise InvariantBroken(f"{where}: kv {key!r} still shows {d}, superseded by a write it holds")
-    for key, elems in data["sets"].items():
-        for e, ds in elems.items():
-            for d in ds:
+    for ns, keys in store.data.items():
+        t = BY_NAMESPACE[ns]
+        for key, state in keys.items():
+            try:
+                back = t.from_wire(msgpack.unpackb(msgpack.packb(t.to_wire(state), use_bin_type=True), raw=False))
+            except EdgeStateError as e:
+                raise InvariantBroken(f"{where}: {ns} {key!r} is not a well-formed state: {e.message}") from None
+            if back != state:
+                raise InvariantBroken(f"{where}: {ns} {key!r} does not read back from its own wire form")
+            for d, content in t.contents(state):
                 w = hist.writes.get(d)
-                if w is None or w.kind != "set_add" or w.key != key or w.payload != e:
-                    raise InvariantBroken(f"{where}: set {key!r} shows an element under {d}, which did not add it")
+                if w is None or w.ns != ns or w.key != key:
+                    raise InvariantBroken(f"{where}: {ns} {key!r} shows {d}, which no one wrote to that key")
+                if w.content != content:
+                    raise InvariantBroken(f"{where}: {ns} {key!r} shows {d} with another content than was written")
                 if hist.superseded_at(d, applied):
-                    raise InvariantBroken(f"{where}: set {key!r} still shows {e!r} by {d}, removed by a write it holds")
-    for key, entries in data["counters"].items():
-        actors = set()
-        for d, totals in entries.items():
-            if d[0] in actors:
-                raise InvariantBroken(f"{where}: counter {key!r} holds two entries for actor {d[0]!r}")
-            actors.add(d[0])
-            w = hist.writes.get(d)
-            if w is None or w.kind != "counter" or w.key != key or w.payload != totals:
-                raise InvariantBroken(f"{where}: counter {key!r} entry {d} = {totals} is not what {d[0]} counted")
-    # nothing held is lost: every write in the applied context is visible or superseded there
+                    raise InvariantBroken(f"{where}: {ns} {key!r} still shows {d}, superseded by a write it holds")
+    # nothing held is lost: every write in the applied context holds, or was superseded there
     for d in applied.dots():
         w = hist.writes.get(d)
-        if w is None:
-            continue  # written before the history began (not in campaigns)
-        if w.kind == "counter":
-            entry = next((e for e in store.get("counters", w.key) if e[0] == d[0]), None)
-            if entry is None or entry[1] < d[1]:
-                raise InvariantBroken(f"{where}: counter {w.key!r} claims {d} but shows "
-                                      f"{'no entry' if entry is None else entry} for {d[0]!r}")
-        elif w.kind == "kv":
-            if d not in store.get("kv", w.key) and not hist.superseded_at(d, applied):
-                raise InvariantBroken(f"{where}: kv {w.key!r} lost {d}: held, not visible, not superseded")
-        elif w.kind == "set_add":
-            if d not in store.get("sets", w.key).get(w.payload, ()) and not hist.superseded_at(d, applied):
-                raise InvariantBroken(f"{where}: set {w.key!r} lost the add {d}: held, not visible, not removed")
+        if w is None or w.content is None:
+            continue  # written before the history began (not in campaigns), or an event that only removed
+        if not BY_NAMESPACE[w.ns].holds(store.get(w.ns, w.key), d, w.content) and not hist.superseded_at(d, applied):
+            raise InvariantBroken(f"{where}: {w.ns} {w.key!r} lost {d}: held, no longer there, not superseded")
 
 
 def check_round_trip(rep: Replica, where: str) -> None:
     """The whole state through its wire form (as a peer or the disk would get it) into an
-    empty replica: it must decode and hold the same state."""
+    empty replica: it must decode, every seal verifying, and hold the same state."""
     raw = msgpack.packb(rep.store.full_delta().to_wire(), use_bin_type=True)
     try:
         delta = Delta.from_wire(msgpack.unpackb(raw, raw=False, strict_map_key=True))
@@ -142,6 +120,95 @@ def check_round_trip(rep: Replica, where: str) -> None:
         raise InvariantBroken(f"{where}: its state read back from the wire form is not the same state")
 
 
+def _canonical(delta: Delta) -> bytes:
+    """A delta's identity for the model's canonical order: its wire bytes (kept on the delta,
+    which many replicas may apply)."""
+    raw = delta.__dict__.get("_oracle_bytes")
+    if raw is None:
+        raw = delta.__dict__["_oracle_bytes"] = msgpack.packb(delta.to_wire(), use_bin_type=True)
+    return raw
+
+
+class Model:
+    """The deltas one store applied (local writes, disseminated deltas, anti-entropy replies,
+    content repairs), from which its state is recomputed: per key, the join of every delta that
+    carries the key (a full state carries them all), in the order of their wire bytes, from the
+    type's empty state. This is the lattice the store claims to be; the store itself joined the
+    deltas as they came, against its whole context. `watch` hooks a store's `apply` and
+    `repair`, so a delta is recorded only once the store took it (one it refused is not)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.by_key: dict[KeyRef, dict[bytes, Delta]] = {}
+        self.full: dict[bytes, Delta] = {}
+        self.ctx = CausalContext()
+        self.applied = CausalContext()
+        self._dirty: set[KeyRef] = set()
+        self._all_dirty = False
+
+    @classmethod
+    def watch(cls, store: Store) -> Model:
+        model = cls(store)
+        apply, repair = store.apply, store.repair
+
+        def applying(delta: Delta):
+            out = apply(delta)
+            if not delta.repair:  # a repair came through `repair` below
+                model.add(delta)
+            return out
+
+        def repairing(delta: Delta, *args, **kwargs):
+            out = repair(delta, *args, **kwargs)
+            model.add(delta)
+            return out
+
+        store.apply = applying  # type: ignore[method-assign]
+        store.repair = repairing  # type: ignore[method-assign]
+        return model
+
+    def add(self, delta: Delta) -> None:
+        raw = _canonical(delta)
+        if delta.full:
+            self.full[raw] = delta
+            self._all_dirty = True
+        for ref in delta.entries:
+            self.by_key.setdefault(ref, {})[raw] = delta
+            self._dirty.add(ref)
+        self.ctx.merge(delta.ctx)
+        if not delta.repair:
+            self.applied.merge(delta.applied)
+
+    def state_of(self, ref: KeyRef):
+        t = BY_NAMESPACE[ref[0]]
+        state, ctx = t.empty(), CausalContext()
+        carrying = {**self.by_key.get(ref, {}), **self.full}
+        for raw in sorted(carrying):
+            d = carrying[raw]
+            entry = d.entries.get(ref)
+            state = t.join(state, ctx, entry if entry is not None else t.empty(), d.ctx)
+            ctx.merge(d.ctx)
+        return state
+
+    def check(self, where: str) -> None:
+        """The store's state against the join of what it applied (keys changed since the last check)."""
+        store = self.store
+        if self._all_dirty:
+            refs = set(self.by_key) | set(store.keys())
+        else:
+            refs = self._dirty
+        for ref in sorted(refs):
+            t = BY_NAMESPACE[ref[0]]
+            want = self.state_of(ref)
+            got = store.data[ref[0]].get(ref[1]) or t.empty()
+            if got != want:
+                raise InvariantBroken(f"{where}: {ref[0]} {ref[1]!r} is not the join of the deltas it applied "
+                                      f"(holds {sorted(t.dots(got))}, the join {sorted(t.dots(want))})")
+        if store.ctx != self.ctx or store.applied != self.applied:
+            raise InvariantBroken(f"{where}: its contexts are not the union of the deltas' it applied")
+        self._dirty = set()
+        self._all_dirty = False
+
+
 def expected_counter(hist: History, key: str, applied) -> int:
     """What a counter must read once a replica holds `applied`: each actor's latest totals."""
     total = 0
@@ -150,9 +217,9 @@ def expected_counter(hist: History, key: str, applied) -> int:
             continue
         held = [d for d in dots if applied.contains(d)]
         if held:
-            p, n = hist.writes[max(held, key=lambda d: d[1])].payload
+            p, n = hist.writes[max(held, key=lambda d: d[1])].content
             total += p - n
     return total
 
 
-__all__ = ["History", "InvariantBroken", "check_replica", "check_round_trip", "expected_counter"]
+__all__ = ["History", "InvariantBroken", "Model", "check_replica", "check_round_trip", "expected_counter"]

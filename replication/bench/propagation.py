@@ -28,12 +28,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from ..clocks import Dot
+from .. import dissemination
 from ..cluster import SimCluster
 from ..geo import AMERICAS, place_replicas, select_pops
 from ..messages import Gossip, GossipBatch
+from ..writes import WriteTracker, write_id
 from .report import Progress
 
-STRATEGIES = ("plumtree", "gossip", "direct")
+STRATEGIES = tuple(dissemination.STRATEGIES)  # all of them, the default first
 
 
 @dataclass
@@ -49,29 +51,18 @@ class Params:
     partition_writes: int = 40
 
 
-class _Tracker:
-    """The sink: first arrival of each tracked dot at each node, and how it came."""
+class _Sink:
+    """The simulator's sink: every "applied" event goes to the tracker (first arrivals, and how)."""
 
-    def __init__(self) -> None:
-        self.tracked: dict[Dot, dict] = {}
-        self.complete = 0
-        self.n_live = 0
+    __slots__ = ("tracker",)
 
-    def track(self, dot: Dot, origin: str, t: float, measured: bool) -> None:
-        self.tracked[dot] = {"origin": origin, "t": t, "at": {}, "ae": False, "measured": measured}
+    def __init__(self, tracker: WriteTracker) -> None:
+        self.tracker = tracker
 
     def __call__(self, ev) -> None:
-        if ev.kind != "applied":
-            return
-        via = ev.data["via"]
-        for d in ev.data["dots"]:
-            w = self.tracked.get(d)
-            if w is not None and ev.node not in w["at"]:
-                w["at"][ev.node] = ev.t
-                if via == "ae":
-                    w["ae"] = True
-                if len(w["at"]) == self.n_live:
-                    self.complete += 1
+        if ev.kind == "applied":
+            d = ev.data
+            self.tracker.applied(ev.node, ev.t, d["dots"], d["via"])
 
 
 class _Counting:
@@ -102,8 +93,9 @@ class _Counting:
         return outs
 
     def write(self, ns, key, op, *, now):
-        view, outs = self._node.write(ns, key, op, now=now)
-        return view, self._count_out(outs)
+        written = self._node.write(ns, key, op, now=now)
+        self._count_out(written.envelopes)
+        return written
 
     def receive(self, env, *, now):
         m = env.msg
@@ -130,15 +122,15 @@ def _percentile(xs: list[float], q: float) -> float:
 
 def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
     placements = place_replicas(select_pops(p.pops), p.replicas)
-    tracker = _Tracker()
+    tracker = WriteTracker(everywhere=len(placements))  # every write of the run, complete once all have it
+    measured_ids: set[str] = set()
     sends: dict[Dot, Counter] = {}
     received: Counter = Counter()
     cluster = SimCluster(
-        placements, strategy=strategy, seed=p.seed, loss=p.loss, sink=tracker,
+        placements, strategy=strategy, seed=p.seed, loss=p.loss, sink=_Sink(tracker),
         wrap=lambda node: _Counting(node, sends, received), traffic_events=False,
     )
     sim, ids = cluster.sim, cluster.ids
-    tracker.n_live = len(ids)
     rng = random.Random(f"bench:{p.seed}")
     bar = Progress(strategy, p.warmup + p.writes) if progress else None
     wall0 = time.perf_counter()
@@ -149,8 +141,9 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
         origin = origin or rng.choice(ids)
         node = sim.nodes[origin]
         dot = node.replica.store.ctx.next_dot(node.replica.actor)
-        tracker.track(dot, origin, sim.now, measured)
+        tracker.start(origin, sim.now, (dot,))  # before the write: its own sends are counted
         if measured:
+            measured_ids.add(write_id(dot))
             sends[dot] = Counter()
         sim.write(origin, "kv", f"key{rng.randrange(1000)}", {"value": i})
 
@@ -160,20 +153,21 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
         if bar:
             bar.update(i + 1)
     # every measured write has had time to be repaired by anti-entropy (a few periods)
-    sim.run_until_condition(lambda: tracker.complete == len(tracker.tracked), max_ms=30_000)
+    followed = tracker.recent()  # the heal below writes more: those are not figures of this run
+    sim.run_until_condition(lambda: tracker.completed == len(followed), max_ms=30_000)
 
     ratios, warm_ratios, before_ae, everywhere = [], [], 0, 0
-    for dot, w in tracker.tracked.items():
-        origin = w["origin"]
+    for w in followed:
+        origin = w.origin
         phys = max(cluster.one_way_ms(origin, x) for x in ids if x != origin)
-        complete = len(w["at"]) == len(ids)
-        ratio = (max(w["at"].values()) - w["t"]) / phys if complete else math.inf
-        if not w["measured"]:
+        complete = len(w.arrivals) == len(ids)
+        ratio = (max(w.arrivals.values()) - w.t) / phys if complete else math.inf
+        if w.id not in measured_ids:
             warm_ratios.append(ratio)
             continue
         ratios.append(ratio)
         everywhere += complete
-        before_ae += complete and not w["ae"]
+        before_ae += complete and not w.repaired()
     k = max(1, len(ratios))
     result = {
         "ratio_p50": _percentile(ratios, 0.50),

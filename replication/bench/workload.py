@@ -1,6 +1,7 @@
 """A deterministic workload for a replica on disk: local writes and a peer's deltas.
 
-Batches of operations against `lhr`, the replica under test: local writes of every type, a
+Batches of operations against `lhr`, the replica under test: local writes of every registered
+type (kv, counters and sets by hand; any other, such as the map, drawn from its `EXAMPLES`), a
 peer `fra` (in memory) writing too, and anti-entropy replies from `fra`, partial or full. Local
 writes are applied and then appended; remote deltas are appended, flushed, and only then
 applied, the order the real runner keeps. The same seed gives the same operations, so a run
@@ -13,9 +14,14 @@ from __future__ import annotations
 
 import random
 
+from ..crdts import types
+from ..crdts.base import FROM_READ
 from ..delta import Delta
-from ..errors import StaleDelta
+from ..errors import InvalidOperation, StaleDelta
 from ..replica import Replica
+
+# The types `op` writes by hand; every other registered one (the map) draws its `EXAMPLES`.
+OTHER_TYPES = [t for t in types() if t.NAME not in ("kv", "counters", "sets")]
 
 
 class Workload:
@@ -38,9 +44,18 @@ class Workload:
             return rep.delete_kv(key, now=now)[1]
         if op < 0.75:
             return rep.add_counter(key, rng.choice([-3, 1, 7]), now=now)[1]
-        if op < 0.9:
+        if op < 0.85:
             return rep.add_to_set(key, [rng.randrange(8)], now=now)[1]
-        return rep.remove_from_set(key, [rng.randrange(8)], now=now)[1]
+        if op < 0.92 or not OTHER_TYPES:
+            return rep.remove_from_set(key, [rng.randrange(8)], now=now)[1]
+        t = rng.choice(OTHER_TYPES)
+        write = rng.choice(t.EXAMPLES)
+        if write.get("context") == FROM_READ:
+            write = {**write, "context": getattr(rep.read(t.NAME, key), "context", None)}
+        try:
+            return rep.write(t.NAME, key, write, now=now)[1]
+        except InvalidOperation:
+            return None  # e.g. a map field holding the other type here: refused, nothing changed
 
     def run_batch(self, lhr: Replica, storage, size: int | None = None) -> list[Delta]:
         """One acknowledged batch of `size` operations (default: the workload's batch).

@@ -5,28 +5,134 @@ Adding an element writes a fresh dot and supersedes the element's dots this repl
 seen. Removing drops exactly the dots observed; an add concurrent with the remove carries
 a dot the remover never saw, so it survives: add wins.
 
+Operations: `{"add": [<json>, ...]}` and `{"remove": [<json>, ...]}`.
+
 Laws: as for every causal CRDT; a remove that observed an add removes it everywhere.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any, Iterable, NamedTuple
 
-from ..clocks import CausalContext, Dot, dot_from_wire
-from ..errors import MalformedDelta
-from ..values import canonical_from_wire
+from ..clocks import CausalContext, Dot, Timestamp, dot_from_wire
+from ..errors import InvalidOperation, MalformedDelta
+from ..values import canonical_from_wire, decode_value, encode_value
+from .base import Mint, Mutation, Reader, canon, verb_of
 from .dotstore import join_dotmap, join_dotset
 
 Store = dict[bytes, frozenset[Dot]]
 
 NAME = "sets"
+LABEL = "set"
+VERBS: tuple[str, ...] = ("add", "remove")
 CONTEXT_REMOVES = True  # a dot absent from the store but in the context is dead
+TAKES_CONTEXT = False
+CHECKS = {"members": "jsonlist"}
+EXAMPLES: tuple[dict, ...] = ({"add": [0]}, {"add": [1, 2]}, {"add": []}, {"remove": [0]}, {"remove": [1, 2, 3]})
+SUMMARY_MEMBERS = 50  # members a summary (the dashboard's panel) lists
+OP_SCHEMA = {
+    "type": "object",
+    "properties": {"add": {"type": "array", "description": "elements to add"},
+                   "remove": {"type": "array", "description": "elements to remove"}},
+    "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+}
+VIEW_SCHEMA = {"type": "object", "properties": {"members": {"type": "array"}}, "required": ["members"]}
 EMPTY_DOTS: frozenset[Dot] = frozenset()
 join = partial(join_dotmap, inner=join_dotset, empty=EMPTY_DOTS)
 
 
 def empty() -> Store:
     return {}
+
+
+class SetOp(NamedTuple):
+    add: bool
+    elements: list[bytes]  # canonical JSON, each once
+
+
+# -- the protocol --------------------------------------------------------------------------------
+
+
+def check(op: object) -> SetOp:
+    verb = verb_of(NAME, op, VERBS)
+    assert isinstance(op, dict)
+    elements = op[verb]
+    if not isinstance(elements, list):
+        raise InvalidOperation("set elements must be given as a list")
+    return SetOp(verb == "add", list(dict.fromkeys(encode_value(e) for e in elements)))
+
+
+def delta(store: Store, op: SetOp, mint: Mint) -> Mutation | None:
+    if op.add:
+        if not op.elements:
+            return None
+        return Mutation(*add_delta(store, op.elements, [mint.dot() for _ in op.elements]))
+    seen = _observed(store, op.elements)
+    if not seen:
+        return None
+    seen.add(mint.dot())
+    return Mutation({}, seen)
+
+
+def mutate(store: Store, ctx: CausalContext, op: SetOp, mint: Mint) -> None:
+    if op.add:
+        apply_add(store, ctx, op.elements, [mint.dot() for _ in op.elements])
+    elif _observed(store, op.elements):
+        apply_remove(store, ctx, op.elements, mint.dot())
+
+
+def sequential(value: Any, op: dict) -> list:
+    cur = list(value or [])
+    for x in op.get("add", []):
+        if x not in cur:
+            cur.append(x)
+    for x in op.get("remove", []):
+        if x in cur:
+            cur.remove(x)
+    return cur
+
+
+def describe(key: str, op: dict) -> str:
+    verb = "add" if "add" in op else "remove"
+    return f"{'adds' if verb == 'add' else 'removes'} {canon(op.get(verb))} in set {key}"
+
+
+def value(store: Store, reader: Reader | None = None) -> list[Any]:
+    return [decode_value(e) for e in members(store)]
+
+
+def to_json(v: list) -> dict:
+    return {"members": v}
+
+
+def from_json(key: str, body: dict | None) -> list:
+    return [] if body is None else body["members"]
+
+
+def summary(v: list) -> dict:
+    return {"members": v[:SUMMARY_MEMBERS], "size": len(v)}
+
+
+figures = to_json
+
+
+def holds(store: Store, dot: Dot, content: object) -> bool:
+    return any(dot in ds for ds in store.values())
+
+
+def timestamps(store: Store) -> Iterable[Timestamp]:
+    return ()
+
+
+# -- the dot store ---------------------------------------------------------------------------------
+
+
+def _observed(store: Store, elements: list[bytes]) -> set[Dot]:
+    seen: set[Dot] = set()
+    for e in elements:
+        seen.update(store.get(e, EMPTY_DOTS))
+    return seen
 
 
 def add_delta(store: Store, elements: list[bytes], new_dots: list[Dot]):
@@ -38,17 +144,6 @@ def add_delta(store: Store, elements: list[bytes], new_dots: list[Dot]):
         seen.update(store.get(e, EMPTY_DOTS))
         seen.add(d)
     return delta, seen
-
-
-def remove_delta(store: Store, elements: list[bytes], event: Dot):
-    """Drop the observed dots of each element; None when none of them is present here."""
-    seen: set[Dot] = set()
-    for e in elements:
-        seen.update(store.get(e, EMPTY_DOTS))
-    if not seen:
-        return None
-    seen.add(event)
-    return {}, seen
 
 
 def apply_add(store: Store, ctx: CausalContext, elements: list[bytes], new_dots: list[Dot]) -> None:

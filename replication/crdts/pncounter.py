@@ -14,6 +14,7 @@ Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (2018) names only 
 dot a change superseded, and is correct only under causal delivery: with d2 lost, d1 and
 d3 both survived and were summed.
 
+Operations: `{"add": <integer>}` (negative to subtract; zero changes nothing).
 Value: the sum over entries of p - n.
 Laws: as for every causal CRDT, on any order of delivery; the value equals the sum of the
 `add`s of each actor up to the newest dot of that actor held.
@@ -21,13 +22,27 @@ Laws: as for every causal CRDT, on any order of delivery; the value equals the s
 
 from __future__ import annotations
 
-from ..clocks import MAX_COUNTER, CausalContext, Dot, dot_from_wire
+from typing import Any, Iterable
+
+from ..clocks import MAX_COUNTER, CausalContext, Dot, Timestamp, dot_from_wire
 from ..errors import CounterOverflow, InvalidOperation, MalformedDelta
+from .base import Mint, Mutation, Reader, verb_of
 
 Store = dict[Dot, tuple[int, int]]
 
 NAME = "counters"
+LABEL = "counter"
+VERBS: tuple[str, ...] = ("add",)
 CONTEXT_REMOVES = False  # entries die by a newer dot of their actor, never by a context
+TAKES_CONTEXT = False
+CHECKS = {"value": "int"}
+EXAMPLES: tuple[dict, ...] = tuple({"add": n} for n in (-3, -1, 0, 1, 2, 5))
+OP_SCHEMA = {
+    "type": "object",
+    "properties": {"add": {"type": "integer", "description": "amount to add; negative to subtract"}},
+    "required": ["add"], "additionalProperties": False,
+}
+VIEW_SCHEMA = {"type": "object", "properties": {"value": {"type": "integer"}}, "required": ["value"]}
 
 
 def join(a: Store, _ca: CausalContext, b: Store, _cb: CausalContext) -> Store:
@@ -52,8 +67,7 @@ def _own(store: Store, replica: str) -> tuple[Dot | None, int, int]:
 
 
 def _next(store: Store, replica: str, amount: int) -> tuple[Dot | None, int, int]:
-    if type(amount) is not int:
-        raise InvalidOperation("a counter change must be an integer")
+    _amount(amount)
     old, p, n = _own(store, replica)
     if amount >= 0:
         p += amount
@@ -62,6 +76,65 @@ def _next(store: Store, replica: str, amount: int) -> tuple[Dot | None, int, int
     if p > MAX_COUNTER or n > MAX_COUNTER:
         raise CounterOverflow("this change would overflow the replica's 63-bit counter")
     return old, p, n
+
+
+def _amount(amount: object) -> int:
+    if type(amount) is not int:
+        raise InvalidOperation("a counter change must be a whole number (an integer)")
+    return amount
+
+
+# -- the protocol -------------------------------------------------------------------------------
+
+
+def check(op: object) -> int:
+    verb_of(NAME, op, VERBS)
+    assert isinstance(op, dict)
+    return _amount(op["add"])
+
+
+def delta(store: Store, amount: int, mint: Mint) -> Mutation | None:
+    old, p, n = _next(store, mint.actor, amount)
+    if amount == 0:
+        return None
+    dot = mint.dot()
+    return Mutation({dot: (p, n)}, {dot} if old is None else {old, dot})
+
+
+def mutate(store: Store, ctx: CausalContext, amount: int, mint: Mint) -> None:
+    apply_add(store, ctx, mint.actor, mint.dot(), amount)
+
+
+def sequential(value: Any, op: dict) -> int:
+    return (value or 0) + int(op.get("add", 0))
+
+
+def describe(key: str, op: dict) -> str:
+    return f"adds {op.get('add')} to counter {key}"
+
+
+def to_json(v: int) -> dict:
+    return {"value": v}
+
+
+def from_json(key: str, body: dict | None) -> int:
+    return 0 if body is None else body["value"]
+
+
+summary = to_json
+figures = to_json
+
+
+def holds(store: Store, dot: Dot, content: object) -> bool:
+    """An actor's newer entry holds every earlier one's increments."""
+    return any(d[0] == dot[0] and d[1] >= dot[1] for d in store)
+
+
+def timestamps(store: Store) -> Iterable[Timestamp]:
+    return ()
+
+
+# -- the dot store --------------------------------------------------------------------------------
 
 
 def add_delta(store: Store, replica: str, dot: Dot, amount: int):
@@ -83,7 +156,7 @@ def apply_add(store: Store, ctx: CausalContext, replica: str, dot: Dot, amount: 
     ctx.add(dot)
 
 
-def value(store: Store) -> int:
+def value(store: Store, reader: Reader | None = None) -> int:
     return sum(p - n for p, n in store.values())
 
 

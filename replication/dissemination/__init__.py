@@ -8,12 +8,17 @@ A strategy is a sans-IO state machine driven by its host node. The host gives it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from .direct import Direct
 from .gossip import GossipRounds
 from .plumtree import Plumtree
 
-STRATEGIES = {"direct": Direct, "gossip": GossipRounds, "plumtree": Plumtree}
+# The strategies by name, the default first. Everything that offers a choice (the command
+# lines, the API's enum, the page's picker via the /ws snapshot, the benches) takes it from here.
+StrategyName = Literal["plumtree", "gossip", "direct"]
+STRATEGIES = {"plumtree": Plumtree, "gossip": GossipRounds, "direct": Direct}
+assert tuple(STRATEGIES) == get_args(StrategyName), "StrategyName names the strategies of STRATEGIES, in order"
 
 
 @dataclass
@@ -43,4 +48,4 @@ def make_strategy(name: str, host, config: DisseminationConfig):
     return cls(host, config)
 
 
-__all__ = ["STRATEGIES", "DisseminationConfig", "make_strategy"]
+__all__ = ["STRATEGIES", "DisseminationConfig", "StrategyName", "make_strategy"]

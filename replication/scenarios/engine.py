@@ -11,8 +11,9 @@ Every random choice (where a `load` write lands) comes from one `random.Random` 
 the scenario's seed: same seed, same run.
 
 What the engine reports, as it goes, through `emit`: one event per step (kind "scenario",
-status "running", the step's caption), a second one with the figures for steps that measure
-something, and a last one with status "passed" or "failed", the claim and every check.
+status "running", the step's caption, and `at`: the replica it acts at, when it names one),
+a second one with the figures for steps that measure something, and a last one with status
+"passed" or "failed", the claim and every check.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import random
 from typing import Any, Callable, NamedTuple
 
 from ..consensus import ConsensusCluster, central_leader, majority
+from ..crdts import BY_NAMESPACE
+from ..crdts.base import canon
 from ..errors import EdgeStateError
 from .cuts import cut_groups, region_groups
 from .spec import NAMESPACES, Scenario, Step
@@ -44,8 +47,7 @@ class StepFailed(Exception):
     """A step that could not be carried out (not a check that failed: that is a result)."""
 
 
-def _canon(v: Any) -> str:
-    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+_canon = canon
 
 
 def _same_items(a: list, b: list) -> bool:
@@ -124,6 +126,9 @@ class Engine:
         ev = {"t": _ms(self.now), "kind": "scenario", "node": None, "name": self.scenario.name, "run": self.run_tag,
               "step": s.index if s else 0, "of": len(self.scenario.steps), "op": s.op if s else None,
               "line": s.line if s else self.scenario.line, "status": status, "caption": caption}
+        at = s.args.get("at") if s else None
+        if isinstance(at, str) and at != "all":  # the POP the step acts at: the page can show it
+            ev["at"] = at
         ev.update(extra)
         self._emit(ev)
 
@@ -214,23 +219,24 @@ class Engine:
     def _write(self, step: Step):
         a = step.args
         field, ns, key = self._ns_key(a)
+        t = BY_NAMESPACE[ns]
         at = a["at"]
-        if ns == "kv":
-            ctx = None
+        if "op" in a:
+            op = dict(a["op"])
+        else:
+            verb = next(v for v in t.VERBS if v in a)
+            op = {verb: a[verb]}
+        ctx = None
+        if t.TAKES_CONTEXT:
             if "context_from" in a:
                 seen = self.reads.get(a["context_from"])
                 if seen is None or not hasattr(seen, "context"):
-                    raise StepFailed(f"the read {a['context_from']!r} was not a kv read")
+                    raise StepFailed(f"the read {a['context_from']!r} was not a {field} read")
                 ctx = seen.context
-            op = {"delete": True, "context": ctx} if a.get("delete") else {"value": a["value"], "context": ctx}
-            what = f"deletes {key}" if a.get("delete") else f"writes {_canon(a['value'])} to {key}"
-            if ctx is not None:
-                what += f" (with the context of read {a['context_from']!r})"
-        elif ns == "counters":
-            op, what = {"add": a["add"]}, f"adds {a['add']} to counter {key}"
-        else:
-            verb = "add" if "add" in a else "remove"
-            op, what = {verb: a[verb]}, f"{'adds' if verb == 'add' else 'removes'} {_canon(a[verb])} in set {key}"
+            op.setdefault("context", ctx)
+        what = t.describe(key, op)
+        if ctx is not None:
+            what += f" (with the context of read {a['context_from']!r})"
         self._begin(step, f"{at} {what}")
         self.ops.write(at, ns, key, op)
         return
@@ -241,13 +247,8 @@ class Engine:
         field, ns, key = self._ns_key(a)
         view = self.ops.read(a["at"], ns, key)
         self.reads[a["as"]] = view
-        if ns == "kv":
-            figs = {"values": view.values, "siblings": len(view.siblings)}
-            caption = f"{a['at']} reads {key}: {_canon(view.values)}"
-        elif ns == "counters":
-            figs, caption = {"value": view}, f"{a['at']} reads counter {key}: {view}"
-        else:
-            figs, caption = {"members": view}, f"{a['at']} reads set {key}: {_canon(view)}"
+        figs = BY_NAMESPACE[ns].figures(view)
+        caption = f"{a['at']} reads {field} {key}: {_canon(next(iter(figs.values())))}"
         self._begin(step, caption, announce=False)
         self._measured(step, caption, figs)
         return
@@ -370,23 +371,19 @@ class Engine:
             figs = {a["figure"]: val}
         else:
             field, ns, key = self._ns_key(a)
+            t = BY_NAMESPACE[ns]
+            asked = [f for f in t.CHECKS if f in a]
             replicas = self.who(a.get("at"))
             observed: dict[str, Any] = {}
             passed = bool(replicas)
             for r in replicas:
-                v = self.ops.read(r, ns, key)
-                if ns == "kv":
-                    got = {"values": v.values, "siblings": len(v.siblings)}
-                    ok = ("values" not in a or _same_items(v.values, a["values"])) and (
-                        "siblings" not in a or len(v.siblings) == a["siblings"])
-                elif ns == "counters":
-                    got, ok = v, v == a["value"]
-                else:
-                    got, ok = v, _same_items(v, a["members"])
-                observed[r] = got
+                figs = t.figures(self.ops.read(r, ns, key))
+                ok = all(_same_items(figs[f], a[f]) if t.CHECKS[f] == "jsonlist" else _equal(figs[f], a[f])
+                         for f in asked)
+                observed[r] = figs if len(figs) > 1 else next(iter(figs.values()))
                 passed = passed and ok
             where = "every POP" if a.get("at") in (None, "all") else ", ".join(replicas)
-            want = "; ".join(f"{f} == {_canon(a[f])}" for f in ("values", "siblings", "value", "members") if f in a)
+            want = "; ".join(f"{f} == {_canon(a[f])}" for f in asked)
             label = f"{field} {key} at {where}: {want}"
             distinct = {}
             for r, got in observed.items():

@@ -23,11 +23,14 @@ from typing import Any
 
 import yaml
 
+from ..crdts import BY_LABEL
+from ..errors import EdgeStateError
 from .cuts import CUTS
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_MS = 600_000.0  # ten virtual minutes: a longer wait is a typo, and would keep the simulator busy
-NAMESPACES = {"kv": "kv", "counter": "counters", "set": "sets"}
+# A step names its key by the type's label (`kv: k`, `counter: c`, `set: s`, `map: m`): label -> namespace.
+NAMESPACES = {label: t.NAME for label, t in BY_LABEL.items()}
 
 
 class ScenarioError(ValueError):
@@ -94,14 +97,21 @@ class Scenario:
 # storable as JSON), "strlist", "jsonlist", "replica" (an id), "replicas" (an id, "all", or a
 # list of ids), "groups" (a list of lists of ids).
 
-_KEYS = {"kv": "str", "counter": "str", "set": "str"}
+_KEYS = {label: "str" for label in NAMESPACES}
 COMMON = {"caption": "str"}
+WRITE_VERBS = {"value": "json", "add": "json", "remove": "jsonlist", "delete": "bool"}  # verbs a write may spell out
+# What an `expect` may check of a key, from every type's CHECKS (one field type per name).
+_CHECKS: dict[str, str] = {}
+for _t in BY_LABEL.values():
+    for _f, _typ in _t.CHECKS.items():
+        if _CHECKS.setdefault(_f, _typ) != _typ:
+            raise TypeError(f"two CRDT types check {_f!r} as different things in scenarios")
 
 STEPS: dict[str, dict] = {
     "say": {"fields": {"text": "str"}, "short": "text", "required": ["text"]},
     "write": {
-        "fields": {"at": "replica", **_KEYS, "value": "json", "add": "json", "remove": "jsonlist",
-                   "delete": "bool", "context_from": "str"},
+        # a verb spelled out (`add: 3`), or the operation as data, as the HTTP API takes it (`op: {set: {a: 1}}`)
+        "fields": {"at": "replica", **_KEYS, **WRITE_VERBS, "op": "json", "context_from": "str"},
         "required": ["at"], "one_of": list(_KEYS),
     },
     "read": {"fields": {"at": "replica", **_KEYS, "as": "str"}, "required": ["at", "as"], "one_of": list(_KEYS)},
@@ -118,10 +128,9 @@ STEPS: dict[str, dict] = {
         "required": ["writes", "counter", "rate_per_s"],
     },
     "expect": {
-        "fields": {"converged": "bool", **_KEYS, "at": "replicas", "values": "jsonlist", "siblings": "int",
-                   "value": "int", "members": "jsonlist", "figure": "str", "min": "number", "max": "number",
-                   "equals": "json", "label": "str"},
-        "exactly": ["converged", "kv", "counter", "set", "figure"],
+        "fields": {"converged": "bool", **_KEYS, "at": "replicas", **_CHECKS, "figure": "str", "min": "number",
+                   "max": "number", "equals": "json", "label": "str"},
+        "exactly": ["converged", *_KEYS, "figure"],
     },
     "consensus": {"fields": {"writer": "replica", "leader": "replica", "as": "str"}, "required": ["writer", "as"]},
     "availability": {"fields": {"deadline_ms": "ms", "leader": "replica", "as": "str"}, "required": ["as"]},
@@ -326,19 +335,20 @@ class _Parser:
 def _check_step(p: _Parser, op: str, args: dict, lines: dict, line: int, where: str) -> None:
     """What the schema cannot say: which verbs go with which type, ranges."""
     if op == "write":
-        ns = next(k for k in _KEYS if k in args)
-        verbs = {"kv": ("value", "delete"), "counter": ("add",), "set": ("add", "remove")}[ns]
-        given = [v for v in ("value", "add", "remove", "delete") if v in args]
-        if len(given) != 1 or given[0] not in verbs:
-            raise p.err(line, f"{where}: a {ns} write takes exactly one of {', '.join(verbs)}")
-        if ns == "counter" and (isinstance(args["add"], bool) or not isinstance(args["add"], int)):
-            raise p.err(lines["add"], f"{where}: field 'add' must be a whole number")
-        if ns == "set" and not isinstance(args.get("add", []), list):
-            raise p.err(lines["add"], f"{where}: field 'add' must be a list")
-        if "context_from" in args and ns != "kv":
-            raise p.err(lines["context_from"], f"{where}: context_from goes with kv writes")
-        if args.get("delete") is False:
-            raise p.err(lines["delete"], f"{where}: delete must be true when given")
+        label = next(k for k in _KEYS if k in args)
+        t = BY_LABEL[label]
+        spelled = [v for v in t.VERBS if v in WRITE_VERBS]
+        given = [v for v in (*WRITE_VERBS, "op") if v in args]
+        if len(given) != 1 or (given[0] != "op" and given[0] not in t.VERBS):
+            raise p.err(line, f"{where}: a {label} write takes exactly one of {', '.join([*spelled, 'op'])}")
+        verb = given[0]
+        try:  # the type checks the operation now, so a bad one fails before anything runs
+            t.check(args["op"] if verb == "op" else {verb: args[verb]})
+        except EdgeStateError as e:
+            raise p.err(lines[verb], f"{where}: field {verb!r}: {e.message}") from None
+        if "context_from" in args and not t.TAKES_CONTEXT:
+            takers = ", ".join(lb for lb, x in BY_LABEL.items() if x.TAKES_CONTEXT)
+            raise p.err(lines["context_from"], f"{where}: context_from goes with {takers} writes")
     elif op == "partition" and "cut" in args and args["cut"] not in CUTS:
         raise p.err(lines["cut"], f"{where}: unknown cut {args['cut']!r} (known: {', '.join(CUTS)})")
     elif op == "partition" and "groups" in args:
@@ -354,13 +364,13 @@ def _check_step(p: _Parser, op: str, args: dict, lines: dict, line: int, where: 
         if args["rate_per_s"] > 10_000:
             raise p.err(lines["rate_per_s"], f"{where}: rate_per_s must be at most 10000")
     elif op == "expect":
-        ns = next((k for k in _KEYS if k in args), None)
-        allowed = {None: (), "kv": ("values", "siblings"), "counter": ("value",), "set": ("members",)}[ns]
-        for f in ("values", "siblings", "value", "members"):
+        label = next((k for k in _KEYS if k in args), None)
+        allowed = tuple(BY_LABEL[label].CHECKS) if label else ()
+        for f in _CHECKS:
             if f in args and f not in allowed:
-                raise p.err(lines[f], f"{where}: {f!r} does not go with {ns or 'this check'}")
-        if ns and not any(f in args for f in allowed):
-            raise p.err(line, f"{where}: say what to expect of the {ns}: {', '.join(allowed)}")
+                raise p.err(lines[f], f"{where}: {f!r} does not go with {label or 'this check'}")
+        if label and not any(f in args for f in allowed):
+            raise p.err(line, f"{where}: say what to expect of the {label}: {', '.join(allowed)}")
         if "figure" in args:
             if "." not in args["figure"]:
                 raise p.err(lines["figure"], f"{where}: a figure is named NAME.FIELD, e.g. spread.ms")
@@ -368,8 +378,8 @@ def _check_step(p: _Parser, op: str, args: dict, lines: dict, line: int, where: 
                 raise p.err(line, f"{where}: give min, max or equals for the figure")
         elif any(f in args for f in ("min", "max", "equals")):
             raise p.err(line, f"{where}: min, max and equals go with figure")
-        if "at" in args and not ns:
-            raise p.err(lines["at"], f"{where}: 'at' goes with a kv, counter or set check")
+        if "at" in args and not label:
+            raise p.err(lines["at"], f"{where}: 'at' goes with a {', '.join(_KEYS)} check")
 
 
 def _json_problem(v: Any, depth: int = 0) -> str | None:

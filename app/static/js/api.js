@@ -39,9 +39,6 @@ export async function call(method, path, body) {
 
 export const api = {
   session: () => call("GET", "/api/session"),
-  writeKv: (id, key, value) => call("PUT", `/api/replicas/${seg(id)}/kv/${seg(key)}`, { value, context: null }),
-  addCounter: (id, key, add) => call("POST", `/api/replicas/${seg(id)}/counters/${seg(key)}`, { add }),
-  changeSet: (id, key, op, elements) => call("POST", `/api/replicas/${seg(id)}/sets/${seg(key)}`, { [op]: elements }),
   partition: (groups) => call("POST", "/api/faults/partition", { groups }),
   heal: () => call("DELETE", "/api/faults/partition"),
   crash: (id, loseState) => call("POST", `/api/replicas/${seg(id)}/crash`, { lose_state: !!loseState }),

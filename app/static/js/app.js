@@ -5,14 +5,17 @@ import { $, el, setChildren, toast, fmtMs, fmtClock } from "./dom.js";
 import { api } from "./api.js";
 import { WorldMap, DigestColours, MSG_STYLE, GROUP_COLOURS } from "./map.js";
 import { renderHeader, renderDetail, renderVV } from "./panel.js";
+import { TYPES, labelOf, otherTypes } from "./types.js";
 import { ConvergenceView, renderCounters, logEvent } from "./convergence.js";
-import { initScenarios, onScenarioEvent } from "./scenarios.js";
+import { initScenarios, onScenarioEvent, startScenario } from "./scenarios.js";
 import { Timeline } from "./timeline.js";
 import { CoordinationPanel } from "./coordination.js";
+import { WriteTracker } from "./writes.js";
+import { DEFAULT_BOUNDS } from "./timeline/model.js";
 
 const SPEEDS = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100];
-const RECENT_WRITES = 12;
-const FAST_FORWARD = 0.5;
+// What the Concurrent writes button runs: replication/scenarios/builtin/parallel-universes.yaml
+const CONCURRENT_SCENARIO = "parallel-universes";
 
 // Virtual time on this page: the server's clock, extrapolated at the current speed.
 class SimClock {
@@ -47,12 +50,15 @@ class SimClock {
   }
 }
 
+// The recent writes and their arrivals; the bound comes with each snapshot.
+const tracker = new WriteTracker(0);
+
 const S = {
   topo: null,
   ids: [],
   pops: {},
   rtt: {},
-  regions: [],
+  cuts: null, // the groups each toolbar cut makes on this cluster, from the snapshot
   replicas: {},
   groups: null,
   converged: null,
@@ -60,8 +66,7 @@ const S = {
   settings: null,
   selected: null,
   detail: null,
-  writes: new Map(),
-  dotIndex: new Map(),
+  writes: tracker.writes,
   writeSeq: 0,
   colours: new DigestColours(),
   lastCounters: null,
@@ -97,8 +102,6 @@ function later(name, fn) {
 
 const isUp = (id) => S.replicas[id] && S.replicas[id].status !== "down";
 const oneWay = (a, b) => (a === b ? 0 : (S.rtt[a] && S.rtt[a][b] ? S.rtt[a][b] / 2 : 0));
-const cityOf = (id) => (S.pops[id] ? S.pops[id].city : id);
-const nsLabel = { kv: "register", counters: "counter", sets: "set" };
 
 function groupIndex() {
   const idx = {};
@@ -153,65 +156,41 @@ function setConvergence(converged) {
 
 // -- recent writes: who has them, against the physical limit -------------------------------
 
+// What the page draws for a write: its label, the replicas up when it was made and the
+// physical limit to each of them (one direct hop), nearest first.
+function decorate(w) {
+  const up = S.ids.filter(isUp);
+  const k = w.keys[0] || ["kv", "?"];
+  w.seq = S.writeSeq++;
+  w.label = `${labelOf(k[0])} ${k[1]}`;
+  w.n = up.length;
+  w.limits = up.map((r) => oneWay(w.origin, r)).sort((a, b) => a - b);
+  w.done = w.arrivals.size >= w.n;
+  return k;
+}
+
 function trackApplied(ev) {
   if (!ev.dots || !ev.dots.length) return;
-  if (ev.via === "local") {
-    const d = ev.dots[0];
-    const id = d[0] + ":" + d[1];
-    const up = S.ids.filter(isUp);
-    const k = ev.keys[0] || ["kv", "?"];
-    const w = {
-      id, origin: ev.node, t: ev.t, keys: ev.keys, seq: S.writeSeq++,
-      label: `${nsLabel[k[0]] || k[0]} ${k[1]}`,
-      arrivals: new Map([[ev.node, ev.t]]),
-      n: up.length,
-      limits: up.map((r) => oneWay(ev.node, r)).sort((a, b) => a - b),
-      done: false,
-    };
-    S.writes.set(id, w);
-    for (const x of ev.dots) S.dotIndex.set(x[0] + ":" + x[1], w);
-    while (S.writes.size > RECENT_WRITES) {
-      const [oldId, old] = S.writes.entries().next().value;
-      S.writes.delete(oldId);
-      for (const [dk, dw] of S.dotIndex) if (dw === old) S.dotIndex.delete(dk);
-    }
-    logEvent(ev.t, [{ node: ev.node }, ` wrote ${nsLabel[k[0]] || k[0]} `, { key: k[1] }]);
-  } else {
-    const seen = new Set();
-    for (const x of ev.dots) {
-      const w = S.dotIndex.get(x[0] + ":" + x[1]);
-      if (!w || seen.has(w)) continue;
-      seen.add(w);
-      if (!w.arrivals.has(ev.node)) w.arrivals.set(ev.node, ev.t);
-      if (!w.done && w.arrivals.size >= w.n) {
-        w.done = true;
-        const all = Math.max(...[...w.arrivals.values()].map((t) => t - w.t));
-        const limit = w.limits[w.limits.length - 1] || 0;
-        logEvent(ev.t, [{ key: w.keys[0] ? w.keys[0][1] : "?" }, ` reached all ${w.n} replicas in ${fmtMs(all)} (physical limit ${fmtMs(limit)})`], "good");
-      }
+  const { started, arrived } = tracker.applied(ev);
+  if (started) {
+    const k = decorate(started);
+    started.done = false;
+    logEvent(ev.t, [{ node: ev.node }, ` wrote ${labelOf(k[0])} `, { key: k[1] }]);
+  }
+  for (const w of arrived) {
+    if (!w.done && w.arrivals.size >= w.n) {
+      w.done = true;
+      const all = Math.max(...[...w.arrivals.values()].map((t) => t - w.t));
+      const limit = w.limits[w.limits.length - 1] || 0;
+      logEvent(ev.t, [{ key: w.keys[0] ? w.keys[0][1] : "?" }, ` reached all ${w.n} replicas in ${fmtMs(all)} (physical limit ${fmtMs(limit)})`], "good");
     }
   }
   conv.touch();
 }
 
-function loadWrites(list) {
-  S.writes.clear();
-  S.dotIndex.clear();
-  const up = S.ids.filter(isUp);
-  for (const r of list) {
-    const k = r.keys[0] || ["kv", "?"];
-    const w = {
-      id: r.id, origin: r.origin, t: r.t, keys: r.keys, seq: S.writeSeq++,
-      label: `${nsLabel[k[0]] || k[0]} ${k[1]}`,
-      arrivals: new Map(Object.entries(r.arrivals)),
-      n: up.length,
-      limits: up.map((x) => oneWay(r.origin, x)).sort((a, b) => a - b),
-    };
-    w.done = w.arrivals.size >= w.n;
-    S.writes.set(w.id, w);
-    const [actor, n] = r.id.split(":");
-    S.dotIndex.set(actor + ":" + n, w);
-  }
+function loadWrites(snapshot) {
+  tracker.keep = (snapshot.bounds || DEFAULT_BOUNDS).recent_writes;
+  for (const w of tracker.load(snapshot.writes)) decorate(w);
   conv.touch();
 }
 
@@ -223,6 +202,8 @@ async function onSnapshot(s) {
   S.ids = s.topology.replicas.map((r) => r.id);
   S.pops = Object.fromEntries(s.topology.replicas.map((r) => [r.id, r]));
   S.rtt = s.topology.rtt_ms;
+  if (s.cuts) S.cuts = s.cuts;
+  if (s.strategies) fillStrategies(s.strategies);
   S.replicas = Object.fromEntries(s.replicas.map((r) => [r.node, r]));
   S.groups = s.groups;
   S.clock.set(s.clock);
@@ -240,7 +221,7 @@ async function onSnapshot(s) {
   }
   S.map.flights.clear();
   for (const m of s.in_flight) S.map.addFlight(m);
-  loadWrites(s.writes);
+  loadWrites(s);
   setConvergence(s.convergence.converged);
   onCounters(s.counters);
   renderPartition();
@@ -414,22 +395,33 @@ function pickKey(ns, key) {
   $("write-value").focus();
 }
 
-function onTypeChange() {
-  const t = $("write-type").value;
-  $("write-op").hidden = t !== "sets";
-  const v = $("write-value");
-  v.placeholder = t === "kv" ? "value (JSON or text)" : t === "counters" ? "amount, e.g. 1 or -3" : "element (JSON or text)";
-  v.inputMode = t === "counters" ? "numeric" : "text";
+// The write form follows the chosen type (types.js): its operations, a field when they take one.
+function fillTypes() {
+  setChildren($("write-type"), Object.entries(TYPES).map(([ns, t]) => el("option", { value: ns, text: t.label })));
+  const title = otherTypes("&");
+  $("crdt-title").textContent = title.charAt(0).toUpperCase() + title.slice(1);
 }
 
-function parseLoose(text) {
-  const s = text.trim();
-  if (s === "") return text;
-  try {
-    return JSON.parse(s);
-  } catch (e) {
-    return text;
-  }
+function currentOp() {
+  const t = TYPES[$("write-type").value];
+  return t.ops.find((o) => o.verb === $("write-op").value) || t.ops[0];
+}
+
+function onTypeChange() {
+  const t = TYPES[$("write-type").value];
+  const sel = $("write-op");
+  setChildren(sel, t.ops.map((o) => el("option", { value: o.verb, text: o.name || o.verb })));
+  sel.hidden = t.ops.length < 2;
+  onOpChange();
+}
+
+function onOpChange() {
+  const op = currentOp();
+  $("write-field").hidden = !op.field;
+  const v = $("write-value");
+  v.hidden = !!op.noValue;
+  v.placeholder = op.hint || "";
+  v.inputMode = op.numeric ? "numeric" : "text";
 }
 
 async function onWrite(e) {
@@ -442,28 +434,18 @@ async function onWrite(e) {
     out.classList.add("error");
     return;
   }
-  const type = $("write-type").value;
+  const ns = $("write-type").value;
   const key = $("write-key").value;
-  const raw = $("write-value").value;
   if (!key) {
     out.textContent = "give a key";
     out.classList.add("error");
     return;
   }
+  const t = TYPES[ns];
+  const op = currentOp();
   try {
-    if (type === "kv") {
-      const r = await api.writeKv(id, key, parseLoose(raw));
-      out.textContent = `${id} answered at once: ${r.values.length} value${r.values.length === 1 ? "" : "s"} for this key`;
-    } else if (type === "counters") {
-      const n = raw.trim() === "" ? 1 : Number(raw);
-      if (!Number.isInteger(n)) throw new Error("a counter changes by a whole number");
-      const r = await api.addCounter(id, key, n);
-      out.textContent = `${id} answered at once: the counter reads ${r.value} there`;
-    } else {
-      const op = $("write-op").value;
-      const r = await api.changeSet(id, key, op, [parseLoose(raw)]);
-      out.textContent = `${id} answered at once: ${r.members.length} member${r.members.length === 1 ? "" : "s"} there`;
-    }
+    const r = await t.write(id, key, op.verb, $("write-field").value, $("write-value").value);
+    out.textContent = t.answered(id, r);
   } catch (err) {
     out.textContent = err.message;
     out.classList.add("error");
@@ -485,30 +467,24 @@ function fillSelectors() {
   const ps = $("pop-select");
   setChildren(ps, el("option", { value: "", text: "Choose a POP…" }),
     [...S.topo.replicas].sort((a, b) => a.city.localeCompare(b.city)).map((r) => el("option", { value: r.id, text: `${r.city} (${r.id})` })));
-  S.regions = [...new Set(S.topo.replicas.map((r) => r.region))].sort();
-  setChildren($("isolate-region"), S.regions.map((r) => el("option", { value: r, text: r })));
+  const regions = S.cuts ? Object.keys(S.cuts.regions) : [];
+  setChildren($("isolate-region"), regions.map((r) => el("option", { value: r, text: r })));
   setChildren($("speed"), SPEEDS.map((s) => el("option", { value: String(s), text: "×" + s })));
 }
 
-function split(pred) {
-  const a = S.ids.filter((id) => pred(S.pops[id]));
-  const b = S.ids.filter((id) => !pred(S.pops[id]));
-  return [a, b];
+// The strategy picker: the server's strategies, the default first.
+function fillStrategies(names) {
+  const st = $("strategy");
+  if ([...st.options].map((o) => o.value).join() === names.join()) return;
+  setChildren(st, names.map((n) => el("option", { value: n, text: n })));
 }
 
+// The toolbar's cuts: the groups the server computed (replication/scenarios/cuts.py), the same
+// the scenarios' `partition: atlantic` makes.
 async function partitionPreset(name) {
-  let groups;
-  if (name === "atlantic") {
-    // Europe, Africa and the Middle East on one side; the Americas and Asia-Pacific (the Pacific intact) on the other
-    groups = split((p) => p.lon >= -30 && p.lon < 65);
-  } else if (name === "pacific") {
-    // Asia-Pacific on one side; the Americas, Europe and Africa (the Atlantic intact) on the other
-    groups = split((p) => !(p.lon >= 65 || p.lon < -170));
-  } else {
-    const region = $("isolate-region").value;
-    groups = split((p) => p.region === region);
-  }
-  groups = groups.filter((g) => g.length);
+  const cuts = S.cuts || { named: {}, regions: {} };
+  const chosen = name === "region" ? cuts.regions[$("isolate-region").value] : cuts.named[name];
+  const groups = (chosen || []).filter((g) => g.length);
   if (groups.length < 2) {
     toast("that cut leaves every POP on one side: nothing to partition");
     return;
@@ -516,71 +492,11 @@ async function partitionPreset(name) {
   await run("partition", () => api.partition(groups));
 }
 
-function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(pred, minMs, maxMs) {
-  const start = performance.now();
-  while (performance.now() - start < maxMs) {
-    if (performance.now() - start >= minMs && pred()) return true;
-    await sleep(100);
-  }
-  return false;
-}
-
-let scenarioRunning = false;
+// One click: the server runs the built-in scenario (cut the Atlantic, the same key written on
+// both sides, heal: siblings everywhere, then a write with the read's context resolves them).
+// scenarios.js follows it like any run; the panel watches from the POP its first write names.
 async function concurrentWrites() {
-  if (scenarioRunning) return;
-  scenarioRunning = true;
-  const btn = $("scenario-concurrent");
-  btn.disabled = true;
-  const box = $("scenario-status");
-  const say = (text) => { box.hidden = false; box.textContent = text; };
-  let restoreSpeed = null;
-  try {
-    const up = S.ids.filter(isUp);
-    if (up.length < 2) throw new Error("needs at least two replicas that are up");
-    let a = up[0], b = up[1], far = -1;
-    for (const x of up) for (const y of up) if (x < y && oneWay(x, y) > far) { far = oneWay(x, y); a = x; b = y; }
-    const A = S.ids.filter((r) => oneWay(r, a) <= oneWay(r, b));
-    const B = S.ids.filter((r) => !A.includes(r));
-    // the replica watching from the middle: far from both writers
-    let mid = a, best = -1;
-    for (const r of up) { const m = Math.min(oneWay(r, a), oneWay(r, b)); if (m > best) { best = m; mid = r; } }
-    say(`1/3 Partition: ${cityOf(a)}'s side from ${cityOf(b)}'s side.`);
-    await api.partition([A, B]);
-    const key = "greeting";
-    const before = { a: S.replicas[a].digest, b: S.replicas[b].digest };
-    say(`2/3 Same key "${key}" written at ${cityOf(a)} and at ${cityOf(b)}: two parallel universes.`);
-    await Promise.all([api.writeKv(a, key, `hello from ${cityOf(a)}`), api.writeKv(b, key, `hello from ${cityOf(b)}`)]);
-    select(mid === a || mid === b ? a : mid);
-    const sideDone = (side, origin, old) => {
-      const d = S.replicas[origin].digest;
-      return d !== old && side.filter(isUp).every((r) => S.replicas[r].digest === d);
-    };
-    await waitFor(() => sideDone(A, a, before.a) && sideDone(B, b, before.b), 2000, 10000);
-    say("3/3 Heal: anti-entropy swaps what each side missed. Neither write is lost: both become siblings, everywhere.");
-    await api.heal();
-    // anti-entropy runs once a virtual second: at a slow stage speed, fast-forward through the wait
-    if (S.settings && S.settings.speed < FAST_FORWARD) {
-      restoreSpeed = S.settings.speed;
-      await sleep(1500);
-      say(`3/3 Healed. Anti-entropy runs once every virtual second: fast-forward to ×${FAST_FORWARD} until every POP agrees.`);
-      await api.speed(FAST_FORWARD);
-    }
-    const ok = await waitFor(() => S.converged === true, 300, 20000);
-    say(ok ? `Converged: every POP holds both values of "${key}" side by side. A write that reads them both can resolve them.`
-      : "Still converging: is a replica crashed, or is message loss high?");
-    setTimeout(() => { box.hidden = true; }, 8000);
-  } catch (e) {
-    say("Scenario stopped: " + e.message);
-    setTimeout(() => { box.hidden = true; }, 6000);
-  } finally {
-    if (restoreSpeed !== null) await run("speed", () => api.speed(restoreSpeed));
-    scenarioRunning = false;
-    btn.disabled = false;
-  }
+  await startScenario(CONCURRENT_SCENARIO, { onAt: (id) => select(id) });
 }
 
 function renderLegend() {
@@ -596,6 +512,7 @@ function renderLegend() {
 function wire() {
   $("write-form").addEventListener("submit", onWrite);
   $("write-type").addEventListener("change", onTypeChange);
+  $("write-op").addEventListener("change", onOpChange);
   $("pop-select").addEventListener("change", (e) => e.target.value && select(e.target.value));
   $("scenario-concurrent").addEventListener("click", concurrentWrites);
   $("cut-atlantic").addEventListener("click", () => partitionPreset("atlantic"));
@@ -629,6 +546,7 @@ async function applySession() {
 }
 
 function main() {
+  fillTypes();
   wire();
   onTypeChange();
   renderLegend();

@@ -1,7 +1,11 @@
 // The side panel for the selected POP: what it holds (registers with their siblings side by
-// side, counters, sets) and its version vector, entries that differ from other replicas lit.
+// side, then every other type's keys, each drawn by its type's entry in types.js) and its
+// version vector, entries that differ from other replicas lit.
 
-import { $, el, setChildren, showValue } from "./dom.js";
+import { $, el, setChildren } from "./dom.js";
+import { otherTypes, rowOf, typeOf } from "./types.js";
+
+const NOT_LISTS = new Set(["node", "status", "digest", "version_vector", "keys", "truncated"]);
 
 export function renderHeader(S) {
   const id = S.selected;
@@ -33,10 +37,20 @@ export function renderHeader(S) {
   $("recover").disabled = up;
 }
 
-function siblingChip(s) {
-  return el("div", { class: "sibling" },
-    el("span", { class: "sib-value", text: showValue(s.value) }),
-    el("span", { class: "sib-origin", text: `written at ${s.replica} · #${s.counter}` }));
+// The detail lists keys by namespace; a namespace's rows go under Registers or the other CRDTs.
+function rowsOf(d, inKv, onPickKey) {
+  const rows = [];
+  for (const [ns, entries] of Object.entries(d)) {
+    if (NOT_LISTS.has(ns) || !Array.isArray(entries)) continue;
+    const t = typeOf(ns);
+    if (((t || {}).section === "kv") !== inKv) continue;
+    for (const entry of entries) {
+      const row = rowOf(ns, entry);
+      if (t) row.addEventListener("click", () => onPickKey(ns, entry.key));
+      rows.push(row);
+    }
+  }
+  return rows;
 }
 
 export function renderDetail(S, d, onPickKey) {
@@ -46,36 +60,11 @@ export function renderDetail(S, d, onPickKey) {
     setChildren(crdt);
     return;
   }
-  if (!d.kv.length) setChildren(kv, el("div", { class: "empty", text: "no registers here yet" }));
-  else {
-    setChildren(kv, d.kv.map((r) => {
-      const conflict = r.siblings.length > 1;
-      const row = el("div", { class: "kv-row" + (conflict ? " conflict" : ""), "data-testid": "kv-row", title: "click to write this key" },
-        el("div", { class: "kv-key" }, el("span", { class: "kind", text: "kv" }), r.key,
-          conflict ? el("span", { class: "sib-count", text: `  ${r.siblings.length} siblings` }) : null),
-        el("div", { class: "siblings" }, r.siblings.map(siblingChip)));
-      row.addEventListener("click", () => onPickKey("kv", r.key));
-      return row;
-    }));
-  }
-  const rows = [];
-  for (const c of d.counters) {
-    const row = el("div", { class: "kv-row", "data-testid": "counter-row" },
-      el("div", { class: "kv-key" }, el("span", { class: "kind", text: "counter" }), c.key),
-      el("div", { class: "counter-value", text: String(c.value) }));
-    row.addEventListener("click", () => onPickKey("counters", c.key));
-    rows.push(row);
-  }
-  for (const s of d.sets) {
-    const more = s.size > s.members.length ? el("span", { class: "member", text: `+${s.size - s.members.length} more` }) : null;
-    const row = el("div", { class: "kv-row", "data-testid": "set-row" },
-      el("div", { class: "kv-key" }, el("span", { class: "kind", text: "set" }), s.key, el("span", { class: "kind", text: `  ${s.size}` })),
-      el("div", { class: "members" }, s.members.map((m) => el("span", { class: "member", text: showValue(m) })), more));
-    row.addEventListener("click", () => onPickKey("sets", s.key));
-    rows.push(row);
-  }
+  const registers = rowsOf(d, true, onPickKey);
+  setChildren(kv, registers.length ? registers : [el("div", { class: "empty", text: "no registers here yet" })]);
+  const rows = rowsOf(d, false, onPickKey);
   if (d.truncated) rows.push(el("div", { class: "empty", text: `…and ${d.truncated} more keys` }));
-  setChildren(crdt, rows.length ? rows : [el("div", { class: "empty", text: "no counters or sets here yet" })]);
+  setChildren(crdt, rows.length ? rows : [el("div", { class: "empty", text: `no ${otherTypes()} here yet` })]);
 }
 
 export function renderVV(S) {

@@ -2,14 +2,15 @@
 // runs), and the caption line on the map that follows a run step by step and ends with
 // "✓ <claim>" or "✗ <claim>".
 // Progress arrives on /ws as "scenario" events (app.js hands them to onScenarioEvent); a slow
-// poll of the run's URL covers events missed while the stream reconnected.
+// poll of the run's URL covers events missed while the stream reconnected. The Concurrent
+// writes button starts a built-in the same way (startScenario), and is off while a run runs.
 
 import { $, el, setChildren, toast } from "./dom.js";
 import { call, seg } from "./api.js";
 import { logEvent } from "./convergence.js";
 
 const POLL_MS = 1000;
-const S = { titles: {}, run: null, done: new Set(), poll: null };
+const S = { titles: {}, run: null, done: new Set(), poll: null, watch: null };
 
 function box() {
   return $("scenario-status");
@@ -27,6 +28,21 @@ function setBusy(busy) {
   const b = $("scenario-run");
   b.textContent = busy ? "Stop" : "Run";
   b.dataset.busy = busy ? "1" : "";
+  $("scenario-concurrent").disabled = busy;
+}
+
+// A run started by startScenario with onAt: the first replica one of its steps acts at (the
+// event may come before the POST's answer names the run: it is kept until then).
+function watchAt(ev) {
+  const w = S.watch;
+  if (!w || w.fired || !ev.at) return;
+  if (w.run === null) {
+    if (!w.early.has(ev.run)) w.early.set(ev.run, ev.at);
+    return;
+  }
+  if (w.run !== ev.run) return;
+  w.fired = true;
+  w.onAt(ev.at);
 }
 
 function finish(run, status, caption) {
@@ -54,6 +70,7 @@ function follow(run) {
 
 export function onScenarioEvent(ev) {
   if (S.done.has(ev.run)) return;
+  watchAt(ev);
   if (S.run !== ev.run) follow(ev.run); // started from elsewhere (curl, another page): show it too
   const title = S.titles[ev.name] || ev.name;
   if (ev.status === "running") {
@@ -67,6 +84,30 @@ export function onScenarioEvent(ev) {
   }
 }
 
+// Start a scenario on the server and follow it. onAt(id): called once with the first replica
+// one of its steps acts at. False when the server refused it (said in a toast).
+export async function startScenario(name, { onAt } = {}) {
+  setBusy(true);
+  S.watch = onAt ? { run: null, onAt, fired: false, early: new Map() } : null;
+  try {
+    const r = await call("POST", `/api/scenarios/${seg(name)}`);
+    if (S.watch) {
+      S.watch.run = r.run;
+      const at = S.watch.early.get(r.run);
+      S.watch.early.clear();
+      if (at) watchAt({ run: r.run, at });
+    }
+    if (S.run !== r.run) follow(r.run);
+    if (!S.done.has(r.run) && box().hidden) show(`${S.titles[name] || name} · starting…`);
+    return true;
+  } catch (e) {
+    S.watch = null;
+    setBusy(false);
+    toast(`scenario: ${e.message}`);
+    return false;
+  }
+}
+
 async function start() {
   if ($("scenario-run").dataset.busy) {
     if (S.run) {
@@ -75,16 +116,7 @@ async function start() {
     return;
   }
   const name = $("scenario-select").value;
-  if (!name) return;
-  setBusy(true);
-  try {
-    const r = await call("POST", `/api/scenarios/${seg(name)}`);
-    if (S.run !== r.run) follow(r.run);
-    if (!S.done.has(r.run) && box().hidden) show(`${S.titles[name] || name} · starting…`);
-  } catch (e) {
-    setBusy(false);
-    toast(`scenario: ${e.message}`);
-  }
+  if (name) await startScenario(name);
 }
 
 export async function initScenarios() {

@@ -1,0 +1,90 @@
+"""One connection of the stream: a bounded queue of frames plus coalesced slots, and the
+sender task that drains it (one per client, so a slow socket only ever blocks itself)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from fastapi import WebSocket
+
+DEFAULT_MAX_BATCHES = 64  # frames a client may be behind: about three seconds
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+
+
+class Client:
+    """One connection's queue: frames (shared bytes) plus coalesced slots, drained by its sender."""
+
+    def __init__(self, max_batches: int, max_bytes: int) -> None:
+        self.max_batches = max_batches
+        self.max_bytes = max_bytes
+        self.batches: deque[bytes] = deque()
+        self.bytes = 0
+        self.states: dict[str, bytes] = {}  # replica id -> its latest state event
+        self.slots: dict[str, bytes] = {}  # "convergence", "clock", "counters", "detail" -> latest
+        self.wake = asyncio.Event()
+        self.dropped = False
+        self.closed = False
+        self.sending = False
+        self.sender: asyncio.Task | None = None
+        self.select: str | None = None
+        self.detail_sent: tuple | None = None  # (replica, digest, status) of the last detail queued
+        self.messages = 0
+        self.first: bytes | None = None  # the snapshot, sent before anything else
+
+    def offer(self, batch: bytes) -> bool:
+        """Queue a frame; False when that puts the client over its bound."""
+        self.batches.append(batch)
+        self.bytes += len(batch)
+        return len(self.batches) <= self.max_batches and self.bytes <= self.max_bytes
+
+    def take(self) -> bytes | None:
+        """Everything queued, as one JSON array: frames first, then the latest of each slot."""
+        if not self.batches and not self.states and not self.slots:
+            return None
+        if len(self.batches) == 1 and not self.states and not self.slots:
+            out = self.batches.popleft()
+            self.bytes = 0
+            return out
+        parts: list = []
+        while self.batches:
+            b = self.batches.popleft()
+            if len(b) > 2:
+                parts.append(memoryview(b)[1:-1])
+        self.bytes = 0
+        parts.extend(self.states.values())
+        parts.extend(self.slots.values())
+        self.states.clear()
+        self.slots.clear()
+        return b"[" + b",".join(parts) + b"]"
+
+    def forget(self) -> None:
+        """Drop everything queued (the client fell behind: it starts again from a snapshot)."""
+        self.batches.clear()
+        self.states.clear()
+        self.slots.clear()
+
+    async def run(self, websocket: WebSocket) -> None:
+        """The sender task: one per client, so a slow socket only ever blocks itself."""
+        if self.first is not None:  # the snapshot, on its own
+            first, self.first = self.first, None
+            self.sending = True
+            try:
+                await websocket.send_bytes(first)
+            finally:
+                self.sending = False
+            self.messages += 1
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.dropped or self.closed:
+                return
+            data = self.take()
+            if data is None:
+                continue
+            self.sending = True
+            try:
+                await websocket.send_bytes(data)
+            finally:
+                self.sending = False
+            self.messages += 1

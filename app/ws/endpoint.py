@@ -1,0 +1,60 @@
+"""The `/ws` route: accept, register with the hub (which queues the snapshot), then run the
+client's sender beside a receiver for its `{"select": id}` messages until either ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+from fastapi import APIRouter, WebSocket
+
+from .client import Client
+from .hub import Hub
+
+CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind the stream
+MAX_CLIENT_MESSAGE = 4096
+
+
+async def _receive(websocket: WebSocket, hub: Hub, client: Client) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes")
+        if not data or len(data) > MAX_CLIENT_MESSAGE:
+            continue
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "select" in obj:
+            sel = obj["select"]
+            if sel is None or (isinstance(sel, str) and hub.live.has(sel)):
+                hub.select(client, sel)
+
+
+router = APIRouter()
+
+
+@router.websocket("/ws")
+async def live_stream(websocket: WebSocket) -> None:
+    hub: Hub = websocket.app.state.ws_hub
+    await websocket.accept()
+    client = hub.connect()
+    client.sender = asyncio.create_task(client.run(websocket))
+    receiver = asyncio.create_task(_receive(websocket, hub, client))
+    try:
+        await asyncio.wait({client.sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hub.disconnect(client)
+        for task in (client.sender, receiver):
+            task.cancel()
+        for task in (client.sender, receiver):
+            with contextlib.suppress(BaseException):
+                await task
+    if client.dropped:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(code=CLOSE_TOO_SLOW, reason="too slow: fell behind the stream"), 2.0)
