@@ -35,6 +35,7 @@ so a value changed behind the store's back shows in the root within a sweep.
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 from .errors import StaleDelta
 from .messages import AeBuckets, AeDigest, AeKeys, AeRepair, AeReply, Envelope
@@ -45,6 +46,14 @@ SMALL_CLUSTER = 64
 SCRUB_KEYS = 16  # keys re-hashed from their content per period: 100k keys in ~2 hours at 1 s
 MAX_LISTED = 2048  # keys listed (and so repaired) in one exchange; the rest wait for the next
 MAX_BACKOFF = 32  # periods between exchanges that would compare the same two roots again
+
+
+class _Tried(NamedTuple):
+    """The last content comparison with a peer (see AntiEntropy._may_compare)."""
+
+    roots: tuple[bytes, bytes]  # theirs and ours, as compared
+    periods: int  # the wait it set, in periods; doubled while the same roots come back
+    until: float  # no comparison of the same roots before then
 
 
 class AntiEntropy:
@@ -58,9 +67,8 @@ class AntiEntropy:
         self.fanout = fanout
         self.next_at = rng.uniform(0, interval_ms)
         self.stale_replies = 0
-        # peer -> (the two roots last compared, periods to wait, when that wait ends): an
-        # exchange that changed neither root (a dispute; or lost on the way) backs off
-        self._tried: dict[str, tuple[tuple[bytes, bytes], float, float]] = {}
+        # an exchange that changed neither root (a dispute; or lost on the way) backs off
+        self._tried: dict[str, _Tried] = {}
 
     def tick(self, now: float, replica, peers: list[str]) -> list[Envelope]:
         if now < self.next_at:
@@ -96,13 +104,13 @@ class AntiEntropy:
         """Compare these two roots now? The same pair again waits 1, 2, 4... periods: an
         exchange that left both as they were found nothing it could repair."""
         last = self._tried.get(peer)
-        if last is not None and last[0] == roots:
-            if now < last[2]:
+        if last is not None and last.roots == roots:
+            if now < last.until:
                 return False
-            wait = min(last[1] * 2, MAX_BACKOFF)
+            wait = min(last.periods * 2, MAX_BACKOFF)
         else:
             wait = 1
-        self._tried[peer] = (roots, wait, now + (wait - 0.5) * self.interval_ms)
+        self._tried[peer] = _Tried(roots, wait, now + (wait - 0.5) * self.interval_ms)
         return True
 
     def handle_content(self, env: Envelope, replica) -> list[Envelope]:

@@ -134,6 +134,15 @@ class RaftForward:
     op: dict
 
 
+@dataclass(slots=True)
+class _Forward:
+    """A follower's client write forwarded to the leader, resent every `retry_ms` until it
+    shows in the log."""
+
+    msg: RaftForward
+    last_sent: float
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """What `write` returns: the write is pending until the node reports it committed."""
@@ -208,8 +217,7 @@ class ConsensusNode:
         self._committed: dict[int, float] = {}
         self._index_of: dict[int, int] = {}
         self._waiting: list[tuple[int, int]] = []  # (index, req) of mine in the log, not yet committed
-        # follower: forwards not yet seen in the log, req -> (forward message, last sent at)
-        self._forwards: dict[int, list] = {}
+        self._forwards: dict[int, _Forward] = {}  # follower: req -> its forward, not yet in the log
         # leader bookkeeping (per follower, in member order)
         self._match = {f: 0 for f in self.followers}
         self._sent_upto = {f: 0 for f in self.followers}
@@ -250,7 +258,7 @@ class ConsensusNode:
             outs += self._advance_commit(now)
             return Submitted(Ticket(self.id, req, now), outs)
         fwd = RaftForward(self.id, req, ns, key, dict(op))
-        self._forwards[req] = [fwd, now]
+        self._forwards[req] = _Forward(fwd, now)
         return Submitted(Ticket(self.id, req, now), [Envelope(self.id, self.leader, fwd)])
 
     def receive(self, env: Envelope, *, now: float) -> list[Envelope]:
@@ -275,11 +283,10 @@ class ConsensusNode:
                 if behind and now >= self._last_sent[f] + self.retry_ms:
                     outs.append(self._append_to(f, self._match[f], now))
         else:
-            for fwd_state in self._forwards.values():
-                fwd, last = fwd_state
-                if now >= last + self.retry_ms:
-                    fwd_state[1] = now
-                    outs.append(Envelope(self.id, self.leader, fwd))
+            for fw in self._forwards.values():
+                if now >= fw.last_sent + self.retry_ms:
+                    fw.last_sent = now
+                    outs.append(Envelope(self.id, self.leader, fw.msg))
         return outs
 
     def next_deadline(self) -> float | None:
@@ -291,8 +298,8 @@ class ConsensusNode:
                     if best is None or d < best:
                         best = d
         else:
-            for _fwd, last in self._forwards.values():
-                d = last + self.retry_ms
+            for fw in self._forwards.values():
+                d = fw.last_sent + self.retry_ms
                 if best is None or d < best:
                     best = d
         return best
@@ -300,8 +307,8 @@ class ConsensusNode:
     def restart(self, *, now: float) -> list[Envelope]:
         for f in self.followers:
             self._last_sent[f] = -math.inf
-        for st in self._forwards.values():
-            st[1] = -math.inf
+        for fw in self._forwards.values():
+            fw.last_sent = -math.inf
         return self.tick(now=now)
 
     def drain_events(self) -> list[tuple]:

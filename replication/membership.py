@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .clocks import MAX_COUNTER
 from .messages import Ack, Envelope, Ping, PingReq, PushPull
@@ -75,11 +76,38 @@ def push_pull_interval(base_ms: float, members: int) -> float:
     return base_ms * (math.ceil(math.log2(members) - math.log2(PUSH_PULL_SCALE_THRESHOLD)) + 1)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Member:
     status: str = ALIVE
     incarnation: int = 0
     since: float = 0.0
+
+
+@dataclass(slots=True)
+class _Probe:
+    """This interval's probe of `target`: our ping `seq`, sent at `t0`."""
+
+    target: str
+    seq: int
+    t0: float
+    acked: bool = False
+    indirect: bool = False  # the probe timed out and others were asked to ping the target
+
+
+@dataclass(slots=True)
+class _Update:
+    """A notice about a member to piggyback, until it has gone out `sent` times enough."""
+
+    status: str
+    incarnation: int
+    sent: int = 0
+
+
+class _Relay(NamedTuple):
+    """A ping we send for someone else's PingReq: whom to ack, under their probe's seq."""
+
+    requester: str
+    seq: int
 
 
 class Membership:
@@ -99,9 +127,9 @@ class Membership:
         self.changes: list[tuple[str, str]] = []
         self._order: list[str] = []
         self._seq = 0
-        self._probe: dict | None = None  # the probe of this interval
-        self._relays: dict[int, tuple[str, int]] = {}  # our seq -> (requester, their seq)
-        self._updates: dict[str, list] = {}  # peer -> [status, incarnation, transmissions]
+        self._probe: _Probe | None = None  # the probe of this interval
+        self._relays: dict[int, _Relay] = {}  # our ping's seq -> the PingReq it answers
+        self._updates: dict[str, _Update] = {}  # member -> the latest notice about it
         self._refuted = False  # set when a notice about us was contradicted (see handle)
         self._asked: dict[str, float] = {}  # member -> when we last asked it (see _ask)
         # A push-pull rides on every k-th probe tick rather than a timer of its own: no extra
@@ -133,7 +161,7 @@ class Membership:
     # -- updates ---------------------------------------------------------------------
 
     def _announce(self, peer: str, status: str, inc: int) -> None:
-        self._updates[peer] = [status, inc, 0]
+        self._updates[peer] = _Update(status, inc)
 
     def _set(self, peer: str, status: str, inc: int, now: float) -> None:
         m = self.members[peer]
@@ -222,17 +250,18 @@ class Membership:
         m = self.members.get(dst)
         if m is not None and m.status != ALIVE:
             out.append((dst, m.status, m.incarnation))  # tell it directly so it can refute
-        for peer, u in sorted(self._updates.items(), key=lambda kv: kv[1][2])[: self.cfg.piggyback]:
-            out.append((peer, u[0], u[1]))
-            u[2] += 1
-            if u[2] >= limit:
+        for peer, u in sorted(self._updates.items(), key=lambda kv: kv[1].sent)[: self.cfg.piggyback]:
+            out.append((peer, u.status, u.incarnation))
+            u.sent += 1
+            if u.sent >= limit:
                 del self._updates[peer]
         return out
 
     def _absorb(self, updates: list, now: float) -> None:
         for item in updates:
             if isinstance(item, (list, tuple)) and len(item) == 3 and item[1] in _RANK and type(item[2]) is int:
-                self._apply_update(item[0], item[1], item[2], now)
+                peer, status, inc = item
+                self._apply_update(peer, status, inc, now)
 
     # -- protocol ----------------------------------------------------------------------
 
@@ -261,21 +290,21 @@ class Membership:
             if since + self.cfg.suspicion_ms <= now:
                 self._set(peer, DEAD, self.members[peer].incarnation, now)
         probe = self._probe
-        if probe and not probe["acked"] and not probe["indirect"] and now >= probe["t0"] + self.cfg.probe_timeout_ms:
-            probe["indirect"] = True
-            helpers = [p for p in self.reachable() if p != probe["target"]]
+        if probe and not probe.acked and not probe.indirect and now >= probe.t0 + self.cfg.probe_timeout_ms:
+            probe.indirect = True
+            helpers = [p for p in self.reachable() if p != probe.target]
             for h in self.rng.sample(helpers, min(self.cfg.indirect_probes, len(helpers))):
-                out.append(Envelope(self.me, h, PingReq(probe["seq"], probe["target"], self.incarnation)))
+                out.append(Envelope(self.me, h, PingReq(probe.seq, probe.target, self.incarnation)))
         if now >= self._next_probe:
-            if probe and not probe["acked"]:
-                m = self.members[probe["target"]]
+            if probe and not probe.acked:
+                m = self.members[probe.target]
                 if m.status == ALIVE:
-                    self._set(probe["target"], SUSPECT, m.incarnation, now)
+                    self._set(probe.target, SUSPECT, m.incarnation, now)
             target = self._next_target()
             self._next_probe = now + self.cfg.probe_interval_ms
             if target is not None:
                 ping = self._ping(target)
-                self._probe = {"target": target, "seq": ping.seq, "t0": now, "acked": False, "indirect": False}
+                self._probe = _Probe(target, ping.seq, now)
                 out.append(Envelope(self.me, target, ping))
             self._pp_countdown -= 1
             if self._pp_countdown <= 0:
@@ -289,8 +318,8 @@ class Membership:
         """The push-pull's deadline is a probe's (see __init__)."""
         t = self._next_probe
         p = self._probe
-        if p and not p["acked"] and not p["indirect"]:
-            t = min(t, p["t0"] + self.cfg.probe_timeout_ms)
+        if p and not p.acked and not p.indirect:
+            t = min(t, p.t0 + self.cfg.probe_timeout_ms)
         if self._suspects:
             t = min(t, min(self._suspects.values()) + self.cfg.suspicion_ms)
         return t
@@ -312,7 +341,7 @@ class Membership:
             if msg.target not in self.members:
                 return []
             ping = self._ping(msg.target)
-            self._relays[ping.seq] = (src, msg.seq)
+            self._relays[ping.seq] = _Relay(src, msg.seq)
             return [Envelope(self.me, msg.target, ping)]
         self._absorb(msg.updates, now)
         if isinstance(msg, Ping):
@@ -321,12 +350,12 @@ class Membership:
         out = self._refute_to(src)  # an ack: we do not answer it, unless it holds us suspect or dead
         relay = self._relays.pop(msg.seq, None)
         if relay is not None and msg.target is None:
-            return out + [Envelope(self.me, relay[0], Ack(relay[1], [], target=src, incarnation=self.incarnation))]
+            return out + [Envelope(self.me, relay.requester, Ack(relay.seq, [], target=src, incarnation=self.incarnation))]
         p = self._probe
-        if p and msg.seq == p["seq"] and (msg.target or src) == p["target"] and not p["acked"]:
-            p["acked"] = True
+        if p and msg.seq == p.seq and (msg.target or src) == p.target and not p.acked:
+            p.acked = True
             if msg.target is None:
-                rtt = now - p["t0"]
+                rtt = now - p.t0
                 old = self.rtt_ms.get(src)
                 self.rtt_ms[src] = rtt if old is None else 0.8 * old + 0.2 * rtt
         return out

@@ -6,7 +6,7 @@ delta) so that benchmarks can count "payloads per receiver" apart from control t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from .clocks import CausalContext, Dot
 from .delta import Delta
@@ -33,12 +33,20 @@ class GossipBatch:
     items: list[Gossip]
 
 
+class Announcement(NamedTuple):
+    """One item of an IHAVE: the sender holds message `mid`, from `root`, over a path of `path_ms`."""
+
+    mid: Dot
+    root: str
+    path_ms: float
+
+
 @dataclass(slots=True)
 class IHave:
-    """Lazy push: 'I have these messages', as (mid, root, path_ms) triples."""
+    """Lazy push: 'I have these messages'."""
 
     kind: ClassVar[str] = "ihave"
-    items: list[tuple[Dot, str, float]]
+    items: list[Announcement]
 
 
 @dataclass(slots=True)

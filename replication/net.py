@@ -25,6 +25,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .messages import Envelope
 from .wire import DEFAULT_MAX_FRAME, BadFrame, FrameDecoder, FrameEncoder
@@ -65,11 +66,19 @@ class NetStats:
     connect_failures: int = 0
 
 
+class _Queued(NamedTuple):
+    """One message's frames, waiting to be written to a peer."""
+
+    due: float  # loop time at which it may go (see delay_ms)
+    data: bytes  # its frames, joined
+    frames: int
+
+
 class _Link:
     """Frames waiting to go to one peer, and the task that writes them."""
 
     def __init__(self) -> None:
-        self.queue: deque[tuple[float, bytes, int]] = deque()  # (due loop time, a message's frames, count)
+        self.queue: deque[_Queued] = deque()  # in the order sent, which is the order due (fixed delay)
         self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -182,7 +191,7 @@ class Transport:
             return
         delay = self._delay_ms(dst) if self._delay_ms is not None else 0.0
         due = asyncio.get_running_loop().time() + delay / 1000.0
-        link.queue.append((due, data, len(frames)))
+        link.queue.append(_Queued(due, data, len(frames)))
         link.queued_bytes += len(data)
         if self._on_sent is not None:
             self._on_sent(dst, env.kind, delay, len(data))
@@ -228,7 +237,7 @@ class Transport:
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, BACKOFF_MAX_S)
                         continue
-                due = link.queue[0][0]
+                due = link.queue[0].due
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -237,11 +246,11 @@ class Transport:
                 chunks = []
                 frames = 0
                 now = loop.time()
-                while link.queue and link.queue[0][0] <= now:
-                    _d, f, n = link.queue.popleft()
-                    link.queued_bytes -= len(f)
-                    chunks.append(f)
-                    frames += n
+                while link.queue and link.queue[0].due <= now:
+                    q = link.queue.popleft()
+                    link.queued_bytes -= len(q.data)
+                    chunks.append(q.data)
+                    frames += q.frames
                 try:
                     writer.write(b"".join(chunks))
                     await writer.drain()
@@ -266,9 +275,8 @@ class Transport:
     def _drop_expired(self, link: _Link, before: float) -> None:
         """While a peer is unreachable, frames older than the retry delay are dropped rather
         than delivered late in a burst: anti-entropy will bring the peer what it missed."""
-        while link.queue and link.queue[0][0] < before:
-            _d, f, _n = link.queue.popleft()
-            link.queued_bytes -= len(f)
+        while link.queue and link.queue[0].due < before:
+            link.queued_bytes -= len(link.queue.popleft().data)
             self.stats.dropped_out["unreachable"] += 1
 
     def link_status(self) -> dict:

@@ -67,6 +67,14 @@ _STRATEGY_KINDS = frozenset({"payload", "ihave", "graft", "graft_ack", "prune"})
 _CONTENT_AE = (AeBuckets, AeKeys, AeRepair)
 
 
+@dataclass(slots=True)
+class _Arrival:
+    """A dot applied here `at`: young (see `_young`) until the anti-entropy grace has passed."""
+
+    at: float
+    dot: Dot
+
+
 def actor_for(replica_id: str, incarnation: int, tag: str | None = None) -> str:
     """`id`, `id~N`, or `id~N.TAG`: TAG (hex) names a lineage begun after lost or repaired
     state, so that its actors cannot collide with ones minted before (see runner.fresh_actor)."""
@@ -142,7 +150,7 @@ class Node:
         self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout,
                               cfg.ae_scrub_keys)
         self._arrived: dict[Dot, float] = {}
-        self._arrivals: deque = deque()
+        self._arrivals: deque[_Arrival] = deque()  # oldest first
         self.events: list[tuple] = []
         self.stale_replies = 0
         self._announce_view = True
@@ -233,9 +241,8 @@ class Node:
         self._integrity()
         grace = self.cfg.ae_grace_ms
         arrivals, arrived = self._arrivals, self._arrived
-        while arrivals and arrivals[0][0] + grace <= now:  # the same sum next_deadline() reports
-            _, d = arrivals.popleft()
-            arrived.pop(d, None)
+        while arrivals and arrivals[0].at + grace <= now:  # the same sum next_deadline() reports
+            arrived.pop(arrivals.popleft().dot, None)
         return out
 
     def next_deadline(self) -> float | None:
@@ -246,7 +253,7 @@ class Node:
         if s is not None and s < t:
             t = s
         if self._arrivals:
-            a = self._arrivals[0][0] + self.cfg.ae_grace_ms
+            a = self._arrivals[0].at + self.cfg.ae_grace_ms
             if a < t:
                 t = a
         return t
@@ -288,7 +295,7 @@ class Node:
     def _note(self, dots, keys, now: float, via: str) -> None:
         for d in dots:
             self._arrived[d] = now
-            self._arrivals.append((now, d))
+            self._arrivals.append(_Arrival(now, d))
         if self.cfg.record_events:
             self.events.append(("applied", {"dots": list(dots), "keys": list(keys), "via": via}))
 

@@ -61,6 +61,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .clocks import CausalContext
 from .delta import Delta
@@ -136,6 +137,21 @@ class _Waiter:
     local: bool = False  # a local write's own delta (not a barrier, not a record alone)
 
 
+class _Held(NamedTuple):
+    """Envelopes made while local write `seq` was not durable: they may carry it."""
+
+    seq: int
+    envelopes: list[Envelope]
+
+
+class _Inbound(NamedTuple):
+    """A message from a peer, taken in once the log is durable up to `seq` (None: it logged
+    nothing, and waits only to stay in order behind those that did)."""
+
+    seq: int | None
+    env: Envelope
+
+
 @dataclass
 class _Flight:
     """A keyed write between its append and its flush: retries with its key wait for it."""
@@ -189,12 +205,11 @@ class ReplicaRunner:
         self.transport: Transport | None = None
         self.boots = 0
         self.restarted_unclean = False
-        self._inbox: deque[tuple[int | None, Envelope]] = deque()
+        self._inbox: deque[_Inbound] = deque()
         self._waiters: list[_Waiter] = []
         self._last_local_seq = 0
         self._durable_seq = 0  # as far as this loop has released (the storage's may be ahead)
-        # envelopes made while a local write was not durable, with that write's sequence number
-        self._held: deque[tuple[int, list[Envelope]]] = deque()
+        self._held: deque[_Held] = deque()  # oldest first
         self.ledger = ledger if ledger is not None else Ledger()
         self._wall_ms = lambda: int(wall_clock() * 1000.0)
         self._flights: dict[str, _Flight] = {}
@@ -433,7 +448,7 @@ class ReplicaRunner:
             self.transport.send_all(probes)
             envelopes = [e for e in envelopes if not isinstance(e.msg, _PROBES)]
         if envelopes:
-            self._held.append((self._last_local_seq, envelopes))
+            self._held.append(_Held(self._last_local_seq, envelopes))
 
     # -- the network ----------------------------------------------------------------------------
 
@@ -453,13 +468,13 @@ class ReplicaRunner:
                 for d in fresh:
                     seq = self.storage.append(d)
                 self.stats.remote_deltas_logged += len(fresh)
-                self._inbox.append((seq, env))
+                self._inbox.append(_Inbound(seq, env))
                 self._kick.set()
             else:
                 if deltas:
                     self.stats.duplicates_skipped += 1
                 if self._inbox:
-                    self._inbox.append((None, env))  # in order, behind messages waiting for the disk
+                    self._inbox.append(_Inbound(None, env))  # in order, behind messages waiting for the disk
                 else:
                     self._receive(env)
         except Exception:  # a bug must not take the replica down with it; the peer will retry
@@ -622,7 +637,7 @@ class ReplicaRunner:
             if w.record is not None:
                 self._land(w.record.key, None)
         self._waiters.clear()
-        self.stats.held_dropped += sum(len(envs) for _seq, envs in self._held)
+        self.stats.held_dropped += sum(len(h.envelopes) for h in self._held)
         self._held.clear()
         self._inbox.clear()  # remote deltas not durable: anti-entropy brings them again
         self.node.take_replica(fresh)  # no cached payload of a dropped write survives
@@ -642,11 +657,11 @@ class ReplicaRunner:
     def _release(self) -> None:
         durable = self._durable_seq = self.storage.durable_seq
         held = self._held
-        while held and held[0][0] <= durable:
-            self.transport.send_all(held.popleft()[1])
+        while held and held[0].seq <= durable:
+            self.transport.send_all(held.popleft().envelopes)
         inbox = self._inbox
-        while inbox and (inbox[0][0] is None or inbox[0][0] <= durable):
-            self._receive(inbox.popleft()[1])
+        while inbox and (inbox[0].seq is None or inbox[0].seq <= durable):
+            self._receive(inbox.popleft().env)
         if self._waiters:
             still = []
             for w in self._waiters:
@@ -697,7 +712,7 @@ class ReplicaRunner:
             "durable_seq": self.storage.durable_seq,
             "pending": self.storage.pending,
             "waiting_inbound": len(self._inbox),
-            "held_outbound": sum(len(envs) for _seq, envs in self._held),
+            "held_outbound": sum(len(h.envelopes) for h in self._held),
             "rollbacks": self.stats.rollbacks,
             "idempotency_records": len(self.ledger),
             "bad_frames": dict(net.bad_frames),

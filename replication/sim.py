@@ -30,7 +30,7 @@ import math
 import random
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol
 
 from .derived import partition_groups
 from .errors import ReplicaDown
@@ -124,9 +124,39 @@ def _check_probability(name: str, p: object) -> float:
 
 # -- the simulator ------------------------------------------------------------------------
 
-# Heap entries are tuples ordered by (time, seq); seq is unique, so nothing past it is ever
-# compared. A delivery is (t, seq, envelope, mid, sent_at, copy_of); a timer is
-# (t, seq, None, node_id, token).
+# The heap holds two kinds of entry, both NamedTuples so that the heap compares them as plain
+# tuples, in C: by (t, seq), and seq is unique, so nothing past it is ever compared. (A class
+# with __lt__ would cost a Python call per comparison.) They are built with `_new`, the
+# NamedTuple constructor minus its Python-level __new__, which is half the cost per message.
+
+_new = tuple.__new__
+
+
+class _Delivery(NamedTuple):
+    """A message on the wire, delivered (or dropped) at `t`."""
+
+    t: float
+    seq: int
+    env: Envelope
+    mid: int  # the simulator's id for this copy of the message (events name it)
+    sent_at: float
+    copy_of: int | None  # a duplicate's original mid
+
+
+class _Timer(NamedTuple):
+    """A node's timer, due at `t`; stale once the node's token has moved past `token`."""
+
+    t: float
+    seq: int
+    node: str
+    token: int
+
+
+class _Down(NamedTuple):
+    """A crashed node: since when, and whether it comes back without its state."""
+
+    since: float
+    lose_state: bool
 
 
 def _event_data(ev: tuple) -> dict:
@@ -182,14 +212,14 @@ class Simulator:
         self.last_write_work_ns: int | None = None
 
         self._now = 0.0
-        self._heap: list[tuple] = []
+        self._heap: list[_Delivery | _Timer] = []
         self._seq = itertools.count()
         self._mids = itertools.count(1)
         self._in_flight = 0
         self._delivered = 0
 
         self._groups: dict[str, int] | None = None  # node id -> partition group, None when healed
-        self._down: dict[str, tuple[float, bool]] = {}  # node id -> (crashed at, lose_state)
+        self._down: dict[str, _Down] = {}
         self._incarnation: dict[str, int] = {}
 
         # timers: the deadline the node asked for, and a token that invalidates older heap entries
@@ -329,10 +359,10 @@ class Simulator:
         heap = self._heap
         while heap:
             entry = heap[0]
-            if entry[2] is None and entry[4] != self._tick_token[entry[3]]:
+            if type(entry) is _Timer and entry.token != self._tick_token[entry.node]:
                 heapq.heappop(heap)  # a cancelled timer
                 continue
-            return entry[0]
+            return entry.t
         return None
 
     # -- client operations ------------------------------------------------------------------
@@ -341,7 +371,7 @@ class Simulator:
         """A local write at `node_id` now; its envelopes leave at once. Returns the node's view."""
         self._check_id(node_id)
         if node_id in self._down:
-            raise ReplicaDown(node_id, self._down[node_id][0])
+            raise ReplicaDown(node_id, self._down[node_id].since)
         node = self._nodes[node_id]
         now = self._now
         clock = self._work_clock
@@ -361,12 +391,12 @@ class Simulator:
         """Raise what a read or write at `node_id` would before touching it: unknown, or down."""
         self._check_id(node_id)
         if node_id in self._down:
-            raise ReplicaDown(node_id, self._down[node_id][0])
+            raise ReplicaDown(node_id, self._down[node_id].since)
 
     def read(self, node_id: str, ns: str, key: str) -> Any:
         self._check_id(node_id)
         if node_id in self._down:
-            raise ReplicaDown(node_id, self._down[node_id][0])
+            raise ReplicaDown(node_id, self._down[node_id].since)
         return self._nodes[node_id].replica.read(ns, key)
 
     # -- faults -----------------------------------------------------------------------------
@@ -400,9 +430,9 @@ class Simulator:
         self._check_id(node_id)
         if node_id in self._down:
             since, lost = self._down[node_id]
-            self._down[node_id] = (since, lost or bool(lose_state))
+            self._down[node_id] = _Down(since, lost or bool(lose_state))
             return
-        self._down[node_id] = (self._now, bool(lose_state))
+        self._down[node_id] = _Down(self._now, bool(lose_state))
         self._cancel_tick(node_id)
         if self._sink is not None:
             self._sink(SimEvent(self._now, "crash", node_id, {"lose_state": bool(lose_state)}))
@@ -413,7 +443,7 @@ class Simulator:
         self._check_id(node_id)
         if node_id not in self._down:
             return
-        _since, lose_state = self._down.pop(node_id)
+        lose_state = self._down.pop(node_id).lose_state
         now = self._now
         self._tick_repeats[node_id] = 0
         if lose_state:
@@ -494,17 +524,17 @@ class Simulator:
         tick_want = self._tick_want
         send = self._send
         reschedule = self._reschedule
+        timer = _Timer
         processed = 0
         while heap:
             entry = heap[0]
-            t = entry[0]
+            t = entry.t
             if t > until:
                 break
             pop(heap)
-            env = entry[2]
-            if env is None:
-                nid = entry[3]
-                if entry[4] != tick_token[nid]:
+            if type(entry) is timer:
+                nid = entry.node
+                if entry.token != tick_token[nid]:
                     continue  # cancelled: a newer deadline replaced it
                 self._now = t
                 tick_want[nid] = None
@@ -512,13 +542,14 @@ class Simulator:
             else:
                 self._now = t
                 self._in_flight -= 1
+                env = entry.env
                 src = env.src
                 dst = env.dst
                 groups = self._groups
                 if groups is not None and groups[src] != groups[dst]:
-                    self._drop(env, entry[3], "partition", t)
+                    self._drop(env, entry.mid, "partition", t)
                 elif dst in down:
-                    self._drop(env, entry[3], "crashed", t)
+                    self._drop(env, entry.mid, "crashed", t)
                 else:
                     node = nodes[dst]
                     outs = node.receive(env, now=t)
@@ -531,7 +562,7 @@ class Simulator:
                     if msg_sink is not None:
                         msg_sink(SimEvent(t, "delivered", dst, {
                             "src": src, "dst": dst, "kind": kind, "payloads": payloads,
-                            "mid": entry[3], "sent_at": entry[4], "copy_of": entry[5],
+                            "mid": entry.mid, "sent_at": entry.sent_at, "copy_of": entry.copy_of,
                         }))
                     evs = node.drain_events()
                     if evs and sink is not None:
@@ -590,7 +621,7 @@ class Simulator:
             return
         if not deadline == deadline:  # NaN
             raise SimulationError(f"node {nid!r} returned a NaN deadline")
-        heapq.heappush(self._heap, (deadline if deadline > now else now, next(self._seq), None, nid, token))
+        heapq.heappush(self._heap, _new(_Timer, (deadline if deadline > now else now, next(self._seq), nid, token)))
 
     def _cancel_tick(self, nid: str) -> None:
         self._tick_want[nid] = None
@@ -636,7 +667,7 @@ class Simulator:
                     lat += rng.uniform(0.0, self._reorder_ms)
                 if not lat >= 0.0:
                     raise SimulationError(f"latency_ms({src!r}, {dst!r}) gave {lat!r}; it must be >= 0")
-                push(heap, (now + lat, next(seq), env, mid, now, None))
+                push(heap, _new(_Delivery, (now + lat, next(seq), env, mid, now, None)))
                 in_flight += 1
                 if sink is not None:
                     self._emit_sent(env, mid, now, now + lat, None)
@@ -647,7 +678,7 @@ class Simulator:
                         lat += rng.uniform(0.0, self._reorder_ms)
                     if not lat >= 0.0:
                         raise SimulationError(f"latency_ms({src!r}, {dst!r}) gave {lat!r}; it must be >= 0")
-                    push(heap, (now + lat, next(seq), env, copy, now, mid))
+                    push(heap, _new(_Delivery, (now + lat, next(seq), env, copy, now, mid)))
                     in_flight += 1
                     self._duplicated_by_kind[kind] = self._duplicated_by_kind.get(kind, 0) + 1
                     if sink is not None:

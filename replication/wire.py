@@ -39,7 +39,7 @@ import hmac
 import math
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import msgpack
@@ -57,6 +57,7 @@ from .messages import (
     AeKeys,
     AeRepair,
     AeReply,
+    Announcement,
     Envelope,
     Gossip,
     GossipBatch,
@@ -310,10 +311,10 @@ def _updates_from(x: object, limit: int = MAX_UPDATES, what: str = "membership u
     return out
 
 
-def _ihave_item(x: object) -> tuple[Dot, str, float]:
+def _ihave_item(x: object) -> Announcement:
     if type(x) is not list or len(x) != 3:
         raise _Invalid("an IHAVE item must be [mid, root, path_ms]")
-    return dot_from_wire(x[0]), _rid(x[1]), _path(x[2])
+    return Announcement(dot_from_wire(x[0]), _rid(x[1]), _path(x[2]))
 
 
 def _seq(x: object) -> int:
@@ -458,6 +459,17 @@ def decode_frame(frame: bytes, secret: bytes, **kw) -> Envelope:
     return out[0]
 
 
+@dataclass(slots=True)
+class _Partial:
+    """A fragmented message being reassembled: its fragments so far, and their bytes."""
+
+    src: str
+    fid: int
+    total: int
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
 class FrameDecoder:
     """Incremental decoder for a byte stream: `feed(data) -> [Envelope, ...]`.
 
@@ -475,7 +487,7 @@ class FrameDecoder:
         self.max_frame = max_frame
         self.local_id = local_id
         self.max_message = max_message
-        self._partial: tuple[str, int, int, list[bytes], int] | None = None  # src, fid, total, parts, bytes
+        self._partial: _Partial | None = None
         self._buf = bytearray()
         self._need: int | None = None  # the current frame's length, once its prefix is read
         self.failed: BadFrame | None = None
@@ -546,20 +558,20 @@ class FrameDecoder:
         if f.index == 0:
             if self._partial is not None:
                 raise BadFrame(MALFORMED, "a fragmented message began before the last one ended")
-            self._partial = (env.src, f.fid, f.total, [], 0)
-        src, fid, total, parts, size = self._partial
-        if (env.src, f.fid, f.total, f.index) != (src, fid, total, len(parts)):
+            self._partial = _Partial(env.src, f.fid, f.total)
+        p = self._partial
+        if (env.src, f.fid, f.total, f.index) != (p.src, p.fid, p.total, len(p.parts)):
             raise BadFrame(MALFORMED, f"fragment {f.index}/{f.total} of message {f.fid} from {env.src!r} "
-                                      f"out of sequence (expected {len(parts)}/{total} of {fid} from {src!r})")
-        size += len(f.data)
+                                      f"out of sequence (expected {len(p.parts)}/{p.total} of {p.fid} from {p.src!r})")
+        size = p.size + len(f.data)
         if size > self.max_message:
             raise BadFrame(OVERSIZED, f"a fragmented message exceeds the {self.max_message}-byte limit")
-        parts.append(f.data)
-        if len(parts) < total:
-            self._partial = (src, fid, total, parts, size)
+        p.parts.append(f.data)
+        p.size = size
+        if len(p.parts) < p.total:
             return None
         self._partial = None
-        inner = decode_body(b"".join(parts))
+        inner = decode_body(b"".join(p.parts))
         if type(inner.msg) is Fragment or (inner.src, inner.dst) != (env.src, env.dst):
             raise BadFrame(MALFORMED, "a reassembled message must be a protocol message between its fragments' ends")
         return inner
@@ -569,8 +581,8 @@ class FrameDecoder:
         if self.failed is not None:
             raise BadFrame(self.failed.code, self.failed.message)
         if self._partial is not None:
-            err = BadFrame(TRUNCATED, f"stream ended inside a fragmented message ({len(self._partial[3])} "
-                                      f"of {self._partial[2]} fragments)")
+            err = BadFrame(TRUNCATED, f"stream ended inside a fragmented message ({len(self._partial.parts)} "
+                                      f"of {self._partial.total} fragments)")
             raise self._fail(err, [])
         if self._buf or self._need is not None:
             got = len(self._buf)

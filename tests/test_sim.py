@@ -167,6 +167,36 @@ class StuckTimerNode(FloodNode):
         return 5.0
 
 
+class LogNode(FloodNode):
+    """Logs its ticks and receipts in the order the simulator makes them. Wants a tick at `at`,
+    and `after_write` ms after each of its writes."""
+
+    def __init__(self, nid: str, peers: list[str], incarnation: int = 0, *, at: float | None = None,
+                 after_write: float | None = None) -> None:
+        super().__init__(nid, peers, incarnation)
+        self.log: list[tuple[str, float]] = []
+        self.at = at
+        self.after_write = after_write
+
+    def write(self, ns: str, key: str, op: dict, *, now: float):
+        out = super().write(ns, key, op, now=now)
+        if self.after_write is not None:
+            self.at = now + self.after_write
+        return out
+
+    def receive(self, env: Envelope, *, now: float) -> list[Envelope]:
+        self.log.append(("receive", now))
+        return super().receive(env, now=now)
+
+    def tick(self, *, now: float) -> list[Envelope]:
+        self.log.append(("tick", now))
+        self.at = None
+        return []
+
+    def next_deadline(self) -> float | None:
+        return self.at
+
+
 def ids(n: int) -> list[str]:
     return [f"n{i:02d}" for i in range(n)]
 
@@ -458,6 +488,20 @@ def test_a_moving_deadline_leaves_one_live_timer():
     assert sim.nodes["n00"].ticks == []
     assert sim.stats["ticks"] == 1
     assert not sim.step() and sim.next_event_time() is None
+
+
+def test_timers_and_deliveries_due_at_one_instant_run_in_the_order_they_were_scheduled():
+    names = ids(3)
+    wants = {"n01": {"at": 10.0}, "n02": {"after_write": 10.0}}
+    sim = Simulator(names, lambda nid, inc: LogNode(nid, names, inc, **wants.get(nid, {})), const(10.0), seed=1)
+    sim.write("n00", "kv", "k", {"value": 1})  # reaches n01 and n02 at 10.0
+    sim.write("n02", "kv", "k", {"value": 2})  # reaches n00 and n01 at 10.0; n02 then wants a tick at 10.0
+    sim.run_for(20)
+    # n01's timer was set when it was built, before any message was sent
+    assert sim.nodes["n01"].log == [("tick", 10.0), ("receive", 10.0), ("receive", 10.0)]
+    # n02's timer was set after n00's message to it was sent
+    assert sim.nodes["n02"].log == [("receive", 10.0), ("tick", 10.0)]
+    assert sim.nodes["n00"].log == [("receive", 10.0)]
 
 
 def test_a_timer_that_never_advances_raises_instead_of_hanging():

@@ -30,6 +30,7 @@ from replication.messages import (
     AeKeys,
     AeRepair,
     AeReply,
+    Announcement,
     Envelope,
     Gossip,
     GossipBatch,
@@ -197,7 +198,7 @@ def test_round_trip(env):
     # decoded values have exactly the types the protocol code builds
     m = back.msg
     if isinstance(m, IHave):
-        assert all(isinstance(mid, Dot) and type(p) is float for mid, _r, p in m.items)
+        assert all(type(a) is Announcement and isinstance(a.mid, Dot) and type(a.path_ms) is float for a in m.items)
     if isinstance(m, (Ping, Ack)):
         assert all(type(u) is tuple for u in m.updates)
     if isinstance(m, PushPull):

@@ -8,10 +8,20 @@ broadcasts in its queue, batched into one frame. A broadcast is retransmitted
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from ..clocks import Dot
 from ..messages import Envelope, Gossip, GossipBatch
 
 MAX_BATCH = 64  # memberlist fills a UDP packet; bound a frame likewise
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A broadcast this node retransmits, `sent` times so far (the least sent go first)."""
+
+    gossip: Gossip
+    sent: int = 0
 
 
 class GossipRounds:
@@ -22,7 +32,7 @@ class GossipRounds:
         self.cfg = config
         n = len(host.reachable()) + 1
         self.limit = config.gossip_retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
-        self.queue: dict = {}  # mid -> [gossip, transmissions]
+        self.queue: dict[Dot, _Queued] = {}
         self.next_round = host.rng.uniform(0, config.gossip_interval_ms)
 
     def _align(self, now: float) -> None:
@@ -33,7 +43,7 @@ class GossipRounds:
 
     def broadcast(self, g: Gossip, now: float) -> list[Envelope]:
         self._align(now)
-        self.queue[g.mid] = [g, 0]
+        self.queue[g.mid] = _Queued(g)
         return []
 
     def handle(self, src: str, msg, now: float) -> list[Envelope]:
@@ -42,7 +52,7 @@ class GossipRounds:
         for g in items:
             if g.mid not in self.queue and not self.h.have(g.mid):
                 self.h.deliver(g, now, "payload")
-                self.queue[g.mid] = [g, 0]
+                self.queue[g.mid] = _Queued(g)
         return []
 
     def tick(self, now: float) -> list[Envelope]:
@@ -54,11 +64,11 @@ class GossipRounds:
         peers = self.h.reachable()
         out = []
         for p in self.h.rng.sample(peers, min(self.cfg.gossip_fanout, len(peers))):
-            batch = sorted(self.queue.values(), key=lambda e: e[1])[:MAX_BATCH]
+            batch = sorted(self.queue.values(), key=lambda e: e.sent)[:MAX_BATCH]
             for e in batch:
-                e[1] += 1
-            out.append(Envelope(self.h.id, p, GossipBatch([e[0] for e in batch])))
-        for mid in [m for m, e in self.queue.items() if e[1] >= self.limit]:
+                e.sent += 1
+            out.append(Envelope(self.h.id, p, GossipBatch([e.gossip for e in batch])))
+        for mid in [m for m, e in self.queue.items() if e.sent >= self.limit]:
             del self.queue[mid]
         return out
 

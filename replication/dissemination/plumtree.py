@@ -20,10 +20,46 @@ Refinements, after the paper's discussion of optimisation:
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from ..messages import Envelope, Gossip, Graft, GraftAck, IHave, Prune
+from ..clocks import Dot
+from ..messages import Announcement, Envelope, Gossip, Graft, GraftAck, IHave, Prune
 
 SHARED = "*"
+
+
+@dataclass(slots=True)
+class _Cached:
+    """A payload held here, to answer GRAFTs and to judge the duplicates that follow it."""
+
+    gossip: Gossip  # as held here: its path_ms is the fastest path from the root we know of
+    at: float  # when it came (it is kept `cache_ms`)
+    first_from: str | None  # who delivered it first; None where it was written
+
+
+class _Offer(NamedTuple):
+    """An IHAVE's word that `peer` holds a message we lack."""
+
+    peer: str
+    root: str
+    path_ms: float  # the peer's path from the root, its link to us not included
+
+
+@dataclass(slots=True)
+class _Missing:
+    """A message announced by IHAVE that has not come."""
+
+    deadline: float  # when to graft the next offer, unless the message came meanwhile
+    offers: list[_Offer]  # in the order they came, grafted in turn
+
+
+class _Switch(NamedTuple):
+    """A root's parent being replaced, make before break: `old` keeps pushing until `new`
+    confirms the graft (or delivers first), so no message falls between."""
+
+    new: str
+    old: str
 
 
 class Plumtree:
@@ -36,13 +72,11 @@ class Plumtree:
         self.lazy: dict[str, dict[str, None]] = {SHARED: {}}
         self.parent: dict[str, str] = {}  # root -> the neighbour we take its messages from
         self.path_of: dict[str, float] = {}  # root -> latency of our latest path from it
-        # root -> (new parent, old parent): make before break. The old parent keeps pushing
-        # until the new one confirms the graft (or delivers first), so no message falls between.
-        self.switching: dict[str, tuple[str, str]] = {}
-        self.cache: dict = {}  # mid -> [gossip as held here, time, first sender]
-        self._expiry: deque = deque()
-        self.missing: dict = {}  # mid -> [deadline, [(announcer, root, its path ms), ...]]
-        self.lazy_q: dict[str, list] = {}
+        self.switching: dict[str, _Switch] = {}  # root -> the parent change under way
+        self.cache: dict[Dot, _Cached] = {}
+        self._expiry: deque[_Cached] = deque()  # the cache in the order it was filled
+        self.missing: dict[Dot, _Missing] = {}
+        self.lazy_q: dict[str, list[Announcement]] = {}  # lazy peer -> what to announce at the next flush
         self.flush_at: float | None = None
 
     # -- tree state ------------------------------------------------------------------
@@ -87,16 +121,16 @@ class Plumtree:
                 self.lazy[root].pop(p, None)
         for root in [r for r, p in self.parent.items() if p in removed]:
             del self.parent[root]
-        for root in [r for r, sw in self.switching.items() if sw[0] in removed or sw[1] in removed]:
+        for root in [r for r, sw in self.switching.items() if sw.new in removed or sw.old in removed]:
             del self.switching[root]
         for m in self.missing.values():
-            m[1] = [a for a in m[1] if a[0] not in removed]
+            m.offers = [o for o in m.offers if o.peer not in removed]
 
     # -- sending -------------------------------------------------------------------------
 
     def _remember(self, g: Gossip, now: float, sender: str | None) -> None:
-        self.cache[g.mid] = [g, now, sender]
-        self._expiry.append((now, g.mid))
+        self.cache[g.mid] = entry = _Cached(g, now, sender)
+        self._expiry.append(entry)
 
     def _push(self, g: Gossip, now: float, exclude: str | None) -> list[Envelope]:
         eager, lazy = self._sets(g.root)
@@ -108,7 +142,7 @@ class Plumtree:
             if p != exclude and p != up
         ]
         if lazy:
-            item = (g.mid, g.root, g.path_ms)
+            item = Announcement(g.mid, g.root, g.path_ms)
             for p in lazy:
                 if p != exclude:
                     self.lazy_q.setdefault(p, []).append(item)
@@ -134,7 +168,7 @@ class Plumtree:
             self._to_lazy(msg.root, src, shared=not msg.only_root)
         elif kind == "graft_ack":
             sw = self.switching.get(msg.root)
-            if sw is not None and sw[0] == src:
+            if sw is not None and sw.new == src:
                 return self._break(msg.root)
         return []
 
@@ -152,13 +186,13 @@ class Plumtree:
         # upstream, and pushing this root's messages back to it would only make duplicates.
         out = self._push(g, now, src)
         sw = self.switching.get(root)
-        if sw is not None and src == sw[0]:
+        if sw is not None and src == sw.new:
             out += self._break(root)
         announced = self.missing.pop(g.mid, None)
         if announced:  # IHAVEs that beat this payload here name faster paths
             entry = self.cache[g.mid]
-            for a_src, a_root, a_path in announced[1]:
-                out += self._maybe_optimise(a_src, entry, a_root, a_path + self.h.link_ms(a_src))
+            for o in announced.offers:
+                out += self._maybe_optimise(o.peer, entry, o.root, o.path_ms + self.h.link_ms(o.peer))
         return out
 
     def _break(self, root: str) -> list[Envelope]:
@@ -169,13 +203,13 @@ class Plumtree:
         self._to_lazy(root, old, shared=False)
         return [Envelope(self.h.id, old, Prune(root, only_root=True))]
 
-    def _on_duplicate(self, src: str, root: str, entry) -> list[Envelope]:
+    def _on_duplicate(self, src: str, root: str, entry: _Cached | None) -> list[Envelope]:
         _, lazy = self._sets(root)
         parent = self.parent.get(root)
-        first = entry[2] if entry is not None else None
+        first = entry.first_from if entry is not None else None
         sw = self.switching.get(root)
         if sw is not None and src in sw:
-            if src == sw[0]:  # the new link works; the old parent's copy simply came first
+            if src == sw.new:  # the new link works; the old parent's copy simply came first
                 return self._break(root)
             return []
         if src in lazy:
@@ -203,16 +237,17 @@ class Plumtree:
         for mid, root, path in msg.items:
             entry = cache.get(mid)
             if entry is not None:
-                if entry[2] is not None and entry[0].path_ms > path + link:  # only a faster path can matter
+                if entry.first_from is not None and entry.gossip.path_ms > path + link:  # only a faster path can matter
                     out += self._maybe_optimise(src, entry, root, path + link)
                 continue
             if have(mid):
                 continue
             m = self.missing.get(mid)
             if m is None:
-                self.missing[mid] = [now + self._patience(root, path + self.h.link_ms(src)), [(src, root, path)]]
+                due = now + self._patience(root, path + link)
+                self.missing[mid] = _Missing(due, [_Offer(src, root, path)])
             else:
-                m[1].append((src, root, path))
+                m.offers.append(_Offer(src, root, path))
         return out
 
     def _patience(self, root: str, announced_ms: float) -> float:
@@ -224,21 +259,21 @@ class Plumtree:
             return self.cfg.graft_slack_ms
         return min(self.cfg.ihave_timeout_ms, max(0.0, usual - announced_ms) + self.cfg.graft_slack_ms)
 
-    def _maybe_optimise(self, src: str, entry: list, root: str, alt_ms: float) -> list[Envelope]:
-        mine = entry[0].path_ms
+    def _maybe_optimise(self, src: str, entry: _Cached, root: str, alt_ms: float) -> list[Envelope]:
+        mine = entry.gossip.path_ms
         if mine - alt_ms <= max(self.cfg.optimise_ms, self.cfg.optimise_ratio * mine):
             return []
         old = self.parent.get(root)
         pending = self.switching.get(root)
         if pending is not None:
-            old = pending[1]  # still the one pushing to us until the newest link proves itself
+            old = pending.old  # still the one pushing to us until the newest link proves itself
         self.parent[root] = src
-        g = entry[0]
-        entry[0] = Gossip(g.mid, root, g.delta, g.hops, alt_ms)
+        g = entry.gossip
+        entry.gossip = Gossip(g.mid, root, g.delta, g.hops, alt_ms)
         self.path_of[root] = alt_ms
         self._to_eager(root, src, shared=False)  # kept out of pushes while it is the parent
         if old is not None and old != src:
-            self.switching[root] = (src, old)
+            self.switching[root] = _Switch(src, old)
         return [Envelope(self.h.id, src, Graft(root))]
 
     def _on_graft(self, src: str, msg: Graft, now: float) -> list[Envelope]:
@@ -250,7 +285,7 @@ class Plumtree:
         for mid in msg.mids:
             entry = self.cache.get(mid)
             if entry is not None:
-                g = entry[0]
+                g = entry.gossip
                 out.append(Envelope(self.h.id, src, Gossip(g.mid, g.root, g.delta, g.hops + 1, g.path_ms + link)))
         return out
 
@@ -264,12 +299,12 @@ class Plumtree:
                 out.append(Envelope(me, p, IHave(items)))
             self.lazy_q = {}
             self.flush_at = None
-        for mid in [m for m, v in self.missing.items() if now >= v[0]]:
+        for mid in [m for m, v in self.missing.items() if now >= v.deadline]:
             m = self.missing[mid]
-            if self.h.have(mid) or not m[1]:
+            if self.h.have(mid) or not m.offers:
                 del self.missing[mid]  # arrived some other way, or nobody left to ask: anti-entropy
                 continue
-            src, root, _path = m[1].pop(0)
+            src, root, _path = m.offers.pop(0)
             old = self.parent.get(root)
             self._to_eager(root, src, shared=True)
             self.parent[root] = src
@@ -277,21 +312,21 @@ class Plumtree:
             if old is not None and old != src:
                 self._to_lazy(root, old, shared=False)  # it failed to deliver: no longer upstream
             out.append(Envelope(me, src, Graft(root, [mid])))
-            m[0] = now + self.cfg.graft_retry_ms
+            m.deadline = now + self.cfg.graft_retry_ms
         ttl = self.cfg.cache_ms
-        while self._expiry and self._expiry[0][0] + ttl <= now:  # the same sum next_deadline() reports
-            _, mid = self._expiry.popleft()
+        while self._expiry and self._expiry[0].at + ttl <= now:  # the same sum next_deadline() reports
+            mid = self._expiry.popleft().gossip.mid
             entry = self.cache.get(mid)
-            if entry is not None and entry[1] + ttl <= now:
+            if entry is not None and entry.at + ttl <= now:
                 del self.cache[mid]
         return out
 
     def next_deadline(self) -> float | None:
         t = self.flush_at
         if self._expiry:
-            e = self._expiry[0][0] + self.cfg.cache_ms
+            e = self._expiry[0].at + self.cfg.cache_ms
             t = e if t is None or e < t else t
         if self.missing:
-            m = min(v[0] for v in self.missing.values())
+            m = min(v.deadline for v in self.missing.values())
             t = m if t is None or m < t else t
         return t
