@@ -34,7 +34,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Hashable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
@@ -72,6 +72,13 @@ DETAIL_POLL_S = 0.25
 CONTROL_TIMEOUT_S = 5.0
 
 
+class _OnWire(NamedTuple):
+    """A frame a replica reported sending, until its (injected) delivery time."""
+
+    at: float  # ms on this dashboard's clock
+    kind: str  # the message kind, for the counters by kind
+
+
 class ProcessLive:
     def __init__(self, placements: list[Placement], root: str | Path, *, strategy: str = "plumtree",
                  inject_latency: bool = True) -> None:
@@ -94,7 +101,7 @@ class ProcessLive:
         self._killed: set[str] = set()  # crashed, not yet told to recover: late status events are the dead's
         self._groups: list[list[str]] | None = None
         self._mid = 0
-        self._due: list[tuple[float, str]] = []  # heap of (delivery time, kind) of frames still on the wire
+        self._due: list[_OnWire] = []  # heap of the frames still on the wire, by delivery time
         self._sent: Counter[str] = Counter()
         self._delivered: Counter[str] = Counter()
         self._writes = 0
@@ -183,7 +190,7 @@ class ProcessLive:
             at = float(ev.get("due", 0.0)) - self._t0
             msg = str(ev.get("kind"))
             self._sent[msg] += 1
-            heapq.heappush(self._due, (at, msg))
+            heapq.heappush(self._due, _OnWire(at, msg))
             self.bus.publish({"t": t, "kind": "sent", "node": rid, "src": rid, "dst": ev.get("dst"),
                               "msg": ev.get("kind"), "mid": self._mid, "deliver_at": at,
                               "bytes": ev.get("bytes") or 0})
@@ -211,8 +218,8 @@ class ProcessLive:
     def stats(self) -> TrafficStats:
         now = self.now_ms()
         due = self._due
-        while due and due[0][0] <= now:
-            self._delivered[heapq.heappop(due)[1]] += 1
+        while due and due[0].at <= now:
+            self._delivered[heapq.heappop(due).kind] += 1
         return {"sent": dict(self._sent), "delivered": dict(self._delivered), "dropped": {}, "dropped_by_reason": {},
                 "in_flight": len(due), "writes": self._writes}
 
