@@ -33,7 +33,10 @@ from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 from replication.scenarios import cli as scenario_cli
 
-from . import bench_faults, bench_replica, bench_ws, replica_cli
+from .bench import faults as bench_faults
+from .bench import replica as bench_replica
+from .bench import ws as bench_ws
+from .replica import cli as replica_cli
 
 EXIT_USAGE = 2
 
@@ -52,7 +55,7 @@ DEFAULT_SPEED = 0.1  # an Atlantic crossing (~37 ms) takes about a third of a se
 
 
 def _speed(text: str) -> float:
-    from .live import check_speed
+    from .dashboard.simulated import check_speed
 
     try:
         return check_speed(float(text))
@@ -124,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace):
-    from .security import Settings  # imported when serving: `bench` needs no web stack
+    from .web.security import Settings  # imported when serving: `bench` needs no web stack
 
     return Settings(
         host=args.host, token=args.token, admin_token=args.admin_token, private=args.private,
@@ -138,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"edgestate serve: error: --pops {args.pops!r}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    from .security import WEAK_TOKEN_CHARS
+    from .web.security import WEAK_TOKEN_CHARS
 
     settings = _settings(args)
     problems = settings.problems()
@@ -152,8 +155,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from replication.scenarios import Catalogue, ScenarioError
 
-    from .live import build_live
-    from .main import create_app
+    from .dashboard.simulated import build_live
+    from .dashboard.server import create_app
 
     try:
         scenarios = Catalogue.with_files(args.scenario, [p.id for p in place_replicas(pops)])
@@ -166,7 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with contextlib.ExitStack() as stack:
         if args.processes:
-            from .process_live import ProcessLive
+            from .processes.cluster import ProcessLive
 
             root = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgestate-")))
             live = ProcessLive(place_replicas(pops), root, strategy=args.strategy)
@@ -179,7 +182,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _run_server(args: argparse.Namespace, app, pops) -> int:
     import uvicorn
 
-    from .security import RedactTokens
+    from .web.security import RedactTokens
 
     # The cluster and app are built and long-lived: keep them out of the collector's full
     # passes, which otherwise pause the event loop often enough to show in /ws lag tails.

@@ -28,7 +28,7 @@ and from processes. Values every implementation derives the same way (topology,
 convergence, the groups of a partition) are computed once, in `derived`.
 
 Errors are the library's typed errors (`errors`), each raised before anything changed,
-and mapped to HTTP statuses by their `code` (`app/errors.py`). A relayed replica's error
+and mapped to HTTP statuses by their `code` (`app/web/errors.py`). A relayed replica's error
 keeps its code.
 """
 
@@ -125,7 +125,7 @@ class TrafficStats(TypedDict):
 
 
 class EventStream(Protocol):
-    """The cluster's events as JSON-ready dicts (`app/events.py` has the kinds and shape)."""
+    """The cluster's events as JSON-ready dicts (`app/web/events.py` has the kinds and shape)."""
 
     def subscribe(self, fn: Callable[[dict], object]) -> Callable[[], None]:
         """Call `fn` with every event from now on; returns the call that stops it. `fn` runs
@@ -244,7 +244,7 @@ class ClusterObserver(Protocol):
         ...
 
     def detail(self, replica_id: str, recent: Iterable[tuple[str, str]]) -> dict[str, Any]:
-        """One replica's keyspace for the side panel (`app/detail.py`'s shape), most recently
+        """One replica's keyspace for the side panel (`app/web/detail.py`'s shape), most recently
         touched keys (`recent`, oldest first) at the top. Over processes, from the latest
         copy polled in the background: never fetched while the caller waits."""
         ...

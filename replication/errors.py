@@ -1,5 +1,5 @@
 """Typed errors of the edge state library, all of them here. Each carries a stable
-machine-readable `code`; the HTTP layer maps codes to statuses (`app/errors.py`).
+machine-readable `code`; the HTTP layer maps codes to statuses (`app/web/errors.py`).
 
 Every error is raised before any state changes: a caller that catches one may assume the
 replica is exactly as it was. (`StorageUnavailable` says so of a write the disk refused: it
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .clocks import Dot
-    from .integrity import Damage
+    from .io.integrity import Damage
     from .messages import Envelope
 
 

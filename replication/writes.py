@@ -163,7 +163,7 @@ class WriteTracker:
         return None
 
     def observe(self, ev: dict) -> Write | None:
-        """An event from the bus (`app.events`: dots as [actor, n] lists); kinds other than
+        """An event from the bus (`app.web.events`: dots as [actor, n] lists); kinds other than
         "applied" are ignored."""
         if ev.get("kind") != "applied":
             return None

@@ -4,10 +4,10 @@ them is a type error here."""
 
 from __future__ import annotations
 
-from app.events import EventBus
-from app.live import LiveCluster
-from app.process_live import ProcessLive
-from app.replica_app import ReplicaService
+from app.web.events import EventBus
+from app.dashboard.simulated import LiveCluster
+from app.processes.cluster import ProcessLive
+from app.replica.service import ReplicaService
 from replication.contract import ClusterData, DashboardCluster, EventStream
 
 

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
-from app.live import LiveCluster, build_live
-from app.main import create_app
-from app.security import Settings
+from app.dashboard.simulated import LiveCluster, build_live
+from app.dashboard.server import create_app
+from app.web.security import Settings
 from replication.geo import place_replicas, select_pops
 
 

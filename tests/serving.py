@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from app.processes import edgestate_cmd, free_port
+from app.processes.supervisor import edgestate_cmd, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_DEADLINE_S = 30.0

@@ -14,9 +14,9 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from app.live import LiveCluster
-from app.main import create_app
-from replication.cluster import SimCluster
+from app.dashboard.simulated import LiveCluster
+from app.dashboard.server import create_app
+from replication.sim.cluster import SimCluster
 from replication.geo import place_replicas, select_pops
 
 IDS = ("lhr", "syd", "jfk")
@@ -494,7 +494,7 @@ BAD = [
 def test_bad_input_is_a_json_error_and_changes_nothing(client, cluster, caplog, request_, status, code, words):
     tokens = seeded(client)
     before = cluster.digests()
-    with caplog.at_level(logging.DEBUG, logger="app.errors"):
+    with caplog.at_level(logging.DEBUG, logger="app.web.errors"):
         r = request_(client, tokens)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
@@ -506,7 +506,7 @@ def test_bad_input_is_a_json_error_and_changes_nothing(client, cluster, caplog, 
     for w in words:
         assert w.lower() in message.lower(), message
     assert cluster.digests() == before
-    assert not [rec for rec in caplog.records if rec.name == "app.errors"], "reached the 500 handler"
+    assert not [rec for rec in caplog.records if rec.name == "app.web.errors"], "reached the 500 handler"
 
 
 def test_validation_messages_name_the_field_exactly(client):
@@ -544,9 +544,9 @@ def test_unexpected_errors_are_500_json_and_logged(cluster, caplog):
             raise RuntimeError("secret internals")
 
     client = TestClient(create_app(Broken("lhr")), raise_server_exceptions=False)
-    with caplog.at_level(logging.ERROR, logger="app.errors"):
+    with caplog.at_level(logging.ERROR, logger="app.web.errors"):
         r = client.get(kv("lhr", "k"))
     assert r.status_code == 500
     assert r.json() == {"error": {"code": "internal", "message": "internal server error"}}
     assert "secret internals" not in r.text
-    assert [rec for rec in caplog.records if rec.name == "app.errors" and rec.exc_info]
+    assert [rec for rec in caplog.records if rec.name == "app.web.errors" and rec.exc_info]

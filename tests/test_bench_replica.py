@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from app.bench_replica import PROPAGATION_POPS
-from app.processes import edgestate_cmd
+from app.bench.replica import PROPAGATION_POPS
+from app.processes.supervisor import edgestate_cmd
 from replication.geo import LatencyModel, all_pops
 
 WRITES, CLIENTS, PROPAGATION_WRITES = 200, 4, 20

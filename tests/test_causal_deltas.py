@@ -13,7 +13,7 @@ from replication.bench.oracle import History, InvariantBroken, Model, check_repl
 from replication.crdts import pncounter
 from replication.crdts.dotstore import join_dotfun
 from replication.delta import Delta
-from replication.storage import Storage
+from replication.io.storage import Storage
 from histories import do
 from histories import ops as any_op
 

@@ -1,4 +1,4 @@
-"""The coordinated baseline (replication/consensus.py) and `bench coordination`: commit needs a
+"""The coordinated baseline (replication/baseline/consensus.py) and `bench coordination`: commit needs a
 majority, followers forward, commit latency is what the latency model says it must be, and the
 benchmark reports the documented shape. Virtual time only; nothing here sleeps."""
 
@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from replication.bench import coordination
-from replication.consensus import (
+from replication.bench import coordination_cost as coordination
+from replication.baseline.consensus import (
     ConsensusCluster,
     RaftAck,
     RaftAppend,

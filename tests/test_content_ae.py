@@ -18,16 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replication import Replica, seals
-from replication.cluster import SimCluster
+from replication.sim.cluster import SimCluster
 from replication.delta import Delta
 from replication.errors import MalformedDelta
 from replication.geo import place_replicas, select_pops
-from replication.integrity import record_sum
+from replication.io.integrity import record_sum
 from replication.messages import AeBuckets, AeDigest, AeKeys, AeRepair, Envelope, wire_size
 from replication.node import Node
 from replication.errors import BadSeal
 from replication.errors import CorruptStorage
-from replication.storage import DB_NAME, Storage
+from replication.io.storage import DB_NAME, Storage
 from replication.wire import FrameDecoder, encode_frame
 
 pytestmark = pytest.mark.timeout(300)

@@ -24,10 +24,10 @@ from typing import get_type_hints
 import pytest
 from waiting import wait_for
 
-from app.live import MAX_SPEED, build_live
-from app.process_live import ProcessLive
-from app.processes import free_port
-from app.replica_app import ReplicaService
+from app.dashboard.simulated import MAX_SPEED, build_live
+from app.processes.cluster import ProcessLive
+from app.processes.supervisor import free_port
+from app.replica.service import ReplicaService
 from replication import contract, derived
 from replication.contract import (
     ClusterData,
@@ -42,7 +42,7 @@ from replication.errors import UnknownReplica
 from replication.geo import LatencyModel, Placement, place_replicas, select_pops
 from replication.idempotency import Answer, Once, request_fingerprint
 from replication.replica import KvView
-from replication.runner import ReplicaRunner
+from replication.io.runner import ReplicaRunner
 
 pytestmark = pytest.mark.timeout(300)
 

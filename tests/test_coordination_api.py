@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from live_helpers import FakeClock, is_error, make_client, make_live, ok, snapshot
 
-import app.coordination as coordination_app
-from app.process_live import ProcessLive
-from replication.consensus import majority
-from replication.coordination import LastWrites, who_can_write
+import app.dashboard.coordination_panel as coordination_app
+from app.processes.cluster import ProcessLive
+from replication.baseline.consensus import majority
+from replication.baseline.costs import LastWrites, who_can_write
 from replication.geo import place_replicas, select_pops
 
 N = 22  # the default POPs
@@ -262,7 +262,7 @@ def test_with_processes_the_answer_uses_their_partition_and_says_local_writes_ar
 
 
 def test_the_simulator_reports_its_groups_in_node_order_and_none_when_healed():
-    from replication.cluster import SimCluster
+    from replication.sim.cluster import SimCluster
 
     c = SimCluster(place_replicas(select_pops("lhr,fra,jfk,sin,syd")), seed=3)
     assert c.partition_groups() is None
@@ -276,7 +276,7 @@ def test_the_simulator_reports_its_groups_in_node_order_and_none_when_healed():
 
 def test_timing_local_writes_changes_nothing_in_virtual_time():
     """The work clock is read around each local write only: the same seed gives the same run."""
-    from replication.cluster import SimCluster
+    from replication.sim.cluster import SimCluster
 
     def run(work_clock) -> list:
         events: list = []

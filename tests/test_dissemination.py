@@ -16,7 +16,7 @@ from hashseeds import outputs_under_hash_seeds
 
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.node import Node, NodeConfig
-from replication.sim import SimEvent, Simulator
+from replication.sim.simulator import SimEvent, Simulator
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,7 @@ import pkgutil
 
 import app
 import replication
-from app.errors import STATUS_BY_CODE
+from app.web.errors import STATUS_BY_CODE
 from replication import errors
 from replication.errors import EdgeStateError
 
@@ -63,7 +63,13 @@ def test_the_http_mapping_is_unchanged():
 
 
 def test_the_old_import_paths_still_name_the_same_classes():
-    from replication import cluster, idempotency, migrate, runner, sim, storage, wire
+    from replication import idempotency
+    from replication import wire
+    from replication.io import migrate
+    from replication.io import runner
+    from replication.io import storage
+    from replication.sim import cluster
+    from replication.sim import simulator as sim
 
     assert storage.CorruptStorage is errors.CorruptStorage and storage.StorageError is errors.StorageError
     assert runner.StorageUnavailable is errors.StorageUnavailable and runner.Recovering is errors.Recovering

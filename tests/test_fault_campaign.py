@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import pytest
 
-from app.bench_churn import ChurnParams, run_churn
+from app.bench.churn import ChurnParams, run_churn
 from app.cli import main
 from replication.bench import faults
 from replication.crdts import ormap, pncounter

@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from app.processes import free_port
+from app.processes.supervisor import free_port
 from live_helpers import run_async
 from replication.messages import AeReply, Envelope, Ping
-from replication.net import Transport
+from replication.io.net import Transport
 from replication.replica import Replica
 from replication.errors import BadFrame
 from replication.wire import (

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from app.main import create_app
+from app.dashboard.server import create_app
 from live_helpers import FakeClock, make_live, ok
 
 IDS = ["lhr", "syd", "jfk", "sin"]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from waiting import wait_for
 
-from app.processes import ProcessCluster
+from app.processes.supervisor import ProcessCluster
 
 resource = pytest.importorskip("resource")
 pytestmark = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from live_helpers import FakeClock, is_error, make_client, make_live, ok, snapshot
 
-import app.live
+import app.dashboard.simulated
 from replication.idempotency import Ledger
 
 KEY = "Idempotency-Key"
@@ -150,7 +150,7 @@ def test_records_expire_after_ten_minutes_and_not_before(client, clock):
 
 
 def test_at_the_bound_keyed_writes_are_refused_with_retry_after(monkeypatch, clock):
-    monkeypatch.setattr(app.live, "Ledger", lambda: Ledger(max_records=2))
+    monkeypatch.setattr(app.dashboard.simulated, "Ledger", lambda: Ledger(max_records=2))
     live = make_live(clock=clock)
     with make_client(live) as client:
         ok(add(client, 1, "a"))

@@ -19,10 +19,10 @@ from replication import Replica
 from replication.bench import disk_faults
 from replication.clocks import CausalContext
 from replication.crdts import BY_NAMESPACE
-from replication.integrity import meta_row, record_sum
+from replication.io.integrity import meta_row, record_sum
 from replication.errors import CorruptStorage, MigrationError, StorageError
-from replication.sqlitewal import FRAME_HEADER, HEADER, check_wal, read_frames
-from replication.storage import DB_NAME, Storage
+from replication.io.sqlitewal import FRAME_HEADER, HEADER, check_wal, read_frames
+from replication.io.storage import DB_NAME, Storage
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -180,7 +180,7 @@ def test_a_repair_cut_short_is_found_at_the_next_start(tmp_path, monkeypatch):
     place: the directory must not then pass for a healthy (empty, or older) one."""
     import os
 
-    import replication.storage as storage_mod
+    import replication.io.storage as storage_mod
 
     before = written(tmp_path / "d")
     edit_file(tmp_path / "d" / DB_NAME, b"value-of-k1-abcdefgh", b"value-of-k1-abcdefgX")
@@ -408,7 +408,7 @@ def test_disk_fault_campaign_short(kind, trials):
 
 def test_actors_after_lost_or_repaired_state_carry_a_lineage_tag():
     from replication.node import incarnation_of, parse_actor
-    from replication.runner import fresh_actor, next_actor
+    from replication.io.runner import fresh_actor, next_actor
 
     a, b = fresh_actor("lhr", 2), fresh_actor("lhr", 2)
     assert a != b and a.startswith("lhr~3.") and incarnation_of("lhr", a) == 3
@@ -419,8 +419,8 @@ def test_actors_after_lost_or_repaired_state_carry_a_lineage_tag():
 
 
 async def _runners(tmp_path, ids, *, down=(), **kw):
-    from app.processes import free_port
-    from replication.runner import ReplicaRunner
+    from app.processes.supervisor import free_port
+    from replication.io.runner import ReplicaRunner
 
     ports = {rid: free_port() for rid in [*ids, *down]}
     addrs = {rid: ("127.0.0.1", p) for rid, p in ports.items()}
@@ -441,7 +441,7 @@ def test_a_replica_with_damaged_storage_repairs_from_its_peer_and_answers_503_me
 
     from replication.node import parse_actor
     from replication.errors import Recovering
-    from replication.runner import ReplicaRunner
+    from replication.io.runner import ReplicaRunner
 
     async def main():
         rs, ports = await _runners(tmp_path, ["lhr", "jfk"])
@@ -513,7 +513,7 @@ def test_an_empty_replica_whose_peer_is_down_takes_an_actor_no_one_can_hold(tmp_
     """lhr wrote as lhr~1 (fra has those dots) and then as lhr~2 (only jfk has those, and jfk
     is down), then lost its data directory. Taking "the actor after the highest any peer
     reported", lhr~2, would mint dots jfk already holds with other values."""
-    import replication.runner as runner_mod
+    import replication.io.runner as runner_mod
     from live_helpers import run_async
     from test_runner import until
 
@@ -523,8 +523,8 @@ def test_an_empty_replica_whose_peer_is_down_takes_an_actor_no_one_can_hold(tmp_
     monkeypatch.setattr(runner_mod, "JOIN_TIMEOUT_S", 1.0)  # jfk will not answer: do not wait long for it
 
     async def scenario():
-        from app.processes import free_port
-        from replication.runner import ReplicaRunner
+        from app.processes.supervisor import free_port
+        from replication.io.runner import ReplicaRunner
 
         ports = {rid: free_port() for rid in ("lhr", "fra", "jfk")}  # nothing ever listens on jfk's
         addrs = {rid: ("127.0.0.1", p) for rid, p in ports.items()}
@@ -597,7 +597,7 @@ def test_a_replica_process_with_an_edited_value_logs_it_never_serves_it_and_repa
     import httpx
     from test_replica_process import converged
 
-    from app.processes import ProcessCluster
+    from app.processes.supervisor import ProcessCluster
 
     values = {f"k{i}": f"value-of-k{i}-{i * 7919:06d}" for i in range(10)}
     with ProcessCluster(["lhr", "fra", "jfk"], tmp_path, inject_latency=False) as c:
@@ -628,7 +628,7 @@ def test_a_sigkilled_replica_with_a_flipped_wal_byte_says_so_and_gets_its_writes
     import httpx
     from test_replica_process import converged
 
-    from app.processes import ProcessCluster
+    from app.processes.supervisor import ProcessCluster
 
     values = {f"w{i}": f"acknowledged {i}" for i in range(40)}
     with ProcessCluster(["lhr", "fra", "jfk"], tmp_path, inject_latency=False) as c:
@@ -658,7 +658,7 @@ def test_a_sigkilled_replica_with_a_flipped_wal_byte_says_so_and_gets_its_writes
 def test_the_replica_command_refuses_damaged_storage_without_peers_unless_told(tmp_path):
     from test_replica_cli import assert_refused, base, run_replica, spawn, stop, wait_healthy, write_secret
 
-    from app.processes import free_port
+    from app.processes.supervisor import free_port
 
     written(tmp_path / "data")
     edit_file(tmp_path / "data" / DB_NAME, b"value-of-k5-abcdefgh", b"value-of-k5-abcdefgX")

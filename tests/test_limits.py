@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from app.limits import TokenBuckets
-from app.main import create_app
-from app.security import AccessMiddleware, Settings
+from app.web.limits import TokenBuckets
+from app.dashboard.server import create_app
+from app.web.security import AccessMiddleware, Settings
 from live_helpers import FakeClock, is_error, make_client, make_live, ok, run_async, snapshot
 
 MiB = 1024 * 1024

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from app.live import CATCH_UP_BUDGET_S, LiveCluster
+from app.dashboard.simulated import CATCH_UP_BUDGET_S, LiveCluster
 from live_helpers import run_async
-from replication.cluster import SimCluster
+from replication.sim.cluster import SimCluster
 from replication.geo import place_replicas, select_pops
 
 
@@ -88,7 +88,7 @@ def test_the_pump_advances_time_on_its_own():
 
 
 def test_built_live_cluster_streams_json_events_and_switches_strategy():
-    from app.live import build_live
+    from app.dashboard.simulated import build_live
 
     lc = build_live(place_replicas(select_pops("lhr,jfk,syd")), seed=1, epoch_ms=0.0, clock=FakeClock())
     seen = []

@@ -14,17 +14,17 @@ import msgpack
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.dashboard.server import create_app
 from live_helpers import make_live, ok
 from replication import Replica
 from replication.bench.oracle import InvariantBroken, Model
-from replication.consensus import ConsensusState, Entry
+from replication.baseline.consensus import ConsensusState, Entry
 from replication.crdts import ormap
 from replication.delta import Delta
 from replication.errors import CounterOverflow, InvalidOperation, InvalidValue, MalformedDelta, ValueTooLarge
 from replication.scenarios import parse, run_fast
 from replication.scenarios.spec import ScenarioError
-from replication.storage import Storage
+from replication.io.storage import Storage
 
 IDS = ["a", "b", "c"]
 

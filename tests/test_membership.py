@@ -12,11 +12,11 @@ import random
 import pytest
 
 from replication.bench.faults import run_seed
-from replication.cluster import SimCluster
+from replication.sim.cluster import SimCluster
 from replication.geo import place_replicas, select_pops
 from replication.membership import ALIVE, DEAD, SUSPECT, Membership, MembershipConfig, push_pull_interval
 from replication.messages import Ack, Envelope, Ping, PingReq, PushPull
-from replication.sim import SimEvent
+from replication.sim.simulator import SimEvent
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,8 +6,8 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import Metrics
-from app.security import Settings
+from app.web.metrics import Metrics
+from app.web.security import Settings
 from live_helpers import FakeClock, make_client, make_live, ok
 
 

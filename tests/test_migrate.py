@@ -12,7 +12,7 @@ import pytest
 from replication import Replica
 from replication.crdts import BY_NAMESPACE
 from replication.errors import MigrationError
-from replication.storage import DB_NAME, Storage
+from replication.io.storage import DB_NAME, Storage
 
 V1_SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from waiting import wait_for
 
-from app.processes import edgestate_cmd
+from app.processes.supervisor import edgestate_cmd
 
 SUBNET = "10.77.0"
 REPLICAS = {"lhr": 1, "jfk": 2, "syd": 3}  # id -> last octet

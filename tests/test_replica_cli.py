@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.processes import edgestate_cmd, free_port
+from app.processes.supervisor import edgestate_cmd, free_port
 
 RUN_TIMEOUT_S = 30.0
 READY_DEADLINE_S = 30.0

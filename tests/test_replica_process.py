@@ -15,10 +15,10 @@ import httpx
 import pytest
 from waiting import wait_for
 
-from app.processes import ProcessCluster
+from app.processes.supervisor import ProcessCluster
 from replication.messages import Envelope, Ping
 from replication.node import parse_actor
-from replication.runner import next_actor
+from replication.io.runner import next_actor
 from replication.wire import encode_frame
 
 FIVE = ["lhr", "fra", "jfk", "sin", "syd"]

@@ -16,13 +16,13 @@ import time
 import pytest
 from live_helpers import run_async
 
-from app.processes import free_port
+from app.processes.supervisor import free_port
 from replication.errors import IdempotencyKeyReused, IdempotencyTableFull, StorageUnavailable
 from replication.idempotency import Answer, Ledger, Once
 from replication.messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Graft, Ping
 from replication.node import NodeConfig, WriteNotSent
-from replication.runner import ReplicaRunner, next_actor
-from replication.storage import Storage
+from replication.io.runner import ReplicaRunner, next_actor
+from replication.io.storage import Storage
 from test_storage import FailingConn, crash_copy, restored
 
 SECRET = b"a test cluster secret, 32 bytes!"

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from app.live import MAX_SPEED, build_live
-from app.main import create_app
-from app.security import Settings
+from app.dashboard.simulated import MAX_SPEED, build_live
+from app.dashboard.server import create_app
+from app.web.security import Settings
 from live_helpers import is_error
 from replication.geo import place_replicas, select_pops
 
@@ -123,7 +123,7 @@ def test_a_scenario_for_other_pops_is_refused_with_its_line():
 
 
 def test_a_crashing_run_fails_visibly_and_the_server_carries_on(monkeypatch):
-    from app import scenario_api
+    from app.dashboard import scenario_api
 
     async def broken(*args, **kwargs):
         raise RuntimeError("boom")

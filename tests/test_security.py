@@ -11,9 +11,9 @@ from fastapi import WebSocket
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
-from app import security
-from app.main import create_app
-from app.security import Settings, grant, is_loopback, origin_matches
+from app.web import security
+from app.dashboard.server import create_app
+from app.web.security import Settings, grant, is_loopback, origin_matches
 from live_helpers import FakeClock, is_error, make_live, ok, snapshot
 
 TOKEN = "write-token-0123456789"

@@ -13,12 +13,12 @@ import random
 import pytest
 from hashseeds import outputs_under_hash_seeds
 
-from replication import sim as sim_module
+from replication.sim import simulator as sim_module
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.messages import Envelope, Gossip, GossipBatch, Ping
 from replication.node import Written
 from replication.errors import ReplicaDown
-from replication.sim import (
+from replication.sim.simulator import (
     MAX_TICKS_PER_INSTANT,
     SimEvent,
     SimNode,

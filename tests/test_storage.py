@@ -30,7 +30,7 @@ from replication.delta import Delta
 from replication.idempotency import Record
 from replication.bench.workload import Workload
 from replication.errors import CorruptStorage, StorageError, StorageLocked, WrongReplica
-from replication.storage import DB_NAME, Storage
+from replication.io.storage import DB_NAME, Storage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -554,7 +554,7 @@ def test_not_a_database_is_a_typed_error(tmp_path):
 CHILD = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-from replication.storage import Storage
+from replication.io.storage import Storage
 from replication.bench.workload import Workload
 st = Storage.open({path!r})
 lhr = st.restore("lhr")

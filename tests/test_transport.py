@@ -10,9 +10,9 @@ import threading
 import pytest
 import uvloop
 
-from app.processes import free_port
+from app.processes.supervisor import free_port
 from replication.messages import Envelope, Ping
-from replication.net import Transport
+from replication.io.net import Transport
 
 SECRET = b"a transport test secret, long enough"
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

@@ -45,7 +45,7 @@ from replication.messages import (
     wire_size,
 )
 from replication.node import Node, NodeConfig
-from replication.sim import Simulator
+from replication.sim.simulator import Simulator
 from replication.wire import (
     TAG_BYTES,
     WIRE_VERSION,

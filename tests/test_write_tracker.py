@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from replication.clocks import Dot
-from replication.cluster import SimCluster
+from replication.sim.cluster import SimCluster
 from replication.geo import place_replicas, select_pops
 from replication.writes import WriteTracker, write_id
 

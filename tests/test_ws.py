@@ -19,9 +19,9 @@ import orjson
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from app import ws as wsmod
-from app.live import build_live
-from app.main import create_app
+from app.dashboard import ws as wsmod
+from app.dashboard.simulated import build_live
+from app.dashboard.server import create_app
 from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 from replication.scenarios.cuts import CUTS, cut_groups
@@ -450,7 +450,7 @@ def test_real_server_drops_a_client_that_stops_reading(inproc_server):
 
 def test_bench_ws_smoke(tmp_path):
     """`edgestate bench ws` runs end to end with a handful of clients (figures are not asserted)."""
-    from app import bench_ws
+    from app.bench import ws as bench_ws
 
     out = tmp_path / "ws.json"
     args = bench_ws.build_parser().parse_args(

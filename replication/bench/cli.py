@@ -9,7 +9,8 @@ import sys
 
 from ..cliargs import positive_int, probability
 from ..geo import select_pops
-from . import coordination, propagation
+from . import coordination_cost as coordination
+from . import propagation
 from .report import table
 
 COLUMNS = [

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ..replica import Replica
 from ..errors import StorageError
-from ..storage import DB_NAME, Storage, describe
+from ..io.storage import DB_NAME, Storage, describe
 from .workload import Workload
 
 KINDS = ("db-flip", "wal-flip", "value-edit")

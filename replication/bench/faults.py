@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..cluster import SimCluster
+from ..sim.cluster import SimCluster
 from ..crdts import types
 from ..crdts.base import FROM_READ
 from ..errors import InvalidOperation
@@ -219,7 +219,7 @@ class _Campaign:
 
     def _check_restore(self, nid: str) -> None:
         """A checkpoint of this replica, restored through the real storage, is the same state."""
-        from ..storage import Storage  # SQLite only where the check runs
+        from ..io.storage import Storage  # SQLite only where the check runs
 
         rep = self.sim.nodes[nid].replica
         with tempfile.TemporaryDirectory(prefix="edgestate-faults-") as d:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..clocks import Dot
 from .. import dissemination
-from ..cluster import SimCluster
+from ..sim.cluster import SimCluster
 from ..geo import AMERICAS, place_replicas, select_pops
 from ..messages import Gossip, GossipBatch
 from ..writes import WriteTracker, write_id

@@ -5,7 +5,7 @@ riak_dt's words; the module docstring of `base` has the whole behaviour) and is 
 once. Everything that handles typed keys (the replica, the store, deltas, seals, storage, the
 HTTP API, the dashboard, scenarios, the coordinated baseline, the property harness and the fault
 campaign) finds the type through `BY_NAMESPACE`; adding a type is its module plus one
-`register` line below (and, for the dashboard, its renderer in `app/static/js/types.js`).
+`register` line below (and, for the dashboard, its renderer in `app/dashboard/static/js/types.js`).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ its name (`- heal`), and one with a single main argument may give it directly (`
   `{counter: KEY [, at: ..], value: N}`, `{set: KEY [, at: ..], members: [..]}` (`at` defaults
   to every POP that is up), `{figure: NAME.FIELD, min: X, max: Y, equals: V}`; `label` words it.
 - `consensus: {writer: ID, as: NAME [, leader: ID]}` — the same write through a global leader
-  (replication/consensus.py: majority commit, same POPs and latency model, in a side
+  (replication/baseline/consensus.py: majority commit, same POPs and latency model, in a side
   simulation): `NAME.commit_ms`, `NAME.rtt_to_leader_ms`, `NAME.local_ack_ms` (0: a CRDT write is
   answered where it lands). The leader defaults to the most central POP.
 - `availability: {as: NAME [, deadline_ms: 2000, leader: ID]}` — under the partition in force,

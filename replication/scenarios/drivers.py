@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 from typing import Callable
 
-from ..cluster import SimCluster
+from ..sim.cluster import SimCluster
 from ..geo import place_replicas, select_pops
 from .engine import Engine, Until, UntilTrue
 from .spec import Scenario, ScenarioError

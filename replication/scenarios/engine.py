@@ -23,7 +23,7 @@ import json
 import random
 from typing import Any, Callable, NamedTuple
 
-from ..consensus import ConsensusCluster, central_leader, majority
+from ..baseline.consensus import ConsensusCluster, central_leader, majority
 from ..crdts import BY_NAMESPACE
 from ..crdts.base import canon
 from ..errors import EdgeStateError

@@ -1,0 +1,1 @@
+"""Benches that drive servers and processes: `edgestate bench ws|replica|faults`."""

@@ -1,0 +1,249 @@
+"""`edgestate bench replica`: real replica processes, durable writes over HTTP, real sockets.
+
+1. Write latency: one client writes `--writes` keys one after another (keep-alive HTTP/1.1)
+   to one replica process; each answer comes after its write is durable (fsync). p50/p99.
+2. Throughput: 4, then `--clients`, concurrent connections write `--writes` keys as fast as
+   the replica answers: durable writes per second, and the latency under that load. Group commit
+   shares each fsync between the writes that arrived while the last one ran.
+3. Propagation: a 5-process loopback cluster with injected geographic latency (lhr, fra, jfk,
+   sin, syd, plumtree); `--propagation-writes` writes at random replicas, paced. For each, the
+   time from its durable apply at the origin until every other replica has applied it (the
+   replicas report applies with this host's wall clock). Side by side: the same writes, same
+   origins and same spacing in the simulator. The ratio is what the real network, the disk
+   and Python add to the model.
+
+The client runs on this machine too, so on a 2-core host it takes CPU from the replica:
+the figures are a floor for what one replica process does, not a ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+from replication.bench.report import finish, table
+from replication.cliargs import positive_int
+
+from ..processes.http_client import Conn
+from ..processes.supervisor import ProcessCluster
+from ..replica.events import TOKEN_ENV, EventCollector
+
+PROPAGATION_POPS = ["lhr", "fra", "jfk", "sin", "syd"]
+
+
+@dataclass
+class Params:
+    writes: int = 3000
+    clients: int = 16
+    propagation_writes: int = 200
+    rate: float = 20.0  # propagation writes per second
+    seed: int = 1
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--writes", type=positive_int, default=Params.writes,
+                   help="writes for the latency and the throughput runs (default: %(default)s)")
+    p.add_argument("--clients", type=positive_int, default=Params.clients,
+                   help="concurrent connections for the throughput run (default: %(default)s)")
+    p.add_argument("--propagation-writes", type=positive_int, default=Params.propagation_writes,
+                   help="writes for the 5-process propagation run (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=Params.seed, help="seed for origins and values (default: %(default)s)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def add_parser(which) -> argparse.ArgumentParser:
+    p = which.add_parser("replica", help="durable write latency, throughput and propagation of real replica processes",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(p)
+    return p
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs)) - 1))]
+
+
+async def _write_load(host: str, port: int, keys: list[str], clients: int) -> tuple[list[float], float]:
+    """Write every key once over `clients` connections. Returns (latencies in ms, elapsed s)."""
+    todo = iter(keys)
+    lat: list[float] = []
+
+    async def worker():
+        c = Conn(host, port)
+        await c.open()
+        try:
+            for key in todo:
+                body = json.dumps({"value": {"k": key}}).encode()
+                t0 = time.perf_counter()
+                status, resp = await c.request("PUT", f"/api/replicas/lhr/kv/{key}", body)
+                lat.append((time.perf_counter() - t0) * 1000.0)
+                if status != 200:
+                    raise RuntimeError(f"write answered {status}: {resp[:200]!r}")
+        finally:
+            c.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return lat, time.perf_counter() - t0
+
+
+LIGHT_CLIENTS = 4  # a lighter load beside --clients: where the latency target is met, and at what rate
+
+
+def _single(params: Params, root: str, progress) -> dict:
+    with ProcessCluster(["lhr"], os.path.join(root, "single"), inject_latency=False) as c:
+        c.start()
+        port = c.replicas["lhr"].http_port
+        progress(f"latency: {params.writes} sequential durable writes")
+        lat, elapsed = asyncio.run(_write_load("127.0.0.1", port, [f"seq-{i}" for i in range(params.writes)], 1))
+        load = []
+        for n in sorted({min(LIGHT_CLIENTS, params.clients), params.clients}):
+            progress(f"throughput: {params.writes} writes over {n} connections")
+            lat_c, elapsed_c = asyncio.run(
+                _write_load("127.0.0.1", port, [f"par{n}-{i}" for i in range(params.writes)], n))
+            load.append({"clients": n, "writes_per_s": params.writes / elapsed_c,
+                         "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99)})
+    return {
+        "write_p50_ms": statistics.median(lat), "write_p99_ms": _pct(lat, 99), "write_max_ms": max(lat),
+        "sequential_writes_per_s": params.writes / elapsed,
+        **load[-1], "load": load,
+    }
+
+
+# -- propagation: real processes, then the same writes in the simulator -------------------------
+
+
+def _plan(params: Params) -> list[tuple[str, float]]:
+    rng = random.Random(params.seed)
+    return [(rng.choice(PROPAGATION_POPS), i / params.rate) for i in range(params.propagation_writes)]
+
+
+async def _real_propagation(params: Params, root: str, progress) -> list[float]:
+    applied: dict[tuple[str, int], dict[str, float]] = {}
+
+    def on_event(ev: dict) -> None:
+        if ev.get("type") == "applied":
+            for r, n in ev["dots"]:
+                applied.setdefault((r, n), {}).setdefault(ev["replica"], ev["t"])
+
+    token = secrets.token_hex(16)
+    collector = EventCollector(on_event, token=token)
+    port = await collector.start()
+    c = ProcessCluster(PROPAGATION_POPS, os.path.join(root, "five"), inject_latency=True,
+                       events=("127.0.0.1", port), env={TOKEN_ENV: token})
+    try:
+        await asyncio.to_thread(c.start)
+        conns = {}
+        for rid in PROPAGATION_POPS:
+            conns[rid] = Conn("127.0.0.1", c.replicas[rid].http_port)
+            await conns[rid].open()
+        await asyncio.sleep(1.5)  # settle: overlay views and membership probes, as the simulator's warm-up
+        progress(f"propagation: {params.propagation_writes} writes on 5 processes at {params.rate:g}/s")
+        dots = []
+        t_start = time.perf_counter()
+        for i, (origin, at) in enumerate(_plan(params)):
+            delay = t_start + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing the load, not waiting for readiness
+            status, body = await conns[origin].request("PUT", f"/api/replicas/{origin}/kv/p{i}",
+                                                       json.dumps({"value": i}).encode())
+            if status != 200:
+                raise RuntimeError(f"write at {origin} answered {status}")
+            sib = json.loads(body)["siblings"][0]
+            dots.append((sib["replica"], sib["counter"]))
+        deadline = time.monotonic() + 30
+        while any(len(applied.get(d, {})) < len(PROPAGATION_POPS) for d in dots):
+            if time.monotonic() > deadline:
+                missing = sum(len(applied.get(d, {})) < len(PROPAGATION_POPS) for d in dots)
+                raise RuntimeError(f"{missing} writes did not reach every replica within 30 s")
+            await asyncio.sleep(0.05)
+        for conn in conns.values():
+            conn.close()
+    finally:
+        await collector.close()
+        await asyncio.to_thread(c.close)
+    out = []
+    for d in dots:
+        at = applied[d]
+        origin = d[0].split("~")[0]
+        out.append(max(t for r, t in at.items() if r != origin) - at[origin])
+    return out
+
+
+def _sim_propagation(params: Params) -> list[float]:
+    from replication.sim.cluster import SimCluster
+    from replication.geo import place_replicas, select_pops
+
+    times: dict = {}
+
+    def sink(ev) -> None:
+        if ev.kind == "applied":
+            for d in ev.data["dots"]:
+                times.setdefault(d, {}).setdefault(ev.node, ev.t)
+
+    cluster = SimCluster(place_replicas(select_pops(",".join(PROPAGATION_POPS))), strategy="plumtree",
+                         seed=params.seed, sink=sink)
+    cluster.sim.run_until(1500.0)
+    t0 = cluster.sim.now
+    dots = []
+    for i, (origin, at) in enumerate(_plan(params)):
+        cluster.sim.run_until(t0 + at * 1000.0)
+        view = cluster.write(origin, "kv", f"p{i}", {"value": i})
+        s = view.siblings[0]
+        dots.append((s.replica, s.counter, origin))
+    cluster.settle()
+    out = []
+    for r, n, origin in dots:
+        at = times[(r, n)]
+        out.append(max(t for node, t in at.items() if node != origin) - at[origin])
+    return out
+
+
+def measure(params: Params, progress) -> dict:
+    with tempfile.TemporaryDirectory(prefix="edgestate-bench-") as root:
+        single = _single(params, root, progress)
+        real = asyncio.run(_real_propagation(params, root, progress))
+    sim = _sim_propagation(params)
+    ratios = [r / s for r, s in zip(real, sim) if s > 0]
+    return {
+        "params": asdict(params),
+        "single": single,
+        "propagation": {
+            "pops": PROPAGATION_POPS,
+            "real_p50_ms": statistics.median(real), "real_p99_ms": _pct(real, 99),
+            "sim_p50_ms": statistics.median(sim), "sim_p99_ms": _pct(sim, 99),
+            "median_ratio": statistics.median(real) / statistics.median(sim),
+            "ratio_p50": statistics.median(ratios), "ratio_p99": _pct(ratios, 99),
+        },
+    }
+
+
+def report(result: dict) -> str:
+    s, p = result["single"], result["propagation"]
+    lines = [
+        "durable writes over HTTP, one replica process (targets: p99 < 5 ms, >= 2000 writes/s)",
+        table([s], ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s"]),
+        "",
+        table(s["load"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms"]),
+        "",
+        f"propagation to every replica, 5 processes ({', '.join(p['pops'])}) vs the simulator",
+        table([p], ["real_p50_ms", "sim_p50_ms", "real_p99_ms", "sim_p99_ms", "median_ratio", "ratio_p50",
+                    "ratio_p99"]),
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = Params(writes=args.writes, clients=args.clients, propagation_writes=args.propagation_writes,
+                    seed=args.seed)
+    progress = lambda msg: print(msg, file=sys.stderr, flush=True)
+    return finish("replica", lambda: measure(params, progress), report, args.json)

@@ -1,0 +1,276 @@
+"""Observation, faults and simulation control over HTTP.
+
+- Observation (reads): `GET /api/topology`, `GET /api/replicas`, `GET /api/convergence`,
+  `GET /api/sim`, and `GET /api/session` (what the caller may do, for the page).
+- Faults (admin): `POST`/`DELETE /api/faults/partition`, `POST /api/replicas/{id}/crash`,
+  `POST /api/replicas/{id}/recover`.
+- Simulation (admin): `PUT /api/sim/strategy|speed|loss`, `POST /api/sim/pause|resume|step`.
+
+Every request body is checked in full before anything changes, so a refused request leaves
+the cluster exactly as it was. Who may call what is decided by the access middleware
+(`security.py`), not here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Body, Request, Security
+from pydantic import BaseModel, ConfigDict, Field
+
+from replication.contract import DashboardCluster
+from replication.dissemination import StrategyName
+
+from ..web.api import ErrorOut
+from ..web.errors import ApiError
+from .simulated import MAX_SPEED
+from ..web.security import ACCESS_SCOPE_KEY, Settings, bearer_scheme, grant
+
+router = APIRouter(
+    dependencies=[Security(bearer_scheme)],  # for /docs; the access middleware checks tokens
+    responses={s: {"model": ErrorOut} for s in (401, 403, 422)},
+)
+
+MAX_STEP_MS = 60_000.0  # one step runs at most a virtual minute: a step is work done inside the request
+
+Strategy = StrategyName  # the library's names: the API's enum follows them
+
+
+def _cluster(request: Request) -> DashboardCluster:
+    return request.app.state.live
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# -- observation ----------------------------------------------------------------------------
+
+
+class ReplicaInfo(BaseModel):
+    id: str
+    city: str
+    region: str
+    lat: float
+    lon: float
+
+
+class TopologyOut(BaseModel):
+    replicas: list[ReplicaInfo]
+    rtt_ms: dict[str, dict[str, float]] = Field(description="modelled round-trip time between each pair of replicas")
+
+
+class ReplicaState(BaseModel):
+    id: str
+    status: Literal["up", "down"]
+    version_vector: dict[str, int] = Field(description="per actor, the highest write this replica has applied")
+    digest: str = Field(description="hex digest of the replica's state: equal digests, equal state")
+    incarnation: int = Field(description="how many times this replica came back without its state")
+
+
+class ReplicasOut(BaseModel):
+    replicas: list[ReplicaState]
+
+
+class ConvergenceOut(BaseModel):
+    converged: bool = Field(description="every replica that is up has the same state")
+    digests: dict[str, str] = Field(description="state digest of each replica that is up")
+    in_flight: int = Field(description="messages on the simulated wire")
+
+
+@router.get("/api/topology")
+async def topology(request: Request) -> TopologyOut:
+    """The replicas, where they are, and the modelled round-trip times between them."""
+    return TopologyOut.model_validate(_cluster(request).topology())
+
+
+@router.get("/api/replicas")
+async def replicas(request: Request) -> ReplicasOut:
+    """Each replica's status, version vector and state digest."""
+    return ReplicasOut(replicas=[ReplicaState.model_validate(s) for s in _cluster(request).replica_states()])
+
+
+@router.get("/api/convergence")
+async def convergence(request: Request) -> ConvergenceOut:
+    """Whether the replicas that are up agree now (they may lag each other: that is the point)."""
+    return ConvergenceOut.model_validate(_cluster(request).convergence())
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+class PartitionIn(_Body):
+    groups: list[list[str]] = Field(
+        description="replica ids, one list per side; replicas not listed form one more group",
+        examples=[[["lhr", "fra"], ["syd", "sin"]]],
+    )
+
+
+class PartitionOut(BaseModel):
+    partitioned: bool
+    groups: list[list[str]] = Field(description="the groups in force (empty when healed)")
+
+
+class CrashIn(_Body):
+    lose_state: bool = Field(False, description="the replica comes back empty, under a new actor id")
+
+
+def check_groups(groups: list[list[str]], known: list[str]) -> None:
+    """Refuse a partition the cluster would not take, naming the offending replica, before any change."""
+    if not groups:
+        raise ApiError(422, "invalid_partition", "body.groups: give at least one group of replica ids")
+    where: dict[str, int] = {}
+    known_set = set(known)
+    for i, group in enumerate(groups):
+        if not group:
+            raise ApiError(422, "invalid_partition", f"body.groups[{i}] is empty")
+        for rid in group:
+            if rid not in known_set:
+                raise ApiError(
+                    422, "invalid_partition",
+                    f"body.groups[{i}]: no replica {rid!r} in this cluster (known: {', '.join(known)})",
+                )
+            if rid in where:
+                raise ApiError(
+                    422, "invalid_partition",
+                    f"body.groups[{i}]: replica {rid!r} is already in groups[{where[rid]}]; list each replica once",
+                )
+            where[rid] = i
+
+
+@router.post("/api/faults/partition", responses={422: {"description": "an unknown replica, or one listed twice"}})
+async def partition(request: Request, body: PartitionIn) -> PartitionOut:
+    """Split the network: messages between groups are dropped until the partition is healed.
+    A new partition replaces the one in force."""
+    live = _cluster(request)
+    check_groups(body.groups, live.ids)
+    return PartitionOut(partitioned=True, groups=live.partition(body.groups))
+
+
+@router.delete("/api/faults/partition")
+async def heal(request: Request) -> PartitionOut:
+    """Heal the partition (if any). Replicas converge within about one anti-entropy period."""
+    _cluster(request).heal()
+    return PartitionOut(partitioned=False, groups=[])
+
+
+def _state_of(live: DashboardCluster, replica_id: str) -> ReplicaState:
+    return next(ReplicaState.model_validate(s) for s in live.replica_states() if s["id"] == replica_id)
+
+
+@router.post("/api/replicas/{replica_id}/crash")
+async def crash(request: Request, replica_id: str, body: CrashIn | None = Body(None)) -> ReplicaState:
+    """Stop a replica: it sends nothing and messages to it are dropped; reads and writes
+    addressed to it answer 503 `replica_down`. Crashing it again may only add `lose_state`."""
+    live = _cluster(request)
+    live.crash(replica_id, lose_state=body.lose_state if body is not None else False)
+    return _state_of(live, replica_id)
+
+
+@router.post("/api/replicas/{replica_id}/recover")
+async def recover(request: Request, replica_id: str) -> ReplicaState:
+    """Bring a crashed replica back; it catches up by anti-entropy. A replica that is up stays as it is."""
+    live = _cluster(request)
+    live.recover(replica_id)
+    return _state_of(live, replica_id)
+
+
+# -- simulation control ---------------------------------------------------------------------
+
+
+class SimOut(BaseModel):
+    strategy: Strategy
+    speed: float = Field(description="virtual time per wall time, as requested")
+    effective_speed: float = Field(description="virtual time per wall time over the last seconds: below `speed` "
+                                               "when simulating costs more wall time than it covers (0 when paused)")
+    loss: float = Field(description="probability that a message is lost")
+    paused: bool
+    now_ms: float = Field(description="virtual time")
+
+
+class StrategyIn(_Body):
+    strategy: Strategy
+
+
+class SpeedIn(_Body):
+    speed: float = Field(gt=0, le=MAX_SPEED, allow_inf_nan=False, description="1 is real time; smaller is slower")
+
+
+class LossIn(_Body):
+    loss: float = Field(ge=0, le=1, allow_inf_nan=False, description="probability that a message is lost")
+
+
+class StepIn(_Body):
+    ms: float = Field(gt=0, le=MAX_STEP_MS, allow_inf_nan=False, description="virtual milliseconds to run")
+
+
+def _sim(live: DashboardCluster) -> SimOut:
+    return SimOut(**live.sim_info())
+
+
+@router.get("/api/sim")
+async def get_sim(request: Request) -> SimOut:
+    """The simulation's settings and virtual time."""
+    return _sim(_cluster(request))
+
+
+@router.put("/api/sim/strategy")
+async def set_strategy(request: Request, body: StrategyIn) -> SimOut:
+    """Switch how writes spread, live, at every replica."""
+    live = _cluster(request)
+    live.set_strategy(body.strategy)
+    return _sim(live)
+
+
+@router.put("/api/sim/speed")
+async def set_speed(request: Request, body: SpeedIn) -> SimOut:
+    live = _cluster(request)
+    live.set_speed(body.speed)
+    return _sim(live)
+
+
+@router.put("/api/sim/loss")
+async def set_loss(request: Request, body: LossIn) -> SimOut:
+    live = _cluster(request)
+    live.set_loss(body.loss)
+    return _sim(live)
+
+
+@router.post("/api/sim/pause")
+async def pause(request: Request) -> SimOut:
+    """Stop virtual time (messages in flight stay in flight)."""
+    live = _cluster(request)
+    live.pause()
+    return _sim(live)
+
+
+@router.post("/api/sim/resume")
+async def resume(request: Request) -> SimOut:
+    live = _cluster(request)
+    live.resume()
+    return _sim(live)
+
+
+@router.post("/api/sim/step")
+async def step(request: Request, body: StepIn) -> SimOut:
+    """Run virtual time forward by `ms` (the presenter's step button, while paused)."""
+    live = _cluster(request)
+    live.step(body.ms)
+    return _sim(live)
+
+
+# -- the caller -----------------------------------------------------------------------------
+
+
+class SessionOut(BaseModel):
+    can_write: bool
+    can_admin: bool = Field(description="the page shows fault and simulation controls only when true")
+    audience: bool = Field(description="audience mode: writes are rate-limited per client")
+
+
+@router.get("/api/session")
+async def session(request: Request) -> SessionOut:
+    """What the caller (with the token it sent, if any) may do."""
+    settings: Settings = request.app.state.settings
+    access = request.scope.get(ACCESS_SCOPE_KEY) or grant(settings, None)
+    return SessionOut(can_write=access.write, can_admin=access.admin, audience=settings.audience)

@@ -1,0 +1,194 @@
+"""Scenarios over HTTP, run live on the dashboard's cluster.
+
+- `GET /api/scenarios`: the built-in scenarios (name, title, description, claim).
+- `POST /api/scenarios/{name}` (admin): start one; 202 with its run id. One at a time: 409
+  `scenario_running` while another runs. 404 `unknown_scenario`. 422 `invalid_scenario` when it
+  names a replica this cluster does not have (started with other `--pops`).
+- `GET /api/scenarios/runs/{run}`: progress (the current step's caption) and, once done, the report.
+- `DELETE /api/scenarios/runs/{run}` (admin): stop it where it is (faults it set stay: heal them).
+
+A run is a task on the event loop (the cluster is not thread-safe), paced by virtual time
+(`replication.scenarios.run_live`). Its progress goes out on the cluster's event bus as events
+of kind "scenario", which `/ws` forwards to the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from fastapi import APIRouter, Request, Security
+from pydantic import BaseModel, Field
+
+from replication.scenarios import Catalogue, ScenarioError, run_live
+
+from ..web.api import ErrorOut
+from ..web.errors import ApiError
+from .simulated import LiveCluster
+from ..web.security import bearer_scheme
+
+log = logging.getLogger(__name__)
+
+KEEP_RUNS = 32  # finished runs kept for GET .../runs/{id}; older ones are forgotten
+
+router = APIRouter(dependencies=[Security(bearer_scheme)], responses={s: {"model": ErrorOut} for s in (401, 403)})
+
+
+class Run:
+    def __init__(self, run_id: str, name: str, claim: str) -> None:
+        self.id, self.name, self.claim = run_id, name, claim
+        self.status = "running"
+        self.events: list[dict] = []
+        self.report: dict | None = None
+        self.task: asyncio.Task | None = None
+
+    def view(self) -> dict:
+        last = self.events[-1] if self.events else {}
+        return {"run": self.id, "name": self.name, "claim": self.claim, "status": self.status,
+                "step": last.get("step", 0), "of": last.get("of"), "caption": last.get("caption"),
+                "events": self.events, "report": self.report}
+
+
+class ScenarioRuns:
+    """The built-ins and the runs of this app: at most one running."""
+
+    def __init__(self, live, catalogue: Catalogue | None = None) -> None:
+        self.live = live
+        self.catalogue = catalogue or Catalogue.builtin()
+        self.runs: OrderedDict[str, Run] = OrderedDict()
+        self._ids = itertools.count(1)
+        self.current: Run | None = None
+
+    def start(self, name: str) -> Run:
+        scenario = self.catalogue.scenarios.get(name)
+        if scenario is None:
+            raise ApiError(404, "unknown_scenario",
+                           f"no scenario {name!r} (known: {', '.join(self.catalogue.scenarios)})")
+        if not isinstance(self.live, LiveCluster):
+            raise ApiError(409, "not_supported_with_processes",
+                           "scenarios run on the simulated cluster; this server runs replica processes")
+        if self.current is not None:
+            raise ApiError(409, "scenario_running",
+                           f"scenario {self.current.name!r} is running (run {self.current.id}); wait for it to end")
+        try:
+            scenario.bind(self.live.ids)
+        except ScenarioError as e:
+            raise ApiError(422, "invalid_scenario", str(e)) from None
+        run = Run(str(next(self._ids)), name, scenario.claim)
+        self.runs[run.id] = run
+        while len(self.runs) > KEEP_RUNS:
+            self.runs.popitem(last=False)
+        self.current = run
+
+        def emit(ev: dict) -> None:
+            run.events.append(ev)
+            self.live.bus.publish(ev)
+
+        run.task = asyncio.get_running_loop().create_task(self._run(run, scenario, emit))
+        return run
+
+    async def _run(self, run: Run, scenario, emit) -> None:
+        try:
+            report = await run_live(scenario, self.live, run_tag=run.id, emit=emit)
+            run.report = report
+            run.status = "passed" if report["passed"] else "failed"
+        except asyncio.CancelledError:
+            run.status = "cancelled"
+            emit({"t": self.live.sim.now, "kind": "scenario", "node": None, "name": run.name, "run": run.id,
+                  "step": 0, "of": None, "op": None, "line": None, "status": "cancelled",
+                  "caption": f"stopped before checking: {run.claim}"})
+            raise
+        except Exception:  # a bug in a step must not take the server down: the run fails, visibly
+            log.exception("scenario %s (run %s) crashed", run.name, run.id)
+            run.status = "failed"
+            emit({"t": self.live.sim.now, "kind": "scenario", "node": None, "name": run.name, "run": run.id,
+                  "step": 0, "of": None, "op": None, "line": None, "status": "failed",
+                  "caption": f"✗ {run.claim}", "error": "internal error while running the scenario"})
+        finally:
+            if self.current is run:
+                self.current = None
+
+    async def stop(self, run: Run) -> None:
+        if run.task is not None and not run.task.done():
+            run.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run.task
+
+    async def close(self) -> None:
+        if self.current is not None:
+            await self.stop(self.current)
+
+
+def _runs(request: Request) -> ScenarioRuns:
+    return request.app.state.scenarios
+
+
+class ScenarioInfo(BaseModel):
+    name: str
+    title: str
+    description: str
+    claim: str
+
+
+class ScenariosOut(BaseModel):
+    scenarios: list[ScenarioInfo]
+    running: str | None = Field(description="the id of the run in progress, if any")
+
+
+class RunStarted(BaseModel):
+    run: str
+    name: str
+    status: str
+    url: str
+
+
+class RunOut(BaseModel):
+    run: str
+    name: str
+    claim: str
+    status: str = Field(description="running, passed, failed or cancelled")
+    step: int
+    of: int | None
+    caption: str | None = Field(description="what the scenario is doing now (at the end: ✓ or ✗ and the claim)")
+    events: list[dict[str, Any]] = Field(description="the run's scenario events, as sent on /ws")
+    report: dict[str, Any] | None = Field(description="once it has ended: every step, check and figure")
+
+
+@router.get("/api/scenarios")
+async def list_scenarios(request: Request) -> ScenariosOut:
+    runs = _runs(request)
+    return ScenariosOut(scenarios=[ScenarioInfo(**s.summary()) for s in runs.catalogue.scenarios.values()],
+                        running=runs.current.id if runs.current else None)
+
+
+@router.post("/api/scenarios/{name}", status_code=202,
+             responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+async def start_scenario(request: Request, name: str) -> RunStarted:
+    """Start a scenario on the live cluster; it runs at the current speed. Follow it on /ws or at the run's URL."""
+    run = _runs(request).start(name)
+    return RunStarted(run=run.id, name=run.name, status=run.status, url=f"/api/scenarios/runs/{run.id}")
+
+
+def _run_of(request: Request, run_id: str) -> Run:
+    run = _runs(request).runs.get(run_id)
+    if run is None:
+        raise ApiError(404, "unknown_run", f"no scenario run {run_id!r} (finished runs are kept for a while)")
+    return run
+
+
+@router.get("/api/scenarios/runs/{run_id}", responses={404: {"model": ErrorOut}})
+async def get_run(request: Request, run_id: str) -> RunOut:
+    return RunOut(**_run_of(request, run_id).view())
+
+
+@router.delete("/api/scenarios/runs/{run_id}", responses={404: {"model": ErrorOut}})
+async def stop_run(request: Request, run_id: str) -> RunOut:
+    """Stop a running scenario where it is (a run that has ended stays as it was). A partition or
+    crash it set stays in force: heal or recover from the toolbar."""
+    run = _run_of(request, run_id)
+    await _runs(request).stop(run)
+    return RunOut(**run.view())

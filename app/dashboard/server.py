@@ -1,0 +1,88 @@
+"""The app factory: all wiring is explicit here, and nothing is created at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Callable
+
+from fastapi import FastAPI
+
+from . import admin
+from . import coordination_panel as coordination
+from . import page
+from . import scenario_api
+from . import ws
+from ..web import api
+from ..web import docs
+from ..web import errors
+from ..web import metrics
+from ..web.limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
+from ..web.security import AccessMiddleware, Settings
+
+if TYPE_CHECKING:
+    from replication.contract import DashboardCluster
+    from replication.scenarios import Catalogue
+
+
+def create_app(
+    live: DashboardCluster,
+    *,
+    run_clock: bool = False,
+    settings: Settings | None = None,
+    wall_clock: Callable[[], float] | None = None,
+    scenarios: Catalogue | None = None,
+) -> FastAPI:
+    """`live`: the simulated `LiveCluster`, or `ProcessLive` over real replica processes.
+    `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves).
+    `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
+    `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
+    `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins)."""
+    settings = settings or Settings()
+    problems = settings.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await live.start()
+        task = asyncio.create_task(live.pump()) if run_clock else None
+        try:
+            yield
+        finally:
+            await app.state.scenarios.close()
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await live.close()
+
+    app = FastAPI(
+        title="edgestate",
+        summary="Edge state without coordination: write at any POP, read anywhere.",
+        redoc_url=None,
+        docs_url=None,  # ours, served locally: see docs.py
+        lifespan=lifespan,
+    )
+    app.state.live = live
+    app.state.settings = settings
+    app.state.metrics = metrics.Metrics(live.ids)
+    live.bus.subscribe(app.state.metrics.observe)
+    errors.install(app)
+    app.include_router(api.router)
+    ws.install(app, live)
+    page.install(app)
+    docs.install(app)
+    app.include_router(admin.router)
+    app.state.scenarios = scenario_api.ScenarioRuns(live, scenarios)
+    app.include_router(scenario_api.router)
+    coordination.install(app, live)
+    app.include_router(metrics.router)
+    # innermost first: access control runs first, then the rate limit, then the body limit
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.audience:
+        buckets = TokenBuckets(settings.write_rate, settings.write_burst, clock=wall_clock)
+        app.add_middleware(RateLimitMiddleware, buckets=buckets, on_limited=app.state.metrics.rate_limited.inc)
+    app.add_middleware(AccessMiddleware, settings=settings)
+    return app

@@ -1,0 +1,347 @@
+"""The embedded simulated cluster, run against the wall clock.
+
+`LiveCluster` is what the web app talks to: it plays every role of the cluster contract
+(`replication.contract.DashboardCluster`). It owns a `SimCluster` and maps wall time to
+virtual time: `virtual = origin + elapsed_wall * speed`. `--speed 1` runs simulated time as
+fast as wall time; smaller is slower, for watching a write cross an ocean on stage.
+
+Everything runs on the event loop's thread: the pump task advances virtual time between
+requests, and every request first brings virtual time up to "now", so a write lands at the
+virtual instant its request arrived. Paused, virtual time stands still until stepped.
+
+Catching up never blocks the loop for more than CATCH_UP_BUDGET_S of wall time. When the
+simulation costs more wall time than it covers (many POPs, a high speed, a busy machine),
+the rest is not owed: virtual time slips (the origin moves to where the simulation got), so
+the lag never piles up and the server keeps answering; the page and `GET /api/sim` show the
+effective speed beside the requested one.
+
+Idempotency keys follow a real replica's rules (`replication.idempotency`), with the records
+in memory, one ledger per replica: a write here is done the moment it returns (nothing to
+flush), so there is never a keyed write in flight. A replica that loses its state in a crash
+loses its records with it, as a real one whose data directory is gone does. Their lifetime
+is counted on this object's clock (wall time; a test's hand-moved clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Hashable, Iterable
+from typing import Any, Callable
+
+from replication.sim.cluster import SimCluster
+from replication.contract import (
+    ClockInfo,
+    Convergence,
+    ReplicaState,
+    ReplicaStatus,
+    SimInfo,
+    Topology,
+    TrafficStats,
+)
+from replication.baseline.costs import LastWrites
+from replication.geo import LatencyModel, Placement
+from replication.idempotency import Answer, Ledger, Once
+
+from ..web.detail import replica_detail
+from ..web.events import EventBus
+
+MAX_SPEED = 100.0
+FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this grain
+CATCH_UP_BUDGET_S = 0.03  # the most wall time one catch-up may take before virtual time slips
+CATCH_UP_SLICE = 200  # events between looks at the wall clock
+SPEED_WINDOW_S = 2.0  # the effective speed is measured over about this much wall time
+
+
+class LiveCluster:
+    def __init__(
+        self,
+        cluster: SimCluster,
+        *,
+        speed: float = 1.0,
+        clock: Callable[[], float] | None = None,
+        bus: EventBus | None = None,
+    ):
+        self.cluster = cluster
+        self.bus = bus or EventBus()  # the cluster's events, if it was built with bus.sim_sink
+        self.sim = cluster.sim
+        self._clock = clock or time.monotonic
+        self._speed = check_speed(speed)
+        self._paused = False
+        self._wall0 = self._clock()
+        self._virtual0 = self.sim.now
+        self.slipped_ms = 0.0  # virtual time given up, in all, because simulating fell behind
+        self._progress: list[tuple[float, float]] = [(self._wall0, self.sim.now)]  # (wall s, virtual ms)
+        self._wake = asyncio.Event()
+        # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
+        self.last_writes = LastWrites()
+        self.bus.subscribe(self.last_writes.observe)
+        self._ledgers: dict[str, tuple[object, Ledger]] = {}  # replica -> (the node they belong to, records)
+
+    # -- time ----------------------------------------------------------------------------------
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _rebase(self) -> None:
+        self._wall0 = self._clock()
+        self._virtual0 = self.sim.now
+
+    def target(self) -> float:
+        """The virtual time that corresponds to now."""
+        if self._paused:
+            return self.sim.now
+        return self._virtual0 + (self._clock() - self._wall0) * 1000.0 * self._speed
+
+    def catch_up(self) -> None:
+        """Bring virtual time up to now, within CATCH_UP_BUDGET_S of wall time (see the module
+        docstring): what is left then is dropped, not carried to the next call."""
+        t = self.target()
+        if t > self.sim.now:
+            deadline = self._clock() + CATCH_UP_BUDGET_S
+            while not self.sim.advance(t, CATCH_UP_SLICE):
+                if self._clock() >= deadline:
+                    self.slipped_ms += t - self.sim.now
+                    self._rebase()
+                    break
+        self._note_progress()
+
+    def _note_progress(self) -> None:
+        wall = self._clock()
+        p = self._progress
+        if wall - p[-1][0] >= SPEED_WINDOW_S / 8:
+            p.append((wall, self.sim.now))
+            while len(p) > 2 and wall - p[1][0] >= SPEED_WINDOW_S:
+                p.pop(0)
+
+    @property
+    def effective_speed(self) -> float:
+        """Virtual time per wall time over the last couple of seconds: the requested speed while
+        the simulation keeps up, less when it cannot (0 when paused)."""
+        if self._paused:
+            return 0.0
+        (w0, v0), (w1, v1) = self._progress[0], (self._clock(), self.sim.now)
+        if w1 - w0 < SPEED_WINDOW_S / 8 or self.slipped_ms == 0.0:
+            return self._speed
+        return max(0.0, min(self._speed, (v1 - v0) / 1000.0 / (w1 - w0)))
+
+    def set_speed(self, speed: float) -> None:
+        self.catch_up()
+        self._speed = check_speed(speed)
+        self._rebase()
+        self._wake.set()
+
+    def pause(self) -> None:
+        self.catch_up()
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._rebase()
+        self._wake.set()
+
+    def step(self, ms: float) -> None:
+        """Advance virtual time by `ms` (while paused: the presenter's step button)."""
+        if not (ms > 0 and math.isfinite(ms)):
+            raise ValueError("a step must be a positive number of milliseconds")
+        self.catch_up()
+        self.sim.run_until(self.sim.now + ms)
+        self._rebase()
+
+    async def pump(self) -> None:
+        """Advance virtual time with the wall clock until cancelled."""
+        while True:
+            self.catch_up()
+            nxt = self.sim.next_event_time()
+            wait = FRAME_S
+            if nxt is not None and not self._paused:
+                wait = min(FRAME_S, max(0.0, (nxt - self.sim.now) / 1000.0 / self._speed))
+            self._wake.clear()
+            # not asyncio.wait_for: on 3.11 it can swallow a cancel that races the wake-up,
+            # and then shutdown waits for this task for ever
+            alarm = asyncio.get_running_loop().call_later(wait, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                alarm.cancel()
+
+    # -- the cluster, at the current instant -------------------------------------------------
+
+    @property
+    def ids(self) -> list[str]:
+        return self.cluster.ids
+
+    def write(self, replica_id: str, ns: str, key: str, op: dict):
+        self.catch_up()
+        view = self.cluster.write(replica_id, ns, key, op)
+        us = self.cluster.last_write_us()
+        if us is not None:
+            self.last_writes.timed(replica_id, self.sim.now, us)
+        return view
+
+    def read(self, replica_id: str, ns: str, key: str):
+        self.catch_up()
+        return self.cluster.read(replica_id, ns, key)
+
+    async def start(self) -> None:
+        """Nothing to start: the simulator runs inside `pump` (a cluster of processes has more to do)."""
+
+    async def close(self) -> None:
+        pass
+
+    # what the HTTP API awaits (a real replica process answers once the write is durable)
+    async def awrite(self, replica_id: str, ns: str, key: str, op: dict):
+        return self.write(replica_id, ns, key, op)
+
+    async def awrite_once(self, replica_id: str, ns: str, key: str, op: dict, once: Once) -> Answer:
+        self.catch_up()
+        ledger = self._ledger(replica_id)
+        now_ms = self._clock() * 1000.0
+        rec = ledger.get(once.key, once.request, now_ms)
+        if rec is not None:
+            return rec.answer()
+        ledger.admit(now_ms)
+        record = once.record(self.write(replica_id, ns, key, op), int(now_ms))  # an error leaves no record
+        ledger.add(record)
+        return Answer(record.status, record.body)
+
+    def _ledger(self, replica_id: str) -> Ledger:
+        """This replica's records; a crashed one answers nothing, as for any write."""
+        self.cluster.check_up(replica_id)
+        node = self.sim.nodes[replica_id]
+        held = self._ledgers.get(replica_id)
+        if held is None or held[0] is not node:  # a node rebuilt after losing its state: its records went too
+            held = self._ledgers[replica_id] = (node, Ledger())
+        return held[1]
+
+    async def aread(self, replica_id: str, ns: str, key: str):
+        return self.read(replica_id, ns, key)
+
+    def topology(self) -> Topology:
+        return self.cluster.topology()
+
+    # -- what observers read (the WebSocket hub, /metrics, /api/sim); never runs the simulator.
+    # A cluster of replica processes (ProcessLive) answers the same questions.
+
+    def has(self, nid: str) -> bool:
+        return nid in self.sim.nodes
+
+    def state_of(self, nid: str) -> ReplicaStatus:
+        return self.cluster.state_of(nid)
+
+    def digests(self) -> dict[str, str]:
+        return self.sim.digests()
+
+    def clock_info(self) -> ClockInfo:
+        return {"now_ms": self.target(), "speed": self._speed, "paused": self._paused,
+                "strategy": self.cluster.config.strategy, "loss": self.sim.loss}
+
+    def stats(self) -> TrafficStats:
+        st = self.sim.stats
+        return {"sent": st["sent"], "delivered": st["delivered"], "dropped": st["dropped"],
+                "dropped_by_reason": st["dropped_by_reason"], "in_flight": st["in_flight"], "writes": st["writes"]}
+
+    def now_ms(self) -> float:
+        return self.sim.now
+
+    def detail_ident(self, nid: str) -> Hashable:
+        sim = self.sim
+        return (nid, self.cluster.replica(nid).digest(), sim.up(nid), sim.incarnation(nid))
+
+    def detail(self, nid: str, recent: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        return replica_detail(self.cluster.replica(nid), recent, self.sim.up(nid))
+
+    def sim_info(self) -> SimInfo:
+        """/api/sim: the settings, at virtual time brought up to now."""
+        self.catch_up()
+        return {"strategy": self.cluster.config.strategy, "speed": self._speed,
+                "effective_speed": round(self.effective_speed, 4), "loss": self.sim.loss,
+                "paused": self._paused, "now_ms": self.sim.now}
+
+    def replica_states(self) -> list[ReplicaState]:
+        self.catch_up()
+        return self.cluster.replica_states()
+
+    # -- what the coordination panel compares against (app/dashboard/coordination_panel.py) ------------------
+
+    @property
+    def placements(self) -> list[Placement]:
+        return self.cluster.placements
+
+    @property
+    def model(self) -> LatencyModel:
+        return self.cluster.model
+
+    local_writes_timed = True  # the node's write runs here, so its wall-clock cost is measured
+
+    def partition_groups(self) -> list[list[str]] | None:
+        return self.cluster.partition_groups()
+
+    def down(self) -> list[str]:
+        return self.cluster.down()
+
+    def convergence(self) -> Convergence:
+        self.catch_up()
+        return self.cluster.convergence()
+
+    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+        self.catch_up()
+        return self.cluster.partition(groups)
+
+    def heal(self) -> None:
+        self.catch_up()
+        self.cluster.heal()
+
+    def crash(self, replica_id: str, lose_state: bool = False) -> None:
+        self.catch_up()
+        self.cluster.crash(replica_id, lose_state)
+
+    def recover(self, replica_id: str) -> None:
+        self.catch_up()
+        self.cluster.recover(replica_id)
+
+    def set_strategy(self, name: str) -> None:
+        self.catch_up()
+        self.cluster.set_strategy(name)
+
+    def set_loss(self, p: float) -> None:
+        self.catch_up()
+        self.cluster.sim.set_loss(p)
+
+    def settle(self, max_ms: float = 60_000.0) -> bool:
+        """Run virtual time ahead until every live replica agrees (tests and scripts)."""
+        ok = self.cluster.settle(max_ms)
+        self._rebase()
+        return ok
+
+
+def build_live(
+    placements: list[Placement],
+    *,
+    strategy: str = "plumtree",
+    seed: int = 0,
+    speed: float = 1.0,
+    epoch_ms: float | None = None,
+    secret: bytes | None = None,
+    clock: Callable[[], float] | None = None,
+) -> LiveCluster:
+    """A live cluster whose events flow to its bus. `epoch_ms` (default: now) anchors the
+    timestamps people see; virtual time itself starts at zero."""
+    bus = EventBus()
+    cluster = SimCluster(
+        placements, strategy=strategy, seed=seed, sink=bus.sim_sink, secret=secret,
+        epoch_ms=time.time() * 1000.0 if epoch_ms is None else epoch_ms,
+    )
+    return LiveCluster(cluster, speed=speed, clock=clock, bus=bus)
+
+
+def check_speed(speed: float) -> float:
+    if not (isinstance(speed, (int, float)) and math.isfinite(speed) and 0 < speed <= MAX_SPEED):
+        raise ValueError(f"speed must be a number in (0, {MAX_SPEED:g}]")
+    return float(speed)

@@ -1,0 +1,1 @@
+"""The dashboard over real replica processes on this host (`serve --processes`)."""

@@ -1,0 +1,1 @@
+"""The coordinated baseline: Raft-style consensus on the same simulator, and what it would cost."""

@@ -1,0 +1,158 @@
+"""Replicas at POPs on the simulated WAN (latency model, dissemination, anti-entropy,
+membership), on a virtual clock: what `app/dashboard/simulated.py` runs against the wall clock, and the
+scenarios and benches run as fast as they can. Its answers have the contract's shapes
+(`contract`), derived as every cluster derives them (`derived`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+from .. import derived
+from ..contract import Convergence, ReplicaState, ReplicaStatus, Topology
+from ..errors import UnknownReplica
+from ..geo import LatencyModel, Placement
+from ..dissemination import STRATEGIES
+from ..node import Node, NodeConfig
+from ..replica import Replica
+from .simulator import SimEvent, Simulator
+
+
+class SimCluster:
+    """Replicas at POPs on the simulated WAN: real nodes, virtual time, seeded faults."""
+
+    def __init__(
+        self,
+        placements: list[Placement],
+        *,
+        strategy: str = "plumtree",
+        seed: int = 0,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        model: LatencyModel | None = None,
+        config: NodeConfig | None = None,
+        sink: Callable[[SimEvent], None] | None = None,
+        secret: bytes | None = None,
+        wrap: Callable[[Node], object] | None = None,
+        traffic_events: bool = True,
+        epoch_ms: float = 0.0,
+    ) -> None:
+        self.placements = list(placements)
+        self.pop_of = {p.id: p.pop for p in self.placements}
+        self.ids = [p.id for p in self.placements]
+        self.model = model or LatencyModel()
+        self.config = config or NodeConfig(strategy=strategy, record_events=sink is not None)
+        self.secret = secret or os.urandom(32)
+        self.seed = seed
+        self.epoch_ms = epoch_ms
+        self._wrap = wrap
+        self.sim = Simulator.from_placements(
+            self.placements, self._make_node, self.model,
+            seed=seed, loss=loss, duplicate=duplicate, reorder=reorder, sink=sink, traffic_events=traffic_events,
+            work_clock=time.perf_counter_ns,
+        )
+
+    def _make_node(self, nid: str, incarnation: int):
+        here = self.pop_of[nid]
+        pop_of, one_way = self.pop_of, self.model.one_way_ms
+        known: dict[str, float] = {}
+
+        def link_ms(peer: str) -> float:  # asked on every push and announcement: remember it
+            v = known.get(peer)
+            if v is None:
+                v = known[peer] = one_way(here, pop_of[peer])
+            return v
+
+        node = Node(
+            nid, self.ids, config=self.config, seed=self.seed, incarnation=incarnation, secret=self.secret,
+            link_ms=link_ms, epoch_ms=self.epoch_ms,
+        )
+        return self._wrap(node) if self._wrap else node
+
+    def one_way_ms(self, a: str, b: str) -> float:
+        return self.model.one_way_ms(self.pop_of[a], self.pop_of[b])
+
+    # -- what the app drives ---------------------------------------------------------------
+
+    def _known(self, replica_id: str) -> str:
+        if replica_id not in self.pop_of:
+            known = ", ".join(self.ids)
+            raise UnknownReplica(f"no replica {replica_id!r} in this cluster (known: {known})")
+        return replica_id
+
+    def write(self, replica_id: str, ns: str, key: str, op: dict):
+        return self.sim.write(self._known(replica_id), ns, key, op)
+
+    def last_write_us(self) -> float | None:
+        """Wall-clock microseconds of the node's own work for the latest write (replica, delta,
+        the envelopes it sends): what the writer waits for locally, before any network."""
+        ns = self.sim.last_write_work_ns
+        return None if ns is None else ns / 1000.0
+
+    def partition_groups(self) -> list[list[str]] | None:
+        return self.sim.groups()
+
+    def down(self) -> list[str]:
+        return [i for i in self.ids if not self.sim.up(i)]
+
+    def check_up(self, replica_id: str) -> None:
+        """Raise UnknownReplica, or ReplicaDown while it is crashed: what a write there would."""
+        self.sim.check_up(self._known(replica_id))
+
+    def read(self, replica_id: str, ns: str, key: str):
+        return self.sim.read(self._known(replica_id), ns, key)
+
+    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+        for g in groups:
+            for r in g:
+                self._known(r)
+        return self.sim.partition(groups)
+
+    def heal(self) -> None:
+        self.sim.heal()
+
+    def crash(self, replica_id: str, lose_state: bool = False) -> None:
+        self.sim.crash(self._known(replica_id), lose_state)
+
+    def recover(self, replica_id: str) -> None:
+        self.sim.recover(self._known(replica_id))
+
+    def set_strategy(self, name: str) -> None:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
+        self.config.strategy = name  # replicas that restart later use it too
+        for node in self.sim.nodes.values():
+            node.set_strategy(name)
+
+    def replica(self, replica_id: str) -> Replica:
+        """The replica at node `replica_id` (its state now, up or down). KeyError if unknown."""
+        return self.sim.nodes[replica_id].replica  # type: ignore[return-value]  # our nodes hold Replicas
+
+    def topology(self) -> Topology:
+        return derived.topology(self.placements, self.model)
+
+    def state_of(self, replica_id: str) -> ReplicaStatus:
+        r = self.replica(replica_id)
+        return {"status": "up" if self.sim.up(replica_id) else "down", "version_vector": r.version_vector.to_dict(),
+                "digest": r.digest(), "incarnation": self.sim.incarnation(replica_id), "keys": len(r.store)}
+
+    def replica_states(self) -> list[ReplicaState]:
+        out: list[ReplicaState] = []
+        for i in self.ids:
+            r = self.replica(i)
+            out.append({
+                "id": i, "status": "up" if self.sim.up(i) else "down",
+                "version_vector": r.version_vector.to_dict(), "digest": r.digest(),
+                "incarnation": self.sim.incarnation(i),
+            })
+        return out
+
+    def convergence(self) -> Convergence:
+        return derived.convergence(self.sim.digests(), self.sim.in_flight())
+
+    def settle(self, max_ms: float = 60_000.0) -> bool:
+        """Run virtual time until every live replica has the same state (tests, scripts)."""
+        return self.sim.run_until_condition(self.sim.converged, max_ms=max_ms)
