@@ -38,7 +38,7 @@ def plotly_js_path() -> Path:
 
 
 def _app_dir(name: str) -> Path:
-    return Path(str(resources.files("app") / name))
+    return Path(str(resources.files("app.dashboard") / name))
 
 
 def _asset_version(static: Path) -> str:

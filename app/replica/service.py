@@ -192,7 +192,7 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     if problems:
         raise ValueError("; ".join(problems))
     app = FastAPI(title=f"edgestate replica {runner.id}", redoc_url=None, docs_url=None)
-    docs.install(app, mount=True)
+    docs.install(app)
     app.state.live = ReplicaService(runner)
     app.state.settings = settings
     registry = CollectorRegistry(auto_describe=False)

@@ -2,7 +2,7 @@
 
 FastAPI's own `/docs` loads Swagger UI from a CDN: offline (a conference hall without
 network) it would be blank, and online it is a request leaving the host. The bundle is
-vendored under `static/swagger/` (swagger-ui-dist 5.35.0, Apache-2.0, see its LICENSE).
+vendored in `swagger/` beside this module, served at `/swagger` (swagger-ui-dist 5.35.0, Apache-2.0, see its LICENSE).
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-SWAGGER_DIR = Path(__file__).parent / "static" / "swagger"
-PREFIX = "/static/swagger"
+SWAGGER_DIR = Path(__file__).parent / "swagger"
+PREFIX = "/swagger"
 
 
-def install(app: FastAPI, *, mount: bool = False) -> None:
-    """Route `/docs` (create the app with `docs_url=None`). `mount`: also serve the bundle,
-    for an app that does not mount all of `/static` itself."""
-    if mount:
-        app.mount(PREFIX, StaticFiles(directory=str(SWAGGER_DIR)), name="swagger")
+def install(app: FastAPI) -> None:
+    """Route `/docs` (create the app with `docs_url=None`) and serve the bundle at `/swagger`."""
+    app.mount(PREFIX, StaticFiles(directory=str(SWAGGER_DIR)), name="swagger")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
