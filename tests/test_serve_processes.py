@@ -203,14 +203,14 @@ def test_the_page_draws_the_processes_and_animates_their_messages(procs, browser
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(procs.base_url + "/")
         page.wait_for_function("n => document.querySelectorAll('.scattergeo .point').length === n", arg=len(POPS),
-                               timeout=20_000)
-        expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
-        expect(page.locator("[data-testid=mode]")).to_have_text("real processes", timeout=20_000)
+                               timeout=DEADLINE_S * 1000)
+        expect(page.locator("#conn")).to_have_text("live", timeout=DEADLINE_S * 1000)
+        expect(page.locator("[data-testid=mode]")).to_have_text("real processes", timeout=DEADLINE_S * 1000)
         assert not page.locator("[data-testid=speed]").is_visible()  # the simulator's controls are hidden
         procs.ok("PUT", "/api/replicas/syd/kv/on-the-map", json={"value": "from sydney"})
-        page.wait_for_function("window.__edgestate.map.flights.size > 0", timeout=20_000)
+        page.wait_for_function("window.__edgestate.map.flights.size > 0", timeout=DEADLINE_S * 1000)
         page.screenshot(path=str(artifacts / "dashboard-processes.png"))
-        expect(page.locator("[data-testid=convergence]")).to_have_text("converged", timeout=20_000)
+        expect(page.locator("[data-testid=convergence]")).to_have_text("converged", timeout=DEADLINE_S * 1000)
         assert foreign == [] and errors == [], (foreign, errors)
     finally:
         ctx.close()
