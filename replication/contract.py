@@ -280,28 +280,28 @@ class ClusterFaults(Protocol):
 
     Each takes effect before it returns: the next read sees the cut or the crash, and an
     event (`partition`, `heal`, `crash`; `recover` once the replica is back) goes on the
-    bus. None awaits. On the simulator they are immediate; over processes crash is a
-    SIGKILL (waited for), recover spawns a process without waiting for it, and partition
-    and heal tell each replica over loopback HTTP: they hold the loop for up to a few
-    seconds per unreachable replica, acceptable for admin-only calls.
+    bus. They are coroutines so that none holds the event loop: on the simulator they are
+    immediate; over processes crash is a SIGKILL whose exit is waited for in a thread,
+    recover spawns a process without waiting for it, and partition and heal tell every
+    replica at once over loopback HTTP (async), each within a timeout.
     """
 
-    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+    async def partition(self, groups: list[list[str]]) -> list[list[str]]:
         """Drop messages between groups until `heal`; replaces any partition in force. Returns
         the groups in force (`derived.partition_groups`: unlisted replicas form one more
         group). UnknownReplica for an id not in `ids`, ValueError for one listed twice,
         before anything changed."""
         ...
 
-    def heal(self) -> None: ...
+    async def heal(self) -> None: ...
 
-    def crash(self, replica_id: str, lose_state: bool = False) -> None:
+    async def crash(self, replica_id: str, lose_state: bool = False) -> None:
         """Stop a replica: it sends nothing, reads and writes there raise ReplicaDown. With
         `lose_state` it comes back empty, under a new actor. Crashing a crashed replica
         only adds `lose_state`. UnknownReplica for an unknown id."""
         ...
 
-    def recover(self, replica_id: str) -> None:
+    async def recover(self, replica_id: str) -> None:
         """Bring a crashed replica back (it catches up by anti-entropy); one that is up stays
         as it is. UnknownReplica for an unknown id."""
         ...

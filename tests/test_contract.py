@@ -76,7 +76,8 @@ class OnLoop:
 
     def call(self, fn, *args, **kw):
         async def run():
-            return fn(*args, **kw)
+            got = fn(*args, **kw)
+            return await got if inspect.isawaitable(got) else got
 
         return self.wait(run())
 

@@ -144,13 +144,13 @@ async def partition(request: Request, body: PartitionIn) -> PartitionOut:
     A new partition replaces the one in force."""
     live = _cluster(request)
     check_groups(body.groups, live.ids)
-    return PartitionOut(partitioned=True, groups=live.partition(body.groups))
+    return PartitionOut(partitioned=True, groups=await live.partition(body.groups))
 
 
 @router.delete("/api/faults/partition")
 async def heal(request: Request) -> PartitionOut:
     """Heal the partition (if any). Replicas converge within about one anti-entropy period."""
-    _cluster(request).heal()
+    await _cluster(request).heal()
     return PartitionOut(partitioned=False, groups=[])
 
 
@@ -163,7 +163,7 @@ async def crash(request: Request, replica_id: str, body: CrashIn | None = Body(N
     """Stop a replica: it sends nothing and messages to it are dropped; reads and writes
     addressed to it answer 503 `replica_down`. Crashing it again may only add `lose_state`."""
     live = _cluster(request)
-    live.crash(replica_id, lose_state=body.lose_state if body is not None else False)
+    await live.crash(replica_id, lose_state=body.lose_state if body is not None else False)
     return _state_of(live, replica_id)
 
 
@@ -171,7 +171,7 @@ async def crash(request: Request, replica_id: str, body: CrashIn | None = Body(N
 async def recover(request: Request, replica_id: str) -> ReplicaState:
     """Bring a crashed replica back; it catches up by anti-entropy. A replica that is up stays as it is."""
     live = _cluster(request)
-    live.recover(replica_id)
+    await live.recover(replica_id)
     return _state_of(live, replica_id)
 
 

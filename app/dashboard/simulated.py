@@ -290,19 +290,19 @@ class LiveCluster:
         self.catch_up()
         return self.cluster.convergence()
 
-    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+    async def partition(self, groups: list[list[str]]) -> list[list[str]]:
         self.catch_up()
         return self.cluster.partition(groups)
 
-    def heal(self) -> None:
+    async def heal(self) -> None:
         self.catch_up()
         self.cluster.heal()
 
-    def crash(self, replica_id: str, lose_state: bool = False) -> None:
+    async def crash(self, replica_id: str, lose_state: bool = False) -> None:
         self.catch_up()
         self.cluster.crash(replica_id, lose_state)
 
-    def recover(self, replica_id: str) -> None:
+    async def recover(self, replica_id: str) -> None:
         self.catch_up()
         self.cluster.recover(replica_id)
 

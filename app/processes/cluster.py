@@ -29,8 +29,6 @@ import logging
 import secrets
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Hashable, Iterable
 from pathlib import Path
@@ -344,49 +342,52 @@ class ProcessLive:
 
     # -- faults -----------------------------------------------------------------------------------
 
-    def _control(self, rid: str, method: str, path: str, body: dict | None = None) -> None:
-        url = f"http://127.0.0.1:{self._procs.replicas[rid].http_port}{path}"
-        req = urllib.request.Request(url, method=method, data=orjson.dumps(body) if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+    async def _control(self, rid: str, method: str, path: str, body: dict | None = None) -> None:
+        """Tell one replica (async, within CONTROL_TIMEOUT_S): one that cannot be told is logged,
+        not waited for; it learns the partition when it is recovered (`_partition_when_up`)."""
         try:
-            with urllib.request.urlopen(req, timeout=CONTROL_TIMEOUT_S):
-                pass
-        except (urllib.error.URLError, OSError) as e:
+            status, _ = await self._pool.request("127.0.0.1", self._procs.replicas[rid].http_port, method, path,
+                                                 orjson.dumps(body) if body is not None else b"")
+        except (HttpError, OSError, asyncio.TimeoutError) as e:
             log.warning("could not tell %s %s %s: %s", rid, method, path, e)
+            return
+        if status != 200:
+            log.warning("%s answered %s to %s %s", rid, status, method, path)
 
-    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+    async def _tell_all_up(self, method: str, path: str, body: dict | None = None) -> None:
+        if self.procs is None:  # not started: the record is all there is
+            return
+        await asyncio.gather(*(self._control(rid, method, path, body) for rid in self.ids if rid not in self._down))
+
+    async def partition(self, groups: list[list[str]]) -> list[list[str]]:
         final = derived.partition_groups(groups, self.ids)
         self._groups = final
-        for rid in self.ids:
-            if rid not in self._down:
-                self._control(rid, "POST", "/api/faults/partition", {"groups": final})
+        await self._tell_all_up("POST", "/api/faults/partition", {"groups": final})
         self.bus.publish({"t": self.now_ms(), "kind": "partition", "node": None, "groups": final})
         return final
 
-    def heal(self) -> None:
+    async def heal(self) -> None:
         self._groups = None
-        for rid in self.ids:
-            if rid not in self._down:
-                self._control(rid, "DELETE", "/api/faults/partition")
+        await self._tell_all_up("DELETE", "/api/faults/partition")
         self.bus.publish({"t": self.now_ms(), "kind": "heal", "node": None})
 
-    def crash(self, rid: str, lose_state: bool = False) -> None:
+    async def crash(self, rid: str, lose_state: bool = False) -> None:
         """SIGKILL, also for a process told to recover that has not reported yet. Crashing a
         crashed replica only adds `lose_state`."""
         self._known(rid)
         procs = self._procs
         if rid not in self._killed:
-            procs.kill(rid)
+            await asyncio.to_thread(procs.kill, rid)  # SIGKILL, then its exit is reaped off the loop
             self._down.add(rid)
             self._killed.add(rid)
             self._state[rid]["status"] = "down"
             self.bus.publish({"t": self.now_ms(), "kind": "crash", "node": rid})
         if lose_state and rid not in self._next_actor:
-            shutil.rmtree(procs.replicas[rid].data_dir, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, procs.replicas[rid].data_dir, ignore_errors=True)
             # a new lineage: an actor no one can hold, even if this view of its last one is stale
             self._next_actor[rid] = fresh_actor(rid, incarnation_of(rid, self._actor[rid]) or 0)
 
-    def recover(self, rid: str) -> None:
+    async def recover(self, rid: str) -> None:
         """Restart the process (it reports `status` once up: that marks it recovered)."""
         self._known(rid)
         procs = self._procs
@@ -397,13 +398,13 @@ class ProcessLive:
         procs.spawn(rid, extra=("--actor", fresh) if fresh else ())
         if self._groups is not None:
             groups = self._groups
-            asyncio.get_running_loop().create_task(self._partition_when_up(rid, groups))
+            self._tasks.append(asyncio.get_running_loop().create_task(self._partition_when_up(rid, groups)))
 
     async def _partition_when_up(self, rid: str, groups) -> None:
         with contextlib.suppress(RuntimeError):
             await asyncio.to_thread(self._procs.wait_ready, [rid])
             if self._groups == groups:
-                await asyncio.to_thread(self._control, rid, "POST", "/api/faults/partition", {"groups": groups})
+                await self._control(rid, "POST", "/api/faults/partition", {"groups": groups})
 
     # -- the simulator's own controls -------------------------------------------------------------
 

@@ -68,7 +68,7 @@ async def run_live(scenario: Scenario, live, *, run_tag: str, emit: Callable[[di
     """Run on a `LiveCluster` (its `pump` task advances time). The caller binds the scenario
     first, so a scenario that does not fit is refused before it starts."""
     cluster = live.cluster
-    engine = Engine(scenario, live, cluster, seed=cluster.seed, run_tag=run_tag, emit=emit)
+    engine = Engine(scenario, _LiveSteps(live), cluster, seed=cluster.seed, run_tag=run_tag, emit=emit)
     sim = live.sim
     gen = engine.run()
     answer = None
@@ -95,6 +95,39 @@ async def run_live(scenario: Scenario, live, *, run_tag: str, emit: Callable[[di
                 if answer or sim.now >= req.deadline:
                     break
                 await asyncio.sleep(_wall_s(live, req.deadline - sim.now, frame_s))
+
+
+class _LiveSteps:
+    """What a live scenario's steps call. Reads and writes go through the live cluster as any
+    client's do; the faults are the simulated cluster's own, synchronous ones (the live
+    cluster's are coroutines, for the HTTP API), brought up to the wall clock first as the
+    live cluster's would be."""
+
+    def __init__(self, live) -> None:
+        self.live = live
+        self.cluster = live.cluster
+
+    def write(self, replica_id: str, ns: str, key: str, op: dict):
+        return self.live.write(replica_id, ns, key, op)
+
+    def read(self, replica_id: str, ns: str, key: str):
+        return self.live.read(replica_id, ns, key)
+
+    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+        self.live.catch_up()
+        return self.cluster.partition(groups)
+
+    def heal(self) -> None:
+        self.live.catch_up()
+        self.cluster.heal()
+
+    def crash(self, replica_id: str, lose_state: bool = False) -> None:
+        self.live.catch_up()
+        self.cluster.crash(replica_id, lose_state)
+
+    def recover(self, replica_id: str) -> None:
+        self.live.catch_up()
+        self.cluster.recover(replica_id)
 
 
 def _wall_s(live, virtual_ms: float, frame_s: float) -> float:
