@@ -1,6 +1,6 @@
 """What a request must be before any route sees it (app/web/hygiene.py), on the dashboard's app:
 keys that are not UTF-8, JSON bodies that repeat a member name, and HEAD wherever GET is.
-The same over real HTTP, on `edgestate serve` and `edgestate replica`, is in test_hostile_http.py.
+The same over real HTTP, on `edgestate serve` and `edgestate replica`, is in test_hostile_http.py."""
 
 from __future__ import annotations
 
