@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--forwarded-allow-ips", type=_trusted_proxies, default=[], metavar="IP,NET,...",
                         help="proxies whose X-Forwarded-For and X-Forwarded-Proto headers are believed: addresses "
                              "or networks (10.0.0.0/8), comma-separated. The rate limit counts writes per client "
-                             "address, so trust only proxies that overwrite these headers. Default: none, not even "
+                             "address, so name only your own proxies. Default: none, not even "
                              "loopback: every client is the address it connects from (FORWARDED_ALLOW_IPS in the "
                              "environment is ignored)")
     replica_cli.add_parser(sub)
