@@ -3,6 +3,7 @@
     edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...] [--scenario FILE ...]
                     [--strategy plumtree|gossip|direct] [--speed X] [--seed N]
                     [--token T] [--admin-token A] [--private] [--audience [--write-rate R] [--write-burst B]]
+                    [--forwarded-allow-ips IP,NET,...]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
     edgestate bench ws [--clients N] [--json FILE]
     edgestate bench coordination [--pops ...] [--leader ID] [--partition americas|europe|asia-pacific] [--json FILE]
@@ -49,6 +50,19 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {port}")
     return port
+
+
+def _trusted_proxies(text: str) -> list[str]:
+    """Addresses and networks only: uvicorn would also take '*' (trust every client) and host names."""
+    import ipaddress
+
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an IP address or network: {item!r}") from None
+    return items
 
 
 DEFAULT_SPEED = 0.1  # an Atlantic crossing (~37 ms) takes about a third of a second to watch
@@ -117,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="audience mode: writes per second per client (default: %(default)s)")
     access.add_argument("--write-burst", type=positive_int, default=10, metavar="B",
                         help="audience mode: writes a client may send at once (default: %(default)s)")
+    access.add_argument("--forwarded-allow-ips", type=_trusted_proxies, default=[], metavar="IP,NET,...",
+                        help="proxies whose X-Forwarded-For and X-Forwarded-Proto headers are believed: addresses "
+                             "or networks (10.0.0.0/8), comma-separated. The rate limit counts writes per client "
+                             "address, so name only your own proxies. Default: none, not even "
+                             "loopback: every client is the address it connects from (FORWARDED_ALLOW_IPS in the "
+                             "environment is ignored)")
     replica_cli.add_parser(sub)
     scenario_cli.add_parser(sub)
     which = bench_cli.add_parser(sub)
@@ -187,7 +207,11 @@ def _run_server(args: argparse.Namespace, app, pops) -> int:
     # The cluster and app are built and long-lived: keep them out of the collector's full
     # passes, which otherwise pause the event loop often enough to show in /ws lag tails.
     gc.freeze()
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    # Forwarded headers are believed only from the proxies named by --forwarded-allow-ips (uvicorn's
+    # default trusts them from 127.0.0.1, so any local client could pick its rate-limit address).
+    trusted = args.forwarded_allow_ips
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+                                           proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None))
     for name in ("uvicorn.access", "uvicorn.error"):  # after uvicorn has set up its logging
         logging.getLogger(name).addFilter(RedactTokens())
     logging.getLogger("uvicorn.error").info(

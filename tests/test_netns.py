@@ -245,3 +245,76 @@ def test_replicas_in_separate_namespaces_converge_and_repair_a_real_partition(ne
     finally:
         codes = stop_all(procs)
     assert codes == {rid: 0 for rid in REPLICAS}, {rid: (c, procs[rid].output()) for rid, c in codes.items()}
+
+
+# -- the audience rate limit, from other hosts ------------------------------------------------------
+
+# Run inside a namespace: one write per X-Forwarded-For value (argv[3:]); prints the statuses.
+SPOOFER = r"""
+import json, sys, urllib.error, urllib.request
+url, token = sys.argv[1:3]
+statuses = []
+for xff in sys.argv[3:]:
+    req = urllib.request.Request(url, method="POST", data=b'{"add": 1}', headers={
+        "Content-Type": "application/json", "Authorization": "Bearer " + token, "X-Forwarded-For": xff})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            statuses.append(r.status)
+    except urllib.error.HTTPError as e:
+        statuses.append(e.code)
+print(json.dumps(statuses))
+"""
+SERVE_PORT = 8100
+BURST = 5
+WRITES = 30
+
+
+def spoof_from(net: Net, name: str, forwarded_for: list[str]) -> list[int]:
+    url = f"http://{SUBNET}.{REPLICAS['lhr']}:{SERVE_PORT}/api/replicas/lhr/counters/spoof"
+    r = subprocess.run(["ip", "netns", "exec", net.ns(name), sys.executable, "-I", "-c", SPOOFER, url, TOKEN,
+                        *forwarded_for], check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_the_audience_rate_limit_holds_from_other_hosts_and_believes_only_the_named_proxy(net, tmp_path):
+    """`serve --audience` in one namespace, `--forwarded-allow-ips` naming jfk's address as the proxy.
+    Clients in two other namespaces spoof X-Forwarded-For: each gets its burst and no more. The proxy
+    (jfk) relaying for many clients gets a bucket per client. The rate is one token per 1000 s, so the
+    counts are exact however slow the machine."""
+    server = f"{SUBNET}.{REPLICAS['lhr']}"
+    proxy = f"{SUBNET}.{REPLICAS['jfk']}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("EDGESTATE_ADMIN_TOKEN", None)
+    env.pop("EDGESTATE_TOKEN", None)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", net.ns("lhr"), *edgestate_cmd(
+                "serve", "--pops", "lhr", "--host", server, "--port", str(SERVE_PORT), "--token", TOKEN,
+                "--audience", "--write-rate", "0.001", "--write-burst", str(BURST), "--forwarded-allow-ips", proxy)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        def ready() -> bool:
+            assert proc.poll() is None, f"serve exited ({proc.returncode}):\n{log.read_text(errors='replace')}"
+            url = f"http://{server}:{SERVE_PORT}/healthz"
+            r = subprocess.run(["ip", "netns", "exec", net.client, sys.executable, "-I", "-c", CLIENT, "GET", url,
+                                "", "", "2"], check=False, capture_output=True, text=True, timeout=30)
+            return r.returncode == 0 and json.loads(r.stdout)["status"] == 200
+
+        wait_for("serve answers /healthz from the client namespace", ready, deadline_s=READY_DEADLINE_S)
+        spoofed = [f"203.0.113.{i + 1}" for i in range(WRITES)]
+        for attacker in ("cl", "syd"):
+            statuses = spoof_from(net, attacker, spoofed)
+            assert statuses.count(200) == BURST and statuses.count(429) == WRITES - BURST, (attacker, statuses)
+        # the named proxy relays for 30 clients: a bucket each
+        assert spoof_from(net, "jfk", [f"198.51.100.{i + 1}" for i in range(WRITES)]) == [200] * WRITES
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode in (0, -signal.SIGTERM), log.read_text(errors="replace")

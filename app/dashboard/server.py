@@ -18,6 +18,7 @@ from ..web import api
 from ..web import docs
 from ..web import errors
 from ..web import metrics
+from ..web.hygiene import RequestHygieneMiddleware
 from ..web.limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from ..web.security import AccessMiddleware, Settings
 
@@ -79,7 +80,9 @@ def create_app(
     app.include_router(scenario_api.router)
     coordination.install(app, live)
     app.include_router(metrics.router)
-    # innermost first: access control runs first, then the rate limit, then the body limit
+    # innermost first: access control runs first, then the rate limit, then the body limit,
+    # then the checks on the path and the (now bounded) body
+    app.add_middleware(RequestHygieneMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.audience:
         buckets = TokenBuckets(settings.write_rate, settings.write_burst, clock=wall_clock)

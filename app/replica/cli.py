@@ -248,8 +248,10 @@ async def _main(args, secret: bytes, settings) -> int:
             _Server = _server_class()
 
             app = create_replica_app(runner, settings=settings)
+            # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For
+            # on any request from loopback; nothing here sits behind a proxy
             config = uvicorn.Config(app, host=args.http[0], port=args.http[1], log_level=args.log_level,
-                                    access_log=False, lifespan="off")
+                                    access_log=False, lifespan="off", proxy_headers=False)
             server = _Server(config)
             watch = _watch_parent(args.parent_pid, lambda: setattr(server, "should_exit", True))
             try:

@@ -35,6 +35,7 @@ from ..web import errors
 from ..dashboard.admin import PartitionIn, PartitionOut, check_groups
 from ..web.detail import replica_detail
 from ..web.errors import ApiError
+from ..web.hygiene import RequestHygieneMiddleware
 from ..web.limits import BodyLimitMiddleware
 from ..web.security import AccessMiddleware, Settings
 
@@ -205,6 +206,7 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
+    app.add_middleware(RequestHygieneMiddleware)  # innermost: sees the body once the limit has bounded it
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, settings=settings)
     return app

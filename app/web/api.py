@@ -11,7 +11,7 @@ Handlers are `async def` on purpose: they run on the event loop, so the replicas
 objects, not thread-safe) are never touched from two threads at once.
 Each handler takes the cluster from `request.app.state`; there is no module-level state.
 Keys come from the path (`{key:path}`), already percent-decoded, so `a/b` and `a%2Fb` name
-the same key.
+the same key; a key that is not UTF-8 once decoded never gets here (`hygiene.py`: 422 `invalid_key`).
 
 Writes take an optional `Idempotency-Key` header (`replication.idempotency` has the rules):
 with one, the cluster applies the write once per key at that replica and answers a retry with

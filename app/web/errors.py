@@ -92,11 +92,14 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 def _allowed_methods(request: Request) -> set[str]:
     """Every method some route accepts at this path (asked through the public `matches`)."""
     routes = request.app.router.routes
-    return {
+    allowed = {
         method
         for method in _METHODS
         if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
     }
+    if "GET" in allowed:
+        allowed.add("HEAD")  # answered wherever GET is (hygiene.py)
+    return allowed
 
 
 def _field(loc: tuple) -> str:

@@ -1,0 +1,143 @@
+"""What a request must be before any route sees it: one pure ASGI middleware, for every route.
+
+- The path must be UTF-8 once percent-decoded. The server decodes `%FE` and `%FF` alike to
+  U+FFFD, so without this check `kv/coll%FEx` and `kv/coll%FFx` would name one key. A bad
+  byte in a key is 422 `invalid_key`; anywhere else in the path, 422 `invalid_path`. The check
+  reads the undecoded `raw_path`; a server that gives none is trusted as it is.
+- A JSON body must not repeat a member name in any object, nested ones included: with
+  `{"add": 1, "add": 100}` the parser would keep the last and the client may have meant the
+  first, so it is 400 `duplicate_member` and changes nothing. Bodies that are not JSON, or not
+  valid JSON, are passed on untouched: the route answers those as before (415, 400
+  `invalid_json`). The check parses the body once more; bodies are at most the body limit.
+- `HEAD` is answered wherever `GET` is: FastAPI's routes do not add it themselves. The request
+  goes on as a `GET` and the answer keeps its headers (Content-Length included) without the body.
+
+Install it inside `BodyLimitMiddleware`, so that the body it holds in memory is already bounded.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import unquote_to_bytes
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_response
+
+KEYED_PREFIX = (b"", b"api", b"replicas")  # /api/replicas/{id}/{namespace}/{key...}
+KEY_SEGMENT = 5  # index of the key's first segment in raw_path.split(b"/")
+
+
+class _Duplicate(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _unique_members(pairs: list[tuple[str, object]]) -> None:
+    # Called for every object; the parsed document is thrown away, so nothing is built here (None
+    # stands in for each object): this pass costs about as much as the route's own parse.
+    if len(pairs) > 1 and len(dict(pairs)) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Duplicate(name)
+            seen.add(name)
+
+
+def duplicate_member(body: bytes) -> str | None:
+    """The first member name some object in `body` repeats, or None (also when `body` is not JSON)."""
+    try:
+        json.loads(body, object_pairs_hook=_unique_members)
+    except _Duplicate as d:
+        return d.name
+    except (ValueError, RecursionError):  # not JSON: the route's own parser answers it
+        return None
+    return None
+
+
+def bad_path_segment(raw_path: bytes) -> int | None:
+    """Index (in `raw_path.split(b"/")`) of the first segment that is not UTF-8 once percent-decoded."""
+    for i, segment in enumerate(raw_path.split(b"/")):
+        try:
+            unquote_to_bytes(segment).decode("utf-8")
+        except UnicodeDecodeError:
+            return i
+    return None
+
+
+def is_json(content_type: str | None) -> bool:
+    """What FastAPI parses as JSON: application/json and application/*+json."""
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+class RequestHygieneMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path")
+        if raw_path is not None:
+            bad = bad_path_segment(raw_path)
+            if bad is not None:
+                segments = raw_path.split(b"/")
+                in_key = tuple(segments[:3]) == KEYED_PREFIX and bad >= KEY_SEGMENT
+                code, what = ("invalid_key", "the key") if in_key else ("invalid_path", "the path")
+                await error_response(
+                    422, code,
+                    f"{what} is not valid UTF-8 once percent-decoded (segment {segments[bad][:80].decode('latin-1')!r})",
+                )(scope, receive, send)
+                return
+        if scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+            send = _without_body(send)
+        if is_json(Headers(scope=scope).get("content-type")):
+            body, receive = await _read_body(receive)
+            if body is None:  # the client went away: nothing to answer
+                return
+            name = duplicate_member(body)
+            if name is not None:
+                await error_response(
+                    400, "duplicate_member",
+                    f"the request body names the member {name!r} twice in one object; each name may appear once",
+                )(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _without_body(send: Send) -> Send:
+    async def head_send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return head_send
+
+
+async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
+    """The whole body, and a `receive` that hands it on as one message."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, receive
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect as usual
+
+    return body, replay
