@@ -24,6 +24,7 @@ Figures, not pass/fail. Linux only (it reads /proc).
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import random
 import re
@@ -294,12 +295,12 @@ class NormalClient:
     closed: str | None = None
     thread: threading.Thread | None = None
     conn: object = None
-    marks: list = field(default_factory=list)
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def start(self) -> None:
         from websockets.sync.client import connect
 
-        self.conn = connect(self.url, max_size=None, compression=None, open_timeout=10)
+        self.conn = self.stack.enter_context(connect(self.url, max_size=None, compression=None, open_timeout=10))
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -324,8 +325,7 @@ class NormalClient:
         return self.messages > since and self.closed is None
 
     def stop(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        self.stack.close()
         if self.thread is not None:
             self.thread.join(timeout=10)
 

@@ -37,7 +37,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 MAX_MESSAGE = 4096  # the largest message a client may send: `{"select": id}` needs a few dozen bytes
 KERNEL_SEND_BUFFER = 64 * 1024  # SO_SNDBUF asked for (Linux doubles it for its bookkeeping)
-WRITE_BUFFER_HIGH = 64 * 1024  # the transport's buffer above which a send waits
+WRITE_BUFFER_HIGH = 16 * 1024  # the transport's buffer above which a send waits
 CLOSE_GRACE_S = 10.0  # after the app is done, time for the close frame to drain before an abort
 
 
