@@ -6,6 +6,7 @@
                     [--forwarded-allow-ips IP,NET,...]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
     edgestate bench ws [--clients N] [--json FILE]
+    edgestate bench hostile --ws [--short] [--json FILE]   /ws floods: big frames, deflate bomb, clients that never read
     edgestate bench coordination [--pops ...] [--leader ID] [--partition americas|europe|asia-pacific] [--json FILE]
 
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
@@ -35,6 +36,7 @@ from replication.geo import place_replicas, select_pops
 from replication.scenarios import cli as scenario_cli
 
 from .bench import faults as bench_faults
+from .bench import hostile as bench_hostile
 from .bench import replica as bench_replica
 from .bench import ws as bench_ws
 from .replica import cli as replica_cli
@@ -143,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ws.add_parser(which)
     bench_replica.add_parser(which)
     bench_faults.add_parser(which)
+    bench_hostile.add_parser(which)
     return parser
 
 
@@ -202,16 +205,19 @@ def _serve(args: argparse.Namespace) -> int:
 def _run_server(args: argparse.Namespace, app, pops) -> int:
     import uvicorn
 
+    from .dashboard.ws.limits import uvicorn_options
     from .web.security import RedactTokens
 
     # The cluster and app are built and long-lived: keep them out of the collector's full
     # passes, which otherwise pause the event loop often enough to show in /ws lag tails.
     gc.freeze()
     # Forwarded headers are believed only from the proxies named by --forwarded-allow-ips (uvicorn's
-    # default trusts them from 127.0.0.1, so any local client could pick its rate-limit address).
+    # default trusts them from 127.0.0.1, so any local client could pick its rate-limit address);
+    # uvicorn_options: the WebSocket limits (message size, no compression, bounded send buffers).
     trusted = args.forwarded_allow_ips
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
-                                           proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None))
+                                           proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
+                                           **uvicorn_options()))
     for name in ("uvicorn.access", "uvicorn.error"):  # after uvicorn has set up its logging
         logging.getLogger(name).addFilter(RedactTokens())
     logging.getLogger("uvicorn.error").info(
@@ -252,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_replica.run(args)
         if args.bench == "faults":
             return bench_faults.run(args)
+        if args.bench == "hostile":
+            return bench_hostile.run(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE

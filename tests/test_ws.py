@@ -367,12 +367,15 @@ def inproc_server():
     """uvicorn on a loopback port, in a thread, serving an app whose hub has small bounds."""
     import uvicorn
 
+    from app.dashboard.ws.limits import uvicorn_options
+
     live = build_live(place_replicas(select_pops("default")), seed=5, speed=5.0)
     app = create_app(live, run_clock=True)
     hub = app.state.ws_hub
     hub.max_bytes = 256 * 1024  # about ten frames of this test's load
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           **uvicorn_options()))  # the limits `edgestate serve` runs with
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

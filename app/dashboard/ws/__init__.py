@@ -16,6 +16,8 @@ The parts, one module each:
 - `client`: one connection's bounded queue and its own sender task.
 - `hub`: the fan-out: one batch per frame, the same bytes to every client, slow ones dropped.
 - `endpoint`: the `/ws` route.
+- `limits`: what one connection may cost (message size, no compression, bounded send
+  buffers) and the uvicorn settings every server of `/ws` runs with.
 
 How it stays cheap and never stalls the cluster:
 
@@ -29,8 +31,9 @@ How it stays cheap and never stalls the cluster:
   per frame, and a client that is behind holds only the latest per replica (latest wins),
   never a backlog of them.
 - Each client has its own sender task and a bounded queue of frames. A client more than
-  `max_batches` frames or `max_bytes` behind is dropped with close code 1013 (try again
-  later); the page reconnects and gets a fresh snapshot. Its sender may be blocked inside a
+  `max_batches` frames or `max_bytes` behind, or whose send has waited `send_deadline_s`
+  (its socket's bounded buffers are full: it does not read), is dropped with close code 1013
+  (try again later); the page reconnects and gets a fresh snapshot. Its sender may be blocked inside a
   slow socket write: it is cancelled, nothing else waits for it.
 
 What is forwarded (and why):

@@ -4,12 +4,16 @@ sender task that drains it (one per client, so a slow socket only ever blocks it
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from fastapi import WebSocket
 
 DEFAULT_MAX_BATCHES = 64  # frames a client may be behind: about three seconds
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+# A send waiting this long means the socket's bounded buffers (`limits`) are full: the client
+# does not read. Without it a client that never reads is found only once its queue fills.
+DEFAULT_SEND_DEADLINE_S = 3.0
 
 
 class Client:
@@ -26,6 +30,7 @@ class Client:
         self.dropped = False
         self.closed = False
         self.sending = False
+        self.send_since = 0.0  # monotonic time the current send started (while `sending`)
         self.sender: asyncio.Task | None = None
         self.select: str | None = None
         self.detail_sent: tuple | None = None  # (replica, digest, status) of the last detail queued
@@ -64,11 +69,20 @@ class Client:
         self.states.clear()
         self.slots.clear()
 
+    def _start_send(self) -> None:
+        self.send_since = time.monotonic()
+        self.sending = True
+
+    def stuck(self, now: float, deadline_s: float) -> bool:
+        """Whether one send has been waiting longer than the deadline: the socket's bounded
+        buffers are full because the client does not read (`limits`)."""
+        return self.sending and now - self.send_since > deadline_s
+
     async def run(self, websocket: WebSocket) -> None:
         """The sender task: one per client, so a slow socket only ever blocks itself."""
         if self.first is not None:  # the snapshot, on its own
             first, self.first = self.first, None
-            self.sending = True
+            self._start_send()
             try:
                 await websocket.send_bytes(first)
             finally:
@@ -82,7 +96,7 @@ class Client:
             data = self.take()
             if data is None:
                 continue
-            self.sending = True
+            self._start_send()
             try:
                 await websocket.send_bytes(data)
             finally:

@@ -11,9 +11,9 @@ from fastapi import APIRouter, WebSocket
 
 from .client import Client
 from .hub import Hub
+from .limits import MAX_MESSAGE as MAX_CLIENT_MESSAGE  # uvicorn refuses larger ones (1009) before they are read
 
 CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind the stream
-MAX_CLIENT_MESSAGE = 4096
 
 
 async def _receive(websocket: WebSocket, hub: Hub, client: Client) -> None:
@@ -24,7 +24,7 @@ async def _receive(websocket: WebSocket, hub: Hub, client: Client) -> None:
         data = message.get("text")
         if data is None:
             data = message.get("bytes")
-        if not data or len(data) > MAX_CLIENT_MESSAGE:
+        if not data or len(data) > MAX_CLIENT_MESSAGE:  # in case a server runs without the limits
             continue
         try:
             obj = orjson.loads(data)

@@ -5,7 +5,9 @@ model (`model`) decides what is forwarded and serialises it once; the bytes wait
 for the frame. Once per frame (`flush`, from the hub's loop task) what is pending becomes one
 batch, handed as the same bytes object to every client's bounded queue (`client`), with the
 coalesced slots (replica states, convergence, the clock, counters, each client's selected
-detail) read from the cluster once (`snapshot`). A client over its bound is dropped.
+detail) read from the cluster once (`snapshot`). A client over its bound is dropped, and so is
+one whose current send has waited more than `send_deadline_s` (its socket's buffers, bounded by
+`limits`, are full: it does not read), both with close code 1013.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from .client import DEFAULT_MAX_BATCHES, DEFAULT_MAX_BYTES, Client
+from .client import DEFAULT_MAX_BATCHES, DEFAULT_MAX_BYTES, DEFAULT_SEND_DEADLINE_S, Client
 from .encoding import dumps, wall_ms
 from .model import StreamModel
 from .snapshot import ClusterReader, StreamSource
@@ -38,6 +40,7 @@ class Hub:
         frame_s: float = FRAME_S,
         max_batches: int = DEFAULT_MAX_BATCHES,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        send_deadline_s: float = DEFAULT_SEND_DEADLINE_S,
         wall_ms: Callable[[], float] = wall_ms,
     ) -> None:
         self.live = live
@@ -45,6 +48,7 @@ class Hub:
         self.frame_s = frame_s
         self.max_batches = max_batches
         self.max_bytes = max_bytes
+        self.send_deadline_s = send_deadline_s
         self.wall_ms = wall_ms
         self.clients: set[Client] = set()
         self._pending: list[bytes] = []
@@ -126,7 +130,7 @@ class Hub:
         if m is not None:
             m.ws_connected(-1)
 
-    def drop(self, c: Client) -> None:
+    def drop(self, c: Client, why: str = "") -> None:
         """The client fell behind: forget its backlog, stop its sender (even mid-write)."""
         if c.dropped:
             return
@@ -140,8 +144,7 @@ class Hub:
         m = self._metrics()
         if m is not None:
             m.ws_dropped()
-        log.info("ws: dropped a client that fell behind (more than %d frames or %d bytes queued)",
-                 c.max_batches, c.max_bytes)
+        log.info("ws: dropped a client that fell behind (%s)", why or "its queue is over its bound")
 
     def select(self, c: Client, replica: str | None) -> None:
         c.select = replica
@@ -186,9 +189,13 @@ class Hub:
             self._counters_at = now
             slots["counters"] = dumps(self.counters())
         details: dict[str, tuple[tuple, bytes]] = {}
+        clock_now = time.monotonic()  # `now` may be a test's virtual time; sends are timed on this one
         for c in list(self.clients):
+            if c.stuck(clock_now, self.send_deadline_s):  # its socket is full: it does not read
+                self.drop(c, f"a send waited more than {self.send_deadline_s:g} s")
+                continue
             if batch is not None and not c.offer(batch):
-                self.drop(c)
+                self.drop(c, f"more than {c.max_batches} frames or {c.max_bytes} bytes queued")
                 continue
             if states:
                 c.states.update(states)
