@@ -65,6 +65,7 @@ LABEL = "map"
 VERBS: tuple[str, ...] = ("set", "add", "remove")
 CONTEXT_REMOVES = True  # register values and resets die by the context
 TAKES_CONTEXT = False
+JOIN_BY_ENTRY = True  # the join works field by field: a store may join a small delta by the fields it touches
 CHECKS = {"fields": "json", "conflicts": "json"}
 MAX_FIELD_BYTES = 256
 SUMMARY_FIELDS = 50  # fields a summary (the dashboard's panel) lists

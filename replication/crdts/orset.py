@@ -28,6 +28,7 @@ LABEL = "set"
 VERBS: tuple[str, ...] = ("add", "remove")
 CONTEXT_REMOVES = True  # a dot absent from the store but in the context is dead
 TAKES_CONTEXT = False
+JOIN_BY_ENTRY = True  # the join works element by element: a store may join a small delta by the elements it touches
 CHECKS = {"members": "jsonlist"}
 EXAMPLES: tuple[dict, ...] = ({"add": [0]}, {"add": [1, 2]}, {"add": []}, {"remove": [0]}, {"remove": [1, 2, 3]})
 SUMMARY_MEMBERS = 50  # members a summary (the dashboard's panel) lists
@@ -171,6 +172,11 @@ def members(store: Store) -> list[bytes]:
 def dots(store: Store):
     for ds in store.values():
         yield from ds
+
+
+def holding(store: Store, gone: set[Dot]) -> list[bytes]:
+    """The elements holding one of `gone` (a removal's dots), for a store joining a small delta."""
+    return [e for e, ds in store.items() if not ds.isdisjoint(gone)]
 
 
 def contents(store: Store) -> list[tuple[Dot, bytes]]:
