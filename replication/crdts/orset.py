@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Iterable, NamedTuple
 
+from .. import bounds
 from ..clocks import CausalContext, Dot, Timestamp, dot_from_wire
 from ..errors import InvalidOperation, MalformedDelta
 from ..values import canonical_from_wire, decode_value, encode_value
@@ -61,10 +62,18 @@ def check(op: object) -> SetOp:
     elements = op[verb]
     if not isinstance(elements, list):
         raise InvalidOperation("set elements must be given as a list")
+    bounds.request_members(len(elements))  # before encoding any of them
     return SetOp(verb == "add", list(dict.fromkeys(encode_value(e) for e in elements)))
 
 
+def _bound(store: Store, op: SetOp) -> None:
+    """An add may not make the key hold more than its bound (`bounds`); members it holds count once."""
+    if op.add:
+        bounds.key_members(len(store), sum(1 for e in op.elements if e not in store))
+
+
 def delta(store: Store, op: SetOp, mint: Mint) -> Mutation | None:
+    _bound(store, op)
     if op.add:
         if not op.elements:
             return None
@@ -77,6 +86,7 @@ def delta(store: Store, op: SetOp, mint: Mint) -> Mutation | None:
 
 
 def mutate(store: Store, ctx: CausalContext, op: SetOp, mint: Mint) -> None:
+    _bound(store, op)
     if op.add:
         apply_add(store, ctx, op.elements, [mint.dot() for _ in op.elements])
     elif _observed(store, op.elements):
