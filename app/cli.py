@@ -10,6 +10,7 @@
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
     edgestate replica --id ID --listen H:P [--http H:P] --peer ID=H:P ... --data-dir D --secret-file F
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
+    edgestate bench writes [--pops ...] [--big N] [--json FILE]
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
     edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
@@ -35,6 +36,7 @@ from replication.scenarios import cli as scenario_cli
 
 from .bench import faults as bench_faults
 from .bench import replica as bench_replica
+from .bench import writes as bench_writes
 from .bench import ws as bench_ws
 from .replica import cli as replica_cli
 
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ws.add_parser(which)
     bench_replica.add_parser(which)
     bench_faults.add_parser(which)
+    bench_writes.add_parser(which)
     return parser
 
 
@@ -228,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_replica.run(args)
         if args.bench == "faults":
             return bench_faults.run(args)
+        if args.bench == "writes":
+            return bench_writes.run(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE

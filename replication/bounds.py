@@ -34,7 +34,7 @@ from .errors import MapTooLarge, SetTooLarge, TooManyFields, TooManyMembers
 
 MAX_SET_REQUEST_MEMBERS = 1_000
 MAX_SET_MEMBERS = 10_000
-MAX_MAP_REQUEST_FIELDS = 1_000
+MAX_MAP_REQUEST_FIELDS = 250  # a map field costs about four set members to write and join
 MAX_MAP_FIELDS = 10_000
 
 _NAMES = ("MAX_SET_REQUEST_MEMBERS", "MAX_SET_MEMBERS", "MAX_MAP_REQUEST_FIELDS", "MAX_MAP_FIELDS")

@@ -16,8 +16,8 @@ So the store also keeps:
   anti-entropy fetches it back from a peer; the hole costs a cloud entry per later dot of
   that actor until then);
 - a content digest by key range, Merkle-style but additive: each key hashes to a number, the
-  sum mod 2^256 of a hash per live dot (over namespace, key, dot and the dot's seal, which
-  binds its content), kept up to date as dots come and go (`_reseal`, `_drop_bad`), so a
+  sum mod 2^256 of a number per live dot (its seal, which binds namespace, key, dot and
+  content, spread over 256 bits), kept up to date as dots come and go (`_reseal`, `_drop_bad`), so a
   write costs in proportion to the dots it changes, not to the key's size; each of `NBUCKETS`
   buckets (by a hash of namespace and key) sums its keys' hashes mod 2^256, and the root is
   the sum of the buckets (AdHash). A change costs O(changed keys), folded in only when a
@@ -44,6 +44,7 @@ counted as disputed and reported. What was found is in `integrity` (counters) an
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
@@ -101,21 +102,30 @@ def bucket_of(ns: str, key: str) -> int:
     return hashlib.blake2b(f"{ns}/{key}".encode(), digest_size=1).digest()[0]
 
 
-def _dot_hash(ns: str, key: str, d: Dot, seal: bytes) -> int:
-    """One live dot of a key as a number: over namespace, key, dot and its seal (which binds the
-    dot's content). A key's hash is the sum of its dots' (`_key_hash`), so it can be kept up to
-    date one dot at a time."""
-    raw = msgpack.packb([ns, key, d[0], d[1], seal], use_bin_type=True)
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=32, person=b"edgestate/dot2").digest(), "big")
+# Spreads a dot's number over 256 bits: odd, so multiplying by it is one-to-one mod 2^256, and a
+# root or bucket sum shortened to its top bytes (`short`) still moves with every change.
+_SPREAD = int.from_bytes(hashlib.blake2b(b"edgestate/spread1", digest_size=32).digest(), "big") | 1
+
+
+def _dot_hash(seal: bytes) -> int:
+    """One live dot of a key as a number, from its seal alone: the seal already binds namespace,
+    key, dot and content (`seals`). One more than the seal, so an unsealed dot still counts, spread
+    over 256 bits. A key's hash is the sum of its dots' (`_key_hash`), so it is kept up to date one
+    dot at a time."""
+    return (int.from_bytes(seal, "big") + 1) * _SPREAD % _MOD
 
 
 def _key_hash(ns: str, key: str, store, seals: dict[Dot, bytes]) -> int:
-    """A key's state as a number, from scratch: the sum mod 2^256 of its live dots' hashes. Each
-    seal binds namespace, key, dot and content, so equal seals mean equal content as long as
-    each copy verifies (which the scrub checks). Equal states have equal hashes; the store keeps
-    this sum incrementally (`Store._khash`) and the scrub compares the two."""
-    no = _seals.NO_SEAL
-    return sum(_dot_hash(ns, key, d, seals.get(d, no)) for d in BY_NAMESPACE[ns].dots(store)) % _MOD
+    """A key's state as a number, from scratch: the sum mod 2^256 of its live dots' numbers.
+    Equal states have equal hashes; a changed seal, a dot more or less, changes it. The store
+    keeps this sum incrementally (`Store._khash`) and the scrub compares the two. Summed at C
+    speed (the scrub re-hashes whole keys): the multiplication distributes over the sum."""
+    dots = list(BY_NAMESPACE[ns].dots(store))
+    raw = _seals.blob(dots, seals)
+    if len(raw) != 8 * len(dots):  # a seal of another length (damage in memory): one at a time
+        return sum(_dot_hash(seals.get(d, _seals.NO_SEAL)) for d in dots) % _MOD
+    total = sum(v for (v,) in struct.iter_unpack(">Q", raw)) + len(dots)
+    return total * _SPREAD % _MOD
 
 
 # A delta whose context names more dots than this is joined over whole keys (an anti-entropy
@@ -370,13 +380,13 @@ class Store:
         no = _seals.NO_SEAL
         h = self._khash.get((ns, key), 0)
         for d in before - after:
-            h -= _dot_hash(ns, key, d, seals.pop(d, no))
+            h -= _dot_hash(seals.pop(d, no))
         for d in after:
             if d not in before or d in replaced:
                 if d in before:
-                    h -= _dot_hash(ns, key, d, seals.get(d, no))
+                    h -= _dot_hash(seals.get(d, no))
                 s = seals[d] = theirs.get(d, no)
-                h += _dot_hash(ns, key, d, s)
+                h += _dot_hash(s)
         self._set_khash((ns, key), h)
 
     def _set_khash(self, ref: KeyRef, h: int) -> None:
@@ -487,7 +497,7 @@ class Store:
             self.rewritten.add((ns, key))
             h = self._khash.get((ns, key), 0)
             for d in sorted(dots):
-                h -= _dot_hash(ns, key, d, seals.pop(d, _seals.NO_SEAL))
+                h -= _dot_hash(seals.pop(d, _seals.NO_SEAL))
                 self.key_of.pop(d, None)
                 if _newest(self.ctx, d):
                     self._refetch[d] = (ns, key)
