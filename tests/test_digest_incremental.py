@@ -132,7 +132,7 @@ def test_a_large_key_reloaded_from_storage_keeps_its_digest(tmp_path):
     for i in range(5):
         disk.append(r.write("sets", "big", {"add": list(range(i * 1000, (i + 1) * 1000))}, now=i)[1])
     disk.append(r.write("sets", "big", {"remove": list(range(0, 2000, 3))}, now=9)[1])
-    disk.append(r.write("maps", "m", {"set": {f"f{i}": i for i in range(500)}}, now=10)[1])
+    disk.append(r.write("maps", "m", {"set": {f"f{i}": i for i in range(200)}}, now=10)[1])
     disk.flush()
     disk.checkpoint(r)  # the set's row as a checkpoint writes it; the map's from the log
     disk.append(r.write("maps", "m", {"remove": ["f1", "f2"]}, now=11)[1])
