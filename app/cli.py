@@ -12,6 +12,7 @@
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
     edgestate replica --id ID --listen H:P [--http H:P] --peer ID=H:P ... --data-dir D --secret-file F
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
+    edgestate bench writes [--pops ...] [--big N] [--json FILE]
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
     edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
@@ -38,6 +39,7 @@ from replication.scenarios import cli as scenario_cli
 from .bench import faults as bench_faults
 from .bench import hostile as bench_hostile
 from .bench import replica as bench_replica
+from .bench import writes as bench_writes
 from .bench import ws as bench_ws
 from .replica import cli as replica_cli
 
@@ -146,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_replica.add_parser(which)
     bench_faults.add_parser(which)
     bench_hostile.add_parser(which)
+    bench_writes.add_parser(which)
     return parser
 
 
@@ -260,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_faults.run(args)
         if args.bench == "hostile":
             return bench_hostile.run(args)
+        if args.bench == "writes":
+            return bench_writes.run(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE

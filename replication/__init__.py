@@ -8,7 +8,7 @@ layer may import:
 
 - core, sans-IO: reads no clock, never sleeps, opens no socket and writes no file; callers
   pass time in, and every random choice comes from a generator seeded by the caller.
-  `clocks`, `crdts`, `values`, `tokens`, `errors`, `seals`, `delta`, `store`, `replica`,
+  `clocks`, `crdts`, `values`, `bounds`, `tokens`, `errors`, `seals`, `delta`, `store`, `replica`,
   `messages`, `wire`, `dissemination`, `antientropy`, `membership`, `node`, `idempotency`,
   `geo`, `contract`, `derived`, `writes`.
 - simulation, on virtual time: opens no socket and writes no file. `sim` (the simulator

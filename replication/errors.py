@@ -42,6 +42,33 @@ class ValueTooLarge(EdgeStateError):
     code = "value_too_large"
 
 
+class LimitExceeded(EdgeStateError):
+    """A write over one of the bounds of `replication.bounds`: `limit` names the bound and
+    `value` is its value (both in the HTTP answer too). One subclass per kind, by its code."""
+
+    code = "limit_exceeded"
+
+    def __init__(self, limit: str, value: int, message: str) -> None:
+        super().__init__(f"{message} (limit {limit} = {value})")
+        self.limit, self.value = limit, value
+
+
+class TooManyMembers(LimitExceeded):
+    code = "too_many_members"  # one set operation names more members than it may
+
+
+class SetTooLarge(LimitExceeded):
+    code = "set_too_large"  # an add would make the set key hold more members than it may
+
+
+class TooManyFields(LimitExceeded):
+    code = "too_many_fields"  # one map operation names more fields than it may
+
+
+class MapTooLarge(LimitExceeded):
+    code = "map_too_large"  # a write would make the map key hold more fields than it may
+
+
 class InvalidOperation(EdgeStateError):
     code = "invalid_operation"
 

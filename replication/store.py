@@ -15,11 +15,13 @@ So the store also keeps:
   one (`_drop_bad`: the dot is dropped here and taken out of both contexts, so ordinary
   anti-entropy fetches it back from a peer; the hole costs a cloud entry per later dot of
   that actor until then);
-- a content digest by key range, Merkle-style but additive: each key hashes to a number
-  (over its live dots' seals, which bind their content), each of `NBUCKETS` buckets (by a
-  hash of namespace and key) sums its keys' hashes mod 2^256, and the root is the sum of
-  the buckets (AdHash). A change costs O(changed keys), folded in only when a digest is
-  asked for; two replicas compare roots, then
+- a content digest by key range, Merkle-style but additive: each key hashes to a number, the
+  sum mod 2^256 of a number per live dot (its seal, which binds namespace, key, dot and
+  content, spread over 256 bits), kept up to date as dots come and go (`_reseal`, `_drop_bad`), so a
+  write costs in proportion to the dots it changes, not to the key's size; each of `NBUCKETS`
+  buckets (by a hash of namespace and key) sums its keys' hashes mod 2^256, and the root is
+  the sum of the buckets (AdHash). A change costs O(changed keys), folded in only when a
+  digest is asked for; two replicas compare roots, then
   bucket sums, then the per-key hashes of differing buckets, then exchange the key states
   that differ (`antientropy`);
 - a scrub: the cached per-key hashes are what the store *meant* to hold. Memory that
@@ -42,6 +44,7 @@ counted as disputed and reported. What was found is in `integrity` (counters) an
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
@@ -99,14 +102,36 @@ def bucket_of(ns: str, key: str) -> int:
     return hashlib.blake2b(f"{ns}/{key}".encode(), digest_size=1).digest()[0]
 
 
+# Spreads a dot's number over 256 bits: odd, so multiplying by it is one-to-one mod 2^256, and a
+# root or bucket sum shortened to its top bytes (`short`) still moves with every change.
+_SPREAD = int.from_bytes(hashlib.blake2b(b"edgestate/spread1", digest_size=32).digest(), "big") | 1
+
+
+def _dot_hash(seal: bytes) -> int:
+    """One live dot of a key as a number, from its seal alone: the seal already binds namespace,
+    key, dot and content (`seals`). One more than the seal, so an unsealed dot still counts, spread
+    over 256 bits. A key's hash is the sum of its dots' (`_key_hash`), so it is kept up to date one
+    dot at a time."""
+    return (int.from_bytes(seal, "big") + 1) * _SPREAD % _MOD
+
+
 def _key_hash(ns: str, key: str, store, seals: dict[Dot, bytes]) -> int:
-    """A key's state as a number, from its live dots' seals: each seal binds namespace, key,
-    dot and content, so equal seals mean equal content as long as each copy verifies (which
-    the scrub checks). Hashing 8 bytes a dot is what keeps digests cheap."""
-    raw = _seals.blob(sorted(BY_NAMESPACE[ns].dots(store)), seals)
-    h = hashlib.blake2b(f"{ns}/{key}".encode(), digest_size=32, person=b"edgestate/key1")
-    h.update(raw)
-    return int.from_bytes(h.digest(), "big")
+    """A key's state as a number, from scratch: the sum mod 2^256 of its live dots' numbers.
+    Equal states have equal hashes; a changed seal, a dot more or less, changes it. The store
+    keeps this sum incrementally (`Store._khash`) and the scrub compares the two. Summed at C
+    speed (the scrub re-hashes whole keys): the multiplication distributes over the sum."""
+    dots = list(BY_NAMESPACE[ns].dots(store))
+    raw = _seals.blob(dots, seals)
+    if len(raw) != 8 * len(dots):  # a seal of another length (damage in memory): one at a time
+        return sum(_dot_hash(seals.get(d, _seals.NO_SEAL)) for d in dots) % _MOD
+    total = sum(v for (v,) in struct.iter_unpack(">Q", raw)) + len(dots)
+    return total * _SPREAD % _MOD
+
+
+# A delta whose context names more dots than this is joined over whole keys (an anti-entropy
+# reply or a full state carries the sender's whole context); below it, only over the entries the
+# delta can change (`Store._join_entries`).
+SMALL_CTX_DOTS = 8192
 
 
 def short(h: int) -> bytes:
@@ -137,6 +162,22 @@ def _punch(ctx: CausalContext, d: Dot) -> None:
         ctx.vv._v.pop(r, None)
 
 
+def _few_dots(ctx: CausalContext, limit: int) -> set[Dot] | None:
+    """The dots of `ctx` when there are at most `limit` of them, else None."""
+    if sum(ctx.vv._v.values()) + len(ctx.cloud) > limit:
+        return None
+    return set(ctx.dots())
+
+
+def _holding(mod, state, dots: set[Dot], skip) -> list:
+    """The entries of a key's state (not in `skip`) that hold one of `dots`: a type may answer
+    faster (`holding`); otherwise each entry is looked at."""
+    fast = getattr(mod, "holding", None)
+    if fast is not None:
+        return [n for n in fast(state, dots) if n not in skip]
+    return [n for n, part in state.items() if n not in skip and not dots.isdisjoint(mod.dots({n: part}))]
+
+
 class _Minus:
     """A context seen without some dots: lets a join take a peer's copy of a dot we hold."""
 
@@ -165,6 +206,7 @@ class Store:
         # The AdHash by bucket: per-key hashes as last folded in, the bucket sums, and their
         # sum (the root). Keys changed since the last digest wait in _dirty.
         self._hashes: list[dict[KeyRef, int]] = [{} for _ in range(NBUCKETS)]
+        self._khash: dict[KeyRef, int] = {}  # each live key's hash, kept as its dots change
         self._buckets = [0] * NBUCKETS
         self._sum = 0
         self._dirty: set[KeyRef] = set()
@@ -260,13 +302,18 @@ class Store:
         refs = sorted(refs)  # a stable order: observers see the same event stream in every process
         changed = []
         ca = _Minus(self.ctx, self._refetch) if self._refetch else self.ctx
+        cdots = None if delta.full else _few_dots(delta.ctx, SMALL_CTX_DOTS)
         for ns, key in refs:
             mod = BY_NAMESPACE[ns]
             mine = self.data[ns].get(key) or mod.empty()
             theirs = delta.entries.get((ns, key)) or mod.empty()
+            if cdots is not None and mine and getattr(mod, "JOIN_BY_ENTRY", False):
+                if self._join_entries(ns, key, mod, mine, ca, theirs, delta, cdots):
+                    changed.append((ns, key))
+                continue
             joined = mod.join(mine, ca, theirs, delta.ctx)
             if joined != mine:
-                self._reseal(mod, mine, joined, delta.seals, ())
+                self._reseal(ns, key, mod, mine, joined, delta.seals, ())
                 self._replace(ns, key, mine, joined)
                 changed.append((ns, key))
         fresh = list(delta.applied.dots_not_in(self.applied))
@@ -280,6 +327,33 @@ class Store:
         if self._refetch:
             self._settle_refetch(delta)
         return Applied(changed, fresh)
+
+    def _join_entries(self, ns: str, key: str, mod, mine, ca, theirs, delta: Delta, cdots: set[Dot]) -> bool:
+        """Join a small delta into a large key entry by entry: the same result as `mod.join` over
+        the whole key for a type whose join works entry by entry (`JOIN_BY_ENTRY`: an entry
+        neither side's delta names, with no dot the delta's context knows, stays as it is), at a
+        cost in proportion to the delta. The entries joined are those the delta carries and
+        those holding a dot its context names (a removal). Returns whether the key changed."""
+        names = set(theirs)
+        own = set(mod.dots(theirs))
+        own.update(mod.dots({n: mine[n] for n in names if n in mine}))
+        # Dots the context names outside the entries it carries: only one held here (in our
+        # context) can be live in `mine`, so a fresh remove event or an add's own dot costs no scan.
+        rest = {d for d in cdots if d not in own and self.ctx.contains(d)}
+        if rest:
+            names.update(_holding(mod, mine, rest, names))
+        before = {n: mine[n] for n in names if n in mine}
+        after = mod.join(before, ca, theirs, delta.ctx)
+        if after == before:
+            return False
+        joined = dict(mine)  # a new dict: an outgoing delta may still hold the old one
+        for n in before:
+            if n not in after:
+                del joined[n]
+        joined.update(after)
+        self._reseal(ns, key, mod, before, after, delta.seals, ())
+        self._replace(ns, key, mine, joined)
+        return True
 
     def _settle_refetch(self, delta: Delta) -> None:
         """A dropped dot's fate is known again once a delta carrying its key names it in its
@@ -296,17 +370,31 @@ class Store:
             _punch(ctx, d)  # this store dropped it: a peer must not read its absence as a removal
         return ctx
 
-    def _reseal(self, mod, old, new, theirs: dict[Dot, bytes], replaced) -> None:
+    def _reseal(self, ns: str, key: str, mod, old, new, theirs: dict[Dot, bytes], replaced) -> None:
         """Seals follow live dots: a dot that died loses its seal, a dot that arrived (or
-        whose damaged copy was replaced) takes the one that came with it."""
+        whose damaged copy was replaced) takes the one that came with it. The key's hash moves
+        with them, dot by dot. `old` and `new` may be the whole key or the entries that changed."""
         before = set(mod.dots(old))
         after = set(mod.dots(new))
         seals = self.seals
+        no = _seals.NO_SEAL
+        h = self._khash.get((ns, key), 0)
         for d in before - after:
-            seals.pop(d, None)
+            h -= _dot_hash(seals.pop(d, no))
         for d in after:
             if d not in before or d in replaced:
-                seals[d] = theirs.get(d, _seals.NO_SEAL)
+                if d in before:
+                    h -= _dot_hash(seals.get(d, no))
+                s = seals[d] = theirs.get(d, no)
+                h += _dot_hash(s)
+        self._set_khash((ns, key), h)
+
+    def _set_khash(self, ref: KeyRef, h: int) -> None:
+        h %= _MOD
+        if h:
+            self._khash[ref] = h
+        else:
+            self._khash.pop(ref, None)
 
     def _replace(self, ns: str, key: str, old, new) -> None:
         self._dirty.add((ns, key))
@@ -407,8 +495,9 @@ class Store:
             mine = self.data[ns][key]
             self._replace(ns, key, mine, mod.without(mine, dots))
             self.rewritten.add((ns, key))
+            h = self._khash.get((ns, key), 0)
             for d in sorted(dots):
-                seals.pop(d, None)
+                h -= _dot_hash(seals.pop(d, _seals.NO_SEAL))
                 self.key_of.pop(d, None)
                 if _newest(self.ctx, d):
                     self._refetch[d] = (ns, key)
@@ -416,6 +505,7 @@ class Store:
                     _punch(self.ctx, d)
                 _punch(self.applied, d)
                 self._found("bad_seal", ns, key, d, action="dropped; anti-entropy fetches it back")
+            self._set_khash((ns, key), h)
         if bad:
             self._digest = None
         return bool(bad)
@@ -465,7 +555,7 @@ class Store:
                     self._disputed.add(d)
                     self._found("disputed", ns, key, d, peer, action="kept as dead here; not repaired")
             if joined != mine or losers:
-                self._reseal(mod, mine, joined, delta.seals, losers)
+                self._reseal(ns, key, mod, mine, joined, delta.seals, losers)
                 self._replace(ns, key, mine, joined)
                 self.rewritten.add(ref)
                 changed.append(ref)
@@ -500,15 +590,14 @@ class Store:
         """Fold keys changed since the last digest into their buckets and the root."""
         if not self._dirty:
             return
-        data, seals, hashes, buckets = self.data, self.seals, self._hashes, self._buckets
+        khash, hashes, buckets = self._khash, self._hashes, self._buckets
         total = self._sum
         for ref in self._dirty:
             ns, key = ref
             b = bucket_of(ns, key)
             hb = hashes[b]
             old = hb.pop(ref, 0)
-            s = data[ns].get(key)
-            new = _key_hash(ns, key, s, seals) if s else 0
+            new = khash.get(ref, 0)
             if new:
                 hb[ref] = new
             if new != old:
@@ -566,6 +655,8 @@ class Store:
             done += 1
         for ns, key in changed:
             self._found("silent_change", ns, key, None)
+            s = data[ns].get(key)
+            self._set_khash((ns, key), _key_hash(ns, key, s, seals) if s else 0)  # what it holds now
             self._dirty.add((ns, key))
         if changed:
             self._digest = None

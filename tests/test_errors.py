@@ -17,6 +17,7 @@ EXPECTED_STATUS = {
     "value_too_large": 413, "bad_context": 400, "unknown_type": 404, "unknown_replica": 404,
     "replica_down": 503, "storage_unavailable": 503, "recovering": 503, "not_supported_with_processes": 409,
     "invalid_idempotency_key": 400, "idempotency_key_reused": 422, "idempotency_table_full": 429,
+    "too_many_members": 413, "too_many_fields": 413, "set_too_large": 422, "map_too_large": 422,
 }
 
 EXPECTED_CODES = {
@@ -29,7 +30,8 @@ EXPECTED_CODES = {
     "NotWithProcesses": "not_supported_with_processes", "StorageError": "storage_error",
     "StorageLocked": "storage_locked", "WrongReplica": "wrong_replica", "CorruptStorage": "corrupt_storage",
     "MigrationError": "migration_failed", "StorageUnavailable": "storage_unavailable", "Recovering": "recovering",
-    "BadFrame": "bad_frame",
+    "BadFrame": "bad_frame", "LimitExceeded": "limit_exceeded", "TooManyMembers": "too_many_members",
+    "SetTooLarge": "set_too_large", "TooManyFields": "too_many_fields", "MapTooLarge": "map_too_large",
 }
 
 

@@ -317,7 +317,8 @@ class ProcessLive:
             return None
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            raise ApiError(status, str(err.get("code")), str(err.get("message")))
+            more = {"limit": err["limit"]} if isinstance(err.get("limit"), dict) else {}  # a bound, relayed whole
+            raise ApiError(status, str(err.get("code")), str(err.get("message")), **more)
         raise ApiError(502, "bad_gateway", f"replica {rid} answered {status}")
 
     async def awrite(self, rid: str, ns: str, key: str, op: dict) -> Any:

@@ -27,6 +27,10 @@ STATUS_BY_CODE = {
     "invalid_operation": 422,
     "counter_overflow": 422,
     "value_too_large": 413,
+    "too_many_members": 413,  # per request: `replication.bounds`
+    "too_many_fields": 413,
+    "set_too_large": 422,  # per key: the request is fine, the key is full
+    "map_too_large": 422,
     "bad_context": 400,
     "unknown_type": 404,
     "unknown_replica": 404,
@@ -43,15 +47,18 @@ STATUS_BY_CODE = {
 class ApiError(Exception):
     """An error decided by the web layer itself (not by the library), e.g. a key with no value."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, **more) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.more = more  # members beside code and message (a relayed bound's `limit`)
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   **more) -> JSONResponse:
+    """The one error shape; `more` adds members beside code and message (a bound's `limit`)."""
+    return JSONResponse({"error": {"code": code, "message": message, **more}}, status_code=status, headers=headers)
 
 
 def _code_for_status(status: int) -> str:
@@ -62,13 +69,16 @@ def _code_for_status(status: int) -> str:
 
 
 async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, **exc.more)
 
 
 async def on_library_error(request: Request, exc: EdgeStateError) -> JSONResponse:
     retry_after = getattr(exc, "retry_after_s", None)
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, headers)
+    limit = getattr(exc, "limit", None)
+    # a bound (`replication.bounds`): its name and value, beside code and message
+    more = {"limit": {"name": limit, "value": exc.value}} if limit is not None else {}
+    return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, headers, **more)
 
 
 async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:

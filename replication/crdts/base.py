@@ -25,6 +25,12 @@ reference in-place `mutate` (the law "the delta-mutator equals the mutation" is 
 it), `sequential(value, op)` (the same operation on one copy, in log order: the coordinated
 baseline's state machine) and `EXAMPLES`, operations the property harness draws from.
 
+Optional, for a type whose state is a dict joined entry by entry (an entry that neither side's
+store holds with a dot the other's context knows stays as it is): `JOIN_BY_ENTRY = True` lets the
+store join a small delta over only the entries it touches, and `holding(state, dots)` names the
+entries holding some of `dots` faster than looking at each. A type that sets it must keep
+`join(a, ca, b, cb)` restricted to any set of entries equal to the whole join restricted to them.
+
 Laws every type keeps (tests/test_crdt_laws.py and tests/test_causal_deltas.py check them for
 every registered type): the join is commutative, associative and idempotent on reachable
 states; `state ⊔ delta(state, op) == mutate(state, op)`; replicas that join the same deltas in

@@ -32,6 +32,7 @@ LABEL = "kv"
 VERBS: tuple[str, ...] = ("value", "delete")
 CONTEXT_REMOVES = True  # a dot absent from the store but in the context is dead
 TAKES_CONTEXT = True
+JOIN_BY_ENTRY = True  # the join keeps or drops each dot on its own: a store may join a small delta entry by entry
 CHECKS = {"values": "jsonlist", "siblings": "int"}  # what a scenario may expect of a key (see `figures`)
 EXAMPLES: tuple[dict, ...] = (
     {"value": 0}, {"value": 1}, {"value": {"a": [1, None]}}, {"delete": True},

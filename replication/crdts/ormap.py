@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Iterable, NamedTuple
 
+from .. import bounds
 from ..clocks import MAX_COUNTER, CausalContext, Dot, Timestamp, check_replica_id, dot_from_wire
 from ..errors import CounterOverflow, InvalidOperation, MalformedDelta
 from ..values import canonical_from_wire, decode_value, encode_value
@@ -65,6 +66,7 @@ LABEL = "map"
 VERBS: tuple[str, ...] = ("set", "add", "remove")
 CONTEXT_REMOVES = True  # register values and resets die by the context
 TAKES_CONTEXT = False
+JOIN_BY_ENTRY = True  # the join works field by field: a store may join a small delta by the fields it touches
 CHECKS = {"fields": "json", "conflicts": "json"}
 MAX_FIELD_BYTES = 256
 SUMMARY_FIELDS = 50  # fields a summary (the dashboard's panel) lists
@@ -179,6 +181,8 @@ def check(op: object) -> MapOp:
     verb = verb_of(NAME, op, VERBS)
     assert isinstance(op, dict)
     arg = op[verb]
+    if isinstance(arg, (list, dict)):
+        bounds.request_fields(len(arg))  # before checking or encoding any of them
     if verb == "remove":
         if not isinstance(arg, list):
             raise InvalidOperation("remove takes a list of field names")
@@ -198,7 +202,16 @@ def check(op: object) -> MapOp:
     return MapOp(verb, tuple(items))
 
 
+def _bound(store: Store, op: MapOp) -> None:
+    """A write may not make the key hold more fields than its bound (`bounds`). A counter change
+    of 0 makes no field; a removal never adds one (a counter's reset keeps the field it was)."""
+    if op.verb != "remove":
+        bounds.key_fields(len(store), sum(1 for it in op.items if it[0] not in store and
+                                          (op.verb == "set" or it[1] != 0)))
+
+
 def _refuse_other_type(store: Store, op: MapOp) -> None:
+    _bound(store, op)
     for item in op.items:
         f = store.get(item[0])
         if f is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Iterable, NamedTuple
 
+from .. import bounds
 from ..clocks import CausalContext, Dot, Timestamp, dot_from_wire
 from ..errors import InvalidOperation, MalformedDelta
 from ..values import canonical_from_wire, decode_value, encode_value
@@ -28,6 +29,7 @@ LABEL = "set"
 VERBS: tuple[str, ...] = ("add", "remove")
 CONTEXT_REMOVES = True  # a dot absent from the store but in the context is dead
 TAKES_CONTEXT = False
+JOIN_BY_ENTRY = True  # the join works element by element: a store may join a small delta by the elements it touches
 CHECKS = {"members": "jsonlist"}
 EXAMPLES: tuple[dict, ...] = ({"add": [0]}, {"add": [1, 2]}, {"add": []}, {"remove": [0]}, {"remove": [1, 2, 3]})
 SUMMARY_MEMBERS = 50  # members a summary (the dashboard's panel) lists
@@ -60,10 +62,18 @@ def check(op: object) -> SetOp:
     elements = op[verb]
     if not isinstance(elements, list):
         raise InvalidOperation("set elements must be given as a list")
+    bounds.request_members(len(elements))  # before encoding any of them
     return SetOp(verb == "add", list(dict.fromkeys(encode_value(e) for e in elements)))
 
 
+def _bound(store: Store, op: SetOp) -> None:
+    """An add may not make the key hold more than its bound (`bounds`); members it holds count once."""
+    if op.add:
+        bounds.key_members(len(store), sum(1 for e in op.elements if e not in store))
+
+
 def delta(store: Store, op: SetOp, mint: Mint) -> Mutation | None:
+    _bound(store, op)
     if op.add:
         if not op.elements:
             return None
@@ -76,6 +86,7 @@ def delta(store: Store, op: SetOp, mint: Mint) -> Mutation | None:
 
 
 def mutate(store: Store, ctx: CausalContext, op: SetOp, mint: Mint) -> None:
+    _bound(store, op)
     if op.add:
         apply_add(store, ctx, op.elements, [mint.dot() for _ in op.elements])
     elif _observed(store, op.elements):
@@ -171,6 +182,11 @@ def members(store: Store) -> list[bytes]:
 def dots(store: Store):
     for ds in store.values():
         yield from ds
+
+
+def holding(store: Store, gone: set[Dot]) -> list[bytes]:
+    """The elements holding one of `gone` (a removal's dots), for a store joining a small delta."""
+    return [e for e, ds in store.items() if not ds.isdisjoint(gone)]
 
 
 def contents(store: Store) -> list[tuple[Dot, bytes]]:
