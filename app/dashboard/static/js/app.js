@@ -353,7 +353,12 @@ function applyClock(c, log) {
   S.settings = { speed: c.speed, paused: c.paused, strategy: c.strategy, loss: c.loss };
   document.body.classList.toggle("processes", !!c.processes);
   $("mode").textContent = c.processes ? "real processes" : "simulated";
-  $("speed-now").textContent = "×" + c.speed;
+  // the simulator says how fast virtual time really runs: below what was asked, the CPU is the limit
+  const eff = c.effective_speed;
+  const behind = typeof eff === "number" && !c.paused && eff < c.speed * 0.8;
+  const speedNow = $("speed-now");
+  speedNow.textContent = behind ? `×${c.speed} asked, ×${+eff.toPrecision(2)} running: CPU-bound` : "×" + c.speed;
+  speedNow.classList.toggle("speed-behind", behind);
   $("strategy-now").textContent = c.strategy;
   const sp = $("speed");
   if (![...sp.options].some((o) => Number(o.value) === c.speed)) {
