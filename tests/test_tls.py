@@ -123,3 +123,27 @@ def test_files_that_cannot_be_loaded_are_named_in_one_line(tmp_path, pki):
             with pytest.raises(tls.TLSConfigError) as e:
                 make(cas, cert, key)
             assert expect in str(e.value) and "\n" not in str(e.value), (expect, str(e.value))
+
+
+def test_check_own_refuses_a_foreign_expired_or_misnamed_certificate(tmp_path, pki):
+    import datetime as dt
+
+    other = tmp_path / "other"
+    certs.init_ca(other)
+    cas = [pki / "ca.pem"]
+    lhr = certs.issue(pki, "lhr")
+    assert tls.check_own(cas, lhr.cert, "lhr") is None
+    assert tls.check_own([other / "ca.pem", pki / "ca.pem"], lhr.cert, "lhr") is None  # rotation: either CA
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
+    cases = [
+        (cas, certs.issue(other, "fra").cert, "fra", "not signed by the CA"),
+        (cas, certs.issue(pki, "jfk", days=1, now=past).cert, "jfk", "not now"),
+        (cas, lhr.cert, "fra", "names 'lhr', not this replica's id 'fra'"),
+        (cas, pki / "ca.pem", "lhr", "names no replica id"),
+        (cas, tmp_path / "missing.pem", "lhr", "missing.pem"),
+        ([tmp_path / "gone.pem"], lhr.cert, "lhr", "gone.pem"),
+    ]
+    for cas_, cert, rid, expect in cases:
+        with pytest.raises(tls.TLSConfigError) as e:
+            tls.check_own(cas_, cert, rid)
+        assert expect in str(e.value) and "\n" not in str(e.value), (expect, str(e.value))

@@ -8,13 +8,20 @@ names are not checked: peers are dialled by address, and identity is the replica
 subject alternative name `edgestate://replica/ID` (see `certs`), checked by `check_peer` once the
 peer has said which id it speaks for. A certificate that verifies but names another id, or more
 than one, or none, is refused: holding some cluster certificate is not enough to speak as `lhr`.
+`check_own` is the same judgement on a replica's own certificate at start, so a replica with a
+certificate from another CA, an expired one, or one naming another id refuses to start with a
+reason instead of failing every handshake.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from .certs import SAN_URI_PREFIX
 
@@ -58,6 +65,44 @@ def check_peer(peercert: dict | None, claimed_id: str) -> str:
     if names != [claimed_id]:
         raise PeerIdentityError(f"peer claiming to be {claimed_id!r} has a certificate for {', '.join(map(repr, names))}")
     return claimed_id
+
+
+def check_own(cas: Sequence[Path | str], cert: Path | str, replica_id: str, *, now: dt.datetime | None = None) -> None:
+    """Refuse to start with a certificate peers would refuse: not signed by one of `cas`, outside its
+    validity, or not naming exactly `replica_id`. TLSConfigError with a one-line reason, else None."""
+    try:
+        mine = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    except OSError as e:
+        raise TLSConfigError(f"certificate {cert}: {e.strerror}") from None
+    except ValueError:
+        raise TLSConfigError(f"certificate {cert}: not a PEM certificate") from None
+    try:
+        uris = mine.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    names = [u[len(SAN_URI_PREFIX):] for u in uris if u.startswith(SAN_URI_PREFIX)]
+    if names != [replica_id]:
+        named = ", ".join(map(repr, names)) or "no replica id"
+        raise TLSConfigError(f"certificate {cert} names {named}, not this replica's id {replica_id!r}")
+    at = now or dt.datetime.now(dt.timezone.utc)
+    if not mine.not_valid_before_utc <= at <= mine.not_valid_after_utc:
+        raise TLSConfigError(f"certificate {cert} is valid from {mine.not_valid_before_utc:%Y-%m-%d %H:%M} "
+                             f"to {mine.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not now")
+    for ca in cas:
+        try:
+            authorities = x509.load_pem_x509_certificates(Path(ca).read_bytes())
+        except OSError as e:
+            raise TLSConfigError(f"CA file {ca}: {e.strerror}") from None
+        except ValueError:
+            raise TLSConfigError(f"CA file {ca}: not a PEM certificate") from None
+        for authority in authorities:
+            try:
+                mine.verify_directly_issued_by(authority)
+                return
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+    raise TLSConfigError(f"certificate {cert} is not signed by the CA in {', '.join(map(str, cas))}")
 
 
 def _context(protocol: int, cas: Sequence[Path | str], cert: Path | str, key: Path | str) -> ssl.SSLContext:
