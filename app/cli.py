@@ -11,6 +11,7 @@
 
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
     edgestate replica --id ID --listen H:P [--http H:P] --peer ID=H:P ... --data-dir D --secret-file F
+    edgestate certs init --dir D | issue --dir D --id ID [--days N] [--force]   CA and replica certificates
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
     edgestate bench writes [--pops ...] [--big N] [--json FILE]
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
@@ -39,6 +40,7 @@ from replication.scenarios import cli as scenario_cli
 from .bench import faults as bench_faults
 from .bench import hostile as bench_hostile
 from .bench import replica as bench_replica
+from . import certs as certs_cli
 from .bench import writes as bench_writes
 from .bench import ws as bench_ws
 from .replica import cli as replica_cli
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "loopback: every client is the address it connects from (FORWARDED_ALLOW_IPS in the "
                              "environment is ignored)")
     replica_cli.add_parser(sub)
+    certs_cli.add_parser(sub)
     scenario_cli.add_parser(sub)
     which = bench_cli.add_parser(sub)
     bench_ws.add_parser(which)
@@ -252,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "replica":
         return replica_cli.run(args)
+    if args.command == "certs":
+        return certs_cli.run(args)
     if args.command == "scenario":
         return scenario_cli.run(args)
     if args.command == "bench":

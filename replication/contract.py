@@ -97,6 +97,7 @@ class ClockInfo(TypedDict):
     strategy: str
     loss: float
     processes: NotRequired[bool]  # present (true) over real processes
+    effective_speed: NotRequired[float]  # the simulator's: virtual per wall time lately (below speed: CPU-bound)
 
 
 class SimInfo(TypedDict):

@@ -30,10 +30,10 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def serving(log: Path, *args: str, env: dict[str, str] | None = None, cls=ServerProcess):
-    """Start `edgestate serve --port <free> *args`, wait for /healthz, and stop it at the end
-    (SIGTERM, then SIGKILL if it does not go within the deadline)."""
-    port = free_port()
+def serving(log: Path, *args: str, env: dict[str, str] | None = None, cls=ServerProcess, port: int | None = None):
+    """Start `edgestate serve --port <port, or a free one> *args`, wait for /healthz, and stop it at
+    the end (SIGTERM, then SIGKILL if it does not go within the deadline)."""
+    port = port or free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             edgestate_cmd("serve", "--port", str(port), *args),

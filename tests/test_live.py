@@ -138,6 +138,9 @@ def test_catching_up_never_blocks_for_long_and_the_slip_shows_in_the_effective_s
         lc.catch_up()
     assert 0 < lc.effective_speed < 100.0
     assert lc.sim_info()["speed"] == 100.0 and lc.sim_info()["effective_speed"] < 100.0
+    assert 0 < lc.clock_info()["effective_speed"] < 100.0  # in the clock events the page gets too
+    lc.set_speed(1.0)  # measured afresh at the new speed: the old one's shortfall is not carried over
+    assert lc.effective_speed == 1.0
 
 
 def test_a_cluster_that_keeps_up_reports_its_requested_speed():

@@ -254,3 +254,22 @@ def test_admin_controls_are_hidden_from_a_session_without_admin(make_page):
     expect()(page.locator("#toolbar")).to_be_hidden(timeout=DEADLINE_MS)
     expect()(page.locator(".pop-actions")).to_be_hidden()
     expect()(page.locator("#write-form")).to_be_visible()
+
+
+def test_the_speed_says_when_the_cpu_cannot_keep_up(make_page):
+    """The server's clock events carry the effective speed; below what was asked the page says
+    so beside it (the event is handed to the page's stream handler, as /ws would)."""
+    page = open_dashboard(make_page)
+    clock = {"kind": "clock", "now_ms": 1_000_000.0, "speed": 0.5, "paused": False, "strategy": "plumtree",
+             "loss": 0.0, "w": 0}
+    shown = page.evaluate("""async (ev) => {
+        const S = window.__edgestate, out = [];
+        for (const effective of [0.1, 0.5]) {
+            await S.timeline.receive([{ ...ev, effective_speed: effective }]);
+            const n = document.getElementById("speed-now");
+            out.push([n.textContent, n.classList.contains("speed-behind")]);
+        }
+        return out;
+    }""", clock)
+    assert shown == [["×0.5 asked, ×0.1 running: CPU-bound", True], ["×0.5", False]], shown
+    assert page.errors == []

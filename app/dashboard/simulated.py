@@ -139,6 +139,7 @@ class LiveCluster:
         self.catch_up()
         self._speed = check_speed(speed)
         self._rebase()
+        self._progress = [(self._clock(), self.sim.now)]  # measured afresh at the new speed
         self._wake.set()
 
     def pause(self) -> None:
@@ -148,6 +149,7 @@ class LiveCluster:
     def resume(self) -> None:
         self._paused = False
         self._rebase()
+        self._progress = [(self._clock(), self.sim.now)]  # a pause is not the CPU falling behind
         self._wake.set()
 
     def step(self, ms: float) -> None:
@@ -244,7 +246,8 @@ class LiveCluster:
 
     def clock_info(self) -> ClockInfo:
         return {"now_ms": self.target(), "speed": self._speed, "paused": self._paused,
-                "strategy": self.cluster.config.strategy, "loss": self.sim.loss}
+                "strategy": self.cluster.config.strategy, "loss": self.sim.loss,
+                "effective_speed": round(self.effective_speed, 4)}
 
     def stats(self) -> TrafficStats:
         st = self.sim.stats

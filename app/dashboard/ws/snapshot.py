@@ -7,6 +7,8 @@ copy from the server:
 - `bounds`: how many recent writes and messages in flight the stream's model keeps (the
   page's recorder keeps the same, to rebuild a snapshot for any recorded moment);
 - `strategies`: the dissemination strategies, the default first (the toolbar's picker);
+- `server`: an id drawn when this server started, so that a page which reconnects knows whether
+  it reached the same server or a new one (whose clock and events start afresh);
 - `cuts`: the groups each of the toolbar's cuts makes on this cluster
   (`replication.scenarios.cuts.offered`: the named cuts, and each region isolated), so the
   page's "Cut the Atlantic" is the scenarios' `partition: atlantic`, computed in one place.
@@ -14,6 +16,7 @@ copy from the server:
 
 from __future__ import annotations
 
+import secrets
 from typing import Callable, Protocol
 
 from replication.contract import ClusterObserver, CoordinationInputs
@@ -37,6 +40,9 @@ class ClusterReader:
         self.frame_s = frame_s
         self._topology: dict | None = None
         self._cuts: dict | None = None
+        # which server this is: a page that reconnects to another one (a restart) starts afresh
+        # instead of mixing two servers' clocks and event logs
+        self.server = secrets.token_hex(8)
 
     # placements never change while a cluster runs: the topology and the cuts are made once
 
@@ -83,6 +89,7 @@ class ClusterReader:
             "groups": model.groups, "writes": [w.to_json() for w in model.writes], "animated": sorted(ANIMATED),
             "frame_ms": self.frame_s * 1000.0,
             "bounds": model.bounds(), "strategies": list(STRATEGIES), "cuts": self.cuts(),
+            "server": self.server,
         }
 
     def snapshot_bytes(self, counters: dict) -> bytes:

@@ -42,6 +42,11 @@ class SimClock {
     this.speed = c.speed;
     this.paused = c.paused;
   }
+  freeze() {
+    this.base = this.now();
+    this.at = performance.now();
+    this.paused = true;
+  }
   bump(t) {
     if (t > this.now()) {
       this.base = t;
@@ -62,6 +67,8 @@ const S = {
   replicas: {},
   groups: null,
   converged: null,
+  lost: false, // the stream closed: what the page shows is the last the server sent
+  server: null, // the id of the server whose snapshot the page holds
   clock: new SimClock(),
   settings: null,
   selected: null,
@@ -196,7 +203,45 @@ function loadWrites(snapshot) {
 
 // -- the stream ------------------------------------------------------------------------------
 
+// The server stopped answering: say so plainly, and stop what would pretend it still runs (the
+// clock, the badge, the timeline's live edge) until a snapshot arrives.
+function serverLost(code) {
+  S.lost = true;
+  S.timeline.lost = true;
+  S.clock.freeze();
+  const rec = S.timeline.rec;
+  if (rec && rec.live && !rec.live.paused) {
+    rec.live = { ...rec.live, base: rec.liveNow(), at: performance.now(), paused: true };
+  }
+  const badge = $("convergence");
+  badge.textContent = "unknown";
+  badge.className = "badge badge-unknown";
+  badge.title = "the server is not answering: the map shows the last state it sent";
+  S.converged = null;
+  document.body.classList.add("server-lost");
+  const conn = $("conn");
+  conn.textContent = code === 1013 ? "too slow: reconnecting" : "server lost: reconnecting";
+  conn.className = "conn conn-lost";
+  S.timeline.render();
+}
+
+function serverBack(s) {
+  const restarted = S.server !== null && s.server !== undefined && s.server !== S.server;
+  if (s.server !== undefined) S.server = s.server;
+  if (restarted) {
+    setChildren($("log"), []); // the old server's events: its clock is not this one's
+    logEvent(s.clock.now_ms, ["connected to a restarted server: its clock and events start afresh"], "warn");
+  }
+  if (!S.lost) return;
+  S.lost = false;
+  S.timeline.lost = false;
+  $("convergence").title = "";
+  document.body.classList.remove("server-lost");
+  S.timeline.render();
+}
+
 async function onSnapshot(s) {
+  serverBack(s);
   const first = !S.topo;
   S.topo = s.topology;
   S.ids = s.topology.replicas.map((r) => r.id);
@@ -308,7 +353,12 @@ function applyClock(c, log) {
   S.settings = { speed: c.speed, paused: c.paused, strategy: c.strategy, loss: c.loss };
   document.body.classList.toggle("processes", !!c.processes);
   $("mode").textContent = c.processes ? "real processes" : "simulated";
-  $("speed-now").textContent = "×" + c.speed;
+  // the simulator says how fast virtual time really runs: below what was asked, the CPU is the limit
+  const eff = c.effective_speed;
+  const behind = typeof eff === "number" && !c.paused && eff < c.speed * 0.8;
+  const speedNow = $("speed-now");
+  speedNow.textContent = behind ? `×${c.speed} asked, ×${+eff.toPrecision(2)} running: CPU-bound` : "×" + c.speed;
+  speedNow.classList.toggle("speed-behind", behind);
   $("strategy-now").textContent = c.strategy;
   const sp = $("speed");
   if (![...sp.options].some((o) => Number(o.value) === c.speed)) {
@@ -366,8 +416,7 @@ function connect() {
   });
   ws.addEventListener("close", (e) => {
     if (S.timeline.offline) return;
-    conn.textContent = e.code === 1013 ? "too slow: reconnecting" : "reconnecting";
-    conn.className = "conn conn-lost";
+    serverLost(e.code);
     setTimeout(connect, retry);
     retry = Math.min(5000, retry * 2);
   });

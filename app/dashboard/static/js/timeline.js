@@ -37,6 +37,7 @@ export class Timeline {
     this.disconnectFn = disconnect;
     this.rec = new Recording();
     this.mode = "live"; // or "replay"
+    this.lost = false; // the stream closed and has not sent a snapshot since (the bar says so)
     this.source = "live"; // or "file"
     this.offline = false;
     this.fileName = "";
@@ -68,8 +69,9 @@ export class Timeline {
       if (this.offline) return;
       for (const ev of batch) {
         if (ev && ev.kind === "snapshot") {
-          if (this.rec.snapshot(ev, true) === "topology") {
-            // the server now runs other POPs: a new recording, and the page goes live
+          if (["topology", "server"].includes(this.rec.snapshot(ev, true))) {
+            // the server now runs other POPs, or is another server (restarted): its clock and
+            // events start afresh, so a new recording, and the page goes live
             this.rec = new Recording();
             this.rec.snapshot(ev, true);
             if (this.mode === "replay") this.toLiveMode();

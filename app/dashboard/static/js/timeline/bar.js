@@ -85,7 +85,7 @@ export class TimelineBar {
     const u = this.ui;
     const rec = tl.rec;
     const replay = tl.mode === "replay";
-    u.mode.textContent = replay ? "Replay" : "Live";
+    u.mode.textContent = replay ? "Replay" : tl.lost ? "Disconnected" : "Live";
     u.mode.className = "tl-mode " + (replay ? "tl-mode-replay" : "tl-mode-live");
     if (u.root) u.root.classList.toggle("tl-replaying", replay);
     const mapCard = u.root && u.root.closest(".map-card");

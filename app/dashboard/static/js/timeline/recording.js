@@ -30,6 +30,7 @@ export class Recording {
     this.marks = []; // [vt, kind, label] for the bar: writes, partitions, crashes
     this.live = { base: 0, at: performance.now(), speed: 1, paused: true };
     this.strategy = "";
+    this.server = undefined; // the id of the server recorded (from its snapshot)
   }
 
   get empty() { return this.keyframes.length === 0; }
@@ -55,6 +56,8 @@ export class Recording {
   snapshot(s, live) {
     const vt = Math.max(this.lastVt, s.clock.now_ms);
     if (this.model && !sameIds(this.model.topology, s.topology)) return "topology"; // caller starts anew
+    if (this.model && s.server !== undefined && this.server !== undefined && s.server !== this.server) return "server";
+    if (s.server !== undefined) this.server = s.server;
     if (live) this.setLiveClock(s.clock);
     if (!this.model) {
       this.lastVt = vt;

@@ -1,0 +1,57 @@
+"""The page when its server goes away and another comes back on the same address: the loss is
+plain (the badge no longer claims convergence, the clock stops, the timeline says so), and the
+restarted server's clock and events are not mixed with the old one's."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import LiveServer
+from serving import serving
+
+from app.processes.supervisor import free_port
+
+pytestmark = pytest.mark.timeout(240)
+
+DEADLINE_MS = 30_000
+POPS = "lhr,jfk,syd"
+
+
+def test_a_lost_server_is_plain_and_a_restarted_one_starts_afresh(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    port = free_port()
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900}, service_workers="block")
+    errors: list[str] = []
+    try:
+        page = ctx.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        badge, conn = page.locator("[data-testid=convergence]"), page.locator("#conn")
+        mode, log = page.locator("[data-testid=timeline-mode]"), page.locator("#log")
+        with serving(tmp_path / "first.log", "--pops", POPS, "--speed", "1", port=port, cls=LiveServer) as first:
+            page.goto(first.base_url + "/")
+            expect(conn).to_have_text("live", timeout=DEADLINE_MS)
+            first.api("PUT", "/api/replicas/lhr/kv/before-the-loss", json={"value": 1})
+            expect(log).to_contain_text("before-the-loss", timeout=DEADLINE_MS)
+            expect(badge).to_have_text("converged", timeout=DEADLINE_MS)
+            server = page.evaluate("window.__edgestate.server")
+            assert isinstance(server, str) and server
+        # the server is gone
+        expect(conn).to_contain_text("server lost", timeout=DEADLINE_MS)
+        expect(badge).to_have_text("unknown")
+        expect(mode).to_have_text("Disconnected")
+        assert page.evaluate("window.__edgestate.clock.paused"), "the clock kept running without a server"
+        frozen = page.evaluate("window.__edgestate.clock.now()")
+        page.wait_for_function("t => performance.now() > t + 300", arg=page.evaluate("performance.now()"))
+        assert page.evaluate("window.__edgestate.clock.now()") == frozen
+        # another server on the same address: the page reconnects by itself and starts afresh
+        with serving(tmp_path / "second.log", "--pops", POPS, "--speed", "1", port=port):
+            expect(conn).to_have_text("live", timeout=DEADLINE_MS)
+            expect(badge).to_have_text("converged", timeout=DEADLINE_MS)
+            expect(mode).to_have_text("Live")
+            expect(log).to_contain_text("restarted server", timeout=DEADLINE_MS)
+            expect(log).not_to_contain_text("before-the-loss")  # the old server's events are gone
+            assert page.evaluate("window.__edgestate.server") not in (None, server)
+            assert not page.evaluate("window.__edgestate.clock.paused")
+        assert errors == [], errors
+    finally:
+        ctx.close()
