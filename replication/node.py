@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .antientropy import SCRUB_KEYS, AntiEntropy
+from .antientropy import SCRUB_WORK, AntiEntropy
 from .clocks import Dot
 from .delta import Delta
 from .dissemination import DisseminationConfig, make_strategy
@@ -57,7 +57,7 @@ class NodeConfig:
     ae_interval_ms: float = 1000.0
     ae_grace_ms: float = 1000.0
     ae_fanout: int | None = None  # None: every peer in small clusters, 3 beyond
-    ae_scrub_keys: int = SCRUB_KEYS  # keys re-hashed from their content per period; 0: no scrub
+    ae_scrub_work: int = SCRUB_WORK  # scrub work per period (a key: 1, each live dot: 1 more); 0: no scrub
     record_events: bool = False
 
 
@@ -148,7 +148,7 @@ class Node:
         self._view = list(self._base_view)
         self.strategy = make_strategy(cfg.strategy, self, d)
         self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout,
-                              cfg.ae_scrub_keys)
+                              cfg.ae_scrub_work)
         self._arrived: dict[Dot, float] = {}
         self._arrivals: deque[_Arrival] = deque()  # oldest first
         self.events: list[tuple] = []

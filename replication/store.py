@@ -46,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 import msgpack
@@ -196,6 +196,37 @@ def _rank(s: bytes, content) -> tuple[bytes, bytes]:
     return s, msgpack.packb(content, use_bin_type=True)
 
 
+@dataclass
+class _Scan:
+    """The scrub inside one big key: its entries as listed when the scan began, how far it got,
+    and the sum of the seal numbers seen so far (`_key_hash` before its spreading)."""
+
+    ref: KeyRef
+    names: list
+    at: int = 0
+    total: int = 0
+    seen: set = field(default_factory=set)  # entries already summed
+    listed: set = field(default_factory=set)  # entries in `names`
+
+    def __post_init__(self) -> None:
+        self.listed = set(self.names)
+
+    def number(self, mod, part: dict, names, seals: dict[Dot, bytes]) -> int:
+        """The seal numbers of these entries of `part` (those it has), as `total` counts them."""
+        no = _seals.NO_SEAL
+        return sum(int.from_bytes(seals.get(d, no), "big") + 1
+                   for n in names if n in part for d in mod.dots({n: part[n]}))
+
+    def moved(self, mod, new: dict, names: list, pre: int, seals: dict[Dot, bytes]) -> None:
+        """The store changed entries the scan has summed (`names`; `pre`: what they counted
+        before): keep the sum right, and list entries the scan has not listed."""
+        self.total += self.number(mod, new, names, seals) - pre
+        for n in new:
+            if n not in self.listed:
+                self.listed.add(n)
+                self.names.append(n)
+
+
 class Store:
     def __init__(self) -> None:
         self.data: dict[str, dict[str, object]] = {ns: {} for ns in BY_NAMESPACE}
@@ -213,6 +244,7 @@ class Store:
         self._digest: str | None = None
         self._scrub_at = 0  # the bucket the scrub is in, and its keys still to re-hash
         self._scrub_todo: list[KeyRef] = []
+        self._scan: _Scan | None = None  # a big key the scrub is inside, a slice per call
         self._disputed: set[Dot] = set()
         # Damaged dots dropped here that the join context still names (the newest of their
         # actor: see _newest): joins let a peer's copy in anyway, and outgoing deltas leave
@@ -378,6 +410,13 @@ class Store:
         after = set(mod.dots(new))
         seals = self.seals
         no = _seals.NO_SEAL
+        sc = self._scan
+        if sc is not None and sc.ref == (ns, key):
+            # entries the scrub already summed that change here (a replaced dot may leave its entry equal)
+            moved = [n for n in sc.seen.intersection(old.keys() | new.keys()) if replaced or old.get(n) != new.get(n)]
+            pre = sc.number(mod, old, moved, seals)  # before the seals move
+        else:
+            sc = None
         h = self._khash.get((ns, key), 0)
         for d in before - after:
             h -= _dot_hash(seals.pop(d, no))
@@ -388,6 +427,8 @@ class Store:
                 s = seals[d] = theirs.get(d, no)
                 h += _dot_hash(s)
         self._set_khash((ns, key), h)
+        if sc is not None:
+            sc.moved(mod, new, moved, pre, seals)
 
     def _set_khash(self, ref: KeyRef, h: int) -> None:
         h %= _MOD
@@ -490,6 +531,8 @@ class Store:
             for d, content in BY_NAMESPACE[ns].contents(s):
                 if not _seals.verifies(ns, key, d, content, seals.get(d)):
                     bad.setdefault(ref, set()).add(d)
+        if self._scan is not None and self._scan.ref in bad:
+            self._scan = None  # its seals were all just checked; the next sweep hashes it again
         for (ns, key), dots in sorted(bad.items()):
             mod = BY_NAMESPACE[ns]
             mine = self.data[ns][key]
@@ -625,17 +668,28 @@ class Store:
         return len(self._hashes[b])
 
     def scrub(self, budget: int) -> int:
-        """Re-hash up to `budget` keys from their actual content (a cursor walks the buckets,
-        so a sweep takes about keys/budget calls) and compare with what the digest holds. A
-        key that changed behind the store's back is folded in anew (so the root shows it to
-        peers) and its seals checked (a damaged copy is dropped and refetched). Returns how
-        many keys were re-hashed."""
+        """Re-hash keys from their actual content and check their seals, up to `budget` units of
+        work (a key costs one, each live dot checked one more), and compare with what the digest
+        holds. A cursor walks the buckets, so a sweep takes about (keys + dots)/budget calls. A
+        key with more entries than the budget left is scanned a slice of entries per call (the
+        cursor stays inside it: `_scan_big`), so no call costs more than the budget whatever a
+        key's size. A key that changed behind the store's back is folded in anew (so the root
+        shows it to peers) and its seals checked (a damaged copy is dropped and refetched).
+        Returns how many keys were finished."""
         self._refresh()
         done = 0
+        work = 0
         turned = 0
         changed: list[KeyRef] = []
         data, seals, hashes = self.data, self.seals, self._hashes
-        while done < budget:
+        while work < budget:
+            if self._scan is not None:
+                work, found = self._scan_big(budget, work)
+                if found is not None:
+                    changed.append(found)
+                if self._scan is None:
+                    done += 1
+                continue
             b, todo = self._scrub_at, self._scrub_todo
             if not todo:
                 if turned == NBUCKETS:
@@ -650,8 +704,13 @@ class Store:
                 continue  # gone since the bucket was listed
             ns, key = ref
             s = data[ns].get(key)
+            work += 1
+            if s and len(s) > budget - work:
+                self._scan = _Scan(ref, list(s))  # too big for what is left: a slice at a time
+                continue
             if not s or _key_hash(ns, key, s, seals) != h or not self._verifies(ns, key, s):
                 changed.append(ref)
+            work += len(s) if s else 0  # entries: about one dot each, more for a map's fields
             done += 1
         for ns, key in changed:
             self._found("silent_change", ns, key, None)
@@ -663,6 +722,46 @@ class Store:
             self._drop_bad(changed)
         self.integrity.scrubbed += done
         return done
+
+    def _scan_big(self, budget: int, work: int) -> tuple[int, KeyRef | None]:
+        """One slice of the big key under the scrub's cursor: the next entries (as listed when
+        the scan began), their dots' seals checked against their content and their numbers added
+        up. Returns the work done so far and the key if it is found changed. At the end the sum
+        is compared with the key's cached hash: writes to the key meanwhile keep the sum right
+        (`_reseal` moves it for entries already seen and lists new entries), so a key written
+        every period is still compared."""
+        sc = self._scan
+        ns, key = sc.ref
+        mod = BY_NAMESPACE[ns]
+        seals = self.seals
+        s = self.data[ns].get(key)
+        if not s:
+            self._scan = None
+            return work, None
+        bad = False
+        while work < budget and sc.at < len(sc.names):
+            n = sc.names[sc.at]
+            sc.at += 1
+            sc.seen.add(n)
+            work += 1
+            part = s.get(n)
+            if part is None:
+                continue  # gone since the scan began
+            for d, c in mod.contents({n: part}):
+                work += 1
+                got = seals.get(d)
+                if not _seals.verifies(ns, key, d, c, got):
+                    bad = True
+                sc.total += int.from_bytes(got or _seals.NO_SEAL, "big") + 1
+        if bad:
+            self._scan = None
+            return work, sc.ref
+        if sc.at < len(sc.names):
+            return work, None
+        self._scan = None
+        if sc.total * _SPREAD % _MOD != self._khash.get(sc.ref, 0):
+            return work, sc.ref
+        return work, None
 
     # -- identity -----------------------------------------------------------------
 
