@@ -22,7 +22,8 @@ _FILES = (
     "DIR/ca.key (the CA's private key: keep it where certificates are issued, not on the replicas), "
     "DIR/ID.pem and DIR/ID.key (replica ID's certificate and private key, for its --cert and --key). "
     "A replica certificate names its id in the URI subject alternative name edgestate://replica/ID. "
-    "Keys are ECDSA P-256."
+    "Keys are ECDSA P-256. Not yet used by `edgestate replica`: peer links still authenticate with "
+    "the shared secret until TLS peer links land (the --ca/--cert/--key flags come with them)."
 )
 
 
