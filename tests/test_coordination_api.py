@@ -4,10 +4,8 @@ under a partition. Numbers are checked against the latency model, never against 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from live_helpers import FakeClock, is_error, make_client, make_live, ok, snapshot
+from live_helpers import FakeClock, is_error, make_client, make_live, ok, run_async, snapshot
 
 import app.dashboard.coordination_panel as coordination_app
 from app.processes.cluster import ProcessLive
@@ -248,7 +246,7 @@ def test_with_processes_the_answer_uses_their_partition_and_says_local_writes_ar
     """Without the app's lifespan no process starts: the replicas are reported up by hand."""
     placements = place_replicas(select_pops("lhr,fra,jfk,sin,syd"))
     pl = ProcessLive(placements, tmp_path)
-    asyncio.run(pl.partition([["sin", "syd"]]))  # every replica is down yet: none is told, only the record changes
+    run_async(pl.partition([["sin", "syd"]]))  # every replica is down yet: none is told, only the record changes
     for rid in pl.ids:
         pl._on_event({"replica": rid, "type": "status", "actor": rid, "t": pl._t0})
     got = ok(make_client(pl).get("/api/coordination"))
