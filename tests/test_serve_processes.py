@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import signal
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -264,14 +265,14 @@ def test_a_map_is_written_at_one_process_relayed_and_read_at_another(procs):
 
 def _replica_pid(root, rid: str) -> int:
     """The pid of the replica process `rid` that the dashboard under `root` started."""
+    under = str(root).encode()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"replica" in argv and f"--id={rid}".encode() in [b"=".join(argv[i:i + 2]) for i in range(len(argv))] \
-                    and any(str(root).encode() in a for a in argv):
+            if b"replica" in argv and (b"--id", rid.encode()) in zip(argv, argv[1:]) and any(under in a for a in argv):
                 return int(entry)
     raise AssertionError(f"no replica process {rid} under {root}")
 

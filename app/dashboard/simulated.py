@@ -116,6 +116,11 @@ class LiveCluster:
                     break
         self._note_progress()
 
+    def _measure_afresh(self) -> None:
+        """Start the effective speed's window now: after a speed change or a pause, the time
+        before it is not the CPU falling behind."""
+        self._progress = [(self._clock(), self.sim.now)]
+
     def _note_progress(self) -> None:
         wall = self._clock()
         p = self._progress
@@ -139,7 +144,7 @@ class LiveCluster:
         self.catch_up()
         self._speed = check_speed(speed)
         self._rebase()
-        self._progress = [(self._clock(), self.sim.now)]  # measured afresh at the new speed
+        self._measure_afresh()
         self._wake.set()
 
     def pause(self) -> None:
@@ -149,7 +154,7 @@ class LiveCluster:
     def resume(self) -> None:
         self._paused = False
         self._rebase()
-        self._progress = [(self._clock(), self.sim.now)]  # a pause is not the CPU falling behind
+        self._measure_afresh()
         self._wake.set()
 
     def step(self, ms: float) -> None:
