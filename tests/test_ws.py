@@ -22,6 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 from app.dashboard import ws as wsmod
 from app.dashboard.simulated import build_live
 from app.dashboard.server import create_app
+from app.processes.supervisor import free_port
 from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 from replication.scenarios.cuts import CUTS, cut_groups
@@ -373,7 +374,7 @@ def inproc_server():
     app = create_app(live, run_clock=True)
     hub = app.state.ws_hub
     hub.max_bytes = 256 * 1024  # about ten frames of this test's load
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
                                            **uvicorn_options()))  # the limits `edgestate serve` runs with
     thread = threading.Thread(target=server.run, daemon=True)
@@ -387,12 +388,6 @@ def inproc_server():
     finally:
         server.should_exit = True
         thread.join(timeout=20)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_real_server_drops_a_client_that_stops_reading(inproc_server):

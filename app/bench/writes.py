@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import threading
 import time
 
 from replication import bounds
 from replication import store as store_mod
 from replication.bench.report import finish, table
+
+from ..processes.supervisor import free_port
 
 HEARTBEAT_S = 0.005
 SPREAD_S = 1.5  # wall time for a write to reach every replica (the farthest is ~300 ms away)
@@ -57,9 +58,7 @@ class _Server:
 
         live = build_live(place_replicas(select_pops(pops)), seed=1)
         self.app = create_app(live, run_clock=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     lifespan="on"))
         self.lags: list[tuple[float, float]] = []  # (when, how late)

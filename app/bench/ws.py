@@ -29,7 +29,6 @@ import gc
 import math
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from dataclasses import asdict, dataclass
 from replication.bench.report import finish
 from replication.cliargs import non_negative, positive, positive_int
 from replication.dissemination import STRATEGIES
+
+from ..processes.supervisor import free_port
 
 TARGET_CLIENTS = 200
 TARGET_UPDATES_PER_S = 10.0
@@ -107,12 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
 # -- the server ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a process (Linux /proc), None elsewhere."""
     try:
@@ -137,7 +132,7 @@ class _Server:
             return p.url.rstrip("/")
         import httpx
 
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--pops", p.pops,
                "--speed", repr(p.speed), "--strategy", p.strategy, "--seed", str(p.seed)]
         # the server's log goes to a file: a pipe nobody reads would fill up and stall the server

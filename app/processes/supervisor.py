@@ -9,6 +9,7 @@ restarts them. A process's stdout and stderr go to `<root>/<id>.log`.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -25,8 +26,40 @@ STOP_DEADLINE_S = 15.0
 POLL_S = 0.05
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+_pick = random.SystemRandom()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, chosen outside the kernel's ephemeral range.
+
+    A port the kernel hands out for bind(0) is one it may also hand to any outgoing connection (a
+    test's HTTP client, a replica dialling a peer) before our replica binds it, or while a killed
+    replica is down: CI saw `address already in use` from exactly that. Ports below the ephemeral
+    range are only ever taken by explicit listeners, and this process never hands one out twice.
+    """
+    lo, hi = _ephemeral_range()
+    pool = range(max(1024, lo - 12000), lo) if lo - 1024 >= 2000 else range(hi + 1, 65536)
+    for _ in range(200):
+        port = _pick.choice(pool)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: fall back to the kernel's choice
         s.bind((host, 0))
         return s.getsockname()[1]
 
@@ -89,6 +122,7 @@ class ProcessCluster:
             self._args += ["--events", f"{events[0]}:{events[1]}"]
         self._args += list(extra_args)
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._ever_ready = False
 
     def url(self, rid: str) -> str:
         return f"http://{self.host}:{self.replicas[rid].http_port}"
@@ -121,6 +155,7 @@ class ProcessCluster:
                     code = None if r.proc is None else r.proc.returncode
                     raise RuntimeError(f"replica {rid} exited ({code}):\n{self.output(rid)}")
                 if self.healthy(rid):
+                    self._ever_ready = True
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"replica {rid}: no /healthz within {deadline_s}s:\n{self.output(rid)}")
@@ -134,9 +169,27 @@ class ProcessCluster:
             return False
 
     def start(self, ids: list[str] | None = None) -> None:
-        for rid in ids or self.ids:
-            self.spawn(rid)
-        self.wait_ready(ids)
+        """Start replicas and wait for each to answer /healthz.
+
+        The first start of the whole cluster picks fresh ports and tries again (twice at most) if
+        another program bound one of ours between our choosing it and the replica binding it.
+        """
+        first_start = ids is None and not self._ever_ready
+        for attempt in range(3):
+            for rid in ids or self.ids:
+                self.spawn(rid)
+            try:
+                self.wait_ready(ids)
+                return
+            except RuntimeError:
+                if not (first_start and attempt < 2 and self._lost_a_port()):
+                    raise
+                self.close()
+                for r in self.replicas.values():
+                    r.peer_port, r.http_port, r.proc = free_port(self.host), free_port(self.host), None
+
+    def _lost_a_port(self) -> bool:
+        return any("address already in use" in self.output(rid) for rid in self.ids)
 
     def kill(self, rid: str) -> None:
         """SIGKILL: no flush, no checkpoint, no goodbye."""
