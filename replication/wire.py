@@ -22,6 +22,15 @@ A frame on a TCP stream is
   cluster-wide secret any member can claim any `src`. `dst` is inside the body, so a decoder
   given its own id (`local_id`) refuses frames captured on the way to someone else.
 
+Two modes, chosen per transport. With TLS between replicas (`io/tls`), frames carry no tag
+(length = len(body)): TLS encrypts, authenticates and numbers every byte, and the peer's
+certificate says which replica it is. Without TLS, the tag above is all there is: loopback
+development only.
+
+Every connection begins with a `Hello` frame naming its sender (at most HELLO_MAX_FRAME bytes:
+that is all a stranger can make a receiver buffer); every later frame on the connection must
+come from that replica, and under TLS the hello must name the replica the certificate names.
+
 A message bigger than a frame (a full-state anti-entropy reply for a big keyspace) is sent as
 consecutive `Fragment` frames on one connection, each tagged like any other frame; the
 decoder reassembles them (at most `DEFAULT_MAX_MESSAGE` bytes, only from authenticated
@@ -38,7 +47,7 @@ from __future__ import annotations
 import hmac
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -97,7 +106,7 @@ _STATUS_CODE = {s: i for i, s in enumerate(_STATUS)}
 # Kind codes: stable, part of the wire format.
 K_GOSSIP, K_BATCH, K_IHAVE, K_GRAFT, K_GRAFT_ACK, K_PRUNE, K_NEIGHBOUR = 1, 2, 3, 4, 5, 6, 7
 K_AE_DIGEST, K_AE_REPLY, K_PING, K_ACK, K_PING_REQ = 8, 9, 10, 11, 12
-K_FRAGMENT, K_PUSH_PULL = 13, 14
+K_FRAGMENT, K_PUSH_PULL, K_HELLO = 13, 14, 15
 K_AE_BUCKETS, K_AE_KEYS, K_AE_REPAIR = 20, 21, 22  # content anti-entropy
 
 # A message bigger than one frame (a full-state anti-entropy reply for a big keyspace) goes as
@@ -112,6 +121,14 @@ OVERSIZED = "oversized"
 TRUNCATED = "truncated"
 MALFORMED = "malformed"
 MISDIRECTED = "misdirected"
+NO_HELLO = "no_hello"  # a connection's first frame was not a hello
+UNKNOWN_PEER = "unknown_peer"  # a hello from a replica that is not one of ours
+IDENTITY = "identity"  # a hello or frame speaking for a replica its connection is not
+
+# Before a connection's hello is read, a frame may be no longer than this: a stranger can make a
+# receiver buffer at most this much before it is authenticated (the tag in shared-secret mode;
+# TLS authenticates before anything is read at all).
+HELLO_MAX_FRAME = 512
 
 
 @dataclass(slots=True)
@@ -124,6 +141,14 @@ class Fragment:
     index: int
     total: int
     data: bytes
+
+
+@dataclass(slots=True)
+class Hello:
+    """The first frame on every connection: who is speaking (the envelope's src). Transport only.
+    After it, every frame on the connection must come from that replica."""
+
+    kind: ClassVar[str] = "hello"
 
 
 class _Invalid(Exception):
@@ -183,6 +208,8 @@ def encode_message(msg: Message) -> list:
         return [K_PUSH_PULL, _updates(msg.table), bool(msg.want_reply)]
     if t is Fragment:
         return [K_FRAGMENT, msg.fid, msg.index, msg.total, msg.data]
+    if t is Hello:
+        return [K_HELLO]
     raise TypeError(f"not a replication message: {t.__name__}")
 
 
@@ -191,15 +218,18 @@ def encode_envelope(env: Envelope) -> list:
     return [WIRE_VERSION, kind, env.src, env.dst, *fields]
 
 
-def frame_key(secret: bytes) -> bytes:
-    """The HMAC key for frames, derived from the cluster secret for this use only."""
+def frame_key(secret: bytes | None) -> bytes | None:
+    """The HMAC key for frames, derived from the cluster secret for this use only. None: frames
+    carry no tag, for links where TLS already authenticates and protects every byte."""
+    if secret is None:
+        return None
     if not isinstance(secret, (bytes, bytearray)) or not secret:
         raise ValueError("the cluster secret must be non-empty bytes")
     return hmac.digest(bytes(secret), _KEY_LABEL, "sha256")
 
 
-def _tag(key: bytes, body: bytes) -> bytes:
-    return hmac.digest(key, body, "sha256")[:TAG_BYTES]
+def _tag(key: bytes | None, body: bytes) -> bytes:
+    return hmac.digest(key, body, "sha256")[:TAG_BYTES] if key is not None else b""
 
 
 _LEN = struct.Struct(">I")
@@ -209,7 +239,7 @@ def encode_body(env: Envelope) -> bytes:
     return msgpack.packb(encode_envelope(env), use_bin_type=True)
 
 
-def encode_frame(env: Envelope, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+def encode_frame(env: Envelope, secret: bytes | None, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """One whole frame. Raises BadFrame(oversized) for a message a peer would refuse."""
     return FrameEncoder(secret, max_frame=max_frame).encode(env)
 
@@ -217,26 +247,27 @@ def encode_frame(env: Envelope, secret: bytes, *, max_frame: int = DEFAULT_MAX_F
 class FrameEncoder:
     """encode_frame with the key derived once (a sender encodes many frames)."""
 
-    def __init__(self, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, secret: bytes | None, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._key = frame_key(secret)
+        self.tag_bytes = TAG_BYTES if self._key is not None else 0
         self.max_frame = max_frame
         self._fid = 0
 
     def encode(self, env: Envelope) -> bytes:
         body = encode_body(env)
-        n = len(body) + TAG_BYTES
+        n = len(body) + self.tag_bytes
         if n > self.max_frame:
             raise BadFrame(OVERSIZED, f"a {env.kind} frame of {n} bytes exceeds the {self.max_frame}-byte limit")
         return self._frame(body)
 
     def _frame(self, body: bytes) -> bytes:
-        return _LEN.pack(len(body) + TAG_BYTES) + body + _tag(self._key, body)
+        return _LEN.pack(len(body) + self.tag_bytes) + body + _tag(self._key, body)
 
     def encode_all(self, env: Envelope, *, max_message: int = DEFAULT_MAX_MESSAGE) -> list[bytes]:
         """One frame, or consecutive fragment frames when the message is bigger than a frame
         (to be sent in order on one connection). Raises BadFrame(oversized) above `max_message`."""
         body = encode_body(env)
-        if len(body) + TAG_BYTES <= self.max_frame:
+        if len(body) + self.tag_bytes <= self.max_frame:
             return [self._frame(body)]
         if len(body) > max_message:
             raise BadFrame(OVERSIZED, f"a {env.kind} message of {len(body)} bytes exceeds the {max_message}-byte limit")
@@ -403,6 +434,7 @@ _DECODERS: dict[int, tuple[int, Callable[..., Message]]] = {
     K_AE_KEYS: (3, lambda ctx, b, keys: AeKeys(_ctx(ctx), _bucket_ids(b), _key_hashes(keys))),
     K_AE_REPAIR: (3, _repair),
     K_FRAGMENT: (4, lambda fid, i, n, data: _fragment(fid, i, n, data)),
+    K_HELLO: (0, Hello),
 }
 
 
@@ -449,7 +481,7 @@ def decode_body(body: bytes) -> Envelope:
     return decode_envelope(obj)
 
 
-def decode_frame(frame: bytes, secret: bytes, **kw) -> Envelope:
+def decode_frame(frame: bytes, secret: bytes | None, **kw) -> Envelope:
     """One whole frame, exactly. For tests and datagrams; streams use FrameDecoder."""
     dec = FrameDecoder(secret, **kw)
     out = dec.feed(frame)
@@ -477,13 +509,24 @@ class FrameDecoder:
     four bytes arrive, before any of the body is awaited. After any BadFrame the stream's
     framing can no longer be trusted: the decoder stays failed and every later call raises
     the same error; the caller drops the connection.
+
+    `hello=True` (what the transport uses): the first frame must be a `Hello`, no longer than
+    HELLO_MAX_FRAME, from one of `peers` (if given) and, when the connection's TLS certificate
+    already says who it is, from `peer_id`. Every later frame must come from that same replica.
+    The hello is consumed here; `peer` says who it named.
     """
 
-    def __init__(self, secret: bytes, *, max_frame: int = DEFAULT_MAX_FRAME, local_id: str | None = None,
-                 max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+    def __init__(self, secret: bytes | None, *, max_frame: int = DEFAULT_MAX_FRAME, local_id: str | None = None,
+                 max_message: int = DEFAULT_MAX_MESSAGE, hello: bool = False, peer_id: str | None = None,
+                 peers: Container[str] | None = None) -> None:
         if max_frame < TAG_BYTES + 1 or max_frame > 0xFFFFFFFF:
             raise ValueError("max_frame must fit the 4-byte length and hold a tag and a body")
         self._key = frame_key(secret)
+        self._tag_bytes = TAG_BYTES if self._key is not None else 0
+        self._hello = hello
+        self._peer_id = peer_id
+        self._peers = peers
+        self.peer: str | None = None  # who the hello named
         self.max_frame = max_frame
         self.local_id = local_id
         self.max_message = max_message
@@ -522,24 +565,29 @@ class FrameDecoder:
                     if end - pos < LENGTH_BYTES:
                         break
                     (need,) = _LEN.unpack_from(buf, pos)
-                    if need > self.max_frame:
-                        raise BadFrame(OVERSIZED, f"frame length {need} exceeds the {self.max_frame}-byte limit")
-                    if need <= TAG_BYTES:
+                    limit = HELLO_MAX_FRAME if self._hello and self.peer is None else self.max_frame
+                    if need > limit:
+                        before = " before the hello" if limit != self.max_frame else ""
+                        raise BadFrame(OVERSIZED, f"frame length {need} exceeds the {limit}-byte limit{before}")
+                    if need <= self._tag_bytes:
                         raise BadFrame(MALFORMED, f"frame length {need} leaves no room for a body and a tag")
                     pos += LENGTH_BYTES
                     self._need = need
                 if end - pos < need:
                     break
-                body = bytes(buf[pos : pos + need - TAG_BYTES])
-                tag = bytes(buf[pos + need - TAG_BYTES : pos + need])
+                body = bytes(buf[pos : pos + need - self._tag_bytes])
+                tag = bytes(buf[pos + need - self._tag_bytes : pos + need])
                 pos += need
                 self._need = None
-                if not hmac.compare_digest(tag, _tag(self._key, body)):
+                if self._key is not None and not hmac.compare_digest(tag, _tag(self._key, body)):
                     raise BadFrame(BAD_HMAC, "frame authentication failed: wrong secret, or altered in transit")
                 env = decode_body(body)
                 if self.local_id is not None and env.dst != self.local_id:
                     raise BadFrame(MISDIRECTED, f"frame for {env.dst!r} arrived at {self.local_id!r}")
                 self.frames += 1
+                if self._hello:
+                    if self._check_source(env):
+                        continue
                 if type(env.msg) is Fragment or self._partial is not None:
                     env = self._reassemble(env)
                     if env is None:
@@ -549,6 +597,23 @@ class FrameDecoder:
             raise self._fail(e, out) from None
         del buf[:pos]
         return out
+
+    def _check_source(self, env: Envelope) -> bool:
+        """True for the connection's hello (consumed); raises BadFrame for a frame from the wrong replica."""
+        if self.peer is not None:
+            if type(env.msg) is Hello:
+                raise BadFrame(MALFORMED, "a second hello on one connection")
+            if env.src != self.peer:
+                raise BadFrame(IDENTITY, f"a frame from {env.src!r} on {self.peer!r}'s connection")
+            return False
+        if type(env.msg) is not Hello:
+            raise BadFrame(NO_HELLO, f"the connection began with a {env.msg.kind}, not a hello")
+        if self._peer_id is not None and env.src != self._peer_id:
+            raise BadFrame(IDENTITY, f"a hello from {env.src!r} on a connection whose certificate is {self._peer_id!r}'s")
+        if self._peers is not None and env.src not in self._peers:
+            raise BadFrame(UNKNOWN_PEER, f"a hello from {env.src!r}, which is not one of this replica's peers")
+        self.peer = env.src
+        return True
 
     def _reassemble(self, env: Envelope) -> Envelope | None:
         """Fragments arrive consecutively on one connection; anything else is a bad stream."""
@@ -592,9 +657,11 @@ class FrameDecoder:
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "HELLO_MAX_FRAME",
     "TAG_BYTES",
     "BadFrame",
     "Fragment",
+    "Hello",
     "FrameDecoder",
     "FrameEncoder",
     "decode_body",

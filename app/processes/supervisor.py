@@ -1,7 +1,8 @@
 """A cluster of real `edgestate replica` processes on this host, on loopback ports.
 
 Used by `serve --processes`, `bench replica` and the tests: it picks free ports, writes the
-shared secret file (mode 600), starts one process per replica with its data directory,
+shared secret file (mode 600) and, by default, a throwaway CA with a certificate per replica
+(peer links over mutual TLS), starts one process per replica with its data directory,
 waits for each to answer `/healthz` (against a deadline), and stops, kills (SIGKILL) and
 restarts them. A process's stdout and stderr go to `<root>/<id>.log`.
 """
@@ -99,7 +100,11 @@ class ProcessCluster:
         events: tuple[str, int] | None = None,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        tls: bool = True,
     ) -> None:
+        """`tls`: make a throwaway CA and one certificate per replica under ROOT/certs, and run peer
+        links over mutual TLS (what `serve --processes` does); False: frames tagged with the secret
+        only. `cas` and `certs` say what each replica is started with (a rotation changes them)."""
         if len(set(ids)) != len(ids) or not ids:
             raise ValueError("replica ids must be distinct, and at least one")
         self.ids = list(ids)
@@ -114,6 +119,16 @@ class ProcessCluster:
             rid: ReplicaProc(rid, free_port(host), free_port(host), self.root / "data" / rid, self.root / f"{rid}.log")
             for rid in ids
         }
+        self.cas: list[Path] = []
+        self.certs: dict[str, tuple[Path, Path]] = {}
+        if tls:
+            from replication.io import certs
+
+            ca_dir = self.root / "certs"
+            self.cas = [certs.init_ca(ca_dir, force=True).cert]
+            for rid in ids:
+                issued = certs.issue(ca_dir, rid, force=True)
+                self.certs[rid] = (issued.cert, issued.key)
         # replicas stop (cleanly) if this process dies without stopping them
         self._args = ["--secret-file", str(self.secret_file), "--strategy", strategy, "--parent-pid", str(os.getpid())]
         if inject_latency:
@@ -130,9 +145,13 @@ class ProcessCluster:
     def command(self, rid: str) -> list[str]:
         r = self.replicas[rid]
         peers = [f"--peer={p.id}={self.host}:{p.peer_port}" for p in self.replicas.values() if p.id != rid]
+        tls: list[str] = []
+        if rid in self.certs:
+            cert, key = self.certs[rid]
+            tls = [*(f"--ca={ca}" for ca in self.cas), f"--cert={cert}", f"--key={key}"]
         return edgestate_cmd(
             "replica", "--id", rid, "--listen", f"{self.host}:{r.peer_port}", "--http", f"{self.host}:{r.http_port}",
-            "--data-dir", str(r.data_dir), *peers, *self._args,
+            "--data-dir", str(r.data_dir), *peers, *tls, *self._args,
         )
 
     # -- starting and stopping ------------------------------------------------------------------

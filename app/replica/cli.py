@@ -1,10 +1,13 @@
 """`edgestate replica`: one real replica process.
 
     edgestate replica --id lhr --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \\
-        --peer fra=127.0.0.1:7002 --peer ... --data-dir DIR --secret-file F [--inject-latency]
+        --peer fra=127.0.0.1:7002 --peer ... --data-dir DIR --secret-file F \\
+        --ca certs/ca.pem --cert certs/lhr.pem --key certs/lhr.key [--inject-latency]
 
 Every replica of a cluster gets the same secret file and the full peer list (its own entry
-may be left out). SIGINT or SIGTERM stops it cleanly: everything flushed and checkpointed,
+may be left out). With --ca/--cert/--key (from `edgestate certs`) peer links run over mutual
+TLS 1.3 and each replica can speak only as the id its certificate names; without them frames
+are only tagged with the secret: see SECRET_ONLY. SIGINT or SIGTERM stops it cleanly: everything flushed and checkpointed,
 so the next start keeps its actor; SIGKILL is what the crash tests send.
 
 Damaged storage found at start (a record or WAL frame that fails its checksum, an unreadable
@@ -31,6 +34,9 @@ from replication.node import incarnation_of
 
 EXIT_USAGE = 2
 MIN_SECRET_BYTES = 16
+SECRET_ONLY = ("without --ca/--cert/--key, peer frames are only tagged with the shared secret: not encrypted "
+               "(a capture shows every value), any holder of the secret can speak as any replica, and recorded "
+               "frames can be replayed. Fine on loopback for development; use certificates anywhere else")
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -51,8 +57,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "replica",
         help="run one real replica process (TCP to its peers, SQLite on disk, HTTP API)",
-        description="Run one replica as its own process: peers over TCP with HMAC-tagged frames, state in "
-                    "SQLite under --data-dir (a write is answered once durable), the HTTP API on --http.",
+        description="Run one replica as its own process: peers over mutual TLS 1.3 (--ca/--cert/--key) or, for "
+                    "loopback development, frames tagged with the shared secret; state in SQLite under --data-dir "
+                    "(a write is answered once durable); the HTTP API on --http. Note: " + SECRET_ONLY + ".",
     )
     p.add_argument("--id", required=True, help="this replica's id (a POP id such as lhr, for --inject-latency)")
     p.add_argument("--listen", required=True, type=_address, metavar="HOST:PORT", help="address for peer traffic")
@@ -61,7 +68,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="a peer's id and peer address; repeat for each peer")
     p.add_argument("--data-dir", required=True, type=Path, help="directory for this replica's state (created)")
     p.add_argument("--secret-file", required=True, type=Path,
-                   help=f"the cluster secret (at least {MIN_SECRET_BYTES} bytes), the same file on every replica")
+                   help=f"the cluster secret (at least {MIN_SECRET_BYTES} bytes), the same file on every replica: "
+                        "it signs the context tokens clients carry between replicas and, without certificates, "
+                        "tags peer frames")
+    p.add_argument("--ca", action="append", type=Path, default=[], metavar="FILE",
+                   help="a CA certificate peers' certificates must be signed by (DIR/ca.pem from `edgestate certs "
+                        "init`); repeat to trust two CAs while rotating, then drop the old one. With --cert and "
+                        "--key, peer links run over mutual TLS 1.3")
+    p.add_argument("--cert", type=Path, metavar="FILE",
+                   help="this replica's certificate (DIR/ID.pem from `edgestate certs issue --id ID`)")
+    p.add_argument("--key", type=Path, metavar="FILE", help="this replica's private key (DIR/ID.key)")
     p.add_argument("--inject-latency", action="store_true",
                    help="delay outgoing frames by the geographic latency model (ids must be POP ids)")
     p.add_argument("--strategy", choices=list(STRATEGIES), default="plumtree",
@@ -120,6 +136,27 @@ def _problems(args) -> list[str]:
     return out
 
 
+def _tls(args, problems: list[str]):
+    """(server, client) contexts for mutual TLS, None without certificates; a problem if the
+    files are incomplete, unreadable, or make a certificate our peers would refuse."""
+    given = [name for name, v in (("--ca", args.ca), ("--cert", args.cert), ("--key", args.key)) if v]
+    if not given:
+        return None
+    if len(given) < 3:
+        missing = [n for n in ("--ca", "--cert", "--key") if n not in given]
+        problems.append(f"{' and '.join(given)} given without {' and '.join(missing)}: TLS needs all three")
+        return None
+    from replication.io.tls import TLSConfigError, check_own, contexts
+
+    try:
+        pair = contexts(args.ca, args.cert, args.key)
+        check_own(args.ca, args.cert, args.id)
+    except TLSConfigError as e:
+        problems.append(f"TLS: {e}")
+        return None
+    return pair
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     problems = _problems(args)
@@ -127,10 +164,14 @@ def run(args: argparse.Namespace) -> int:
         secret = read_secret(args.secret_file)
     except ValueError as e:
         problems.append(f"--secret-file: {e}")
+    args.tls = _tls(args, problems)
     if problems:
         for p in problems:
             print(f"edgestate replica: error: {p}", file=sys.stderr)
         return EXIT_USAGE
+    if args.tls is None and not _loopback(args.listen[0]):
+        print(f"edgestate replica: warning: --listen {args.listen[0]} is not loopback, and {SECRET_ONLY}",
+              file=sys.stderr)
     mode = args.secret_file.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         print(f"edgestate replica: warning: {args.secret_file} is readable by others (chmod 600 it)", file=sys.stderr)
@@ -150,6 +191,17 @@ def run(args: argparse.Namespace) -> int:
         return runner(_main(args, secret, settings))
     except KeyboardInterrupt:
         return 0
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _server_class():
@@ -217,7 +269,7 @@ async def _main(args, secret: bytes, settings) -> int:
         args.id, args.peers, data_dir=args.data_dir, secret=secret, strategy=args.strategy,
         delay_ms=_delay(args.id) if args.inject_latency else None, seed=args.seed,
         on_events=stream.push if stream else None, on_sent=stream.sent if stream else None, fresh_actor=args.actor,
-        accept_data_loss=args.accept_data_loss,
+        accept_data_loss=args.accept_data_loss, tls=args.tls,
     )
     try:
         await runner.start(*args.listen)

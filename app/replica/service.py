@@ -119,6 +119,12 @@ class _RunnerCollector(Collector):
                           sorted(net.bad_frames.items()))
             yield _family(c, "edgestate_frames_dropped", "Outgoing frames dropped, by reason", "reason",
                           sorted(net.dropped_out.items()))
+            yield _family(c, "edgestate_peer_connections_refused",
+                          "Peer connections refused before any frame was taken (TLS handshake failed: a foreign "
+                          "CA or an expired certificate; identity: a certificate naming another replica), or "
+                          "closed (idle, replaced), by reason", "reason", sorted(net.refused.items()))
+            yield _family(GaugeMetricFamily, "edgestate_peer_tls", "1 when peer links run over mutual TLS",
+                          "replica", mine(int(r.transport.encrypted)))
         if r.node is not None:
             found = r.node.replica.store.integrity
             yield _family(c, "edgestate_content_checks", "What content anti-entropy and the scrub found and repaired, "

@@ -56,6 +56,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -178,8 +179,11 @@ class ReplicaRunner:
         ledger: Ledger | None = None,
         wall_clock: Callable[[], float] = time.time,
         accept_data_loss: bool = False,
+        tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
     ) -> None:
-        """`on_events`: the node's events (applied, membership) as they happen; `on_sent`: every
+        """`tls`: (server, client) contexts for mutual TLS with peers (`io.tls.contexts`); without,
+        frames are tagged with `secret` (loopback development only). `secret` always keys the
+        context tokens clients carry between replicas. `on_events`: the node's events (applied, membership) as they happen; `on_sent`: every
         frame queued to a peer, as (dst, kind, delay_ms, bytes). Both for an observer; both optional.
         `fresh_actor`: the actor to take if the data directory holds no state yet, for a replica
         whose state was lost: its old actor's dots are out there already, and minting them
@@ -191,6 +195,7 @@ class ReplicaRunner:
         self.peer_addrs = dict(peers)
         self.data_dir = Path(data_dir)
         self._secret = secret
+        self._tls = tls
         self._strategy = strategy
         self._delay_ms = delay_ms
         self._seed = seed
@@ -292,7 +297,7 @@ class ReplicaRunner:
                       f"repairing from peers as {replica.actor}: reads and writes answer 503 until caught up"
                       if peers else f"no peer to repair from, serving it as {replica.actor} (data loss accepted)")
         self.transport = Transport(self.id, self._secret, self.peer_addrs, self._on_envelope, delay_ms=self._delay_ms,
-                                   on_sent=self._on_sent)
+                                   on_sent=self._on_sent, tls=self._tls)
         port = await self.transport.listen(listen_host, listen_port)
         self._tasks = [loop.create_task(self._timers()), loop.create_task(self._committer())]
         log.info("%s: actor %s, boot %d, %d keys restored%s", self.id, replica.actor, self.boots,
