@@ -107,6 +107,21 @@ def test_the_page_asks_for_wss_when_it_was_loaded_over_https():
     assert '(location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"' in js
 
 
+def test_serve_processes_serves_https_and_relays_to_its_replicas_over_plain_loopback(pki, tmp_path):
+    """The dashboard over real replica processes: HTTPS outside; its own hop to each replica's
+    HTTP stays plain on loopback (the replicas are not given the flags)."""
+    from waiting import wait_for
+
+    with serving(tmp_path / "serve.log", "--processes", "--pops", "lhr", "--data-dir", str(tmp_path / "data"),
+                 *tls_flags(pki), tls=trusting(pki)) as srv:
+        with httpx.Client(base_url=srv.base_url, verify=srv.tls, timeout=10) as c:
+            wait_for("the replica reporting", lambda: all(
+                r["status"] == "up" for r in c.get("/api/replicas").json()["replicas"]), deadline_s=60)
+            w = c.put("/api/replicas/lhr/kv/relayed", json={"value": 7})
+            assert w.status_code == 200, w.text
+            assert c.get("/api/replicas/lhr/kv/relayed").json()["values"] == [7]
+
+
 # ------------------------------------------------------------------ replica over HTTPS
 
 
@@ -277,3 +292,16 @@ def test_an_expired_certificate_or_a_key_others_can_read_is_warned_about(pki, tm
     loose.write_bytes((pki / "web.key").read_bytes())
     loose.chmod(0o644)
     assert https.load(pki / "web.pem", loose).warnings == (f"--tls-key {loose} is readable by others (chmod 600 it)",)
+
+
+def test_both_help_texts_describe_the_flags(capsys):
+    texts = {}
+    for command in ("serve", "replica"):
+        with pytest.raises(SystemExit) as e:
+            cli.main([command, "--help"])
+        assert e.value.code == 0
+        texts[command] = " ".join(capsys.readouterr().out.split())
+    for text in texts.values():
+        assert "--tls-cert FILE" in text and "--tls-key FILE" in text and "certs issue --host NAME" in text
+    assert "/ws is then wss:" in texts["serve"] and "replicas' own HTTP stays plain on loopback" in texts["serve"]
+    assert "not the peer links" in texts["replica"]
