@@ -1,7 +1,7 @@
 """`edgestate certs init|issue`: the command line over `replication.io.certs`.
 
     edgestate certs init  --dir D [--days 3650] [--force]            D/ca.pem, D/ca.key
-    edgestate certs issue --dir D --id ID [--days 365] [--force]     D/ID.pem, D/ID.key
+    edgestate certs issue --dir D --id ID [--host NAME ...] [--days 365] [--force]     D/ID.pem, D/ID.key
 
 Every refusal is one line on stderr and exit 2, with nothing written.
 """
@@ -22,8 +22,10 @@ _FILES = (
     "DIR/ca.key (the CA's private key: keep it where certificates are issued, not on the replicas), "
     "DIR/ID.pem and DIR/ID.key (replica ID's certificate and private key, for its --cert and --key). "
     "A replica certificate names its id in the URI subject alternative name edgestate://replica/ID. "
-    "Keys are ECDSA P-256. Not yet used by `edgestate replica`: peer links still authenticate with "
-    "the shared secret until TLS peer links land (the --ca/--cert/--key flags come with them)."
+    "Keys are ECDSA P-256. Give them to `edgestate replica --ca DIR/ca.pem --cert DIR/ID.pem --key DIR/ID.key`: "
+    "peer links then run over mutual TLS 1.3, and a peer whose certificate names another id is refused. "
+    "To rotate the CA: init a new one in another directory, restart each replica with --ca twice (old and "
+    "new), reissue and restart each with its new certificate, then restart each with only the new --ca."
 )
 
 
@@ -47,11 +49,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "issue", help="make replica ID's key and certificate: DIR/ID.pem and DIR/ID.key",
         description="Make replica ID's private key DIR/ID.key and certificate DIR/ID.pem (mode 0600), signed "
                     "by the CA in DIR (DIR/ca.pem, DIR/ca.key; make it with `certs init`). The certificate's "
-                    "subject alternative name is the URI edgestate://replica/ID.",
+                    "subject alternative name is the URI edgestate://replica/ID (peers check it), plus a DNS or IP "
+                    "address name for each --host (HTTPS clients check those).",
     )
     issue.add_argument("--dir", required=True, type=Path, metavar="DIR", help="the directory holding the CA")
     issue.add_argument("--id", required=True, metavar="ID",
                        help="the replica id (letters, digits, '-', '_', '.'; at most 64 characters)")
+    issue.add_argument("--host", action="append", default=[], metavar="NAME",
+                       help="also name this DNS name or IP address (repeatable), so the certificate can serve "
+                            "an HTTP API over HTTPS under it (--tls-cert of serve or replica); clients that "
+                            "trust DIR/ca.pem then accept it")
     issue.add_argument("--days", type=positive_int, default=365, help="validity in days (default: %(default)s)")
     issue.add_argument("--force", action="store_true", help="replace existing DIR/ID.pem and DIR/ID.key")
     return p
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if args.certs == "init":
             made = certs.init_ca(args.dir, days=args.days, force=args.force)
         else:
-            made = certs.issue(args.dir, args.id, days=args.days, force=args.force)
+            made = certs.issue(args.dir, args.id, days=args.days, force=args.force, hosts=args.host)
     except certs.CertError as e:
         print(f"edgestate certs {args.certs}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,15 +3,17 @@
     edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...] [--scenario FILE ...]
                     [--strategy plumtree|gossip|direct] [--speed X] [--seed N]
                     [--token T] [--admin-token A] [--private] [--audience [--write-rate R] [--write-burst B]]
-                    [--forwarded-allow-ips IP,NET,...]
+                    [--forwarded-allow-ips IP,NET,...] [--tls-cert FILE --tls-key FILE]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
     edgestate bench ws [--clients N] [--json FILE]
     edgestate bench hostile --ws [--short] [--json FILE]   /ws floods: big frames, deflate bomb, clients that never read
     edgestate bench coordination [--pops ...] [--leader ID] [--partition americas|europe|asia-pacific] [--json FILE]
 
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
-    edgestate replica --id ID --listen H:P [--http H:P] --peer ID=H:P ... --data-dir D --secret-file F
-    edgestate certs init --dir D | issue --dir D --id ID [--days N] [--force]   CA and replica certificates
+    edgestate replica --id ID --listen H:P [--http H:P [--tls-cert F --tls-key F]] --peer ID=H:P ...
+                      --data-dir D --secret-file F
+    edgestate certs init --dir D | issue --dir D --id ID [--host NAME ...] [--days N] [--force]
+                                                        CA and replica (and HTTPS) certificates
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
     edgestate bench writes [--pops ...] [--big N] [--json FILE]
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
@@ -143,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "address, so name only your own proxies. Default: none, not even "
                              "loopback: every client is the address it connects from (FORWARDED_ALLOW_IPS in the "
                              "environment is ignored)")
+    from .web.https import add_arguments as add_https_arguments
+
+    add_https_arguments(serve.add_argument_group(
+        "HTTPS",
+        "Plain HTTP unless both are given. Off loopback, give them (or put a TLS proxy in front): over plain "
+        "HTTP the tokens are readable by anyone on the path, and serve warns at start. With --processes the "
+        "dashboard serves HTTPS; its replicas' own HTTP stays plain on loopback.",
+    ), "--host:--port", ws=True)
     replica_cli.add_parser(sub)
     certs_cli.add_parser(sub)
     scenario_cli.add_parser(sub)
@@ -181,6 +191,9 @@ def _serve(args: argparse.Namespace) -> int:
         if tok is not None and len(tok) < WEAK_TOKEN_CHARS:
             print(f"edgestate serve: warning: {flag} is shorter than {WEAK_TOKEN_CHARS} characters: easy to guess",
                   file=sys.stderr)
+    https, code = _https(args)
+    if code:
+        return code
 
     from replication.scenarios import Catalogue, ScenarioError
 
@@ -205,10 +218,35 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
             live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
-        return _run_server(args, create_app(live, run_clock=True, settings=settings, scenarios=scenarios), pops)
+        return _run_server(args, create_app(live, run_clock=True, settings=settings, scenarios=scenarios), pops,
+                           https)
 
 
-def _run_server(args: argparse.Namespace, app, pops) -> int:
+def _https(args: argparse.Namespace):
+    """(the loaded certificate or None, 0), or (None, exit code) after saying what is wrong in one line."""
+    from .web import https
+
+    problem = https.usage_problem(args.tls_cert, args.tls_key)
+    if problem:
+        print(f"edgestate serve: error: {problem}", file=sys.stderr)
+        return None, EXIT_USAGE
+    loaded = None
+    if args.tls_cert is not None:
+        try:
+            loaded = https.load(args.tls_cert, args.tls_key)
+        except https.TlsFileError as e:
+            print(f"edgestate serve: error: {e}", file=sys.stderr)
+            return None, EXIT_USAGE
+        for w in loaded.warnings:
+            print(f"edgestate serve: warning: {w}", file=sys.stderr)
+    tokens = args.token is not None or args.admin_token is not None or args.private
+    warning = https.plain_token_warning(args.host, tokens=tokens, https=loaded is not None, flag="--host")
+    if warning:
+        print(f"edgestate serve: warning: {warning}", file=sys.stderr)
+    return loaded, 0
+
+
+def _run_server(args: argparse.Namespace, app, pops, https=None) -> int:
     import uvicorn
 
     from .dashboard.ws.limits import uvicorn_options
@@ -223,12 +261,14 @@ def _run_server(args: argparse.Namespace, app, pops) -> int:
     trusted = args.forwarded_allow_ips
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
                                            proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
-                                           **uvicorn_options()))
+                                           **uvicorn_options(), **(https.uvicorn_options() if https else {})))
     for name in ("uvicorn.access", "uvicorn.error"):  # after uvicorn has set up its logging
         logging.getLogger(name).addFilter(RedactTokens())
     logging.getLogger("uvicorn.error").info(
         "edgestate: %d replica(s): %s", len(pops), ", ".join(p.id for p in pops)
     )
+    if https is not None:
+        logging.getLogger("uvicorn.error").info("edgestate: %s", https.describe())
 
     # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, then re-raises the signal
     # to the handler that was installed before it. Make that handler raise

@@ -268,3 +268,32 @@ def test_days_must_be_at_least_one(ca_dir, capsys):
     assert "--days" in capsys.readouterr().err
     with pytest.raises(certs.CertError):
         certs.issue(ca_dir, "lhr", days=0)
+
+
+# ---------------------------------------------------------------- names for HTTPS (--host)
+
+
+def test_hosts_add_dns_and_ip_names_beside_the_replica_id(ca_dir, capsys):
+    code, _, err = run(capsys, "issue", "--dir", str(ca_dir), "--id", "lhr", "--host", "127.0.0.1",
+                       "--host", "Edge.Example.com.", "--host", "[::1]", "--host", "edge.example.com")
+    assert (code, err) == (0, ""), err
+    cert = x509.load_pem_x509_certificate((ca_dir / "lhr.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["edgestate://replica/lhr"]
+    assert san.get_values_for_type(x509.DNSName) == ["edge.example.com"]  # one name, however written
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+    # and an HTTPS client that trusts the CA accepts it for those names, by the usual host name check
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(ca_dir / "lhr.pem", ca_dir / "lhr.key")
+    client = ssl.create_default_context(cafile=ca_dir / "ca.pem")
+    _, got = handshake(server, client, server_hostname="edge.example.com")
+    assert not isinstance(got, Exception), got
+    _, refused = handshake(server, client, server_hostname="other.example.com")
+    assert isinstance(refused, ssl.SSLCertVerificationError), refused
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", "-x.com", "x_y.com", "a b", "é.com", "a/b", "x" * 64 + ".com"])
+def test_bad_hosts_are_refused_and_nothing_is_written(ca_dir, capsys, bad):
+    code, _, err = run(capsys, "issue", "--dir", str(ca_dir), "--id", "lhr", f"--host={bad}")
+    assert code == 2 and "bad --host" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["ca.key", "ca.pem"]

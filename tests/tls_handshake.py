@@ -7,10 +7,11 @@ import ssl
 import threading
 
 
-def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext):
+def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, server_hostname: str | None = None):
     """One loopback TCP connection; returns (server outcome, client outcome), each the peer's
     certificate dict and TLS version, or the exception raised. The server reads one byte after
-    its handshake so a refusal of the client's certificate reaches the client too."""
+    its handshake so a refusal of the client's certificate reaches the client too. `server_hostname`:
+    the name a client that checks host names expects."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(20)
     result: dict[str, object] = {}
@@ -29,7 +30,7 @@ def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext):
     t.start()
     try:
         with socket.create_connection(listener.getsockname(), timeout=20) as raw:
-            with client_ctx.wrap_socket(raw) as c:
+            with client_ctx.wrap_socket(raw, server_hostname=server_hostname) as c:
                 peer = (c.getpeercert(), c.version())
                 if c.recv(1) != b"k":  # TLS 1.3: the server's verdict on our certificate comes after ours
                     raise ConnectionError("closed by the server")

@@ -3,6 +3,7 @@
     edgestate replica --id lhr --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \\
         --peer fra=127.0.0.1:7002 --peer ... --data-dir DIR --secret-file F \\
         --ca certs/ca.pem --cert certs/lhr.pem --key certs/lhr.key [--inject-latency]
+        [--tls-cert FILE --tls-key FILE]     (HTTPS for the --http API only; see app/web/https.py)
 
 Every replica of a cluster gets the same secret file and the full peer list (its own entry
 may be left out). With --ca/--cert/--key (from `edgestate certs`) peer links run over mutual
@@ -59,11 +60,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="run one real replica process (TCP to its peers, SQLite on disk, HTTP API)",
         description="Run one replica as its own process: peers over mutual TLS 1.3 (--ca/--cert/--key) or, for "
                     "loopback development, frames tagged with the shared secret; state in SQLite under --data-dir "
-                    "(a write is answered once durable); the HTTP API on --http. Note: " + SECRET_ONLY + ".",
+                    "(a write is answered once durable); the HTTP API on --http (HTTPS with --tls-cert and "
+                    "--tls-key). Note: " + SECRET_ONLY + ".",
     )
     p.add_argument("--id", required=True, help="this replica's id (a POP id such as lhr, for --inject-latency)")
     p.add_argument("--listen", required=True, type=_address, metavar="HOST:PORT", help="address for peer traffic")
     p.add_argument("--http", type=_address, metavar="HOST:PORT", help="address for the HTTP API (default: none)")
+    from ..web.https import add_arguments as add_https_arguments
+
+    # HTTPS for the HTTP API only: peer links are not affected by these two
+    add_https_arguments(p, "--http; not the peer links", ws=False)
     p.add_argument("--peer", action="append", type=_peer, default=[], metavar="ID=HOST:PORT",
                    help="a peer's id and peer address; repeat for each peer")
     p.add_argument("--data-dir", required=True, type=Path, help="directory for this replica's state (created)")
@@ -182,13 +188,16 @@ def run(args: argparse.Namespace) -> int:
         for p in settings.problems():  # Settings speaks of serve's --host; here the address is --http
             print(f"edgestate replica: error: {p.replace('--host ', '--http ', 1)}", file=sys.stderr)
         return EXIT_USAGE
+    https, code = _https(args)
+    if code:
+        return code
     try:
         import uvloop
     except ImportError:  # pragma: no cover - a dependency; plain asyncio works, only slower
         uvloop = None
     runner = uvloop.run if uvloop is not None else asyncio.run
     try:
-        return runner(_main(args, secret, settings))
+        return runner(_main(args, secret, settings, https))
     except KeyboardInterrupt:
         return 0
 
@@ -202,6 +211,33 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _https(args):
+    """(the loaded certificate or None, 0), or (None, 2) after one line saying what is wrong."""
+    from ..web import https
+
+    problem = https.usage_problem(args.tls_cert, args.tls_key)
+    if problem is None and args.tls_cert is not None and not args.http:
+        problem = "--tls-cert/--tls-key serve the HTTP API over HTTPS: they need --http HOST:PORT"
+    if problem:
+        print(f"edgestate replica: error: {problem}", file=sys.stderr)
+        return None, EXIT_USAGE
+    loaded = None
+    if args.tls_cert is not None:
+        try:
+            loaded = https.load(args.tls_cert, args.tls_key)
+        except https.TlsFileError as e:
+            print(f"edgestate replica: error: {e}", file=sys.stderr)
+            return None, EXIT_USAGE
+        for w in loaded.warnings:
+            print(f"edgestate replica: warning: {w}", file=sys.stderr)
+    if args.http:
+        tokens = args.token is not None or args.admin_token is not None
+        warning = https.plain_token_warning(args.http[0], tokens=tokens, https=loaded is not None, flag="--http")
+        if warning:
+            print(f"edgestate replica: warning: {warning}", file=sys.stderr)
+    return loaded, 0
 
 
 def _server_class():
@@ -254,7 +290,7 @@ def _delay(me: str):
     return delay_ms
 
 
-async def _main(args, secret: bytes, settings) -> int:
+async def _main(args, secret: bytes, settings, https=None) -> int:
     import signal
 
     from replication.io.runner import ReplicaRunner
@@ -303,8 +339,11 @@ async def _main(args, secret: bytes, settings) -> int:
             # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For
             # on any request from loopback; nothing here sits behind a proxy
             config = uvicorn.Config(app, host=args.http[0], port=args.http[1], log_level=args.log_level,
-                                    access_log=False, lifespan="off", proxy_headers=False)
+                                    access_log=False, lifespan="off", proxy_headers=False,
+                                    **(https.uvicorn_options() if https else {}))
             server = _Server(config)
+            if https is not None:
+                print(f"edgestate replica: {https.describe()} on {args.http[0]}:{args.http[1]}", file=sys.stderr)
             watch = _watch_parent(args.parent_pid, lambda: setattr(server, "should_exit", True))
             try:
                 await server.serve()

@@ -20,6 +20,11 @@ Every file (certificates too: the issue asks for 0600 throughout, and nothing bu
 replica's own user needs to read them) is created with mode 0600 by `os.open`, never chmod'ed
 afterwards, so no other user can ever open it, not even for an instant. Existing files are
 refused unless `force`; then the new file is written beside the old one and renamed over it.
+HTTPS: `hosts` (`certs issue --host NAME`, repeatable) adds DNS or IP address subject alternative
+names, so the same certificate can serve a replica's or the dashboard's HTTP API over HTTPS
+(`--tls-cert`): clients check those names the usual way. They change nothing for peers, which
+look only at the URI SAN.
+
 Ids: the existing replica id rule (a non-empty string of at most 64 characters) and, because
 the id becomes a file name and a URI path, letters, digits, '-', '_' and '.' only, starting
 with a letter or digit; `ca` is refused (it would be the CA's own files).
@@ -28,8 +33,10 @@ with a letter or digit; `ca` is refused (it would be the CA's own files).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +56,9 @@ FILE_MODE = 0o600
 CLOCK_SKEW = dt.timedelta(hours=1)  # not_before this far back: peers with slow clocks still accept
 
 _ID_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+MAX_DNS_NAME = 253
 
 
 class CertError(Exception):
@@ -76,6 +86,26 @@ def check_cert_id(replica_id: str) -> str:
     if replica_id == CA_CERT.removesuffix(".pem"):
         raise CertError("bad replica id 'ca': its files would be the CA's own (ca.pem, ca.key)")
     return replica_id
+
+
+def host_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """The DNS and IP address SANs for `hosts` (an IP address, `[v6]` too, or a DNS name), in order,
+    without repeats. Raises CertError naming the first bad one."""
+    out: list[x509.GeneralName] = []
+    for host in hosts:
+        text = host.strip()
+        name: x509.GeneralName
+        try:
+            name = x509.IPAddress(ipaddress.ip_address(text.removeprefix("[").removesuffix("]")))
+        except ValueError:
+            dns = text.removesuffix(".").lower()  # "example.com." is the same name
+            if len(dns) > MAX_DNS_NAME or not _DNS_NAME.fullmatch(dns):
+                raise CertError(f"bad --host {host!r}: give a DNS name (letters, digits and '-' in labels "
+                                "separated by dots) or an IP address") from None
+            name = x509.DNSName(dns)
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def init_ca(directory: Path, *, days: int = CA_DAYS, force: bool = False,
@@ -109,12 +139,14 @@ def init_ca(directory: Path, *, days: int = CA_DAYS, force: bool = False,
 
 
 def issue(directory: Path, replica_id: str, *, days: int = REPLICA_DAYS, force: bool = False,
-          now: dt.datetime | None = None) -> Issued:
+          now: dt.datetime | None = None, hosts: Sequence[str] = ()) -> Issued:
     """Make `replica_id`'s key and certificate in `directory`, signed by the CA found there.
-    `now` moves the validity window (tests make expired certificates with it)."""
+    `now` moves the validity window (tests make expired certificates with it); `hosts` adds
+    DNS/IP SANs for serving HTTPS under those names."""
     directory = Path(directory)
     check_cert_id(replica_id)
     _check_days(days)
+    extra_names = host_names(hosts)
     ca_cert, ca_key = load_ca(directory)
     paths = Issued(directory / f"{replica_id}.pem", directory / f"{replica_id}.key")
     _check_free(paths, force)
@@ -127,7 +159,7 @@ def issue(directory: Path, replica_id: str, *, days: int = REPLICA_DAYS, force: 
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start).not_valid_after(start + CLOCK_SKEW + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(replica_uri(replica_id))]),
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(replica_uri(replica_id)), *extra_names]),
                        critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
