@@ -505,6 +505,8 @@ def _ssl_reason(e: BaseException) -> str:
         return f"no handshake within {HELLO_S:g} s"
     verify = getattr(e, "verify_message", None)
     if verify:
+        if "issuer" in str(verify):  # OpenSSL's words for a certificate from a CA we do not trust
+            return f"its certificate is not signed by a CA this replica trusts ({verify})"
         return str(verify)
     reason = getattr(e, "reason", None)
     return str(reason or e or type(e).__name__).replace("_", " ").lower()
