@@ -152,3 +152,62 @@ def test_a_cluster_that_keeps_up_reports_its_requested_speed():
     assert lc.slipped_ms == 0.0 and lc.effective_speed == 2.0
     lc.pause()
     assert lc.effective_speed == 0.0
+
+
+def test_a_catch_up_looks_at_the_clock_after_every_event():
+    """A catch-up's stall is its budget plus the events run before it next looks at the clock: it
+    must look after each one, so one dear event past the budget is the most it overruns."""
+    clock = FakeClock()
+    lc = LiveCluster(SimCluster(place_replicas(select_pops("default")), seed=1), clock=clock)
+    lc.write("lhr", "sets", "s", {"add": list(range(50))})
+    runs = []
+    real = lc.sim._run
+
+    def dear(until, pred, max_events):  # each event costs 15 ms of wall time
+        n = real(until, pred, max_events)
+        clock.t += 0.015 * max(n, 0)
+        runs.append(n)
+        return n
+
+    lc.sim._run = dear
+    clock.t += 1.0  # a second behind: hundreds of events due
+    before = clock.t
+    lc.catch_up()
+    assert sum(runs) * 0.015 == pytest.approx(clock.t - before)
+    # the budget (20 ms) is spent after two events; the clock is looked at after each
+    assert sum(runs) <= CATCH_UP_BUDGET_S / 0.015 + 1, runs
+
+
+def test_a_write_over_http_lets_the_loop_run_between_its_catch_up_and_the_write():
+    """The catch-up before a write may take its whole budget and the write its own cost: in one
+    loop turn they add up, so the write yields between them (other tasks run), and still lands."""
+    lc = live(clock=FakeClock())
+    order = []
+    real = lc.write
+
+    def write(*a):
+        order.append("write")
+        return real(*a)
+
+    lc.write = write
+
+    async def main():
+        async def other():
+            order.append("other task")
+
+        task = asyncio.ensure_future(other())
+        await lc.awrite("lhr", "kv", "k", {"value": 1})
+        await task
+        task = asyncio.ensure_future(other())
+        await lc.awrite_once("lhr", "kv", "k2", {"value": 2}, _once())
+        await task
+
+    run_async(main())
+    assert order == ["other task", "write"] * 2
+    assert lc.read("lhr", "kv", "k").values == [1] and lc.read("lhr", "kv", "k2").values == [2]
+
+
+def _once():
+    from replication.idempotency import Once, request_fingerprint
+
+    return Once("key-1", request_fingerprint("PUT", "lhr", "kv", "k2", {"value": 2}), render=lambda v: b"{}")

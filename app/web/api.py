@@ -33,9 +33,10 @@ from replication.idempotency import MAX_KEY_CHARS, TTL_MS, Once, check_idempoten
 from replication.replica import KvView
 
 from .errors import ApiError
+from .hygiene import ParsedJsonRoute
 from .security import bearer_scheme
 
-router = APIRouter()
+router = APIRouter(route_class=ParsedJsonRoute)  # the body is parsed once, by the hygiene check
 # declares the bearer token in the OpenAPI schema ("Authorize" in /docs); the access middleware checks it
 AUTH = [Security(bearer_scheme)]
 
