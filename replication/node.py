@@ -20,6 +20,7 @@ from .antientropy import SCRUB_WORK, AntiEntropy
 from .clocks import Dot
 from .delta import Delta
 from .dissemination import DisseminationConfig, make_strategy
+from .dissemination.seedtree import SeedTree
 from .errors import StaleDelta
 from .membership import ALIVE, DEAD, Membership, MembershipConfig
 from .messages import (
@@ -125,9 +126,13 @@ class Node:
         secret: bytes | None = None,
         epoch_ms: float = 0.0,
         replica: Replica | None = None,
+        seed_tree: SeedTree | None = None,
     ) -> None:
         """`replica`: state restored from disk (its actor already chosen); `incarnation` is
-        then only the membership incarnation, which must rise with every start."""
+        then only the membership incarnation, which must rise with every start. `seed_tree`:
+        the spanning tree of the members under the latency model, where the driver knows every
+        member's location (the simulator): plumtree starts from it instead of flooding, and its
+        links join the overlay. Without it (real replicas) the first broadcast floods."""
         self.cfg = cfg = config or NodeConfig()
         self.id = replica_id
         # Added to the driver's clock for the timestamps people see (HLC); timers keep raw time.
@@ -145,6 +150,12 @@ class Node:
                                      push_pull_rng=random.Random(f"{seed}:{replica_id}:{incarnation}:push-pull"))
         d = cfg.dissemination
         self._base_view = overlay_view(replica_id, self.peers, self.link_ms, self.rng, d.view_near, d.view_far)
+        # a tree link must be an overlay link: its ends exchange IHAVEs and GRAFTs, and membership
+        # takes it out of the view when its far end dies (appended: the seeded draws stay the same)
+        self.seed_tree = seed_tree if seed_tree is not None and replica_id in seed_tree else None
+        if self.seed_tree is not None:
+            self._base_view += [p for p in self.seed_tree.neighbours(replica_id)
+                                if p in self.peers and p not in self._base_view]
         self._view = list(self._base_view)
         self.strategy = make_strategy(cfg.strategy, self, d)
         self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout,

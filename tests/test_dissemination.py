@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 from hashseeds import outputs_under_hash_seeds
 
+from replication.dissemination.seedtree import SeedTree
 from replication.geo import LatencyModel, place_replicas, select_pops
 from replication.node import Node, NodeConfig
 from replication.sim.simulator import SimEvent, Simulator
@@ -32,11 +33,15 @@ AE_MS = NodeConfig().ae_interval_ms
 class Cluster:
     """Real nodes at real POPs; records every simulator and node event."""
 
-    def __init__(self, strategy: str, *, pops: str = "default", seed: int = 1, **faults) -> None:
+    def __init__(self, strategy: str, *, pops: str = "default", seed: int = 1, seed_tree: bool = True,
+                 **faults) -> None:
+        """`seed_tree`: give the nodes the latency model's spanning tree, as SimCluster does (False:
+        plumtree starts classic, all links eager, as real replicas without a latency model do)."""
         placements = place_replicas(select_pops(pops))
         self.ids = [p.id for p in placements]
         self.pop_of = {p.id: p.pop for p in placements}
         self.model = model = LatencyModel()
+        tree = SeedTree(self.ids, self.one_way) if seed_tree else None
         self.strategy = strategy
         self.events: list[SimEvent] = []
         ids, pop_of = self.ids, self.pop_of
@@ -47,7 +52,7 @@ class Cluster:
                 config=NodeConfig(strategy=strategy, record_events=True),
                 seed=seed,
                 link_ms=lambda p: model.one_way_ms(pop_of[nid], pop_of[p]),
-                incarnation=inc,
+                incarnation=inc, seed_tree=tree,
             )
 
         self.sim = Simulator.from_placements(placements, factory, model, seed=seed, sink=self.events.append, **faults)

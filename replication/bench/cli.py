@@ -16,6 +16,7 @@ from .report import table
 COLUMNS = [
     "strategy", "replicas", "writes", "ratio_p50", "ratio_p99", "payloads_per_receiver",
     "max_sends_per_node", "delivered_before_antientropy", "delivered_everywhere", "heal_converge_ms",
+    "first_write_max", "first_write_p50", "switched_back_max",
 ]
 
 

@@ -15,8 +15,14 @@ Per strategy, over `writes` measured writes (after `warmup` writes that let tree
 - heal_converge_ms: after a partition (the Americas against the rest) with writes on both
   sides, the time from heal until every replica has the same state;
 - warmup_ratio_p50 / warmup_ratio_p99: the same ratio over the warm-up writes. A root's first
-  messages follow the shared tree, which suits whichever root flooded it first; each root's
-  own tree then relaxes towards its fastest paths over a few messages.
+  messages follow the shared tree (plumtree starts from the latency model's minimum spanning
+  tree); each root's own tree then relaxes towards its fastest paths over a few messages.
+- first_write_max / first_write_p50: on a fresh cluster, every root writes once, one write at a
+  time (seeded order, FIRST_WRITE_GAP_MS apart): payloads received per receiver for each root's
+  first write (`first_write_per_root`), the worst root and the median one. 1.0 is a tree; a
+  flood is several. Up to FIRST_WRITE_ROOTS roots, a seeded sample beyond.
+- switched_back_max / switched_back_p50: the same after trees have formed, the strategy was
+  switched to another one and back (the dashboard's picker does this live).
 """
 
 from __future__ import annotations
@@ -183,8 +189,53 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
         "warmup_ratio_p99": _percentile(warm_ratios, 0.99),
         "sim_messages": sim.delivered_count - delivered0,
     }
+    first = first_writes(p, strategy)
+    back = first_writes(p, strategy, switch_from=next(s for s in STRATEGIES if s != strategy))
+    result.update({
+        "first_write_max": max(first.values()), "first_write_p50": _percentile(list(first.values()), 0.5),
+        "switched_back_max": max(back.values()), "switched_back_p50": _percentile(list(back.values()), 0.5),
+        "first_write_per_root": first,
+    })
     result["wall_s"] = time.perf_counter() - wall0
     return result
+
+
+FIRST_WRITE_ROOTS = 60  # beyond this many replicas, a seeded sample of roots
+FIRST_WRITE_GAP_MS = 2000.0  # between two first writes: the slowest path and its repairs are done
+
+
+def first_writes(p: Params, strategy: str, switch_from: str | None = None) -> dict[str, float]:
+    """Payloads per receiver of each root's first write, on a fresh cluster, one write at a time.
+    `switch_from`: first let trees form (a few writes from every root), switch to that strategy
+    and back, and only then measure. Virtual time, seeded: the same figures on every machine."""
+    placements = place_replicas(select_pops(p.pops), p.replicas)
+    sends: dict[Dot, Counter] = {}
+    received: Counter = Counter()
+    cluster = SimCluster(placements, strategy=strategy, seed=p.seed, loss=p.loss,
+                         wrap=lambda node: _Counting(node, sends, received), traffic_events=False)
+    sim, ids = cluster.sim, cluster.ids
+    rng = random.Random(f"first-writes:{p.seed}")
+    roots = list(ids) if len(ids) <= FIRST_WRITE_ROOTS else rng.sample(ids, FIRST_WRITE_ROOTS)
+    rng.shuffle(roots)
+    sim.run_for(2000)  # membership and overlay settle, as in the main run
+    if switch_from is not None:
+        for i in range(3 * len(roots)):  # every root writes a few times: its tree forms and relaxes
+            sim.write(roots[i % len(roots)], "kv", f"warm{i % 10}", {"value": i})
+            sim.run_for(rng.expovariate(p.rate) * 1000.0)
+        sim.run_for(FIRST_WRITE_GAP_MS)
+        cluster.set_strategy(switch_from)
+        sim.run_for(1000)
+        cluster.set_strategy(strategy)
+        sim.run_for(1000)
+    out: dict[str, float] = {}
+    for root in roots:
+        replica = sim.nodes[root].replica
+        dot = replica.store.ctx.next_dot(replica.actor)
+        sends[dot] = Counter()
+        sim.write(root, "kv", "first", {"value": root})
+        sim.run_for(FIRST_WRITE_GAP_MS)
+        out[root] = received[dot] / max(1, len(ids) - 1)
+    return out
 
 
 def _heal(sim, cluster: SimCluster, p: Params, rng: random.Random) -> float:

@@ -68,8 +68,17 @@ class Plumtree:
     def __init__(self, host, config) -> None:
         self.h = host
         self.cfg = config
-        self.eager: dict[str, dict[str, None]] = {SHARED: dict.fromkeys(host.view())}
-        self.lazy: dict[str, dict[str, None]] = {SHARED: {}}
+        # The latency model's spanning tree, where the host knows it (see seedtree): the shared
+        # tree starts as its links, every other overlay link lazy, so no first broadcast floods.
+        self.tree = tree = getattr(host, "seed_tree", None)
+        self.tree_links = frozenset(tree.neighbours(host.id)) if tree is not None else None
+        view = host.view()
+        if self.tree_links is None:  # classic: all eager, the first broadcast's duplicates prune
+            self.eager: dict[str, dict[str, None]] = {SHARED: dict.fromkeys(view)}
+            self.lazy: dict[str, dict[str, None]] = {SHARED: {}}
+        else:
+            self.eager = {SHARED: {p: None for p in view if p in self.tree_links}}
+            self.lazy = {SHARED: {p: None for p in view if p not in self.tree_links}}
         self.parent: dict[str, str] = {}  # root -> the neighbour we take its messages from
         self.path_of: dict[str, float] = {}  # root -> latency of our latest path from it
         self.switching: dict[str, _Switch] = {}  # root -> the parent change under way
@@ -112,13 +121,20 @@ class Plumtree:
                 lz[peer] = None
 
     def view_changed(self, added: list[str], removed: list[str]) -> None:
+        links = self.tree_links
         for root in self.eager:
             for p in removed:
                 self.eager[root].pop(p, None)
                 self.lazy[root].pop(p, None)
             for p in added:
-                self.eager[root][p] = None  # redundant links prune themselves on the first duplicate
-                self.lazy[root].pop(p, None)
+                if links is None or p in links:
+                    self.eager[root][p] = None  # redundant links prune themselves on the first duplicate
+                    self.lazy[root].pop(p, None)
+                elif p not in self.eager[root]:
+                    # Not a tree link (a neighbour's announcement, a stand-in for a dead one): made
+                    # eager it would only bring duplicates. It carries IHAVEs, and a GRAFT makes it
+                    # eager if it is needed to reach the part of the tree cut off by a failure.
+                    self.lazy[root][p] = None
         for root in [r for r, p in self.parent.items() if p in removed]:
             del self.parent[root]
         for root in [r for r, sw in self.switching.items() if sw.new in removed or sw.old in removed]:
@@ -255,6 +271,14 @@ class Plumtree:
         says when it is due. A root never heard from has no usual path, and the shared tree
         its first message follows may have lost links to other roots' prunes: graft soon."""
         usual = self.path_of.get(root)
+        if usual is None and self.tree is not None:
+            model = self.tree.path_ms(root, self.h.id)
+            if model is not None:
+                # The seed tree's path says when the first copy is due. It can be long (the tree
+                # is the shortest in total, not per root), and an IHAVE over a shortcut beats it
+                # by more than the usual cap: grafting then would only add a duplicate, and a
+                # cycle to the shared tree that every later root's first message pays for.
+                return max(0.0, model - announced_ms) + self.cfg.graft_slack_ms
         if usual is None:
             return self.cfg.graft_slack_ms
         return min(self.cfg.ihave_timeout_ms, max(0.0, usual - announced_ms) + self.cfg.graft_slack_ms)

@@ -15,6 +15,7 @@ from ..contract import Convergence, ReplicaState, ReplicaStatus, Topology
 from ..errors import UnknownReplica
 from ..geo import LatencyModel, Placement
 from ..dissemination import STRATEGIES
+from ..dissemination.seedtree import SeedTree
 from ..node import Node, NodeConfig
 from ..replica import Replica
 from .simulator import SimEvent, Simulator
@@ -49,6 +50,8 @@ class SimCluster:
         self.seed = seed
         self.epoch_ms = epoch_ms
         self._wrap = wrap
+        # every node builds its first plumtree from this tree: the same for all, computed once
+        self.seed_tree = SeedTree(self.ids, self.one_way_ms)
         self.sim = Simulator.from_placements(
             self.placements, self._make_node, self.model,
             seed=seed, loss=loss, duplicate=duplicate, reorder=reorder, sink=sink, traffic_events=traffic_events,
@@ -68,7 +71,7 @@ class SimCluster:
 
         node = Node(
             nid, self.ids, config=self.config, seed=self.seed, incarnation=incarnation, secret=self.secret,
-            link_ms=link_ms, epoch_ms=self.epoch_ms,
+            link_ms=link_ms, epoch_ms=self.epoch_ms, seed_tree=self.seed_tree,
         )
         return self._wrap(node) if self._wrap else node
 
