@@ -16,6 +16,7 @@
                                                         CA and replica (and HTTPS) certificates
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
     edgestate bench writes [--pops ...] [--big N] [--json FILE]
+    edgestate bench page [--writes R] [--duration S] [--baseline REV] [--shots DIR] [--json FILE]
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
     edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
@@ -41,6 +42,7 @@ from replication.scenarios import cli as scenario_cli
 
 from .bench import faults as bench_faults
 from .bench import hostile as bench_hostile
+from .bench import page as bench_page
 from .bench import replica as bench_replica
 from . import certs as certs_cli
 from .bench import writes as bench_writes
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_faults.add_parser(which)
     bench_hostile.add_parser(which)
     bench_writes.add_parser(which)
+    bench_page.add_parser(which)
     return parser
 
 
@@ -310,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_hostile.run(args)
         if args.bench == "writes":
             return bench_writes.run(args)
+        if args.bench == "page":
+            return bench_page.run(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE

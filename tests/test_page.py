@@ -273,3 +273,37 @@ def test_the_speed_says_when_the_cpu_cannot_keep_up(make_page):
     }""", clock)
     assert shown == [["×0.5 asked, ×0.1 running: CPU-bound", True], ["×0.5", False]], shown
     assert page.errors == []
+
+
+def test_arcs_survive_marker_updates_and_the_map_draws_at_most_its_bound(make_page):
+    """A marker restyle (selecting a POP changes its size) neither re-fits the projection nor
+    clears the arcs; with more messages in flight than the map draws, it draws the newest 240
+    and says how many more there are."""
+    page = open_dashboard(make_page)
+    page.server.api("POST", "/api/sim/pause")
+    expect()(page.locator("[data-testid=pause]")).to_have_text("Resume", timeout=DEADLINE_MS)
+    page.evaluate("""() => {  // 300 messages that stay in flight while the clock is paused
+        const S = window.__edgestate, now = S.clock.now();
+        for (let i = 0; i < 300; i++) {
+            const src = S.ids[i % S.ids.length], dst = S.ids[(i * 7 + 3) % S.ids.length];
+            if (src === dst) continue;
+            S.map.addFlight({ kind: "sent", mid: "test-" + i, msg: "payload", src, dst, t: now - 1, deliver_at: now + 1e9 });
+        }
+    }""")
+    n = page.evaluate("window.__edgestate.map.flights.size")
+    page.wait_for_function("n => { const d = window.__edgestate.map.drawn; return d.arcs === 240 && d.hidden === n - 240; }",
+                           arg=n, timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=arcs-more]")).to_have_text(f"+{n - 240} more in flight", timeout=DEADLINE_MS)
+    fitted = page.evaluate("window.__edgestate.map.calibratedAt")
+    select_pop(page, "syd")  # the selected marker grows: a Plotly restyle
+    page.wait_for_function("() => { const m = window.__edgestate.map; return m.look.selected === 'syd' && !m.styleDirty"
+                           " && m.shown && m.shown.shape.includes('19'); }", timeout=DEADLINE_MS)
+    frame = page.evaluate("window.__edgestate.map.drawn.frame")
+    page.wait_for_function(f"window.__edgestate.map.drawn.frame > {frame + 5}", timeout=DEADLINE_MS)
+    assert page.evaluate("window.__edgestate.map.calibratedAt") == fitted, "a marker restyle re-fitted the projection"
+    assert page.evaluate("window.__edgestate.map.drawn.arcs") == 240
+    painted = page.evaluate("""() => { const c = document.getElementById('overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""")
+    assert painted > 1000, f"the arc layer is blank after a marker update ({painted} pixels)"
+    assert page.errors == []

@@ -6,7 +6,7 @@ import { api } from "./api.js";
 import { WorldMap, DigestColours, MSG_STYLE, GROUP_COLOURS } from "./map.js";
 import { renderHeader, renderDetail, renderVV } from "./panel.js";
 import { TYPES, labelOf, otherTypes } from "./types.js";
-import { ConvergenceView, renderCounters, logEvent } from "./convergence.js";
+import { ConvergenceView, renderCounters, logEvent, clearLog } from "./convergence.js";
 import { initScenarios, onScenarioEvent, startScenario } from "./scenarios.js";
 import { Timeline } from "./timeline.js";
 import { CoordinationPanel } from "./coordination.js";
@@ -229,7 +229,7 @@ function serverBack(s) {
   const restarted = S.server !== null && s.server !== undefined && s.server !== S.server;
   if (s.server !== undefined) S.server = s.server;
   if (restarted) {
-    setChildren($("log"), []); // the old server's events: its clock is not this one's
+    clearLog(); // the old server's events: its clock is not this one's
     logEvent(s.clock.now_ms, ["connected to a restarted server: its clock and events start afresh"], "warn");
   }
   if (!S.lost) return;

@@ -8,6 +8,11 @@ import { MSG_STYLE } from "./map.js";
 const WRITE_COLOURS = ["#38bdf8", "#f472b6", "#a3e635", "#fbbf24"];
 const SHOWN = 4;
 const LOG_MAX = 120;
+// The chart redraws at most every DRAW_MIN_MS, and never oftener than its own cost allows: a
+// Plotly redraw that took c ms waits DRAW_COST_X * c before the next (the chart takes at most
+// about a tenth of the main thread, whatever the write rate).
+const DRAW_MIN_MS = 250;
+const DRAW_COST_X = 10;
 
 export class ConvergenceView {
   constructor(S) {
@@ -15,6 +20,7 @@ export class ConvergenceView {
     this.dirty = false;
     this.ready = false;
     this.lastDraw = 0;
+    this.gap = DRAW_MIN_MS;
   }
 
   init() {
@@ -43,6 +49,8 @@ export class ConvergenceView {
     const recent = [...S.writes.values()].slice(-SHOWN);
     const incomplete = recent.some((w) => w.arrivals.size < w.n);
     if (!this.dirty && !incomplete) return;
+    const started = performance.now();
+    if (started - this.lastDraw < this.gap) return;
     this.dirty = false;
     const now = S.clock.now();
     const traces = [];
@@ -74,6 +82,8 @@ export class ConvergenceView {
     });
     Plotly.react($("conv-chart"), traces, this.layout);
     setChildren($("write-legend"), legend.length ? legend.reverse() : [el("li", { class: "empty", text: "write something: its spread is drawn here" })]);
+    this.lastDraw = performance.now();
+    this.gap = Math.max(DRAW_MIN_MS, DRAW_COST_X * (this.lastDraw - started));
   }
 }
 
@@ -113,5 +123,27 @@ export function logEvent(t, parts, tone = "") {
   }));
   const item = el("li", { class: tone }, el("time", { text: fmtClock(t) }), msg);
   list.insertBefore(item, list.firstChild);
-  while (list.childNodes.length > LOG_MAX) list.removeChild(list.lastChild);
+  while (list.childNodes.length > LOG_MAX) {
+    list.removeChild(list.lastChild);
+    logDropped++;
+  }
+  showLogMore(list);
+}
+
+// The log keeps the newest LOG_MAX events; below it, how many earlier ones it no longer shows.
+let logDropped = 0;
+function showLogMore(list) {
+  let more = $("log-more");
+  if (!more) {
+    more = el("p", { id: "log-more", class: "hint log-more", "data-testid": "log-more" });
+    list.after(more);
+  }
+  more.hidden = logDropped === 0;
+  more.textContent = `+${fmtCount(logDropped)} earlier events not shown`;
+}
+
+export function clearLog() {
+  setChildren($("log"), []);
+  logDropped = 0;
+  showLogMore($("log"));
 }

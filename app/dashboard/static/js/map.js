@@ -2,6 +2,13 @@
 // flight. The canvas uses Plotly's own projection (fitted to where Plotly actually drew the
 // markers), so arcs start and end exactly on the POPs; messages move along great circles,
 // timed by the simulation clock (sent at t, delivered at deliver_at).
+//
+// Under load the work per frame is bounded whatever the write rate: the canvas is its own layer
+// that nothing Plotly does clears (the projection is fitted again only when the map is resized
+// or relaid out, never on a marker restyle); marker colours change on the SVG directly, at most
+// a few times a second, and Plotly restyles only when a marker's shape changes (selection, crash,
+// partition), because a Plotly restyle redraws the whole world; at most MAX_ARCS messages are
+// drawn, the newest, and the map says how many more are in flight ("+N more").
 
 export const MSG_STYLE = {
   payload: { color: "#ffd166", width: 2.4, head: 3.8, dash: null, trail: 0.35, label: "write payload" },
@@ -15,6 +22,11 @@ const DOWN_COLOUR = "#4b5563";
 const DROP_COLOUR = "#f87171";
 const ARC_SAMPLES = 48;
 const NARROW = 600;
+const MAX_ARCS = 240; // drawn per frame, the newest; the rest are counted on the map
+const MAX_FIZZLES = 120;
+const MAX_PULSES = 160;
+const LOOK_MS = 300; // marker updates at most this often
+const MORE_MS = 250; // the "+N more" count at most this often
 
 // Same digest, same colour: one colour on the map means converged. A digest that appears
 // gets the next palette colour not in use, so a write is seen spreading as a new colour.
@@ -99,6 +111,15 @@ export class WorldMap {
     this.narrow = window.innerWidth < NARROW;
     this.look = null;
     this.k = 1;
+    this.shown = null; // what the markers show now: {shape, colours}
+    this.frames = 0;
+    // what the last frame drew: for tests and `edgestate bench page` (arcs = trails drawn,
+    // hidden = in flight but not drawn, over MAX_ARCS)
+    this.drawn = { arcs: 0, hidden: 0, inFlight: 0, frame: 0 };
+    this.more = null;
+    this.moreAt = 0;
+    this.moreShown = -1;
+    this.calibratedAt = 0;
   }
 
   async init(topology) {
@@ -150,7 +171,14 @@ export class WorldMap {
       const p = e && e.points && e.points[0];
       if (p && this.ids[p.pointIndex] !== undefined) this.onSelect(this.ids[p.pointIndex]);
     });
-    this.gd.on("plotly_afterplot", () => this.calibrate());
+    // pan or zoom moves the projection; a restyle does not (so afterplot, which every restyle
+    // fires, is not listened to: re-fitting there cleared the arcs on every marker update)
+    this.gd.on("plotly_relayout", () => this.calibrate());
+    this.more = document.createElement("div");
+    this.more.className = "map-more";
+    this.more.dataset.testid = "arcs-more";
+    this.more.hidden = true;
+    this.gd.parentElement.appendChild(this.more);
     const ro = new ResizeObserver(() => this.resize());
     ro.observe(this.gd.parentElement);
     this.ready = true;
@@ -167,7 +195,11 @@ export class WorldMap {
       work.push(Plotly.restyle(this.gd, { mode: narrow ? "markers" : "markers+text" }, [0]));
     }
     work.push(Plotly.Plots.resize(this.gd));
-    Promise.all(work).then(() => this.calibrate()).catch(() => {});
+    Promise.all(work).then(() => {
+      this.calibrate();
+      this.shown = null; // Plotly drew the markers afresh from its data: paint the look again
+      this.styleDirty = true;
+    }).catch(() => {});
   }
 
   // Fit Plotly's projection to where the markers really are (pixels in the map div).
@@ -176,10 +208,14 @@ export class WorldMap {
     const proj = sub && sub.projection;
     const box = this.gd.getBoundingClientRect();
     const dpr = window.devicePixelRatio || 1;
-    this.canvas.width = Math.max(1, Math.round(box.width * dpr));
-    this.canvas.height = Math.max(1, Math.round(box.height * dpr));
-    this.canvas.style.width = box.width + "px";
-    this.canvas.style.height = box.height + "px";
+    this.calibratedAt = performance.now();
+    const w = Math.max(1, Math.round(box.width * dpr)), h = Math.max(1, Math.round(box.height * dpr));
+    if (this.canvas.width !== w || this.canvas.height !== h) { // sizing a canvas clears it: only when it changed
+      this.canvas.width = w;
+      this.canvas.height = h;
+      this.canvas.style.width = box.width + "px";
+      this.canvas.style.height = box.height + "px";
+    }
     this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     this.width = box.width;
     this.height = box.height;
@@ -254,6 +290,7 @@ export class WorldMap {
     if (!this.ready || !this.look) return;
     this.styleDirty = false;
     const L = this.look;
+    this.halos = L.groups.some((g) => g !== null) ? L.groups : null;
     const colour = this.ids.map((id, i) => (L.down[i] ? DOWN_COLOUR : L.colours[i]));
     const lineColour = this.ids.map((id, i) => (id === L.selected ? "#ffffff" : L.down[i] ? "#9ca3af" : L.groups[i] !== null ? GROUP_COLOURS[L.groups[i] % GROUP_COLOURS.length] : "#0b1220"));
     const lineWidth = this.ids.map((id, i) => (id === L.selected ? 3 : L.down[i] ? 1.5 : L.groups[i] !== null ? 3.5 : 1.5));
@@ -263,18 +300,46 @@ export class WorldMap {
       const r = this.pops[id];
       return `${r.city} (${id})<br>${r.region}<br>${L.down[i] ? "crashed" : "state " + (L.digests[i] || "").slice(0, 8)}`;
     });
+    const shape = JSON.stringify([lineColour, lineWidth, size, symbol]);
+    const colours = colour.join();
+    if (this.shown && this.shown.shape === shape) {
+      if (this.shown.colours !== colours || this.shown.hover !== hover.join()) this.paintMarkers(colour, hover);
+      return;
+    }
+    this.shown = { shape, colours, hover: hover.join() };
     Plotly.restyle(this.gd, {
       "marker.color": [colour], "marker.line.color": [lineColour], "marker.line.width": [lineWidth],
       "marker.size": [size], "marker.symbol": [symbol], hovertext: [hover],
     }, [0]);
-    this.halos = L.groups.some((g) => g !== null) ? L.groups : null;
+  }
+
+  // Colours and hover text only: straight onto the SVG points and into Plotly's own copies of
+  // the data (so its next full redraw, and the hover label, agree), without a restyle.
+  paintMarkers(colour, hover) {
+    const points = this.gd.querySelectorAll(".scattergeo .point");
+    if (points.length !== this.ids.length) { // not drawn as expected: let Plotly do it
+      this.shown = null;
+      this.styleDirty = true;
+      return;
+    }
+    points.forEach((node, i) => { node.style.fill = colour[i]; });
+    const copies = [this.gd.data && this.gd.data[0], this.gd._fullData && this.gd._fullData[0]];
+    for (const tr of copies) {
+      if (!tr) continue;
+      if (tr.marker && Array.isArray(tr.marker.color)) colour.forEach((c, i) => { tr.marker.color[i] = c; });
+      if (Array.isArray(tr.hovertext)) hover.forEach((h, i) => { tr.hovertext[i] = h; });
+    }
+    const cd = this.gd.calcdata && this.gd.calcdata[0];
+    if (cd) cd.forEach((pt, i) => { if (pt && i < colour.length) { pt.mc = colour[i]; pt.htx = hover[i]; } });
+    this.shown.colours = colour.join();
+    this.shown.hover = hover.join();
   }
 
   addFlight(ev) {
     if (!MSG_STYLE[ev.msg]) return;
     if (ev.deliver_at === null || ev.deliver_at === undefined) {
       this.fizzles.push({ ev, born: performance.now() });
-      if (this.fizzles.length > 200) this.fizzles.shift();
+      if (this.fizzles.length > MAX_FIZZLES) this.fizzles.shift();
       return;
     }
     this.flights.set(ev.mid, ev);
@@ -289,7 +354,7 @@ export class WorldMap {
 
   pulse(node, colour, cross = false) {
     this.pulses.push({ node, colour, cross, born: performance.now() });
-    if (this.pulses.length > 300) this.pulses.shift();
+    if (this.pulses.length > MAX_PULSES) this.pulses.shift();
   }
 
   // -- drawing ----------------------------------------------------------------------------
@@ -297,10 +362,11 @@ export class WorldMap {
   frame() {
     try {
       const t = performance.now();
-      if (this.styleDirty && t - (this.lookAt || 0) > 100) { // restyle at most 10 times a second
+      if (this.styleDirty && t - (this.lookAt || 0) > LOOK_MS) {
         this.lookAt = t;
         this.applyLook();
       }
+      if (!this.xf && t - this.calibratedAt > 1000) this.calibrate(); // the map was not ready: try again
       this.draw();
     } catch (e) {
       console.error(e);
@@ -328,7 +394,8 @@ export class WorldMap {
       ctx.globalAlpha = 1;
     }
 
-    // messages in flight
+    // messages in flight: the newest MAX_ARCS are drawn (the map is in sent order), the rest counted
+    const alive = [];
     for (const [mid, m] of this.flights) {
       const span = m.deliver_at - m.t;
       const f = span > 0 ? (now - m.t) / span : 1;
@@ -338,12 +405,20 @@ export class WorldMap {
         else if (m.msg === "payload" || m.msg === "ae_reply") this.pulse(m.dst, MSG_STYLE[m.msg].color);
         continue;
       }
-      if (f < 0) continue;
+      if (f >= 0) alive.push(m, f);
+    }
+    const first = Math.max(0, alive.length / 2 - MAX_ARCS);
+    let drawn = 0;
+    for (let i = first * 2; i < alive.length; i += 2) {
+      const m = alive[i], f = alive[i + 1];
       const arc = this.arc(m.src, m.dst);
       if (!arc) continue;
       const st = MSG_STYLE[m.msg];
       this.drawTrail(arc, st, Math.max(0, f - st.trail), f, m.dropped ? DROP_COLOUR : st.color, 0.95);
+      drawn++;
     }
+    this.drawn = { arcs: drawn, hidden: first, inFlight: this.flights.size, frame: ++this.frames };
+    this.showMore(first, wall);
 
     // lost or cut off when sent: a stub that fizzles out
     this.fizzles = this.fizzles.filter((z) => wall - z.born < 900);
@@ -378,6 +453,15 @@ export class WorldMap {
       }
     }
     ctx.globalAlpha = 1;
+  }
+
+  showMore(hidden, wall) {
+    if (!this.more || hidden === this.moreShown || wall - this.moreAt < MORE_MS) return;
+    this.moreAt = wall;
+    this.moreShown = hidden;
+    this.more.hidden = hidden === 0;
+    this.more.textContent = `+${hidden} more in flight`;
+    this.more.title = `the newest ${MAX_ARCS} messages in flight are drawn`;
   }
 
   drawTrail(arc, st, f0, f1, colour, alpha, cross = false) {

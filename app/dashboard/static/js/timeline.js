@@ -16,7 +16,8 @@
 // bar's UI. This module is the controller: what the page shows (live or a recorded moment), the
 // replay clock, and loading and exporting runs.
 
-import { $, setChildren } from "./dom.js";
+import { $ } from "./dom.js";
+import { clearLog } from "./convergence.js";
 import { TimelineBar } from "./timeline/bar.js";
 import { download, slug } from "./timeline/export.js";
 import { Recording, sameIds } from "./timeline/recording.js";
@@ -165,8 +166,7 @@ export class Timeline {
     while (k > 0 && rec.keyframes[k].vt > T) k -= 1;
     const kf = rec.keyframes[k];
     this.takeClock(T);
-    const log = $("log");
-    if (log) setChildren(log);
+    if ($("log")) clearLog();
     const { detail, scenario, ...snap } = kf.snap;
     this.S.scenario = scenario ? { name: scenario.name, status: scenario.status } : null;
     this.recSpeed = snap.clock.speed > 0 ? snap.clock.speed : 1;
