@@ -178,3 +178,35 @@ def test_each_roots_tree_still_relaxes_towards_its_fastest_paths():
     farthest = max(c.one_way_ms(root, n) for n in c.ids if n != root)
     assert times[0] > 1.5 * farthest  # the first write follows the spanning tree: slow from nrt
     assert times[-1] <= 1.5 * farthest, f"time to all per write: {[round(t) for t in times]}, direct {farthest:.0f}"
+
+
+def test_a_real_replica_with_injected_latency_starts_from_the_same_tree_as_the_simulator(tmp_path):
+    """`edgestate replica --inject-latency` knows every member is a POP: it builds the simulator's
+    spanning tree and starts with exactly its tree links eager."""
+    from live_helpers import run_async
+
+    from app.processes.supervisor import free_port
+    from replication.dissemination.plumtree import SHARED
+    from app.replica.cli import _seed_tree
+    from replication.geo import LatencyModel, all_pops
+    from replication.io.runner import ReplicaRunner
+
+    ids = ["lhr", "fra", "jfk", "sin", "syd", "nrt"]
+    tree = _seed_tree("lhr", ids[1:])
+    pops = {p.id: p for p in all_pops()}
+    model = LatencyModel()
+    assert sorted(tree.neighbours("lhr")) == sorted(
+        SeedTree(ids, lambda a, b: model.one_way_ms(pops[a], pops[b])).neighbours("lhr"))
+
+    async def main():
+        r = ReplicaRunner("lhr", {p: ("127.0.0.1", 1) for p in ids[1:]}, data_dir=tmp_path / "lhr",
+                          secret=b"0123456789abcdef0123", seed_tree=tree, fresh_actor="lhr~1")
+        await r.start("127.0.0.1", free_port())
+        try:
+            return r.node.seed_tree, set(r.node.strategy.eager[SHARED])
+        finally:
+            await r.stop()
+
+    node_tree, eager = run_async(main())
+    assert node_tree is tree
+    assert eager == set(tree.neighbours("lhr")), "exactly the tree links start eager"

@@ -290,6 +290,16 @@ def _delay(me: str):
     return delay_ms
 
 
+def _seed_tree(me: str, peers):
+    """With --inject-latency every member is a POP, so this replica can compute the same spanning
+    tree as every other one (see dissemination.seedtree): its first writes follow a tree."""
+    from replication.dissemination.seedtree import SeedTree
+
+    pops = {p.id: p for p in all_pops()}
+    model = LatencyModel()
+    return SeedTree([me, *peers], lambda a, b: model.one_way_ms(pops[a], pops[b]))
+
+
 async def _main(args, secret: bytes, settings, https=None) -> int:
     import signal
 
@@ -306,6 +316,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
         delay_ms=_delay(args.id) if args.inject_latency else None, seed=args.seed,
         on_events=stream.push if stream else None, on_sent=stream.sent if stream else None, fresh_actor=args.actor,
         accept_data_loss=args.accept_data_loss, tls=args.tls,
+        seed_tree=_seed_tree(args.id, args.peers) if args.inject_latency else None,
     )
     try:
         await runner.start(*args.listen)

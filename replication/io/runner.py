@@ -70,6 +70,7 @@ from ..errors import CorruptStorage, EdgeStateError, IdempotencyKeyReused, Recov
 from ..idempotency import Answer, Ledger, Once, Record
 from ..membership import DEAD
 from ..messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
+from ..dissemination.seedtree import SeedTree
 from .net import Transport
 from ..node import Node, NodeConfig, WriteNotSent, actor_for, incarnation_of, parse_actor
 from .storage import Damage, Repair, Storage, describe
@@ -180,6 +181,7 @@ class ReplicaRunner:
         wall_clock: Callable[[], float] = time.time,
         accept_data_loss: bool = False,
         tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+        seed_tree: SeedTree | None = None,
     ) -> None:
         """`tls`: (server, client) contexts for mutual TLS with peers (`io.tls.contexts`); without,
         frames are tagged with `secret` (loopback development only). `secret` always keys the
@@ -196,6 +198,7 @@ class ReplicaRunner:
         self.data_dir = Path(data_dir)
         self._secret = secret
         self._tls = tls
+        self._seed_tree = seed_tree  # plumtree's first tree, when the latency between any two members is known
         self._strategy = strategy
         self._delay_ms = delay_ms
         self._seed = seed
@@ -281,6 +284,7 @@ class ReplicaRunner:
         self.node = node = Node(
             self.id, peers, config=cfg, seed=f"{self._seed}:{self.boots}", link_ms=self._delay_ms,
             incarnation=self.boots, secret=self._secret, epoch_ms=time.time() * 1000.0 - self.now(), replica=replica,
+            seed_tree=self._seed_tree,
         )
         loop = asyncio.get_running_loop()
         if peers and (damage or (fresh and self._fresh_actor is None)):
