@@ -70,10 +70,12 @@ _CONTENT_AE = (AeBuckets, AeKeys, AeRepair)
 
 @dataclass(slots=True)
 class _Arrival:
-    """A dot applied here `at`: young (see `_young`) until the anti-entropy grace has passed."""
+    """Dots applied here `at`: young (see `_young`) until the anti-entropy grace has passed. One
+    record per applied delta, not per dot: a 1,000-member add reaching 22 replicas made 22,000
+    records for the garbage collector to scan while it spread."""
 
     at: float
-    dot: Dot
+    dots: tuple[Dot, ...]
 
 
 def actor_for(replica_id: str, incarnation: int, tag: str | None = None) -> str:
@@ -253,7 +255,8 @@ class Node:
         grace = self.cfg.ae_grace_ms
         arrivals, arrived = self._arrivals, self._arrived
         while arrivals and arrivals[0].at + grace <= now:  # the same sum next_deadline() reports
-            arrived.pop(arrivals.popleft().dot, None)
+            for d in arrivals.popleft().dots:
+                arrived.pop(d, None)
         return out
 
     def next_deadline(self) -> float | None:
@@ -304,9 +307,11 @@ class Node:
         return bool(applied.dots)
 
     def _note(self, dots, keys, now: float, via: str) -> None:
+        dots = tuple(dots)
+        arrived = self._arrived
         for d in dots:
-            self._arrived[d] = now
-            self._arrivals.append(_Arrival(now, d))
+            arrived[d] = now
+        self._arrivals.append(_Arrival(now, dots))
         if self.cfg.record_events:
             self.events.append(("applied", {"dots": list(dots), "keys": list(keys), "via": via}))
 

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replication import Replica, seals
+from replication.crdts import orset
 from replication.sim.cluster import SimCluster
 from replication.delta import Delta
 from replication.errors import MalformedDelta
@@ -506,7 +507,7 @@ def _damage(store, kind: str, rng: random.Random) -> bool:
     elems = dict(store.data["sets"][key])
     e = rng.choice(sorted(elems))
     if kind == "set_seal":
-        store.seals[min(elems[e])] = b"\x01" * 8
+        store.seals[min(orset.dots_of(elems[e]))] = b"\x01" * 8
     else:
         to = next(m for m in (b'"moved %d"' % i for i in itertools.count()) if m not in elems)
         elems[to] = elems.pop(e)  # an element no one added

@@ -17,6 +17,7 @@ from histories import do
 from histories import ops as any_op
 from replication import Replica, seals
 from replication import store as store_mod
+from replication.crdts import orset
 from replication.bounds import MAX_SET_MEMBERS, MAX_SET_REQUEST_MEMBERS
 
 BUDGET = 64
@@ -73,7 +74,7 @@ def test_a_damaged_member_deep_in_a_big_set_is_found_within_a_sweep(checks, wher
         scrub(r, checks)
     s = r.store.data["sets"]["big"]
     if where == "middle":  # a member's seal flipped where it sits: it no longer verifies its content
-        [d] = s[b"5000"]
+        [d] = orset.dots_of(s[b"5000"])
         r.store.seals[d] = bytes(x ^ 0xFF for x in r.store.seals[d])
     else:  # the last member's element changed, its dots kept: its seal no longer verifies
         s[b'"evil"'] = s.pop(next(reversed(s)))

@@ -1,6 +1,10 @@
 """Add-wins observed-remove set (delta-state, dot-based, no tombstones).
 
-Store: DotMap  element (canonical JSON bytes) -> DotSet of the adds that put it there.
+Store: DotMap  element (canonical JSON bytes) -> DotSet of the adds that put it there, held
+as the bare Dot when it is one dot (nearly always) and as a frozenset when concurrent adds left
+several: a set of 10,000 members on 22 replicas was 220,000 one-dot frozensets, every one
+scanned by each full garbage collection (a 100-200 ms pause of the server), where the Dots
+themselves are shared with the delta that brought them. `dots_of(v)` is the one way to read a value.
 Adding an element writes a fresh dot and supersedes the element's dots this replica has
 seen. Removing drops exactly the dots observed; an add concurrent with the remove carries
 a dot the remover never saw, so it survives: add wins.
@@ -22,7 +26,8 @@ from ..values import canonical_from_wire, decode_value, encode_value
 from .base import Mint, Mutation, Reader, canon, verb_of
 from .dotstore import join_dotmap, join_dotset
 
-Store = dict[bytes, frozenset[Dot]]
+DotSet = Dot | frozenset[Dot]  # see the module docstring: one dot is held bare
+Store = dict[bytes, DotSet]
 
 NAME = "sets"
 LABEL = "set"
@@ -41,7 +46,27 @@ OP_SCHEMA = {
 }
 VIEW_SCHEMA = {"type": "object", "properties": {"members": {"type": "array"}}, "required": ["members"]}
 EMPTY_DOTS: frozenset[Dot] = frozenset()
-join = partial(join_dotmap, inner=join_dotset, empty=EMPTY_DOTS)
+
+
+def dots_of(v: DotSet) -> frozenset[Dot] | tuple[Dot]:
+    return v if type(v) is frozenset else (v,)
+
+
+def _pack(ds) -> DotSet:
+    """The stored form of a dot set: the bare dot when it is one, else a frozenset (empty: falsy)."""
+    if len(ds) == 1:
+        for d in ds:
+            return d
+    return frozenset(ds)
+
+
+def _join_entry(a: DotSet, ca: CausalContext, b: DotSet, cb: CausalContext) -> DotSet:
+    if a is b:
+        return a
+    return _pack(join_dotset(frozenset(dots_of(a)), ca, frozenset(dots_of(b)), cb))
+
+
+join = partial(join_dotmap, inner=_join_entry, empty=EMPTY_DOTS)
 
 
 def empty() -> Store:
@@ -129,7 +154,7 @@ figures = to_json
 
 
 def holds(store: Store, dot: Dot, content: object) -> bool:
-    return any(dot in ds for ds in store.values())
+    return any(dot in dots_of(ds) for ds in store.values())
 
 
 def timestamps(store: Store) -> Iterable[Timestamp]:
@@ -142,7 +167,7 @@ def timestamps(store: Store) -> Iterable[Timestamp]:
 def _observed(store: Store, elements: list[bytes]) -> set[Dot]:
     seen: set[Dot] = set()
     for e in elements:
-        seen.update(store.get(e, EMPTY_DOTS))
+        seen.update(dots_of(store.get(e, EMPTY_DOTS)))
     return seen
 
 
@@ -151,24 +176,24 @@ def add_delta(store: Store, elements: list[bytes], new_dots: list[Dot]):
     delta: Store = {}
     seen: set[Dot] = set()
     for e, d in zip(elements, new_dots, strict=True):
-        delta[e] = frozenset((d,))
-        seen.update(store.get(e, EMPTY_DOTS))
+        delta[e] = d
+        seen.update(dots_of(store.get(e, EMPTY_DOTS)))
         seen.add(d)
     return delta, seen
 
 
 def apply_add(store: Store, ctx: CausalContext, elements: list[bytes], new_dots: list[Dot]) -> None:
     for e, d in zip(elements, new_dots, strict=True):
-        for old in store.get(e, EMPTY_DOTS):
+        for old in dots_of(store.get(e, EMPTY_DOTS)):
             ctx.add(old)
-        store[e] = frozenset((d,))
+        store[e] = d
         ctx.add(d)
 
 
 def apply_remove(store: Store, ctx: CausalContext, elements: list[bytes], event: Dot) -> None:
     removed = False
     for e in elements:
-        for old in store.pop(e, EMPTY_DOTS):
+        for old in dots_of(store.pop(e, EMPTY_DOTS)):
             ctx.add(old)
             removed = True
     if removed:
@@ -181,30 +206,34 @@ def members(store: Store) -> list[bytes]:
 
 def dots(store: Store):
     for ds in store.values():
-        yield from ds
+        yield from dots_of(ds)
 
 
 def holding(store: Store, gone: set[Dot]) -> list[bytes]:
     """The elements holding one of `gone` (a removal's dots), for a store joining a small delta."""
-    return [e for e, ds in store.items() if not ds.isdisjoint(gone)]
+    return [e for e, ds in store.items() if not gone.isdisjoint(dots_of(ds))]
 
 
 def contents(store: Store) -> list[tuple[Dot, bytes]]:
     """What each add's seal covers: the element it added, by dot."""
-    return sorted((d, e) for e, ds in store.items() for d in ds)
+    return sorted((d, e) for e, ds in store.items() for d in dots_of(ds))
 
 
 def without(store: Store, gone) -> Store:
     out = {}
     for e, ds in store.items():
-        keep = ds - gone if not ds.isdisjoint(gone) else ds
+        held = dots_of(ds)
+        if gone.isdisjoint(held):
+            out[e] = ds
+            continue
+        keep = [d for d in held if d not in gone]
         if keep:
-            out[e] = keep
+            out[e] = _pack(keep)
     return out
 
 
 def to_wire(store: Store) -> list:
-    return [[e, sorted([list(d) for d in ds])] for e, ds in sorted(store.items())]
+    return [[e, sorted([list(d) for d in dots_of(ds)])] for e, ds in sorted(store.items())]
 
 
 def from_wire(obj: object) -> Store:
@@ -222,5 +251,5 @@ def from_wire(obj: object) -> Store:
         if ds & seen:
             raise MalformedDelta("one dot tags two elements of a set")
         seen |= ds
-        out[e] = ds
+        out[e] = _pack(ds)
     return out
