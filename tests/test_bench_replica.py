@@ -1,22 +1,24 @@
-"""`edgestate bench replica`: a small real run as a subprocess. Its JSON has every documented
+"""`edgestate bench replica --short`: the small real run as a subprocess. Its JSON has every documented
 figure, each one positive and consistent with the others (percentiles ordered, throughput no
-more than the latencies allow, propagation no faster than the latency model's physics), and
-stdout carries the same figures as tables."""
+more than the latencies allow, propagation no faster than the latency model's physics, TLS and
+secret-only side by side with their ratio), and stdout carries the same figures as tables.
+No figure is compared with a target here: on a shared machine that is the benchmark's report."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import statistics
 import subprocess
 
 import pytest
 
-from app.bench.replica import PROPAGATION_POPS
+from app.bench.replica import PROPAGATION_POPS, SHORT, TLS_POPS
 from app.processes.supervisor import edgestate_cmd
 from replication.geo import LatencyModel, all_pops
 
-WRITES, CLIENTS, PROPAGATION_WRITES = 200, 4, 20
+WRITES, CLIENTS, PROPAGATION_WRITES = SHORT.writes, SHORT.clients, SHORT.propagation_writes
 TIMEOUT_S = 180
 
 SINGLE = ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s",
@@ -27,8 +29,7 @@ PROPAGATION = ["real_p50_ms", "real_p99_ms", "sim_p50_ms", "sim_p99_ms", "median
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "replica.json"
-    cmd = edgestate_cmd("bench", "replica", "--writes", str(WRITES), "--clients", str(CLIENTS),
-                        "--propagation-writes", str(PROPAGATION_WRITES), "--json", str(out))
+    cmd = edgestate_cmd("bench", "replica", "--short", "--json", str(out))
     try:
         r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S,
                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -114,3 +115,31 @@ def test_stdout_has_the_tables_with_the_same_figures(bench):
     # progress goes to stderr, never into the results
     assert "propagation:" in stderr
     assert not [line for line in stdout.splitlines() if line.startswith(("latency:", "throughput:", "propagation:"))]
+
+
+def test_tls_and_secret_only_are_measured_side_by_side(bench):
+    data, stdout, stderr = bench
+    t = data["tls"]
+    assert t["pops"] == TLS_POPS and t["rounds"] == SHORT.tls_rounds
+    assert t["clients"] == CLIENTS and t["writes"] == WRITES
+    for mode in ("tls", "plain"):
+        m = t[mode]
+        assert m["mode"] == mode
+        _positive(m, ["writes_per_s", "propagation_p50_ms", "propagation_p99_ms"])
+        assert len(m["rounds_writes_per_s"]) == SHORT.tls_rounds
+        assert m["writes_per_s"] == pytest.approx(statistics.median(m["rounds_writes_per_s"]), rel=1e-9)
+        assert m["propagation_p50_ms"] <= m["propagation_p99_ms"], m
+    assert t["throughput_ratio"] == pytest.approx(t["tls"]["writes_per_s"] / t["plain"]["writes_per_s"], rel=1e-9)
+    assert t["tls_cost_pct"] == pytest.approx((1 - t["throughput_ratio"]) * 100, rel=1e-9)
+    assert t["propagation_p50_ratio"] == pytest.approx(
+        t["tls"]["propagation_p50_ms"] / t["plain"]["propagation_p50_ms"], rel=1e-9)
+    # the table: one row per mode with the same figures, then the cost line
+    lines = stdout.splitlines()
+    header = lines.index(next(ln for ln in lines if ln.split() == ["mode", "writes_per_s", "propagation_p50_ms",
+                                                                  "propagation_p99_ms"]))
+    for line in lines[header + 2:header + 4]:
+        mode, *values = line.split()
+        for column, v in zip(["writes_per_s", "propagation_p50_ms", "propagation_p99_ms"], values):
+            assert _shown_as(float(v), t[mode][column]), (mode, column, v)
+    assert f"costs {t['tls_cost_pct']:.1f} %" in stdout
+    assert "tls: round 1/" in stderr

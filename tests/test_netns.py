@@ -4,6 +4,10 @@ network is never touched). Peer traffic and HTTP go over 10.77.0.0/24; a fourth 
 client. Inside a namespace 127.0.0.1 reaches nobody else, so a replica that quietly dialled
 loopback would never converge.
 
+Peer links run over mutual TLS 1.3 with certificates from `edgestate certs` (a CA and one
+certificate per replica, made here): the test checks every replica reports its links encrypted,
+and that none refused a peer in the handshake.
+
 A real partition too: the bridge port of one replica is taken down, a write reaches only the
 other side, and after the link comes back up the cut-off replica catches up.
 
@@ -26,6 +30,7 @@ import pytest
 from waiting import wait_for
 
 from app.processes.supervisor import edgestate_cmd
+from replication.io import certs
 
 SUBNET = "10.77.0"
 REPLICAS = {"lhr": 1, "jfk": 2, "syd": 3}  # id -> last octet
@@ -160,15 +165,18 @@ def start_replicas(net: Net, root: Path) -> dict[str, Proc]:
     secret = root / "secret"
     secret.write_bytes(os.urandom(16).hex().encode())
     secret.chmod(0o600)
+    ca = certs.init_ca(root / "certs").cert
     procs: dict[str, Proc] = {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("EDGESTATE_ADMIN_TOKEN", None)
     for rid, octet in REPLICAS.items():
         addr = f"{SUBNET}.{octet}"
         peers = [f"--peer={p}={SUBNET}.{o}:{PEER_PORT}" for p, o in REPLICAS.items() if p != rid]
+        mine = certs.issue(root / "certs", rid)
+        tls = [f"--ca={ca}", f"--cert={mine.cert}", f"--key={mine.key}"]
         cmd = ["ip", "netns", "exec", net.ns(rid), *edgestate_cmd(
             "replica", "--id", rid, "--listen", f"{addr}:{PEER_PORT}", "--http", f"{addr}:{HTTP_PORT}",
-            "--data-dir", str(root / "data" / rid), "--secret-file", str(secret), "--token", TOKEN, *peers)]
+            "--data-dir", str(root / "data" / rid), "--secret-file", str(secret), "--token", TOKEN, *peers, *tls)]
         log = root / f"{rid}.log"
         with log.open("wb") as out:
             p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -240,6 +248,13 @@ def test_replicas_in_separate_namespaces_converge_and_repair_a_real_partition(ne
         digests = wait_for("equal digests", lambda: (d := {rid: net.http("GET", rid, "/api/status")["body"]["digest"]
                                                            for rid in REPLICAS}) and len(set(d.values())) == 1 and d)
         assert len(digests) == 3
+        # every byte of that went over TLS: links encrypted, none refused in the handshake
+        for rid in REPLICAS:
+            transport = net.http("GET", rid, "/api/status")["body"]["transport"]
+            assert transport["encrypted"] is True, (rid, transport)
+            assert not transport["refused"].get("handshake") and not transport["refused"].get("identity"), \
+                (rid, transport)
+            assert "not loopback" not in procs[rid].output(), procs[rid].output()
         for rid, p in procs.items():
             assert p.proc.poll() is None, f"{rid} exited:\n{p.output()}"
     finally:

@@ -11,6 +11,17 @@
    replicas report applies with this host's wall clock). Side by side: the same writes, same
    origins and same spacing in the simulator. The ratio is what the real network, the disk
    and Python add to the model.
+4. Peer TLS beside secret-only frames: a 3-process loopback cluster (lhr, fra, jfk, no injected
+   latency, so the transport's own cost shows) started with mutual TLS and without, in
+   alternating rounds (`--tls-rounds` of each; which mode goes first alternates too, so a
+   machine that slows down during the run does not favour one). Each round: durable writes per
+   second at lhr over `--clients` connections, every write replicated to both peers; then
+   `--tls-propagation-writes` paced writes at random replicas, each timed from its apply at the
+   origin to its apply at the last peer. Reported: the median over rounds of writes/s, and the
+   propagation p50/p99 over every round's writes, for each mode, and TLS's cost (target: under
+   20 % of durable write throughput).
+
+`--short` is the small form the tests run (explicit flags still win).
 
 The client runs on this machine too, so on a 2-core host it takes CPU from the replica:
 the figures are a floor for what one replica process does, not a ceiling.
@@ -28,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from replication.bench.report import finish, table
 from replication.cliargs import positive_int
@@ -47,15 +58,34 @@ class Params:
     propagation_writes: int = 200
     rate: float = 20.0  # propagation writes per second
     seed: int = 1
+    tls_rounds: int = 3  # of each mode
+    tls_propagation_writes: int = 100
+
+
+SHORT = Params(writes=200, clients=4, propagation_writes=20, tls_rounds=1, tls_propagation_writes=20)
+TLS_POPS = ["lhr", "fra", "jfk"]
+TLS_RATE = 50.0  # propagation writes per second in the TLS rounds (no injected latency: they arrive fast)
+TLS_COST_TARGET_PCT = 20.0
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--writes", type=positive_int, default=Params.writes,
-                   help="writes for the latency and the throughput runs (default: %(default)s)")
-    p.add_argument("--clients", type=positive_int, default=Params.clients,
-                   help="concurrent connections for the throughput run (default: %(default)s)")
-    p.add_argument("--propagation-writes", type=positive_int, default=Params.propagation_writes,
-                   help="writes for the 5-process propagation run (default: %(default)s)")
+    # None: not given, so --short or the full run's default applies
+    p.add_argument("--writes", type=positive_int, default=None,
+                   help=f"writes for the latency and the throughput runs, and each TLS round (default: {Params.writes}; "
+                        f"--short: {SHORT.writes})")
+    p.add_argument("--clients", type=positive_int, default=None,
+                   help=f"concurrent connections for the throughput runs (default: {Params.clients}; "
+                        f"--short: {SHORT.clients})")
+    p.add_argument("--propagation-writes", type=positive_int, default=None,
+                   help=f"writes for the 5-process propagation run (default: {Params.propagation_writes}; "
+                        f"--short: {SHORT.propagation_writes})")
+    p.add_argument("--tls-rounds", type=positive_int, default=None,
+                   help=f"rounds of each mode, TLS and secret-only, alternating (default: {Params.tls_rounds}; "
+                        f"--short: {SHORT.tls_rounds})")
+    p.add_argument("--tls-propagation-writes", type=positive_int, default=None,
+                   help=f"paced writes per TLS round for propagation (default: {Params.tls_propagation_writes}; "
+                        f"--short: {SHORT.tls_propagation_writes})")
+    p.add_argument("--short", action="store_true", help="the small form the tests run")
     p.add_argument("--seed", type=int, default=Params.seed, help="seed for origins and values (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
@@ -127,7 +157,9 @@ def _plan(params: Params) -> list[tuple[str, float]]:
     return [(rng.choice(PROPAGATION_POPS), i / params.rate) for i in range(params.propagation_writes)]
 
 
-async def _real_propagation(params: Params, root: str, progress) -> list[float]:
+async def _with_events(pops: list[str], root: str, body, *, inject_latency: bool, tls: bool = True):
+    """Start a cluster of `pops` streaming their applies here, run `body(c, applied)`, stop it.
+    `applied[(replica, counter)][rid]`: when replica `rid` applied that dot (this host's clock)."""
     applied: dict[tuple[str, int], dict[str, float]] = {}
 
     def on_event(ev: dict) -> None:
@@ -138,45 +170,99 @@ async def _real_propagation(params: Params, root: str, progress) -> list[float]:
     token = secrets.token_hex(16)
     collector = EventCollector(on_event, token=token)
     port = await collector.start()
-    c = ProcessCluster(PROPAGATION_POPS, os.path.join(root, "five"), inject_latency=True,
-                       events=("127.0.0.1", port), env={TOKEN_ENV: token})
+    c = ProcessCluster(pops, root, inject_latency=inject_latency, events=("127.0.0.1", port), env={TOKEN_ENV: token},
+                       tls=tls)
     try:
         await asyncio.to_thread(c.start)
-        conns = {}
-        for rid in PROPAGATION_POPS:
-            conns[rid] = Conn("127.0.0.1", c.replicas[rid].http_port)
-            await conns[rid].open()
-        await asyncio.sleep(1.5)  # settle: overlay views and membership probes, as the simulator's warm-up
-        progress(f"propagation: {params.propagation_writes} writes on 5 processes at {params.rate:g}/s")
+        return await body(c, applied)
+    finally:
+        await collector.close()
+        await asyncio.to_thread(c.close)
+
+
+async def _propagate(c: ProcessCluster, applied: dict, plan: list[tuple[str, float]], prefix: str) -> list[float]:
+    """Write `plan` (origin, seconds from start) paced; for each write, ms from its apply at the
+    origin until the last other replica applied it."""
+    pops = c.ids
+    conns = {}
+    for rid in pops:
+        conns[rid] = Conn("127.0.0.1", c.replicas[rid].http_port)
+        await conns[rid].open()
+    try:
         dots = []
         t_start = time.perf_counter()
-        for i, (origin, at) in enumerate(_plan(params)):
+        for i, (origin, at) in enumerate(plan):
             delay = t_start + at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing the load, not waiting for readiness
-            status, body = await conns[origin].request("PUT", f"/api/replicas/{origin}/kv/p{i}",
+            status, body = await conns[origin].request("PUT", f"/api/replicas/{origin}/kv/{prefix}{i}",
                                                        json.dumps({"value": i}).encode())
             if status != 200:
                 raise RuntimeError(f"write at {origin} answered {status}")
             sib = json.loads(body)["siblings"][0]
             dots.append((sib["replica"], sib["counter"]))
         deadline = time.monotonic() + 30
-        while any(len(applied.get(d, {})) < len(PROPAGATION_POPS) for d in dots):
+        while any(len(applied.get(d, {})) < len(pops) for d in dots):
             if time.monotonic() > deadline:
-                missing = sum(len(applied.get(d, {})) < len(PROPAGATION_POPS) for d in dots)
+                missing = sum(len(applied.get(d, {})) < len(pops) for d in dots)
                 raise RuntimeError(f"{missing} writes did not reach every replica within 30 s")
             await asyncio.sleep(0.05)
+    finally:
         for conn in conns.values():
             conn.close()
-    finally:
-        await collector.close()
-        await asyncio.to_thread(c.close)
     out = []
     for d in dots:
         at = applied[d]
         origin = d[0].split("~")[0]
         out.append(max(t for r, t in at.items() if r != origin) - at[origin])
     return out
+
+
+async def _real_propagation(params: Params, root: str, progress) -> list[float]:
+    async def body(c: ProcessCluster, applied: dict) -> list[float]:
+        await asyncio.sleep(1.5)  # settle: overlay views and membership probes, as the simulator's warm-up
+        progress(f"propagation: {params.propagation_writes} writes on 5 processes at {params.rate:g}/s")
+        return await _propagate(c, applied, _plan(params), "p")
+
+    return await _with_events(PROPAGATION_POPS, os.path.join(root, "five"), body, inject_latency=True)
+
+
+# -- peer TLS beside secret-only frames ----------------------------------------------------------
+
+
+async def _tls_round(params: Params, root: str, tls: bool, n: int, progress) -> tuple[float, list[float]]:
+    """One round in one mode: (durable writes/s at lhr while replicating to 2 peers, propagation ms)."""
+    mode = "tls" if tls else "plain"
+    rng = random.Random(params.seed * 1000 + n)
+    plan = [(rng.choice(TLS_POPS), i / TLS_RATE) for i in range(params.tls_propagation_writes)]
+
+    async def body(c: ProcessCluster, applied: dict) -> tuple[float, list[float]]:
+        progress(f"tls: round {n + 1}/{params.tls_rounds}, {mode}: {params.writes} writes over "
+                 f"{params.clients} connections, then {len(plan)} paced")
+        _lat, elapsed = await _write_load("127.0.0.1", c.replicas["lhr"].http_port,
+                                          [f"t{i}" for i in range(params.writes)], params.clients)
+        return params.writes / elapsed, await _propagate(c, applied, plan, "tp")
+
+    return await _with_events(TLS_POPS, os.path.join(root, f"tls-{mode}-{n}"), body, inject_latency=False, tls=tls)
+
+
+def _tls_vs_plain(params: Params, root: str, progress) -> dict:
+    runs: dict[str, dict[str, list]] = {m: {"writes_per_s": [], "propagation": []} for m in ("tls", "plain")}
+    for n in range(params.tls_rounds):
+        for tls in ((True, False) if n % 2 == 0 else (False, True)):  # alternate which goes first
+            wps, prop = asyncio.run(_tls_round(params, root, tls, n, progress))
+            runs["tls" if tls else "plain"]["writes_per_s"].append(wps)
+            runs["tls" if tls else "plain"]["propagation"].extend(prop)
+    modes = {m: {"mode": m, "writes_per_s": statistics.median(r["writes_per_s"]), "rounds_writes_per_s": r["writes_per_s"],
+                 "propagation_p50_ms": statistics.median(r["propagation"]),
+                 "propagation_p99_ms": _pct(r["propagation"], 99)}
+             for m, r in runs.items()}
+    ratio = modes["tls"]["writes_per_s"] / modes["plain"]["writes_per_s"]
+    return {"pops": TLS_POPS, "rounds": params.tls_rounds, "clients": params.clients, "writes": params.writes,
+            "propagation_writes": params.tls_propagation_writes, **modes,
+            "throughput_ratio": ratio, "tls_cost_pct": (1 - ratio) * 100,
+            "propagation_p50_ratio": modes["tls"]["propagation_p50_ms"] / modes["plain"]["propagation_p50_ms"],
+            "target_cost_pct": TLS_COST_TARGET_PCT}
 
 
 def _sim_propagation(params: Params) -> list[float]:
@@ -212,6 +298,7 @@ def measure(params: Params, progress) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgestate-bench-") as root:
         single = _single(params, root, progress)
         real = asyncio.run(_real_propagation(params, root, progress))
+        tls = _tls_vs_plain(params, root, progress)
     sim = _sim_propagation(params)
     ratios = [r / s for r, s in zip(real, sim) if s > 0]
     return {
@@ -224,6 +311,7 @@ def measure(params: Params, progress) -> dict:
             "median_ratio": statistics.median(real) / statistics.median(sim),
             "ratio_p50": statistics.median(ratios), "ratio_p99": _pct(ratios, 99),
         },
+        "tls": tls,
     }
 
 
@@ -239,11 +327,23 @@ def report(result: dict) -> str:
         table([p], ["real_p50_ms", "sim_p50_ms", "real_p99_ms", "sim_p99_ms", "median_ratio", "ratio_p50",
                     "ratio_p99"]),
     ]
+    t = result.get("tls")
+    if t:
+        lines += [
+            "",
+            f"peer TLS beside secret-only frames, {len(t['pops'])} processes ({', '.join(t['pops'])}), no injected "
+            f"latency; medians of {t['rounds']} alternating round(s) each",
+            table([t["tls"], t["plain"]], ["mode", "writes_per_s", "propagation_p50_ms", "propagation_p99_ms"]),
+            f"TLS keeps {t['throughput_ratio']:.1%} of durable write throughput: costs {t['tls_cost_pct']:.1f} % "
+            f"(target: under {t['target_cost_pct']:g} %); propagation p50 x{t['propagation_p50_ratio']:.2f}",
+        ]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    params = Params(writes=args.writes, clients=args.clients, propagation_writes=args.propagation_writes,
-                    seed=args.seed)
+    base = SHORT if args.short else Params()
+    given = {k: getattr(args, k) for k in ("writes", "clients", "propagation_writes", "tls_rounds",
+                                           "tls_propagation_writes") if getattr(args, k) is not None}
+    params = replace(base, seed=args.seed, **given)
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)
     return finish("replica", lambda: measure(params, progress), report, args.json)

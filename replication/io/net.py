@@ -509,7 +509,7 @@ def _ssl_reason(e: BaseException) -> str:
             return f"its certificate is not signed by a CA this replica trusts ({verify})"
         return str(verify)
     reason = getattr(e, "reason", None)
-    return str(reason or e or type(e).__name__).replace("_", " ").lower()
+    return (str(reason or e) or type(e).__name__).replace("_", " ").lower()  # str() of a bare reset is ""
 
 
 __all__ = ["NetStats", "Transport", "parse_address"]
