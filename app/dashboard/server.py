@@ -18,6 +18,7 @@ from ..web import api
 from ..web import docs
 from ..web import errors
 from ..web import metrics
+from ..web.gc_steward import GcSteward
 from ..web.hygiene import RequestHygieneMiddleware
 from ..web.limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from ..web.security import AccessMiddleware, Settings
@@ -49,10 +50,15 @@ def create_app(
     async def lifespan(app: FastAPI):
         await live.start()
         task = asyncio.create_task(live.pump()) if run_clock else None
+        steward = app.state.gc_steward = GcSteward() if run_clock else None
+        if steward is not None:
+            steward.start()
         try:
             yield
         finally:
             await app.state.scenarios.close()
+            if steward is not None:
+                await steward.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -338,6 +338,10 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
     # The restored state and the app are long-lived: keep them out of the collector's full
     # passes, which otherwise stall the event loop (and every write waiting on it) for tens of ms.
     gc.freeze()
+    from ..web.gc_steward import GcSteward
+
+    steward = GcSteward()  # and what the state grows to, every few seconds
+    steward.start()
     try:
         if args.http:
             import uvicorn
@@ -374,6 +378,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
             await stop.wait()
             watch.cancel()
     finally:
+        await steward.stop()
         if stream is not None:
             await stream.close()
         await runner.stop()
