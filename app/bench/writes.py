@@ -10,6 +10,8 @@ then. Two rounds in one run, side by side:
 - `before`: the bounds lifted (`replication.bounds.lifted`) and every delta joined over whole
   keys (`store.SMALL_CTX_DOTS = -1`), which is how writes were handled before the bounds and
   entry-by-entry joins (the key hash kept dot by dot stays on: that change cannot be lifted);
+- `no-steward`: as shipped but without the garbage-collector steward (`web.gc_steward`), to
+  show what it saves;
 - `after`: as shipped.
 
 The writes: a set add of 130,000 members (the issue's request: refused with 413 after); a set
@@ -48,7 +50,8 @@ def add_parser(which) -> argparse.ArgumentParser:
     p.add_argument("--pops", default="lhr,syd,jfk",
                    help="the simulated replicas: default (22 POPs), all, or ids (default: lhr,syd,jfk)")
     p.add_argument("--big", type=int, default=130_000, help="members of the oversized set add (default: 130000)")
-    p.add_argument("--rounds", default="before,after", help="which rounds to run (default: before,after)")
+    p.add_argument("--rounds", default="before,after",
+                   help="which rounds to run, of before, no-steward, after (default: %(default)s)")
     p.add_argument("--json", default=None, help="write the figures to this file")
     return p
 
@@ -56,7 +59,7 @@ def add_parser(which) -> argparse.ArgumentParser:
 class _Server:
     """The dashboard over a simulated cluster, served in a thread; `lags` collects heartbeat delays."""
 
-    def __init__(self, pops: str) -> None:
+    def __init__(self, pops: str, steward: bool = True) -> None:
         import uvicorn
 
         from replication.geo import place_replicas, select_pops
@@ -67,7 +70,7 @@ class _Server:
         placements = place_replicas(select_pops(pops))
         self.first = placements[0].id
         live = build_live(placements, seed=1)
-        self.app = create_app(live, run_clock=True)
+        self.app = create_app(live, run_clock=True, gc_steward=steward)
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     lifespan="on"))
@@ -119,11 +122,11 @@ class _Server:
         return max((took for when, took in self.gcs if when >= t0), default=0.0)
 
 
-def _round(pops: str, big: int, label: str) -> list[dict]:
+def _round(pops: str, big: int, label: str, steward: bool = True) -> list[dict]:
     import httpx
 
     rows = []
-    with _Server(pops) as srv, httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=600) as c:
+    with _Server(pops, steward) as srv, httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=600) as c:
         rid = srv.first
 
         def measure(what: str, method: str, path: str, body: dict) -> int:
@@ -169,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
                     before = _round(args.pops, args.big, "before")
             finally:
                 store_mod.SMALL_CTX_DOTS = saved
+        if "no-steward" in rounds:
+            before += _round(args.pops, args.big, "no-steward", steward=False)
         if "after" in rounds:
             after = _round(args.pops, args.big, "after")
         return {"rows": before + after, "target_ms": 50.0,

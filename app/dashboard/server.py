@@ -32,12 +32,14 @@ def create_app(
     live: DashboardCluster,
     *,
     run_clock: bool = False,
+    gc_steward: bool = True,
     settings: Settings | None = None,
     wall_clock: Callable[[], float] | None = None,
     scenarios: Catalogue | None = None,
 ) -> FastAPI:
     """`live`: the simulated `LiveCluster`, or `ProcessLive` over real replica processes.
-    `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves).
+    `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves);
+    with it, `gc_steward` keeps the cluster's state out of full collections (`web.gc_steward`).
     `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
     `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
     `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins)."""
@@ -50,7 +52,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         await live.start()
         task = asyncio.create_task(live.pump()) if run_clock else None
-        steward = app.state.gc_steward = GcSteward() if run_clock else None
+        steward = app.state.gc_steward = GcSteward() if run_clock and gc_steward else None
         if steward is not None:
             steward.start()
         try:
