@@ -203,9 +203,31 @@ function loadWrites(snapshot) {
 
 // -- the stream ------------------------------------------------------------------------------
 
+// A banner across the page: the stream is down (until it is back), or it came back (for a while).
+let bannerTimer = null;
+function banner(text, kind) {
+  const el = $("stream-banner");
+  clearTimeout(bannerTimer);
+  el.textContent = text;
+  el.className = "stream-banner" + (kind === "back" ? " banner-back" : "");
+  el.dataset.kind = kind;
+  el.hidden = false;
+  if (kind === "back") bannerTimer = setTimeout(() => { el.hidden = true; }, BANNER_BACK_MS);
+}
+
+const BANNER_BACK_MS = 6000;
+// The server sends a clock at least every second and counters every half second: this long
+// without a byte means it, or the path to it, is hung (a closed socket is noticed at once).
+const SILENCE_MS = 3000;
+
 // The server stopped answering: say so plainly, and stop what would pretend it still runs (the
 // clock, the badge, the timeline's live edge) until a snapshot arrives.
 function serverLost(code) {
+  if (!S.lost) {
+    banner(code === 1013 ? "This page fell behind the live stream: reconnecting…"
+      : code === "silent" ? "The server stopped answering: the map shows the last state it sent. Reconnecting…"
+      : "Disconnected from the server: the map shows the last state it sent. Reconnecting…", "lost");
+  }
   S.lost = true;
   S.timeline.lost = true;
   S.clock.freeze();
@@ -214,13 +236,14 @@ function serverLost(code) {
     rec.live = { ...rec.live, base: rec.liveNow(), at: performance.now(), paused: true };
   }
   const badge = $("convergence");
-  badge.textContent = "unknown";
-  badge.className = "badge badge-unknown";
+  badge.textContent = "disconnected";
+  badge.className = "badge badge-disconnected";
   badge.title = "the server is not answering: the map shows the last state it sent";
   S.converged = null;
   document.body.classList.add("server-lost");
   const conn = $("conn");
-  conn.textContent = code === 1013 ? "too slow: reconnecting" : "server lost: reconnecting";
+  conn.textContent = code === 1013 ? "too slow: reconnecting" : code === "silent" ? "server silent: reconnecting"
+    : "server lost: reconnecting";
   conn.className = "conn conn-lost";
   S.timeline.render();
 }
@@ -233,6 +256,8 @@ function serverBack(s) {
     logEvent(s.clock.now_ms, ["connected to a restarted server: its clock and events start afresh"], "warn");
   }
   if (!S.lost) return;
+  banner(restarted ? "Reconnected to a restarted server: a fresh run, its log starts afresh"
+    : "Reconnected: the same server run, nothing was missed that the snapshot does not show", "back");
   S.lost = false;
   S.timeline.lost = false;
   $("convergence").title = "";
@@ -398,12 +423,32 @@ function connect() {
   S.ws = ws;
   const decoder = new TextDecoder("utf-8");
   ws.addEventListener("open", () => {
+    heard = performance.now();
     conn.textContent = "live";
     conn.className = "conn conn-live";
     retry = 500;
   });
   let chain = Promise.resolve();
+  let heard = performance.now();
+  let ticked = heard;
+  const watchdog = setInterval(() => {
+    if (S.ws !== ws) { clearInterval(watchdog); return; }
+    const now = performance.now();
+    // a late tick means this page was busy, not that the server was silent: messages may be queued
+    if (now - ticked > 1500) heard = Math.max(heard, now - SILENCE_MS / 2);
+    ticked = now;
+    if (ws.readyState === WebSocket.OPEN && now - heard > SILENCE_MS) {
+      // a hung server never closes the socket: give up on this one and dial again
+      clearInterval(watchdog);
+      S.ws = null;
+      ws.close();
+      serverLost("silent");
+      setTimeout(connect, retry);
+      retry = Math.min(5000, retry * 2);
+    }
+  }, 500);
   ws.addEventListener("message", (msg) => {
+    heard = performance.now();
     let batch;
     try {
       batch = JSON.parse(typeof msg.data === "string" ? msg.data : decoder.decode(msg.data));
@@ -415,7 +460,8 @@ function connect() {
     chain = chain.then(() => S.timeline.receive(batch));
   });
   ws.addEventListener("close", (e) => {
-    if (S.timeline.offline) return;
+    clearInterval(watchdog);
+    if (S.timeline.offline || S.ws !== ws) return; // a file is replayed, or the watchdog gave up on it
     serverLost(e.code);
     setTimeout(connect, retry);
     retry = Math.min(5000, retry * 2);
