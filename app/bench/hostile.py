@@ -9,7 +9,8 @@
 
 No flag: all of them. The summary holds the issue's targets, and the exit status is 1 when one
 is missed: peak RSS growth under the peer-port and /ws floods under 50 MB, 0 rate-limit
-bypasses, 0 answers 5xx (and every attacked process alive, the replica still replicating),
+bypasses, 0 answers 5xx (and every attacked process alive, the replica still replicating and
+closing idle and slow peer connections),
 the longest stall from a single valid request under 50 ms. `--short` is the small form CI runs:
 there the stall is reported beside the load average but does not fail (a busy CI machine's
 garbage collections and neighbours show in it).
@@ -109,6 +110,9 @@ def summarize(r: dict, short: bool) -> dict:
                 s["misses"].append(f"peer port ({mode}): the replica died")
             if not m["replicated_after"]:
                 s["misses"].append(f"peer port ({mode}): the replica no longer replicates")
+            for phase in ("idle", "slow"):  # the issue: time out idle and slow connections
+                if m.get(phase, {}).get("still_open"):
+                    s["misses"].append(f"peer port ({mode}): {m[phase]['still_open']} {phase} connections never closed")
     if "ws" in r:
         w = r["ws"]
         rss.append(("/ws", max((w[ph]["peak_rss_growth_mb"] for ph in ("frames", "bomb", "idle") if ph in w),
