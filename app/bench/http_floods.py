@@ -11,6 +11,9 @@
   over the limit (declared and chunked), deep nesting, huge numbers, NaN, bodies that are not
   UTF-8, a smuggling pair of Content-Length and Transfer-Encoding, a header of 100 KB. Each
   answer's status is kept; any 5xx, or a server that dies, is a miss.
+- **header flood**: N clients each send one request with a header of S bytes (16 MiB), at
+  once; the server's peak RSS growth (a figure, not yet a target: uvicorn's httptools parser
+  sets no limit on a header's size, so the server holds each one whole).
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ MiB = 1024 * 1024
 class HttpParams:
     pops: str = "default"  # the stall round's replicas: 22 POPs, so a write is joined at 21
     big: int = 130_000
+    header_clients: int = 10
+    header_bytes: int = 16 * MiB
 
 
-SHORT = dict(pops="lhr,syd,jfk")
+SHORT = dict(pops="lhr,syd,jfk", header_clients=2, header_bytes=4 * MiB)
 
 
 def stall(p: HttpParams) -> dict:
@@ -166,13 +171,35 @@ def hostile(base_url: str) -> dict:
             "duplicate_member_changed_nothing": read_back == 0}
 
 
-def measure_hostile(progress=lambda msg: None) -> dict:
+def _big_header(port: int, size: int) -> int | str:
+    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
+    return _raw(port, head + b"a" * size + b"\r\n\r\n", False, timeout=60.0)
+
+
+def header_flood(base_url: str, pid: int, clients: int, size: int) -> dict:
+    from .ws_floods import PeakSampler, _in_threads
+
+    port = int(base_url.rsplit(":", 1)[1])
+    sampler = PeakSampler(pid)
+    try:
+        statuses = _in_threads(clients, lambda i: _big_header(port, size))
+        base, rss, _ = sampler.growth()
+    finally:
+        sampler.close()
+    return {"clients": clients, "header_mib": size / MiB, "statuses": dict(Counter(str(x) for x in statuses)),
+            "rss_before_mb": base, "peak_rss_growth_mb": rss}
+
+
+def measure_hostile(p: HttpParams | None = None, progress=lambda msg: None) -> dict:
     from .ws import Params, _Server
 
+    p = p or HttpParams()
     server = _Server(Params(pops="lhr"), progress)
     base_url = server.start()
     try:
         out = hostile(base_url)
+        progress(f"http: {p.header_clients} clients x a {p.header_bytes / MiB:g} MiB header ...")
+        out["header_flood"] = header_flood(base_url, server.proc.pid, p.header_clients, p.header_bytes)
         try:
             import httpx
 
@@ -186,8 +213,8 @@ def measure_hostile(progress=lambda msg: None) -> dict:
 
 
 def measure(p: HttpParams, progress=lambda msg: None) -> dict:
-    progress(f"http: hostile requests against a fresh serve ...")
-    out = {"hostile": measure_hostile(progress)}
+    progress("http: hostile requests against a fresh serve ...")
+    out = {"hostile": measure_hostile(p, progress)}
     progress(f"http: big valid writes on {p.pops} POPs, the loop's stall ...")
     t0 = time.monotonic()
     out["stall"] = stall(p)
@@ -206,4 +233,7 @@ def report(r: dict) -> str:
         f"http hostile   {h['requests']} requests: {h['statuses']}, 5xx: {h['five_xx']} {h['five_xx_requests'] or ''}"
         f"; server {'alive' if h['server_alive'] else 'DEAD'}"
         + (f"; app errors not JSON: {h['app_errors_not_json']}" if h["app_errors_not_json"] else ""),
+        f"http headers   {h['header_flood']['clients']} clients x a {h['header_flood']['header_mib']:g} MiB header: "
+        f"{h['header_flood']['statuses']}, server RSS +{h['header_flood']['peak_rss_growth_mb']} MB "
+        f"(from {h['header_flood']['rss_before_mb']} MB)",
     ])
