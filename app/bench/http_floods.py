@@ -23,6 +23,7 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 MiB = 1024 * 1024
 
@@ -35,7 +36,7 @@ class HttpParams:
     header_bytes: int = 16 * MiB
 
 
-SHORT = dict(pops="lhr,syd,jfk", header_clients=2, header_bytes=4 * MiB)
+SHORT: dict[str, Any] = dict(pops="lhr,syd,jfk", header_clients=2, header_bytes=4 * MiB)
 
 
 def stall(p: HttpParams) -> dict:
@@ -148,6 +149,7 @@ def hostile(base_url: str) -> dict:
     answers: list[dict] = []
     with httpx.Client(base_url=base_url, timeout=30.0) as http:
         for name, method, path, body, headers in _json_requests():
+            status: int | str
             try:
                 r = http.request(method, path, content=body, headers=headers)
                 status, shaped = r.status_code, r.status_code < 400 or _documented_shape(r)
@@ -196,6 +198,7 @@ def measure_hostile(p: HttpParams | None = None, progress=lambda msg: None) -> d
     p = p or HttpParams()
     server = _Server(Params(pops="lhr"), progress)
     base_url = server.start()
+    assert server.proc is not None  # started by us, not --url
     try:
         out = hostile(base_url)
         progress(f"http: {p.header_clients} clients x a {p.header_bytes / MiB:g} MiB header ...")

@@ -32,6 +32,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from .ws_floods import MiB, PeakSampler, _in_threads
 
@@ -49,7 +50,7 @@ class PeerParams:
     phases: tuple[str, ...] = ("big", "idle", "slow")
 
 
-SHORT = dict(big_clients=4, idle_clients=200, slow_clients=3)
+SHORT: dict[str, Any] = dict(big_clients=4, idle_clients=200, slow_clients=3)
 
 
 def hwm_bytes(pid: int) -> int:
@@ -217,6 +218,7 @@ def _mode(tls: bool, p: PeerParams, progress) -> dict:
             ProcessCluster(["lhr", "syd"], root, inject_latency=False, tls=tls) as cluster:
         cluster.start()
         target = cluster.replicas["lhr"]
+        assert target.proc is not None  # started above
         pid, url, port = target.proc.pid, cluster.url("lhr"), target.peer_port
         result: dict = {"replicated_before": _replicates(cluster, "syd", "lhr", "before")}
         sampler = PeakSampler(pid)

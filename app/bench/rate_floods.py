@@ -54,6 +54,7 @@ def measure(p: RateParams, progress=lambda msg: None) -> dict:
         extra += ["--forwarded-allow-ips", p.trusted_proxies]
     server = _Server(Params(pops="lhr", extra=tuple(extra)), progress)
     base = server.start()
+    assert server.proc is not None  # started by us, not --url
     result: dict = {"writes_per_batch": p.writes, "burst": p.burst, "rate_per_s": p.rate,
                     "trusted_proxies": p.trusted_proxies, "batches": {}}
     try:
