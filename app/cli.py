@@ -6,7 +6,8 @@
                     [--forwarded-allow-ips IP,NET,...] [--tls-cert FILE --tls-key FILE]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
     edgestate bench ws [--clients N] [--json FILE]
-    edgestate bench hostile --ws [--short] [--json FILE]   /ws floods: big frames, deflate bomb, clients that never read
+    edgestate bench hostile [--peer-port] [--http] [--rate-limit] [--ws] [--short] [--json FILE]
+                                          the hostile-input campaign (all of it by default); exit 1 on a missed target
     edgestate bench coordination [--pops ...] [--leader ID] [--partition americas|europe|asia-pacific] [--json FILE]
 
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes

@@ -117,7 +117,7 @@ def test_bench_hostile_ws_short(tmp_path: Path):
     out = tmp_path / "hostile.json"
     args = hostile.build_parser().parse_args(["--ws", "--short", "--json", str(out), "--quiet"])
     assert hostile.run(args) == 0
-    r = json.loads(out.read_text())
+    r = json.loads(out.read_text())["ws"]
     assert r["server_alive"] and r["normal_client_closed"] is None
     frames, bomb, idle = r["frames"], r["bomb"], r["idle"]
     assert frames["close_codes"] == {"1009": frames["clients"]}, frames

@@ -59,6 +59,7 @@ class Params:
     seed: int = 0
     deflate: bool = False
     url: str | None = None
+    extra: tuple[str, ...] = ()  # more `serve` options (the hostile campaign's --audience)
 
 
 
@@ -134,7 +135,7 @@ class _Server:
 
         port = free_port()
         cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--pops", p.pops,
-               "--speed", repr(p.speed), "--strategy", p.strategy, "--seed", str(p.seed)]
+               "--speed", repr(p.speed), "--strategy", p.strategy, "--seed", str(p.seed), *p.extra]
         # the server's log goes to a file: a pipe nobody reads would fill up and stall the server
         self.logfile = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdout=self.logfile, stderr=subprocess.STDOUT)

@@ -35,6 +35,7 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 MiB = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -58,7 +59,7 @@ class FloodParams:
     phases: tuple[str, ...] = ("frames", "bomb", "idle")
 
 
-SHORT = dict(frame_clients=4, frames=2, bomb_clients=4, bombs=2, idle_clients=20, idle_deadline=45.0)
+SHORT: dict[str, Any] = dict(frame_clients=4, frames=2, bomb_clients=4, bombs=2, idle_clients=20, idle_deadline=45.0)
 
 
 # -- a raw WebSocket client: what an attacker controls ------------------------------------------
