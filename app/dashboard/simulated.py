@@ -13,7 +13,11 @@ Catching up never blocks the loop for more than CATCH_UP_BUDGET_S of wall time. 
 simulation costs more wall time than it covers (many POPs, a high speed, a busy machine),
 the rest is not owed: virtual time slips (the origin moves to where the simulation got), so
 the lag never piles up and the server keeps answering; the page and `GET /api/sim` show the
-effective speed beside the requested one.
+effective speed beside the requested one. A catch-up that spends its whole budget (the CPU cannot
+keep up) is followed by a rest of as long (CATCH_UP_REST_S) in which catching up only slips:
+otherwise every request, frame and scrape in the same loop turn would each spend a budget of
+their own (each inherits the virtual time the one before it took), and one turn would hold the
+loop for several budgets. So the simulator takes at most about half of the loop when CPU-bound.
 
 Idempotency keys follow a real replica's rules (`replication.idempotency`), with the records
 in memory, one ledger per replica: a write here is done the moment it returns (nothing to
@@ -56,6 +60,7 @@ FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this 
 # for any one valid request (`bench writes`).
 CATCH_UP_BUDGET_S = 0.02  # the most wall time one catch-up may take before virtual time slips
 CATCH_UP_SLICE = 1  # events between looks at the wall clock
+CATCH_UP_REST_S = CATCH_UP_BUDGET_S  # after a catch-up that ran out of budget: no simulating for this long
 SPEED_WINDOW_S = 2.0  # the effective speed is measured over about this much wall time
 
 
@@ -77,6 +82,7 @@ class LiveCluster:
         self._wall0 = self._clock()
         self._virtual0 = self.sim.now
         self.slipped_ms = 0.0  # virtual time given up, in all, because simulating fell behind
+        self._rest_until = -math.inf  # wall time until which catching up only slips (see the module docstring)
         self._progress: list[tuple[float, float]] = [(self._wall0, self.sim.now)]  # (wall s, virtual ms)
         self._wake = asyncio.Event()
         # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
@@ -109,12 +115,19 @@ class LiveCluster:
         docstring): what is left then is dropped, not carried to the next call."""
         t = self.target()
         if t > self.sim.now:
-            deadline = self._clock() + CATCH_UP_BUDGET_S
-            while not self.sim.advance(t, CATCH_UP_SLICE):
-                if self._clock() >= deadline:
-                    self.slipped_ms += t - self.sim.now
-                    self._rebase()
-                    break
+            start = self._clock()
+            if start < self._rest_until:  # the last catch-up ran out of budget: the loop serves others now
+                self.slipped_ms += t - self.sim.now
+                self._rebase()
+            else:
+                deadline = start + CATCH_UP_BUDGET_S
+                while not self.sim.advance(t, CATCH_UP_SLICE):
+                    now = self._clock()
+                    if now >= deadline:
+                        self.slipped_ms += t - self.sim.now
+                        self._rebase()
+                        self._rest_until = now + CATCH_UP_REST_S
+                        break
         self._note_progress()
 
     def _measure_afresh(self) -> None:
@@ -174,6 +187,8 @@ class LiveCluster:
             wait = FRAME_S
             if nxt is not None and not self._paused:
                 wait = min(FRAME_S, max(0.0, (nxt - self.sim.now) / 1000.0 / self._speed))
+                # resting after a catch-up that ran out of budget: nothing to simulate until it ends
+                wait = max(wait, self._rest_until - self._clock())
             self._wake.clear()
             # not asyncio.wait_for: on 3.11 it can swallow a cancel that races the wake-up,
             # and then shutdown waits for this task for ever
