@@ -18,6 +18,8 @@
     edgestate bench replica [--writes N] [--clients C] [--json FILE]
     edgestate bench writes [--pops ...] [--big N] [--json FILE]
     edgestate bench page [--writes R] [--duration S] [--baseline REV] [--shots DIR] [--json FILE]
+    edgestate bench live [--pops ...] [--speed X] [--writes R] [--clients N] [--cpu-hog K[,K...]] [--short]
+                         [--no-check] [--json FILE]   the live server under load: loop stalls, API and /ws lag
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
     edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
@@ -43,6 +45,7 @@ from replication.scenarios import cli as scenario_cli
 
 from .bench import faults as bench_faults
 from .bench import hostile as bench_hostile
+from .bench import live as bench_live
 from .bench import page as bench_page
 from .bench import replica as bench_replica
 from . import certs as certs_cli
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_hostile.add_parser(which)
     bench_writes.add_parser(which)
     bench_page.add_parser(which)
+    bench_live.add_parser(which)
     return parser
 
 
@@ -316,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_writes.run(args)
         if args.bench == "page":
             return bench_page.run(args)
+        if args.bench == "live":
+            return bench_live.run(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE

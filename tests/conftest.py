@@ -3,6 +3,9 @@
 The server runs at a high --speed so that a write crosses the world, and anti-entropy repairs a
 healed partition, in a fraction of a wall second: tests wait on conditions with deadlines, never
 on fixed sleeps.
+
+`--cpu-hogs K` runs K pure-Python spin processes (`app.bench.hogs`) beside the whole session, to
+check that the tests hold on a busy machine: `./dev test --cpu-hogs 2 tests/test_scenarios_api.py`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,34 @@ CHROMIUM_ARGS = [
     "--no-first-run", "--disable-sync",
 ]
 SERVER_SPEED = 5.0
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cpu-hogs", type=int, default=0, metavar="K",
+                     help="run K busy processes (pure-Python spin loops) beside the session, stopped at its end: "
+                          "the tests must hold on a loaded machine")
+
+
+def pytest_configure(config):
+    k = config.getoption("--cpu-hogs")
+    if k < 0:
+        raise pytest.UsageError(f"--cpu-hogs must be >= 0, got {k}")
+    from app.bench import hogs
+
+    config._edgestate_hogs = hogs.start(k)
+
+
+def pytest_unconfigure(config):
+    from app.bench import hogs
+
+    hogs.stop(getattr(config, "_edgestate_hogs", []))
+
+
+def pytest_report_header(config):
+    procs = getattr(config, "_edgestate_hogs", [])
+    if procs:
+        return f"cpu hogs: {len(procs)} spinning beside the session (pids {', '.join(str(p.pid) for p in procs)})"
+    return None
 
 
 class LiveServer(ServerProcess):

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from app.dashboard.simulated import CATCH_UP_BUDGET_S, LiveCluster
+from app.dashboard.simulated import CATCH_UP_BUDGET_S, CATCH_UP_REST_S, LiveCluster
 from live_helpers import run_async
 from replication.sim.cluster import SimCluster
 from replication.geo import place_replicas, select_pops
@@ -152,6 +152,58 @@ def test_a_cluster_that_keeps_up_reports_its_requested_speed():
     assert lc.slipped_ms == 0.0 and lc.effective_speed == 2.0
     lc.pause()
     assert lc.effective_speed == 0.0
+
+
+def test_a_catch_up_that_ran_out_of_budget_is_followed_by_a_rest():
+    """CPU-bound, each catch-up inherits the virtual time the one before it spent: without a rest,
+    every request in one loop turn would spend a whole budget of its own (bench live: 100-200 ms
+    loop stalls). After a catch-up that ran out of budget, those within the rest only slip."""
+    clock = SlowMachine()
+    lc = LiveCluster(SimCluster(place_replicas(select_pops("default")), seed=1), speed=100.0, clock=clock)
+    for i in range(22):
+        lc.write(lc.ids[i], "kv", f"k{i}", {"value": i})
+    clock.t += 1.0
+    lc.catch_up()  # spends its budget
+    ran = []
+    real = lc.sim._run
+    lc.sim._run = lambda *a: ran.append(1) or real(*a)
+    for _ in range(3):  # the rest of the loop turn: requests right after it
+        before, slipped = clock.t, lc.slipped_ms
+        lc.catch_up()
+        assert clock.t - before < 0.005 and lc.slipped_ms > slipped
+    assert ran == []
+    clock.t += CATCH_UP_REST_S  # the rest is over: it simulates again
+    lc.catch_up()
+    assert ran
+
+
+def test_the_pump_sleeps_through_a_rest():
+    clock = SlowMachine()
+    lc = LiveCluster(SimCluster(place_replicas(select_pops("default")), seed=1), speed=100.0, clock=clock)
+    for i in range(22):
+        lc.write(lc.ids[i], "kv", f"k{i}", {"value": i})
+    clock.t += 1.0
+    waits = []
+
+    class Stop(Exception):
+        pass
+
+    class Loop:
+        def call_later(self, wait, cb):
+            waits.append(wait)
+            raise Stop
+
+    async def main():
+        real = asyncio.get_running_loop
+        asyncio.get_running_loop = lambda: Loop()
+        try:
+            with pytest.raises(Stop):
+                await lc.pump()
+        finally:
+            asyncio.get_running_loop = real
+
+    asyncio.run(main())
+    assert waits and waits[0] > 0.005, waits  # not 0: a pump that spun would burn the CPU the rest frees
 
 
 def test_a_catch_up_looks_at_the_clock_after_every_event():

@@ -17,6 +17,7 @@ from . import ws
 from ..web import api
 from ..web import docs
 from ..web import errors
+from ..web import loop_lag
 from ..web import metrics
 from ..web.gc_steward import GcSteward
 from ..web.hygiene import RequestHygieneMiddleware
@@ -38,8 +39,9 @@ def create_app(
     scenarios: Catalogue | None = None,
 ) -> FastAPI:
     """`live`: the simulated `LiveCluster`, or `ProcessLive` over real replica processes.
-    `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves);
-    with it, `gc_steward` keeps the cluster's state out of full collections (`web.gc_steward`).
+    `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves),
+    and probe the event loop for stalls (`/metrics`: `edgestate_event_loop_lag_*`); with it,
+    `gc_steward` keeps the cluster's state out of full collections (`web.gc_steward`).
     `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
     `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
     `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins)."""
@@ -51,7 +53,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await live.start()
-        task = asyncio.create_task(live.pump()) if run_clock else None
+        tasks = [asyncio.create_task(live.pump()),
+                 asyncio.create_task(loop_lag.probe(app.state.metrics.loop_lag))] if run_clock else []
         steward = app.state.gc_steward = GcSteward() if run_clock and gc_steward else None
         if steward is not None:
             steward.start()
@@ -61,7 +64,7 @@ def create_app(
             await app.state.scenarios.close()
             if steward is not None:
                 await steward.stop()
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

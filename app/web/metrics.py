@@ -15,7 +15,8 @@ The per-message counts (messages, bytes, drops) are plain dict increments on the
 turned into Prometheus counters only when scraped (`_TrafficCollector`).
 
 The WebSocket endpoint (another module) reports its clients through `ws_connected(+1/-1)`
-and `ws_dropped()`.
+and `ws_dropped()`; the event-loop probe (`loop_lag.probe`, run by the app while it serves)
+through `loop_lag(seconds)`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from .loop_lag import RECENT_S, RecentMax
+
 if TYPE_CHECKING:
     from replication.contract import ClusterObserver
 
 # virtual seconds: one ocean is ~0.04 s, the far side of the world ~0.15 s, repair after a heal ~1-2 s
+# wall seconds the event loop was held past a probe's wake-up: fine around the 20 ms / 100 ms targets
+LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 PROPAGATION_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -94,6 +99,15 @@ class Metrics:
                                         "WebSocket clients dropped (too slow to keep up with the stream)", registry=r)
         self.rate_limited = Counter("edgestate_http_rate_limited", "Writes refused by the audience rate limit",
                                     registry=r)
+        self.loop_lag_hist = Histogram(
+            "edgestate_event_loop_lag_seconds",
+            "How late the server's event-loop probe woke (wall seconds): how long something held the loop",
+            buckets=LOOP_LAG_BUCKETS, registry=r,
+        )
+        self.loop_lag_recent = RecentMax()
+        Gauge("edgestate_event_loop_lag_recent_max_seconds",
+              f"The longest event-loop stall within the last {RECENT_S:g} wall seconds",
+              registry=r).set_function(self.loop_lag_recent.value)
         # refreshed from the cluster at each scrape
         self.replicas = Gauge("edgestate_replicas", "Replicas, by status", ["status"], registry=r)
         self.converged = Gauge("edgestate_converged", "1 when every replica that is up has the same state", registry=r)
@@ -117,6 +131,11 @@ class Metrics:
     def ws_dropped(self) -> None:
         """A client was dropped by the server (its queue overflowed)."""
         self.ws_dropped_total.inc()
+
+    def loop_lag(self, seconds: float) -> None:
+        """The event-loop probe woke `seconds` late."""
+        self.loop_lag_hist.observe(seconds)
+        self.loop_lag_recent.add(seconds)
 
     # -- from the event bus --------------------------------------------------------------------
 
