@@ -17,7 +17,7 @@ from .delta import Delta
 from .errors import InvalidOperation
 from .store import Applied, Snapshot, Store
 from .tokens import ContextTokens
-from .values import check_key, check_namespace
+from .values import check_key, check_namespace, check_new_key
 
 DEV_SECRET = b"edgestate-local-development-secret"
 
@@ -111,7 +111,7 @@ class Replica:
         t = BY_NAMESPACE[check_namespace(ns)]
         if not isinstance(op, dict):
             raise InvalidOperation("an operation must be an object")
-        check_key(key)
+        check_new_key(key)
         checked = t.check(op)
         mint = _Mint(self, ns, key, now)
         out = t.delta(self.store.get(ns, key), checked, mint)

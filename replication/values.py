@@ -10,6 +10,7 @@ back, and equal values hash and compare equal on every replica.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -60,6 +61,21 @@ def check_key(key: object) -> str:
         raise InvalidKey("a key must not be empty")
     if size > MAX_KEY_BYTES:
         raise InvalidKey(f"a key must be at most {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
+    return key
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_new_key(key: object) -> str:
+    """A key a local write may create: a valid key (`check_key`) without control characters
+    (U+0000-U+001F, U+007F), which would otherwise reach logs, terminals and the page as they are.
+    Only new writes are held to it: a key already in some replica's state still decodes."""
+    check_key(key)
+    assert isinstance(key, str)
+    bad = _CONTROL.search(key)
+    if bad:
+        raise InvalidKey(f"a key must not contain control characters (found U+{ord(bad.group()):04X})")
     return key
 
 

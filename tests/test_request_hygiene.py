@@ -60,6 +60,20 @@ def test_fe_and_ff_no_longer_share_one_slot(client):
     assert ok(client.put("/api/replicas/lhr/kv/coll%EF%BF%BDx", json={"value": "r"}))["key"] == "coll\ufffdx"
 
 
+WRITES = [(m, ns, b) for m, ns, b in KEYED if b is not None]
+
+
+@pytest.mark.parametrize("method, ns, body", WRITES, ids=[f"{m} {ns}" for m, ns, _ in WRITES])
+@pytest.mark.parametrize("escape", ["%00", "%0A", "%1B", "%7F"], ids=["NUL", "LF", "ESC", "DEL"])
+def test_a_write_to_a_key_with_a_control_character_is_422_and_changes_nothing(live, client, method, ns, body, escape):
+    """A NUL or an escape sequence in a key would reach logs, terminals and the page as it is."""
+    before = snapshot(live)
+    r = client.request(method, f"/api/replicas/lhr/{ns}/a{escape}b", content=body, headers=JSON)
+    err = is_error(r, 422, "invalid_key")
+    assert "control characters" in err["message"], err
+    assert snapshot(live) == before
+
+
 def test_a_bad_byte_outside_the_key_is_invalid_path(client):
     is_error(client.get("/api/replicas/l%FFr/kv/k"), 422, "invalid_path")
     is_error(client.get("/api/nowhere%FF"), 422, "invalid_path")
@@ -71,9 +85,12 @@ def test_a_bad_byte_outside_the_key_is_invalid_path(client):
     (b"/api/replicas/lhr/kv/a%2Fb%FE", 5),
     (b"/api/replicas/lhr/kv/a/b/%FF", 7),
     (b"/%80", 1),
+    (b"/api/replicas/lhr/kv/a%00b", 5),
+    (b"/api/replicas/lhr/kv/a/%7F", 6),
 ])
 def test_bad_path_segment(raw, bad):
-    assert bad_path_segment(raw) == bad
+    found = bad_path_segment(raw)
+    assert (found[0] if found else None) == bad
 
 
 # -- JSON bodies that repeat a member name ---------------------------------------------------------------

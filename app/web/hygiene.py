@@ -2,8 +2,10 @@
 
 - The path must be UTF-8 once percent-decoded. The server decodes `%FE` and `%FF` alike to
   U+FFFD, so without this check `kv/coll%FEx` and `kv/coll%FFx` would name one key. A bad
-  byte in a key is 422 `invalid_key`; anywhere else in the path, 422 `invalid_path`. The check
-  reads the undecoded `raw_path`; a server that gives none is trusted as it is.
+  byte in a key is 422 `invalid_key`; anywhere else in the path, 422 `invalid_path`. So is a
+  control character (U+0000-U+001F, U+007F). The check reads the undecoded `raw_path`; a server
+  that gives none is trusted as it is (the replication core still refuses a new key with a
+  control character: `values.check_new_key`).
 - A JSON body must not repeat a member name in any object, nested ones included: with
   `{"add": 1, "add": 100}` the parser would keep the last and the client may have meant the
   first, so it is 400 `duplicate_member` and changes nothing. Bodies that are not JSON, or not
@@ -20,6 +22,7 @@ Install it inside `BodyLimitMiddleware`, so that the body it holds in memory is 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable, Coroutine
 from urllib.parse import unquote_to_bytes
 
@@ -103,13 +106,22 @@ class ParsedJsonRoute(APIRoute):
         return parsed_once
 
 
-def bad_path_segment(raw_path: bytes) -> int | None:
-    """Index (in `raw_path.split(b"/")`) of the first segment that is not UTF-8 once percent-decoded."""
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def bad_path_segment(raw_path: bytes) -> tuple[int, str] | None:
+    """(index in `raw_path.split(b"/")`, what is wrong) of the first segment that is not UTF-8
+    once percent-decoded, or holds a control character (U+0000-U+001F, U+007F: they would reach
+    logs, terminals and the page as they are, and the router does not match a newline)."""
     for i, segment in enumerate(raw_path.split(b"/")):
+        raw = unquote_to_bytes(segment)
         try:
-            unquote_to_bytes(segment).decode("utf-8")
+            raw.decode("utf-8")
         except UnicodeDecodeError:
-            return i
+            return i, "is not valid UTF-8 once percent-decoded"
+        bad = _CONTROL.search(raw)
+        if bad:
+            return i, f"must not contain control characters (found U+{bad.group()[0]:04X})"
     return None
 
 
@@ -131,14 +143,14 @@ class RequestHygieneMiddleware:
             return
         raw_path = scope.get("raw_path")
         if raw_path is not None:
-            bad = bad_path_segment(raw_path)
-            if bad is not None:
+            found = bad_path_segment(raw_path)
+            if found is not None:
+                bad, why = found
                 segments = raw_path.split(b"/")
                 in_key = tuple(segments[:3]) == KEYED_PREFIX and bad >= KEY_SEGMENT
                 code, what = ("invalid_key", "the key") if in_key else ("invalid_path", "the path")
                 await error_response(
-                    422, code,
-                    f"{what} is not valid UTF-8 once percent-decoded (segment {segments[bad][:80].decode('latin-1')!r})",
+                    422, code, f"{what} {why} (segment {segments[bad][:80].decode('latin-1')!r})",
                 )(scope, receive, send)
                 return
         if scope["method"] == "HEAD":
