@@ -346,6 +346,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
         if args.http:
             import uvicorn
 
+            from ..web.http_head import uvicorn_options as head_options
             from .service import create_replica_app
 
             _Server = _server_class()
@@ -355,7 +356,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
             # on any request from loopback; nothing here sits behind a proxy
             config = uvicorn.Config(app, host=args.http[0], port=args.http[1], log_level=args.log_level,
                                     access_log=False, lifespan="off", proxy_headers=False,
-                                    **(https.uvicorn_options() if https else {}))
+                                    **head_options(), **(https.uvicorn_options() if https else {}))
             server = _Server(config)
             if https is not None:
                 print(f"edgestate replica: {https.describe()} on {args.http[0]}:{args.http[1]}", file=sys.stderr)

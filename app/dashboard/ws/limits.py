@@ -83,7 +83,10 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 def uvicorn_options() -> dict[str, Any]:
     """Keyword arguments for `uvicorn.Config` of any server that serves `/ws`."""
+    from ...web.http_head import uvicorn_options as head_options
+
     return {
+        **head_options(),  # the request head bounded too: every server that serves /ws serves HTTP
         "ws": BoundedWebSocketProtocol,  # explicit: "auto" would pick whatever is installed
         "ws_max_size": MAX_MESSAGE,
         "ws_per_message_deflate": False,
