@@ -117,8 +117,8 @@ def raw_request(port: int, request: bytes) -> bytes:
 
 
 def check_what_uvicorn_answers_itself(port: int) -> None:
-    """The README's word: a request HTTP cannot parse never reaches the app, and uvicorn answers it
-    in plain text. If this starts failing, the README's HTTP API section should change too."""
+    """A request HTTP cannot parse never reaches the app: the server's protocol answers it, 400
+    `bad_request` in the documented error shape (uvicorn's own answer was plain text)."""
     for request in (
         b"POST /api/replicas/lhr/counters/d HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Length: abc\r\n\r\n{\"add\":1}",
@@ -126,7 +126,10 @@ def check_what_uvicorn_answers_itself(port: int) -> None:
     ):
         answer = raw_request(port, request)
         assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
-        assert b"content-type: text/plain" in answer.lower(), answer[:400]
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"content-type: application/json" in head.lower(), answer[:400]
+        err = json.loads(body)["error"]
+        assert err["code"] == "bad_request" and "Invalid HTTP request" in err["message"], err
 
 
 def check_head_bound(port: int) -> None:
@@ -169,6 +172,7 @@ def test_replica_refuses_bad_keys_and_duplicate_members_and_answers_head(tmp_pat
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(proc, base_url, err)
         check_hygiene(base_url)
+        check_what_uvicorn_answers_itself(port)
         check_head_bound(port)
     finally:
         assert stop(proc) == 0, err.read_text()

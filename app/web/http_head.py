@@ -1,10 +1,15 @@
-"""A bound on a request's head (request line and headers) before any of it is parsed.
+"""A bound on a request's head (request line and headers) before any of it is parsed, and the
+documented error shape for what the HTTP parser itself refuses.
 
 uvicorn's httptools protocol keeps a header, or a URL, growing for as long as its bytes come:
 ten clients each sending one 16 MiB header grew `serve` by 92 MB, and every request was then
 answered 200. This protocol counts a request's head as it arrives and, past `MAX_HEAD_BYTES`,
 answers 431 in the documented error shape and closes the connection: memory per connection
 stays under the bound plus one read. The body is not counted here (`limits.BodyLimitMiddleware`).
+
+A request the parser cannot read (an unknown method token, a bad or conflicting Content-Length
+or Transfer-Encoding, a malformed request line or header) never reaches the app; uvicorn answered
+it in plain text. Here it is 400 `bad_request` in the JSON shape every other error has.
 """
 
 from __future__ import annotations
@@ -53,20 +58,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         super().on_headers_complete()
 
-    def _refuse_head(self) -> None:
-        self._in_head = False  # whatever else arrives is dropped with the connection
-        body = orjson.dumps({"error": {
-            "code": "head_too_large",
-            "message": f"the request line and headers exceed {MAX_HEAD_BYTES} bytes",
-            "limit": {"name": "max_head_bytes", "value": MAX_HEAD_BYTES},
-        }})
+    def send_400_response(self, msg: str) -> None:
+        self._answer_and_close(b"400 Bad Request", {"error": {
+            "code": "bad_request", "message": f"{msg.rstrip('.')}: not an HTTP/1.1 request this server can read"}})
+
+    def _answer_and_close(self, status: bytes, doc: dict) -> None:
+        body = orjson.dumps(doc)
         self.transport.write(b"".join([
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            b"HTTP/1.1 ", status, b"\r\n",
             b"content-type: application/json\r\n",
             b"content-length: " + str(len(body)).encode() + b"\r\n",
             b"connection: close\r\n\r\n", body,
         ]))
         self.transport.close()
+
+    def _refuse_head(self) -> None:
+        self._in_head = False  # whatever else arrives is dropped with the connection
+        self._answer_and_close(b"431 Request Header Fields Too Large", {"error": {
+            "code": "head_too_large",
+            "message": f"the request line and headers exceed {MAX_HEAD_BYTES} bytes",
+            "limit": {"name": "max_head_bytes", "value": MAX_HEAD_BYTES},
+        }})
 
 
 def uvicorn_options() -> dict[str, Any]:
