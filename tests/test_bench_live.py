@@ -15,6 +15,7 @@ import sys
 import time
 
 from fastapi.testclient import TestClient
+from live_helpers import run_async
 
 from app.bench import hogs, live
 from app.dashboard.server import create_app
@@ -43,7 +44,7 @@ def test_the_probe_sees_a_blocked_loop():
         finally:
             task.cancel()
 
-    asyncio.run(main())
+    run_async(main())
     assert m.loop_lag_recent.value() >= BLOCK_S - 2 * loop_lag.PERIOD_S
     over = m.registry.get_sample_value("edgestate_event_loop_lag_seconds_bucket", {"le": "0.1"})
     total = m.registry.get_sample_value("edgestate_event_loop_lag_seconds_count")

@@ -202,7 +202,7 @@ def test_the_pump_sleeps_through_a_rest():
         finally:
             asyncio.get_running_loop = real
 
-    asyncio.run(main())
+    run_async(main())
     assert waits and waits[0] > 0.005, waits  # not 0: a pump that spun would burn the CPU the rest frees
 
 
