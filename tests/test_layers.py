@@ -145,3 +145,15 @@ def test_the_check_would_catch_a_core_module_reading_a_clock(tmp_path):
                    "def now():\n    with open('x') as f:\n        return time.time()\n")
     outside, inside, opens = imports(bad, "node")
     assert "time" in outside & CORE_FORBIDDEN and inside == {"sim"} and opens
+
+
+def test_no_test_calls_asyncio_run_in_the_test_thread():
+    """Playwright's sync API leaves a loop marked running in the test thread for the rest of the
+    session, so `asyncio.run` there fails in any test that runs after a browser test (the fresh-clone
+    suite caught two). Tests use `live_helpers.run_async`, which runs the loop in a thread of its own."""
+    offenders = []
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(r"\s*(\w+\s*=\s*)?asyncio\.run\(", line) and "# own thread" not in line:
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+    assert offenders == [], "use live_helpers.run_async:\n" + "\n".join(offenders)

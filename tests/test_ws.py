@@ -318,7 +318,7 @@ def run_async(coro):
 
     def target():
         try:
-            box["result"] = asyncio.run(coro)
+            box["result"] = asyncio.run(coro)  # own thread
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller
             box["error"] = e
 
