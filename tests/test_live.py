@@ -167,11 +167,13 @@ def test_a_catch_up_that_ran_out_of_budget_is_followed_by_a_rest():
     ran = []
     real = lc.sim._run
     lc.sim._run = lambda *a: ran.append(1) or real(*a)
-    for _ in range(3):  # the rest of the loop turn: requests right after it
+    calls = 0
+    while clock.t + 0.005 < lc._rest_until:  # the rest of the loop turn: requests right after it
         before, slipped = clock.t, lc.slipped_ms
-        lc.catch_up()
+        lc.catch_up()  # a few reads of this clock (a millisecond each), no simulating
         assert clock.t - before < 0.005 and lc.slipped_ms > slipped
-    assert ran == []
+        calls += 1
+    assert calls >= 1 and ran == []
     clock.t += CATCH_UP_REST_S  # the rest is over: it simulates again
     lc.catch_up()
     assert ran
@@ -203,7 +205,7 @@ def test_the_pump_sleeps_through_a_rest():
             asyncio.get_running_loop = real
 
     run_async(main())
-    assert waits and waits[0] > 0.005, waits  # not 0: a pump that spun would burn the CPU the rest frees
+    assert waits and waits[0] > 0.001, waits  # not 0: a pump that spun would burn the CPU the rest frees
 
 
 def test_a_catch_up_looks_at_the_clock_after_every_event():
@@ -226,7 +228,7 @@ def test_a_catch_up_looks_at_the_clock_after_every_event():
     before = clock.t
     lc.catch_up()
     assert sum(runs) * 0.015 == pytest.approx(clock.t - before)
-    # the budget (20 ms) is spent after two events; the clock is looked at after each
+    # the budget is spent after a few events; the clock is looked at after each
     assert sum(runs) <= CATCH_UP_BUDGET_S / 0.015 + 1, runs
 
 
