@@ -234,24 +234,9 @@ def _https(args: argparse.Namespace):
     """(the loaded certificate or None, 0), or (None, exit code) after saying what is wrong in one line."""
     from .web import https
 
-    problem = https.usage_problem(args.tls_cert, args.tls_key)
-    if problem:
-        print(f"edgestate serve: error: {problem}", file=sys.stderr)
-        return None, EXIT_USAGE
-    loaded = None
-    if args.tls_cert is not None:
-        try:
-            loaded = https.load(args.tls_cert, args.tls_key)
-        except https.TlsFileError as e:
-            print(f"edgestate serve: error: {e}", file=sys.stderr)
-            return None, EXIT_USAGE
-        for w in loaded.warnings:
-            print(f"edgestate serve: warning: {w}", file=sys.stderr)
     tokens = args.token is not None or args.admin_token is not None or args.private
-    warning = https.plain_token_warning(args.host, tokens=tokens, https=loaded is not None, flag="--host")
-    if warning:
-        print(f"edgestate serve: warning: {warning}", file=sys.stderr)
-    return loaded, 0
+    return https.from_flags("edgestate serve", args.tls_cert, args.tls_key, host=args.host, tokens=tokens,
+                            flag="--host")
 
 
 def _run_server(args: argparse.Namespace, app, pops, https=None) -> int:

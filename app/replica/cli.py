@@ -217,27 +217,13 @@ def _https(args):
     """(the loaded certificate or None, 0), or (None, 2) after one line saying what is wrong."""
     from ..web import https
 
-    problem = https.usage_problem(args.tls_cert, args.tls_key)
-    if problem is None and args.tls_cert is not None and not args.http:
-        problem = "--tls-cert/--tls-key serve the HTTP API over HTTPS: they need --http HOST:PORT"
-    if problem:
-        print(f"edgestate replica: error: {problem}", file=sys.stderr)
-        return None, EXIT_USAGE
-    loaded = None
-    if args.tls_cert is not None:
-        try:
-            loaded = https.load(args.tls_cert, args.tls_key)
-        except https.TlsFileError as e:
-            print(f"edgestate replica: error: {e}", file=sys.stderr)
-            return None, EXIT_USAGE
-        for w in loaded.warnings:
-            print(f"edgestate replica: warning: {w}", file=sys.stderr)
-    if args.http:
-        tokens = args.token is not None or args.admin_token is not None
-        warning = https.plain_token_warning(args.http[0], tokens=tokens, https=loaded is not None, flag="--http")
-        if warning:
-            print(f"edgestate replica: warning: {warning}", file=sys.stderr)
-    return loaded, 0
+    needs_http = None
+    if args.tls_cert is not None and not args.http:
+        needs_http = "--tls-cert/--tls-key serve the HTTP API over HTTPS: they need --http HOST:PORT"
+    tokens = args.token is not None or args.admin_token is not None
+    return https.from_flags("edgestate replica", args.tls_cert, args.tls_key,
+                            host=args.http[0] if args.http else None, tokens=tokens, flag="--http",
+                            problem=needs_http)
 
 
 def _server_class():

@@ -141,3 +141,32 @@ def plain_token_warning(host: str, *, tokens: bool, https: bool, flag: str) -> s
         return None
     return (f"{flag} {host} is reachable from other machines over plain HTTP: the token is readable by anyone "
             "on the path; serve HTTPS with --tls-cert/--tls-key (or put a TLS proxy in front)")
+
+
+def from_flags(prog: str, cert: Path | None, key: Path | None, *, host: str | None, tokens: bool, flag: str,
+               problem: str | None = None) -> tuple[Https | None, int]:
+    """What `serve` and `replica` do with --tls-cert/--tls-key: (the loaded certificate or None, 0),
+    or (None, 2) after one line on stderr saying what is wrong. Warnings (an expired certificate, a
+    key others can read, a token in plain HTTP off loopback) are printed and do not stop the start.
+    `problem`: a usage problem of the caller's own, reported the same way; `host` None: no HTTP."""
+    import sys
+
+    problem = usage_problem(cert, key) or problem
+    if problem:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return None, 2
+    loaded = None
+    if cert is not None and key is not None:
+        try:
+            loaded = load(cert, key)
+        except TlsFileError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return None, 2
+        for w in loaded.warnings:
+            print(f"{prog}: warning: {w}", file=sys.stderr)
+    if host is not None:
+        warning = plain_token_warning(host, tokens=tokens, https=loaded is not None, flag=flag)
+        if warning:
+            print(f"{prog}: warning: {warning}", file=sys.stderr)
+    return loaded, 0
+
