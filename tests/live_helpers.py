@@ -73,3 +73,35 @@ def run_async(coro):
     (Playwright's sync API leaves one running for the rest of the session)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def _loops() -> dict:
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+LOOPS = _loops()  # the event loops replica processes run on
+
+
+def run_in_thread(loop_name: str, main) -> None:
+    """Run `main()` on a fresh loop of `LOOPS[loop_name]` in a thread of its own (a loop another
+    test left marked running in this thread must not matter); its exception is raised here."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run():
+        loop = LOOPS[loop_name]()
+        try:
+            loop.run_until_complete(main())
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(e)
+        finally:
+            loop.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]

@@ -12,14 +12,13 @@ import datetime as dt
 import logging
 import socket
 import struct
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
-import uvloop
 
 from app.processes.supervisor import free_port
+from live_helpers import LOOPS, run_in_thread
 from replication.io import certs, net
 from replication.io.net import Transport
 from replication.io.tls import contexts
@@ -28,28 +27,7 @@ from replication.replica import Replica
 from replication.wire import HELLO_MAX_FRAME, Hello, encode_frame
 
 SECRET = b"a peer tls test secret, long enough"
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 VALUE = "a-value-no-capture-may-show-7f3a9c"
-
-
-def run_in_thread(loop_name: str, main) -> None:
-    """Run `main()` on a fresh loop of its own thread (a loop another test left in this one must not matter)."""
-    errors: list[BaseException] = []
-
-    def run():
-        loop = LOOPS[loop_name]()
-        try:
-            loop.run_until_complete(main())
-        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
-            errors.append(e)
-        finally:
-            loop.close()
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
 
 
 async def until(cond, what: str, deadline_s: float = 20.0) -> None:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import threading
 
 import pytest
-import uvloop
 
 from app.processes.supervisor import free_port
+from live_helpers import LOOPS, run_in_thread
 from replication.messages import Envelope, Ping
 from replication.io.net import Transport
 
 SECRET = b"a transport test secret, long enough"
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 async def _until(cond, what: str, deadline_s: float = 20.0) -> None:
@@ -73,20 +71,4 @@ def test_a_peer_that_resets_the_connection_is_reached_again_when_it_is_back(loop
         await tx.close()
         await rx.close()
 
-    # in a thread of its own: a loop another test left marked running in this thread must not matter
-    errors = []
-
-    def run():
-        loop = LOOPS[loop_name]()
-        try:
-            loop.run_until_complete(main())
-        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
-            errors.append(e)
-        finally:
-            loop.close()
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
+    run_in_thread(loop_name, main)
