@@ -109,10 +109,12 @@ def test_built_live_cluster_streams_json_events_and_switches_strategy():
 
 
 class SlowMachine(FakeClock):
-    """A wall clock that moves a millisecond every time it is read: simulating costs wall time."""
+    """A wall clock that moves `tick` (a millisecond) every time it is read: simulating costs wall time."""
+
+    tick = 0.001
 
     def __call__(self):
-        self.t += 0.001
+        self.t += self.tick
         return self.t
 
 
@@ -159,6 +161,7 @@ def test_a_catch_up_that_ran_out_of_budget_is_followed_by_a_rest():
     every request in one loop turn would spend a whole budget of its own (bench live: 100-200 ms
     loop stalls). After a catch-up that ran out of budget, those within the rest only slip."""
     clock = SlowMachine()
+    clock.tick = CATCH_UP_REST_S / 40  # a catch-up reads it a few times: a tenth of the rest
     lc = LiveCluster(SimCluster(place_replicas(select_pops("default")), seed=1), speed=100.0, clock=clock)
     for i in range(22):
         lc.write(lc.ids[i], "kv", f"k{i}", {"value": i})
@@ -168,10 +171,10 @@ def test_a_catch_up_that_ran_out_of_budget_is_followed_by_a_rest():
     real = lc.sim._run
     lc.sim._run = lambda *a: ran.append(1) or real(*a)
     calls = 0
-    while clock.t + 0.005 < lc._rest_until:  # the rest of the loop turn: requests right after it
+    while clock.t + CATCH_UP_REST_S / 4 < lc._rest_until:  # the rest of the loop turn: requests right after it
         before, slipped = clock.t, lc.slipped_ms
-        lc.catch_up()  # a few reads of this clock (a millisecond each), no simulating
-        assert clock.t - before < 0.005 and lc.slipped_ms > slipped
+        lc.catch_up()  # a few reads of this clock, no simulating
+        assert clock.t - before < CATCH_UP_REST_S / 4 and lc.slipped_ms > slipped
         calls += 1
     assert calls >= 1 and ran == []
     clock.t += CATCH_UP_REST_S  # the rest is over: it simulates again
@@ -181,6 +184,7 @@ def test_a_catch_up_that_ran_out_of_budget_is_followed_by_a_rest():
 
 def test_the_pump_sleeps_through_a_rest():
     clock = SlowMachine()
+    clock.tick = CATCH_UP_REST_S / 40
     lc = LiveCluster(SimCluster(place_replicas(select_pops("default")), seed=1), speed=100.0, clock=clock)
     for i in range(22):
         lc.write(lc.ids[i], "kv", f"k{i}", {"value": i})
@@ -205,7 +209,7 @@ def test_the_pump_sleeps_through_a_rest():
             asyncio.get_running_loop = real
 
     run_async(main())
-    assert waits and waits[0] > 0.001, waits  # not 0: a pump that spun would burn the CPU the rest frees
+    assert waits and waits[0] > CATCH_UP_REST_S / 4, waits  # not 0: a spinning pump would burn the CPU the rest frees
 
 
 def test_a_catch_up_looks_at_the_clock_after_every_event():

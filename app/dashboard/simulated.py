@@ -57,10 +57,11 @@ FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this 
 # dear (a 1,000-member delta joined at one replica: ~3-5 ms; with 22 POPs a write arrives at 21
 # of them within a few virtual ms), so the clock is read after every event (a read costs ~0.1 us,
 # an event tens of us at least) and the budget leaves room under the 50 ms the HTTP API promises
-# for any one valid request (`bench writes`). 8 ms, not 20: with two CPU hogs beside the server
-# (`bench live --cpu-hog 2`), 20 ms slices made API p99 86 ms and the longest stall 116 ms; 8 ms
-# slices 45-51 ms and 75-101 ms, at the price of slower virtual time (0.4-0.6x, not 0.85x).
-CATCH_UP_BUDGET_S = 0.008  # the most wall time one catch-up may take before virtual time slips
+# for any one valid request (`bench writes`). 4 ms, measured with `bench live --cpu-hog 0,2` (54
+# POPs, 100 /ws clients): with two CPU hogs beside the server, 20 ms slices gave API p99 86 ms and
+# a longest stall of 116 ms, 8 ms slices 45-51 and 75-101 ms, 4 ms 34-45 and 47-62 ms, 2 ms no
+# better; the price is slower virtual time under contention, and without hogs 4 ms still keeps up.
+CATCH_UP_BUDGET_S = 0.004  # the most wall time one catch-up may take before virtual time slips
 CATCH_UP_SLICE = 1  # events between looks at the wall clock
 CATCH_UP_REST_S = CATCH_UP_BUDGET_S  # after a catch-up that ran out of budget: no simulating for this long
 SPEED_WINDOW_S = 2.0  # the effective speed is measured over about this much wall time
