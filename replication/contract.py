@@ -12,7 +12,7 @@ role against every implementation that plays it:
     ClusterObserver       yes          yes                  -
     CoordinationInputs    yes          yes                  -
     ClusterFaults         yes          yes                  -
-    SimulationControls    yes          refuses (409)        -
+    SimulationControls    yes          refuses (409)        -     (reset included)
     ClusterLifecycle      yes          yes                  -
     DashboardCluster      all of the above: what `create_app` takes
 
@@ -344,6 +344,14 @@ class SimulationControls(Protocol):
     def step(self, ms: float) -> None:
         """Run virtual time `ms` forward, inside the call (the caller bounds `ms`: the admin
         API allows a virtual minute). ValueError unless a positive finite number."""
+        ...
+
+    async def reset(self) -> None:
+        """Start afresh with the same replicas (`POST /api/reset`): every key, partition, crash
+        and idempotency record gone, strategy, loss and speed back to the values the cluster
+        started with, running, virtual time from zero. Whoever drives the cluster (a scenario)
+        is stopped by the caller first. Real processes raise NotWithProcesses: wiping their
+        durable data under running replicas is not a control this contract offers."""
         ...
 
 

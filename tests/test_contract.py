@@ -404,6 +404,39 @@ def check_lifecycle(h: OnLoop) -> None:
     h.wait(pump_a_moment())
 
 
+def check_reset(h: OnLoop) -> None:
+    """Last, as it wipes what the other checks wrote: a fresh cluster with the same replicas, or a
+    refusal that changes nothing (processes)."""
+    c = h.impl
+    ids = h.call(lambda: c.ids)
+    keep = ("strategy", "speed", "loss", "paused")
+    before = h.call(c.sim_info)
+    if h.name != "simulated":
+        assert h.code(c.reset) == "not_supported_with_processes"
+        assert h.wait(c.aread(ids[0], "counters", "hits")) == 2  # its data stays
+        return
+    start = {k: before[k] for k in keep}
+    h.call(c.set_loss, 0.25)
+    h.call(c.set_strategy, "gossip")
+    h.call(c.pause)
+    h.wait(c.partition([[ids[0]]]))
+    h.wait(c.crash(ids[-1], lose_state=False))
+    h.call(c.reset)
+    assert h.call(lambda: c.ids) == ids
+    assert {k: h.call(c.sim_info)[k] for k in keep} == start
+    assert h.call(c.partition_groups) is None and h.call(c.down) == []
+    for rid in ids:
+        assert h.wait(c.aread(rid, "counters", "hits")) == 0
+        assert h.wait(c.aread(rid, "kv", "greeting")).siblings == ()
+        assert h.call(c.state_of, rid)["status"] == "up"
+    assert h.call(c.last_writes.report, ids[0], ids) is None
+    # a keyed write's record went with the data: the same key is a first write again
+    op = {"add": 1}
+    once = Once("conformance-1", request_fingerprint("POST", ids[0], "counters", "keyed", op),
+                render=lambda value: f'{{"value":{value}}}'.encode())
+    assert not h.wait(c.awrite_once(ids[0], "counters", "keyed", op, once)).replayed
+
+
 # -- the test -----------------------------------------------------------------------------------------
 
 
@@ -422,6 +455,8 @@ def test_every_implementation_keeps_the_contract_of_every_role_it_plays(cluster)
         check_lifecycle(h)
     if "faults" in h.roles:
         check_faults(h)
+    if "simulation" in h.roles:
+        check_reset(h)
 
 
 def test_derived_partition_groups_refuse_before_anything():

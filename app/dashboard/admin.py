@@ -5,6 +5,9 @@
 - Faults (admin): `POST`/`DELETE /api/faults/partition`, `POST /api/replicas/{id}/crash`,
   `POST /api/replicas/{id}/recover`.
 - Simulation (admin): `PUT /api/sim/strategy|speed|loss`, `POST /api/sim/pause|resume|step`.
+- Reset (admin): `POST /api/reset` starts a fresh cluster with the same replicas (a running
+  scenario is stopped first; every `/ws` client gets a new snapshot). 409
+  `not_supported_with_processes` under `serve --processes`.
 
 Every request body is checked in full before anything changes, so a refused request leaves
 the cluster exactly as it was. Who may call what is decided by the access middleware
@@ -257,6 +260,30 @@ async def step(request: Request, body: StepIn) -> SimOut:
     live = _cluster(request)
     live.step(body.ms)
     return _sim(live)
+
+
+class ResetOut(BaseModel):
+    stopped_run: str | None = Field(description="the scenario run that was stopped first, if one was running")
+    sim: SimOut = Field(description="the settings the fresh cluster runs with: the server's start values")
+
+
+@router.post("/api/reset", responses={409: {"model": ErrorOut, "description": "under `serve --processes`"}})
+async def reset(request: Request) -> ResetOut:
+    """Start a fresh cluster with the same replicas: every key gone at every replica, partitions
+    healed, crashed replicas back, strategy, loss and speed at the values the server started
+    with, the event log and the coordination panel's last writes cleared. A running scenario is
+    stopped first. Every page connected on /ws gets a new snapshot (with a new `server` id: its
+    log starts afresh). Real replica processes (`serve --processes`) answer 409: wiping their
+    durable data is not offered."""
+    live = _cluster(request)
+    # a cluster of processes refuses (NotWithProcesses: 409) with nothing changed: no scenario
+    # ever runs there, so stopping the current one is a no-op
+    stopped = await request.app.state.scenarios.stop_current()
+    await live.reset()
+    hub = getattr(request.app.state, "ws_hub", None)
+    if hub is not None:
+        hub.reset()
+    return ResetOut(stopped_run=stopped, sim=_sim(live))
 
 
 # -- the caller -----------------------------------------------------------------------------

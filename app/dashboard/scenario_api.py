@@ -118,6 +118,14 @@ class ScenarioRuns:
             with contextlib.suppress(asyncio.CancelledError):
                 await run.task
 
+    async def stop_current(self) -> str | None:
+        """Stop the run in progress, if any (before a reset); its id."""
+        run = self.current
+        if run is None:
+            return None
+        await self.stop(run)
+        return run.id
+
     async def close(self) -> None:
         if self.current is not None:
             await self.stop(self.current)

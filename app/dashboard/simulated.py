@@ -75,8 +75,13 @@ class LiveCluster:
         speed: float = 1.0,
         clock: Callable[[], float] | None = None,
         bus: EventBus | None = None,
+        fresh: Callable[[], SimCluster] | None = None,
     ):
         self.cluster = cluster
+        # how `reset` builds a fresh cluster with the same replicas (build_live's, or one from
+        # this cluster's own placements, seed and sink), and the settings it goes back to
+        self._fresh = fresh or _fresh_like(cluster)
+        self._start = (speed, cluster.config.strategy, cluster.sim.loss)
         self.bus = bus or EventBus()  # the cluster's events, if it was built with bus.sim_sink
         self.sim = cluster.sim
         self._clock = clock or time.monotonic
@@ -90,7 +95,7 @@ class LiveCluster:
         self._wake = asyncio.Event()
         # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
         self.last_writes = LastWrites()
-        self.bus.subscribe(self.last_writes.observe)
+        self._unobserve = self.bus.subscribe(self.last_writes.observe)
         self._ledgers: dict[str, tuple[object, Ledger]] = {}  # replica -> (the node they belong to, records)
 
     # -- time ----------------------------------------------------------------------------------
@@ -354,6 +359,26 @@ class LiveCluster:
         self.catch_up()
         self.cluster.sim.set_loss(p)
 
+    async def reset(self) -> None:
+        """A fresh cluster with the same replicas: every key, fault, idempotency record and
+        last write gone, strategy, loss and speed back to what the server started with, running
+        (not paused), virtual time from zero. The caller stops whatever drives the old cluster
+        (a scenario) first: nothing here keeps a reference to it."""
+        speed, strategy, loss = self._start
+        cluster = self._fresh()
+        cluster.set_strategy(strategy)
+        cluster.sim.set_loss(loss)
+        self.cluster, self.sim = cluster, cluster.sim
+        self._speed, self._paused = speed, False
+        self.slipped_ms, self._rest_until = 0.0, -math.inf
+        self._ledgers.clear()
+        self._unobserve()
+        self.last_writes = LastWrites()
+        self._unobserve = self.bus.subscribe(self.last_writes.observe)
+        self._rebase()
+        self._measure_afresh()
+        self._wake.set()
+
     def settle(self, max_ms: float = 60_000.0) -> bool:
         """Run virtual time ahead until every live replica agrees (tests and scripts)."""
         ok = self.cluster.settle(max_ms)
@@ -374,11 +399,23 @@ def build_live(
     """A live cluster whose events flow to its bus. `epoch_ms` (default: now) anchors the
     timestamps people see; virtual time itself starts at zero."""
     bus = EventBus()
-    cluster = SimCluster(
-        placements, strategy=strategy, seed=seed, sink=bus.sim_sink, secret=secret,
-        epoch_ms=time.time() * 1000.0 if epoch_ms is None else epoch_ms,
-    )
-    return LiveCluster(cluster, speed=speed, clock=clock, bus=bus)
+
+    def fresh(at: float | None = epoch_ms) -> SimCluster:
+        return SimCluster(
+            placements, strategy=strategy, seed=seed, sink=bus.sim_sink, secret=secret,
+            epoch_ms=time.time() * 1000.0 if at is None else at,
+        )
+
+    # a reset's cluster is anchored at the moment of the reset (unless a fixed epoch was given)
+    return LiveCluster(fresh(), speed=speed, clock=clock, bus=bus, fresh=fresh)
+
+
+def _fresh_like(cluster: SimCluster) -> Callable[[], SimCluster]:
+    """A cluster built as `cluster` was: same placements, model, seed, secret and event sink."""
+    placements, model, seed, secret = cluster.placements, cluster.model, cluster.seed, cluster.secret
+    strategy, sink, epoch_ms = cluster.config.strategy, cluster.sim._sink, cluster.epoch_ms
+    return lambda: SimCluster(placements, strategy=strategy, seed=seed, model=model, secret=secret,
+                              sink=sink, epoch_ms=epoch_ms)
 
 
 def check_speed(speed: float) -> float:

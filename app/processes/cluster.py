@@ -17,7 +17,7 @@
 - a partition is set at every replica (each drops frames to and from the other side);
 - message counters come from the replicas' `sent` events: sent by kind, delivered by kind
   once the delivery time each was sent with has passed (the wire itself drops nothing);
-- the simulator's own controls (strategy, speed, loss, pause, step) answer 409.
+- the simulator's own controls (strategy, speed, loss, pause, step, reset) answer 409.
 """
 
 from __future__ import annotations
@@ -429,6 +429,11 @@ class ProcessLive:
 
     def step(self, ms: float) -> None:
         self._refuse("step")
+
+    async def reset(self) -> None:
+        # a fresh cluster here would mean wiping every replica's SQLite data under a running
+        # process and a new actor for each: a restart of the processes, not a simulator control
+        self._refuse("reset")
 
 
 def _result(ns: str, key: str, data: dict | None):

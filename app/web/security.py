@@ -10,7 +10,7 @@ The rules (`Settings` says which apply):
 - Bound to loopback with no token: open, for local demos.
 - `token`: requests that change state need `Authorization: Bearer <token>`.
 - `admin_token`: fault and simulation controls (partition, crash, recover, `/api/sim/*`
-  changes, starting a scenario) need it. The admin token is never weaker than the write
+  changes, starting a scenario, `POST /api/reset`) need it. The admin token is never weaker than the write
   token: once a write token is set, or in audience mode, the admin controls need their own
   `admin_token` and are off (403 `admin_disabled`) without one. The admin token also works
   wherever the write token does.
@@ -163,7 +163,7 @@ bearer_scheme = HTTPBearer(
 # -- what a request needs ---------------------------------------------------------------------
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_ADMIN_PATH = re.compile(r"^/api/(?:faults|sim|scenarios)(?:/.*)?$|^/api/replicas/[^/]+/(?:crash|recover)/?$")
+_ADMIN_PATH = re.compile(r"^/api/(?:faults|sim|scenarios)(?:/.*)?$|^/api/reset/?$|^/api/replicas/[^/]+/(?:crash|recover)/?$")
 ALWAYS_OPEN = frozenset({"/healthz"})
 
 

@@ -97,6 +97,27 @@ class Hub:
     def snapshot(self) -> dict:
         return self.reader.snapshot(self.counters())
 
+    def reset(self) -> None:
+        """The cluster was reset: forget the old one's events (pending and kept), draw a new
+        server id (so a page starts afresh, its log cleared) and queue every client a fresh
+        snapshot, marked `reset`. Synchronous: no event slips in between."""
+        self._pending.clear()
+        self.model = self.reader.model = StreamModel(self.wall_ms)
+        self.reader.new_run()
+        self._last_conv = self.reader.convergence()
+        self._last_clock_key = None
+        first = self.reader.snapshot_bytes(self.counters(), reset=True)
+        for c in list(self.clients):
+            # what was queued for the old cluster (events, coalesced slots) would undo the snapshot
+            c.forget()
+            c.detail_sent = None
+            if c.first is not None:
+                c.first = first  # not yet sent its first snapshot: this one replaces it
+            elif not c.offer(first):
+                self.drop(c, f"more than {c.max_batches} frames or {c.max_bytes} bytes queued")
+                continue
+            c.wake.set()
+
     # -- clients ---------------------------------------------------------------------------
 
     def _metrics(self):

@@ -7,8 +7,10 @@ copy from the server:
 - `bounds`: how many recent writes and messages in flight the stream's model keeps (the
   page's recorder keeps the same, to rebuild a snapshot for any recorded moment);
 - `strategies`: the dissemination strategies, the default first (the toolbar's picker);
-- `server`: an id drawn when this server started, so that a page which reconnects knows whether
-  it reached the same server or a new one (whose clock and events start afresh);
+- `server`: an id drawn when this server started, and again when its cluster is reset
+  (`POST /api/reset`), so that a page which reconnects knows whether it reached the same run
+  or a new one (whose clock and events start afresh); the snapshot sent to every client on a
+  reset also carries `"reset": true`;
 - `cuts`: the groups each of the toolbar's cuts makes on this cluster
   (`replication.scenarios.cuts.offered`: the named cuts, and each region isolated), so the
   page's "Cut the Atlantic" is the scenarios' `partition: atlantic`, computed in one place.
@@ -42,6 +44,10 @@ class ClusterReader:
         self._cuts: dict | None = None
         # which server this is: a page that reconnects to another one (a restart) starts afresh
         # instead of mixing two servers' clocks and event logs
+        self.server = secrets.token_hex(8)
+
+    def new_run(self) -> None:
+        """The cluster was reset: a page holding the old run's events must start afresh."""
         self.server = secrets.token_hex(8)
 
     # placements never change while a cluster runs: the topology and the cuts are made once
@@ -80,9 +86,9 @@ class ClusterReader:
         """One replica's keyspace, most recently touched keys first (at most DETAIL_KEYS)."""
         return {"kind": "detail", "node": nid, **self.live.detail(nid, self.model.recent_keys)}
 
-    def snapshot(self, counters: dict) -> dict:
+    def snapshot(self, counters: dict, *, reset: bool = False) -> dict:
         model = self.model
-        return {
+        out = {
             "kind": "snapshot", "w": self.wall_ms(), "topology": self.topology(),
             "replicas": [self.state_of(n) for n in self.live.ids],
             "convergence": self.convergence(), "clock": self.clock(), "counters": counters,
@@ -91,9 +97,12 @@ class ClusterReader:
             "bounds": model.bounds(), "strategies": list(STRATEGIES), "cuts": self.cuts(),
             "server": self.server,
         }
+        if reset:
+            out["reset"] = True
+        return out
 
-    def snapshot_bytes(self, counters: dict) -> bytes:
+    def snapshot_bytes(self, counters: dict, *, reset: bool = False) -> bytes:
         """`[snapshot]`, with the in-flight messages spliced in as the bytes already made."""
-        body = dumps(self.snapshot(counters))
+        body = dumps(self.snapshot(counters, reset=reset))
         flying = b",".join(self.model.in_flight.values())
         return b"[" + body[:-1] + b',"in_flight":[' + flying + b"]}]"
