@@ -5,9 +5,11 @@ Waits are Playwright conditions with deadlines, never fixed sleeps.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from test_page import DEADLINE_MS, expect, open_dashboard
+from test_page import DEADLINE_MS, expect, open_dashboard, select_pop
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,4 +62,37 @@ def test_a_scenario_started_elsewhere_shows_on_the_page(make_page):
     expect()(status).to_have_text("✓ " + claim, timeout=DEADLINE_MS)
     run = page.server.api("GET", started["url"]).json()
     assert run["status"] == "passed"
+    assert page.errors == []
+
+
+def test_the_picker_defaults_to_hello_world_and_follows_a_run_started_over_http(make_page):
+    page = open_dashboard(make_page)
+    select = page.locator("[data-testid=scenario-select]")
+    expect()(select).to_have_value("hello-world", timeout=DEADLINE_MS)
+    page.server.api("POST", "/api/sim/pause")  # the run waits at its first wait: the picker shows it meanwhile
+    run = page.server.api("POST", "/api/scenarios/pop-dies").json()
+    expect()(select).to_have_value("pop-dies", timeout=DEADLINE_MS)
+    page.server.api("DELETE", run["url"])
+    assert page.errors == []
+
+
+def test_reset_empties_the_keyspace_shown_in_the_panel(make_page):
+    page = open_dashboard(make_page)
+    select_pop(page, "lhr")
+    key = f"before-reset-{time.monotonic_ns()}"
+    page.server.api("PUT", f"/api/replicas/lhr/kv/{key}", json={"value": "old"})
+    page.server.api("POST", "/api/faults/partition", json={"groups": [["lhr"]]})
+    row = page.locator("[data-testid=kv-row]", has_text=key)
+    expect()(row).to_be_visible(timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=log]")).to_contain_text(key, timeout=DEADLINE_MS)
+    expect()(page.locator("#partition-banner")).to_be_visible(timeout=DEADLINE_MS)
+    asked: list[str] = []
+    page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+    page.click("[data-testid=reset]")
+    expect()(row).to_have_count(0, timeout=DEADLINE_MS)
+    assert asked and "Reset" in asked[0]
+    log = page.locator("[data-testid=log]")
+    expect()(log).to_contain_text("the cluster was reset", timeout=DEADLINE_MS)
+    expect()(log).not_to_contain_text(key)
+    expect()(page.locator("#partition-banner")).to_be_hidden(timeout=DEADLINE_MS)
     assert page.errors == []

@@ -158,7 +158,7 @@ def test_the_coordination_figures_follow_the_processes(procs):
 @pytest.mark.parametrize(("method", "path", "body"), [
     ("PUT", "/api/sim/speed", {"speed": 1}), ("PUT", "/api/sim/loss", {"loss": 0.1}),
     ("PUT", "/api/sim/strategy", {"strategy": "gossip"}), ("POST", "/api/sim/pause", None),
-    ("POST", "/api/sim/step", {"ms": 10}),
+    ("POST", "/api/sim/step", {"ms": 10}), ("POST", "/api/reset", None),
 ])
 def test_the_simulators_own_controls_answer_409(procs, method, path, body):
     r = procs.call(method, path, json=body)
@@ -212,6 +212,9 @@ def test_the_page_draws_the_processes_and_animates_their_messages(procs, browser
         expect(page.locator("#conn")).to_have_text("live", timeout=DEADLINE_S * 1000)
         expect(page.locator("[data-testid=mode]")).to_have_text("real processes", timeout=DEADLINE_S * 1000)
         assert not page.locator("[data-testid=speed]").is_visible()  # the simulator's controls are hidden
+        # and so are the scenario picker and Reset (simulator only), rather than failing with a toast
+        for testid in ("scenario-select", "scenario-run", "scenario-concurrent", "reset"):
+            assert not page.locator(f"[data-testid={testid}]").is_visible(), testid
         procs.ok("PUT", "/api/replicas/syd/kv/on-the-map", json={"value": "from sydney"})
         page.wait_for_function("window.__edgestate.map.flights.size > 0", timeout=DEADLINE_S * 1000)
         page.screenshot(path=str(artifacts / "dashboard-processes.png"))

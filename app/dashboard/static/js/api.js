@@ -49,4 +49,5 @@ export const api = {
   pause: () => call("POST", "/api/sim/pause"),
   resume: () => call("POST", "/api/sim/resume"),
   step: (ms) => call("POST", "/api/sim/step", { ms }),
+  reset: () => call("POST", "/api/reset"),
 };

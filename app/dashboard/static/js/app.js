@@ -253,7 +253,8 @@ function serverBack(s) {
   if (s.server !== undefined) S.server = s.server;
   if (restarted) {
     clearLog(); // the old server's events: its clock is not this one's
-    logEvent(s.clock.now_ms, ["connected to a restarted server: its clock and events start afresh"], "warn");
+    logEvent(s.clock.now_ms, [s.reset ? "the cluster was reset: the same POPs, no keys, no faults, start settings"
+      : "connected to a restarted server: its clock and events start afresh"], "warn");
   }
   if (!S.lost) return;
   banner(restarted ? "Reconnected to a restarted server: a fresh run, its log starts afresh"
@@ -622,9 +623,17 @@ function wire() {
   for (const b of document.querySelectorAll("[data-step]")) {
     b.addEventListener("click", () => run("step", () => api.step(Number(b.dataset.step))));
   }
+  $("reset").addEventListener("click", resetCluster);
   $("crash").addEventListener("click", () => S.selected && run("crash", () => api.crash(S.selected, $("lose-state").checked)));
   $("recover").addEventListener("click", () => S.selected && run("recover", () => api.recover(S.selected)));
   setInterval(() => { $("clock").textContent = fmtClock(S.clock.now()); }, 100);
+}
+
+// A fresh cluster on the server; the new snapshot it sends every page clears this one's log.
+async function resetCluster() {
+  if (!window.confirm("Reset the cluster? Every key, partition, crash and setting goes back to the start, "
+    + "and a running scenario stops.")) return;
+  await run("reset", api.reset);
 }
 
 async function applySession() {

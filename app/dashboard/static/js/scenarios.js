@@ -4,12 +4,16 @@
 // Progress arrives on /ws as "scenario" events (app.js hands them to onScenarioEvent); a slow
 // poll of the run's URL covers events missed while the stream reconnected. The Concurrent
 // writes button starts a built-in the same way (startScenario), and is off while a run runs.
+// The picker starts on "Hello, world" and shows whichever run is going, wherever it was
+// started (this page, curl, another page). Under `serve --processes` the page hides the whole
+// group (`sim-only`): scenarios run on the simulator only.
 
 import { $, el, setChildren, toast } from "./dom.js";
 import { call, seg } from "./api.js";
 import { logEvent } from "./convergence.js";
 
 const POLL_MS = 1000;
+const DEFAULT_SCENARIO = "hello-world";
 const S = { titles: {}, run: null, done: new Set(), poll: null, watch: null };
 
 function box() {
@@ -54,8 +58,15 @@ function finish(run, status, caption) {
   S.poll = null;
 }
 
-function follow(run) {
+// Show `name` in the picker (a run started elsewhere), if this server offers it.
+function pick(name) {
+  const select = $("scenario-select");
+  if (name && [...select.options].some((o) => o.value === name)) select.value = name;
+}
+
+function follow(run, name) {
   S.run = run;
+  pick(name);
   setBusy(true);
   clearInterval(S.poll);
   S.poll = setInterval(async () => {
@@ -71,7 +82,7 @@ function follow(run) {
 export function onScenarioEvent(ev) {
   if (S.done.has(ev.run)) return;
   watchAt(ev);
-  if (S.run !== ev.run) follow(ev.run); // started from elsewhere (curl, another page): show it too
+  if (S.run !== ev.run) follow(ev.run, ev.name); // started from elsewhere (curl, another page): show it too
   const title = S.titles[ev.name] || ev.name;
   if (ev.status === "running") {
     const where = ev.step ? `${ev.step}/${ev.of} ` : "";
@@ -97,7 +108,7 @@ export async function startScenario(name, { onAt } = {}) {
       S.watch.early.clear();
       if (at) watchAt({ run: r.run, at });
     }
-    if (S.run !== r.run) follow(r.run);
+    if (S.run !== r.run) follow(r.run, name);
     if (!S.done.has(r.run) && box().hidden) show(`${S.titles[name] || name} · starting…`);
     return true;
   } catch (e) {
@@ -132,5 +143,10 @@ export async function initScenarios() {
   }
   for (const s of body.scenarios) S.titles[s.name] = s.title;
   setChildren(select, body.scenarios.map((s) => el("option", { value: s.name, text: s.title, title: s.claim })));
-  if (body.running) follow(body.running);
+  pick(DEFAULT_SCENARIO);
+  if (body.running) {
+    let name;
+    try { name = (await call("GET", `/api/scenarios/runs/${seg(body.running)}`)).name; } catch (e) { name = undefined; }
+    follow(body.running, name);
+  }
 }
