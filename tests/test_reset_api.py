@@ -7,12 +7,17 @@ and pauses virtual time so the run is still going when the reset comes.
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 
+from app.dashboard.server import create_app
 from app.dashboard.simulated import MAX_SPEED, build_live
+from app.web.gc_steward import GcSteward
 from app.web.security import Settings
 from live_helpers import FakeClock, is_error, make_client, make_live, ok, snapshot
 from replication.errors import NotWithProcesses
@@ -169,3 +174,25 @@ def test_websocket_clients_get_a_fresh_snapshot_with_a_new_server_id():
         # nothing of the old cluster follows the snapshot in its batch
         after = batch[batch.index(snap) + 1:]
         assert not [e for e in after if e["kind"] in ("write", "partition", "sent")], after
+
+
+def test_the_old_cluster_is_freed_at_the_stewards_next_period():
+    """The steward froze the old cluster out of collection; it holds cycles, so without a reclaim it
+    would stay in memory until the next scheduled one (15 minutes): ~150 MB per reset measured with
+    40 sets of 500 members on 22 POPs."""
+    gc.unfreeze()
+    try:
+        live = make_live(",".join(IDS), clock=FakeClock())
+        app = create_app(live)
+        with TestClient(app) as client:
+            # as `run_clock` would start it (the lifespan sets this slot: after it, then)
+            steward = app.state.gc_steward = GcSteward(period_s=3600, reclaim_s=3600)
+            ok(client.post("/api/replicas/lhr/sets/big", json={"add": [f"m{i}" for i in range(100)]}))
+            steward.step()  # a period: the cluster's state is frozen
+            old = weakref.ref(live.cluster)
+            ok(client.post("/api/reset"))
+            steward.step()  # the next period
+            assert old() is None, "the old cluster is still in memory"
+            assert steward.stats.reclaims == 1
+    finally:
+        gc.unfreeze()
