@@ -224,13 +224,13 @@ def test_simulation_controls_drive_the_server(make_page):
     page.select_option("[data-testid=speed]", "0.5")
     expect()(page.locator("#speed-now")).to_have_text("×0.5", timeout=DEADLINE_MS)
     page.click("[data-testid=pause]")
-    expect()(page.locator("[data-testid=pause]")).to_have_text("Resume", timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=pause]")).to_have_text("Resume simulation", timeout=DEADLINE_MS)
     t0 = sim()["now_ms"]
     page.click("#step-100")
     page.wait_for_function(f"window.__edgestate.clock.now() >= {t0 + 100}", timeout=DEADLINE_MS)
     assert sim()["now_ms"] >= t0 + 100 and sim()["paused"]
     page.click("[data-testid=pause]")
-    expect()(page.locator("[data-testid=pause]")).to_have_text("Pause", timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=pause]")).to_have_text("Pause simulation", timeout=DEADLINE_MS)
     page.locator("[data-testid=loss]").fill("0.2")
     page.wait_for_function("document.getElementById('loss-out').textContent === '20%'", timeout=DEADLINE_MS)
     deadline = time.monotonic() + 10
@@ -281,7 +281,7 @@ def test_arcs_survive_marker_updates_and_the_map_draws_at_most_its_bound(make_pa
     and says how many more there are."""
     page = open_dashboard(make_page)
     page.server.api("POST", "/api/sim/pause")
-    expect()(page.locator("[data-testid=pause]")).to_have_text("Resume", timeout=DEADLINE_MS)
+    expect()(page.locator("[data-testid=pause]")).to_have_text("Resume simulation", timeout=DEADLINE_MS)
     page.evaluate("""() => {  // 300 messages that stay in flight while the clock is paused
         const S = window.__edgestate, now = S.clock.now();
         for (let i = 0; i < 300; i++) {

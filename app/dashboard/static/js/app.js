@@ -12,10 +12,15 @@ import { Timeline } from "./timeline.js";
 import { CoordinationPanel } from "./coordination.js";
 import { WriteTracker } from "./writes.js";
 import { DEFAULT_BOUNDS } from "./timeline/model.js";
+import { Keys } from "./keys.js";
 
 const SPEEDS = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100];
 // What the Concurrent writes button runs: replication/scenarios/builtin/parallel-universes.yaml
 const CONCURRENT_SCENARIO = "parallel-universes";
+// The keys for the server's named cuts (replication/scenarios/cuts.py); a cut the server adds
+// later gets the first free letter of its name.
+const CUT_KEYS = { atlantic: "a", pacific: "p", americas: "m" };
+const RESERVED_KEYS = new Set(["h", "r"]); // heal, reset
 
 // Virtual time on this page: the server's clock, extrapolated at the current speed.
 class SimClock {
@@ -79,6 +84,7 @@ const S = {
   lastCounters: null,
   ws: null,
   map: null,
+  canAdmin: true, // what the session allows (applySession): the admin keys ask it on every press
 };
 
 const conv = new ConvergenceView(S);
@@ -273,7 +279,7 @@ async function onSnapshot(s) {
   S.ids = s.topology.replicas.map((r) => r.id);
   S.pops = Object.fromEntries(s.topology.replicas.map((r) => [r.id, r]));
   S.rtt = s.topology.rtt_ms;
-  if (s.cuts) S.cuts = s.cuts;
+  if (s.cuts) { S.cuts = s.cuts; bindCutKeys(); }
   if (s.strategies) fillStrategies(s.strategies);
   S.replicas = Object.fromEntries(s.replicas.map((r) => [r.node, r]));
   S.groups = s.groups;
@@ -398,7 +404,8 @@ function applyClock(c, log) {
     loss.value = String(c.loss);
     $("loss-out").textContent = Math.round(c.loss * 100) + "%";
   }
-  $("pause").textContent = c.paused ? "Resume" : "Pause";
+  // "Pause simulation", not "Pause": the timeline's Freeze view stops only the view
+  $("pause").textContent = c.paused ? "Resume simulation" : "Pause simulation";
   $("pause").classList.toggle("active", c.paused);
   for (const b of document.querySelectorAll("[data-step]")) b.disabled = !c.paused;
   if (log && prev) {
@@ -595,6 +602,32 @@ async function concurrentWrites() {
   await startScenario(CONCURRENT_SCENARIO, { onAt: (id) => select(id) });
 }
 
+// -- the keyboard (keys.js) ----------------------------------------------------------------------
+
+const keys = new Keys({ space: () => S.timeline.toggleView() });
+
+const offeredCut = (name) => S.cuts && S.cuts.named[name] && S.cuts.named[name].filter((g) => g.length).length >= 2;
+const cutTitle = (name) => name.charAt(0).toUpperCase() + name.slice(1);
+
+// one key per cut the server offers on this cluster (a cut that leaves every POP on one side is
+// not listed); the same call as the toolbar's buttons
+function bindCutKeys() {
+  const used = new Set(RESERVED_KEYS);
+  for (const name of Object.keys(S.cuts.named)) {
+    let k = CUT_KEYS[name];
+    if (!k || used.has(k)) k = [...name.toLowerCase()].find((c) => /[a-z]/.test(c) && !used.has(c));
+    if (!k) continue;
+    used.add(k);
+    keys.bind(k, `cut the ${cutTitle(name)}`, () => partitionPreset(name), () => S.canAdmin && offeredCut(name));
+  }
+}
+
+function bindKeys() {
+  keys.bind("h", "heal the partition", () => run("heal", api.heal), () => S.canAdmin);
+  // R resets only on a server that has a reset (issue 15 adds POST /api/reset and api.reset)
+  if (typeof api.reset === "function") keys.bind("r", "reset: a fresh cluster", () => run("reset", api.reset), () => S.canAdmin);
+}
+
 function renderLegend() {
   const items = Object.entries(MSG_STYLE).map(([k, st]) =>
     el("span", { class: "legend-item" },
@@ -645,6 +678,7 @@ async function applySession() {
   }
   const canAdmin = !session || session.can_admin !== false;
   const canWrite = !session || session.can_write !== false;
+  S.canAdmin = canAdmin;
   for (const n of document.querySelectorAll(".admin-only")) n.hidden = !canAdmin;
   for (const n of document.querySelectorAll(".writer-only")) n.hidden = !canWrite;
 }
@@ -652,6 +686,7 @@ async function applySession() {
 function main() {
   fillTypes();
   wire();
+  bindKeys();
   onTypeChange();
   renderLegend();
   renderHeader(S);

@@ -234,6 +234,12 @@ export class Timeline {
     this.render();
   }
 
+  // the play button and the space bar: freeze the view (live, or a replay playing), or play on
+  toggleView() {
+    if (this.mode === "live" || this.playing) this.pause();
+    else this.play();
+  }
+
   pause() {
     if (this.rec.empty) return; // nothing to show yet
     if (this.mode === "live") {

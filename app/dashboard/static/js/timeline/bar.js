@@ -23,7 +23,7 @@ export class TimelineBar {
 
   build(tl) {
     const root = $("timeline");
-    const play = el("button", { type: "button", class: "btn tl-play", "data-testid": "timeline-play", title: "pause / play the view (space)" });
+    const play = el("button", { type: "button", class: "btn tl-play", "data-testid": "timeline-play", title: "freeze the view here; the cluster runs on (space)" });
     const mode = el("span", { class: "tl-mode", "data-testid": "timeline-mode", role: "status", text: "Live" });
     const scrub = el("input", { type: "range", class: "tl-scrub", "data-testid": "timeline-scrub", "aria-label": "virtual time", value: "0" });
     scrub.min = "0"; scrub.max = "0"; scrub.step = "any";
@@ -42,7 +42,7 @@ export class TimelineBar {
     error.hidden = true;
     if (root) setChildren(root, el("div", { class: "tl-row" }, play, mode, track, time, speed, live, exp, load), error);
 
-    play.addEventListener("click", () => (tl.mode === "live" || tl.playing ? tl.pause() : tl.play()));
+    play.addEventListener("click", () => tl.toggleView());
     scrub.addEventListener("pointerdown", () => { tl.dragging = true; });
     const release = () => {
       if (!tl.dragging) return;
@@ -69,14 +69,7 @@ export class TimelineBar {
         this.showError("could not save the chart: " + e.message);
       });
     });
-    document.addEventListener("keydown", (e) => {
-      const t = e.target;
-      if (e.key !== " " || e.ctrlKey || e.metaKey || e.altKey) return;
-      if (t && (t.isContentEditable || /^(INPUT|SELECT|TEXTAREA|BUTTON)$/.test(t.tagName)) && t !== scrub) return;
-      e.preventDefault();
-      if (tl.mode === "live" || tl.playing) tl.pause();
-      else tl.play();
-    });
+    // the space bar is the page's keyboard handler's (keys.js), which calls tl.toggleView()
     return { root, play, mode, scrub, marks, time, speed, live, exp, file, error };
   }
 
@@ -94,7 +87,8 @@ export class TimelineBar {
       const h = u.root.offsetHeight + "px";
       if (mapCard.style.getPropertyValue("--timeline-h") !== h) mapCard.style.setProperty("--timeline-h", h);
     }
-    u.play.textContent = replay && !tl.playing ? "▶ Play" : "❚❚ Pause";
+    // "Freeze view", not "Pause": the toolbar's Pause simulation stops the cluster, this only the view
+    u.play.textContent = replay && !tl.playing ? "▶ Play" : "❚❚ Freeze view";
     u.live.disabled = !replay && tl.source === "live";
     u.live.classList.toggle("btn-good", replay);
     u.exp.disabled = rec.empty;
