@@ -125,7 +125,7 @@ def test_keys_cut_heal_and_the_overlay_lists_them(make_page, artifacts):
     text = page.locator("[data-testid=keys-list]").inner_text()
     for want in ("Space", "freeze the view", "A", "cut the Atlantic", "P", "cut the Pacific", "H", "heal", "Esc"):
         assert want in text, f"{want!r} not in the overlay: {text!r}"
-    assert "reset" not in text  # no reset on this server yet: R is not offered
+    assert "reset: a fresh cluster" in text  # the simulated server has POST /api/reset: R is offered
     page.screenshot(path=str(artifacts / "keys-overlay.png"))
     page.keyboard.press("Escape")
     expect()(overlay).to_be_hidden()
