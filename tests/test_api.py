@@ -125,6 +125,7 @@ def test_only_the_implemented_paths_exist(client):
         "/api/session": {"get"},
         "/api/scenarios": {"get"},
         "/api/scenarios/{name}": {"post"},
+        "/api/reset": {"post"},
         "/api/scenarios/runs/{run_id}": {"get", "delete"},
         "/api/coordination": {"get"},
         "/metrics": {"get"},
