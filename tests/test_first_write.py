@@ -187,16 +187,17 @@ def test_a_real_replica_with_injected_latency_starts_from_the_same_tree_as_the_s
 
     from app.processes.supervisor import free_port
     from replication.dissemination.plumtree import SHARED
-    from app.replica.cli import _seed_tree
+    from app.replica.cli import _latency
     from replication.geo import LatencyModel, all_pops
     from replication.io.runner import ReplicaRunner
 
     ids = ["lhr", "fra", "jfk", "sin", "syd", "nrt"]
-    tree = _seed_tree("lhr", ids[1:])
+    delay_ms, tree = _latency("lhr", ids[1:])
     pops = {p.id: p for p in all_pops()}
     model = LatencyModel()
     assert sorted(tree.neighbours("lhr")) == sorted(
         SeedTree(ids, lambda a, b: model.one_way_ms(pops[a], pops[b])).neighbours("lhr"))
+    assert delay_ms("syd") == model.one_way_ms(pops["lhr"], pops["syd"])
 
     async def main():
         r = ReplicaRunner("lhr", {p: ("127.0.0.1", 1) for p in ids[1:]}, data_dir=tmp_path / "lhr",

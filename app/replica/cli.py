@@ -262,28 +262,27 @@ def _watch_parent(pid: int | None, stop) -> asyncio.Task:
     return asyncio.get_running_loop().create_task(watch())
 
 
-def _delay(me: str):
+def _latency(me: str, peers):
+    """With --inject-latency every member is a POP: the delay each frame to a peer is held for, and
+    the spanning tree (see dissemination.seedtree) every member computes the same way from the same
+    model, so this replica's first writes follow a tree."""
+    from replication.dissemination.seedtree import SeedTree
+
     pops = {p.id: p for p in all_pops()}
     model = LatencyModel()
+
+    def between(a: str, b: str) -> float:
+        return model.one_way_ms(pops[a], pops[b])
+
     cache: dict[str, float] = {}
 
     def delay_ms(peer: str) -> float:
         d = cache.get(peer)
         if d is None:
-            d = cache[peer] = model.one_way_ms(pops[me], pops[peer])
+            d = cache[peer] = between(me, peer)
         return d
 
-    return delay_ms
-
-
-def _seed_tree(me: str, peers):
-    """With --inject-latency every member is a POP, so this replica can compute the same spanning
-    tree as every other one (see dissemination.seedtree): its first writes follow a tree."""
-    from replication.dissemination.seedtree import SeedTree
-
-    pops = {p.id: p for p in all_pops()}
-    model = LatencyModel()
-    return SeedTree([me, *peers], lambda a, b: model.one_way_ms(pops[a], pops[b]))
+    return delay_ms, SeedTree([me, *peers], between)
 
 
 async def _main(args, secret: bytes, settings, https=None) -> int:
@@ -297,12 +296,13 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
         from .events import EventStream
 
         stream = EventStream(args.id, *args.events)
+    delay_ms, seed_tree = _latency(args.id, args.peers) if args.inject_latency else (None, None)
     runner = ReplicaRunner(
         args.id, args.peers, data_dir=args.data_dir, secret=secret, strategy=args.strategy,
-        delay_ms=_delay(args.id) if args.inject_latency else None, seed=args.seed,
+        delay_ms=delay_ms, seed=args.seed,
         on_events=stream.push if stream else None, on_sent=stream.sent if stream else None, fresh_actor=args.actor,
         accept_data_loss=args.accept_data_loss, tls=args.tls,
-        seed_tree=_seed_tree(args.id, args.peers) if args.inject_latency else None,
+        seed_tree=seed_tree,
     )
     try:
         await runner.start(*args.listen)

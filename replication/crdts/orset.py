@@ -63,6 +63,14 @@ def _pack(ds) -> DotSet:
 def _join_entry(a: DotSet, ca: CausalContext, b: DotSet, cb: CausalContext) -> DotSet:
     if a is b:
         return a
+    if type(a) is not frozenset and type(b) is not frozenset:
+        # Two bare dots, the common case: join_dotset's rule without building two frozensets.
+        if a == b:
+            return a
+        keep_a, keep_b = not cb.contains(a), not ca.contains(b)
+        if keep_a and keep_b:
+            return frozenset((a, b))
+        return a if keep_a else b if keep_b else EMPTY_DOTS
     return _pack(join_dotset(frozenset(dots_of(a)), ca, frozenset(dots_of(b)), cb))
 
 

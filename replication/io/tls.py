@@ -70,12 +70,7 @@ def check_peer(peercert: dict | None, claimed_id: str) -> str:
 def check_own(cas: Sequence[Path | str], cert: Path | str, replica_id: str, *, now: dt.datetime | None = None) -> None:
     """Refuse to start with a certificate peers would refuse: not signed by one of `cas`, outside its
     validity, or not naming exactly `replica_id`. TLSConfigError with a one-line reason, else None."""
-    try:
-        mine = x509.load_pem_x509_certificate(Path(cert).read_bytes())
-    except OSError as e:
-        raise TLSConfigError(f"certificate {cert}: {e.strerror}") from None
-    except ValueError:
-        raise TLSConfigError(f"certificate {cert}: not a PEM certificate") from None
+    mine = _load_pem(cert, f"certificate {cert}")[0]
     try:
         uris = mine.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier)
@@ -90,19 +85,23 @@ def check_own(cas: Sequence[Path | str], cert: Path | str, replica_id: str, *, n
         raise TLSConfigError(f"certificate {cert} is valid from {mine.not_valid_before_utc:%Y-%m-%d %H:%M} "
                              f"to {mine.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not now")
     for ca in cas:
-        try:
-            authorities = x509.load_pem_x509_certificates(Path(ca).read_bytes())
-        except OSError as e:
-            raise TLSConfigError(f"CA file {ca}: {e.strerror}") from None
-        except ValueError:
-            raise TLSConfigError(f"CA file {ca}: not a PEM certificate") from None
-        for authority in authorities:
+        for authority in _load_pem(ca, f"CA file {ca}"):
             try:
                 mine.verify_directly_issued_by(authority)
                 return
             except (ValueError, TypeError, InvalidSignature):
                 continue
     raise TLSConfigError(f"certificate {cert} is not signed by the CA in {', '.join(map(str, cas))}")
+
+
+def _load_pem(path: Path | str, what: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file, or TLSConfigError naming `what` and why."""
+    try:
+        return x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except OSError as e:
+        raise TLSConfigError(f"{what}: {e.strerror}") from None
+    except ValueError:
+        raise TLSConfigError(f"{what}: not a PEM certificate") from None
 
 
 def _context(protocol: int, cas: Sequence[Path | str], cert: Path | str, key: Path | str) -> ssl.SSLContext:
