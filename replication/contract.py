@@ -39,6 +39,7 @@ from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from .geo import LatencyModel, Placement
 from .idempotency import Answer, Once
+from .listing import Page
 
 # -- the shapes of the answers --------------------------------------------------------------
 
@@ -169,6 +170,11 @@ class ClusterData(Protocol):
     async def aread(self, replica_id: str, ns: str, key: str) -> Any:
         """This replica's value; a key never written reads as its type's empty value (a
         view with no siblings, 0, [], a map with no fields)."""
+        ...
+
+    async def alist(self, replica_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Page:
+        """A page of the keys of type `ns` this replica holds, in code-point order, after `cursor`
+        (see `replication.listing`; InvalidCursor, InvalidLimit, InvalidKey for a bad prefix)."""
         ...
 
     async def awrite(self, replica_id: str, ns: str, key: str, op: dict) -> Any:

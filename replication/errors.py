@@ -32,6 +32,16 @@ class InvalidKey(EdgeStateError):
     code = "invalid_key"
 
 
+class InvalidCursor(EdgeStateError):
+    """A listing's cursor that no page of a listing gave (`replication.listing`)."""
+
+    code = "invalid_cursor"
+
+
+class InvalidLimit(EdgeStateError):
+    code = "invalid_limit"
+
+
 class InvalidValue(EdgeStateError):
     """A value that is not plain JSON (NaN, non-string object keys, sets, bytes, too deep...)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from . import listing
 from .clocks import CausalContext, Dot, HybridLogicalClock, Timestamp, VersionVector
 from .crdts import BY_NAMESPACE
 from .crdts.mvregister import KvSibling as Sibling
@@ -89,6 +90,11 @@ class Replica:
         `sets`: a list; `maps`: a `MapView`)."""
         t = BY_NAMESPACE[check_namespace(ns)]
         return t.value(self.store.get(ns, check_key(key)), _Reader(self.tokens, ns, key))
+
+    def list_keys(self, ns: str, prefix: str = "", cursor: str | None = None, limit: int = listing.DEFAULT_PAGE
+                  ) -> listing.Page:
+        """A page of the keys of type `ns` held here (see `listing`)."""
+        return listing.page(self.store.data[check_namespace(ns)].keys(), prefix, cursor, limit)
 
     # Typed shorthands for the three original types (tests and tools call them); each is one
     # call of `read` or `write`, which find every type, these included, in the registry.

@@ -41,6 +41,7 @@ from replication.crdts.ormap import MapView
 from replication.errors import UnknownReplica
 from replication.geo import LatencyModel, Placement, place_replicas, select_pops
 from replication.idempotency import Answer, Once, request_fingerprint
+from replication.listing import Page
 from replication.replica import KvView
 from replication.io.runner import ReplicaRunner
 
@@ -221,6 +222,17 @@ def check_data(h: OnLoop) -> str:
     assert h.code(c.awrite, "nowhere", "counters", "x", {"add": 1}) == "unknown_replica"
     assert h.code(c.awrite, r, "kv", "greeting", {"value": 1, "context": "not a token"}) == "bad_context"
     assert h.wait(c.aread(r, "kv", "greeting")).values == [{"hello": "world"}]
+    # listing keys, a page at a time: every type, a prefix, a cursor, the end
+    assert h.wait(c.alist(r, "counters", "", None, 1000)) == Page(["hits", "keyed"], None)
+    first_page = h.wait(c.alist(r, "counters", "", None, 1))
+    assert first_page.keys == ["hits"] and first_page.cursor
+    assert h.wait(c.alist(r, "counters", "", first_page.cursor, 1)) == Page(["keyed"], None)
+    assert h.wait(c.alist(r, "kv", "gr", None, 10)) == Page(["greeting"], None)
+    assert h.wait(c.alist(r, "sets", "x", None, 10)) == Page([], None)
+    assert h.wait(c.alist(r, "maps", "", None, 10)) == Page(["cart"], None)
+    assert h.code(c.alist, r, "kv", "", "not a cursor", 10) == "invalid_cursor"
+    assert h.code(c.alist, r, "kv", "", None, 0) == "invalid_limit"
+    assert h.code(c.alist, "nowhere", "kv", "", None, 10) == "unknown_replica"
     return r
 
 

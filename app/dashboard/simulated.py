@@ -47,6 +47,7 @@ from replication.contract import (
 from replication.baseline.costs import LastWrites
 from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Ledger, Once
+from replication.listing import Page
 
 from ..web.detail import replica_detail
 from ..web.events import EventBus
@@ -266,6 +267,10 @@ class LiveCluster:
 
     async def aread(self, replica_id: str, ns: str, key: str):
         return self.read(replica_id, ns, key)
+
+    async def alist(self, replica_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Page:
+        self.catch_up()
+        return self.cluster.list_keys(replica_id, ns, prefix, cursor, limit)
 
     def topology(self) -> Topology:
         return self.cluster.topology()

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -54,6 +54,7 @@ from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Once
 from replication.node import incarnation_of
 from replication.io.runner import fresh_actor
+from replication.listing import Page
 from replication.values import check_namespace
 
 from ..web.api import ABSENT_IS_404, write_request
@@ -294,13 +295,15 @@ class ProcessLive:
         if rid not in self._state:
             raise UnknownReplica(f"no replica {rid!r} in this cluster (known: {', '.join(self.ids)})")
 
-    async def _call(self, rid: str, method: str, ns: str, key: str, body: dict | None,
-                    once: Once | None = None) -> dict | Answer | None:
-        """Relay one request; a keyed write's answer comes back as the replica's own bytes."""
+    async def _call(self, rid: str, method: str, ns: str, key: str | None, body: dict | None,
+                    once: Once | None = None, query: str = "") -> dict | Answer | None:
+        """Relay one request (to a key, or with `key` None to the type's list); a keyed write's
+        answer comes back as the replica's own bytes."""
         self._known(rid)
         if rid in self._down:
             raise ReplicaDown(rid, self.now_ms())
-        path = f"/api/replicas/{quote(rid, safe='')}/{ns}/{quote(key, safe='')}"
+        path = f"/api/replicas/{quote(rid, safe='')}/{ns}"
+        path += f"/{quote(key, safe='')}" if key is not None else f"?{query}"
         try:
             status, headers, raw = await self._pool.request_full(
                 "127.0.0.1", self._procs.replicas[rid].http_port, method, path,
@@ -340,6 +343,13 @@ class ProcessLive:
         data = await self._call(rid, "GET", ns, key, None)
         assert not isinstance(data, Answer)
         return _result(ns, key, data)
+
+    async def alist(self, rid: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Page:
+        check_namespace(ns)
+        query = urlencode({"prefix": prefix, "limit": limit, **({"cursor": cursor} if cursor is not None else {})})
+        data = await self._call(rid, "GET", ns, None, None, query=query)
+        assert isinstance(data, dict)
+        return Page(list(data["keys"]), data.get("cursor"))
 
     # -- faults -----------------------------------------------------------------------------------
 

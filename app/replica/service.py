@@ -65,6 +65,10 @@ class ReplicaService:
         self._known(replica_id)
         return await self.runner.read(ns, key)
 
+    async def alist(self, replica_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Any:
+        self._known(replica_id)
+        return await self.runner.list_keys(ns, prefix, cursor, limit)
+
 
 def _family(kind, name: str, doc: str, label: str, samples) -> CounterMetricFamily | GaugeMetricFamily:
     f = kind(name, doc, labels=[label])

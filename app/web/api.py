@@ -30,7 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from replication.contract import ClusterData
 from replication.crdts import BY_NAMESPACE, CrdtType
 from replication.idempotency import MAX_KEY_CHARS, TTL_MS, Once, check_idempotency_key, request_fingerprint
+from replication import listing
 from replication.replica import KvView
+from replication.values import MAX_KEY_BYTES
 
 from .errors import ApiError
 from .hygiene import ParsedJsonRoute
@@ -304,6 +306,45 @@ def type_routes(t: CrdtType) -> None:
     )
 
 
+# -- listing keys, for every type ---------------------------------------------------------------------
+
+
+class KeyList(BaseModel):
+    """A page of keys (Workers KV's shape: `list_complete`, and a `cursor` for the next page)."""
+
+    replica: str
+    type: str
+    keys: list[str] = Field(description="in code-point order")
+    list_complete: bool = Field(description="no more keys after these (then `cursor` is null)")
+    cursor: str | None = Field(description="opaque: pass it back as `?cursor=` for the next page")
+
+
+def list_route(t: CrdtType) -> None:
+    """`GET /api/replicas/{replica_id}/{t.NAME}`: a page of this replica's keys of the type."""
+    ns = t.NAME
+
+    async def list_keys(
+        request: Request,
+        replica_id: str,
+        prefix: str = Query("", description="only keys that start with this text", max_length=MAX_KEY_BYTES),
+        limit: int = Query(listing.DEFAULT_PAGE, description=f"keys per page, 1 to {listing.MAX_PAGE}"),
+        cursor: str | None = Query(None, description="the `cursor` of the page before", max_length=2 * MAX_KEY_BYTES),
+    ) -> KeyList:
+        page = await _cluster(request).alist(replica_id, ns, prefix, cursor, limit)
+        return KeyList(replica=replica_id, type=ns, keys=page.keys, list_complete=page.cursor is None,
+                       cursor=page.cursor)
+
+    router.add_api_route(
+        f"/api/replicas/{{replica_id}}/{ns}", list_keys, methods=["GET"], responses=ERRORS, dependencies=AUTH,
+        name=f"list_{ns}", summary=f"List {t.LABEL} keys",
+        description=(f"A page of the {t.LABEL} keys this replica holds, in code-point order, at most `limit`. "
+                     "Every key present from the first page to the last is listed exactly once; keys written "
+                     "meanwhile may or may not be. A key whose value was removed everywhere it was seen is not "
+                     "listed."),
+    )
+
+
 for _t in BY_NAMESPACE.values():
     if _t.NAME not in BESPOKE:
         type_routes(_t)
+    list_route(_t)

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # Every library error is raised before any state changes, so each is the client's to fix.
 STATUS_BY_CODE = {
     "invalid_key": 422,
+    "invalid_cursor": 400,
+    "invalid_limit": 422,
     "invalid_value": 422,
     "invalid_operation": 422,
     "counter_overflow": 422,

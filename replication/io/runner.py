@@ -419,9 +419,18 @@ class ReplicaRunner:
         return view, seq, record, True
 
     async def read(self, ns: str, key: str):
-        self.check_serving()
         """This replica's value, once every local write before it is durable. A wait ended by a
         rollback looks again: the state then is the durable one, plus any writes made since."""
+        await self._settled()
+        return self.node.replica.read(ns, key)
+
+    async def list_keys(self, ns: str, prefix: str, cursor: str | None, limit: int):
+        """A page of this replica's keys (`replication.listing`), as a read sees them."""
+        await self._settled()
+        return self.node.replica.list_keys(ns, prefix, cursor, limit)
+
+    async def _settled(self) -> None:
+        self.check_serving()
         for attempt in range(READ_ATTEMPTS):
             try:
                 await self.barrier()
@@ -429,7 +438,6 @@ class ReplicaRunner:
             except StorageUnavailable:
                 if attempt == READ_ATTEMPTS - 1:
                     raise
-        return self.node.replica.read(ns, key)
 
     async def barrier(self) -> None:
         if self._last_local_seq > self._durable_seq:

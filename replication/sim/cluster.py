@@ -108,6 +108,9 @@ class SimCluster:
     def read(self, replica_id: str, ns: str, key: str):
         return self.sim.read(self._known(replica_id), ns, key)
 
+    def list_keys(self, replica_id: str, ns: str, prefix: str = "", cursor: str | None = None, limit: int = 1000):
+        return self.sim.list_keys(self._known(replica_id), ns, prefix, cursor, limit)
+
     def partition(self, groups: list[list[str]]) -> list[list[str]]:
         for g in groups:
             for r in g:

@@ -60,6 +60,8 @@ class _ReplicaView(Protocol):
 
     def read(self, ns: str, key: str) -> Any: ...
 
+    def list_keys(self, ns: str, prefix: str, cursor: str | None, limit: int) -> Any: ...
+
 
 class _Written(Protocol):
     @property
@@ -398,6 +400,12 @@ class Simulator:
         if node_id in self._down:
             raise ReplicaDown(node_id, self._down[node_id].since)
         return self._nodes[node_id].replica.read(ns, key)
+
+    def list_keys(self, node_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Any:
+        self._check_id(node_id)
+        if node_id in self._down:
+            raise ReplicaDown(node_id, self._down[node_id].since)
+        return self._nodes[node_id].replica.list_keys(ns, prefix, cursor, limit)
 
     # -- faults -----------------------------------------------------------------------------
 
