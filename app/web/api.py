@@ -21,6 +21,7 @@ whether a retry is the same request is taken from the method, the path and the p
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Body, Header, Query, Request, Security
@@ -170,6 +171,36 @@ class ErrorOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorOut} for s in (400, 401, 403, 404, 413, 415, 422, 429, 503)
 }
+NOT_MODIFIED = {304: {"description": "Not Modified: the `If-None-Match` tag is this answer's `ETag`"}}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {**NOT_MODIFIED, **ERRORS}
+
+
+# -- conditional reads ----------------------------------------------------------------------
+
+
+def etag_of(body: bytes) -> str:
+    """A strong tag of the answer's bytes: equal exactly when the answer is (a kv read's context
+    token is part of it, so a tag changes with every new dot the replica sees for the key)."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison, used for If-None-Match: `*`, or any listed tag, W/ or not."""
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def conditional(request: Request, out: BaseModel) -> Response:
+    """The answer with its `ETag`; 304 without a body when the client's `If-None-Match` names it."""
+    body = out.model_dump_json().encode()
+    etag = etag_of(body)
+    inm = request.headers.get("if-none-match")
+    if inm is not None and _matches(inm, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 def _kv_out(replica_id: str, view: KvView) -> KvOut:
@@ -201,13 +232,13 @@ async def put_kv(request: Request, replica_id: str, key: str, body: KvWrite,
                         lambda view: _kv_out(replica_id, view), idempotency_key)
 
 
-@router.get(KV, responses=ERRORS, dependencies=AUTH)
-async def get_kv(request: Request, replica_id: str, key: str) -> KvOut:
+@router.get(KV, responses=READ_ERRORS, dependencies=AUTH, response_model=KvOut)
+async def get_kv(request: Request, replica_id: str, key: str) -> Response:
     """This replica's values (siblings when writes were concurrent) and a context token for the next write."""
     view = await _cluster(request).aread(replica_id, "kv", key)
     if not view.siblings:
         raise ApiError(404, "not_found", f"key {key!r} has no value at replica {replica_id!r}")
-    return _kv_out(replica_id, view)
+    return conditional(request, _kv_out(replica_id, view))
 
 
 @router.delete(KV, responses=ERRORS, dependencies=AUTH)
@@ -236,10 +267,11 @@ async def add_counter(request: Request, replica_id: str, key: str, body: Counter
                         lambda value: CounterOut(key=key, replica=replica_id, value=value), idempotency_key)
 
 
-@router.get(COUNTER, responses=ERRORS, dependencies=AUTH)
-async def get_counter(request: Request, replica_id: str, key: str) -> CounterOut:
+@router.get(COUNTER, responses=READ_ERRORS, dependencies=AUTH, response_model=CounterOut)
+async def get_counter(request: Request, replica_id: str, key: str) -> Response:
     """A counter never written reads 0."""
-    return CounterOut(key=key, replica=replica_id, value=await _cluster(request).aread(replica_id, "counters", key))
+    value = await _cluster(request).aread(replica_id, "counters", key)
+    return conditional(request, CounterOut(key=key, replica=replica_id, value=value))
 
 
 @router.post(SET, responses=ERRORS, dependencies=AUTH)
@@ -252,10 +284,11 @@ async def change_set(request: Request, replica_id: str, key: str, body: SetChang
                         lambda members: SetOut(key=key, replica=replica_id, members=members), idempotency_key)
 
 
-@router.get(SET, responses=ERRORS, dependencies=AUTH)
-async def get_set(request: Request, replica_id: str, key: str) -> SetOut:
+@router.get(SET, responses=READ_ERRORS, dependencies=AUTH, response_model=SetOut)
+async def get_set(request: Request, replica_id: str, key: str) -> Response:
     """A set never written reads as empty."""
-    return SetOut(key=key, replica=replica_id, members=await _cluster(request).aread(replica_id, "sets", key))
+    members = await _cluster(request).aread(replica_id, "sets", key)
+    return conditional(request, SetOut(key=key, replica=replica_id, members=members))
 
 
 # -- every other registered type: its two routes, made from its module ------------------------------
@@ -292,7 +325,7 @@ def type_routes(t: CrdtType) -> None:
         return await _write(request, replica_id, ns, key, body, out(replica_id, key), idempotency_key)
 
     async def read(request: Request, replica_id: str, key: str):
-        return out(replica_id, key)(await _cluster(request).aread(replica_id, ns, key))
+        return conditional(request, out(replica_id, key)(await _cluster(request).aread(replica_id, ns, key)))
 
     router.add_api_route(
         path, write, methods=["POST"], responses=answer, dependencies=AUTH, response_model=None,
@@ -301,7 +334,7 @@ def type_routes(t: CrdtType) -> None:
                                        "content": {"application/json": {"schema": t.OP_SCHEMA}}}},
     )
     router.add_api_route(
-        path, read, methods=["GET"], responses=answer, dependencies=AUTH, response_model=None,
+        path, read, methods=["GET"], responses={**NOT_MODIFIED, **answer}, dependencies=AUTH, response_model=None,
         name=f"read_{ns}", summary=f"Read a {t.LABEL}", description=f"{about}\n\nA key never written reads as empty.",
     )
 
