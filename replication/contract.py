@@ -39,6 +39,7 @@ from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from .geo import LatencyModel, Placement
 from .idempotency import Answer, Once
+from .batch import BatchOp
 from .listing import Page
 
 # -- the shapes of the answers --------------------------------------------------------------
@@ -170,6 +171,14 @@ class ClusterData(Protocol):
     async def aread(self, replica_id: str, ns: str, key: str) -> Any:
         """This replica's value; a key never written reads as its type's empty value (a
         view with no siblings, 0, [], a map with no fields)."""
+        ...
+
+    async def abatch(self, replica_id: str, ops: list[BatchOp], render: Callable[[list[Any]], bytes],
+                     once: Once | None) -> Answer:
+        """Apply checked operations (`replication.batch.check`) in order at this replica with
+        nothing in between, durable together where there is a disk; the answer's body is
+        `render(results)`, each op's value or the typed error it answered (which changed
+        nothing). With `once`, keyed as `awrite_once` (its fingerprint covers the whole batch)."""
         ...
 
     async def alist(self, replica_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Page:

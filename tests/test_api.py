@@ -113,6 +113,7 @@ def test_only_the_implemented_paths_exist(client):
         "/api/replicas/{replica_id}/counters": {"get"},
         "/api/replicas/{replica_id}/sets": {"get"},
         "/api/replicas/{replica_id}/maps": {"get"},
+        "/api/replicas/{replica_id}/batch": {"post"},
         "/api/topology": {"get"},
         "/api/replicas": {"get"},
         "/api/convergence": {"get"},

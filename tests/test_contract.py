@@ -28,7 +28,10 @@ from app.dashboard.simulated import MAX_SPEED, build_live
 from app.processes.cluster import ProcessLive
 from app.processes.supervisor import free_port
 from app.replica.service import ReplicaService
-from replication import contract, derived
+import orjson
+
+from app.web import api
+from replication import batch, contract, derived
 from replication.contract import (
     ClusterData,
     ClusterFaults,
@@ -222,11 +225,22 @@ def check_data(h: OnLoop) -> str:
     assert h.code(c.awrite, "nowhere", "counters", "x", {"add": 1}) == "unknown_replica"
     assert h.code(c.awrite, r, "kv", "greeting", {"value": 1, "context": "not a token"}) == "bad_context"
     assert h.wait(c.aread(r, "kv", "greeting")).values == [{"hello": "world"}]
+    # a batch: applied in order, one result each, a refused op alone changes nothing; keyed once
+    ops = batch.check([{"type": "counter", "key": "batched", "add": 2}, {"type": "map", "key": "cart", "set": {"qty": 1}},
+                       {"type": "counter", "key": "batched", "add": 3}])
+    render = api._render_batch(r, ops)
+    out = orjson.loads(h.wait(c.abatch(r, ops, render, None)).body)
+    assert [x["status"] for x in out["results"]] == [200, 422, 200] and out["results"][2]["value"] == 5
+    b_once = Once("conformance-batch", b"fingerprint", render=render)
+    b1 = h.wait(c.abatch(r, ops, render, b_once))
+    b2 = h.wait(c.abatch(r, ops, render, b_once))
+    assert b2.replayed and b2.body == b1.body and h.wait(c.aread(r, "counters", "batched")) == 10
+    assert h.code(c.abatch, "nowhere", ops, render, None) == "unknown_replica"
     # listing keys, a page at a time: every type, a prefix, a cursor, the end
-    assert h.wait(c.alist(r, "counters", "", None, 1000)) == Page(["hits", "keyed"], None)
-    first_page = h.wait(c.alist(r, "counters", "", None, 1))
-    assert first_page.keys == ["hits"] and first_page.cursor
-    assert h.wait(c.alist(r, "counters", "", first_page.cursor, 1)) == Page(["keyed"], None)
+    assert h.wait(c.alist(r, "counters", "", None, 1000)) == Page(["batched", "hits", "keyed"], None)
+    first_page = h.wait(c.alist(r, "counters", "", None, 2))
+    assert first_page.keys == ["batched", "hits"] and first_page.cursor
+    assert h.wait(c.alist(r, "counters", "", first_page.cursor, 2)) == Page(["keyed"], None)
     assert h.wait(c.alist(r, "kv", "gr", None, 10)) == Page(["greeting"], None)
     assert h.wait(c.alist(r, "sets", "x", None, 10)) == Page([], None)
     assert h.wait(c.alist(r, "maps", "", None, 10)) == Page(["cart"], None)

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Hashable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, NoReturn
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -54,6 +54,7 @@ from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Once
 from replication.node import incarnation_of
 from replication.io.runner import fresh_actor
+from replication.batch import BatchOp
 from replication.listing import Page
 from replication.values import check_namespace
 
@@ -77,6 +78,19 @@ class _OnWire(NamedTuple):
     at: float  # ms on this dashboard's clock
     kind: str  # the message kind, for the counters by kind
 
+
+
+def _raise_relayed(rid: str, status: int, raw: bytes) -> NoReturn:
+    """A replica's error answer, raised again here with its code (and a bound's `limit`)."""
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        data = {}
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        more = {"limit": err["limit"]} if isinstance(err.get("limit"), dict) else {}  # a bound, relayed whole
+        raise ApiError(status, str(err.get("code")), str(err.get("message")), **more)
+    raise ApiError(502, "bad_gateway", f"replica {rid} answered {status}")
 
 class ProcessLive:
     def __init__(self, placements: list[Placement], root: str | Path, *, strategy: str = "plumtree",
@@ -318,11 +332,7 @@ class ProcessLive:
             return data
         if status == 404 and method == "GET" and ns in ABSENT_IS_404:
             return None
-        err = data.get("error") if isinstance(data, dict) else None
-        if isinstance(err, dict):
-            more = {"limit": err["limit"]} if isinstance(err.get("limit"), dict) else {}  # a bound, relayed whole
-            raise ApiError(status, str(err.get("code")), str(err.get("message")), **more)
-        raise ApiError(502, "bad_gateway", f"replica {rid} answered {status}")
+        _raise_relayed(rid, status, raw)
 
     async def awrite(self, rid: str, ns: str, key: str, op: dict) -> Any:
         data = await self._relay_write(rid, ns, key, op, None)
@@ -343,6 +353,24 @@ class ProcessLive:
         data = await self._call(rid, "GET", ns, key, None)
         assert not isinstance(data, Answer)
         return _result(ns, key, data)
+
+    async def abatch(self, rid: str, ops: list[BatchOp], render: Callable[[list[Any]], bytes],
+                     once: Once | None) -> Answer:
+        """The replica applies, renders and keeps the record; its bytes come back as they are."""
+        self._known(rid)
+        if rid in self._down:
+            raise ReplicaDown(rid, self.now_ms())
+        body = {"ops": [{"type": b.ns, "key": b.key, **b.op} for b in ops]}
+        try:
+            status, headers, raw = await self._pool.request_full(
+                "127.0.0.1", self._procs.replicas[rid].http_port, "POST",
+                f"/api/replicas/{quote(rid, safe='')}/batch", orjson.dumps(body),
+                {"Idempotency-Key": once.key} if once else None)
+        except HttpError:
+            raise ReplicaDown(rid, self.now_ms()) from None
+        if status == 200:
+            return Answer(status, raw, replayed=headers.get("idempotent-replayed") == "true")
+        _raise_relayed(rid, status, raw)
 
     async def alist(self, rid: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Page:
         check_namespace(ns)

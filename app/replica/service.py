@@ -11,7 +11,7 @@ writes at `/api/replicas/{its id}/...` (a write is answered once it is durable; 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -24,6 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from replication.batch import BatchOp
 from replication.derived import partition_groups
 from replication.errors import UnknownReplica
 from replication.idempotency import Answer, Once
@@ -64,6 +65,11 @@ class ReplicaService:
     async def aread(self, replica_id: str, ns: str, key: str) -> Any:
         self._known(replica_id)
         return await self.runner.read(ns, key)
+
+    async def abatch(self, replica_id: str, ops: list[BatchOp], render: Callable[[list[Any]], bytes],
+                     once: Once | None) -> Answer:
+        self._known(replica_id)
+        return await self.runner.write_batch(ops, render, once)
 
     async def alist(self, replica_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Any:
         self._known(replica_id)

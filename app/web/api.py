@@ -31,13 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from replication.contract import ClusterData
 from replication.crdts import BY_NAMESPACE, CrdtType
 from replication.idempotency import MAX_KEY_CHARS, TTL_MS, Once, check_idempotency_key, request_fingerprint
-from replication import listing
+from replication import batch, listing
+from replication.errors import EdgeStateError
 from replication.replica import KvView
 from replication.values import MAX_KEY_BYTES
 
-from .errors import ApiError
+from .errors import STATUS_BY_CODE, ApiError
 from .hygiene import ParsedJsonRoute
-from .security import bearer_scheme
+from .security import ACCESS_SCOPE_KEY, bearer_scheme
 
 router = APIRouter(route_class=ParsedJsonRoute)  # the body is parsed once, by the hygiene check
 # declares the bearer token in the OpenAPI schema ("Authorize" in /docs); the access middleware checks it
@@ -337,6 +338,82 @@ def type_routes(t: CrdtType) -> None:
         path, read, methods=["GET"], responses={**NOT_MODIFIED, **answer}, dependencies=AUTH, response_model=None,
         name=f"read_{ns}", summary=f"Read a {t.LABEL}", description=f"{about}\n\nA key never written reads as empty.",
     )
+
+
+# -- batches ------------------------------------------------------------------------------------------
+
+
+class BatchIn(_Body):
+    ops: list[Any] = Field(
+        description=(f"1 to {batch.MAX_OPS} operations, applied in order: each is its single-write route's body "
+                     "plus `type` (a namespace such as `counters`, or its label such as `counter`) and `key`; "
+                     'a kv delete is `{"type": "kv", "key": "k", "delete": true, "context": ...}`'),
+        json_schema_extra={"minItems": 1, "maxItems": batch.MAX_OPS})
+
+
+class BatchResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: int = Field(description="200, or the status this operation alone would have had")
+    type: str
+    key: str
+    error: ErrorDetail | None = Field(None, description="why this operation changed nothing (not with 200)")
+
+
+class BatchOut(BaseModel):
+    replica: str
+    results: list[BatchResult] = Field(description="one per operation, in order: what its single write answers")
+
+
+def view_json(ns: str, replica_id: str, key: str, value: Any) -> dict[str, Any]:
+    """A write's answer as its single-write route gives it."""
+    if ns == "kv":
+        return _kv_out(replica_id, value).model_dump()
+    if ns == "counters":
+        return {"key": key, "replica": replica_id, "value": value}
+    if ns == "sets":
+        return {"key": key, "replica": replica_id, "members": value}
+    return {"key": key, "replica": replica_id, **BY_NAMESPACE[ns].to_json(value)}
+
+
+def _render_batch(replica_id: str, ops: list[batch.BatchOp]) -> Callable[[list[Any]], bytes]:
+    def render(results: list[Any]) -> bytes:
+        out = []
+        for b, r in zip(ops, results, strict=True):
+            if isinstance(r, EdgeStateError):
+                out.append({"status": STATUS_BY_CODE.get(r.code, 400), "type": b.ns, "key": b.key,
+                            "error": {"code": r.code, "message": r.message}})
+            else:
+                out.append({"status": 200, "type": b.ns, **view_json(b.ns, replica_id, b.key, r)})
+        return BatchOut(replica=replica_id, results=out).model_dump_json(exclude_none=True).encode()
+    return render
+
+
+@router.post("/api/replicas/{replica_id}/batch", responses=ERRORS, dependencies=AUTH, response_model=BatchOut,
+             name="write_batch")
+async def write_batch(request: Request, replica_id: str, body: BatchIn,
+                      idempotency_key: IdempotencyKey = None) -> Response:
+    """Up to 1,000 writes at one replica, applied in order with nothing in between and made durable together
+    (one flush on a replica with a disk), answered together with one result per operation.
+
+    The batch is checked whole first: if any operation is malformed (unknown type, bad key, an operation its
+    type refuses as data, over a request bound) nothing is applied and the answer is that error, naming the
+    operation's index. What only the replica's state decides (a set at its bound, a counter overflow, a map
+    field of the other kind, a stale context token) fails that operation alone, with its status and error in
+    its result; the others stand. In audience mode a batch needs the admin token (the audience's writes are
+    rate-limited one by one)."""
+    settings = getattr(request.app.state, "settings", None)
+    access = request.scope.get(ACCESS_SCOPE_KEY)
+    if settings is not None and settings.audience and not (access is not None and access.admin):
+        raise ApiError(403, "batch_needs_admin", "in audience mode, batches need the admin token")
+    ops = batch.check(body.ops)
+    render = _render_batch(replica_id, ops)
+    once = None
+    if idempotency_key is not None:
+        fingerprint = request_fingerprint("POST", replica_id, "batch", "", {"ops": body.ops})
+        once = Once(check_idempotency_key(idempotency_key), fingerprint, render=render)
+    answer = await _cluster(request).abatch(replica_id, ops, render, once)
+    return Response(answer.body, status_code=answer.status, media_type="application/json",
+                    headers={REPLAYED: "true"} if answer.replayed else None)
 
 
 # -- listing keys, for every type ---------------------------------------------------------------------

@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from ..batch import BatchOp
 from ..clocks import CausalContext
 from ..delta import Delta
 from ..errors import CorruptStorage, EdgeStateError, IdempotencyKeyReused, Recovering, StorageUnavailable
@@ -370,6 +371,20 @@ class ReplicaRunner:
         self.check_serving()
         if not self._joined.is_set():
             await self._joined.wait()
+        replay = await self._replay_or_admit(once)
+        if replay is not None:
+            return replay
+        view, seq, record, changed = self._apply(ns, key, op, once)
+        if record is None:  # rendering failed (a bug): the write stands, unkeyed
+            await (self._durable(seq, local=True) if changed else self.barrier())
+            raise RuntimeError("the answer to a keyed write could not be rendered")
+        self._flights[once.key] = _Flight(once.request, asyncio.get_running_loop().create_future())
+        await self._durable(seq, record, local=changed)
+        return Answer(record.status, record.body)
+
+    async def _replay_or_admit(self, once: Once) -> Answer | None:
+        """The first answer to this key, if there is one (waiting for it while it is in
+        flight); else None, with room in the ledger for this write's record."""
         while True:
             rec = self.ledger.get(once.key, once.request, self._wall_ms())
             if rec is not None:
@@ -384,13 +399,60 @@ class ReplicaRunner:
             # the first is in flight: its answer is ours (or, if it fails, we go ahead ourselves)
             await asyncio.shield(flight.done)
         self.ledger.admit(self._wall_ms(), in_flight=len(self._flights))
-        view, seq, record, changed = self._apply(ns, key, op, once)
-        if record is None:  # rendering failed (a bug): the write stands, unkeyed
-            await (self._durable(seq, local=True) if changed else self.barrier())
-            raise RuntimeError("the answer to a keyed write could not be rendered")
-        self._flights[once.key] = _Flight(once.request, asyncio.get_running_loop().create_future())
-        await self._durable(seq, record, local=changed)
-        return Answer(record.status, record.body)
+        return None
+
+    async def write_batch(self, ops: list[BatchOp], render: Callable[[list], bytes], once: Once | None = None
+                          ) -> Answer:
+        """Apply checked operations in order with nothing in between (`replication.batch`), and
+        answer `render(results)` (each op's view, or the typed error it answered) once all of
+        them are durable: their deltas go into the log together, so one flush holds them all."""
+        self.check_serving()
+        if not self._joined.is_set():
+            await self._joined.wait()
+        if once is not None:
+            replay = await self._replay_or_admit(once)
+            if replay is not None:
+                return replay
+        results: list = []
+        deltas: list[Delta] = []
+        sends: list[list[Envelope]] = []
+        body: bytes | None = None
+        try:
+            for b in ops:
+                try:
+                    written = self.node.write(b.ns, b.key, b.op, now=self.now())
+                except WriteNotSent as e:  # a bug after the state changed: the disk must still follow
+                    deltas.append(e.delta)
+                    raise
+                except EdgeStateError as e:  # refused before it changed anything: this op's answer
+                    results.append(e)
+                    continue
+                results.append(written.view)
+                if written.delta is not None:
+                    deltas.append(written.delta)
+                    sends.append(written.envelopes)
+            body = render(results)
+        finally:
+            # whatever was applied is logged, even when something after it raised (a bug)
+            record = None if once is None or body is None else Record(once.key, once.request, 200, body,
+                                                                         self._wall_ms())
+            seq = None
+            if deltas:
+                seq = self._last_local_seq = self.storage.append_many(deltas, record=record)
+                self.stats.writes += len(deltas)
+            elif record is not None:
+                seq = self.storage.remember(record)
+            for envelopes in sends:
+                self._send(envelopes)  # held: not durable yet
+            self._timer_wake.set()
+        assert body is not None
+        if record is not None:
+            self._flights[record.key] = _Flight(record.request, asyncio.get_running_loop().create_future())
+        if seq is None:
+            await self.barrier()
+        else:
+            await self._durable(seq, record, local=bool(deltas))
+        return Answer(200, body)
 
     def _apply(self, ns: str, key: str, op: dict, once: Once | None):
         """Apply a write to the node and append what must become durable (its delta, its

@@ -499,6 +499,22 @@ class Storage:
                 self._recs.append((seq, record))
         return seq
 
+    def append_many(self, deltas: list[Delta], *, record: Record | None = None) -> int:
+        """Buffer deltas together: the next flush takes all of them or none (one transaction),
+        `record` with the last. Returns the last one's sequence number."""
+        if not deltas or not all(isinstance(d, Delta) for d in deltas):
+            raise TypeError("append_many takes a non-empty list of Deltas")
+        packed = [(d, _pack(d.to_wire())) for d in deltas]
+        with self._buf_lock:
+            self._check_open()
+            for d, raw in packed:
+                seq = self._next_seq
+                self._next_seq += 1
+                self._buf.append((seq, d, raw))
+            if record is not None:
+                self._recs.append((seq, record))
+        return seq
+
     def remember(self, record: Record) -> int:
         """Buffer an idempotency record alone (a keyed write that changed nothing). Returns
         its sequence number, durable as `append`'s are."""
