@@ -254,3 +254,52 @@ def test_public_url_keeps_a_path_and_adds_join_to_a_bare_host():
     assert check_public_url("https://x.org/") == "https://x.org/join"
     assert check_public_url("http://10.0.0.5:8000/join?room=1") == "http://10.0.0.5:8000/join?room=1"
     assert join_url(None, "https", "hall.local:8443") == "https://hall.local:8443/join"
+
+
+def test_a_phone_that_does_not_read_is_dropped_and_the_others_keep_their_stream():
+    """A phone whose send never completes (its socket's buffers full) is dropped once a send has
+    waited the deadline; the other phone keeps getting messages and the server keeps answering."""
+    import asyncio
+
+    from app.dashboard.join.stream import JoinHub
+    from live_helpers import run_async
+
+    class Stuck:
+        async def send_text(self, data):
+            await asyncio.Event().wait()  # never returns: the client does not read
+
+    class Reads:
+        def __init__(self):
+            self.got = []
+
+        async def send_text(self, data):
+            self.got.append(orjson.loads(data))
+
+    live = make_live(IDS)
+
+    async def go():
+        hub = JoinHub(live, period_s=0.02, send_deadline_s=0.2)
+        stuck, good = hub.connect(), hub.connect()
+        reads = Reads()
+        stuck.sender = asyncio.create_task(stuck.run(Stuck()))
+        good.sender = asyncio.create_task(good.run(reads))
+        n = 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while not stuck.dropped:
+            assert asyncio.get_running_loop().time() < deadline, "the phone that does not read was never dropped"
+            n += 1
+            await live.awrite("lhr", "counters", "votes", {"add": 1})  # the server still answers writes
+            await asyncio.sleep(0.02)
+        assert stuck not in hub.clients and hub.dropped_clients == 1
+        await asyncio.wait({stuck.sender}, timeout=5)
+        assert stuck.sender.cancelled()  # its sender was cancelled mid-send: nothing waits on it
+        await live.awrite("lhr", "counters", "votes", {"add": 1})
+        n += 1
+        while not reads.got or reads.got[-1].get("totals", {}).get("votes") != n:
+            assert asyncio.get_running_loop().time() < deadline, "the reading phone stopped getting totals"
+            await asyncio.sleep(0.02)
+        hub.disconnect(good)
+        await asyncio.wait_for(good.sender, 5)
+        return n
+
+    assert run_async(go()) > 0
