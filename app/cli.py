@@ -21,6 +21,7 @@
     edgestate bench page [--writes R] [--duration S] [--baseline REV] [--shots DIR] [--json FILE]
     edgestate bench live [--pops ...] [--speed X] [--writes R] [--clients N] [--cpu-hog K[,K...]] [--short]
                          [--no-check] [--json FILE]   the live server under load: loop stalls, API and /ws lag
+    edgestate bench audience [--phones N] [--every S] [--duration S] [--short] [--json FILE]
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
     edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
@@ -44,6 +45,7 @@ from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 from replication.scenarios import cli as scenario_cli
 
+from .bench import audience as bench_audience
 from .bench import faults as bench_faults
 from .bench import hostile as bench_hostile
 from .bench import live as bench_live
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_writes.add_parser(which)
     bench_page.add_parser(which)
     bench_live.add_parser(which)
+    bench_audience.add_parser(which)
     return parser
 
 
@@ -322,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_page.run(args)
         if args.bench == "live":
             return bench_live.run(args)
+        if args.bench == "audience":
+            return bench_audience.run(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE
