@@ -3,6 +3,7 @@
     edgestate serve [--host 127.0.0.1] [--port 8000] [--pops all|default|ID,ID,...] [--scenario FILE ...]
                     [--strategy plumtree|gossip|direct] [--speed X] [--seed N]
                     [--token T] [--admin-token A] [--private] [--audience [--write-rate R] [--write-burst B]]
+                    [--public-url URL]
                     [--forwarded-allow-ips IP,NET,...] [--tls-cert FILE --tls-key FILE]
     edgestate bench propagation [--pops ...] [--replicas N] [--writes K] [--loss P] [--strategy LIST] [--json FILE]
     edgestate bench ws [--clients N] [--json FILE]
@@ -20,6 +21,7 @@
     edgestate bench page [--writes R] [--duration S] [--baseline REV] [--shots DIR] [--json FILE]
     edgestate bench live [--pops ...] [--speed X] [--writes R] [--clients N] [--cpu-hog K[,K...]] [--short]
                          [--no-check] [--json FILE]   the live server under load: loop stalls, API and /ws lag
+    edgestate bench audience [--phones N] [--every S] [--duration S] [--short] [--json FILE]
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
     edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
@@ -43,6 +45,7 @@ from replication.dissemination import STRATEGIES
 from replication.geo import place_replicas, select_pops
 from replication.scenarios import cli as scenario_cli
 
+from .bench import audience as bench_audience
 from .bench import faults as bench_faults
 from .bench import hostile as bench_hostile
 from .bench import live as bench_live
@@ -122,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--scenario", action="append", default=[], metavar="FILE",
                        help="add a scenario file to those the page and POST /api/scenarios/{name} can run "
                             "(repeatable; checked at start: a malformed file exits 2 naming its line)")
+    serve.add_argument("--public-url", metavar="URL",
+                       help="the address the audience opens, shown as a QR code on the page: an http:// or "
+                            "https:// URL (without a path, /join is added). Default: the address the page "
+                            "was reached at, with /join")
     serve.add_argument("--data-dir", type=Path, metavar="DIR",
                        help="with --processes: where the replicas keep their state (default: a temporary "
                             "directory, removed at exit)")
@@ -170,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_writes.add_parser(which)
     bench_page.add_parser(which)
     bench_live.add_parser(which)
+    bench_audience.add_parser(which)
     return parser
 
 
@@ -199,6 +207,15 @@ def _serve(args: argparse.Namespace) -> int:
         if tok is not None and len(tok) < WEAK_TOKEN_CHARS:
             print(f"edgestate serve: warning: {flag} is shorter than {WEAK_TOKEN_CHARS} characters: easy to guess",
                   file=sys.stderr)
+    public_url = None
+    if args.public_url is not None:
+        from .dashboard.join.qr import check_public_url
+
+        try:
+            public_url = check_public_url(args.public_url)
+        except ValueError as e:
+            print(f"edgestate serve: error: --public-url {args.public_url!r}: {e}", file=sys.stderr)
+            return EXIT_USAGE
     https, code = _https(args)
     if code:
         return code
@@ -226,7 +243,8 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
             live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
-        return _run_server(args, create_app(live, run_clock=True, settings=settings, scenarios=scenarios), pops,
+        return _run_server(args, create_app(live, run_clock=True, settings=settings, scenarios=scenarios,
+                                                  public_url=public_url), pops,
                            https)
 
 
@@ -307,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_page.run(args)
         if args.bench == "live":
             return bench_live.run(args)
+        if args.bench == "audience":
+            return bench_audience.run(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE

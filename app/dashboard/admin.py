@@ -283,6 +283,9 @@ async def reset(request: Request) -> ResetOut:
     hub = getattr(request.app.state, "ws_hub", None)
     if hub is not None:
         hub.reset()
+    join_hub = getattr(request.app.state, "join_hub", None)
+    if join_hub is not None:  # /join's stream: the old cluster's writes and totals are gone
+        join_hub.reset()
     steward = getattr(request.app.state, "gc_steward", None)
     if steward is not None:  # the old cluster was frozen out of collection: free it at the next period
         steward.reclaim_soon()

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from . import admin
 from . import coordination_panel as coordination
+from . import join
 from . import page
 from . import scenario_api
 from . import ws
@@ -37,6 +38,7 @@ def create_app(
     settings: Settings | None = None,
     wall_clock: Callable[[], float] | None = None,
     scenarios: Catalogue | None = None,
+    public_url: str | None = None,
 ) -> FastAPI:
     """`live`: the simulated `LiveCluster`, or `ProcessLive` over real replica processes.
     `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves),
@@ -44,7 +46,9 @@ def create_app(
     `gc_steward` keeps the cluster's state out of full collections (`web.gc_steward`).
     `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
     `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
-    `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins)."""
+    `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins).
+    `public_url`: what the `/join` QR code encodes (`join.qr.check_public_url`; default: the
+    address each request came to)."""
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
@@ -85,6 +89,7 @@ def create_app(
     app.include_router(api.router)
     ws.install(app, live)
     page.install(app)
+    join.install(app, live, public_url)
     docs.install(app)
     app.include_router(admin.router)
     app.state.scenarios = scenario_api.ScenarioRuns(live, scenarios)

@@ -13,6 +13,7 @@ import { CoordinationPanel } from "./coordination.js";
 import { WriteTracker } from "./writes.js";
 import { DEFAULT_BOUNDS } from "./timeline/model.js";
 import { Keys } from "./keys.js";
+import { initAudience } from "./audience.js";
 
 const SPEEDS = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100];
 // What the Concurrent writes button runs: replication/scenarios/builtin/parallel-universes.yaml
@@ -322,7 +323,8 @@ function handle(ev) {
     case "applied":
       S.clock.bump(ev.t);
       trackApplied(ev);
-      if (ev.via !== "local" && S.map) S.map.pulse(ev.node, ev.via === "ae" ? MSG_STYLE.ae_reply.color : "#e6edf7");
+      // a local apply is a write made there (a phone's tap lights its POP); others are arrivals
+      if (S.map) S.map.pulse(ev.node, ev.via === "local" ? "#ffd166" : ev.via === "ae" ? MSG_STYLE.ae_reply.color : "#e6edf7");
       break;
     case "state": {
       S.replicas[ev.node] = ev;
@@ -693,6 +695,7 @@ function main() {
   renderDetail(S, null, pickKey);
   applySession();
   initScenarios();
+  initAudience();
   if (typeof Plotly === "undefined") {
     toast("plotly.js did not load: the map cannot be drawn");
     return;

@@ -1,0 +1,154 @@
+"""The audience's side: `/join` for phones, its light stream, and the QR code that leads there.
+
+- `GET /join`: the page for a phone (`templates/join.html`, `static/js/join.js`,
+  `static/css/join.css`), with a strict Content-Security-Policy: its own script and style only,
+  no inline code, connections to this server only.
+- `GET /api/join/pops?tz=Europe/Paris&offset=60`: the POPs, nearest to that time zone first
+  (`zones`), for the page to preselect one.
+- `POST /api/join/{replica_id}` with `{"action": "vote"}`, `{"action": "emoji", "value": "🎉"}`
+  or `{"action": "word", "value": "hello"}`: one tap (`talk` says what each writes and what is
+  refused). It is a write like any other: the write token when one is set, and in audience mode
+  the per-client-address rate limit. Answers the write's id (to follow on the stream), the
+  replica and its city, the server's time to answer (`answered_ms`) and the value there.
+- `WebSocket /ws/join`: the light stream (`stream`).
+- `GET /join/qr.svg` and `GET /api/join/info`: the join URL's QR code and the URL itself, for the
+  presenter's screen (`qr`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict
+
+from ...web.api import AUTH, ERRORS
+from ...web.errors import ApiError
+from ...web.hygiene import ParsedJsonRoute
+from . import talk, zones
+from .qr import join_url, qr_svg
+from .stream import JoinHub, router as stream_router
+
+# the page's own script, style and connections, nothing inline; images: the QR code (same origin)
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+PAGE_HEADERS = {"Cache-Control": "no-cache", "Referrer-Policy": "same-origin", "Content-Security-Policy": CSP,
+                "X-Content-Type-Options": "nosniff"}
+
+
+class Tap(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    action: Literal["vote", "emoji", "word"]
+    value: str | None = None
+
+
+class TapOut(BaseModel):
+    id: str | None
+    replica: str
+    city: str
+    answered_ms: float
+    value: Any
+
+
+class PopOut(BaseModel):
+    id: str
+    city: str
+    country: str
+
+
+class PopsOut(BaseModel):
+    nearest: str | None
+    pops: list[PopOut]
+
+
+class InfoOut(BaseModel):
+    url: str
+    emoji: list[str]
+    max_word_chars: int
+
+
+router = APIRouter(route_class=ParsedJsonRoute)
+
+
+def _hub(request: Request) -> JoinHub:
+    return request.app.state.join_hub
+
+
+def _city(live: Any, replica_id: str) -> str:
+    pop_of = {p.id: p.pop for p in live.placements}
+    pop = pop_of.get(replica_id)
+    return pop.city if pop is not None else replica_id
+
+
+@router.get("/api/join/pops", dependencies=AUTH)
+async def pops(request: Request, tz: str | None = Query(None, max_length=zones.MAX_ZONE_CHARS),
+               offset: int | None = Query(None, ge=-zones.MAX_OFFSET_MIN, le=zones.MAX_OFFSET_MIN)) -> PopsOut:
+    """The POPs, nearest first to a browser in time zone `tz` (IANA) at `offset` minutes east of UTC."""
+    ordered = zones.nearest(request.app.state.live.placements, tz, offset)
+    guessed = zones.zone_point(tz, offset) is not None
+    return PopsOut(nearest=ordered[0].id if ordered and guessed else None,
+                   pops=[PopOut(id=p.id, city=p.pop.city, country=p.pop.country) for p in ordered])
+
+
+@router.post("/api/join/{replica_id}", responses=ERRORS, dependencies=AUTH)
+async def tap(request: Request, replica_id: str, body: Tap) -> TapOut:
+    """One tap from a phone: +1, an emoji or a word, written at `replica_id`."""
+    try:
+        ns, key, op = talk.operation(body.action, body.value)
+    except talk.JoinError as e:
+        raise ApiError(422, e.code, e.message) from None
+    live, hub = request.app.state.live, _hub(request)
+    if not live.has(replica_id):
+        raise ApiError(404, "unknown_replica", f"no replica {replica_id!r}")
+    before = hub.tracker.latest(replica_id)
+    t0 = time.perf_counter()
+    result = await live.awrite(replica_id, ns, key, op)
+    answered_ms = (time.perf_counter() - t0) * 1000.0
+    w = hub.latest_write(replica_id, ns, key)
+    value = result.values if ns == "kv" else result
+    return TapOut(id=w.id if w is not None and w is not before else None, replica=replica_id,
+                  city=_city(live, replica_id), answered_ms=round(answered_ms, 2), value=value)
+
+
+@router.get("/api/join/info", dependencies=AUTH)
+async def info(request: Request) -> InfoOut:
+    """The URL the QR code encodes, and what a phone may send."""
+    return InfoOut(url=_join_url(request), emoji=list(talk.EMOJI), max_word_chars=talk.MAX_WORD_CHARS)
+
+
+def _join_url(request: Request) -> str:
+    return join_url(request.app.state.public_url, request.url.scheme, request.headers.get("host"))
+
+
+def install(app: FastAPI, live: Any, public_url: str | None = None) -> JoinHub:
+    """Route `/join`, its API, its stream and the QR code. `public_url`: what the QR code encodes
+    (checked by `qr.check_public_url`), or None for the address each request came to."""
+    from fastapi.templating import Jinja2Templates
+
+    from ..page import _app_dir, _asset_version
+
+    templates = Jinja2Templates(directory=str(_app_dir("templates")))
+    version = _asset_version(_app_dir("static"))
+    hub = JoinHub(live)
+    app.state.join_hub = hub
+    app.state.public_url = public_url
+    pages = APIRouter(include_in_schema=False)
+
+    @pages.get("/join", response_class=HTMLResponse)
+    async def join_page(request: Request):
+        return templates.TemplateResponse(request, "join.html", {"v": version, "emoji": talk.EMOJI,
+                                                                 "max_word": talk.MAX_WORD_CHARS},
+                                          headers=PAGE_HEADERS)
+
+    @pages.get("/join/qr.svg")
+    async def qr(request: Request):
+        return Response(qr_svg(_join_url(request)), media_type="image/svg+xml",
+                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
+    app.include_router(router)
+    app.include_router(pages)
+    app.include_router(stream_router)
+    return hub
