@@ -13,6 +13,7 @@ import { CoordinationPanel } from "./coordination.js";
 import { WriteTracker } from "./writes.js";
 import { DEFAULT_BOUNDS } from "./timeline/model.js";
 import { Keys } from "./keys.js";
+import { initSignIn } from "./signin.js";
 
 const SPEEDS = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100];
 // What the Concurrent writes button runs: replication/scenarios/builtin/parallel-universes.yaml
@@ -681,6 +682,7 @@ async function applySession() {
   S.canAdmin = canAdmin;
   for (const n of document.querySelectorAll(".admin-only")) n.hidden = !canAdmin;
   for (const n of document.querySelectorAll(".writer-only")) n.hidden = !canWrite;
+  initSignIn(session);
 }
 
 function main() {
