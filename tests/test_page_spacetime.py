@@ -98,11 +98,16 @@ def test_the_replayed_diagram_shows_the_same_dots(make_page):
     scrub_to(page, t_before)
     page.wait_for_function(f"window.__spacetime.model().dots.filter(d => d.key === {json.dumps(key)}).length === 0",
                            timeout=DEADLINE_MS)
+    assert page.evaluate("window.__edgestate.clock.now()") < min(d["t"] for d in live)
     # ...and forward again to the end of the recording: the same dots, merge and all
     end = page.evaluate("window.__edgestate.timeline.rec.liveNow()")
     scrub_to(page, end)
-    page.wait_for_function(f"window.__spacetime.model().dots.filter(d => d.key === {json.dumps(key)}).length === 3",
-                           timeout=DEADLINE_MS)
+    try:
+        page.wait_for_function(f"window.__spacetime.model().dots.filter(d => d.key === {json.dumps(key)}).length === 3",
+                               timeout=DEADLINE_MS)
+    except Exception as e:
+        raise AssertionError(f"replayed to {end}: {scenario_dots(page, key)} vs live {live}; "
+                             f"view at {page.evaluate('window.__edgestate.clock.now()')}") from e
     replayed = scenario_dots(page, key)
     strip = lambda ds: sorted((d["id"], d["node"], round(d["t"], 3)) for d in ds)  # noqa: E731
     assert strip(replayed) == strip(live)

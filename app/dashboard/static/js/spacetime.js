@@ -37,6 +37,10 @@ export class SpaceTimeModel {
     this.arrived = new Set(); // "id@node"
     this.bands = []; // {t0, t1 (null: in force), groups}
     this.sibAt = new Map(); // "node|key" -> siblings there now
+    // what a replay stepped back over: a keyframe carries writes and arrivals but not their
+    // siblings, so these give them back when the replay passes them again (bounded too)
+    this.seen = new Map(); // write id -> {sib, merge}
+    this.seenLines = new Map(); // "id@node" -> {sib, fork}
     this.server = null;
   }
 
@@ -48,7 +52,9 @@ export class SpaceTimeModel {
       this.clear();
       this.server = s.server;
     }
+    for (const l of this.lines) remember(this.seenLines, l.id + "@" + l.to, { sib: l.sib, fork: l.fork }, 2 * MAX_LINES);
     for (const [id, w] of this.writes) {
+      remember(this.seen, id, { sib: w.sib, merge: w.merge }, 2 * MAX_DOTS);
       if (w.t > now) this.forget(id);
     }
     this.lines = this.lines.filter((l) => l.t1 <= now && this.writes.has(l.id));
@@ -60,11 +66,21 @@ export class SpaceTimeModel {
     for (const r of s.writes || []) {
       if (this.writes.has(r.id)) continue;
       const key = r.keys && r.keys[0] ? r.keys[0][1] : "";
-      this.addWrite({ id: r.id, node: r.origin, t: r.t, key, sib: null, merge: false }, [r.id]);
+      const was = this.seen.get(r.id) || { sib: null, merge: false };
+      this.addWrite({ id: r.id, node: r.origin, t: r.t, key, sib: was.sib, merge: was.merge }, [r.id]);
       for (const [node, t] of Object.entries(r.arrivals || {})) {
-        if (node !== r.origin) this.addLine(r.id, node, t, null);
+        if (node === r.origin || t > now) continue;
+        const line = this.addLine(r.id, node, t, null);
+        const seen = line && this.seenLines.get(r.id + "@" + node);
+        if (seen) Object.assign(line, seen);
       }
     }
+    // the sibling counts as they were at this moment: from what is kept, in time order
+    this.sibAt.clear();
+    const known = [...this.writes.values()].map((w) => [w.t, w.node, w.key, w.sib])
+      .concat(this.lines.map((l) => [l.t1, l.to, this.writes.get(l.id).key, l.sib]))
+      .filter((x) => x[3] !== null).sort((a, b) => a[0] - b[0]);
+    for (const [, node, key, sib] of known) this.sibAt.set(node + "|" + key, sib);
   }
 
   addWrite(w, dots) {
@@ -187,7 +203,7 @@ export class SpaceTime {
       el("div", { class: "spacetime-head" },
         el("h2", { class: "card-title", text: "Space-time" }), this.lanesInput, close),
       this.canvas, this.note,
-      el("p", { class: "spacetime-legend", text: "time flows down · ● write · ⑂ siblings (count) · ⊕ merged by a write with the read's context · band: partition" }));
+      el("p", { class: "spacetime-legend", text: "time flows down · ● write · fork: siblings (count) · ⊕ merged by a write with the read's context · band: partition" }));
     this.panel.hidden = true;
     document.body.appendChild(this.panel);
     window.addEventListener("resize", () => this.invalidate());
@@ -282,7 +298,7 @@ export class SpaceTime {
       g.strokeStyle = l.fork ? "#fbbf24" : "rgba(56, 189, 248, 0.55)";
       g.lineWidth = l.fork ? 2.5 : 1.2;
       g.beginPath(); g.moveTo(xa, y(l.t0)); g.lineTo(xb, y(l.t1)); g.stroke();
-      if (l.fork) glyph(g, xb, y(l.t1), "⑂" + l.sib, "#fbbf24");
+      if (l.fork) fork(g, xb, y(l.t1), l.sib);
     }
     let dots = 0;
     for (const d of m.writes.values()) {
@@ -292,12 +308,29 @@ export class SpaceTime {
       g.fillStyle = d.merge ? "#34d399" : "#ffd166";
       g.beginPath(); g.arc(x, y(d.t), d.merge ? 8 : 6, 0, Math.PI * 2); g.fill();
       if (d.merge) glyph(g, x, y(d.t), "⊕", "#34d399");
-      else if (d.sib > 1) glyph(g, x, y(d.t), "⑂" + d.sib, "#fbbf24");
+      else if (d.sib > 1) fork(g, x, y(d.t), d.sib);
     }
     this.note.textContent = lanes.length ? `${dots} writes, ${lines} arrivals over the last ${(span / 1000).toFixed(1)} s of virtual time`
       : "no writes yet: write somewhere, or run Concurrent writes";
     this.drawn = { lanes, dots, lines, frames: this.drawn.frames + 1 };
   }
+}
+
+function remember(map, k, v, max) {
+  map.delete(k);
+  map.set(k, v);
+  if (map.size > max) map.delete(map.keys().next().value);
+}
+
+// a fork drawn, not a font's glyph (projector laptops lack the symbol fonts), and the count
+function fork(g, x, y, n) {
+  g.strokeStyle = "#fbbf24";
+  g.lineWidth = 2;
+  g.beginPath();
+  g.moveTo(x + 8, y + 7); g.lineTo(x + 13, y);
+  g.lineTo(x + 8, y - 7); g.moveTo(x + 13, y); g.lineTo(x + 19, y);
+  g.stroke();
+  glyph(g, x + 12, y, String(n), "#fbbf24");
 }
 
 function glyph(g, x, y, text, colour) {
