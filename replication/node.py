@@ -12,6 +12,7 @@ The simulator and the real transport drive it identically.
 from __future__ import annotations
 
 import random
+from itertools import islice
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -64,6 +65,7 @@ class NodeConfig:
 
 GC_INTERVAL_MS = 5000.0
 UNKNOWN_LINK_MS = 50.0  # until a probe has measured the link
+SIBLING_KEYS = 8  # registers whose sibling count an "applied" event carries, at most (a repair may touch thousands)
 _STRATEGY_KINDS = frozenset({"payload", "ihave", "graft", "graft_ack", "prune"})
 _CONTENT_AE = (AeBuckets, AeKeys, AeRepair)
 
@@ -313,7 +315,11 @@ class Node:
             arrived[d] = now
         self._arrivals.append(_Arrival(now, dots))
         if self.cfg.record_events:
-            self.events.append(("applied", {"dots": list(dots), "keys": list(keys), "via": via}))
+            # how many siblings each register touched holds here now: a fork shows as 2 after a
+            # concurrent write arrives, a merge as 1 after a write with the read's context
+            store = self.replica.store
+            sib = [[k, len(store.get("kv", k))] for ns, k in islice((r for r in keys if r[0] == "kv"), SIBLING_KEYS)]
+            self.events.append(("applied", {"dots": list(dots), "keys": list(keys), "via": via, "sib": sib}))
 
     def _integrity(self) -> None:
         """What content checks found (damaged copies, conflicts, disputes, repairs) as events."""

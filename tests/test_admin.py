@@ -187,7 +187,8 @@ def test_sim_settings_and_controls(client, live, clock):
 
 
 def test_session_on_an_open_server_allows_everything(client):
-    assert ok(client.get("/api/session")) == {"can_write": True, "can_admin": True, "audience": False}
+    assert ok(client.get("/api/session")) == {"can_write": True, "can_admin": True, "audience": False,
+                                              "signed_in": False, "can_sign_in": False}
 
 
 def test_admin_paths_are_in_the_openapi_schema_with_their_models(client):

@@ -127,7 +127,7 @@ def test_only_the_implemented_paths_exist(client):
         "/api/sim/pause": {"post"},
         "/api/sim/resume": {"post"},
         "/api/sim/step": {"post"},
-        "/api/session": {"get"},
+        "/api/session": {"get", "post", "delete"},
         "/api/scenarios": {"get"},
         "/api/scenarios/{name}": {"post"},
         "/api/reset": {"post"},

@@ -380,7 +380,7 @@ def test_retry_after_is_whole_seconds_rounded_up():
 def test_audience_mode_hides_and_closes_the_admin_controls_without_the_admin_token():
     client, live = build(Settings(audience=True))
     s = ok(client.get("/api/session"))
-    assert s == {"can_write": True, "can_admin": False, "audience": True}
+    assert s == {"can_write": True, "can_admin": False, "audience": True, "signed_in": False, "can_sign_in": False}
     is_error(client.post("/api/sim/pause"), 403, "admin_disabled")
     assert not live.paused
 

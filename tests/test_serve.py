@@ -150,7 +150,8 @@ def test_serve_with_tokens_guards_writes_and_admin_but_not_reads(guarded):
         assert http.get("/api/replicas/syd/kv/k").status_code == 503
         assert http.post("/api/replicas/syd/recover", headers=admin).json()["status"] == "up"
         assert http.get("/api/session", headers=write).json() == {"can_write": True, "can_admin": False,
-                                                                    "audience": False}
+                                                                    "audience": False, "signed_in": False,
+                                                                    "can_sign_in": True}
         metrics = http.get("/metrics")
         assert metrics.status_code == 200 and "edgestate_writes_total" in metrics.text
     assert TOKEN not in guarded.output() and ADMIN not in guarded.output()

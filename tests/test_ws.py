@@ -463,3 +463,44 @@ def test_bench_ws_smoke(tmp_path):
     assert result["clients"] == 4 and result["clients_connected"] == 4
     assert result["events_delivered_per_s"] > 0 and result["lag_ms"]["p99"] is not None
     assert result["cluster_events_per_s"] > 0
+
+
+def test_applied_events_carry_each_registers_sibling_count_there():
+    """The space-time diagram draws a fork where a register holds 2 siblings and a merge where a
+    write with the read's context brings it back to 1: the stream says so per applied event."""
+    live, app, client = make()
+    with client, client.websocket_connect("/ws") as ws:
+        recv(ws)  # snapshot
+        assert client.post("/api/faults/partition", json={"groups": [["lhr"], ["syd", "iad"]]}).status_code == 200
+        assert client.put("/api/replicas/lhr/kv/g", json={"value": "london"}).status_code == 200
+        assert client.put("/api/replicas/syd/kv/g", json={"value": "sydney"}).status_code == 200
+        assert client.delete("/api/faults/partition").status_code == 200
+        client.portal.call(live.settle)
+
+        def sib(events, node):
+            counts = [dict(e["sib"]).get("g") for e in events if e["kind"] == "applied" and e["node"] == node
+                      and "sib" in e]
+            return [c for c in counts if c is not None]
+
+        events = collect(ws, lambda ev: all(2 in sib(ev, n) for n in live.ids))
+        assert sib(events, "lhr")[0] == 1 and sib(events, "syd")[0] == 1  # each side's own write: one value
+        both = client.get("/api/replicas/iad/kv/g").json()
+        assert client.put("/api/replicas/iad/kv/g", json={"value": "merged", "context": both["context"]}).status_code == 200
+        client.portal.call(live.settle)
+        merged = collect(ws, lambda ev: all(sib(ev, n) and sib(ev, n)[-1] == 1 for n in live.ids))
+    assert all(sib(merged, n)[-1] == 1 for n in live.ids)
+
+
+def test_the_sibling_counts_an_applied_event_carries_are_bounded():
+    from replication.node import SIBLING_KEYS
+
+    live, app, client = make()
+    events: list[dict] = []
+    live.bus.subscribe(events.append)
+    with client:
+        for i in range(SIBLING_KEYS + 5):
+            assert client.put(f"/api/replicas/lhr/kv/k{i}", json={"value": i}).status_code == 200
+        client.portal.call(live.settle)
+    big = [e for e in events if e["kind"] == "applied" and len(e["keys"]) > SIBLING_KEYS]
+    assert all(len(e.get("sib", [])) <= SIBLING_KEYS for e in events if e["kind"] == "applied")
+    assert all(len(e["sib"]) == SIBLING_KEYS for e in big)

@@ -1,7 +1,8 @@
 """Observation, faults and simulation control over HTTP.
 
 - Observation (reads): `GET /api/topology`, `GET /api/replicas`, `GET /api/convergence`,
-  `GET /api/sim`, and `GET /api/session` (what the caller may do, for the page).
+  `GET /api/sim`, and `GET /api/session` (what the caller may do, for the page; signing in
+  and out is `web/sessions.py`).
 - Faults (admin): `POST`/`DELETE /api/faults/partition`, `POST /api/replicas/{id}/crash`,
   `POST /api/replicas/{id}/recover`.
 - Simulation (admin): `PUT /api/sim/strategy|speed|loss`, `POST /api/sim/pause|resume|step`.
@@ -27,7 +28,8 @@ from replication.dissemination import StrategyName
 from ..web.api import ErrorOut
 from ..web.errors import ApiError
 from .simulated import MAX_SPEED
-from ..web.security import ACCESS_SCOPE_KEY, Settings, bearer_scheme, grant
+from ..web import sessions
+from ..web.security import bearer_scheme
 
 router = APIRouter(
     dependencies=[Security(bearer_scheme)],  # for /docs; the access middleware checks tokens
@@ -295,15 +297,7 @@ async def reset(request: Request) -> ResetOut:
 # -- the caller -----------------------------------------------------------------------------
 
 
-class SessionOut(BaseModel):
-    can_write: bool
-    can_admin: bool = Field(description="the page shows fault and simulation controls only when true")
-    audience: bool = Field(description="audience mode: writes are rate-limited per client")
-
-
 @router.get("/api/session")
-async def session(request: Request) -> SessionOut:
-    """What the caller (with the token it sent, if any) may do."""
-    settings: Settings = request.app.state.settings
-    access = request.scope.get(ACCESS_SCOPE_KEY) or grant(settings, None)
-    return SessionOut(can_write=access.write, can_admin=access.admin, audience=settings.audience)
+async def session(request: Request) -> sessions.SessionOut:
+    """What the caller (with the token or session cookie it sent, if any) may do."""
+    return sessions.current(request)

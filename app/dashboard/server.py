@@ -20,6 +20,7 @@ from ..web import docs
 from ..web import errors
 from ..web import loop_lag
 from ..web import metrics
+from ..web import sessions
 from ..web.gc_steward import GcSteward
 from ..web.hygiene import RequestHygieneMiddleware
 from ..web.limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
@@ -92,6 +93,8 @@ def create_app(
     join.install(app, live, public_url)
     docs.install(app)
     app.include_router(admin.router)
+    app.state.sessions = sessions.Sessions(clock=wall_clock)
+    app.include_router(sessions.router)
     app.state.scenarios = scenario_api.ScenarioRuns(live, scenarios)
     app.include_router(scenario_api.router)
     coordination.install(app, live)
@@ -103,5 +106,5 @@ def create_app(
     if settings.audience:
         buckets = TokenBuckets(settings.write_rate, settings.write_burst, clock=wall_clock)
         app.add_middleware(RateLimitMiddleware, buckets=buckets, on_limited=app.state.metrics.rate_limited.inc)
-    app.add_middleware(AccessMiddleware, settings=settings)
+    app.add_middleware(AccessMiddleware, settings=settings, sessions=app.state.sessions)
     return app

@@ -18,6 +18,11 @@ The rules (`Settings` says which apply):
 - Wrong or missing token: 401 with `WWW-Authenticate: Bearer`, and the same message whatever
   was wrong. Tokens are compared in constant time.
 
+A browser that signed in (`POST /api/session`, see `sessions.py`) carries a session cookie
+instead: it gives the rights of the token it was made from, when no token is sent, on every
+route and on `/ws`; a request that changes state on the cookie's say-so must also carry the
+`X-Edgestate-CSRF: 1` header (403 `csrf_header_missing` otherwise).
+
 Browsers cannot put a bearer token on a page load or a WebSocket handshake, so a token is also
 taken as the password of HTTP Basic credentials (any user name; a page load that needs a token
 is answered with a Basic challenge too, so the browser asks once and then sends it on every
@@ -39,7 +44,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi.security import HTTPBearer
@@ -53,6 +58,11 @@ REALM = "edgestate"
 
 ACCESS_SCOPE_KEY = "edgestate.access"  # the caller's Access, for /api/session and the rate limiter
 NEED_SCOPE_KEY = "edgestate.need"  # what this request needs: none, read, write or admin
+SIGNED_IN_SCOPE_KEY = "edgestate.signed_in"  # True when a session cookie gave the access
+
+SESSION_COOKIE = "edgestate_session"  # sessions.py: a random id, never a token
+SESSION_PATH = "/api/session"  # signing in and out: open to all, but only from this origin
+CSRF_HEADER = "x-edgestate-csrf"  # what a cookie-authorised change must carry (sessions.py)
 
 Need = Literal["none", "read", "write", "admin"]
 
@@ -171,6 +181,8 @@ def need_of(scope: Scope) -> Need:
     path = scope.get("path", "")
     if path in ALWAYS_OPEN:
         return "none"
+    if path == SESSION_PATH and scope["type"] == "http" and scope.get("method") in ("POST", "DELETE"):
+        return "none"  # signing in and out needs no rights: the token is in the body
     if scope["type"] == "websocket":
         return "read"
     if scope.get("method", "GET") in SAFE_METHODS:
@@ -250,10 +262,28 @@ def origin_matches(origin: str, host: tuple[str, str | None] | None) -> bool:
 # -- the middleware -------------------------------------------------------------------------
 
 
+class SessionLookup(Protocol):
+    def role(self, sid: str | None) -> Literal["admin", "write"] | None: ...
+
+
+def session_access(settings: Settings, role: Literal["admin", "write"]) -> Access:
+    """What a session may do: what the token it was made from gives."""
+    return grant(settings, settings.admin_token if role == "admin" else settings.token)
+
+
+def _cookie(headers: Headers, name: str) -> str | None:
+    for part in headers.get("cookie", "").split(";"):
+        k, sep, v = part.strip().partition("=")
+        if sep and k == name:
+            return v.strip()
+    return None
+
+
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, sessions: SessionLookup | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -262,23 +292,35 @@ class AccessMiddleware:
         s = self.settings
         headers = Headers(scope=scope)
         need = need_of(scope)
-        access = grant(s, presented_token(scope, headers))
+        presented = presented_token(scope, headers)
+        access = grant(s, presented)
+        role = self.sessions.role(_cookie(headers, SESSION_COOKIE)) if presented is None and self.sessions is not None else None
+        if role is not None:
+            access = session_access(s, role)
         scope[NEED_SCOPE_KEY] = need
         scope[ACCESS_SCOPE_KEY] = access
+        scope[SIGNED_IN_SCOPE_KEY] = role is not None
+        path = scope.get("path", "")
 
         host = _host_header(scope, headers)
-        if s.loopback_only and need != "none" and (host is None or not is_loopback(host[0])):
+        if s.loopback_only and path not in ALWAYS_OPEN and (host is None or not is_loopback(host[0])):
             await deny(scope, receive, send, 403, "host_not_allowed",
                        "this server is open to local clients only; address it as localhost or 127.0.0.1, "
                        "or start it with --token to serve other host names")
             return
         origin = headers.get("origin")
-        if origin is not None and (scope["type"] == "websocket" or need in ("write", "admin")):
+        changes = need in ("write", "admin") or (path == SESSION_PATH and scope.get("method") not in SAFE_METHODS)
+        if origin is not None and (scope["type"] == "websocket" or changes):
             if not origin_matches(origin, host):
                 await deny(scope, receive, send, 403, "origin_not_allowed",
                            "cross-origin request refused: the Origin header is not this server")
                 return
 
+        if role is not None and scope["type"] == "http" and need in ("write", "admin") and \
+                headers.get(CSRF_HEADER) != "1":
+            await deny(scope, receive, send, 403, "csrf_header_missing",
+                       "a change made on a session cookie must carry the header X-Edgestate-CSRF: 1")
+            return
         if need == "none" or getattr(access, need):
             await self.app(scope, receive, send)
             return

@@ -93,6 +93,8 @@ class StreamModel:
             self._applied(ev)
             out = {"kind": "applied", "t": round(ev["t"], 3), "node": node, "dots": ev["dots"], "keys": ev["keys"],
                    "via": ev["via"]}
+            if ev.get("sib"):  # registers' sibling counts here after it (simulated clusters; the space-time diagram)
+                out["sib"] = ev["sib"]
         elif kind == "status":  # a replica process reported a new version vector or digest
             self.dirty.add(ev["node"])
             return None

@@ -15,6 +15,8 @@ export function seg(s) {
 
 export async function call(method, path, body) {
   const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+  // a change made on a session cookie must say it comes from this page (web/sessions.py: CSRF)
+  if (method !== "GET" && method !== "HEAD") init.headers["X-Edgestate-CSRF"] = "1";
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);

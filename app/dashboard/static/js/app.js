@@ -14,6 +14,8 @@ import { WriteTracker } from "./writes.js";
 import { DEFAULT_BOUNDS } from "./timeline/model.js";
 import { Keys } from "./keys.js";
 import { initAudience } from "./audience.js";
+import { initSignIn } from "./signin.js";
+import { installSpaceTime } from "./spacetime.js";
 
 const SPEEDS = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100];
 // What the Concurrent writes button runs: replication/scenarios/builtin/parallel-universes.yaml
@@ -91,6 +93,7 @@ const S = {
 const conv = new ConvergenceView(S);
 const coord = new CoordinationPanel(S);
 window.__edgestate = S; // for debugging in the console, and for tests
+const spacetime = installSpaceTime(S); // key D: fed below what the handlers are fed, live and in replay
 // the timeline records every stream message and decides what the view shows: live, or a replay
 S.timeline = new Timeline({
   S,
@@ -275,6 +278,7 @@ function serverBack(s) {
 
 async function onSnapshot(s) {
   serverBack(s);
+  spacetime.onSnapshot(s);
   const first = !S.topo;
   S.topo = s.topology;
   S.ids = s.topology.replicas.map((r) => r.id);
@@ -312,6 +316,7 @@ async function onSnapshot(s) {
 
 function handle(ev) {
   coord.onEvent(ev);
+  spacetime.onEvent(ev);
   switch (ev.kind) {
     case "sent":
       S.clock.bump(ev.t);
@@ -625,6 +630,7 @@ function bindCutKeys() {
 }
 
 function bindKeys() {
+  keys.bind("d", "space-time diagram: show or hide", () => spacetime.toggle());
   keys.bind("h", "heal the partition", () => run("heal", api.heal), () => S.canAdmin);
   // R resets only on a server that has a reset (issue 15 adds POST /api/reset and api.reset)
   if (typeof api.reset === "function") keys.bind("r", "reset: a fresh cluster", () => run("reset", api.reset), () => S.canAdmin);
@@ -683,6 +689,7 @@ async function applySession() {
   S.canAdmin = canAdmin;
   for (const n of document.querySelectorAll(".admin-only")) n.hidden = !canAdmin;
   for (const n of document.querySelectorAll(".writer-only")) n.hidden = !canWrite;
+  initSignIn(session);
 }
 
 function main() {
