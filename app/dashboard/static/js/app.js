@@ -23,7 +23,7 @@ const CONCURRENT_SCENARIO = "parallel-universes";
 // The keys for the server's named cuts (replication/scenarios/cuts.py); a cut the server adds
 // later gets the first free letter of its name.
 const CUT_KEYS = { atlantic: "a", pacific: "p", americas: "m" };
-const RESERVED_KEYS = new Set(["h", "r"]); // heal, reset
+const RESERVED_KEYS = new Set(["h", "r", "d"]); // heal, reset, the space-time diagram
 
 // Virtual time on this page: the server's clock, extrapolated at the current speed.
 class SimClock {
