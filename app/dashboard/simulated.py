@@ -17,7 +17,8 @@ effective speed beside the requested one. A catch-up that spends its whole budge
 keep up) is followed by a rest of as long (CATCH_UP_REST_S) in which catching up only slips:
 otherwise every request, frame and scrape in the same loop turn would each spend a budget of
 their own (each inherits the virtual time the one before it took), and one turn would hold the
-loop for several budgets. So the simulator takes at most about half of the loop when CPU-bound.
+loop for several budgets. So the simulator takes at most about half of the loop when CPU-bound,
+and less while the loop runs late beside other busy processes (`pacing.RestPacer`).
 
 Idempotency keys follow a real replica's rules (`replication.idempotency`), with the records
 in memory, one ledger per replica: a write here is done the moment it returns (nothing to
@@ -53,6 +54,7 @@ from replication.listing import Page
 
 from ..web.detail import replica_detail
 from ..web.events import EventBus
+from .pacing import RestPacer
 
 MAX_SPEED = 100.0
 FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this grain
@@ -66,7 +68,7 @@ FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this 
 # better; the price is slower virtual time under contention, and without hogs 4 ms still keeps up.
 CATCH_UP_BUDGET_S = 0.004  # the most wall time one catch-up may take before virtual time slips
 CATCH_UP_SLICE = 1  # events between looks at the wall clock
-CATCH_UP_REST_S = CATCH_UP_BUDGET_S  # after a catch-up that ran out of budget: no simulating for this long
+CATCH_UP_REST_S = CATCH_UP_BUDGET_S  # after a catch-up that ran out of budget: the shortest rest (see pacing)
 SPEED_WINDOW_S = 2.0  # the effective speed is measured over about this much wall time
 
 
@@ -94,6 +96,7 @@ class LiveCluster:
         self._virtual0 = self.sim.now
         self.slipped_ms = 0.0  # virtual time given up, in all, because simulating fell behind
         self._rest_until = -math.inf  # wall time until which catching up only slips (see the module docstring)
+        self.pacer = RestPacer(CATCH_UP_REST_S)
         self._progress: list[tuple[float, float]] = [(self._wall0, self.sim.now)]  # (wall s, virtual ms)
         self._wake = asyncio.Event()
         # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
@@ -137,7 +140,7 @@ class LiveCluster:
                     if now >= deadline:
                         self.slipped_ms += t - self.sim.now
                         self._rebase()
-                        self._rest_until = now + CATCH_UP_REST_S
+                        self._rest_until = now + self.pacer.rest_s
                         break
         self._note_progress()
 
@@ -203,11 +206,13 @@ class LiveCluster:
             self._wake.clear()
             # not asyncio.wait_for: on 3.11 it can swallow a cancel that races the wake-up,
             # and then shutdown waits for this task for ever
+            due = self._clock() + wait
             alarm = asyncio.get_running_loop().call_later(wait, self._wake.set)
             try:
                 await self._wake.wait()
             finally:
                 alarm.cancel()
+            self.pacer.woke(self._clock() - due)
 
     # -- the cluster, at the current instant -------------------------------------------------
 
@@ -404,6 +409,7 @@ class LiveCluster:
         self.cluster, self.sim = cluster, cluster.sim
         self._speed, self._paused = speed, False
         self.slipped_ms, self._rest_until = 0.0, -math.inf
+        self.pacer.reset()
         self._ledgers.clear()
         self._unobserve()
         self.last_writes = LastWrites()
