@@ -127,6 +127,7 @@ def test_only_the_implemented_paths_exist(client):
         "/api/scenarios/{name}": {"post"},
         "/api/reset": {"post"},
         "/api/scenarios/runs/{run_id}": {"get", "delete"},
+        "/api/scenarios/runs/{run_id}/next": {"post"},
         "/api/coordination": {"get"},
         "/metrics": {"get"},
     }
