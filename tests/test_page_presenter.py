@@ -60,8 +60,8 @@ def make_siblings(srv, key: str) -> None:
     srv.wait_converged()
 
 
-@pytest.mark.parametrize("width, height", [(1280, 720), (1920, 1080)])
-def test_presenter_mode_fits_the_projector(make_page, artifacts, width, height):
+@pytest.mark.parametrize("width, height, scenario", [(1280, 720, "hello-world"), (1920, 1080, "audience-counter")])
+def test_presenter_mode_fits_the_projector(make_page, artifacts, width, height, scenario):
     page = open_dashboard(make_page, width, height, path="/?presenter=1")
     assert page.evaluate("document.body.classList.contains('presenter')")
     expect()(page.locator("#toolbar")).to_be_hidden()
@@ -87,8 +87,8 @@ def test_presenter_mode_fits_the_projector(make_page, artifacts, width, height):
         assert sib.evaluate("e => parseFloat(getComputedStyle(e).fontSize)") >= 20
     # a scenario's caption as a lower-third, ≥ 28 px; the verdict larger still
     claim = next(s["claim"] for s in page.server.api("GET", "/api/scenarios").json()["scenarios"]
-                 if s["name"] == "hello-world")
-    page.server.api("POST", "/api/scenarios/hello-world")
+                 if s["name"] == scenario)
+    page.server.api("POST", f"/api/scenarios/{scenario}")
     say = page.locator("[data-testid=caption-say]")
     expect()(say).to_be_visible(timeout=DEADLINE_MS)
     assert px(page, "[data-testid=caption-say]") >= MIN_CAPTION_PX
@@ -98,6 +98,12 @@ def test_presenter_mode_fits_the_projector(make_page, artifacts, width, height):
     expect()(verdict).to_have_text("✓ " + claim, timeout=DEADLINE_MS)
     assert px(page, "[data-testid=caption-verdict]") >= px(page, "[data-testid=caption-say]") >= MIN_CAPTION_PX
     expect()(verdict).to_be_in_viewport()
+    if scenario == "audience-counter":  # the votes, a big running total on the map, all POPs agreeing
+        total = page.locator("[data-testid=tally-value]")
+        expect()(total).to_have_text("120", timeout=DEADLINE_MS)
+        expect()(total).to_be_in_viewport()
+        assert px(page, "[data-testid=tally-value]") >= 56
+        expect()(page.locator("[data-testid=tally-note]")).to_have_text("at all 22 POPs")
     assert page.evaluate("document.documentElement.scrollHeight <= innerHeight")
     page.screenshot(path=str(artifacts / f"presenter-{width}x{height}-verdict.png"))
     assert page.errors == []
