@@ -628,7 +628,8 @@ function bindKeys() {
   // R resets only on a server that has a reset (issue 15 adds POST /api/reset and api.reset)
   if (typeof api.reset === "function") keys.bind("r", "reset: a fresh cluster", () => run("reset", api.reset), () => S.canAdmin);
   // → : the scenario waiting at a `say: {wait: presenter}` goes on (admin); else the next caption now
-  keys.bind("ArrowRight", "next caption (a scenario waiting for the presenter goes on)", nextCaption, () => true, "→");
+  keys.bind("ArrowRight", "next caption (a scenario waiting for the presenter goes on)",
+    () => nextCaption({ canAdvance: S.canAdmin }), () => true, "→");
   initPresenter({
     keys,
     onChange: (on) => {

@@ -73,6 +73,7 @@ function follow(run, name) {
     try {
       const r = await call("GET", `/api/scenarios/runs/${seg(run)}`);
       if (r.status !== "running") finish(run, r.status, r.caption || (r.status === "passed" ? "✓ " : "✗ ") + r.claim);
+      else syncWaiting(run, r);
     } catch (e) {
       if (e.status === 404) finish(run, "failed", "✗ the run is gone (was the server restarted?)");
     }
@@ -125,10 +126,23 @@ export async function startScenario(name, { onAt } = {}) {
   }
 }
 
-// The → key: the run waiting for the presenter goes on; otherwise the next queued caption shows now.
-export async function next() {
+// What the server says of the wait, over the events' word: this page may have missed them (it
+// was reloaded, or its stream reconnected, while the run waited).
+function syncWaiting(run, r) {
+  if (r.waiting === "presenter" && S.waiting !== run) {
+    S.waiting = run;
+    if (r.caption) captions.say(r.caption, true);
+  } else if (!r.waiting && S.waiting === run) {
+    S.waiting = null;
+    captions.released();
+  }
+}
+
+// The → key: the run waiting for the presenter goes on (canAdvance: this session may, it is an
+// admin control); otherwise the next queued caption shows now.
+export async function next({ canAdvance = true } = {}) {
   const run = S.waiting;
-  if (run) {
+  if (run && canAdvance) {
     S.waiting = null;
     captions.released();
     try {
@@ -167,8 +181,9 @@ export async function initScenarios() {
   setChildren(select, body.scenarios.map((s) => el("option", { value: s.name, text: s.title, title: s.claim })));
   pick(DEFAULT_SCENARIO);
   if (body.running) {
-    let name;
-    try { name = (await call("GET", `/api/scenarios/runs/${seg(body.running)}`)).name; } catch (e) { name = undefined; }
-    follow(body.running, name);
+    let r = null;
+    try { r = await call("GET", `/api/scenarios/runs/${seg(body.running)}`); } catch (e) { r = null; }
+    follow(body.running, r ? r.name : undefined);
+    if (r) syncWaiting(body.running, r);
   }
 }
