@@ -135,6 +135,7 @@ def test_only_the_implemented_paths_exist(client):
         "/api/join/{replica_id}": {"post"},
         "/api/join/info": {"get"},
         "/api/scenarios/runs/{run_id}": {"get", "delete"},
+        "/api/scenarios/runs/{run_id}/next": {"post"},
         "/api/coordination": {"get"},
         "/metrics": {"get"},
     }

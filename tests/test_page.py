@@ -25,9 +25,9 @@ def expect():
     return _expect
 
 
-def open_dashboard(make_page, width: int = 1440, height: int = 900):
+def open_dashboard(make_page, width: int = 1440, height: int = 900, path: str = "/"):
     page = make_page(width, height)
-    page.goto(page.server.base_url + "/")
+    page.goto(page.server.base_url + path)
     page.wait_for_function(
         "n => document.querySelectorAll('.scattergeo .point').length === n", arg=N_POPS, timeout=DEADLINE_MS)
     expect()(page.locator("#conn")).to_have_text("live", timeout=DEADLINE_MS)

@@ -6,6 +6,9 @@
   names a replica this cluster does not have (started with other `--pops`).
 - `GET /api/scenarios/runs/{run}`: progress (the current step's caption) and, once done, the report.
 - `DELETE /api/scenarios/runs/{run}` (admin): stop it where it is (faults it set stay: heal them).
+- `POST /api/scenarios/runs/{run}/next` (admin): the presenter's →: a run waiting at a
+  `say: {wait: presenter}` goes on. 409 `not_waiting` when it is not waiting (it went on by
+  itself after its `max_wait_s`, or never waited there).
 
 A run is a task on the event loop (the cluster is not thread-safe), paced by virtual time
 (`replication.scenarios.run_live`). Its progress goes out on the cluster's event bus as events
@@ -45,12 +48,33 @@ class Run:
         self.events: list[dict] = []
         self.report: dict | None = None
         self.task: asyncio.Task | None = None
+        self.gate: asyncio.Event | None = None  # set while the run waits for the presenter's →
+
+    @property
+    def waiting(self) -> bool:
+        return self.gate is not None and not self.gate.is_set()
+
+    async def wait_for_presenter(self, max_s: float) -> str:
+        """Until `next()` or `max_s` wall seconds: "next" or "timeout" (never forever)."""
+        self.gate = gate = asyncio.Event()
+        try:
+            await asyncio.wait_for(gate.wait(), max_s)
+            return "next"
+        except asyncio.TimeoutError:
+            return "timeout"
+        finally:
+            self.gate = None
+
+    def next(self) -> None:
+        if not self.waiting:
+            raise ApiError(409, "not_waiting", f"run {self.id} is {self.status} and not waiting for the presenter")
+        self.gate.set()
 
     def view(self) -> dict:
         last = self.events[-1] if self.events else {}
         return {"run": self.id, "name": self.name, "claim": self.claim, "status": self.status,
                 "step": last.get("step", 0), "of": last.get("of"), "caption": last.get("caption"),
-                "events": self.events, "report": self.report}
+                "waiting": "presenter" if self.waiting else None, "events": self.events, "report": self.report}
 
 
 class ScenarioRuns:
@@ -93,7 +117,8 @@ class ScenarioRuns:
 
     async def _run(self, run: Run, scenario, emit) -> None:
         try:
-            report = await run_live(scenario, self.live, run_tag=run.id, emit=emit)
+            report = await run_live(scenario, self.live, run_tag=run.id, emit=emit,
+                                    presenter=run.wait_for_presenter, tally=self.live.bus.publish)
             run.report = report
             run.status = "passed" if report["passed"] else "failed"
         except asyncio.CancelledError:
@@ -162,6 +187,7 @@ class RunOut(BaseModel):
     step: int
     of: int | None
     caption: str | None = Field(description="what the scenario is doing now (at the end: ✓ or ✗ and the claim)")
+    waiting: str | None = Field(None, description="'presenter' while the run waits for POST .../next (the → key)")
     events: list[dict[str, Any]] = Field(description="the run's scenario events, as sent on /ws")
     report: dict[str, Any] | None = Field(description="once it has ended: every step, check and figure")
 
@@ -199,4 +225,14 @@ async def stop_run(request: Request, run_id: str) -> RunOut:
     crash it set stays in force: heal or recover from the toolbar."""
     run = _run_of(request, run_id)
     await _runs(request).stop(run)
+    return RunOut(**run.view())
+
+
+@router.post("/api/scenarios/runs/{run_id}/next", responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+async def next_caption(request: Request, run_id: str) -> RunOut:
+    """The presenter's →: a run waiting at a `say: {wait: presenter}` goes on (409 `not_waiting`
+    otherwise). A run nobody advances goes on by itself after the step's `max_wait_s`."""
+    run = _run_of(request, run_id)
+    run.next()
+    await asyncio.sleep(0)  # let the run take its next step before answering
     return RunOut(**run.view())

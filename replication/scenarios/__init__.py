@@ -18,14 +18,20 @@ Each step is a mapping with one key, the step's name; a step without arguments m
 its name (`- heal`), and one with a single main argument may give it directly (`- wait: 300`,
 `- crash: iad`, `- partition: atlantic`, `- settle: 3000`). Every step may add a `caption`.
 
-- `say: TEXT` — a caption for the audience.
+- `say: TEXT` — a caption for the audience; the page keeps it on screen until the next `say`
+  (each for at least 2 s). `say: {text: TEXT, wait: presenter [, max_wait_s: S]}`: a live run
+  stops there until the presenter's → (the page's right-arrow key, or
+  `POST /api/scenarios/runs/{run}/next`), for at most S wall seconds (default 120, at most
+  1800), then goes on by itself and says so; Stop (`DELETE .../runs/{run}`) ends it at once.
+  A fast run (`edgestate scenario run`) never waits.
 - `write: {at: ID, kv: KEY, value: V [, context_from: READ]}`, `{at, kv, delete: true}`,
   `{at, counter: KEY, add: N}`, `{at, set: KEY, add: [..]}` or `{.., remove: [..]}`.
   `context_from` names an earlier `read`: the write supersedes exactly what that read saw.
 - `read: {at: ID, kv|counter|set: KEY, as: NAME}` — keeps the result (and its context) as NAME.
 - `partition: CUT` (`atlantic`, `pacific`, `americas`), `{region: Europe}` (that region against
   the rest) or `{groups: [[ID, ..], [ID, ..]]}` (unlisted replicas form one more group).
-- `heal`; `crash: ID` or `{at: ID, lose_state: true}`; `recover: ID`.
+- `heal`; `crash: ID` or `{at: ID, lose_state: true}`; `recover: ID`. These change the map:
+  each comes at least 500 virtual ms after the previous one, so every state is seen (engine.py).
 - `wait: MS` — virtual milliseconds.
 - `settle: {within_ms: MS, as: NAME}` — wait until every POP that is up holds the same state;
   measures `NAME.ms` and `NAME.converged`. It first lets any running `load` finish.
@@ -44,6 +50,10 @@ its name (`- heal`), and one with a single main argument may give it directly (`
 - `availability: {as: NAME [, deadline_ms: 2000, leader: ID]}` — under the partition in force,
   every POP that is up writes: for real with CRDTs, and on the coordinated baseline with the
   same cut. `NAME.crdt_share`, `NAME.consensus_share`, `NAME.crdt_writers`, `NAME.consensus_writers`.
+
+The first counter or set a step names is what the scenario is about: its value at every POP
+(a counter's value, a set's size) rides on every event as `tally`, and on the page as a big
+running total on the map.
 
 `{run}` in a key becomes the run's number, so a scenario run twice on the dashboard starts from
 fresh keys. A malformed file is refused before anything runs, with `file:line: what is wrong`.

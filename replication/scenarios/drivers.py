@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Callable
+from typing import Awaitable, Callable
 
 from ..sim.cluster import SimCluster
 from ..geo import place_replicas, select_pops
-from .engine import Engine, Until, UntilTrue
+from .engine import Engine, Presenter, Until, UntilTrue
 from .spec import Scenario, ScenarioError
 
 WARMUP_MS = 2000.0  # membership and the plumtree overlay form before the first step, as on a running server
 LIVE_FRAME_S = 0.02
+TALLY_S = 0.25  # the running total goes out at most this often while a live run waits
 
 
 def build_cluster(scenario: Scenario, *, pops: str | None, seed: int, strategy: str = "plumtree",
@@ -55,7 +56,9 @@ def run_fast(scenario: Scenario, *, pops: str | None = None, seed: int = 0, stra
             req = gen.send(answer)
         except StopIteration as stop:
             return stop.value
-        if isinstance(req, Until):
+        if isinstance(req, Presenter):
+            answer = "none"  # nobody presents a fast run: it goes straight on
+        elif isinstance(req, Until):
             answer = None
             if req.t > sim.now:
                 sim.run_until(req.t)
@@ -64,27 +67,50 @@ def run_fast(scenario: Scenario, *, pops: str | None = None, seed: int = 0, stra
 
 
 async def run_live(scenario: Scenario, live, *, run_tag: str, emit: Callable[[dict], None],
-                   frame_s: float = LIVE_FRAME_S) -> dict:
+                   frame_s: float = LIVE_FRAME_S, presenter: Callable[[float], Awaitable[str]] | None = None,
+                   tally: Callable[[dict], None] | None = None, tally_s: float = TALLY_S) -> dict:
     """Run on a `LiveCluster` (its `pump` task advances time). The caller binds the scenario
-    first, so a scenario that does not fit is refused before it starts."""
+    first, so a scenario that does not fit is refused before it starts.
+
+    `presenter(max_s)`: waits for the presenter's → at a `say: {wait: presenter}` and answers
+    "next" or "timeout" (without one the run goes straight on). `tally(event)`: while the run
+    waits, the scenario's running total, at most every `tally_s` wall seconds and only when it
+    changed (an event of kind "scenario" with `tally_only`), so the page's total follows the
+    counter as it converges."""
     cluster = live.cluster
     engine = Engine(scenario, _LiveSteps(live), cluster, seed=cluster.seed, run_tag=run_tag, emit=emit)
     sim = live.sim
     gen = engine.run()
     answer = None
+    last = {"at": 0.0, "tally": None}
+    loop = asyncio.get_running_loop()
+
+    async def sleep(s: float) -> None:
+        await asyncio.sleep(s)
+        if tally is None or engine.subject is None or loop.time() - last["at"] < tally_s:
+            return
+        last["at"] = loop.time()
+        now = engine.tally()
+        if now != last["tally"]:
+            last["tally"] = now
+            tally({"t": round(sim.now, 3), "kind": "scenario", "node": None, "name": scenario.name, "run": run_tag,
+                   "status": "running", "tally_only": True, "tally": now})
+
     while True:
         try:
             req = gen.send(answer)
         except StopIteration as stop:
             return stop.value
         answer = None
-        if isinstance(req, Until):
+        if isinstance(req, Presenter):
+            answer = "none" if presenter is None else await presenter(req.max_s)
+        elif isinstance(req, Until):
             while sim.now < req.t:
                 target = live.target()
                 if target >= req.t:
                     sim.run_until(req.t)  # the pump would get there within a frame: be exact
                     break
-                await asyncio.sleep(_wall_s(live, req.t - target, frame_s))
+                await sleep(_wall_s(live, req.t - target, frame_s))
         else:
             while True:
                 limit = min(req.deadline, max(live.target(), sim.now))
@@ -94,7 +120,7 @@ async def run_live(scenario: Scenario, live, *, run_tag: str, emit: Callable[[di
                     answer = req.pred()
                 if answer or sim.now >= req.deadline:
                     break
-                await asyncio.sleep(_wall_s(live, req.deadline - sim.now, frame_s))
+                await sleep(_wall_s(live, req.deadline - sim.now, frame_s))
 
 
 class _LiveSteps:

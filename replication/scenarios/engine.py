@@ -13,7 +13,24 @@ the scenario's seed: same seed, same run.
 What the engine reports, as it goes, through `emit`: one event per step (kind "scenario",
 status "running", the step's caption, and `at`: the replica it acts at, when it names one),
 a second one with the figures for steps that measure something, and a last one with status
-"passed" or "failed", the claim and every check.
+"passed" or "failed", the claim and every check. A `say` step's events carry `say: true`
+(the page keeps those on screen as the story's captions; the rest is progress).
+
+Two waits are for the audience, not for the cluster:
+
+- A step that changes the map (partition, heal, crash, recover) comes at least `MAP_HOLD_MS`
+  virtual ms after the previous one, so every state of the map is on screen for a while (in
+  coordination-tax the Americas cut and its heal fell in the same virtual instant: the cut never
+  showed). The hold is in virtual time, in the engine, not on the page: the page cannot keep a
+  cut on the map that the cluster has already healed, and on virtual time the hold is the same
+  in a fast run, a live run and the timeline's replay (figures stay the same in both drivers).
+  It only ever delays the NEXT change, so what a step measures from a change (a `settle` after
+  a heal, a `read` after a recover) still starts at that change.
+- `say: {text, wait: presenter}` yields `Presenter(max_s)`: the live driver waits (wall clock)
+  for the presenter's → for at most `max_s`, then goes on; the fast driver never waits.
+
+`tally()`: the value of the counter or set the scenario is about (the first one a step names),
+at every POP that is up: the page shows it large on the map.
 """
 
 from __future__ import annotations
@@ -28,9 +45,12 @@ from ..crdts import BY_NAMESPACE
 from ..crdts.base import canon
 from ..errors import EdgeStateError
 from .cuts import cut_groups, region_groups
-from .spec import NAMESPACES, Scenario, Step
+from .spec import NAMESPACES, PRESENTER_WAIT_S, Scenario, Step
 
 DEFAULT_AVAILABILITY_DEADLINE_MS = 2000.0
+MAP_HOLD_MS = 500.0  # virtual: at the dashboard's default speed (0.1) five wall seconds, at 1x half a second
+TALLY_TYPES = ("counter", "set")  # the labels whose value makes a running total on the map
+TALLY_MEMBERS = 12  # a set's members listed in a tally, at most
 CUT_TITLES = {"atlantic": "cut the Atlantic", "pacific": "cut the Pacific", "americas": "cut the Americas off"}
 
 
@@ -41,6 +61,12 @@ class Until(NamedTuple):
 class UntilTrue(NamedTuple):
     pred: Callable[[], bool]
     deadline: float
+
+
+class Presenter(NamedTuple):
+    """Wait for the presenter's → (wall clock), at most `max_s` seconds. The answer sent back:
+    "next" (the presenter went on), "timeout" or "none" (nobody to wait for: a fast run)."""
+    max_s: float
 
 
 class StepFailed(Exception):
@@ -99,6 +125,8 @@ class Engine:
         self._loads_end = 0.0
         self._leader: str | None = None
         self._step: Step | None = None
+        self._last_map_change: float | None = None
+        self.subject = self._subject()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -129,8 +157,45 @@ class Engine:
         at = s.args.get("at") if s else None
         if isinstance(at, str) and at != "all":  # the POP the step acts at: the page can show it
             ev["at"] = at
+        if s is not None and s.op == "say":
+            ev["say"] = True
+        if self.subject is not None:
+            ev["tally"] = self.tally()
         ev.update(extra)
         self._emit(ev)
+
+    # -- the running total ------------------------------------------------------------------------
+
+    def _subject(self) -> tuple[str, str, str] | None:
+        """(label, namespace, key) of the first counter or set a step names, `{run}` filled in."""
+        for s in self.scenario.steps:
+            for label in TALLY_TYPES:
+                name = s.args.get(label)
+                if isinstance(name, str) and s.op in ("write", "load", "expect", "read"):
+                    return label, NAMESPACES[label], self.key(name)
+        return None
+
+    def tally(self) -> dict | None:
+        """The subject's value at every POP that is up: a counter's value, a set's size (and its
+        first members); `min`/`max` differ while the POPs disagree."""
+        if self.subject is None:
+            return None
+        label, ns, key = self.subject
+        values: list[Any] = []
+        for rid in self.up():
+            figs = BY_NAMESPACE[ns].figures(self.ops.read(rid, ns, key))
+            values.append(figs.get("value") if label == "counter" else figs.get("members", []))
+        out: dict[str, Any] = {"type": label, "key": key, "pops": len(values)}
+        if label == "counter":
+            nums = [v for v in values if isinstance(v, (int, float))] or [0]
+            out.update(min=min(nums), max=max(nums))
+        else:
+            sizes = [len(v) for v in values] or [0]
+            union = sorted({_canon(m) for v in values for m in v})
+            out.update(min=min(sizes), max=max(sizes),
+                       members=[json.loads(m) for m in union[:TALLY_MEMBERS]], more=max(0, len(union) - TALLY_MEMBERS))
+        out["agree"] = out["min"] == out["max"] and len({_canon(v) for v in values}) <= 1
+        return out
 
     def leader(self, asked: str | None) -> str:
         if asked:
@@ -167,7 +232,12 @@ class Engine:
         for step in sc.steps:
             self._step = step
             try:
+                changes = self._changes_map(step)
+                if changes:
+                    yield from self._hold_map()
                 yield from getattr(self, "_" + step.op)(step)
+                if changes:
+                    self._last_map_change = self.now
             except (EdgeStateError, StepFailed, ValueError) as e:
                 msg = getattr(e, "message", None) or str(e)
                 error = f"{sc.source}:{step.line}: step {step.index} ({step.op}): {msg}"
@@ -207,10 +277,37 @@ class Engine:
     # Every step is a generator, so `run` can `yield from` any of them; those that never wait
     # end with `return` before a bare `yield` that only makes them generators.
 
+    def _changes_map(self, step: Step) -> bool:
+        """Whether the step changes what the map shows (a heal with no cut in force, a `recover`
+        of a POP that is up, changes nothing, so a scenario's opening `heal` costs no hold)."""
+        if step.op == "partition":
+            return True
+        if step.op == "heal":
+            return bool(self.sim.partitioned)
+        if step.op == "crash":
+            return self.sim.up(step.args["at"])
+        if step.op == "recover":
+            return not self.sim.up(step.args["at"])
+        return False
+
+    def _hold_map(self):
+        """Let the map's last change be seen before the next one (see the module's docstring)."""
+        if self._last_map_change is not None:
+            yield from self._until(self._last_map_change + MAP_HOLD_MS)
+
     def _say(self, step: Step):
-        self._begin(step, step.args["text"])
-        return
-        yield
+        if step.args.get("wait") != "presenter":
+            self._begin(step, step.args["text"])
+            return
+        max_s = step.args.get("max_wait_s", PRESENTER_WAIT_S)
+        self._begin(step, step.args["text"], announce=False)
+        self.event("running", step.args["text"], waiting="presenter", max_wait_s=max_s)
+        answer = yield Presenter(max_s)
+        self.steps[-1]["presenter"] = answer
+        if answer == "timeout":  # said on the page and in the report: the run went on by itself
+            self.event("running", f"no → from the presenter in {max_s:g} s: going on", waited="timeout")
+        elif answer == "next":
+            self.event("running", "→ the presenter went on", waited="next")
 
     def _ns_key(self, args: dict) -> tuple[str, str, str]:
         field = next(f for f in NAMESPACES if f in args)

@@ -29,6 +29,11 @@ from .cuts import CUTS
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_MS = 600_000.0  # ten virtual minutes: a longer wait is a typo, and would keep the simulator busy
+# `say: {text, wait: presenter}`: the live run waits for the presenter's → (POST .../next) for at
+# most this long by default, then goes on by itself; a run must never hang on a presenter who left
+PRESENTER_WAIT_S = 120.0
+MAX_PRESENTER_WAIT_S = 1800.0  # half an hour of questions is the longest pause a file may ask for
+SAY_WAITS = ("presenter",)
 # A step names its key by the type's label (`kv: k`, `counter: c`, `set: s`, `map: m`): label -> namespace.
 NAMESPACES = {label: t.NAME for label, t in BY_LABEL.items()}
 
@@ -108,7 +113,7 @@ for _t in BY_LABEL.values():
             raise TypeError(f"two CRDT types check {_f!r} as different things in scenarios")
 
 STEPS: dict[str, dict] = {
-    "say": {"fields": {"text": "str"}, "short": "text", "required": ["text"]},
+    "say": {"fields": {"text": "str", "wait": "str", "max_wait_s": "pos"}, "short": "text", "required": ["text"]},
     "write": {
         # a verb spelled out (`add: 3`), or the operation as data, as the HTTP API takes it (`op: {set: {a: 1}}`)
         "fields": {"at": "replica", **_KEYS, **WRITE_VERBS, "op": "json", "context_from": "str"},
@@ -334,6 +339,16 @@ class _Parser:
 
 def _check_step(p: _Parser, op: str, args: dict, lines: dict, line: int, where: str) -> None:
     """What the schema cannot say: which verbs go with which type, ranges."""
+    if op == "say":
+        if "wait" in args and args["wait"] not in SAY_WAITS:
+            raise p.err(lines["wait"], f"{where}: field 'wait' must be one of {', '.join(SAY_WAITS)}, "
+                                       f"got {args['wait']!r}")
+        if "max_wait_s" in args:
+            if "wait" not in args:
+                raise p.err(lines["max_wait_s"], f"{where}: 'max_wait_s' bounds a `wait: presenter`: give one")
+            if args["max_wait_s"] > MAX_PRESENTER_WAIT_S:
+                raise p.err(lines["max_wait_s"], f"{where}: field 'max_wait_s' must be at most "
+                                                 f"{MAX_PRESENTER_WAIT_S:.0f} (wall seconds)")
     if op == "write":
         label = next(k for k in _KEYS if k in args)
         t = BY_LABEL[label]

@@ -45,7 +45,9 @@ What is forwarded (and why):
 - `dropped` for the animated kinds (the reason: loss, partition, crashed).
 - `applied`, `crash`, `recover`, `partition`, `heal`.
 - `scenario`: a running scenario's progress (name, run, step, of, op, caption, status
-  running/passed/failed, and a check's or a step's figures).
+  running/passed/failed, and a check's or a step's figures; `say: true` for a story line,
+  `waiting: "presenter"` at a line that waits for the presenter's →, `tally`: the running total
+  of the counter or set it is about; `tally_only` events carry just that total, while it waits).
 - Not forwarded one by one: `delivered` (the page lands a message at its deliver_at), SWIM
   pings/acks/ping-reqs, anti-entropy digests, neighbour/prune/graft_ack control traffic,
   `membership` changes and `write` (its `applied` carries the same). They are counted:

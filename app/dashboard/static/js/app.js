@@ -7,7 +7,8 @@ import { WorldMap, DigestColours, MSG_STYLE, GROUP_COLOURS } from "./map.js";
 import { renderHeader, renderDetail, renderVV } from "./panel.js";
 import { TYPES, labelOf, otherTypes } from "./types.js";
 import { ConvergenceView, renderCounters, logEvent, clearLog } from "./convergence.js";
-import { initScenarios, onScenarioEvent, startScenario } from "./scenarios.js";
+import { initScenarios, onScenarioEvent, startScenario, next as nextCaption } from "./scenarios.js";
+import { initPresenter } from "./presenter.js";
 import { Timeline } from "./timeline.js";
 import { CoordinationPanel } from "./coordination.js";
 import { WriteTracker } from "./writes.js";
@@ -23,7 +24,7 @@ const CONCURRENT_SCENARIO = "parallel-universes";
 // The keys for the server's named cuts (replication/scenarios/cuts.py); a cut the server adds
 // later gets the first free letter of its name.
 const CUT_KEYS = { atlantic: "a", pacific: "p", americas: "m" };
-const RESERVED_KEYS = new Set(["h", "r", "d"]); // heal, reset, the space-time diagram
+const RESERVED_KEYS = new Set(["h", "r", "d", "f"]); // heal, reset, the space-time diagram, presenter mode
 
 // Virtual time on this page: the server's clock, extrapolated at the current speed.
 class SimClock {
@@ -634,6 +635,16 @@ function bindKeys() {
   keys.bind("h", "heal the partition", () => run("heal", api.heal), () => S.canAdmin);
   // R resets only on a server that has a reset (issue 15 adds POST /api/reset and api.reset)
   if (typeof api.reset === "function") keys.bind("r", "reset: a fresh cluster", () => run("reset", api.reset), () => S.canAdmin);
+  // → : the scenario waiting at a `say: {wait: presenter}` goes on (admin); else the next caption now
+  keys.bind("ArrowRight", "next caption (a scenario waiting for the presenter goes on)",
+    () => nextCaption({ canAdvance: S.canAdmin }), () => true, "→");
+  initPresenter({
+    keys,
+    onChange: (on) => {
+      if (S.map) S.map.relabel();
+      conv.setPresenter(on);
+    },
+  });
 }
 
 function renderLegend() {

@@ -24,13 +24,14 @@ export class ConvergenceView {
   }
 
   init() {
-    const axis = { color: "#9fb0c8", gridcolor: "#1b2840", zerolinecolor: "#24344f", tickfont: { size: 11 } };
+    const px = document.body.classList.contains("presenter") ? 16 : 11; // presenter mode: large type
+    const axis = { color: "#9fb0c8", gridcolor: "#1b2840", zerolinecolor: "#24344f", tickfont: { size: px } };
     this.layout = {
-      margin: { l: 44, r: 10, t: 6, b: 34 },
+      margin: { l: px * 4, r: 10, t: 6, b: px * 3 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
-      font: { color: "#cbd5e1", size: 11 },
+      font: { color: "#cbd5e1", size: px },
       showlegend: false,
-      xaxis: { ...axis, title: { text: "virtual ms after the write", font: { size: 11 } }, rangemode: "tozero" },
+      xaxis: { ...axis, title: { text: "virtual ms after the write", font: { size: px } }, rangemode: "tozero" },
       yaxis: { ...axis, range: [0, 1.04], tickformat: ".0%", fixedrange: true },
       hovermode: false,
     };
@@ -41,6 +42,22 @@ export class ConvergenceView {
 
   touch() {
     this.dirty = true;
+  }
+
+  // Presenter mode flipped: the chart's type and its size (its card changed height).
+  setPresenter(on) {
+    if (!this.ready) return;
+    const px = on ? 16 : 11;
+    const L = this.layout;
+    L.font.size = px;
+    L.margin = { l: px * 4, r: 10, t: 6, b: px * 3 };
+    for (const ax of [L.xaxis, L.yaxis]) ax.tickfont = { size: px };
+    L.xaxis.title.font = { size: px };
+    const chart = $("conv-chart");
+    Plotly.relayout(chart, {
+      "font.size": px, margin: L.margin, "xaxis.tickfont.size": px, "yaxis.tickfont.size": px,
+      "xaxis.title.font.size": px,
+    }).then(() => Plotly.Plots.resize(chart)).catch(() => {});
   }
 
   maybeDraw() {

@@ -7,6 +7,10 @@
 // with Ctrl, Meta or Alt held (the browser's and the system's shortcuts stay theirs). Shift is
 // allowed: `?` needs it on most layouts, and A or a mean the same.
 //
+// A binding is a character (letters in lower case) or a named key as KeyboardEvent.key names it
+// ("ArrowRight": the presenter's → next caption); arrows stay the control's own on a focused
+// input (a range slider moves with them).
+//
 // app.js binds the actions (keys.bind); a binding may carry `available()`, asked on every press
 // and when the overlay opens: a key whose action is not there (no admin rights, a cut this
 // cluster does not offer, an endpoint the server lacks) does nothing and is not listed.
@@ -47,10 +51,11 @@ export class Keys {
     });
   }
 
-  // key: one character as KeyboardEvent.key gives it (letters in lower case)
-  bind(key, label, fn, available = () => true) {
+  // key: one character as KeyboardEvent.key gives it (letters in lower case), or a named key
+  // ("ArrowRight"); shown: how the `?` list writes it (default: the key in upper case)
+  bind(key, label, fn, available = () => true, shown = null) {
     this.bindings = this.bindings.filter((b) => b.key !== key);
-    this.bindings.push({ key, label, fn, available });
+    this.bindings.push({ key, label, fn, available, shown: shown || key.toUpperCase() });
   }
 
   onKeyDown(e) {
@@ -72,8 +77,11 @@ export class Keys {
       if (this.overlay.hidden) this.openHelp(); else this.closeHelp();
       return;
     }
-    if (e.repeat || e.key.length !== 1) return; // held keys would cut and heal over and over
-    const b = this.bindings.find((x) => x.key === e.key.toLowerCase());
+    if (e.repeat) return; // held keys would cut and heal over and over
+    const named = e.key.length !== 1;
+    if (named && e.key.startsWith("Arrow") && e.target && e.target.tagName === "INPUT") return;
+    const name = named ? e.key : e.key.toLowerCase();
+    const b = this.bindings.find((x) => x.key === name);
     if (!b || !b.available()) return;
     e.preventDefault();
     b.fn();
@@ -98,7 +106,7 @@ export class Keys {
 
   rows() {
     const rows = [["Space", "freeze the view / play it (the cluster runs on)"]];
-    for (const b of this.bindings) if (b.available()) rows.push([b.key.toUpperCase(), b.label]);
+    for (const b of this.bindings) if (b.available()) rows.push([b.shown, b.label]);
     rows.push(["?", "show or hide this list"], ["Esc", "close it"]);
     return rows;
   }

@@ -27,6 +27,12 @@ const MAX_FIZZLES = 120;
 const MAX_PULSES = 160;
 const LOOK_MS = 300; // marker updates at most this often
 const MORE_MS = 250; // the "+N more" count at most this often
+// POP labels: in presenter mode (a body class, presenter.js) large enough for row 20
+const LABEL_PX = 11;
+export function labelPx() {
+  if (!document.body.classList.contains("presenter")) return LABEL_PX;
+  return window.innerWidth >= 1600 ? 20 : 16;
+}
 
 // Same digest, same colour: one colour on the map means converged. A digest that appears
 // gets the next palette colour not in use, so a write is seen spreading as a new colour.
@@ -132,7 +138,7 @@ export class WorldMap {
       lon, lat,
       text: this.ids,
       textposition: "top center",
-      textfont: { color: "#cbd5e1", size: 11, family: "system-ui, sans-serif" },
+      textfont: { color: "#e2e8f0", size: labelPx(), family: "system-ui, sans-serif" },
       hovertext: topology.replicas.map((r) => `${r.city} (${r.id})<br>${r.region}`),
       hoverinfo: "text",
       marker: { size: 13, color: this.ids.map(() => "#94a3b8"), line: { color: "#0b1220", width: 1.5 }, symbol: "circle", opacity: 1 },
@@ -194,10 +200,28 @@ export class WorldMap {
       this.narrow = narrow;
       work.push(Plotly.restyle(this.gd, { mode: narrow ? "markers" : "markers+text" }, [0]));
     }
+    const tr = this.gd.data && this.gd.data[0];
+    if (tr && tr.textfont && tr.textfont.size !== labelPx()) {
+      work.push(Plotly.restyle(this.gd, { "textfont.size": labelPx() }, [0]));
+    }
     work.push(Plotly.Plots.resize(this.gd));
     Promise.all(work).then(() => {
       this.calibrate();
       this.shown = null; // Plotly drew the markers afresh from its data: paint the look again
+      this.styleDirty = true;
+    }).catch(() => {});
+  }
+
+  // Presenter mode flipped (or the window crossed a size step): the labels' size; the resize
+  // that follows (the card changed size) fits the projection again.
+  relabel() {
+    if (!this.ready) return;
+    const px = labelPx();
+    const tr = this.gd.data && this.gd.data[0];
+    if (tr && tr.textfont && tr.textfont.size === px) return;
+    Plotly.restyle(this.gd, { "textfont.size": px }, [0]).then(() => {
+      this.calibrate();
+      this.shown = null;
       this.styleDirty = true;
     }).catch(() => {});
   }

@@ -1,6 +1,8 @@
 // Scripted scenarios on the page: the picker and Run button in the toolbar (Stop while one
-// runs), and the caption line on the map that follows a run step by step and ends with
-// "✓ <claim>" or "✗ <claim>".
+// runs), and the captions on the map (captions.js: the story's `say` lines as lower-thirds,
+// held, the steps as small progress, the verdict "✓ <claim>" or "✗ <claim>" large, the total).
+// The → key (app.js binds it to next()) advances a run waiting at a `say: {wait: presenter}`
+// (POST .../runs/{id}/next), or else shows the next queued caption now.
 // Progress arrives on /ws as "scenario" events (app.js hands them to onScenarioEvent); a slow
 // poll of the run's URL covers events missed while the stream reconnected. The Concurrent
 // writes button starts a built-in the same way (startScenario), and is off while a run runs.
@@ -11,21 +13,16 @@
 import { $, el, setChildren, toast } from "./dom.js";
 import { call, seg } from "./api.js";
 import { logEvent } from "./convergence.js";
+import { Captions } from "./captions.js";
 
 const POLL_MS = 1000;
 const DEFAULT_SCENARIO = "hello-world";
-const S = { titles: {}, run: null, done: new Set(), poll: null, watch: null };
+const S = { titles: {}, run: null, done: new Set(), poll: null, watch: null, waiting: null };
+export const captions = new Captions();
+window.__edgestate_captions = captions; // for tests
 
 function box() {
   return $("scenario-status");
-}
-
-function show(text, tone) {
-  const b = box();
-  b.hidden = false;
-  b.textContent = text;
-  b.classList.toggle("scenario-ok", tone === "ok");
-  b.classList.toggle("scenario-bad", tone === "bad");
 }
 
 function setBusy(busy) {
@@ -52,7 +49,9 @@ function watchAt(ev) {
 function finish(run, status, caption) {
   if (S.done.has(run)) return;
   S.done.add(run);
-  show(caption, status === "passed" ? "ok" : "bad");
+  if (S.waiting === run) S.waiting = null;
+  captions.released();
+  captions.verdict(caption, status === "passed" ? "ok" : "bad");
   setBusy(false);
   clearInterval(S.poll);
   S.poll = null;
@@ -65,6 +64,7 @@ function pick(name) {
 }
 
 function follow(run, name) {
+  if (S.run !== run) captions.start("");
   S.run = run;
   pick(name);
   setBusy(true);
@@ -73,6 +73,7 @@ function follow(run, name) {
     try {
       const r = await call("GET", `/api/scenarios/runs/${seg(run)}`);
       if (r.status !== "running") finish(run, r.status, r.caption || (r.status === "passed" ? "✓ " : "✗ ") + r.claim);
+      else syncWaiting(run, r);
     } catch (e) {
       if (e.status === 404) finish(run, "failed", "✗ the run is gone (was the server restarted?)");
     }
@@ -84,9 +85,15 @@ export function onScenarioEvent(ev) {
   watchAt(ev);
   if (S.run !== ev.run) follow(ev.run, ev.name); // started from elsewhere (curl, another page): show it too
   const title = S.titles[ev.name] || ev.name;
+  if (ev.tally) captions.tally(ev.tally);
+  if (ev.tally_only) return; // the running total only (drivers.run_live, while the run waits)
   if (ev.status === "running") {
     const where = ev.step ? `${ev.step}/${ev.of} ` : "";
-    show(`${title} · ${where}${ev.caption}`);
+    if (ev.waiting === "presenter") S.waiting = ev.run;
+    if (ev.waited) { S.waiting = null; captions.released(); }
+    if (ev.say) captions.say(ev.caption, ev.waiting === "presenter");
+    else captions.progress(`${title} · ${where}${ev.caption}`);
+    if (ev.say) captions.progress(`${title} · ${where.trim()}`);
     if (ev.step && ev.op !== "expect") logEvent(ev.t, [`${title}: ${ev.caption}`]);
     if (ev.check) logEvent(ev.t, [`${title}: ${ev.caption}`], ev.check.passed ? "good" : "bad");
   } else {
@@ -109,7 +116,7 @@ export async function startScenario(name, { onAt } = {}) {
       if (at) watchAt({ run: r.run, at });
     }
     if (S.run !== r.run) follow(r.run, name);
-    if (!S.done.has(r.run) && box().hidden) show(`${S.titles[name] || name} · starting…`);
+    if (!S.done.has(r.run) && box().hidden) captions.start(`${S.titles[name] || name} · starting…`);
     return true;
   } catch (e) {
     S.watch = null;
@@ -117,6 +124,35 @@ export async function startScenario(name, { onAt } = {}) {
     toast(`scenario: ${e.message}`);
     return false;
   }
+}
+
+// What the server says of the wait, over the events' word: this page may have missed them (it
+// was reloaded, or its stream reconnected, while the run waited).
+function syncWaiting(run, r) {
+  if (r.waiting === "presenter" && S.waiting !== run) {
+    S.waiting = run;
+    if (r.caption) captions.say(r.caption, true);
+  } else if (!r.waiting && S.waiting === run) {
+    S.waiting = null;
+    captions.released();
+  }
+}
+
+// The → key: the run waiting for the presenter goes on (canAdvance: this session may, it is an
+// admin control); otherwise the next queued caption shows now.
+export async function next({ canAdvance = true } = {}) {
+  const run = S.waiting;
+  if (run && canAdvance) {
+    S.waiting = null;
+    captions.released();
+    try {
+      await call("POST", `/api/scenarios/runs/${seg(run)}/next`);
+    } catch (e) {
+      if (e.status !== 409) toast(`next: ${e.message}`); // 409: it went on by itself meanwhile
+    }
+    return;
+  }
+  captions.skip();
 }
 
 async function start() {
@@ -145,8 +181,9 @@ export async function initScenarios() {
   setChildren(select, body.scenarios.map((s) => el("option", { value: s.name, text: s.title, title: s.claim })));
   pick(DEFAULT_SCENARIO);
   if (body.running) {
-    let name;
-    try { name = (await call("GET", `/api/scenarios/runs/${seg(body.running)}`)).name; } catch (e) { name = undefined; }
-    follow(body.running, name);
+    let r = null;
+    try { r = await call("GET", `/api/scenarios/runs/${seg(body.running)}`); } catch (e) { r = null; }
+    follow(body.running, r ? r.name : undefined);
+    if (r) syncWaiting(body.running, r);
   }
 }
