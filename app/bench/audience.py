@@ -40,6 +40,7 @@ from replication.bench.report import finish
 from replication.cliargs import positive, positive_int
 
 from . import ws as ws_bench
+from . import runloop
 
 TARGET_WRITE_P99_MS = 100.0
 TARGET_LAG_P99_MS = 500.0
@@ -285,7 +286,7 @@ def measure(p: Params, progress=None) -> dict:
                                               extra=("--audience",)), progress)
     base = server.start()
     try:
-        r = asyncio.run(_measure(p, base, server.proc.pid if server.proc else None, progress))
+        r = runloop.run(_measure(p, base, server.proc.pid if server.proc else None, progress))
     finally:
         server.stop()
     r["target"] = {

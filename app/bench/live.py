@@ -46,6 +46,7 @@ from replication.dissemination import STRATEGIES
 
 from . import hogs
 from . import ws as bench_ws
+from . import runloop
 
 TARGET_LOOP_P99_MS = 20.0
 TARGET_LOOP_MAX_MS = 100.0
@@ -118,7 +119,7 @@ def add_parser(which) -> argparse.ArgumentParser:
 
 def _clients_main(url: str, n: int, seed: int, conn) -> None:
     """Child process: connect `n` clients, report, then measure between the parent's "measure" and "stop"."""
-    asyncio.run(_clients(url, n, seed, conn))
+    runloop.run(_clients(url, n, seed, conn))
 
 
 async def _clients(url: str, n: int, seed: int, conn) -> None:

@@ -47,6 +47,7 @@ from replication.cliargs import positive_int
 from ..processes.http_client import Conn
 from ..processes.supervisor import ProcessCluster
 from ..replica.events import TOKEN_ENV, EventCollector
+from . import runloop
 
 PROPAGATION_POPS = ["lhr", "fra", "jfk", "sin", "syd"]
 
@@ -134,11 +135,11 @@ def _single(params: Params, root: str, progress) -> dict:
         c.start()
         port = c.replicas["lhr"].http_port
         progress(f"latency: {params.writes} sequential durable writes")
-        lat, elapsed = asyncio.run(_write_load("127.0.0.1", port, [f"seq-{i}" for i in range(params.writes)], 1))
+        lat, elapsed = runloop.run(_write_load("127.0.0.1", port, [f"seq-{i}" for i in range(params.writes)], 1))
         load = []
         for n in sorted({min(LIGHT_CLIENTS, params.clients), params.clients}):
             progress(f"throughput: {params.writes} writes over {n} connections")
-            lat_c, elapsed_c = asyncio.run(
+            lat_c, elapsed_c = runloop.run(
                 _write_load("127.0.0.1", port, [f"par{n}-{i}" for i in range(params.writes)], n))
             load.append({"clients": n, "writes_per_s": params.writes / elapsed_c,
                          "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99)})
@@ -250,7 +251,7 @@ def _tls_vs_plain(params: Params, root: str, progress) -> dict:
     runs: dict[str, dict[str, list]] = {m: {"writes_per_s": [], "propagation": []} for m in ("tls", "plain")}
     for n in range(params.tls_rounds):
         for tls in ((True, False) if n % 2 == 0 else (False, True)):  # alternate which goes first
-            wps, prop = asyncio.run(_tls_round(params, root, tls, n, progress))
+            wps, prop = runloop.run(_tls_round(params, root, tls, n, progress))
             runs["tls" if tls else "plain"]["writes_per_s"].append(wps)
             runs["tls" if tls else "plain"]["propagation"].extend(prop)
     modes = {m: {"mode": m, "writes_per_s": statistics.median(r["writes_per_s"]), "rounds_writes_per_s": r["writes_per_s"],
@@ -297,7 +298,7 @@ def _sim_propagation(params: Params) -> list[float]:
 def measure(params: Params, progress) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgestate-bench-") as root:
         single = _single(params, root, progress)
-        real = asyncio.run(_real_propagation(params, root, progress))
+        real = runloop.run(_real_propagation(params, root, progress))
         tls = _tls_vs_plain(params, root, progress)
     sim = _sim_propagation(params)
     ratios = [r / s for r, s in zip(real, sim) if s > 0]

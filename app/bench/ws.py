@@ -41,6 +41,7 @@ from replication.cliargs import non_negative, positive, positive_int
 from replication.dissemination import STRATEGIES
 
 from ..processes.supervisor import free_port
+from . import runloop
 
 TARGET_CLIENTS = 200
 TARGET_UPDATES_PER_S = 10.0
@@ -404,7 +405,7 @@ def measure(params: Params, progress=None) -> dict:
     server = _Server(params, progress)
     base = server.start()
     try:
-        result = asyncio.run(_measure(params, base, server, progress))
+        result = runloop.run(_measure(params, base, server, progress))
     finally:
         server.stop()
     lag = result["lag_ms"]["p99"]
