@@ -68,6 +68,9 @@ def record_a_partitioned_write(page, key: str):
     before = {r["id"]: r["digest"] for r in srv.api("GET", "/api/replicas").json()["replicas"]}
     page.wait_for_function(f"window.__edgestate.replicas.lhr.digest === {json.dumps(before['lhr'])}", timeout=DEADLINE_MS)
     t0 = live_now(page)
+    # the cut comes well after t0: a replay from t0 at 0.1x then needs many wall seconds to reach
+    # it, however long a busy machine takes over the checks made on the way
+    page.wait_for_function(f"window.__edgestate.timeline.rec.liveNow() > {t0 + 1500}", timeout=DEADLINE_MS)
     srv.api("POST", "/api/faults/partition", json={"groups": [["lhr", "fra", "mad"]]})
     srv.api("PUT", f"/api/replicas/lhr/kv/{key}", json={"value": "from the past"})
     expect()(badge).to_have_text("diverged", timeout=DEADLINE_MS)
