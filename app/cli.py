@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         "HTTP the tokens are readable by anyone on the path, and serve warns at start. With --processes the "
         "dashboard serves HTTPS; its replicas' own HTTP stays plain on loopback.",
     ), "--host:--port", ws=True)
+    from .web import logs
+
+    logs.add_arguments(serve)
     replica_cli.add_parser(sub)
     certs_cli.add_parser(sub)
     scenario_cli.add_parser(sub)
@@ -226,8 +229,8 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
             live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
-        return _run_server(args, create_app(live, run_clock=True, settings=settings, scenarios=scenarios), pops,
-                           https)
+        app = create_app(live, run_clock=True, settings=settings, scenarios=scenarios, access_log=args.access_log)
+        return _run_server(args, app, pops, https)
 
 
 def _https(args: argparse.Namespace):
@@ -243,7 +246,10 @@ def _run_server(args: argparse.Namespace, app, pops, https=None) -> int:
     import uvicorn
 
     from .dashboard.ws.limits import uvicorn_options
+    from .web import logs
     from .web.security import RedactTokens
+
+    logs.configure(args.log_level, args.log_format)
 
     # The cluster and app are built and long-lived: keep them out of the collector's full
     # passes, which otherwise pause the event loop often enough to show in /ws lag tails.
@@ -252,10 +258,10 @@ def _run_server(args: argparse.Namespace, app, pops, https=None) -> int:
     # default trusts them from 127.0.0.1, so any local client could pick its rate-limit address);
     # uvicorn_options: the WebSocket limits (message size, no compression, bounded send buffers).
     trusted = args.forwarded_allow_ips
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, **logs.uvicorn_options(args.log_level),
                                            proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
                                            **uvicorn_options(), **(https.uvicorn_options() if https else {})))
-    for name in ("uvicorn.access", "uvicorn.error"):  # after uvicorn has set up its logging
+    for name in ("uvicorn.access", "uvicorn.error"):  # uvicorn may log a request line with its query
         logging.getLogger(name).addFilter(RedactTokens())
     logging.getLogger("uvicorn.error").info(
         "edgestate: %d replica(s): %s", len(pops), ", ".join(p.id for p in pops)

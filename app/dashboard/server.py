@@ -17,6 +17,8 @@ from . import ws
 from ..web import api
 from ..web import docs
 from ..web import errors
+from ..web import health
+from ..web import logs
 from ..web import loop_lag
 from ..web import metrics
 from ..web.gc_steward import GcSteward
@@ -37,6 +39,7 @@ def create_app(
     settings: Settings | None = None,
     wall_clock: Callable[[], float] | None = None,
     scenarios: Catalogue | None = None,
+    access_log: bool = True,
 ) -> FastAPI:
     """`live`: the simulated `LiveCluster`, or `ProcessLive` over real replica processes.
     `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves),
@@ -44,7 +47,8 @@ def create_app(
     `gc_steward` keeps the cluster's state out of full collections (`web.gc_steward`).
     `settings`: tokens, audience mode and limits (default: open, as for a loopback demo).
     `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
-    `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins)."""
+    `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins).
+    `access_log`: a line per request on the `edgestate.access` logger (`web.logs`)."""
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
@@ -83,6 +87,7 @@ def create_app(
     live.bus.subscribe(app.state.metrics.observe)
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(health.router)
     ws.install(app, live)
     page.install(app)
     docs.install(app)
@@ -99,4 +104,5 @@ def create_app(
         buckets = TokenBuckets(settings.write_rate, settings.write_burst, clock=wall_clock)
         app.add_middleware(RateLimitMiddleware, buckets=buckets, on_limited=app.state.metrics.rate_limited.inc)
     app.add_middleware(AccessMiddleware, settings=settings)
+    logs.install(app, access_log=access_log, on_request=app.state.metrics.http.observe)  # outermost
     return app
