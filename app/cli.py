@@ -93,10 +93,22 @@ def _speed(text: str) -> float:
 
 
 
+def _version() -> str:
+    """From the installed package's metadata (pyproject.toml's version), not a second copy here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgestate")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgestate", description="Edge state without coordination: CRDT replicas at real edge locations."
     )
+    parser.add_argument("--version", action="version", version=f"edgestate {_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser(
         "serve",
@@ -285,6 +297,23 @@ def _run_server(args: argparse.Namespace, app, pops, https=None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command, and one manner: a reader that goes away (`edgestate scenario list | head -1`)
+    ends it quietly with status 0, no traceback: the reader had what it wanted, and nothing
+    went wrong here. (Python ignores SIGPIPE, so a closed pipe is a BrokenPipeError at the next
+    write; stdout is then pointed at /dev/null, or the interpreter's own last flush at exit
+    would fail again and print "Exception ignored".)"""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: buffered output meets the closed pipe here
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

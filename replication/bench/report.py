@@ -35,23 +35,85 @@ class Progress:
         self._last = now
 
 
-def fmt(v) -> str:
+MAX_WIDTH = 100  # a table's lines fit a 100-column terminal, or a diff view, unwrapped
+GAP = "  "
+
+
+def fmt(v, decimals: int | None = None) -> str:
+    """One cell. `decimals`: the column's precision (see `_decimals`); alone, 3 below 100, else 0."""
     if v is None:
         return "-"
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
         if v != v or v in (float("inf"), float("-inf")):
             return str(v)
-        return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
+        if decimals is None:
+            decimals = 3 if abs(v) < 100 else 0
+        return f"{v:.{decimals}f}"
     return str(v)
 
 
-def table(rows: list[dict], columns: list[str]) -> str:
-    cells = [[c for c in columns]] + [[fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def _decimals(values: list) -> int:
+    """One precision per column, so its figures line up and compare: 3 decimals while every
+    finite float in it is below 10, 2 below 100, 1 below 10,000, none beyond."""
+    floats = [abs(v) for v in values if isinstance(v, float) and v == v and abs(v) != float("inf")]
+    top = max(floats, default=0.0)
+    return 3 if top < 10 else 2 if top < 100 else 1 if top < 10_000 else 0
+
+
+def _header_lines(name: str, width: int) -> list[str]:
+    """A column's name wrapped at its underscores into lines of at most `width` (a word longer
+    than that stays whole: the column is as wide as its longest word)."""
+    lines: list[str] = []
+    for word in name.split("_"):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += "_" + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _render(rows: list[dict], columns: list[str]) -> tuple[list[str], int]:
+    body = []
+    for c in columns:
+        d = _decimals([r.get(c) for r in rows])
+        body.append([fmt(r.get(c), d) for r in rows])
+    widths = []
+    heads = []
+    for c, cells in zip(columns, body):
+        w = max([len(x) for x in cells] + [max(len(word) for word in c.split("_"))])
+        head = [c] if len(c) <= w else _header_lines(c, w)
+        widths.append(max(w, *(len(h) for h in head)))
+        heads.append(head)
+    depth = max(len(h) for h in heads)
+    heads = [[""] * (depth - len(h)) + h for h in heads]  # names sit on the rule, like a single-line header
+
+    def line(cells: list[str]) -> str:
+        return GAP.join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [line([h[k] for h in heads]) for k in range(depth)]
+    out.append(GAP.join("-" * w for w in widths))
+    out += [line([col[i] for col in body]) for i in range(len(rows))]
+    return out, sum(widths) + len(GAP) * (len(widths) - 1)
+
+
+def table(rows: list[dict], columns: list[str], max_width: int = MAX_WIDTH) -> str:
+    """Rows under their column names, within `max_width` columns: long names wrap at their
+    underscores, and a table still too wide is cut into several, each repeating the first
+    column (the row's name). Each column has one precision."""
+    lines, width = _render(rows, columns)
+    if width <= max_width or len(columns) <= 2:
+        return "\n".join(lines)
+    parts: list[list[str]] = []
+    rest = columns[1:]
+    while rest:
+        take = 1
+        while take < len(rest) and _render(rows, [columns[0], *rest[:take + 1]])[1] <= max_width:
+            take += 1
+        parts.append([columns[0], *rest[:take]])
+        rest = rest[take:]
+    return "\n\n".join("\n".join(_render(rows, cols)[0]) for cols in parts)
 
 
 def finish(name: str, measure, render, json_path: str | None) -> int:

@@ -1,0 +1,107 @@
+"""The `edgestate` command's manners: `--version`, a closed pipe ends it quietly (status 0, no
+traceback), every argument of every subcommand has help, and bench tables fit 100 columns with
+one precision per column."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from importlib.metadata import version
+
+import pytest
+
+from app.cli import build_parser
+from app.processes.supervisor import edgestate_cmd
+from replication.bench.cli import COLUMNS as PROPAGATION_COLUMNS
+from replication.bench.report import MAX_WIDTH, table
+
+RUN_TIMEOUT_S = 120
+
+
+def walk(parser: argparse.ArgumentParser, path: str = "edgestate"):
+    """(command path, action) for every action of every parser under `parser`."""
+    for action in parser._actions:
+        yield path, action
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from walk(sub, f"{path} {name}")
+
+
+def test_every_argument_of_every_subcommand_has_help():
+    missing = []
+    commands = set()
+    for path, action in walk(build_parser()):
+        commands.add(path)
+        if isinstance(action, argparse._SubParsersAction):
+            # each subcommand's one-line help is in the parent's list of choices
+            helped = {a.dest for a in action._choices_actions if a.help}
+            missing += [f"{path} {name}" for name in action.choices if name not in helped]
+            continue
+        if action.help is None or not str(action.help).strip():
+            missing.append(f"{path}: {'/'.join(action.option_strings) or action.dest}")
+    assert {"edgestate serve", "edgestate replica", "edgestate bench propagation", "edgestate scenario run"} <= commands
+    assert missing == [], "arguments without help:\n" + "\n".join(missing)
+
+
+def test_version_comes_from_the_package_metadata():
+    out = subprocess.run(edgestate_cmd("--version"), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"edgestate {version('edgestate')}"
+
+
+@pytest.mark.parametrize("args", [
+    ["scenario", "list"],
+    ["bench", "propagation", "--pops", "lhr,fra,syd", "--writes", "5", "--warmup", "0", "--strategy", "direct",
+     "--quiet"],
+], ids=["scenario-list", "bench-propagation"])
+def test_a_closed_pipe_ends_quietly(args):
+    """The reader is gone before the first write (its end closed before the start), so the
+    first line written meets the closed pipe: no race with how much fits in the pipe's buffer."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        out = subprocess.run(edgestate_cmd(*args), stdout=w, stderr=subprocess.PIPE, text=True,
+                             timeout=RUN_TIMEOUT_S)
+    finally:
+        os.close(w)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr and "Exception ignored" not in out.stderr
+
+
+def widest(text: str) -> int:
+    return max(len(line) for line in text.splitlines())
+
+
+def test_the_propagation_table_fits_100_columns_with_one_precision_per_column():
+    rows = [
+        {"strategy": "plumtree", "replicas": 54, "writes": 1000, "ratio_p50": 1.234567, "ratio_p99": 3.5,
+         "payloads_per_receiver": 1.02, "max_sends_per_node": 12, "delivered_before_antientropy": 0.999,
+         "delivered_everywhere": 1.0, "heal_converge_ms": 1234.5678, "first_write_max": 2.25,
+         "first_write_p50": 1.5, "switched_back_max": 103.25},
+        {"strategy": "gossip", "replicas": 54, "writes": 1000, "ratio_p50": 12.5, "ratio_p99": float("inf"),
+         "payloads_per_receiver": 4.75, "max_sends_per_node": 340, "delivered_before_antientropy": 0.5,
+         "delivered_everywhere": 0.998, "heal_converge_ms": 87.0, "first_write_max": None,
+         "first_write_p50": 1.0, "switched_back_max": 9.5},
+    ]
+    text = table(rows, PROPAGATION_COLUMNS)
+    assert widest(text) <= MAX_WIDTH, text
+    for name in PROPAGATION_COLUMNS:  # every column is shown, under its name's words
+        assert all(word in text for word in name.split("_")), (name, text)
+    lines = text.splitlines()
+    plumtree = [line for line in lines if line.startswith("plumtree")]
+    gossip = [line for line in lines if line.startswith("gossip")]
+    joined_p, joined_g = "  ".join(plumtree), "  ".join(gossip)
+    # one precision per column: 1.234567 and 12.5 share 2 decimals; 1234.5678 and 87.0 share 1
+    assert " 1.23 " in joined_p and " 12.50 " in joined_g, text
+    assert "1234.6" in joined_p and " 87.0" in joined_g, text
+    assert " inf" in joined_g and " - " in joined_g + " ", text
+
+
+def test_a_table_of_many_long_columns_is_cut_into_parts_that_fit():
+    cols = ["name"] + [f"a_rather_long_column_name_number_{i}" for i in range(20)]
+    rows = [{"name": "row", **{c: 123456.789 for c in cols[1:]}}]
+    text = table(rows, cols)
+    assert widest(text) <= MAX_WIDTH, text
+    assert text.count("row") >= 2  # the first column repeats in each part
+    assert text.count("123457") == 20  # one precision: none past 10,000
