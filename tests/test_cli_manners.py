@@ -105,3 +105,31 @@ def test_a_table_of_many_long_columns_is_cut_into_parts_that_fit():
     assert widest(text) <= MAX_WIDTH, text
     assert text.count("row") >= 2  # the first column repeats in each part
     assert text.count("123457") == 20  # one precision: none past 10,000
+
+
+def test_bench_propagation_plot_writes_a_self_contained_html_cdf(tmp_path):
+    import json
+    import re
+
+    out = tmp_path / "cdf.html"
+    data = tmp_path / "result.json"
+    run = subprocess.run(edgestate_cmd("bench", "propagation", "--pops", "lhr,fra,syd,jfk", "--writes", "12",
+                                       "--warmup", "0", "--strategy", "plumtree,direct", "--quiet",
+                                       "--plot", str(out), "--json", str(data)),
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr
+    html = out.read_text()
+    assert re.search(r"plotly\.js v\d", html), "plotly.js is not inlined"
+    assert not re.search(r"<script[^>]*\bsrc=", html), "a script is fetched (from a CDN?) rather than inlined"
+    names = re.findall(r'"name":"([^"]+)"', html)
+    assert sorted(names) == ["direct", "physical limit", "plumtree"], names
+    result = json.loads(data.read_text())
+    for r in result["strategies"].values():  # what the curves are drawn from
+        assert len(r["convergence_ms"]) == len(r["physical_ms"]) == 12
+        assert all(t is None or t >= lim * 0.999 for t, lim in zip(r["convergence_ms"], r["physical_ms"]))
+
+
+def test_plot_into_a_missing_directory_is_refused_before_the_run(tmp_path):
+    run = subprocess.run(edgestate_cmd("bench", "propagation", "--plot", str(tmp_path / "no" / "x.html"), "--quiet"),
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 2 and "no such directory" in run.stderr and "Traceback" not in run.stderr

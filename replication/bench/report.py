@@ -74,18 +74,24 @@ def _header_lines(name: str, width: int) -> list[str]:
     return lines
 
 
-def _render(rows: list[dict], columns: list[str]) -> tuple[list[str], int]:
+def _render(rows: list[dict], columns: list[str], max_width: int) -> tuple[list[str], int]:
+    """The lines and their width: names whole where they fit, the ones that save the most wrapped
+    first, only as many as it takes to fit `max_width` (all of them if nothing else does)."""
     body = []
     for c in columns:
         d = _decimals([r.get(c) for r in rows])
         body.append([fmt(r.get(c), d) for r in rows])
-    widths = []
-    heads = []
-    for c, cells in zip(columns, body):
-        w = max([len(x) for x in cells] + [max(len(word) for word in c.split("_"))])
-        head = [c] if len(c) <= w else _header_lines(c, w)
-        widths.append(max(w, *(len(h) for h in head)))
-        heads.append(head)
+    narrow = [max([len(x) for x in cells] + [max(len(word) for word in c.split("_"))]) for c, cells in zip(columns, body)]
+    widths = [max(n, len(c)) for n, c in zip(narrow, columns)]
+
+    def total() -> int:
+        return sum(widths) + len(GAP) * (len(widths) - 1)
+
+    for i in sorted(range(len(columns)), key=lambda i: narrow[i] - widths[i]):  # the biggest saving first
+        if total() <= max_width:
+            break
+        widths[i] = max(len(h) for h in _header_lines(columns[i], narrow[i]))
+    heads = [[c] if len(c) <= w else _header_lines(c, w) for c, w in zip(columns, widths)]
     depth = max(len(h) for h in heads)
     heads = [[""] * (depth - len(h)) + h for h in heads]  # names sit on the rule, like a single-line header
 
@@ -95,25 +101,25 @@ def _render(rows: list[dict], columns: list[str]) -> tuple[list[str], int]:
     out = [line([h[k] for h in heads]) for k in range(depth)]
     out.append(GAP.join("-" * w for w in widths))
     out += [line([col[i] for col in body]) for i in range(len(rows))]
-    return out, sum(widths) + len(GAP) * (len(widths) - 1)
+    return out, total()
 
 
 def table(rows: list[dict], columns: list[str], max_width: int = MAX_WIDTH) -> str:
     """Rows under their column names, within `max_width` columns: long names wrap at their
-    underscores, and a table still too wide is cut into several, each repeating the first
-    column (the row's name). Each column has one precision."""
-    lines, width = _render(rows, columns)
+    underscores (only as many as need to), and a table still too wide is cut into several,
+    each repeating the first column (the row's name). Each column has one precision."""
+    lines, width = _render(rows, columns, max_width)
     if width <= max_width or len(columns) <= 2:
         return "\n".join(lines)
     parts: list[list[str]] = []
     rest = columns[1:]
     while rest:
         take = 1
-        while take < len(rest) and _render(rows, [columns[0], *rest[:take + 1]])[1] <= max_width:
+        while take < len(rest) and _render(rows, [columns[0], *rest[:take + 1]], max_width)[1] <= max_width:
             take += 1
         parts.append([columns[0], *rest[:take]])
         rest = rest[take:]
-    return "\n\n".join("\n".join(_render(rows, cols)[0]) for cols in parts)
+    return "\n\n".join("\n".join(_render(rows, cols, max_width)[0]) for cols in parts)
 
 
 def finish(name: str, measure, render, json_path: str | None) -> int:
