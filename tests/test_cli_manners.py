@@ -133,3 +133,20 @@ def test_plot_into_a_missing_directory_is_refused_before_the_run(tmp_path):
     run = subprocess.run(edgestate_cmd("bench", "propagation", "--plot", str(tmp_path / "no" / "x.html"), "--quiet"),
                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert run.returncode == 2 and "no such directory" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_progress_says_how_long_the_rest_should_take():
+    import io
+
+    from replication.bench.report import Progress
+
+    t = [100.0]
+    out = io.StringIO()
+    bar = Progress("plumtree", 100, stream=out, clock=lambda: t[0])
+    t[0] += 10.0
+    bar.update(25)  # 25 in 10 s: 75 more take 30 s
+    t[0] += 90.0
+    bar.update(50)  # 50 in 100 s: 50 more take 100 s
+    bar.update(100)
+    assert out.getvalue().splitlines() == ["plumtree: 25/100 (25%), ~30s left", "plumtree: 50/100 (50%), ~1m40s left",
+                                           "plumtree: 100/100 (100%)"]

@@ -7,29 +7,40 @@ import time
 
 
 class Progress:
-    """A progress bar on a terminal; occasional plain lines otherwise (CI logs stay short)."""
+    """A progress bar on a terminal; occasional plain lines otherwise (CI logs stay short). Both
+    say how long the rest should take, from the pace so far (`eta`)."""
 
-    def __init__(self, label: str, total: int, stream=None, width: int = 30) -> None:
+    def __init__(self, label: str, total: int, stream=None, width: int = 30, clock=time.monotonic) -> None:
         self.label, self.total, self.width = label, max(1, total), width
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self.clock = clock
+        self._t0 = clock()
         self._last = 0.0
         self._last_pct = -1
 
+    def eta(self, done: int, now: float) -> str:
+        """`~Ns left` (or `~MmSSs`) at the pace so far; empty before the first step and at the end."""
+        if done <= 0 or done >= self.total:
+            return ""
+        left = (now - self._t0) / done * (self.total - done)
+        return f"~{left:.0f}s left" if left < 60 else f"~{int(left // 60)}m{int(left % 60):02d}s left"
+
     def update(self, done: int) -> None:
         pct = int(100 * done / self.total)
-        now = time.monotonic()
+        now = self.clock()
+        eta = self.eta(done, now)
         if self.tty:
             if now - self._last < 0.1 and done < self.total:
                 return
             filled = int(self.width * done / self.total)
             bar = "#" * filled + "-" * (self.width - filled)
-            self.stream.write(f"\r{self.label:>12} [{bar}] {done}/{self.total}")
+            self.stream.write(f"\r{self.label:>12} [{bar}] {done}/{self.total} {eta:<14}")
             if done >= self.total:
                 self.stream.write("\n")
             self.stream.flush()
         elif pct // 25 != self._last_pct // 25 or done >= self.total and pct != self._last_pct:
-            self.stream.write(f"{self.label}: {done}/{self.total} ({pct}%)\n")
+            self.stream.write(f"{self.label}: {done}/{self.total} ({pct}%){', ' + eta if eta else ''}\n")
             self.stream.flush()
             self._last_pct = pct
         self._last = now
