@@ -190,6 +190,10 @@ class RequestIdMiddleware:
                 status = 101
                 headers = [*message.get("headers", ()), (b"x-request-id", rid.encode("ascii"))]
                 message = {**message, "headers": headers}
+            elif message["type"] == "websocket.close" and status == 500:
+                status = 403  # closed before accept: the server answers the handshake 403
+            elif message["type"] == "websocket.http.response.start":
+                status = message["status"]
             await send(message)
 
         try:
