@@ -96,10 +96,22 @@ def _speed(text: str) -> float:
 
 
 
+def _version() -> str:
+    """From the installed package's metadata (pyproject.toml's version), not a second copy here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgestate")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgestate", description="Edge state without coordination: CRDT replicas at real edge locations."
     )
+    parser.add_argument("--version", action="version", version=f"edgestate {_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser(
         "serve",
@@ -166,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         "HTTP the tokens are readable by anyone on the path, and serve warns at start. With --processes the "
         "dashboard serves HTTPS; its replicas' own HTTP stays plain on loopback.",
     ), "--host:--port", ws=True)
+    from .web import logs
+
+    logs.add_arguments(serve)
     replica_cli.add_parser(sub)
     certs_cli.add_parser(sub)
     scenario_cli.add_parser(sub)
@@ -243,9 +258,9 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             # a fresh token secret per run: tokens from an earlier run name dots this run hands out again
             live = build_live(place_replicas(pops), strategy=args.strategy, seed=args.seed, speed=args.speed)
-        return _run_server(args, create_app(live, run_clock=True, settings=settings, scenarios=scenarios,
-                                                  public_url=public_url), pops,
-                           https)
+        app = create_app(live, run_clock=True, settings=settings, scenarios=scenarios, public_url=public_url,
+                         access_log=args.access_log)
+        return _run_server(args, app, pops, https)
 
 
 def _https(args: argparse.Namespace):
@@ -261,7 +276,10 @@ def _run_server(args: argparse.Namespace, app, pops, https=None) -> int:
     import uvicorn
 
     from .dashboard.ws.limits import uvicorn_options
+    from .web import logs
     from .web.security import RedactTokens
+
+    logs.configure(args.log_level, args.log_format)
 
     # The cluster and app are built and long-lived: keep them out of the collector's full
     # passes, which otherwise pause the event loop often enough to show in /ws lag tails.
@@ -270,10 +288,10 @@ def _run_server(args: argparse.Namespace, app, pops, https=None) -> int:
     # default trusts them from 127.0.0.1, so any local client could pick its rate-limit address);
     # uvicorn_options: the WebSocket limits (message size, no compression, bounded send buffers).
     trusted = args.forwarded_allow_ips
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, **logs.uvicorn_options(args.log_level),
                                            proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
                                            **uvicorn_options(), **(https.uvicorn_options() if https else {})))
-    for name in ("uvicorn.access", "uvicorn.error"):  # after uvicorn has set up its logging
+    for name in ("uvicorn.access", "uvicorn.error"):  # uvicorn may log a request line with its query
         logging.getLogger(name).addFilter(RedactTokens())
     logging.getLogger("uvicorn.error").info(
         "edgestate: %d replica(s): %s", len(pops), ", ".join(p.id for p in pops)
@@ -297,6 +315,23 @@ def _run_server(args: argparse.Namespace, app, pops, https=None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command, and one manner: a reader that goes away (`edgestate scenario list | head -1`)
+    ends it quietly with status 0, no traceback: the reader had what it wanted, and nothing
+    went wrong here. (Python ignores SIGPIPE, so a closed pipe is a BrokenPipeError at the next
+    write; stdout is then pointed at /dev/null, or the interpreter's own last flush at exit
+    would fail again and print "Exception ignored".)"""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: buffered output meets the closed pipe here
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -81,7 +81,7 @@ def test_propagation_figures_are_present_positive_and_physical(bench):
     assert p["real_p50_ms"] >= floor, (p, floor)
 
 
-def _table_row(stdout: str, columns: list[str]) -> dict[str, float]:
+def _table_row(stdout: str, columns: list[str]) -> dict[str, str]:
     """The data row under the header line that lists exactly these columns."""
     lines = stdout.splitlines()
     for i, line in enumerate(lines):
@@ -89,13 +89,14 @@ def _table_row(stdout: str, columns: list[str]) -> dict[str, float]:
             assert set(lines[i + 1].split()) <= {"-" * len(c) for c in columns}, lines[i + 1]
             values = lines[i + 2].split()
             assert len(values) == len(columns), lines[i + 2]
-            return dict(zip(columns, map(float, values)))
+            return dict(zip(columns, values))
     raise AssertionError(f"no table with columns {columns} in stdout:\n{stdout}")
 
 
-def _shown_as(table_value: float, json_value: float) -> bool:
-    """The table prints 3 decimals below 100, whole numbers from 100 up."""
-    return abs(table_value - json_value) <= (0.5 if abs(json_value) >= 100 else 0.0005) + 1e-9
+def _shown_as(cell: str, json_value: float) -> bool:
+    """The cell is the figure rounded to the decimals it shows (one precision per column: report.table)."""
+    decimals = len(cell.partition(".")[2])
+    return abs(float(cell) - json_value) <= 0.5 * 10 ** -decimals + 1e-9
 
 
 def test_stdout_has_the_tables_with_the_same_figures(bench):

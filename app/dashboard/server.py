@@ -18,6 +18,8 @@ from . import ws
 from ..web import api
 from ..web import docs
 from ..web import errors
+from ..web import health
+from ..web import logs
 from ..web import loop_lag
 from ..web import metrics
 from ..web import sessions
@@ -40,6 +42,7 @@ def create_app(
     wall_clock: Callable[[], float] | None = None,
     scenarios: Catalogue | None = None,
     public_url: str | None = None,
+    access_log: bool = True,
 ) -> FastAPI:
     """`live`: the simulated `LiveCluster`, or `ProcessLive` over real replica processes.
     `run_clock`: advance virtual time with the wall clock while serving (tests drive it themselves),
@@ -49,7 +52,8 @@ def create_app(
     `wall_clock`: seconds, for the audience rate limit (default: time.monotonic).
     `scenarios`: what `POST /api/scenarios/{name}` may run (default: the built-ins).
     `public_url`: what the `/join` QR code encodes (`join.qr.check_public_url`; default: the
-    address each request came to)."""
+    address each request came to). `access_log`: a line per request on the `edgestate.access`
+    logger (`web.logs`)."""
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
@@ -88,6 +92,7 @@ def create_app(
     live.bus.subscribe(app.state.metrics.observe)
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(health.router)
     ws.install(app, live)
     page.install(app)
     join.install(app, live, public_url)
@@ -107,4 +112,5 @@ def create_app(
         buckets = TokenBuckets(settings.write_rate, settings.write_burst, clock=wall_clock)
         app.add_middleware(RateLimitMiddleware, buckets=buckets, on_limited=app.state.metrics.rate_limited.inc)
     app.add_middleware(AccessMiddleware, settings=settings, sessions=app.state.sessions)
+    logs.install(app, access_log=access_log, on_request=app.state.metrics.http.observe)  # outermost
     return app

@@ -393,6 +393,29 @@ class ProcessLive:
         if status != 200:
             log.warning("%s answered %s to %s %s", rid, status, method, path)
 
+    async def aunready(self) -> str | None:
+        """`/readyz`: None when every replica process the operator has not crashed answers its
+        own /readyz 200; else which are not, and why."""
+        if self.procs is None:
+            return "starting"
+        up = [rid for rid in self.ids if rid not in self._down]
+
+        async def one(rid: str) -> str | None:
+            try:
+                status, raw = await self._pool.request("127.0.0.1", self._procs.replicas[rid].http_port, "GET",
+                                                       "/readyz")
+            except (HttpError, OSError, asyncio.TimeoutError):
+                return f"{rid} does not answer"
+            if status == 200:
+                return None
+            try:
+                return f"{rid} {orjson.loads(raw)['error']['reason']}"
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return f"{rid} answered {status}"
+
+        problems = [p for p in await asyncio.gather(*(one(rid) for rid in up)) if p is not None]
+        return ", ".join(problems) if problems else None
+
     async def _tell_all_up(self, method: str, path: str, body: dict | None = None) -> None:
         if self.procs is None:  # not started: the record is all there is
             return

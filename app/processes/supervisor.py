@@ -151,7 +151,10 @@ class ProcessCluster:
             tls = [*(f"--ca={ca}" for ca in self.cas), f"--cert={cert}", f"--key={key}"]
         return edgestate_cmd(
             "replica", "--id", rid, "--listen", f"{self.host}:{r.peer_port}", "--http", f"{self.host}:{r.http_port}",
-            "--data-dir", str(r.data_dir), *peers, *tls, *self._args,
+            "--data-dir", str(r.data_dir), *peers, *tls,
+            # the dashboard polls each replica several times a second: a line per request would grow
+            # <id>.log without bound; the start-up lines and warnings are what its log is for
+            "--no-access-log", *self._args,
         )
 
     # -- starting and stopping ------------------------------------------------------------------

@@ -105,7 +105,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "With peers, damage is always repaired from them")
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop cleanly when this process is gone (serve --processes sets it: no orphans)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    from ..web import logs
+
+    logs.add_arguments(p)
     return p
 
 
@@ -164,7 +166,9 @@ def _tls(args, problems: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from ..web import logs
+
+    logs.configure(args.log_level, args.log_format)
     problems = _problems(args)
     try:
         secret = read_secret(args.secret_file)
@@ -285,6 +289,17 @@ def _latency(me: str, peers):
     return delay_ms, SeedTree([me, *peers], between)
 
 
+def _log_start(args, port: int) -> None:
+    """One info line an operator reads first: what this replica listens on and who its peers are."""
+    host = args.listen[0]
+    http = "none" if not args.http else f"{'https' if args.tls_cert else 'http'}://{args.http[0]}:{args.http[1]}"
+    peers = ", ".join(f"{rid}={h}:{p}" for rid, (h, p) in sorted(args.peers.items())) or "none"
+    logging.getLogger("edgestate.replica").info(
+        "replica %s listening: peers on %s:%d (%s), HTTP API %s; peers: %s; strategy %s; data in %s",
+        args.id, host, port, "mutual TLS" if args.tls else "secret-tagged frames, no TLS", http, peers,
+        args.strategy, args.data_dir)
+
+
 async def _main(args, secret: bytes, settings, https=None) -> int:
     import signal
 
@@ -305,7 +320,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
         seed_tree=seed_tree,
     )
     try:
-        await runner.start(*args.listen)
+        bound = await runner.start(*args.listen)
     except CorruptStorage as e:
         print(f"edgestate replica: error: {e.message}. Nothing was changed. To start with only the records that "
               "verified (losing the others), add --accept-data-loss; or give it --peer addresses to repair from",
@@ -321,6 +336,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
         return 1
     if stream is not None:
         stream.start(runner)
+    _log_start(args, bound)
     # The restored state and the app are long-lived: keep them out of the collector's full
     # passes, which otherwise stall the event loop (and every write waiting on it) for tens of ms.
     gc.freeze()
@@ -337,11 +353,13 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
 
             _Server = _server_class()
 
-            app = create_replica_app(runner, settings=settings)
+            app = create_replica_app(runner, settings=settings, access_log=args.access_log)
             # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For
             # on any request from loopback; nothing here sits behind a proxy
-            config = uvicorn.Config(app, host=args.http[0], port=args.http[1], log_level=args.log_level,
-                                    access_log=False, lifespan="off", proxy_headers=False,
+            from ..web.logs import uvicorn_options as log_options
+
+            config = uvicorn.Config(app, host=args.http[0], port=args.http[1], **log_options(args.log_level),
+                                    lifespan="off", proxy_headers=False,
                                     **head_options(), **(https.uvicorn_options() if https else {}))
             server = _Server(config)
             if https is not None:

@@ -3,7 +3,7 @@
 The same routes, errors and access rules as the dashboard's server, for one replica: reads and
 writes at `/api/replicas/{its id}/...` (a write is answered once it is durable; 503
 `storage_unavailable` means it was not applied at all; `Idempotency-Key` makes it safe to retry), `/healthz`,
-`/metrics`, `GET /api/replicas` (its id, status, version vector, digest), `GET /api/status`
+`/readyz` (`web.health`), `/metrics` (with process, HTTP and flush-latency metrics), `GET /api/replicas` (its id, status, version vector, digest), `GET /api/status`
 (all an operator may want: actor, boots, peers, queues, bad frames), and
 `POST`/`DELETE /api/faults/partition` to cut it off from peers (tests and `serve --processes`).
 """
@@ -33,6 +33,9 @@ from replication.io.runner import ReplicaRunner
 from ..web import api
 from ..web import docs
 from ..web import errors
+from ..web import health
+from ..web import logs
+from ..web.metrics import HttpMetrics, add_process_metrics, flush_histogram
 from ..dashboard.admin import PartitionIn, PartitionOut, check_groups
 from ..web.detail import replica_detail
 from ..web.errors import ApiError
@@ -74,6 +77,10 @@ class ReplicaService:
     async def alist(self, replica_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Any:
         self._known(replica_id)
         return await self.runner.list_keys(ns, prefix, cursor, limit)
+
+    async def aunready(self) -> str | None:
+        """`/readyz`: why this replica may not take writes now (`ReplicaRunner.unready`)."""
+        return self.runner.unready()
 
 
 def _family(kind, name: str, doc: str, label: str, samples) -> CounterMetricFamily | GaugeMetricFamily:
@@ -203,7 +210,8 @@ async def heal(request: Request) -> PartitionOut:
     return PartitionOut(partitioned=False, groups=[])
 
 
-def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = None) -> FastAPI:
+def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = None,
+                       access_log: bool = True) -> FastAPI:
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
@@ -214,8 +222,12 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     app.state.settings = settings
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RunnerCollector(runner))
+    add_process_metrics(registry)
+    http = HttpMetrics(registry)
+    runner.on_flush = flush_histogram(registry).observe
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(health.router)
     app.include_router(router)
 
     @app.get("/metrics", include_in_schema=False)
@@ -225,4 +237,5 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     app.add_middleware(RequestHygieneMiddleware)  # innermost: sees the body once the limit has bounded it
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, settings=settings)
+    logs.install(app, access_log=access_log, on_request=http.observe)  # outermost: every answer has an id
     return app

@@ -14,6 +14,14 @@ virtual time (a partition, a crashed replica that never recovers) are forgotten,
 The per-message counts (messages, bytes, drops) are plain dict increments on the hot path,
 turned into Prometheus counters only when scraped (`_TrafficCollector`).
 
+Every app, the replica's too, also exports process metrics (prometheus_client's
+`ProcessCollector`: `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+`process_open_fds`, ...; Linux only, empty elsewhere) and the HTTP requests it answered
+(`HttpMetrics`, fed by `logs.RequestIdMiddleware`): `edgestate_http_requests_total` by method,
+route template and status, and `edgestate_http_request_duration_seconds` by method and route.
+Labels are bounded: the route is the template (`/api/replicas/{replica_id}/kv/{key}`, or
+`unmatched`), never the raw path, and a method HTTP does not know is `other`.
+
 The WebSocket endpoint (another module) reports its clients through `ws_connected(+1/-1)`
 and `ws_dropped()`; the event-loop probe (`loop_lag.probe`, run by the app while it serves)
 through `loop_lag(seconds)`.
@@ -26,7 +34,15 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -39,6 +55,11 @@ if TYPE_CHECKING:
 # virtual seconds: one ocean is ~0.04 s, the far side of the world ~0.15 s, repair after a heal ~1-2 s
 # wall seconds the event loop was held past a probe's wake-up: fine around the 20 ms / 100 ms targets
 LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+# wall seconds to answer one HTTP request: a read ~0.5 ms, a durable write ~1-5 ms, a relayed one more
+HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# wall seconds of one group commit (SQLite COMMIT with synchronous=FULL: the fsync dominates)
+FLUSH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS"})
 PROPAGATION_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -72,6 +93,38 @@ class _TrafficCollector(Collector):
         for kind, n in sorted(wire.items()):
             f.add_metric([kind], n)
         yield f
+
+
+class HttpMetrics:
+    """HTTP requests answered, by method, route template and status; and how long they took."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("edgestate_http_requests", "HTTP requests answered, by method, route template "
+                                "and status", ["method", "route", "status"], registry=registry)
+        self.duration = Histogram("edgestate_http_request_duration_seconds", "Wall time to answer an HTTP request "
+                                  "(to its last byte), by method and route template", ["method", "route"],
+                                  buckets=HTTP_BUCKETS, registry=registry)
+        self._children: dict[tuple, tuple] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        c = self._children.get(key)
+        if c is None:
+            m = method if method in HTTP_METHODS else "other"
+            c = self._children[key] = (self.requests.labels(m, route, str(status)), self.duration.labels(m, route))
+        c[0].inc()
+        c[1].observe(seconds)
+
+
+def add_process_metrics(registry: CollectorRegistry) -> None:
+    """This process's CPU seconds, resident memory, open files (from /proc; nothing elsewhere)."""
+    ProcessCollector(registry=registry)
+
+
+def flush_histogram(registry: CollectorRegistry) -> Histogram:
+    """A replica's group commits: `edgestate_storage_flush_seconds` (fed by `ReplicaRunner.on_flush`)."""
+    return Histogram("edgestate_storage_flush_seconds", "Wall time of one group commit (a SQLite COMMIT with "
+                     "its fsync) that made writes durable", buckets=FLUSH_BUCKETS, registry=registry)
 
 
 class Metrics:
@@ -113,6 +166,9 @@ class Metrics:
         self.converged = Gauge("edgestate_converged", "1 when every replica that is up has the same state", registry=r)
         self.in_flight = Gauge("edgestate_messages_in_flight", "Messages on the simulated wire now", registry=r)
         self.virtual_time = Gauge("edgestate_virtual_time_seconds", "The simulation's virtual clock", registry=r)
+
+        self.http = HttpMetrics(r)
+        add_process_metrics(r)
 
         self.horizon_ms = horizon_ms
         self.max_pending = max_pending

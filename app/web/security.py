@@ -174,7 +174,7 @@ bearer_scheme = HTTPBearer(
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ADMIN_PATH = re.compile(r"^/api/(?:faults|sim|scenarios)(?:/.*)?$|^/api/reset/?$|^/api/replicas/[^/]+/(?:crash|recover)/?$")
-ALWAYS_OPEN = frozenset({"/healthz"})
+ALWAYS_OPEN = frozenset({"/healthz", "/readyz"})  # probes carry no token
 
 
 def need_of(scope: Scope) -> Need:

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from ..cliargs import positive_int, probability
 from ..geo import select_pops
@@ -57,6 +58,9 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=d.seed, help="simulation seed (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--plot", metavar="FILE.html",
+                   help="also draw each strategy's convergence CDF against the physical limit into FILE.html "
+                        "(self-contained: plotly.js inlined, opens offline)")
     coordination.add_parser(which)
     return which
 
@@ -75,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup < 0 or not (args.rate > 0 and math.isfinite(args.rate)):
         print("edgestate bench propagation: error: --warmup must be >= 0 and --rate > 0", file=sys.stderr)
         return 2
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():  # before a run that may take minutes
+        print(f"edgestate bench propagation: error: --plot {args.plot}: no such directory", file=sys.stderr)
+        return 2
     strategies = args.strategy if isinstance(args.strategy, list) else _strategies(args.strategy)
     params = propagation.Params(
         pops=args.pops, replicas=args.replicas, writes=args.writes, warmup=args.warmup, rate=args.rate,
@@ -89,6 +96,14 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, default=_json_default)
             f.write("\n")
+    if args.plot:
+        from .plot import write_html
+
+        try:
+            write_html(result, args.plot)
+        except OSError as e:
+            print(f"edgestate bench propagation: error: --plot {args.plot}: {e.strerror}", file=sys.stderr)
+            return 1
     return 0
 
 

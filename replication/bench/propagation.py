@@ -23,6 +23,8 @@ Per strategy, over `writes` measured writes (after `warmup` writes that let tree
   flood is several. Up to FIRST_WRITE_ROOTS roots, a seeded sample beyond.
 - switched_back_max / switched_back_p50: the same after trees have formed, the strategy was
   switched to another one and back (the dashboard's picker does this live).
+- convergence_ms / physical_ms (in --json, drawn by --plot): per measured write, the ms until
+  every replica had it (null: never) and its physical limit.
 """
 
 from __future__ import annotations
@@ -163,6 +165,8 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
     sim.run_until_condition(lambda: tracker.completed == len(followed), max_ms=30_000)
 
     ratios, warm_ratios, before_ae, everywhere = [], [], 0, 0
+    took: list[float | None] = []  # per measured write, ms until every replica had it (None: never)
+    limits: list[float] = []  # and its physical limit
     for w in followed:
         origin = w.origin
         phys = max(cluster.one_way_ms(origin, x) for x in ids if x != origin)
@@ -172,6 +176,8 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
             warm_ratios.append(ratio)
             continue
         ratios.append(ratio)
+        took.append(max(w.arrivals.values()) - w.t if complete else None)
+        limits.append(phys)
         everywhere += complete
         before_ae += complete and not w.repaired()
     k = max(1, len(ratios))
@@ -188,6 +194,8 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
         "warmup_ratio_p50": _percentile(warm_ratios, 0.50),
         "warmup_ratio_p99": _percentile(warm_ratios, 0.99),
         "sim_messages": sim.delivered_count - delivered0,
+        "convergence_ms": took,  # for --plot (bench.plot)
+        "physical_ms": limits,
     }
     first = first_writes(p, strategy)
     back = first_writes(p, strategy, switch_from=next(s for s in STRATEGIES if s != strategy))

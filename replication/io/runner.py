@@ -236,6 +236,10 @@ class ReplicaRunner:
         self.damage: list[Damage] = []  # what the storage found at start
         self.repair: Repair | None = None
         self.recovered: dict | None = None  # how the last repair ended
+        # told each successful group commit's duration (seconds, in the flush's own thread, so no
+        # loop hand-off is counted); set by whoever exports it (the replica's /metrics): this
+        # layer knows no metrics library
+        self.on_flush: Callable[[float], None] | None = None
 
     # -- time: timers run on the monotonic clock; the HLC sees wall time via the node's epoch --
 
@@ -342,6 +346,19 @@ class ReplicaRunner:
         """A repaired replica catching up: what it holds is true, but not all it should hold."""
         g = self._gate
         return g is not None and g.reason == "repairing" and not self._joined.is_set()
+
+    def unready(self) -> str | None:
+        """Why this replica may not take writes now (None: it may): `starting` before `start`
+        has run, `joining` while an empty replica waits to hear from its peers which actors of
+        its id they hold (writes wait, at most JOIN_TIMEOUT_S), `repairing` while a repaired
+        one catches up (reads and writes answer Recovering), `stopped` after `stop`."""
+        if self._stopped:
+            return "stopped"
+        if self.node is None:
+            return "starting"
+        if not self._joined.is_set():
+            return self._gate.reason if self._gate is not None else "starting"
+        return None
 
     def check_serving(self) -> None:
         """Raise Recovering while `recovering`."""
@@ -669,15 +686,26 @@ class ReplicaRunner:
             self._kick.clear()
             if storage.pending:
                 try:
-                    await asyncio.to_thread(storage.flush)
+                    took = await asyncio.to_thread(self._timed_flush)
                 except Exception as e:  # noqa: BLE001 - the disk's failure, not ours
                     self.stats.flush_errors += 1
                     log.error("%s: flush failed: %s", self.id, e)
                     if not await self._settle():
                         await self._roll_back(e)
                         continue
+                else:
+                    if self.on_flush is not None:  # outside the try: an observer's bug is no disk failure
+                        try:
+                            self.on_flush(took)
+                        except Exception:  # noqa: BLE001 - and it must not stop the committer
+                            log.exception("%s: the flush observer failed", self.id)
             self._release()
             self._maybe_checkpoint()
+
+    def _timed_flush(self) -> float:
+        t0 = time.perf_counter()
+        self.storage.flush()
+        return time.perf_counter() - t0
 
     async def _settle(self) -> bool:
         """Did the failed flush land after all? Asked until the disk can answer; meanwhile

@@ -25,7 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     which = p.add_subparsers(dest="scenario_command", metavar="list|run", required=True)
     which.add_parser("list", help="the built-in scenarios")
     run = which.add_parser("run", help="run a built-in scenario by name, or a scenario file")
-    run.add_argument("scenario", metavar="NAME|FILE")
+    run.add_argument("scenario", metavar="NAME|FILE",
+                     help="a built-in scenario's name (see `edgestate scenario list`) or a scenario YAML file")
     run.add_argument("--pops", default=None, metavar="all|default|ID,...",
                      help="POPs of the cluster (default: the scenario's own, else the default set)")
     run.add_argument("--seed", type=int, default=0, help="simulation seed (default: %(default)s)")
