@@ -71,6 +71,7 @@ class AntiEntropy:
         self.fanout = fanout
         self.next_at = rng.uniform(0, interval_ms)
         self.stale_replies = 0
+        self.repaired: list = []  # keys a content repair changed, until the node takes them for its feed
         # an exchange that changed neither root (a dispute; or lost on the way) backs off
         self._tried: dict[str, _Tried] = {}
 
@@ -124,7 +125,7 @@ class AntiEntropy:
         me, peer = self.me, env.src
         if isinstance(msg, AeRepair):
             if msg.delta.entries:
-                store.repair(msg.delta, msg.applied, peer)
+                self.repaired += store.repair(msg.delta, msg.applied, peer)  # the node's change feed drains it
             if msg.want:
                 delta = store.repair_delta(msg.want[:MAX_LISTED])
                 if delta.entries:

@@ -34,8 +34,11 @@ keeps its code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    import asyncio
 
 from .geo import LatencyModel, Placement
 from .idempotency import Answer, Once
@@ -139,6 +142,21 @@ class EventStream(Protocol):
     def publish(self, event: dict) -> None: ...
 
 
+class ChangeStream(Protocol):
+    """One watch of a replica's changes (`GET /api/replicas/{id}/watch`): Server-Sent Events as
+    chunks of bytes (`app/web/watch.py` has the events), in order. `dropped` is set once the
+    reader is too far behind to go on without a gap (even while a send to it is blocked); then
+    `farewell()` is the last chunk to try to send. `close()` when the response ends."""
+
+    dropped: asyncio.Event
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def farewell(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class LastWriteSource(Protocol):
     """Each POP's latest write and how far it has spread (`coordination.LastWrites`)."""
 
@@ -184,6 +202,13 @@ class ClusterData(Protocol):
     async def alist(self, replica_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Page:
         """A page of the keys of type `ns` this replica holds, in code-point order, after `cursor`
         (see `replication.listing`; InvalidCursor, InvalidLimit, InvalidKey for a bad prefix)."""
+        ...
+
+    async def awatch(self, replica_id: str, prefix: str, types: frozenset[str] | None,
+                     cursor: str | None) -> ChangeStream:
+        """Follow this replica's changes (`replication.changefeed`: every key it applies a change to,
+        local or remote) from `cursor` (None: from now), keys starting with `prefix`, of `types`
+        (None: all). Raises before streaming: UnknownReplica, ReplicaDown, InvalidCursor."""
         ...
 
     async def awrite(self, replica_id: str, ns: str, key: str, op: dict) -> Any:
@@ -391,6 +416,7 @@ class DashboardCluster(ClusterData, ClusterObserver, CoordinationInputs, Cluster
 
 
 __all__ = [
+    "ChangeStream",
     "ClockInfo",
     "ClusterData",
     "ClusterFaults",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .antientropy import SCRUB_WORK, AntiEntropy
+from .changefeed import ChangeFeed, origin_of
 from .clocks import Dot
 from .delta import Delta
 from .dissemination import DisseminationConfig, make_strategy
@@ -170,6 +171,9 @@ class Node:
         self.stale_replies = 0
         self._announce_view = True
         self._gc_at = 0.0
+        # every key applied here, for watchers (`changefeed`); the driver attaches it with a run id
+        # of its choosing, since a node has no source of randomness that differs between runs
+        self.feed: ChangeFeed | None = None
 
     # -- what strategies see of their host -------------------------------------------------
 
@@ -225,6 +229,9 @@ class Node:
             return out
         if isinstance(msg, _CONTENT_AE):
             out = self.ae.handle_content(env, self.replica)
+            repaired, self.ae.repaired = self.ae.repaired, []
+            if repaired and self.feed is not None:
+                self.feed.record(repaired, None, "repair", self.replica.store.applied.vv.to_dict())
             self._integrity()
             return out
         if isinstance(msg, Neighbour):
@@ -314,6 +321,8 @@ class Node:
         for d in dots:
             arrived[d] = now
         self._arrivals.append(_Arrival(now, dots))
+        if self.feed is not None:
+            self.feed.record(keys, origin_of(dots), via, self.replica.store.applied.vv.to_dict())
         if self.cfg.record_events:
             # how many siblings each register touched holds here now: a fork shows as 2 after a
             # concurrent write arrives, a merge as 1 after a write with the read's context

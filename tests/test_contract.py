@@ -250,6 +250,107 @@ def check_data(h: OnLoop) -> str:
     return r
 
 
+def parse_sse(raw: bytes) -> list[dict]:
+    """Server-Sent Events as dicts: `event` (default "message"), `id`, `data` (parsed); comments skipped."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        ev: dict = {"event": "message"}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            if name in ("event", "id"):
+                ev[name] = value
+            elif name == "data":
+                ev["data"] = orjson.loads(value)
+        if "data" in ev:
+            out.append(ev)
+    return out
+
+
+def watch_events(h: OnLoop, replica: str, n: int, *, prefix: str = "", types=None, cursor=None) -> list[dict]:
+    """Open a watch, take its first `n` events (within the deadline), close it."""
+    async def take():
+        stream = await h.impl.awatch(replica, prefix, types, cursor)
+        got: list[dict] = []
+        buf = b""
+        chunks = aiter(stream)
+
+        async def clock():  # the app's pump does this: the simulator's time moves on
+            while hasattr(h.impl, "catch_up"):
+                h.impl.catch_up()
+                await asyncio.sleep(0.02)
+
+        ticking = asyncio.create_task(clock())
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                while len(got) < n:
+                    buf += await anext(chunks)
+                    whole, _, buf = buf.rpartition(b"\n\n")
+                    if whole:
+                        got += parse_sse(whole + b"\n\n")
+        finally:
+            ticking.cancel()
+            await chunks.aclose()
+            stream.close()
+        return got
+
+    return h.wait(take())
+
+
+def check_watch(h: OnLoop, r: str) -> None:
+    """A watch: every change at `r` from its cursor on, filtered, resumable; typed errors before it starts."""
+    c = h.impl
+    assert h.code(c.awatch, "nowhere", "", None, None) == "unknown_replica"
+    assert h.code(c.awatch, r, "", None, "not a cursor") == "invalid_cursor"
+
+    async def opened():  # from now: a reset-free hello, then nothing until a write
+        stream = await c.awatch(r, "w/", frozenset({"kv", "counters"}), None)
+        first = await anext(aiter(stream))
+        stream.close()
+        return first
+
+    assert h.wait(opened()).startswith(b":")
+    # resume: the first change's id gives every later one exactly once
+    start = h.wait(_cursor_now(h, r))
+    h.wait(c.awrite(r, "kv", "w/a", {"value": "A", "context": None}))
+    h.wait(c.awrite(r, "sets", "w/skip", {"add": ["x"]}))  # filtered out by type
+    h.wait(c.awrite(r, "counters", "w/b", {"add": 2}))
+    h.wait(c.awrite(r, "kv", "other", {"value": 1, "context": None}))  # filtered out by prefix
+    h.wait(c.awrite(r, "counters", "w/b", {"add": 3}))
+    got = watch_events(h, r, 3, prefix="w/", types=frozenset({"kv", "counters"}), cursor=start)
+    assert [(e["data"]["type"], e["data"]["key"]) for e in got] == [("kv", "w/a"), ("counters", "w/b"), ("counters", "w/b")]
+    assert got[0]["data"]["view"]["values"] == ["A"] and got[0]["data"]["origin"].split("~")[0] == r.split("~")[0]
+    assert got[2]["data"]["view"]["value"] == 5 and got[0]["data"]["version_vector"]
+    again = watch_events(h, r, 2, prefix="w/", types=frozenset({"kv", "counters"}), cursor=got[0]["id"])
+    assert [e["id"] for e in again] == [e["id"] for e in got[1:]]
+    # a cursor of another run: reset, with a cursor that resumes from now
+    reset = watch_events(h, r, 1, cursor="0ther.1")
+    assert reset[0]["event"] == "reset" and reset[0]["id"] == reset[0]["data"]["cursor"]
+
+
+async def _cursor_now(h: OnLoop, r: str) -> str:
+    """A cursor at the present: a reset from a foreign cursor carries one."""
+    stream = await h.impl.awatch(r, "", None, "0ther.1")
+    chunks = aiter(stream)
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            ev = parse_sse(await anext(chunks))
+    finally:
+        await chunks.aclose()
+        stream.close()
+    assert ev[0]["event"] == "reset"
+    return ev[0]["id"]
+
+
+def check_watch_remote(h: OnLoop, r: str) -> None:
+    """A write at another replica arrives on this one's watch (dissemination or anti-entropy)."""
+    other = next(i for i in h.call(lambda: h.impl.ids) if i != r)
+    start = h.wait(_cursor_now(h, r))
+    h.wait(h.impl.awrite(other, "counters", "w/remote", {"add": 7}))
+    got = watch_events(h, r, 1, prefix="w/remote", cursor=start)
+    assert got[0]["data"]["key"] == "w/remote" and got[0]["data"]["via"] != "local"
+    assert got[0]["data"]["view"]["value"] == 7 and got[0]["data"]["origin"].split("~")[0] == other
+
+
 def eventually(h: OnLoop, what: str, cond):
     """Wait for `cond()`, run on the loop (after bringing the cluster to now)."""
     def ask():
@@ -471,6 +572,9 @@ def test_every_implementation_keeps_the_contract_of_every_role_it_plays(cluster)
     h = cluster
     check_members(h)
     written_at = check_data(h)
+    check_watch(h, written_at)
+    if len(h.call(lambda: h.impl.ids)) > 1:
+        check_watch_remote(h, written_at)
     if "observe" in h.roles:
         check_observe(h, written_at)
     if "coordination" in h.roles:

@@ -23,6 +23,7 @@ from ..web import logs
 from ..web import loop_lag
 from ..web import metrics
 from ..web import sessions
+from ..web import watch
 from ..web.gc_steward import GcSteward
 from ..web.hygiene import RequestHygieneMiddleware
 from ..web.limits import BodyLimitMiddleware, RateLimitMiddleware, TokenBuckets
@@ -92,6 +93,7 @@ def create_app(
     live.bus.subscribe(app.state.metrics.observe)
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(watch.router)
     app.include_router(health.router)
     ws.install(app, live)
     page.install(app)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 from collections.abc import Hashable, Iterable
 from typing import Any, Callable
@@ -49,11 +50,13 @@ from replication.baseline.costs import LastWrites
 from replication.geo import LatencyModel, Placement
 from replication.idempotency import Answer, Ledger, Once
 from replication.batch import BatchOp
+from replication.changefeed import ChangeFeed
 from replication.errors import EdgeStateError
 from replication.listing import Page
 
 from ..web.detail import replica_detail
 from ..web.events import EventBus
+from ..web.watch import LocalWatch
 from .pacing import RestPacer
 
 MAX_SPEED = 100.0
@@ -103,6 +106,9 @@ class LiveCluster:
         self.last_writes = LastWrites()
         self._unobserve = self.bus.subscribe(self.last_writes.observe)
         self._ledgers: dict[str, tuple[object, Ledger]] = {}  # replica -> (the node they belong to, records)
+        # watched replicas' change feeds and the node each is attached to: a feed is made at the first
+        # watch (no cursor can predate it) and renewed (every cursor resets) when its node is rebuilt
+        self._feeds: dict[str, tuple[object, ChangeFeed]] = {}
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -143,6 +149,29 @@ class LiveCluster:
                         self._rest_until = now + self.pacer.rest_s
                         break
         self._note_progress()
+        if self._feeds:
+            self._refeed()
+
+    def _feed(self, replica_id: str) -> ChangeFeed:
+        """This replica's change feed, attached to its current node."""
+        node = self.sim.nodes[replica_id]
+        held = self._feeds.get(replica_id)
+        if held is None:
+            feed = ChangeFeed(secrets.token_hex(8))
+            node.feed = feed
+            self._feeds[replica_id] = (node, feed)
+            return feed
+        if held[0] is not node:  # rebuilt without its state (a crash that lost it, a reset)
+            held[1].renew(secrets.token_hex(8))
+            node.feed = held[1]
+            self._feeds[replica_id] = (node, held[1])
+        return held[1]
+
+    def _refeed(self) -> None:
+        nodes = self.sim.nodes
+        for rid, (node, _feed) in list(self._feeds.items()):
+            if nodes.get(rid) is not node and rid in nodes:
+                self._feed(rid)
 
     def _measure_afresh(self) -> None:
         """Start the effective speed's window now: after a speed change or a pause, the time
@@ -274,6 +303,13 @@ class LiveCluster:
 
     async def aread(self, replica_id: str, ns: str, key: str):
         return self.read(replica_id, ns, key)
+
+    async def awatch(self, replica_id: str, prefix: str, types: frozenset[str] | None,
+                     cursor: str | None) -> LocalWatch:
+        self.catch_up()
+        self.cluster.check_up(replica_id)
+        return LocalWatch(self._feed(replica_id), replica_id, cursor, prefix=prefix, types=types,
+                          read=lambda ns, key: self.aread(replica_id, ns, key))
 
     async def abatch(self, replica_id: str, ops: list[BatchOp], render: Callable[[list[Any]], bytes],
                      once: Once | None) -> Answer:
@@ -407,6 +443,8 @@ class LiveCluster:
         cluster.set_strategy(strategy)
         cluster.sim.set_loss(loss)
         self.cluster, self.sim = cluster, cluster.sim
+        if self._feeds:
+            self._refeed()  # every node is new: watchers reset
         self._speed, self._paused = speed, False
         self.slipped_ms, self._rest_until = 0.0, -math.inf
         self.pacer.reset()

@@ -64,6 +64,7 @@ from ..web.errors import ApiError
 from ..web.events import EventBus
 from .http_client import HttpError, Pool
 from .supervisor import ProcessCluster
+from .watch_relay import RelayedWatch
 from ..replica.events import TOKEN_ENV, EventCollector
 
 log = logging.getLogger("edgestate.processes")
@@ -348,6 +349,18 @@ class ProcessLive:
     async def _relay_write(self, rid: str, ns: str, key: str, op: dict, once: Once | None):
         method, body = write_request(ns, op)
         return await self._call(rid, method, ns, key, body, once)
+
+    async def awatch(self, rid: str, prefix: str, types: frozenset[str] | None, cursor: str | None) -> RelayedWatch:
+        """The replica's own stream, relayed (`watch_relay`): its cursors, its bounds."""
+        self._known(rid)
+        if rid in self._down:
+            raise ReplicaDown(rid, self.now_ms())
+        try:
+            return await RelayedWatch.open("127.0.0.1", self._procs.replicas[rid].http_port, rid, prefix, types,
+                                           cursor, lambda status, raw: _raise_relayed(rid, status, raw),
+                                           CONTROL_TIMEOUT_S)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            raise ReplicaDown(rid, self.now_ms()) from None
 
     async def aread(self, rid: str, ns: str, key: str) -> Any:
         data = await self._call(rid, "GET", ns, key, None)

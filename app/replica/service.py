@@ -35,6 +35,8 @@ from ..web import docs
 from ..web import errors
 from ..web import health
 from ..web import logs
+from ..web import watch
+from ..web.watch import LocalWatch
 from ..web.metrics import HttpMetrics, add_process_metrics, flush_histogram
 from ..dashboard.admin import PartitionIn, PartitionOut, check_groups
 from ..web.detail import replica_detail
@@ -73,6 +75,15 @@ class ReplicaService:
                      once: Once | None) -> Answer:
         self._known(replica_id)
         return await self.runner.write_batch(ops, render, once)
+
+    async def awatch(self, replica_id: str, prefix: str, types: frozenset[str] | None,
+                     cursor: str | None) -> LocalWatch:
+        """Views are read as `aread` reads them: once every local write before is durable."""
+        self._known(replica_id)
+        self.runner.check_serving()
+        assert self.runner.node is not None and self.runner.node.feed is not None  # serving: started
+        return LocalWatch(self.runner.node.feed, replica_id, cursor, prefix=prefix, types=types,
+                          read=self.runner.read)
 
     async def alist(self, replica_id: str, ns: str, prefix: str, cursor: str | None, limit: int) -> Any:
         self._known(replica_id)
@@ -227,6 +238,7 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     runner.on_flush = flush_histogram(registry).observe
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(watch.router)
     app.include_router(health.router)
     app.include_router(router)
 

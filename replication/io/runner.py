@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import logging
 import os
 import ssl
@@ -65,6 +66,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..batch import BatchOp
+from ..changefeed import ChangeFeed
 from ..clocks import CausalContext
 from ..delta import Delta
 from ..errors import CorruptStorage, EdgeStateError, IdempotencyKeyReused, Recovering, StorageUnavailable
@@ -291,6 +293,7 @@ class ReplicaRunner:
             incarnation=self.boots, secret=self._secret, epoch_ms=time.time() * 1000.0 - self.now(), replica=replica,
             seed_tree=self._seed_tree,
         )
+        node.feed = ChangeFeed(secrets.token_hex(8))  # a new run per start: an older cursor resets
         loop = asyncio.get_running_loop()
         if peers and (damage or (fresh and self._fresh_actor is None)):
             self._gate = _Gate("repairing" if damage else "joining", time.monotonic(), {})
@@ -748,6 +751,8 @@ class ReplicaRunner:
         self._held.clear()
         self._inbox.clear()  # remote deltas not durable: anti-entropy brings them again
         self.node.take_replica(fresh)  # no cached payload of a dropped write survives
+        if self.node.feed is not None:  # watchers may have been told of writes now undone: they re-list
+            self.node.feed.renew(secrets.token_hex(8))
         self._last_local_seq = self._durable_seq = self.storage.durable_seq
         self.stats.rollbacks += 1
         self._timer_wake.set()
