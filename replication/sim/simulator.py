@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol
 
+from ..changefeed import ChangeFeed
 from ..derived import partition_groups
 from ..errors import ReplicaDown
 from ..geo import LatencyModel, Placement
@@ -76,6 +77,7 @@ class SimNode(Protocol):
 
     id: str
     replica: _ReplicaView
+    feed: ChangeFeed | None  # where its changes are told, when a driver attached one (the watch stream)
 
     def write(self, ns: str, key: str, op: dict, *, now: float) -> _Written: ...
 
