@@ -138,16 +138,17 @@ def load_file(path: Path) -> dict:
 def targets(attach: list[str], file: Path | None = None, *, token: str | None = None,
             admin_token: str | None = None, ca: Path | None = None) -> list[Target]:
     """Every attached replica, checked; ValueError (one message, naming what to fix) otherwise.
-    The flags' token, admin token and CA apply to every replica the file does not say otherwise for."""
-    entries: list[tuple[str, dict]] = []  # (where it came from, its settings)
+    A replica's own token, admin token and CA come first, then the file's, then the flags'."""
+    entries: list[tuple[str, dict, dict]] = []  # (where it came from, its settings, the defaults it takes)
+    flags = {"token": _check_token("--attach-token", token), "admin_token":
+             _check_token("--attach-admin-token", admin_token), "ca": _check_ca("--attach-ca", ca)}
     for text in attach:
         rid, url = parse_attach(text)
-        entries.append((f"--attach {text}", {"id": rid, "url": url}))
-    defaults = {"token": _check_token("--attach-token", token), "admin_token":
-                _check_token("--attach-admin-token", admin_token), "ca": _check_ca("--attach-ca", ca)}
+        entries.append((f"--attach {text}", {"id": rid, "url": url}, flags))
     if file is not None:
         data = load_file(file)
         base = file.parent
+        defaults = dict(flags)  # the file's own defaults first, for its replicas
         for k in ("token", "admin_token"):
             if k in data:
                 defaults[k] = _check_token(f"{file}: {k}", data[k])
@@ -162,12 +163,12 @@ def targets(attach: list[str], file: Path | None = None, *, token: str | None = 
             own = dict(r)
             if "ca" in own:
                 own["ca"] = base / str(own["ca"])
-            entries.append((f"{file}: replica {r['id']!r}", own))
+            entries.append((f"{file}: replica {r['id']!r}", own, defaults))
     if not entries:
         raise ValueError("nothing to attach: give --attach ID=URL (repeatable) or --attach-file FILE")
     out: list[Target] = []
     seen: set[str] = set()
-    for where, e in entries:
+    for where, e, defaults in entries:
         rid = e["id"]
         if rid in seen:
             raise ValueError(f"{where}: replica {rid!r} is attached twice")
@@ -179,11 +180,11 @@ def targets(attach: list[str], file: Path | None = None, *, token: str | None = 
             raise ValueError(f"{where}: {err}") from None
         tok = _check_token(f"{where}: token", e["token"]) if "token" in e else defaults["token"]
         adm = _check_token(f"{where}: admin_token", e["admin_token"]) if "admin_token" in e else defaults["admin_token"]
+        if scheme != "https" and "ca" in e:
+            raise ValueError(f"{where}: a CA is given but {e['url']} is not https://")
         own_ca = _check_ca(f"{where}: ca", e["ca"]) if "ca" in e else defaults["ca"]
         if scheme != "https":
-            if "ca" in e:
-                raise ValueError(f"{where}: a CA is given but {e['url']} is not https://")
-            own_ca = None  # the flags' CA is for the https ones
+            own_ca = None  # the defaults' CA is for the https ones
         out.append(Target(rid, scheme, host, port, tok, adm, own_ca))
     return out
 
