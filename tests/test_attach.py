@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_helpers import run_async
 from serving import ServerProcess, serving
 from waiting import wait_for
 
@@ -115,7 +116,7 @@ def test_a_reader_that_falls_behind_is_told_and_dropped_never_buffered_without_l
         assert reader.queue.qsize() == 5 and reader.overflowed
         return [chunk async for chunk in feed_http.stream(feed, reader, keepalive_s=0.01)]
 
-    chunks = asyncio.run(run())
+    chunks = run_async(run())
     # told at once (what it holds is stale: it starts again from the status when it reconnects), then the end
     assert len(chunks) == 1 and chunks[0].startswith(b"event: overflow\n"), chunks
     assert b"fell 5 events behind" in chunks[0] and b"reconnect" in chunks[0]
@@ -194,7 +195,7 @@ def test_a_partition_a_replica_refuses_is_refused_whole_and_undone(remote):
         finally:
             await live.close()
 
-    asyncio.run(asyncio.wait_for(run(), DEADLINE_S))
+    run_async(asyncio.wait_for(run(), DEADLINE_S))
     for rid in IDS:
         assert _get(remote, rid, "/api/status", TOKEN).json()["partitioned_from"] == []
 
@@ -212,7 +213,7 @@ def test_a_replica_that_cannot_be_verified_shows_down_with_the_reason(remote):
         finally:
             await live.close()
 
-    reason, unready = asyncio.run(asyncio.wait_for(run(), DEADLINE_S))
+    reason, unready = run_async(asyncio.wait_for(run(), DEADLINE_S))
     assert "certificate" in reason.lower(), reason
     assert unready is not None and "lhr unreachable" in unready
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class AttachedLive(ProcessLive):
         loop = asyncio.get_running_loop()
         for rid, t in self.targets.items():
             self._tasks.append(loop.create_task(
-                follow(t, self._on_event, lambda rid=rid: self._on_up(rid), lambda why, rid=rid: self._on_down(rid, why)),
+                follow(t, self._on_event, functools.partial(self._on_up, rid), functools.partial(self._on_down, rid)),
                 name=f"attach-{rid}"))
         self._tasks.append(loop.create_task(self._poll_details()))
         self._started = True
