@@ -12,6 +12,8 @@
     edgestate bench coordination [--pops ...] [--leader ID] [--partition americas|europe|asia-pacific] [--json FILE]
 
     edgestate serve --processes [--data-dir DIR] ...   the same dashboard over real replica processes
+    edgestate serve --attach ID=URL ... | --attach-file FILE [--attach-token T] [--attach-admin-token A]
+                    [--attach-ca FILE] ...             the same dashboard over replicas running elsewhere
     edgestate replica --id ID --listen H:P [--http H:P [--tls-cert F --tls-key F]] --peer ID=H:P ...
                       --data-dir D --secret-file F
     edgestate certs init --dir D | issue --dir D --id ID [--host NAME ...] [--days N] [--force]
@@ -134,6 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", action="store_true",
                        help="run each POP as a real replica process (edgestate replica) on loopback, with the "
                             "geographic latency injected, instead of the simulator; time then runs at speed 1")
+    attach = serve.add_argument_group(
+        "attach",
+        "Draw replicas that run elsewhere (edgestate replica --http ... on other hosts) instead of running any: "
+        "each through its HTTP API and its event feed (GET /api/events). Crash and recover are theirs to do "
+        "where they run; partitions go through each replica's admin API (its admin token). See README: Attach.",
+    )
+    attach.add_argument("--attach", action="append", default=[], metavar="ID=URL",
+                        help="a replica to draw: its id (a POP id such as lhr, or lhr-2; the map places it there) "
+                             "and its HTTP API's address, http(s)://HOST:PORT; repeat for each replica")
+    attach.add_argument("--attach-file", type=Path, metavar="FILE",
+                        help="the replicas to draw from a TOML or JSON file: [[replica]] tables with id, url and, "
+                             "optionally, token, admin_token, ca (README: Attach)")
+    attach.add_argument("--attach-token", default=os.environ.get("EDGESTATE_ATTACH_TOKEN") or None, metavar="T",
+                        help="the replicas' --token, sent to every attached replica (the file may give one per "
+                             "replica); also from EDGESTATE_ATTACH_TOKEN")
+    attach.add_argument("--attach-admin-token", default=os.environ.get("EDGESTATE_ATTACH_ADMIN_TOKEN") or None,
+                        metavar="A", help="the replicas' --admin-token, for partitions through their admin API; "
+                                          "also from EDGESTATE_ATTACH_ADMIN_TOKEN")
+    attach.add_argument("--attach-ca", type=Path, metavar="FILE",
+                        help="a CA certificate to trust for https:// replicas (default: the system's trust store)")
     serve.add_argument("--scenario", action="append", default=[], metavar="FILE",
                        help="add a scenario file to those the page and POST /api/scenarios/{name} can run "
                             "(repeatable; checked at start: a malformed file exits 2 naming its line)")
@@ -249,8 +271,18 @@ def _serve(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not args.processes:
         print("edgestate serve: error: --data-dir goes with --processes", file=sys.stderr)
         return EXIT_USAGE
+    attached = None
+    if args.attach or args.attach_file is not None:
+        attached = _attach_targets(args)
+        if attached is None:
+            return EXIT_USAGE
+        pops = [p.pop for p in _attach_placements(attached)]
     with contextlib.ExitStack() as stack:
-        if args.processes:
+        if attached is not None:
+            from .attach.cluster import AttachedLive
+
+            live = AttachedLive(attached, strategy=args.strategy)
+        elif args.processes:
             from .processes.cluster import ProcessLive
 
             root = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgestate-")))
@@ -261,6 +293,39 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(live, run_clock=True, settings=settings, scenarios=scenarios, public_url=public_url,
                          access_log=args.access_log)
         return _run_server(args, app, pops, https)
+
+
+def _attach_targets(args: argparse.Namespace):
+    """The attached replicas, checked, or None after one line saying what is wrong."""
+    from .attach.config import targets
+    from .web.security import is_loopback
+
+    if args.processes:
+        print("edgestate serve: error: --attach and --processes are two ways to get replicas: give one",
+              file=sys.stderr)
+        return None
+    if args.pops != "default":
+        print("edgestate serve: error: --pops does not go with --attach: the attached replicas' ids say where "
+              "they are", file=sys.stderr)
+        return None
+    try:
+        out = targets(args.attach, args.attach_file, token=args.attach_token, admin_token=args.attach_admin_token,
+                      ca=args.attach_ca)
+    except ValueError as e:
+        print(f"edgestate serve: error: {e}", file=sys.stderr)
+        return None
+    for t in out:
+        if t.scheme == "http" and (t.token or t.admin_token) and not is_loopback(t.host):
+            print(f"edgestate serve: warning: {t.id} is attached over plain http:// at {t.host}: its token crosses "
+                  "the network readable by anyone on the path (serve the replica with --tls-cert/--tls-key and "
+                  "attach it as https://)", file=sys.stderr)
+    return out
+
+
+def _attach_placements(targets):
+    from .attach.config import placement
+
+    return [placement(t.id) for t in targets]
 
 
 def _https(args: argparse.Namespace):

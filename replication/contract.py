@@ -1,19 +1,20 @@
 """What the web layer may ask of a cluster, written down: one Protocol per role.
 
-Three implementations answer it: `LiveCluster` (the simulated cluster on the wall clock),
-`ProcessLive` (`serve --processes`: real replica processes on this host) and
-`ReplicaService` (one real replica serving its own HTTP API). The app is typed against
+Four implementations answer it: `LiveCluster` (the simulated cluster on the wall clock),
+`ProcessLive` (`serve --processes`: real replica processes on this host), `AttachedLive`
+(`serve --attach`: replicas running elsewhere, over their HTTP API) and `ReplicaService` (one
+real replica serving its own HTTP API). The app is typed against
 these roles, never against a union of classes, so a member missing from one is a type
 error (mypy, in the tests), and one conformance test (`tests/test_contract.py`) runs every
 role against every implementation that plays it:
 
-    role                  LiveCluster  ProcessLive          ReplicaService
-    ClusterData           yes          yes                  yes
-    ClusterObserver       yes          yes                  -
-    CoordinationInputs    yes          yes                  -
-    ClusterFaults         yes          yes                  -
-    SimulationControls    yes          refuses (409)        -     (reset included)
-    ClusterLifecycle      yes          yes                  -
+    role                  LiveCluster  ProcessLive          AttachedLive              ReplicaService
+    ClusterData           yes          yes                  yes                       yes
+    ClusterObserver       yes          yes                  yes                       -
+    CoordinationInputs    yes          yes                  yes                       -
+    ClusterFaults         yes          yes                  partition; crash: 409     -
+    SimulationControls    yes          refuses (409)        refuses (409)             -     (reset included)
+    ClusterLifecycle      yes          yes                  yes                       -
     DashboardCluster      all of the above: what `create_app` takes
 
 Threading and blocking, as memberlist's `Delegate` and Starlette's `BaseRoute` state theirs:
@@ -102,6 +103,7 @@ class ClockInfo(TypedDict):
     strategy: str
     loss: float
     processes: NotRequired[bool]  # present (true) over real processes
+    attached: NotRequired[bool]  # present (true) over replicas running elsewhere (`serve --attach`)
     effective_speed: NotRequired[float]  # the simulator's: virtual per wall time lately (below speed: CPU-bound)
 
 

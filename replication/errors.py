@@ -164,6 +164,14 @@ class NotWithProcesses(EdgeStateError):
     code = "not_supported_with_processes"
 
 
+class NotWithAttach(NotWithProcesses):
+    """A control this dashboard cannot use on replicas it is only attached to (`serve --attach`):
+    crash and recover (it does not own their processes), the simulator's controls, and faults a
+    replica's admin API refuses."""
+
+    code = "not_supported_with_attach"
+
+
 # -- a real replica: its disk and its start (`storage`, `migrate`, `runner`) ----------------
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from app.web.events import EventBus
 from app.dashboard.simulated import LiveCluster
 from app.processes.cluster import ProcessLive
+from app.attach.cluster import AttachedLive
 from app.replica.service import ReplicaService
 from replication.contract import ClusterData, DashboardCluster, EventStream
 
@@ -16,6 +17,10 @@ def simulated(live: LiveCluster) -> DashboardCluster:
 
 
 def processes(live: ProcessLive) -> DashboardCluster:
+    return live
+
+
+def attached(live: AttachedLive) -> DashboardCluster:
     return live
 
 

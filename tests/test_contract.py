@@ -26,7 +26,9 @@ from waiting import wait_for
 
 from app.dashboard.simulated import MAX_SPEED, build_live
 from app.processes.cluster import ProcessLive
-from app.processes.supervisor import free_port
+from app.attach.cluster import AttachedLive
+from app.attach.config import targets
+from app.processes.supervisor import ProcessCluster, free_port
 from app.replica.service import ReplicaService
 import orjson
 
@@ -134,6 +136,32 @@ def processes(tmp_path_factory):
         yield h
     finally:
         h.wait(h.impl.close())
+        h.close()
+
+
+ATTACH_TOKEN = "attach-write-token-0123456789"
+ATTACH_ADMIN = "attach-admin-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def attached(tmp_path_factory):
+    """`serve --attach` without the web server: three replica processes started here stand in for
+    replicas on other hosts, each with a write and an admin token; the dashboard reaches them
+    only through their HTTP API and event feed, as it would across the network."""
+    h = OnLoop("attached", EVERY_ROLE)
+    procs = ProcessCluster(POPS.split(","), tmp_path_factory.mktemp("contract-attached"), inject_latency=False,
+                           extra_args=("--token", ATTACH_TOKEN, "--admin-token", ATTACH_ADMIN))
+    try:
+        procs.start()
+        h.impl = h.call(AttachedLive, targets([f"{rid}={procs.url(rid)}" for rid in procs.ids], token=ATTACH_TOKEN,
+                                              admin_token=ATTACH_ADMIN))
+        h.wait(h.impl.start())
+        wait_for("every attached replica followed", lambda: h.call(h.impl.down) == [], DEADLINE_S)
+        yield h
+    finally:
+        if h.impl is not None:
+            h.wait(h.impl.close())
+        procs.close()
         h.close()
 
 
@@ -432,6 +460,10 @@ def check_coordination(h: OnLoop, written_at: str, *, timed: bool) -> None:
     assert (report["local_us"] is not None) is timed
 
 
+def refused_code(h: OnLoop) -> str:
+    return "not_supported_with_attach" if h.name == "attached" else "not_supported_with_processes"
+
+
 def check_simulation(h: OnLoop, *, simulated: bool) -> None:
     c = h.impl
     assert isinstance(h.call(c.target), float)
@@ -440,7 +472,7 @@ def check_simulation(h: OnLoop, *, simulated: bool) -> None:
         for fn, arg in ((c.set_speed, 2.0), (c.set_loss, 0.5), (c.set_strategy, "gossip"), (c.pause, None),
                         (c.resume, None), (c.step, 10.0)):
             args = () if arg is None else (arg,)
-            assert h.code(fn, *args) == "not_supported_with_processes", fn.__name__
+            assert h.code(fn, *args) == refused_code(h), fn.__name__
         after = h.call(c.sim_info)
         assert {k: after[k] for k in ("strategy", "speed", "loss", "paused")} == \
                {k: before[k] for k in ("strategy", "speed", "loss", "paused")}
@@ -488,6 +520,9 @@ def check_faults(h: OnLoop) -> None:
         assert any(e["kind"] == "partition" for e in seen)
         h.call(c.heal)
         assert h.call(c.partition_groups) is None and any(e["kind"] == "heal" for e in seen)
+        if h.name == "attached":
+            check_attached_faults(h, seen)
+            return
         # crash and recover, losing state on the way: a write only the victim held is gone
         victim = ids[1]
         inc = h.call(c.state_of, victim)["incarnation"]
@@ -516,6 +551,27 @@ def check_faults(h: OnLoop) -> None:
         h.call(stop)
 
 
+def check_attached_faults(h: OnLoop, seen: list[dict]) -> None:
+    """Crash and recover are not this dashboard's to do (it does not run the processes): refused,
+    nothing changed. A partition is real, at each replica: a write on one side stays there until
+    the heal."""
+    c = h.impl
+    ids = c.ids
+    for fn in (c.crash, c.recover):
+        assert h.code(fn, ids[1]) == "not_supported_with_attach"
+        assert h.code(fn, "nowhere") == "unknown_replica"
+    assert h.call(c.down) == [] and not any(e["kind"] in ("crash", "recover") for e in seen)
+    h.call(c.partition, [[ids[1]]])
+    h.wait(c.awrite(ids[1], "counters", "cut-off", {"add": 1}))
+    h.wait(c.awrite(ids[0], "counters", "heard", {"add": 1}))
+    wait_for("the write inside the majority", lambda: h.wait(c.aread(ids[2], "counters", "heard")) == 1, DEADLINE_S)
+    assert h.wait(c.aread(ids[0], "counters", "cut-off")) == 0, "a write crossed the partition"
+    h.call(c.heal)
+    wait_for("the cut-off write after the heal", lambda: h.wait(c.aread(ids[0], "counters", "cut-off")) == 1,
+             DEADLINE_S)
+    eventually(h, "converged after the heal", lambda: (x := c.convergence())["converged"] and len(x["digests"]) == 3)
+
+
 def check_lifecycle(h: OnLoop) -> None:
     """`start` and `close` ran in the fixture; `pump` runs until cancelled."""
     c = h.impl
@@ -539,7 +595,7 @@ def check_reset(h: OnLoop) -> None:
     keep = ("strategy", "speed", "loss", "paused")
     before = h.call(c.sim_info)
     if h.name != "simulated":
-        assert h.code(c.reset) == "not_supported_with_processes"
+        assert h.code(c.reset) == refused_code(h)
         assert h.wait(c.aread(ids[0], "counters", "hits")) == 2  # its data stays
         return
     start = {k: before[k] for k in keep}
@@ -567,7 +623,7 @@ def check_reset(h: OnLoop) -> None:
 # -- the test -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cluster", ["simulated", "processes", "one_replica"], indirect=True)
+@pytest.mark.parametrize("cluster", ["simulated", "processes", "attached", "one_replica"], indirect=True)
 def test_every_implementation_keeps_the_contract_of_every_role_it_plays(cluster):
     h = cluster
     check_members(h)

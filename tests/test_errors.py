@@ -16,6 +16,7 @@ EXPECTED_STATUS = {
     "invalid_key": 422, "invalid_cursor": 400, "invalid_limit": 422, "invalid_value": 422, "invalid_operation": 422, "counter_overflow": 422,
     "value_too_large": 413, "bad_context": 400, "unknown_type": 404, "unknown_replica": 404,
     "replica_down": 503, "storage_unavailable": 503, "recovering": 503, "not_supported_with_processes": 409,
+    "not_supported_with_attach": 409,
     "invalid_idempotency_key": 400, "idempotency_key_reused": 422, "idempotency_table_full": 429,
     "too_many_members": 413, "too_many_fields": 413, "set_too_large": 422, "map_too_large": 422,
 }
@@ -27,7 +28,8 @@ EXPECTED_CODES = {
     "StaleDelta": "stale_delta", "BadSeal": "bad_seal", "InvalidIdempotencyKey": "invalid_idempotency_key",
     "IdempotencyKeyReused": "idempotency_key_reused", "IdempotencyTableFull": "idempotency_table_full",
     "UnknownReplica": "unknown_replica", "ReplicaDown": "replica_down",
-    "NotWithProcesses": "not_supported_with_processes", "StorageError": "storage_error",
+    "NotWithProcesses": "not_supported_with_processes", "NotWithAttach": "not_supported_with_attach",
+    "StorageError": "storage_error",
     "StorageLocked": "storage_locked", "WrongReplica": "wrong_replica", "CorruptStorage": "corrupt_storage",
     "MigrationError": "migration_failed", "StorageUnavailable": "storage_unavailable", "Recovering": "recovering",
     "BadFrame": "bad_frame", "LimitExceeded": "limit_exceeded", "TooManyMembers": "too_many_members",

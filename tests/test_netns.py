@@ -161,7 +161,8 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start_replicas(net: Net, root: Path) -> dict[str, Proc]:
+def start_replicas(net: Net, root: Path, extra: tuple[str, ...] = ()) -> dict[str, Proc]:
+    """`extra`: more arguments for every replica (test_netns_attach gives an admin token)."""
     secret = root / "secret"
     secret.write_bytes(os.urandom(16).hex().encode())
     secret.chmod(0o600)
@@ -176,7 +177,8 @@ def start_replicas(net: Net, root: Path) -> dict[str, Proc]:
         tls = [f"--ca={ca}", f"--cert={mine.cert}", f"--key={mine.key}"]
         cmd = ["ip", "netns", "exec", net.ns(rid), *edgestate_cmd(
             "replica", "--id", rid, "--listen", f"{addr}:{PEER_PORT}", "--http", f"{addr}:{HTTP_PORT}",
-            "--data-dir", str(root / "data" / rid), "--secret-file", str(secret), "--token", TOKEN, *peers, *tls)]
+            "--data-dir", str(root / "data" / rid), "--secret-file", str(secret), "--token", TOKEN, *peers, *tls,
+            *extra)]
         log = root / f"{rid}.log"
         with log.open("wb") as out:
             p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

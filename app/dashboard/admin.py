@@ -63,6 +63,9 @@ class ReplicaInfo(BaseModel):
 class TopologyOut(BaseModel):
     replicas: list[ReplicaInfo]
     rtt_ms: dict[str, dict[str, float]] = Field(description="modelled round-trip time between each pair of replicas")
+    measured_rtt_ms: dict[str, dict[str, float]] | None = Field(
+        None, description="`serve --attach` only: the round trips each replica's failure detector measured to its "
+                          "peers (smoothed), beside the model's")
 
 
 class ReplicaState(BaseModel):
@@ -71,6 +74,8 @@ class ReplicaState(BaseModel):
     version_vector: dict[str, int] = Field(description="per actor, the highest write this replica has applied")
     digest: str = Field(description="hex digest of the replica's state: equal digests, equal state")
     incarnation: int = Field(description="how many times this replica came back without its state")
+    reason: str | None = Field(None, description="`serve --attach` only: why a replica shows down (it cannot be "
+                                                 "reached, or its feed failed)")
 
 
 class ReplicasOut(BaseModel):
@@ -83,16 +88,24 @@ class ConvergenceOut(BaseModel):
     in_flight: int = Field(description="messages on the simulated wire")
 
 
-@router.get("/api/topology")
+@router.get("/api/topology", response_model_exclude_none=True)
 async def topology(request: Request) -> TopologyOut:
     """The replicas, where they are, and the modelled round-trip times between them."""
-    return TopologyOut.model_validate(_cluster(request).topology())
+    live = _cluster(request)
+    out = TopologyOut.model_validate(live.topology())
+    measured = getattr(live, "measured_rtt", None)  # only attached replicas report their own
+    if measured is not None:
+        out.measured_rtt_ms = measured()
+    return out
 
 
-@router.get("/api/replicas")
+@router.get("/api/replicas", response_model_exclude_none=True)
 async def replicas(request: Request) -> ReplicasOut:
     """Each replica's status, version vector and state digest."""
-    return ReplicasOut(replicas=[ReplicaState.model_validate(s) for s in _cluster(request).replica_states()])
+    live = _cluster(request)
+    away = live.unreachable() if hasattr(live, "unreachable") else {}  # attached replicas: why one is down
+    return ReplicasOut(replicas=[ReplicaState.model_validate({**s, "reason": away.get(s["id"])})
+                                 for s in live.replica_states()])
 
 
 @router.get("/api/convergence")

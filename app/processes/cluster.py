@@ -265,8 +265,7 @@ class ProcessLive:
                     continue
                 recent = quote(orjson.dumps(self._recent).decode())
                 try:
-                    status, body = await self._pool.request("127.0.0.1", self._procs.replicas[rid].http_port, "GET",
-                                                            f"/api/detail?recent={recent}")
+                    status, _h, body = await self._request(rid, "GET", f"/api/detail?recent={recent}")
                 except HttpError:
                     continue
                 if status == 200:
@@ -300,6 +299,13 @@ class ProcessLive:
 
     # -- reads and writes, relayed ----------------------------------------------------------------
 
+    async def _request(self, rid: str, method: str, path: str, body: bytes = b"",
+                       headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One request to a replica's HTTP API (HttpError when it cannot be had): the one place
+        that knows where a replica answers (`serve --attach` points it at other hosts)."""
+        return await self._pool.request_full("127.0.0.1", self._procs.replicas[rid].http_port, method, path, body,
+                                             headers)
+
     @property
     def _procs(self) -> ProcessCluster:
         if self.procs is None:
@@ -320,9 +326,9 @@ class ProcessLive:
         path = f"/api/replicas/{quote(rid, safe='')}/{ns}"
         path += f"/{quote(key, safe='')}" if key is not None else f"?{query}"
         try:
-            status, headers, raw = await self._pool.request_full(
-                "127.0.0.1", self._procs.replicas[rid].http_port, method, path,
-                orjson.dumps(body) if body is not None else b"", {"Idempotency-Key": once.key} if once else None)
+            status, headers, raw = await self._request(
+                rid, method, path, orjson.dumps(body) if body is not None else b"",
+                {"Idempotency-Key": once.key} if once else None)
         except HttpError:
             # Not known to have been applied or not: a keyed write is safe to send again.
             raise ReplicaDown(rid, self.now_ms()) from None
@@ -375,9 +381,8 @@ class ProcessLive:
             raise ReplicaDown(rid, self.now_ms())
         body = {"ops": [{"type": b.ns, "key": b.key, **b.op} for b in ops]}
         try:
-            status, headers, raw = await self._pool.request_full(
-                "127.0.0.1", self._procs.replicas[rid].http_port, "POST",
-                f"/api/replicas/{quote(rid, safe='')}/batch", orjson.dumps(body),
+            status, headers, raw = await self._request(
+                rid, "POST", f"/api/replicas/{quote(rid, safe='')}/batch", orjson.dumps(body),
                 {"Idempotency-Key": once.key} if once else None)
         except HttpError:
             raise ReplicaDown(rid, self.now_ms()) from None
@@ -398,8 +403,8 @@ class ProcessLive:
         """Tell one replica (async, within CONTROL_TIMEOUT_S): one that cannot be told is logged,
         not waited for; it learns the partition when it is recovered (`_partition_when_up`)."""
         try:
-            status, _ = await self._pool.request("127.0.0.1", self._procs.replicas[rid].http_port, method, path,
-                                                 orjson.dumps(body) if body is not None else b"")
+            status, _h, _raw = await self._request(rid, method, path,
+                                                   orjson.dumps(body) if body is not None else b"")
         except (HttpError, OSError, asyncio.TimeoutError) as e:
             log.warning("could not tell %s %s %s: %s", rid, method, path, e)
             return
@@ -415,8 +420,7 @@ class ProcessLive:
 
         async def one(rid: str) -> str | None:
             try:
-                status, raw = await self._pool.request("127.0.0.1", self._procs.replicas[rid].http_port, "GET",
-                                                       "/readyz")
+                status, _h, raw = await self._request(rid, "GET", "/readyz")
             except (HttpError, OSError, asyncio.TimeoutError):
                 return f"{rid} does not answer"
             if status == 200:

@@ -4,13 +4,16 @@ Used by `serve --processes` (relaying the API to each replica) and `bench replic
 figures should not be a client library's). It speaks only what our own servers answer:
 `Content-Length` bodies, no chunking, no redirects. One request at a time per connection;
 `Pool` keeps a few connections per address and opens new ones as needed. The response's
-headers of the latest request are on `Conn.headers` (names lower-cased).
+headers of the latest request are on `Conn.headers` (names lower-cased). With `ssl` (a client
+context: `serve --attach` to an HTTPS replica) connections run over TLS, the certificate
+checked against the host name; `headers` are sent on every request (a replica's token).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as _ssl
 import time
 
 IDLE_S = 3.0  # under uvicorn's 5 s keep-alive: an idle connection is not reused after this
@@ -21,8 +24,11 @@ class HttpError(Exception):
 
 
 class Conn:
-    def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0, ssl: _ssl.SSLContext | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.ssl = ssl
+        self.always = dict(headers or {})
         self.r: asyncio.StreamReader | None = None
         self.w: asyncio.StreamWriter | None = None
         self.used = time.monotonic()
@@ -30,13 +36,15 @@ class Conn:
 
     async def open(self) -> None:
         try:
-            self.r, self.w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout)
-        except (OSError, TimeoutError) as e:
+            self.r, self.w = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, ssl=self.ssl,
+                                        server_hostname=self.host.strip("[]") if self.ssl else None), self.timeout)
+        except (OSError, TimeoutError, _ssl.SSLError) as e:
             raise HttpError(f"cannot connect to {self.host}:{self.port}: {e}") from None
 
     async def request(self, method: str, path: str, body: bytes = b"",
                       headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        extra = "".join(f"{k}: {v}\r\n" for k, v in {**self.always, **(headers or {})}.items())
         head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n")
         try:
@@ -74,8 +82,11 @@ class Conn:
 class Pool:
     """Idle keep-alive connections per address; a failed one is dropped, never reused."""
 
-    def __init__(self, *, timeout: float = 10.0, max_idle: int = 8) -> None:
+    def __init__(self, *, timeout: float = 10.0, max_idle: int = 8, ssl: _ssl.SSLContext | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.timeout = timeout
+        self.ssl = ssl
+        self.headers = dict(headers or {})
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int], list[Conn]] = {}
 
@@ -104,7 +115,7 @@ class Pool:
             else:
                 self._keep(idle, conn)
                 return out[0], conn.headers, out[1]
-        conn = Conn(host, port, timeout=self.timeout)
+        conn = Conn(host, port, timeout=self.timeout, ssl=self.ssl, headers=self.headers)
         await conn.open()
         out = await conn.request(method, path, body, headers)
         self._keep(idle, conn)

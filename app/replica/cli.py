@@ -306,16 +306,18 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
     from replication.io.runner import ReplicaRunner
     from replication.errors import CorruptStorage, StorageError
 
-    stream = None
-    if args.events:
-        from .events import EventStream
+    feed = stream = None
+    if args.events or args.http:  # the TCP stream (--events), GET /api/events on the HTTP API
+        from .events import EventFeed, EventStream
 
-        stream = EventStream(args.id, *args.events)
+        feed = EventFeed(args.id)
+        if args.events:
+            stream = EventStream(args.id, *args.events)
     delay_ms, seed_tree = _latency(args.id, args.peers) if args.inject_latency else (None, None)
     runner = ReplicaRunner(
         args.id, args.peers, data_dir=args.data_dir, secret=secret, strategy=args.strategy,
         delay_ms=delay_ms, seed=args.seed,
-        on_events=stream.push if stream else None, on_sent=stream.sent if stream else None, fresh_actor=args.actor,
+        on_events=feed.push if feed else None, on_sent=feed.sent if feed else None, fresh_actor=args.actor,
         accept_data_loss=args.accept_data_loss, tls=args.tls,
         seed_tree=seed_tree,
     )
@@ -334,8 +336,10 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
               file=sys.stderr)
         await runner.stop()
         return 1
+    if feed is not None:
+        feed.start(runner)
     if stream is not None:
-        stream.start(runner)
+        stream.start(feed)
     _log_start(args, bound)
     # The restored state and the app are long-lived: keep them out of the collector's full
     # passes, which otherwise stall the event loop (and every write waiting on it) for tens of ms.
@@ -353,7 +357,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
 
             _Server = _server_class()
 
-            app = create_replica_app(runner, settings=settings, access_log=args.access_log)
+            app = create_replica_app(runner, settings=settings, access_log=args.access_log, feed=feed)
             # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For
             # on any request from loopback; nothing here sits behind a proxy
             from ..web.logs import uvicorn_options as log_options
@@ -362,6 +366,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
                                     lifespan="off", proxy_headers=False,
                                     **head_options(), **(https.uvicorn_options() if https else {}))
             server = _Server(config)
+            app.state.stopping = lambda: server.should_exit  # ends /api/events streams at shutdown
             if https is not None:
                 print(f"edgestate replica: {https.describe()} on {args.http[0]}:{args.http[1]}", file=sys.stderr)
             watch = _watch_parent(args.parent_pid, lambda: setattr(server, "should_exit", True))
@@ -386,5 +391,7 @@ async def _main(args, secret: bytes, settings, https=None) -> int:
         await steward.stop()
         if stream is not None:
             await stream.close()
+        if feed is not None:
+            await feed.close()
         await runner.stop()
     return 0

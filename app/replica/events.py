@@ -1,4 +1,10 @@
-"""Replica processes report what happens in them to a dashboard (or a benchmark) over TCP.
+"""Replica processes report what happens in them to a dashboard (or a benchmark).
+
+`EventFeed` is the one source: it stamps the node's events and fans them out to whoever
+listens, and says nothing (builds nothing) while no one does. Two kinds of listener:
+`EventStream`, the TCP stream below (`--events`, for `serve --processes` on this host), and
+readers of the replica's own `GET /api/events` (`app/replica/feed_http.py`, for `serve
+--attach` on other hosts).
 
 The stream is JSON lines, one event per line, each stamped with the replica's id and the
 host's wall clock in milliseconds (`t`): processes on one host share that clock, so a
@@ -49,7 +55,87 @@ def _plain(ev: tuple) -> dict:
     return out
 
 
+class EventFeed:
+    """This replica's events, each a JSON-ready dict built once and handed to every listener.
+
+    Listeners are called synchronously from the node's callbacks: each must only queue (and
+    bound its queue). The `status` event is sent when it changed, at most every STATUS_EVERY_S;
+    a listener that joins late asks `status_now()` for the current one."""
+
+    def __init__(self, replica_id: str) -> None:
+        self.id = replica_id
+        self._listeners: list[Callable[[dict], None]] = []
+        self._runner = None
+        self._task: asyncio.Task | None = None
+        self.dropped = 0  # events a listener had to drop (its queue full), reported in `status`
+
+    def subscribe(self, fn: Callable[[dict], None]) -> Callable[[], None]:
+        self._listeners.append(fn)
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(fn)
+
+        return stop
+
+    def _emit(self, obj: dict) -> None:
+        for fn in list(self._listeners):
+            fn(obj)
+
+    def push(self, events: list[tuple]) -> None:
+        if not self._listeners:
+            return
+        t = time.time() * 1000.0
+        for ev in events:
+            self._emit({"replica": self.id, "t": t, **_plain(ev)})
+
+    def sent(self, dst: str, kind: str, delay_ms: float, nbytes: int) -> None:
+        if not self._listeners:
+            return
+        t = time.time() * 1000.0
+        self._emit({"replica": self.id, "t": t, "type": "sent", "dst": dst, "kind": kind, "due": t + delay_ms,
+                    "bytes": nbytes})
+
+    def start(self, runner) -> None:
+        self._runner = runner
+        self._task = asyncio.get_running_loop().create_task(self._status())
+
+    def _snapshot(self) -> dict:
+        s = self._runner.status()
+        node = self._runner.node
+        # the SWIM probes' measured round trips (smoothed), for the dashboard to show beside the model's
+        rtt = {p: round(ms, 3) for p, ms in node.membership.rtt_ms.items()} if node is not None else {}
+        return {"actor": s["actor"], "version_vector": s["version_vector"], "digest": s["digest"],
+                "keys": s["keys"], "peers": s["peers"], "rtt_ms": rtt, "events_dropped": self.dropped}
+
+    def status_now(self) -> dict | None:
+        """The current `status` event (None before `start`)."""
+        if self._runner is None:
+            return None
+        return {"replica": self.id, "t": time.time() * 1000.0, "type": "status", **self._snapshot()}
+
+    async def _status(self) -> None:
+        last = None
+        while True:
+            if self._listeners:
+                snap = self._snapshot()
+                if snap != last:
+                    last = snap
+                    self._emit({"replica": self.id, "t": time.time() * 1000.0, "type": "status", **snap})
+            else:
+                last = None  # the next listener gets a status at once
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
 class EventStream:
+    """The TCP stream to one collector (`--events`): a listener of the feed."""
+
     def __init__(self, replica_id: str, host: str, port: int, *, token: str | None = None) -> None:
         self.id = replica_id
         self.addr = (host, port)
@@ -58,40 +144,21 @@ class EventStream:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.dropped = 0
-        self._runner = None
+        self._feed: EventFeed | None = None
 
-    def push(self, events: list[tuple]) -> None:
-        t = time.time() * 1000.0
-        for ev in events:
-            self._put({"replica": self.id, "t": t, **_plain(ev)})
-
-    def sent(self, dst: str, kind: str, delay_ms: float, nbytes: int) -> None:
-        t = time.time() * 1000.0
-        self._put({"replica": self.id, "t": t, "type": "sent", "dst": dst, "kind": kind, "due": t + delay_ms,
-                   "bytes": nbytes})
-
-    def _put(self, obj: dict) -> None:
+    def put(self, obj: dict) -> None:
         if len(self._queue) >= MAX_QUEUED:
             self._queue.popleft()
             self.dropped += 1
+            if self._feed is not None:
+                self._feed.dropped += 1
         self._queue.append(orjson.dumps(obj) + b"\n")
         self._wake.set()
 
-    def start(self, runner) -> None:
-        self._runner = runner
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._send()), loop.create_task(self._status())]
-
-    async def _status(self) -> None:
-        last = None
-        while True:
-            s = self._runner.status()
-            snap = {"actor": s["actor"], "version_vector": s["version_vector"], "digest": s["digest"],
-                    "keys": s["keys"], "peers": s["peers"], "events_dropped": self.dropped}
-            if snap != last:
-                last = snap
-                self._put({"replica": self.id, "t": time.time() * 1000.0, "type": "status", **snap})
-            await asyncio.sleep(STATUS_EVERY_S)
+    def start(self, feed: EventFeed) -> None:
+        self._feed = feed
+        feed.subscribe(self.put)
+        self._tasks = [asyncio.get_running_loop().create_task(self._send())]
 
     async def _send(self) -> None:
         backoff = 0.05
@@ -175,4 +242,4 @@ class EventCollector:
             t.cancel()
 
 
-__all__ = ["TOKEN_ENV", "EventCollector", "EventStream"]
+__all__ = ["TOKEN_ENV", "EventCollector", "EventFeed", "EventStream"]

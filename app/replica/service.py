@@ -4,8 +4,10 @@ The same routes, errors and access rules as the dashboard's server, for one repl
 writes at `/api/replicas/{its id}/...` (a write is answered once it is durable; 503
 `storage_unavailable` means it was not applied at all; `Idempotency-Key` makes it safe to retry), `/healthz`,
 `/readyz` (`web.health`), `/metrics` (with process, HTTP and flush-latency metrics), `GET /api/replicas` (its id, status, version vector, digest), `GET /api/status`
-(all an operator may want: actor, boots, peers, queues, bad frames), and
-`POST`/`DELETE /api/faults/partition` to cut it off from peers (tests and `serve --processes`).
+(all an operator may want: actor, boots, peers, queues, bad frames),
+`POST`/`DELETE /api/faults/partition` to cut it off from peers (tests, `serve --processes` and
+`serve --attach`), and `GET /api/events`, its event feed for a dashboard on another host
+(`feed_http`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from replication.idempotency import Answer, Once
 from replication.io.runner import ReplicaRunner
 
 from ..web import api
+from . import feed_http
+from .events import EventFeed
 from ..web import docs
 from ..web import errors
 from ..web import health
@@ -222,7 +226,8 @@ async def heal(request: Request) -> PartitionOut:
 
 
 def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = None,
-                       access_log: bool = True) -> FastAPI:
+                       access_log: bool = True, feed: EventFeed | None = None) -> FastAPI:
+    """`feed`: the replica's events, served at `GET /api/events` (404 there without one)."""
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
@@ -231,6 +236,9 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     docs.install(app)
     app.state.live = ReplicaService(runner)
     app.state.settings = settings
+    app.state.feed = feed
+    app.state.feed_readers = {}
+    app.state.stopping = lambda: False  # the CLI points it at its server's should_exit
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RunnerCollector(runner))
     add_process_metrics(registry)
@@ -241,6 +249,7 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     app.include_router(watch.router)
     app.include_router(health.router)
     app.include_router(router)
+    app.include_router(feed_http.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

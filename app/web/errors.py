@@ -40,6 +40,7 @@ STATUS_BY_CODE = {
     "storage_unavailable": 503,
     "recovering": 503,
     "not_supported_with_processes": 409,
+    "not_supported_with_attach": 409,
     "invalid_idempotency_key": 400,
     "idempotency_key_reused": 422,
     "idempotency_table_full": 429,

@@ -362,7 +362,8 @@ function handle(ev) {
       logEvent(ev.t, ["partition healed: anti-entropy repairs what each side missed"], "good");
       break;
     case "crash":
-      logEvent(ev.t, [{ node: ev.node }, ` crashed${ev.lose_state ? " and lost its state" : ""}`], "bad");
+      // serve --attach: a replica elsewhere that cannot be reached says why (it was not crashed here)
+      logEvent(ev.t, [{ node: ev.node }, ev.reason ? ` unreachable: ${ev.reason}` : ` crashed${ev.lose_state ? " and lost its state" : ""}`], "bad");
       break;
     case "recover":
       logEvent(ev.t, [{ node: ev.node }, ev.lost_state ? ` came back empty (incarnation ${ev.incarnation})` : " recovered with its state"], "good");

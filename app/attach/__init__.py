@@ -1,0 +1,1 @@
+"""`serve --attach`: the dashboard over replicas running elsewhere (`config`, `feed`, `cluster`)."""
