@@ -75,6 +75,10 @@ class AttachedLive(ProcessLive):
         for pool in self._pools.values():
             pool.close()
 
+    def _endpoint(self, rid: str):
+        t = self.targets[rid]
+        return t.host, t.port, self._pools[rid].ssl, ({"Authorization": f"Bearer {t.token}"} if t.token else {})
+
     async def _request(self, rid: str, method: str, path: str, body: bytes = b"",
                        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         t = self.targets[rid]

@@ -28,6 +28,7 @@ import heapq
 import logging
 import secrets
 import shutil
+import ssl
 import time
 from collections import Counter
 from collections.abc import Hashable, Iterable
@@ -299,6 +300,10 @@ class ProcessLive:
 
     # -- reads and writes, relayed ----------------------------------------------------------------
 
+    def _endpoint(self, rid: str) -> tuple[str, int, ssl.SSLContext | None, dict[str, str]]:
+        """Where replica `rid`'s HTTP API answers: host, port, TLS context, headers for every request."""
+        return "127.0.0.1", self._procs.replicas[rid].http_port, None, {}
+
     async def _request(self, rid: str, method: str, path: str, body: bytes = b"",
                        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """One request to a replica's HTTP API (HttpError when it cannot be had): the one place
@@ -362,10 +367,12 @@ class ProcessLive:
         if rid in self._down:
             raise ReplicaDown(rid, self.now_ms())
         try:
-            return await RelayedWatch.open("127.0.0.1", self._procs.replicas[rid].http_port, rid, prefix, types,
-                                           cursor, lambda status, raw: _raise_relayed(rid, status, raw),
-                                           CONTROL_TIMEOUT_S)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            host, port, tls, headers = self._endpoint(rid)
+            return await RelayedWatch.open(host, port, rid, prefix, types, cursor,
+                                           lambda status, raw: _raise_relayed(rid, status, raw), CONTROL_TIMEOUT_S,
+                                           ssl=tls, headers=headers)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                ssl.SSLError):
             raise ReplicaDown(rid, self.now_ms()) from None
 
     async def aread(self, rid: str, ns: str, key: str) -> Any:

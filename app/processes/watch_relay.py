@@ -10,6 +10,8 @@ here and is passed on, and the stream ends.
 
 from __future__ import annotations
 
+from ssl import SSLContext
+
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
@@ -29,14 +31,18 @@ class RelayedWatch:
 
     @classmethod
     async def open(cls, host: str, port: int, rid: str, prefix: str, types: frozenset[str] | None,
-                   cursor: str | None, on_error: Callable[[int, bytes], NoReturn], timeout: float) -> RelayedWatch:
-        """Connect and read the answer's head; an error answer goes to `on_error` (it raises)."""
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, port, limit=MAX_HEAD), timeout)
+                   cursor: str | None, on_error: Callable[[int, bytes], NoReturn], timeout: float, *,
+                   ssl: SSLContext | None = None, headers: dict[str, str] | None = None) -> RelayedWatch:
+        """Connect and read the answer's head; an error answer goes to `on_error` (it raises).
+        `ssl`, `headers`: for a replica behind https and a token (`serve --attach`)."""
+        r, w = await asyncio.wait_for(asyncio.open_connection(
+            host, port, limit=MAX_HEAD, ssl=ssl, server_hostname=host.strip("[]") if ssl else None), timeout)
         try:
             q = {"prefix": prefix, **({"types": ",".join(sorted(types))} if types else {}),
                  **({"cursor": cursor} if cursor else {})}
-            w.write(f"GET /api/replicas/{quote(rid, safe='')}/watch?{urlencode(q)} HTTP/1.1\r\n"
-                    f"Host: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+            extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+            w.write((f"GET /api/replicas/{quote(rid, safe='')}/watch?{urlencode(q)} HTTP/1.1\r\n"
+                     f"Host: {host}:{port}\r\nAccept: text/event-stream\r\n{extra}\r\n").encode())
             head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), timeout)
             lines = head.decode("latin-1").split("\r\n")
             status = int(lines[0].split()[1])
