@@ -98,13 +98,30 @@ def test_after_a_heal_the_read_waits_for_both_siblings():
     assert sorted(r.json()["values"]) == ["from London", "from Sydney"]
 
 
-def test_under_a_partition_the_wait_ends_at_its_bound_and_says_it_did_not_converge():
+def test_under_a_partition_a_read_waits_for_its_own_side_only():
+    clock = FakeClock()
+    app = create_app(make_live(clock=clock))
+
+    async def main():
+        async with _client(app) as http:
+            await http.post("/api/faults/partition", json={"groups": [["lhr"]]})
+            await http.put(KV.format("lhr"), json={"value": "from London"})
+            await http.put(KV.format("syd"), json={"value": "from Sydney"})
+            read = asyncio.create_task(http.get(KV.format("jfk") + "?wait_converged=30000"))
+            await _run_clock(clock, read)
+            return read.result()
+
+    r = run_async(main())
+    assert r.headers["X-Converged"] == "true"
+    assert r.json()["values"] == ["from Sydney"]  # London's is across the partition
+
+
+def test_the_wait_ends_at_its_bound_and_says_it_did_not_converge():
     live = make_live()  # its clock stands still: nothing can arrive
     app = create_app(live)
 
     async def main():
         async with _client(app) as http:
-            await http.post("/api/faults/partition", json={"groups": [["lhr"]]})
             await http.put(KV.format("lhr"), json={"value": "hello"})
             t0 = time.monotonic()
             r = await asyncio.wait_for(http.get(KV.format("syd") + "?wait_converged=200"), DEADLINE_S)
@@ -122,7 +139,6 @@ def test_the_server_cap_bounds_a_longer_wait():
 
     async def main():
         async with _client(app) as http:
-            await http.post("/api/faults/partition", json={"groups": [["lhr"]]})
             await http.post("/api/replicas/lhr/counters/hits", json={"add": 1})
             # asked for 30 s; the cap answers it long before the deadline
             return await asyncio.wait_for(http.get("/api/replicas/syd/counters/hits?wait_converged=30000"),
@@ -133,27 +149,25 @@ def test_the_server_cap_bounds_a_longer_wait():
     assert r.headers["X-Converged"] == "false"
 
 
-def test_a_waiting_read_blocks_no_other_request_and_returns_once_healed():
+def test_a_waiting_read_blocks_no_other_request_and_returns_once_converged():
     clock = FakeClock()
     app = create_app(make_live(clock=clock))
 
     async def main():
         async with _client(app) as http:
-            await http.post("/api/faults/partition", json={"groups": [["lhr"]]})
             await http.post("/api/replicas/lhr/sets/tags", json={"add": ["edge"]})
             read = asyncio.create_task(http.get("/api/replicas/syd/sets/tags?wait_converged=30000"))
-            await _waiting(app)  # it cannot finish: partitioned, and the clock stands still
+            await _waiting(app)  # it cannot finish while the clock stands still
             others = [await http.get("/healthz"),
                       await http.post("/api/replicas/jfk/counters/hits", json={"add": 1}),
                       await http.get("/api/replicas/lhr/sets/tags"),
                       await http.get("/api/convergence")]
             still_waiting = not read.done()
-            await http.delete("/api/faults/partition")
             await _run_clock(clock, read)
             return others, still_waiting, read.result()
 
     others, still_waiting, r = run_async(main())
-    assert [o.status_code for o in others] == [200, 200, 200, 200]
+    assert [o.status_code for o in others] == [200, 200, 200, 200]  # the jfk write: a 2nd key, still settles
     assert still_waiting, "the other requests were answered only after the waiting read"
     assert r.headers["X-Converged"] == "true"
     assert r.json()["members"] == ["edge"]
@@ -165,7 +179,6 @@ def test_too_many_waiting_reads_are_refused_with_retry_after(monkeypatch):
 
     async def main():
         async with _client(app) as http:
-            await http.post("/api/faults/partition", json={"groups": [["lhr"]]})
             await http.post("/api/replicas/lhr/counters/hits", json={"add": 1})
             first = asyncio.create_task(http.get("/api/replicas/syd/counters/hits?wait_converged=2000"))
             await _waiting(app)
@@ -176,6 +189,24 @@ def test_too_many_waiting_reads_are_refused_with_retry_after(monkeypatch):
     r = run_async(main())
     is_error(r, 503, "too_many_waiting")
     assert r.headers["Retry-After"] == "1"
+
+
+def test_an_unknown_or_crashed_replica_answers_at_once():
+    app = create_app(make_live())  # its clock stands still: a wait would last its whole bound
+
+    async def main():
+        async with _client(app) as http:
+            await http.post("/api/replicas/lhr/counters/hits", json={"add": 1})
+            unknown = await asyncio.wait_for(http.get("/api/replicas/nowhere/counters/hits?wait_converged=30000"),
+                                             DEADLINE_S)
+            await http.post("/api/replicas/syd/crash")
+            down = await asyncio.wait_for(http.get("/api/replicas/syd/counters/hits?wait_converged=30000"),
+                                          DEADLINE_S)
+            return unknown, down
+
+    unknown, down = run_async(main())
+    is_error(unknown, 404, "unknown_replica")
+    is_error(down, 503, "replica_down")
 
 
 def test_a_single_replica_process_says_it_cannot_wait(tmp_path):

@@ -199,7 +199,8 @@ ERROR_MEANING = {
 ERRORS = errors(400, 401, 403, 404, 413, 415, 422, 429, 503)  # writes: a body
 NOT_MODIFIED = {304: {"description": "Not Modified: the `If-None-Match` tag is this answer's `ETag`"}}
 CONVERGED_HEADER = {CONVERGED: {"description": "with `?wait_converged`: whether the key had the same value at "
-                                               "every replica that was up when this answer was made",
+                                               "every replica up and reachable from this one when this "
+                                               "answer was made",
                                 "schema": {"type": "string", "enum": ["true", "false"]}}}
 # reads: no body, so no 413/415; 400 only for `wait_not_supported`
 READ_ERRORS: dict[int | str, dict[str, Any]] = {**NOT_MODIFIED, **errors(400, 401, 403, 404, 422, 503)}
@@ -248,7 +249,7 @@ def conditional(request: Request, out: BaseModel, converged: bool | None = None)
 
 async def _read(request: Request, replica_id: str, ns: str, key: str, wait_ms: int | None) -> tuple[Any, bool | None]:
     """The key's value at this replica, after waiting for it to converge when asked."""
-    converged = None if wait_ms is None else await wait_converged(request, ns, key, wait_ms)
+    converged = None if wait_ms is None else await wait_converged(request, replica_id, ns, key, wait_ms)
     return await _cluster(request).aread(replica_id, ns, key), converged
 
 

@@ -1,12 +1,14 @@
 """`?wait_converged=MS` on key reads: answer once the key has converged, or after MS at most.
 
 What "converged" means here is per key, not per cluster: the key's value is the same at every
-replica that is up (kv: the same siblings, by writer and counter; every other type: the same
-view). A whole-cluster test (`/api/convergence`) would make a read of a quiet key wait for
-unrelated writes in flight, and on a busy cluster it may never hold; per key, a read at Sydney
-after a write at London returns as soon as Sydney has it and nobody else has anything newer.
-Under a partition the two sides differ, so a read of a key written on one side waits its full
-MS and says `X-Converged: false` (that answer is the honest one: the other side has not got it).
+replica that is up and that this replica can reach now (all of them, or its side of a partition;
+kv: the same siblings, by writer and counter; every other type: the same view). That is "this
+replica has everything the others it can hear from have": nothing more can arrive until the
+network changes. A whole-cluster test (`/api/convergence`) would make a read of a quiet key wait
+for unrelated writes in flight, and on a busy cluster it may never hold; per key, a read at
+Sydney after a write at London returns as soon as Sydney has it and nobody else has anything
+newer. Under a partition a read waits for its own side only (waiting for the other side would
+wait out every partition); `X-Converged: false` means the time ran out first.
 
 Where it can be asked: any cluster that sees all its replicas (the simulated dashboard, and
 `serve --processes`, whose reads are relayed to each process). A single `edgestate replica` sees
@@ -40,7 +42,7 @@ WaitConverged = Annotated[int | None, Query(
     ge=0, le=MAX_WAIT_MS,
     description=(
         f"Wait up to this many milliseconds (0 to {MAX_WAIT_MS}) until the key has the same value at every "
-        f"replica that is up, then answer; the `{HEADER}` header says whether it had (`true`) or the time ran "
+        f"replica that is up and that this one can reach (its side of a partition), then answer; the `{HEADER}` header says whether it had (`true`) or the time ran "
         "out (`false`: the answer is this replica's value then, as without waiting). Use it instead of a "
         "`sleep` after a write elsewhere or a heal. 400 `wait_not_supported` on a single `edgestate replica` "
         "(it cannot see its peers); 503 `too_many_waiting` when too many reads wait at once."),
@@ -58,12 +60,16 @@ def _comparable(ns: str, value: Any) -> bytes:
     return orjson.dumps(view, option=orjson.OPT_SORT_KEYS)
 
 
-async def key_converged(cluster: Any, ns: str, key: str) -> bool:
+def _reachable(cluster: Any, replica_id: str) -> list[str]:
+    """The replicas that are up on `replica_id`'s side of the partition in force (if any)."""
     down = set(cluster.down())
+    side = next((g for g in cluster.partition_groups() or [] if replica_id in g), cluster.ids)
+    return [rid for rid in side if rid not in down]
+
+
+async def key_converged(cluster: Any, replica_id: str, ns: str, key: str) -> bool:
     seen: set[bytes] = set()
-    for rid in cluster.ids:
-        if rid in down:
-            continue
+    for rid in _reachable(cluster, replica_id):
         try:
             seen.add(_comparable(ns, await cluster.aread(rid, ns, key)))
         except (EdgeStateError, ApiError):  # a replica that went away or is repairing meanwhile
@@ -73,10 +79,10 @@ async def key_converged(cluster: Any, ns: str, key: str) -> bool:
     return True
 
 
-async def wait_converged(request: Request, ns: str, key: str, ms: int) -> bool:
+async def wait_converged(request: Request, replica_id: str, ns: str, key: str, ms: int) -> bool:
     """Wait until `key` has converged or `ms` (capped) has passed; whether it had."""
     cluster = request.app.state.live
-    if not callable(getattr(cluster, "down", None)):
+    if not callable(getattr(cluster, "partition_groups", None)):
         raise ApiError(400, "wait_not_supported",
                        "wait_converged needs a view of every replica: a single replica process cannot see what its "
                        "peers hold (ask a dashboard over the processes, or poll)")
@@ -85,6 +91,7 @@ async def wait_converged(request: Request, ns: str, key: str, ms: int) -> bool:
     if waiting >= MAX_WAITING:
         raise ApiError(503, "too_many_waiting", f"{MAX_WAITING} reads are waiting for convergence already; retry",
                        headers={"Retry-After": "1"})
+    await cluster.aread(replica_id, ns, key)  # an unknown or crashed replica answers its error now, not after MS
     ms = min(ms, getattr(state, "wait_cap_ms", MAX_WAIT_MS))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ms / 1000
@@ -92,7 +99,7 @@ async def wait_converged(request: Request, ns: str, key: str, ms: int) -> bool:
     state.converged_waiting = waiting + 1
     try:
         while True:
-            if await key_converged(cluster, ns, key):
+            if await key_converged(cluster, replica_id, ns, key):
                 return True
             left = deadline - loop.time()
             if left <= 0:
