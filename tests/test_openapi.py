@@ -141,3 +141,25 @@ def test_statuses_are_enums_and_a_202_declares_its_location(dashboard_spec, repl
     assert rs["StatusOut"]["properties"]["peers"]["additionalProperties"]["enum"] == ["alive", "suspect", "dead"]
     assert rs["DetailOut"]["properties"]["status"]["enum"] == ["up", "down"]
 
+
+
+def test_a_route_added_without_a_tag_gets_its_area_from_its_path():
+    from app.web.openapi import reshape
+
+    validation = {"422": {"content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/HTTPValidationError"}}}}}
+    schema = {"paths": {
+        "/api/replicas/{replica_id}/watch": {"get": {"responses": dict(validation), "parameters": [
+            {"name": "replica_id", "in": "path", "schema": {"type": "string"}},
+            {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 256}}]}},
+        "/api/replicas/{replica_id}/crash": {"post": {"responses": dict(validation), "parameters": [
+            {"name": "replica_id", "in": "path", "schema": {"type": "string"}}]}},
+    }, "components": {"schemas": {"HTTPValidationError": {}, "ValidationError": {}}}}
+    out = reshape(schema, {"ErrorOut": {"type": "object"}, "ErrorDetail": {"type": "object"}})
+    watch, crash = out["paths"]["/api/replicas/{replica_id}/watch"]["get"], \
+        out["paths"]["/api/replicas/{replica_id}/crash"]["post"]
+    assert watch["tags"] == ["data"] and crash["tags"] == ["faults"]
+    # a query bound can fail validation: our shape; a bare path string cannot: no 422 at all
+    assert watch["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    assert "422" not in crash["responses"]
+    assert "HTTPValidationError" not in str(out)

@@ -154,7 +154,7 @@ class _RunnerCollector(Collector):
                           sorted(counts.items()))
 
 
-router = APIRouter()
+router = APIRouter(responses=api.errors(401, 403))  # with --token: the access middleware
 
 
 def _runner(request: Request) -> ReplicaRunner:

@@ -183,8 +183,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 ERROR_MEANING = {
-    400: "malformed request (`invalid_json`, `duplicate_member`, `bad_context`, `invalid_idempotency_key`, "
-         "`invalid_cursor`, `wait_not_supported`)",
+    400: "a malformed request, the code says how: `invalid_json`, `duplicate_member`, `bad_context`, "
+         "`invalid_idempotency_key` (writes); `invalid_cursor` (lists); `wait_not_supported` (reads)",
     401: "a token is needed (`unauthorized`)",
     403: "the token does not allow this (`forbidden`)",
     404: "no such replica, type or key (`unknown_replica`, `not_found`)",

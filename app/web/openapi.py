@@ -8,7 +8,8 @@ the error answers that can happen, in the one error shape.
   shape is never sent (`errors.py` reshapes validation errors to `ErrorOut`, code
   `validation_error`), so it is replaced by ours, and dropped where no parameter can fail
   validation (a plain string in the path, no query, no body).
-- Tags group the operations by area (`TAGS`, in this order in `/docs`).
+- Tags group the operations by area (`TAGS`, in this order in `/docs`); a route that declares
+  none gets its area from its path (`TAG_BY_PREFIX`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ VALIDATION_ERROR = {
 }
 
 
+# where a route declares no tag (a new one): its area by path, so no operation is left untagged
+TAG_BY_PREFIX = [("/api/replicas/{replica_id}/crash", "faults"), ("/api/replicas/{replica_id}/recover", "faults"),
+                 ("/api/replicas/{replica_id}/", "data"), ("/api/faults/", "faults"), ("/api/sim", "simulation"),
+                 ("/api/scenarios", "scenarios"), ("/api/join", "audience"), ("/api/session", "session"),
+                 ("/api/", "observe"), ("/", "ops")]
+
+
 def operation_id(route: APIRoute) -> str:
     """`route.name` in camelCase: what a generated client calls the operation."""
     head, *rest = route.name.split("_")
@@ -58,8 +66,10 @@ def _cannot_fail_validation(op: dict[str, Any]) -> bool:
 
 def reshape(schema: dict[str, Any], error_schema: dict[str, Any]) -> dict[str, Any]:
     """FastAPI's generated schema, with its never-sent `HTTPValidationError` replaced by `ErrorOut`."""
-    for item in schema.get("paths", {}).values():
+    for path, item in schema.get("paths", {}).items():
         for op in item.values():
+            if not op.get("tags"):
+                op["tags"] = [next(tag for prefix, tag in TAG_BY_PREFIX if path.startswith(prefix))]
             answer = op.get("responses", {}).get("422")
             if answer is None or "HTTPValidationError" not in str(answer):
                 continue
