@@ -105,6 +105,7 @@ def test_only_the_implemented_paths_exist(client):
     methods = {path: set(ops) for path, ops in spec["paths"].items()}
     assert methods == {
         "/healthz": {"get"},
+        "/readyz": {"get"},
         "/api/replicas/{replica_id}/kv/{key}": {"get", "put", "delete"},
         "/api/replicas/{replica_id}/counters/{key}": {"get", "post"},
         "/api/replicas/{replica_id}/sets/{key}": {"get", "post"},

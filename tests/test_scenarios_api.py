@@ -65,6 +65,7 @@ def test_a_scenario_runs_live_and_reports_its_claim():
         assert r.status_code == 202, r.text
         started = r.json()
         assert started["status"] == "running" and started["url"] == f"/api/scenarios/runs/{started['run']}"
+        assert r.headers["Location"] == started["url"]  # the 202's Location: where to follow it
         run = wait_run(client, started["run"])
     assert run["status"] == "passed", run
     assert run["report"]["passed"] is True and all(c["passed"] for c in run["report"]["checks"])

@@ -89,6 +89,16 @@ def test_a_write_at_one_process_is_read_at_another_and_all_converge(procs):
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_context", r.text
 
 
+def test_a_read_waits_until_a_write_at_another_process_has_arrived(procs):
+    procs.ok("PUT", "/api/replicas/lhr/kv/waited-for", json={"value": "here"})
+    # relayed reads of every process until they agree; the bound is far above a LAN's milliseconds
+    r = httpx.get(f"{procs.base_url}/api/replicas/syd/kv/waited-for?wait_converged=20000", timeout=60.0)
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Converged"] == "true" and r.json()["values"] == ["here"]
+    for rid in POPS:  # it said so because it was so
+        assert procs.ok("GET", f"/api/replicas/{rid}/kv/waited-for")["values"] == ["here"]
+
+
 def test_crash_is_sigkill_and_recover_catches_up(procs):
     procs.ok("POST", "/api/replicas/syd/crash")
     r = procs.call("PUT", "/api/replicas/syd/kv/while", json={"value": 1})

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from replication.contract import DashboardCluster
 from replication.dissemination import StrategyName
 
-from ..web.api import ErrorOut
+from ..web.api import ErrorOut, errors
 from ..web.errors import ApiError
 from .simulated import MAX_SPEED
 from ..web import sessions
@@ -33,7 +33,7 @@ from ..web.security import bearer_scheme
 
 router = APIRouter(
     dependencies=[Security(bearer_scheme)],  # for /docs; the access middleware checks tokens
-    responses={s: {"model": ErrorOut} for s in (401, 403, 422)},
+    responses=errors(401, 403),  # a 422 where a body or parameter can fail validation: `web.openapi`
 )
 
 MAX_STEP_MS = 60_000.0  # one step runs at most a virtual minute: a step is work done inside the request
@@ -88,7 +88,7 @@ class ConvergenceOut(BaseModel):
     in_flight: int = Field(description="messages on the simulated wire")
 
 
-@router.get("/api/topology", response_model_exclude_none=True)
+@router.get("/api/topology", tags=["observe"], name="get_topology", response_model_exclude_none=True)
 async def topology(request: Request) -> TopologyOut:
     """The replicas, where they are, and the modelled round-trip times between them."""
     live = _cluster(request)
@@ -99,7 +99,7 @@ async def topology(request: Request) -> TopologyOut:
     return out
 
 
-@router.get("/api/replicas", response_model_exclude_none=True)
+@router.get("/api/replicas", tags=["observe"], name="get_replicas", response_model_exclude_none=True)
 async def replicas(request: Request) -> ReplicasOut:
     """Each replica's status, version vector and state digest."""
     live = _cluster(request)
@@ -108,7 +108,7 @@ async def replicas(request: Request) -> ReplicasOut:
                                  for s in live.replica_states()])
 
 
-@router.get("/api/convergence")
+@router.get("/api/convergence", tags=["observe"], name="get_convergence")
 async def convergence(request: Request) -> ConvergenceOut:
     """Whether the replicas that are up agree now (they may lag each other: that is the point)."""
     return ConvergenceOut.model_validate(_cluster(request).convergence())
@@ -156,7 +156,9 @@ def check_groups(groups: list[list[str]], known: list[str]) -> None:
             where[rid] = i
 
 
-@router.post("/api/faults/partition", responses={422: {"description": "an unknown replica, or one listed twice"}})
+@router.post("/api/faults/partition", tags=["faults"], responses={422: {
+    "model": ErrorOut, "description": "`invalid_partition`: an unknown replica, one listed twice, an empty group; "
+                                      "or `validation_error`"}})
 async def partition(request: Request, body: PartitionIn) -> PartitionOut:
     """Split the network: messages between groups are dropped until the partition is healed.
     A new partition replaces the one in force."""
@@ -165,7 +167,7 @@ async def partition(request: Request, body: PartitionIn) -> PartitionOut:
     return PartitionOut(partitioned=True, groups=await live.partition(body.groups))
 
 
-@router.delete("/api/faults/partition")
+@router.delete("/api/faults/partition", tags=["faults"])
 async def heal(request: Request) -> PartitionOut:
     """Heal the partition (if any). Replicas converge within about one anti-entropy period."""
     await _cluster(request).heal()
@@ -176,7 +178,7 @@ def _state_of(live: DashboardCluster, replica_id: str) -> ReplicaState:
     return next(ReplicaState.model_validate(s) for s in live.replica_states() if s["id"] == replica_id)
 
 
-@router.post("/api/replicas/{replica_id}/crash")
+@router.post("/api/replicas/{replica_id}/crash", tags=["faults"], responses=errors(404))
 async def crash(request: Request, replica_id: str, body: CrashIn | None = Body(None)) -> ReplicaState:
     """Stop a replica: it sends nothing and messages to it are dropped; reads and writes
     addressed to it answer 503 `replica_down`. Crashing it again may only add `lose_state`."""
@@ -185,7 +187,7 @@ async def crash(request: Request, replica_id: str, body: CrashIn | None = Body(N
     return _state_of(live, replica_id)
 
 
-@router.post("/api/replicas/{replica_id}/recover")
+@router.post("/api/replicas/{replica_id}/recover", tags=["faults"], responses=errors(404))
 async def recover(request: Request, replica_id: str) -> ReplicaState:
     """Bring a crashed replica back; it catches up by anti-entropy. A replica that is up stays as it is."""
     live = _cluster(request)
@@ -226,13 +228,13 @@ def _sim(live: DashboardCluster) -> SimOut:
     return SimOut(**live.sim_info())
 
 
-@router.get("/api/sim")
+@router.get("/api/sim", tags=["simulation"])
 async def get_sim(request: Request) -> SimOut:
     """The simulation's settings and virtual time."""
     return _sim(_cluster(request))
 
 
-@router.put("/api/sim/strategy")
+@router.put("/api/sim/strategy", tags=["simulation"])
 async def set_strategy(request: Request, body: StrategyIn) -> SimOut:
     """Switch how writes spread, live, at every replica."""
     live = _cluster(request)
@@ -240,21 +242,21 @@ async def set_strategy(request: Request, body: StrategyIn) -> SimOut:
     return _sim(live)
 
 
-@router.put("/api/sim/speed")
+@router.put("/api/sim/speed", tags=["simulation"])
 async def set_speed(request: Request, body: SpeedIn) -> SimOut:
     live = _cluster(request)
     live.set_speed(body.speed)
     return _sim(live)
 
 
-@router.put("/api/sim/loss")
+@router.put("/api/sim/loss", tags=["simulation"])
 async def set_loss(request: Request, body: LossIn) -> SimOut:
     live = _cluster(request)
     live.set_loss(body.loss)
     return _sim(live)
 
 
-@router.post("/api/sim/pause")
+@router.post("/api/sim/pause", tags=["simulation"])
 async def pause(request: Request) -> SimOut:
     """Stop virtual time (messages in flight stay in flight)."""
     live = _cluster(request)
@@ -262,14 +264,14 @@ async def pause(request: Request) -> SimOut:
     return _sim(live)
 
 
-@router.post("/api/sim/resume")
+@router.post("/api/sim/resume", tags=["simulation"])
 async def resume(request: Request) -> SimOut:
     live = _cluster(request)
     live.resume()
     return _sim(live)
 
 
-@router.post("/api/sim/step")
+@router.post("/api/sim/step", tags=["simulation"])
 async def step(request: Request, body: StepIn) -> SimOut:
     """Run virtual time forward by `ms` (the presenter's step button, while paused)."""
     live = _cluster(request)
@@ -282,7 +284,8 @@ class ResetOut(BaseModel):
     sim: SimOut = Field(description="the settings the fresh cluster runs with: the server's start values")
 
 
-@router.post("/api/reset", responses={409: {"model": ErrorOut, "description": "under `serve --processes`"}})
+@router.post("/api/reset", tags=["simulation"],
+             responses={409: {"model": ErrorOut, "description": "`not_supported_with_processes`: under `serve --processes`"}})
 async def reset(request: Request) -> ResetOut:
     """Start a fresh cluster with the same replicas: every key gone at every replica, partitions
     healed, crashed replicas back, strategy, loss and speed at the values the server started
@@ -310,7 +313,7 @@ async def reset(request: Request) -> ResetOut:
 # -- the caller -----------------------------------------------------------------------------
 
 
-@router.get("/api/session")
+@router.get("/api/session", tags=["session"], name="get_session")
 async def session(request: Request) -> sessions.SessionOut:
     """What the caller (with the token or session cookie it sent, if any) may do."""
     return sessions.current(request)

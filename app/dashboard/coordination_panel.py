@@ -58,7 +58,7 @@ class LastWriteOut(BaseModel):
     of: int = Field(description="replicas that are up")
 
 
-class PopOut(BaseModel):
+class PopCost(BaseModel):
     consensus_commit_ms: float | None = Field(
         description="virtual ms from a write here until a global leader has committed it and told this POP")
     rtt_to_leader_ms: float
@@ -88,14 +88,15 @@ class CoordinationOut(BaseModel):
     down: list[str]
     writers: WritersOut
     local_writes_timed: bool = Field(description="false when the replicas are separate processes")
-    pops: dict[str, PopOut]
+    pops: dict[str, PopCost]
 
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-@router.get("/api/coordination", responses={422: {"model": ErrorOut}})
+@router.get("/api/coordination", responses={422: {"model": ErrorOut, "description": "`unknown_leader`"}}, tags=["observe"],
+             name="get_coordination")
 async def coordination(
     request: Request,
     leader: str | None = Query(None, description="the global leader's POP (default: the most central one)"),
@@ -118,7 +119,7 @@ async def coordination(
     pops = {}
     for i in ids:
         last = live.last_writes.report(i, up)
-        pops[i] = PopOut(
+        pops[i] = PopCost(
             consensus_commit_ms=_finite(base.commit_ms[i]), rtt_to_leader_ms=base.rtt_to_leader_ms[i],
             local_us=last["local_us"] if last else None, everywhere_ms=last["everywhere_ms"] if last else None,
             last_write=LastWriteOut(**{k: last[k] for k in ("id", "t_ms", "reached", "of")}) if last else None,

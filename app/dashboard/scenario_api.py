@@ -22,14 +22,14 @@ import contextlib
 import itertools
 import logging
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Security
+from fastapi import APIRouter, Request, Response, Security
 from pydantic import BaseModel, Field
 
 from replication.scenarios import Catalogue, ScenarioError, run_live
 
-from ..web.api import ErrorOut
+from ..web.api import ErrorOut, errors
 from ..web.errors import ApiError
 from .simulated import LiveCluster
 from ..web.security import bearer_scheme
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 KEEP_RUNS = 32  # finished runs kept for GET .../runs/{id}; older ones are forgotten
 
-router = APIRouter(dependencies=[Security(bearer_scheme)], responses={s: {"model": ErrorOut} for s in (401, 403)})
+router = APIRouter(dependencies=[Security(bearer_scheme)], responses=errors(401, 403), tags=["scenarios"])
 
 
 class Run:
@@ -172,39 +172,49 @@ class ScenariosOut(BaseModel):
     running: str | None = Field(description="the id of the run in progress, if any")
 
 
+RunStatus = Literal["running", "passed", "failed", "cancelled"]
+
+
 class RunStarted(BaseModel):
     run: str
     name: str
-    status: str
-    url: str
+    status: RunStatus
+    url: str = Field(description="where to follow the run (also sent as `Location`)")
 
 
 class RunOut(BaseModel):
     run: str
     name: str
     claim: str
-    status: str = Field(description="running, passed, failed or cancelled")
+    status: RunStatus
     step: int
     of: int | None
     caption: str | None = Field(description="what the scenario is doing now (at the end: ✓ or ✗ and the claim)")
-    waiting: str | None = Field(None, description="'presenter' while the run waits for POST .../next (the → key)")
+    waiting: Literal["presenter"] | None = Field(None, description="'presenter' while the run waits for POST .../next (the → key)")
     events: list[dict[str, Any]] = Field(description="the run's scenario events, as sent on /ws")
     report: dict[str, Any] | None = Field(description="once it has ended: every step, check and figure")
 
 
-@router.get("/api/scenarios")
+@router.get("/api/scenarios", name="list_scenarios")
 async def list_scenarios(request: Request) -> ScenariosOut:
     runs = _runs(request)
     return ScenariosOut(scenarios=[ScenarioInfo(**s.summary()) for s in runs.catalogue.scenarios.values()],
                         running=runs.current.id if runs.current else None)
 
 
-@router.post("/api/scenarios/{name}", status_code=202,
-             responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
-async def start_scenario(request: Request, name: str) -> RunStarted:
+STARTED = {202: {"description": "started: follow it at `Location` (the body's `url`) or on /ws",
+                  "headers": {"Location": {"description": "the run's URL", "schema": {"type": "string"}}}},
+           **errors(404, 409), 422: {"model": ErrorOut, "description": "`invalid_scenario`: it names a replica "
+                                                                        "this cluster does not have"}}
+
+
+@router.post("/api/scenarios/{name}", status_code=202, responses=STARTED)
+async def start_scenario(request: Request, response: Response, name: str) -> RunStarted:
     """Start a scenario on the live cluster; it runs at the current speed. Follow it on /ws or at the run's URL."""
     run = _runs(request).start(name)
-    return RunStarted(run=run.id, name=run.name, status=run.status, url=f"/api/scenarios/runs/{run.id}")
+    url = f"/api/scenarios/runs/{run.id}"
+    response.headers["Location"] = url
+    return RunStarted(run=run.id, name=run.name, status=run.status, url=url)
 
 
 def _run_of(request: Request, run_id: str) -> Run:
@@ -214,12 +224,12 @@ def _run_of(request: Request, run_id: str) -> Run:
     return run
 
 
-@router.get("/api/scenarios/runs/{run_id}", responses={404: {"model": ErrorOut}})
+@router.get("/api/scenarios/runs/{run_id}", responses=errors(404), name="get_scenario_run")
 async def get_run(request: Request, run_id: str) -> RunOut:
     return RunOut(**_run_of(request, run_id).view())
 
 
-@router.delete("/api/scenarios/runs/{run_id}", responses={404: {"model": ErrorOut}})
+@router.delete("/api/scenarios/runs/{run_id}", responses=errors(404), name="stop_scenario_run")
 async def stop_run(request: Request, run_id: str) -> RunOut:
     """Stop a running scenario where it is (a run that has ended stays as it was). A partition or
     crash it set stays in force: heal or recover from the toolbar."""
@@ -228,7 +238,7 @@ async def stop_run(request: Request, run_id: str) -> RunOut:
     return RunOut(**run.view())
 
 
-@router.post("/api/scenarios/runs/{run_id}/next", responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+@router.post("/api/scenarios/runs/{run_id}/next", responses=errors(404, 409), name="next_scenario_step")
 async def next_caption(request: Request, run_id: str) -> RunOut:
     """The presenter's →: a run waiting at a `say: {wait: presenter}` goes on (409 `not_waiting`
     otherwise). A run nobody advances goes on by itself after the step's `max_wait_s`."""

@@ -22,6 +22,7 @@ from ..web import health
 from ..web import logs
 from ..web import loop_lag
 from ..web import metrics
+from ..web import openapi
 from ..web import sessions
 from ..web import watch
 from ..web.gc_steward import GcSteward
@@ -86,7 +87,9 @@ def create_app(
         redoc_url=None,
         docs_url=None,  # ours, served locally: see docs.py
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
+    openapi.install(app)
     app.state.live = live
     app.state.settings = settings
     app.state.metrics = metrics.Metrics(live.ids)

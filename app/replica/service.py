@@ -39,11 +39,12 @@ from ..web import docs
 from ..web import errors
 from ..web import health
 from ..web import logs
-from ..web import watch
+from ..web import openapi, watch
 from ..web.watch import LocalWatch
 from ..web.metrics import HttpMetrics, add_process_metrics, flush_histogram
 from ..dashboard.admin import PartitionIn, PartitionOut, check_groups
 from ..web.detail import replica_detail
+from .answers import DetailOut, ReplicaSummaries, ReplicaSummary, StatusOut
 from ..web.errors import ApiError
 from ..web.hygiene import RequestHygieneMiddleware
 from ..web.limits import BodyLimitMiddleware
@@ -167,30 +168,35 @@ class _RunnerCollector(Collector):
                           sorted(counts.items()))
 
 
-router = APIRouter()
+router = APIRouter(responses=api.errors(401, 403))  # with --token: the access middleware
 
 
 def _runner(request: Request) -> ReplicaRunner:
     return request.app.state.live.runner
 
 
-@router.get("/api/replicas")
-async def replicas(request: Request) -> dict:
+@router.get("/api/replicas", tags=["observe"], name="get_replicas")
+async def replicas(request: Request) -> ReplicaSummaries:
+    """This replica, as the dashboard's `/api/replicas` lists each one."""
     s = _runner(request).status()
-    return {"replicas": [{"id": s["id"], "status": "up", "version_vector": s["version_vector"], "digest": s["digest"]}]}
+    return ReplicaSummaries(replicas=[ReplicaSummary(id=s["id"], status="up", version_vector=s["version_vector"],
+                                                     digest=s["digest"])])
 
 
-@router.get("/api/status")
-async def status(request: Request) -> dict:
-    return _runner(request).status()
+@router.get("/api/status", tags=["observe"], name="get_status")
+async def status(request: Request) -> StatusOut:
+    """Who this replica is, its durability, its peers and its links."""
+    return StatusOut.model_validate(_runner(request).status())
 
 
 MAX_RECENT = 200
 
 
-@router.get("/api/detail")
+@router.get("/api/detail", tags=["observe"], name="get_detail",
+            responses=api.errors(422, 503))  # 422 `invalid_recent`; 503 while it cannot serve
 async def detail(request: Request, recent: str = Query("[]", max_length=64 * 1024,
-                 description="JSON list of [namespace, key], oldest first: listed first, newest at the top")) -> dict:
+                 description="JSON list of [namespace, key], oldest first: listed first, newest at the top")
+                 ) -> DetailOut:  # type: ignore[valid-type]
     """The replica's keyspace as the dashboard lists it (`serve --processes` relays it)."""
     try:
         refs = orjson.loads(recent)
@@ -203,10 +209,12 @@ async def detail(request: Request, recent: str = Query("[]", max_length=64 * 102
     runner.check_serving()
     await runner.barrier()  # no value a crash could take back
     assert runner.node is not None  # started: serving
-    return replica_detail(runner.node.replica, [(ns, key) for ns, key in refs], True)
+    return DetailOut.model_validate(replica_detail(runner.node.replica, [(ns, key) for ns, key in refs], True))
 
 
-@router.post("/api/faults/partition")
+@router.post("/api/faults/partition", tags=["faults"], responses={422: {
+    "model": api.ErrorOut, "description": "`invalid_partition`: an unknown replica, one listed twice, an empty group; "
+                                          "or `validation_error`"}})
 async def partition(request: Request, body: PartitionIn) -> PartitionOut:
     """Cut this replica off from every peer outside its own group (the same body as the
     dashboard's). Each process is told separately; replicas not listed form one more group."""
@@ -219,7 +227,7 @@ async def partition(request: Request, body: PartitionIn) -> PartitionOut:
     return PartitionOut(partitioned=True, groups=groups)
 
 
-@router.delete("/api/faults/partition")
+@router.delete("/api/faults/partition", tags=["faults"])
 async def heal(request: Request) -> PartitionOut:
     _runner(request).partition(set())
     return PartitionOut(partitioned=False, groups=[])
@@ -232,7 +240,9 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     problems = settings.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    app = FastAPI(title=f"edgestate replica {runner.id}", redoc_url=None, docs_url=None)
+    app = FastAPI(title=f"edgestate replica {runner.id}", redoc_url=None, docs_url=None,
+                  generate_unique_id_function=openapi.operation_id)
+    openapi.install(app)
     docs.install(app)
     app.state.live = ReplicaService(runner)
     app.state.settings = settings

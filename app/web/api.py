@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Body, Header, Query, Request, Security
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Security
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,7 @@ from replication.errors import EdgeStateError
 from replication.replica import KvView
 from replication.values import MAX_KEY_BYTES
 
+from .converged import HEADER as CONVERGED, WaitConverged, wait_converged
 from .errors import STATUS_BY_CODE, ApiError
 from .hygiene import ParsedJsonRoute
 from .security import ACCESS_SCOPE_KEY, bearer_scheme
@@ -47,6 +48,7 @@ AUTH = [Security(bearer_scheme)]
 KV = "/api/replicas/{replica_id}/kv/{key:path}"
 COUNTER = "/api/replicas/{replica_id}/counters/{key:path}"
 SET = "/api/replicas/{replica_id}/sets/{key:path}"
+DATA = ["data"]  # the OpenAPI tag (`openapi.TAGS`)
 BESPOKE = frozenset({"kv", "counters", "sets"})  # routed by hand below; every other type by `type_routes`
 ABSENT_IS_404 = frozenset({"kv"})  # types whose GET answers 404 for a key without a value
 
@@ -67,6 +69,12 @@ def _cluster(request: Request) -> ClusterData:
 
 
 REPLAYED = "Idempotent-Replayed"
+
+Key = Annotated[str, Path(
+    description=(f"the key: 1 to {MAX_KEY_BYTES} bytes of UTF-8, no control characters; percent-encode `/` "
+                 "or send it as is (`a/b` and `a%2Fb` name the same key). 422 `invalid_key` otherwise."),
+    json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_BYTES},  # bytes: the library checks (chars ≤ bytes)
+)]
 
 # typed str (not str | None): a header is absent or a string; the default None means absent
 IdempotencyKey = Annotated[str, Header(
@@ -169,11 +177,42 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorOut} for s in (400, 401, 403, 404, 413, 415, 422, 429, 503)
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route declares: only those it can send, each in the one error shape."""
+    return {s: {"model": ErrorOut, "description": ERROR_MEANING[s]} for s in statuses}
+
+
+ERROR_MEANING = {
+    400: "a malformed request, the code says how: `invalid_json`, `duplicate_member`, `bad_context`, "
+         "`invalid_idempotency_key` (writes); `invalid_cursor` (lists); `wait_not_supported` (reads)",
+    401: "a token is needed (`unauthorized`)",
+    403: "the token does not allow this (`forbidden`)",
+    404: "no such replica, type or key (`unknown_replica`, `not_found`)",
+    409: "not possible in this state or on this kind of cluster",
+    413: "the request is over a bound (`body_too_large`, `value_too_large`, `too_many_members`, ...)",
+    415: "the body is not sent as `application/json`",
+    422: "`validation_error`, or the route's own refusal (the code says which)",
+    429: "too many requests (`rate_limited`, `idempotency_table_full`): see `Retry-After`",
+    503: "the replica cannot answer now (`replica_down`, `recovering`, `storage_unavailable`, "
+         "`too_many_waiting`): retry",
 }
+ERRORS = errors(400, 401, 403, 404, 413, 415, 422, 429, 503)  # writes: a body
 NOT_MODIFIED = {304: {"description": "Not Modified: the `If-None-Match` tag is this answer's `ETag`"}}
-READ_ERRORS: dict[int | str, dict[str, Any]] = {**NOT_MODIFIED, **ERRORS}
+CONVERGED_HEADER = {CONVERGED: {"description": "with `?wait_converged`: whether the key had the same value at "
+                                               "every replica up and reachable from this one when this "
+                                               "answer was made",
+                                "schema": {"type": "string", "enum": ["true", "false"]}}}
+# reads: no body, so no 413/415; 400 only for `wait_not_supported`
+READ_ERRORS: dict[int | str, dict[str, Any]] = {**NOT_MODIFIED, **errors(400, 401, 403, 404, 422, 503)}
+LIST_ERRORS = errors(400, 401, 403, 404, 422, 503)
+
+
+def read_answer(schema: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """A key read's answers: 200 (with `X-Converged` when asked to wait), 304 and its errors."""
+    ok: dict[str, Any] = {"headers": CONVERGED_HEADER}
+    if schema is not None:
+        ok["content"] = {"application/json": {"schema": schema}}
+    return {200: ok, **READ_ERRORS}
 
 
 # -- conditional reads ----------------------------------------------------------------------
@@ -194,14 +233,24 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
-def conditional(request: Request, out: BaseModel) -> Response:
-    """The answer with its `ETag`; 304 without a body when the client's `If-None-Match` names it."""
+def conditional(request: Request, out: BaseModel, converged: bool | None = None) -> Response:
+    """The answer with its `ETag`; 304 without a body when the client's `If-None-Match` names it.
+    `converged`: the outcome of `?wait_converged`, when it was asked (`X-Converged`)."""
     body = out.model_dump_json().encode()
     etag = etag_of(body)
+    headers = {"ETag": etag}
+    if converged is not None:
+        headers[CONVERGED] = str(converged).lower()
     inm = request.headers.get("if-none-match")
     if inm is not None and _matches(inm, etag):
-        return Response(status_code=304, headers={"ETag": etag})
-    return Response(body, media_type="application/json", headers={"ETag": etag})
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def _read(request: Request, replica_id: str, ns: str, key: str, wait_ms: int | None) -> tuple[Any, bool | None]:
+    """The key's value at this replica, after waiting for it to converge when asked."""
+    converged = None if wait_ms is None else await wait_converged(request, replica_id, ns, key, wait_ms)
+    return await _cluster(request).aread(replica_id, ns, key), converged
 
 
 def _kv_out(replica_id: str, view: KvView) -> KvOut:
@@ -220,33 +269,34 @@ def _kv_out(replica_id: str, view: KvView) -> KvOut:
 # -- routes ---------------------------------------------------------------------------------
 
 
-@router.get("/healthz")
+@router.get("/healthz", tags=["ops"])
 async def healthz(request: Request) -> HealthOut:
     return HealthOut(status="ok", replicas=len(_cluster(request).ids))
 
 
-@router.put(KV, responses=ERRORS, dependencies=AUTH)
-async def put_kv(request: Request, replica_id: str, key: str, body: KvWrite,
+@router.put(KV, responses=ERRORS, dependencies=AUTH, tags=DATA)
+async def put_kv(request: Request, replica_id: str, key: Key, body: KvWrite,
                  idempotency_key: IdempotencyKey = None) -> KvOut:
     """Write a value at one replica. Without `context`, it supersedes what that replica holds for the key."""
     return await _write(request, replica_id, "kv", key, {"value": body.value, "context": body.context},
                         lambda view: _kv_out(replica_id, view), idempotency_key)
 
 
-@router.get(KV, responses=READ_ERRORS, dependencies=AUTH, response_model=KvOut)
-async def get_kv(request: Request, replica_id: str, key: str) -> Response:
+@router.get(KV, responses=read_answer(), dependencies=AUTH, response_model=KvOut, tags=DATA)
+async def get_kv(request: Request, replica_id: str, key: Key, wait_converged: WaitConverged = None) -> Response:
     """This replica's values (siblings when writes were concurrent) and a context token for the next write."""
-    view = await _cluster(request).aread(replica_id, "kv", key)
+    view, converged = await _read(request, replica_id, "kv", key, wait_converged)
     if not view.siblings:
-        raise ApiError(404, "not_found", f"key {key!r} has no value at replica {replica_id!r}")
-    return conditional(request, _kv_out(replica_id, view))
+        raise ApiError(404, "not_found", f"key {key!r} has no value at replica {replica_id!r}",
+                       headers=None if converged is None else {CONVERGED: str(converged).lower()})
+    return conditional(request, _kv_out(replica_id, view), converged)
 
 
-@router.delete(KV, responses=ERRORS, dependencies=AUTH)
+@router.delete(KV, responses=ERRORS, dependencies=AUTH, tags=DATA)
 async def delete_kv(
     request: Request,
     replica_id: str,
-    key: str,
+    key: Key,
     context: str | None = Query(None, description="context token; or send it as the JSON body's `context`"),
     body: KvDelete | None = None,
     idempotency_key: IdempotencyKey = None,
@@ -260,23 +310,23 @@ async def delete_kv(
                         lambda view: _kv_out(replica_id, view), idempotency_key)
 
 
-@router.post(COUNTER, responses=ERRORS, dependencies=AUTH)
-async def add_counter(request: Request, replica_id: str, key: str, body: CounterChange,
+@router.post(COUNTER, responses=ERRORS, dependencies=AUTH, tags=DATA)
+async def add_counter(request: Request, replica_id: str, key: Key, body: CounterChange,
                       idempotency_key: IdempotencyKey = None) -> CounterOut:
     """Add to a counter; answers its value at this replica. Send an `Idempotency-Key` to retry safely."""
     return await _write(request, replica_id, "counters", key, {"add": body.add},
                         lambda value: CounterOut(key=key, replica=replica_id, value=value), idempotency_key)
 
 
-@router.get(COUNTER, responses=READ_ERRORS, dependencies=AUTH, response_model=CounterOut)
-async def get_counter(request: Request, replica_id: str, key: str) -> Response:
+@router.get(COUNTER, responses=read_answer(), dependencies=AUTH, response_model=CounterOut, tags=DATA)
+async def get_counter(request: Request, replica_id: str, key: Key, wait_converged: WaitConverged = None) -> Response:
     """A counter never written reads 0."""
-    value = await _cluster(request).aread(replica_id, "counters", key)
-    return conditional(request, CounterOut(key=key, replica=replica_id, value=value))
+    value, converged = await _read(request, replica_id, "counters", key, wait_converged)
+    return conditional(request, CounterOut(key=key, replica=replica_id, value=value), converged)
 
 
-@router.post(SET, responses=ERRORS, dependencies=AUTH)
-async def change_set(request: Request, replica_id: str, key: str, body: SetChange,
+@router.post(SET, responses=ERRORS, dependencies=AUTH, tags=DATA)
+async def change_set(request: Request, replica_id: str, key: Key, body: SetChange,
                      idempotency_key: IdempotencyKey = None) -> SetOut:
     """Add or remove elements. An add concurrent with a remove wins."""
     # Pass on only the fields the client sent; the library insists on exactly one verb.
@@ -285,11 +335,11 @@ async def change_set(request: Request, replica_id: str, key: str, body: SetChang
                         lambda members: SetOut(key=key, replica=replica_id, members=members), idempotency_key)
 
 
-@router.get(SET, responses=READ_ERRORS, dependencies=AUTH, response_model=SetOut)
-async def get_set(request: Request, replica_id: str, key: str) -> Response:
+@router.get(SET, responses=read_answer(), dependencies=AUTH, response_model=SetOut, tags=DATA)
+async def get_set(request: Request, replica_id: str, key: Key, wait_converged: WaitConverged = None) -> Response:
     """A set never written reads as empty."""
-    members = await _cluster(request).aread(replica_id, "sets", key)
-    return conditional(request, SetOut(key=key, replica=replica_id, members=members))
+    members, converged = await _read(request, replica_id, "sets", key, wait_converged)
+    return conditional(request, SetOut(key=key, replica=replica_id, members=members), converged)
 
 
 # -- every other registered type: its two routes, made from its module ------------------------------
@@ -317,26 +367,29 @@ def type_routes(t: CrdtType) -> None:
     about = "\n\n".join((t.__doc__ or ns).strip().split("\n\n")[:3])  # what it is, and its operations
     answer = {200: {"description": f"the {t.LABEL} at this replica",
                     "content": {"application/json": {"schema": _answer_schema(t)}}}, **ERRORS}
+    read_answers = read_answer(_answer_schema(t))
+    read_answers[200]["description"] = f"the {t.LABEL} at this replica"
 
     def out(replica_id: str, key: str) -> Callable[[Any], BaseModel]:
         return lambda v: TypedOut(key=key, replica=replica_id, **t.to_json(v))
 
-    async def write(request: Request, replica_id: str, key: str, body: Annotated[dict[str, Any], Body()],
+    async def write(request: Request, replica_id: str, key: Key, body: Annotated[dict[str, Any], Body()],
                     idempotency_key: IdempotencyKey = None):
         return await _write(request, replica_id, ns, key, body, out(replica_id, key), idempotency_key)
 
-    async def read(request: Request, replica_id: str, key: str):
-        return conditional(request, out(replica_id, key)(await _cluster(request).aread(replica_id, ns, key)))
+    async def read(request: Request, replica_id: str, key: Key, wait_converged: WaitConverged = None):
+        value, converged = await _read(request, replica_id, ns, key, wait_converged)
+        return conditional(request, out(replica_id, key)(value), converged)
 
     router.add_api_route(
-        path, write, methods=["POST"], responses=answer, dependencies=AUTH, response_model=None,
-        name=f"write_{ns}", summary=f"Write a {t.LABEL}", description=f"{about}\n\nAnswers its value at this replica.",
+        path, write, methods=["POST"], responses=answer, dependencies=AUTH, response_model=None, tags=DATA,
+        name=f"write_{t.LABEL}", summary=f"Write a {t.LABEL}", description=f"{about}\n\nAnswers its value at this replica.",
         openapi_extra={"requestBody": {"required": True,
                                        "content": {"application/json": {"schema": t.OP_SCHEMA}}}},
     )
     router.add_api_route(
-        path, read, methods=["GET"], responses={**NOT_MODIFIED, **answer}, dependencies=AUTH, response_model=None,
-        name=f"read_{ns}", summary=f"Read a {t.LABEL}", description=f"{about}\n\nA key never written reads as empty.",
+        path, read, methods=["GET"], responses=read_answers, dependencies=AUTH, response_model=None, tags=DATA,
+        name=f"read_{t.LABEL}", summary=f"Read a {t.LABEL}", description=f"{about}\n\nA key never written reads as empty.",
     )
 
 
@@ -389,7 +442,7 @@ def _render_batch(replica_id: str, ops: list[batch.BatchOp]) -> Callable[[list[A
 
 
 @router.post("/api/replicas/{replica_id}/batch", responses=ERRORS, dependencies=AUTH, response_model=BatchOut,
-             name="write_batch")
+             name="write_batch", tags=DATA)
 async def write_batch(request: Request, replica_id: str, body: BatchIn,
                       idempotency_key: IdempotencyKey = None) -> Response:
     """Up to 1,000 writes at one replica, applied in order with nothing in between and made durable together
@@ -445,8 +498,8 @@ def list_route(t: CrdtType) -> None:
                        cursor=page.cursor)
 
     router.add_api_route(
-        f"/api/replicas/{{replica_id}}/{ns}", list_keys, methods=["GET"], responses=ERRORS, dependencies=AUTH,
-        name=f"list_{ns}", summary=f"List {t.LABEL} keys",
+        f"/api/replicas/{{replica_id}}/{ns}", list_keys, methods=["GET"], responses=LIST_ERRORS, dependencies=AUTH,
+        name=f"list_{ns}", tags=DATA, summary=f"List {t.LABEL} keys",
         description=(f"A page of the {t.LABEL} keys this replica holds, in code-point order, at most `limit`. "
                      "Every key present from the first page to the last is listed exactly once; keys written "
                      "meanwhile may or may not be. A key whose value was removed everywhere it was seen is not "

@@ -50,11 +50,12 @@ STATUS_BY_CODE = {
 class ApiError(Exception):
     """An error decided by the web layer itself (not by the library), e.g. a key with no value."""
 
-    def __init__(self, status: int, code: str, message: str, **more) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, **more) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers  # sent with the error (Retry-After, X-Converged)
         self.more = more  # members beside code and message (a relayed bound's `limit`)
 
 
@@ -72,7 +73,7 @@ def _code_for_status(status: int) -> str:
 
 
 async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message, **exc.more)
+    return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.more)
 
 
 async def on_library_error(request: Request, exc: EdgeStateError) -> JSONResponse:

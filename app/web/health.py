@@ -39,7 +39,7 @@ class NotReadyOut(BaseModel):
     error: NotReadyDetail
 
 
-@router.get("/readyz", responses={503: {"model": NotReadyOut, "description": "not ready: `error.reason` says why"}})
+@router.get("/readyz", tags=["ops"], responses={503: {"model": NotReadyOut, "description": "not ready: `error.reason` says why"}})
 async def readyz(request: Request) -> ReadyOut:
     """200 when this server may take writes; 503 `not_ready` with a `reason` otherwise."""
     check = getattr(request.app.state.live, "aunready", None)

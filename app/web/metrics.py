@@ -299,6 +299,8 @@ router = APIRouter()
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
+    tags=["ops"],
+    name="get_metrics",
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
 async def metrics(request: Request) -> Response:

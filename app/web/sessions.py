@@ -34,6 +34,7 @@ from typing import Callable, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict
 
+from .api import errors
 from .errors import ApiError, error_response
 from .limits import TokenBuckets
 from .security import ACCESS_SCOPE_KEY, SESSION_COOKIE, SIGNED_IN_SCOPE_KEY, Access, Settings, grant
@@ -112,7 +113,10 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@router.post("/api/session", status_code=200)
+@router.post("/api/session", status_code=200, tags=["session"], responses=errors(401, 413, 415, 422, 429),
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                 "type": "object", "required": ["token"], "additionalProperties": False,
+                 "properties": {"token": {"type": "string", "description": "the admin or write token"}}}}}}})
 async def sign_in(request: Request, response: Response) -> SessionOut:
     """Exchange a token for a session cookie (HttpOnly, SameSite=Strict, 12 h)."""
     sessions: Sessions = request.app.state.sessions
@@ -141,7 +145,7 @@ async def sign_in(request: Request, response: Response) -> SessionOut:
     return session_out(request, access, signed_in=True)
 
 
-@router.delete("/api/session")
+@router.delete("/api/session", tags=["session"])
 async def sign_out(request: Request, response: Response) -> SessionOut:
     """Forget this browser's session here and clear its cookie."""
     request.app.state.sessions.drop(request.cookies.get(SESSION_COOKIE))

@@ -105,7 +105,7 @@ VIEW_SCHEMA = {
     "properties": {
         "fields": {"type": "object", "description": "each field's value: a counter's total, a register's value "
                                                     "(with siblings, the one written last)"},
-        "conflicts": {"type": "object", "additionalProperties": {"type": "array"},
+        "conflicts": {"type": "object", "additionalProperties": {"type": "array", "items": {}},
                       "description": "fields holding concurrent values, with all of them"},
     },
     "required": ["fields", "conflicts"],

@@ -82,7 +82,7 @@ def _city(live: Any, replica_id: str) -> str:
     return pop.city if pop is not None else replica_id
 
 
-@router.get("/api/join/pops", dependencies=AUTH)
+@router.get("/api/join/pops", dependencies=AUTH, tags=["audience"], name="get_join_pops")
 async def pops(request: Request, tz: str | None = Query(None, max_length=zones.MAX_ZONE_CHARS),
                offset: int | None = Query(None, ge=-zones.MAX_OFFSET_MIN, le=zones.MAX_OFFSET_MIN)) -> PopsOut:
     """The POPs, nearest first to a browser in time zone `tz` (IANA) at `offset` minutes east of UTC."""
@@ -92,7 +92,7 @@ async def pops(request: Request, tz: str | None = Query(None, max_length=zones.M
                    pops=[PopOut(id=p.id, city=p.pop.city, country=p.pop.country) for p in ordered])
 
 
-@router.post("/api/join/{replica_id}", responses=ERRORS, dependencies=AUTH)
+@router.post("/api/join/{replica_id}", responses=ERRORS, dependencies=AUTH, tags=["audience"], name="join_tap")
 async def tap(request: Request, replica_id: str, body: Tap) -> TapOut:
     """One tap from a phone: +1, an emoji or a word, written at `replica_id`."""
     try:
@@ -112,7 +112,7 @@ async def tap(request: Request, replica_id: str, body: Tap) -> TapOut:
                   city=_city(live, replica_id), answered_ms=round(answered_ms, 2), value=value)
 
 
-@router.get("/api/join/info", dependencies=AUTH)
+@router.get("/api/join/info", dependencies=AUTH, tags=["audience"], name="get_join_info")
 async def info(request: Request) -> InfoOut:
     """The URL the QR code encodes, and what a phone may send."""
     return InfoOut(url=_join_url(request), emoji=list(talk.EMOJI), max_word_chars=talk.MAX_WORD_CHARS)
