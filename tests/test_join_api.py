@@ -190,28 +190,81 @@ def test_stream_carries_totals_and_this_phones_journey():
         ws.send_text("not json")
         ws.send_text(orjson.dumps({"watch": "lhr:999999"}).decode())
         phone.until(lambda p: p.journeys.get("lhr:999999", {}).get("unknown"))
+        hub = client.app.state.join_hub
+        assert r["id"] not in hub.watchers  # a finished journey is no longer followed
 
 
-def test_stream_messages_are_at_most_four_a_second():
-    """Whatever the number of writes, the hub sends a phone one message per period: counted
-    over ticks, not wall time (the hub's `tick` is driven here by hand)."""
+def test_the_hub_forgets_a_phones_writes_when_it_leaves_and_ticks_look_only_at_moved_writes():
     import asyncio
 
-    from app.dashboard.join.stream import JoinHub
+    from app.dashboard.join.stream import FULL_PASS_EVERY, JoinHub
+    from live_helpers import run_async
+
+    clock = FakeClock()
+    live = make_live(IDS, clock=clock)
+
+    async def go():
+        hub = JoinHub(live, period_s=3600)
+        c = hub.connect()
+        await asyncio.sleep(0)
+        await live.awrite("fra", "counters", "votes", {"add": 1})
+        w = hub.latest_write("fra", "counters", "votes")
+        hub.watch(c, w.id)
+        assert hub.watchers == {w.id: {c}}
+        looked = []
+        real = hub._journey
+        hub._journey = lambda c_, wid, up: looked.append(wid) or real(c_, wid, up)
+        while hub._ticks % FULL_PASS_EVERY == FULL_PASS_EVERY - 1:  # not a full pass next
+            await hub.tick()
+        hub._up_before = hub._up()
+        await hub.tick()  # nothing arrived since: nothing looked at
+        assert looked == []
+        while hub._ticks % FULL_PASS_EVERY == FULL_PASS_EVERY - 1:  # the next tick is not a full pass
+            await hub.tick()
+        looked.clear()
+        clock.advance(0.05)
+        live.catch_up()  # arrivals
+        assert w.id in hub.moved
+        await hub.tick()
+        assert looked == [w.id]
+        hub.disconnect(c)
+        assert hub.watchers == {}
+        hub._task.cancel()
+
+    run_async(go())
+
+
+def test_stream_messages_are_at_most_four_a_second_and_totals_once_a_second():
+    """Whatever the number of writes, the hub sends a phone one message per period, and the
+    totals in one tick of TOTALS_EVERY: counted over ticks, not wall time (the hub's `tick` is
+    driven here by hand)."""
+    import asyncio
+
+    from app.dashboard.join.stream import TOTALS_EVERY, JoinHub
 
     live = make_live(IDS)
 
     async def go():
-        hub = JoinHub(live, period_s=3600)  # the hub's own loop never ticks during the test
+        hub = JoinHub(live, period_s=3600)  # the hub's own loop ticks once, at once, then sleeps
         c = hub.connect()
+        deadline = asyncio.get_running_loop().time() + 30.0
+        while hub._ticks == 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.001)
+        assert c.take() is not None  # the totals as they were when it joined
+
+        async def a_second_of_ticks():
+            for _ in range(TOTALS_EVERY - 1):  # within the second: no totals
+                await hub.tick()
+                assert c.take() is None
+            await hub.tick()
+            return c.take()
+
         for _ in range(50):
             await live.awrite("lhr", "counters", "votes", {"add": 1})
-        await hub.tick()
-        first = c.take()
+        first = await a_second_of_ticks()
         for _ in range(50):
             await live.awrite("lhr", "counters", "votes", {"add": 1})
-        await hub.tick()
-        second = c.take()
+        second = await a_second_of_ticks()
         assert c.take() is None  # everything waiting went in one message: no backlog
         hub.disconnect(c)
         hub._task.cancel()

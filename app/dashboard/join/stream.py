@@ -7,8 +7,10 @@ message per `PERIOD_S` (4 a second), made of:
 
 - `totals`: the votes counter, the emoji set and the words in the register (at most
   `MAX_WORDS`, each at most `talk.MAX_WORD_CHARS`) as read at the reference replica, the
-  first POP listed that is up. Read only when an "applied" event touched one of the talk's
-  keys there, serialised once and the same bytes given to every phone.
+  first POP listed that is up. Read at most once a second (`TOTALS_EVERY` ticks) and only when
+  an "applied" event touched one of the talk's keys there, serialised once and the same bytes
+  given to every phone: with a hall tapping, totals to every phone at 4 a second were most of
+  the server's sends.
 - `journeys`: for each write this phone asked to follow (`{"watch": "<write id>"}`, at most
   `MAX_WATCH` at once, the oldest forgotten), how many of the replicas that are up have it and,
   once all of them do, `everywhere_ms`: virtual ms from the write until the last had it.
@@ -43,6 +45,8 @@ from . import talk
 log = logging.getLogger(__name__)
 
 PERIOD_S = 0.25  # at most 4 messages a second per phone
+TOTALS_EVERY = 4  # ticks between totals sent to every phone: once a second (a journey still goes at once)
+FULL_PASS_EVERY = 4  # ticks between looks at every followed write (else only those that moved)
 MAX_WATCH = 16
 KEEP = 8192  # writes followed: ~25 s of a 1000-phone hall writing every 3 s
 MAX_WORDS = 12
@@ -104,6 +108,15 @@ class JoinHub:
         self.max_clients = max_clients
         self.tracker = WriteTracker(keep=KEEP)
         self.clients: set[JoinClient] = set()
+        # Who follows which write, and the writes that got an arrival since the last tick: a tick
+        # then looks only at those (with 1,000 phones each following up to 16 writes, looking at
+        # every one 4 times a second held the loop for tens of ms). Every FULL_PASS_EVERY ticks,
+        # and when the replicas that are up change, it looks at all of them.
+        self.watchers: dict[str, set[JoinClient]] = {}
+        self.moved: set[str] = set()
+        self._ticks = 0
+        self._since_totals = TOTALS_EVERY  # ticks since the totals were last read: the first tick reads them
+        self._up_before: list[str] | None = None
         self.dirty = True  # the totals need reading
         self.totals: bytes = b"{}"
         self.totals_obj: dict = {}
@@ -119,6 +132,8 @@ class JoinHub:
         self.tracker = WriteTracker(keep=KEEP)
         for c in self.clients:
             c.watch.clear()
+        self.watchers.clear()
+        self.moved.clear()
         self.dirty = True
 
     # -- the bus: synchronous, inside the simulator loop ---------------------------------------
@@ -128,6 +143,11 @@ class JoinHub:
             return
         try:
             self.tracker.observe(ev)
+            if self.watchers:
+                for d in ev.get("dots") or ():
+                    w = self.tracker.get(tuple(d))
+                    if w is not None and w.id in self.watchers:
+                        self.moved.add(w.id)
             if not self.dirty:
                 for k in ev.get("keys") or ():
                     if (k[0], k[1]) in _TALK:
@@ -179,12 +199,26 @@ class JoinHub:
         c.closed = True
         c.wake.set()
         self.clients.discard(c)
+        self._unwatch_all(c)
+
+    def _unwatch(self, c: JoinClient, wid: str) -> None:
+        followers = self.watchers.get(wid)
+        if followers is not None:
+            followers.discard(c)
+            if not followers:
+                del self.watchers[wid]
+
+    def _unwatch_all(self, c: JoinClient) -> None:
+        for wid in list(c.watch):
+            self._unwatch(c, wid)
+        c.watch.clear()
 
     def drop(self, c: JoinClient) -> None:
         if c.dropped:
             return
         c.dropped = True
         self.clients.discard(c)
+        self._unwatch_all(c)
         self.dropped_clients += 1
         c.wake.set()
         if c.sending and c.sender is not None:
@@ -204,9 +238,11 @@ class JoinHub:
             c.wake.set()
             return
         c.watch[write_id] = (w, -1)
+        self.watchers.setdefault(write_id, set()).add(c)
         while len(c.watch) > MAX_WATCH:
-            c.watch.popitem(last=False)
-        self._journeys(c, self._up())
+            old, _ = c.watch.popitem(last=False)
+            self._unwatch(c, old)
+        self._journey(c, write_id, self._up())
         c.wake.set()
 
     def _up(self) -> list[str]:
@@ -214,18 +250,28 @@ class JoinHub:
         return [r for r in self.live.ids if r not in down]
 
     def _journeys(self, c: JoinClient, up: list[str]) -> None:
-        for wid, (w, last) in list(c.watch.items()):
-            reached, of, everywhere = w.spread(up)
-            if everywhere is not None:
-                c.journeys[wid] = {"id": wid, "origin": w.origin, "reached": reached, "of": of,
-                                   "everywhere_ms": round(everywhere, 1)}
-                del c.watch[wid]
-            elif self.tracker.get(w.dots[0]) is not w:  # no longer followed: it will not complete here
-                c.journeys[wid] = {"id": wid, "origin": w.origin, "reached": reached, "of": of, "lost": True}
-                del c.watch[wid]
-            elif reached != last:
-                c.journeys[wid] = {"id": wid, "origin": w.origin, "reached": reached, "of": of}
-                c.watch[wid] = (w, reached)
+        for wid in list(c.watch):
+            self._journey(c, wid, up)
+
+    def _journey(self, c: JoinClient, wid: str, up: list[str]) -> None:
+        """What changed in one followed write's journey, queued for its phone."""
+        held = c.watch.get(wid)
+        if held is None:
+            return
+        w, last = held
+        reached, of, everywhere = w.spread(up)
+        if everywhere is not None:
+            c.journeys[wid] = {"id": wid, "origin": w.origin, "reached": reached, "of": of,
+                               "everywhere_ms": round(everywhere, 1)}
+            del c.watch[wid]
+            self._unwatch(c, wid)
+        elif self.tracker.get(w.dots[0]) is not w:  # no longer followed: it will not complete here
+            c.journeys[wid] = {"id": wid, "origin": w.origin, "reached": reached, "of": of, "lost": True}
+            del c.watch[wid]
+            self._unwatch(c, wid)
+        elif reached != last:
+            c.journeys[wid] = {"id": wid, "origin": w.origin, "reached": reached, "of": of}
+            c.watch[wid] = (w, reached)
 
     async def _loop(self) -> None:
         try:
@@ -239,21 +285,32 @@ class JoinHub:
             self._task = None
 
     async def tick(self) -> None:
-        if self.dirty:
-            self.dirty = False
+        self._ticks += 1
+        self._since_totals += 1
+        if self.dirty and self._since_totals >= TOTALS_EVERY:
+            self.dirty, self._since_totals = False, 0
             obj = await self.read_totals()
             if obj != self.totals_obj:
                 self.totals_obj, self.totals = obj, orjson.dumps(obj)
                 for c in self.clients:
                     c.totals = self.totals
         now = time.monotonic()
-        up = self._up() if any(c.watch for c in self.clients) else []
+        if self.watchers:
+            up = self._up()
+            if up != self._up_before or self._ticks % FULL_PASS_EVERY == 0:
+                for c in self.clients:
+                    if c.watch:
+                        self._journeys(c, up)
+            else:
+                for wid in self.moved:
+                    for c in list(self.watchers.get(wid, ())):
+                        self._journey(c, wid, up)
+            self._up_before = up
+        self.moved.clear()
         for c in list(self.clients):
             if c.sending and now - c.send_since > self.send_deadline_s:
                 self.drop(c)
                 continue
-            if c.watch:
-                self._journeys(c, up)
             if c.totals is not None or c.journeys:
                 c.wake.set()
 
