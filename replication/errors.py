@@ -139,6 +139,18 @@ class IdempotencyTableFull(EdgeStateError):
         self.retry_after_s = retry_after_s
 
 
+class Overloaded(EdgeStateError):
+    """The simulated network is too far behind to take another write now (see
+    `app/dashboard/simulated.py`, MAX_IN_FLIGHT): refused before anything changed; retry after
+    `retry_after_s`."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 # -- which replica: a cluster's (`cluster`, `sim`, the app's clusters) ---------------------
 
 

@@ -13,7 +13,7 @@ from replication.errors import EdgeStateError
 
 # code -> status, as clients and scripts rely on them (README: External contracts)
 EXPECTED_STATUS = {
-    "invalid_key": 422, "invalid_cursor": 400, "invalid_limit": 422, "invalid_value": 422, "invalid_operation": 422, "counter_overflow": 422,
+    "invalid_key": 422, "overloaded": 503, "invalid_cursor": 400, "invalid_limit": 422, "invalid_value": 422, "invalid_operation": 422, "counter_overflow": 422,
     "value_too_large": 413, "bad_context": 400, "unknown_type": 404, "unknown_replica": 404,
     "replica_down": 503, "storage_unavailable": 503, "recovering": 503, "not_supported_with_processes": 409,
     "not_supported_with_attach": 409,
@@ -22,7 +22,7 @@ EXPECTED_STATUS = {
 }
 
 EXPECTED_CODES = {
-    "EdgeStateError": "edgestate_error", "UnknownType": "unknown_type", "InvalidKey": "invalid_key", "InvalidCursor": "invalid_cursor", "InvalidLimit": "invalid_limit",
+    "EdgeStateError": "edgestate_error", "UnknownType": "unknown_type", "InvalidKey": "invalid_key", "Overloaded": "overloaded", "InvalidCursor": "invalid_cursor", "InvalidLimit": "invalid_limit",
     "InvalidValue": "invalid_value", "ValueTooLarge": "value_too_large", "InvalidOperation": "invalid_operation",
     "CounterOverflow": "counter_overflow", "BadContext": "bad_context", "MalformedDelta": "malformed_delta",
     "StaleDelta": "stale_delta", "BadSeal": "bad_seal", "InvalidIdempotencyKey": "invalid_idempotency_key",

@@ -269,3 +269,38 @@ def _once():
     from replication.idempotency import Once, request_fingerprint
 
     return Once("key-1", request_fingerprint("PUT", "lhr", "kv", "k2", {"value": 2}), render=lambda v: b"{}")
+
+
+def test_past_the_bound_on_messages_in_flight_a_write_is_refused_and_changes_nothing(monkeypatch):
+    """Under a sustained load the simulation cannot keep up with, the simulated network would
+    grow for as long as the load lasts: past MAX_IN_FLIGHT writes get 503 `overloaded` (with a
+    Retry-After) until it drains, and the refused write changes nothing."""
+    from fastapi.testclient import TestClient
+
+    from app.dashboard import simulated
+    from app.dashboard.server import create_app
+
+    clock = FakeClock()  # virtual time moves only when the test says: nothing is delivered meanwhile
+    lc = LiveCluster(SimCluster(place_replicas(select_pops("default")), seed=1), clock=clock)
+    clock.t += 5.0
+    lc.catch_up()
+    bound = lc.sim.in_flight() + 30  # above what an idle cluster keeps in flight (probes, digests)
+    monkeypatch.setattr(simulated, "MAX_IN_FLIGHT", bound)
+    client = TestClient(create_app(lc))
+    assert client.put("/api/replicas/lhr/kv/a", json={"value": 1}).status_code == 200
+    for i, rid in enumerate(lc.ids * 3):  # each write sends a few: until the bound
+        if lc.sim.in_flight() >= bound:
+            break
+        assert client.put(f"/api/replicas/{rid}/kv/k{i}", json={"value": i}).status_code == 200
+    assert lc.sim.in_flight() >= bound
+    before = lc.convergence()["digests"]
+    for r in (client.put("/api/replicas/lhr/kv/c", json={"value": 1}),
+              client.post("/api/replicas/lhr/counters/c", json={"add": 1}),
+              client.post("/api/replicas/lhr/batch", json={"ops": [{"type": "counter", "key": "c", "add": 1}]})):
+        assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
+    assert lc.convergence()["digests"] == before
+    assert client.get("/api/replicas/lhr/kv/a").status_code == 200  # reads go on
+    clock.t += 5.0  # the network drains
+    lc.catch_up()
+    assert lc.sim.in_flight() < bound
+    assert client.put("/api/replicas/lhr/kv/c", json={"value": 1}).status_code == 200

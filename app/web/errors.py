@@ -37,6 +37,7 @@ STATUS_BY_CODE = {
     "unknown_type": 404,
     "unknown_replica": 404,
     "replica_down": 503,
+    "overloaded": 503,
     "storage_unavailable": 503,
     "recovering": 503,
     "not_supported_with_processes": 409,
