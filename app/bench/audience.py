@@ -44,6 +44,7 @@ from . import runloop
 
 TARGET_WRITE_P99_MS = 100.0
 TARGET_LAG_P99_MS = 500.0
+IDLE_REUSE_S = 4.0  # reuse a kept-alive connection only if used this recently (uvicorn closes at 5 s)
 WORDS = ("edge", "crdt", "hello", "merge", "latency", "dots", "vv", "delta")
 
 
@@ -122,10 +123,16 @@ class _Http:
         self.host, self.port, self.local = host, port, local
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.used = 0.0
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        # A connection idle for longer than the server keeps one open (uvicorn: 5 s) is closed by
+        # now, and a request written into it gets no answer: open a fresh one, as a browser does.
+        if self.writer is not None and time.monotonic() - self.used > IDLE_REUSE_S:
+            self.close()
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port, local_addr=(self.local, 0))
+        self.used = time.monotonic()
         self.writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -140,6 +147,7 @@ class _Http:
             elif name.strip().lower() == b"connection" and value.strip().lower() == b"close":
                 close = True
         data = await self.reader.readexactly(length)
+        self.used = time.monotonic()
         if close:
             self.close()
         return status, data
