@@ -131,22 +131,6 @@ class AttachedLive(ProcessLive):
         problems = await self._unready_up()
         return ", ".join([*away, *problems]) or None
 
-    async def _unready_up(self) -> list[str]:
-        async def one(rid: str) -> str | None:
-            try:
-                status, _h, raw = await self._request(rid, "GET", "/readyz")
-            except (HttpError, OSError, asyncio.TimeoutError):
-                return f"{rid} does not answer"
-            if status == 200:
-                return None
-            try:
-                return f"{rid} {orjson.loads(raw)['error']['reason']}"
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                return f"{rid} answered {status}"
-
-        got = await asyncio.gather(*(one(rid) for rid in self.ids if rid not in self._down))
-        return [p for p in got if p is not None]
-
     # -- faults: through each replica's admin API ----------------------------------------------------
 
     async def _admin(self, rid: str, method: str, path: str, body: dict | None = None) -> str | None:

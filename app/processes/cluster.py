@@ -423,8 +423,11 @@ class ProcessLive:
         own /readyz 200; else which are not, and why."""
         if self.procs is None:
             return "starting"
-        up = [rid for rid in self.ids if rid not in self._down]
+        problems = await self._unready_up()
+        return ", ".join(problems) if problems else None
 
+    async def _unready_up(self) -> list[str]:
+        """Each replica not crashed here whose own /readyz is not 200, and why."""
         async def one(rid: str) -> str | None:
             try:
                 status, _h, raw = await self._request(rid, "GET", "/readyz")
@@ -437,8 +440,8 @@ class ProcessLive:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 return f"{rid} answered {status}"
 
-        problems = [p for p in await asyncio.gather(*(one(rid) for rid in up)) if p is not None]
-        return ", ".join(problems) if problems else None
+        got = await asyncio.gather(*(one(rid) for rid in self.ids if rid not in self._down))
+        return [p for p in got if p is not None]
 
     async def _tell_all_up(self, method: str, path: str, body: dict | None = None) -> None:
         if self.procs is None:  # not started: the record is all there is

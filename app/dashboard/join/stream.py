@@ -27,7 +27,6 @@ socket's buffers, bounded by `ws.limits`, are full: it does not read) is dropped
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -39,6 +38,7 @@ from fastapi import APIRouter, WebSocket
 from replication.writes import Write, WriteTracker
 
 from ..ws.encoding import wall_ms
+from ..ws.endpoint import run_client
 from ..ws.limits import MAX_MESSAGE
 from . import talk
 
@@ -342,17 +342,4 @@ async def join_stream(websocket: WebSocket) -> None:
     if client is None:
         await websocket.close(code=CLOSE_TOO_SLOW, reason="too many phones: try again later")
         return
-    client.sender = asyncio.create_task(client.run(websocket))
-    receiver = asyncio.create_task(_receive(websocket, hub, client))
-    try:
-        await asyncio.wait({client.sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        hub.disconnect(client)
-        for task in (client.sender, receiver):
-            task.cancel()
-        for task in (client.sender, receiver):
-            with contextlib.suppress(BaseException):
-                await task
-    if client.dropped:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(code=CLOSE_TOO_SLOW, reason="too slow: not reading"), 2.0)
+    await run_client(websocket, client, _receive(websocket, hub, client), hub.disconnect, "too slow: not reading")

@@ -36,6 +36,26 @@ async def _receive(websocket: WebSocket, hub: Hub, client: Client) -> None:
                 hub.select(client, sel)
 
 
+async def run_client(websocket: WebSocket, client, receive, disconnect, too_slow: str) -> None:
+    """Run a stream client's sender (`client.run`, its task kept as `client.sender` so a hub can
+    cancel a send that hangs) beside `receive` until either ends; then `disconnect` it, and close
+    with 1013 and `too_slow` if its hub dropped it for not reading. Shared by `/ws` and `/ws/join`."""
+    client.sender = asyncio.create_task(client.run(websocket))
+    receiver = asyncio.create_task(receive)
+    try:
+        await asyncio.wait({client.sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        disconnect(client)
+        for task in (client.sender, receiver):
+            task.cancel()
+        for task in (client.sender, receiver):
+            with contextlib.suppress(BaseException):
+                await task
+    if client.dropped:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(code=CLOSE_TOO_SLOW, reason=too_slow), 2.0)
+
+
 router = APIRouter()
 
 
@@ -44,17 +64,5 @@ async def live_stream(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.ws_hub
     await websocket.accept()
     client = hub.connect()
-    client.sender = asyncio.create_task(client.run(websocket))
-    receiver = asyncio.create_task(_receive(websocket, hub, client))
-    try:
-        await asyncio.wait({client.sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        hub.disconnect(client)
-        for task in (client.sender, receiver):
-            task.cancel()
-        for task in (client.sender, receiver):
-            with contextlib.suppress(BaseException):
-                await task
-    if client.dropped:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(code=CLOSE_TOO_SLOW, reason="too slow: fell behind the stream"), 2.0)
+    await run_client(websocket, client, _receive(websocket, hub, client), hub.disconnect,
+                     "too slow: fell behind the stream")
