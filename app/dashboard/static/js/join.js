@@ -141,6 +141,7 @@ async function tap(what, body, button) {
     addJourney(what, r);
   } catch (e) {
     if (e.status === 429) status(`Slow down: try again in ${e.retryAfter || 1} s.`);
+    else if (e.status === 503) status(`The network is busy: try again in ${e.retryAfter || 1} s.`);
     else status(e.message);
   } finally {
     if (button) button.disabled = false;
