@@ -5,6 +5,8 @@ Every implementation's `awatch` (a replica process, relayed processes) is in tes
 from __future__ import annotations
 
 import asyncio
+
+from live_helpers import run_async
 import functools
 
 import orjson
@@ -72,7 +74,7 @@ class Conn:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    return run_async(coro)
 
 
 async def write(live, key: str, value, replica: str = "lhr") -> None:

@@ -21,6 +21,8 @@ Install it inside `BodyLimitMiddleware`, so that the body it holds in memory is 
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import re
 from typing import Any, Callable, Coroutine
@@ -155,7 +157,7 @@ class RequestHygieneMiddleware:
                 return
         if scope["method"] == "HEAD":
             scope = {**scope, "method": "GET"}
-            send = _without_body(send)
+            receive, send = _head_only(receive, send)
         if is_json(Headers(scope=scope).get("content-type")):
             body, receive = await _read_body(receive)
             if body is None:  # the client went away: nothing to answer
@@ -172,13 +174,35 @@ class RequestHygieneMiddleware:
         await self.app(scope, receive, send)
 
 
-def _without_body(send: Send) -> Send:
-    async def head_send(message: Message) -> None:
-        if message["type"] == "http.response.body":
-            message = {**message, "body": b""}
-        await send(message)
+def _head_only(receive: Receive, send: Send) -> tuple[Receive, Send]:
+    """A GET's answer cut to its head: the response ends right after its headers, whatever the
+    route goes on to send, and the route then hears that the client left. Without that, `HEAD`
+    on a stream (`/watch`, `/api/events`) kept its connection open for as long as the stream ran."""
+    ended = asyncio.Event()
 
-    return head_send
+    async def head_send(message: Message) -> None:
+        if ended.is_set():
+            return
+        if message["type"] == "http.response.start":
+            await send(message)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            ended.set()
+            return
+        await send({**message, "body": b""} if message["type"] == "http.response.body" else message)
+
+    async def head_receive() -> Message:
+        if ended.is_set():
+            return {"type": "http.disconnect"}
+        got = asyncio.ensure_future(receive())
+        end = asyncio.ensure_future(ended.wait())
+        done, _ = await asyncio.wait({got, end}, return_when=asyncio.FIRST_COMPLETED)
+        if got in done:
+            end.cancel()
+            return got.result()
+        got.cancel()
+        return {"type": "http.disconnect"}
+
+    return head_receive, head_send
 
 
 async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
