@@ -82,6 +82,7 @@ def test_a_hung_server_is_noticed_by_its_silence_and_the_same_run_is_said_when_i
         with serving(tmp_path / "hung.log", "--pops", POPS, "--speed", "1", cls=LiveServer) as srv:
             page.goto(srv.base_url + "/")
             expect(conn).to_have_text("live", timeout=DEADLINE_MS)
+            page.wait_for_function("window.__edgestate.server", timeout=DEADLINE_MS)  # the snapshot is in
             server = page.evaluate("window.__edgestate.server")
             os.kill(srv.proc.pid, signal.SIGSTOP)  # the socket stays open; nothing more is sent
             try:
