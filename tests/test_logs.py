@@ -95,6 +95,18 @@ def test_text_format_has_an_iso_utc_timestamp_and_the_request_id():
     assert TS.match(ts) and level == "INFO" and rest == "edgestate.test: hello world [id=rid-7]"
 
 
+def test_a_text_line_cannot_be_split_or_forged_by_what_a_client_sends():
+    """A path is logged decoded: %0A, %0D or %00 in it must not start a line of its own."""
+    buf = io.StringIO()
+    logs.configure("info", "text", stream=buf)
+    try:
+        logging.getLogger("edgestate.access").info("%s %s %d", "GET", "/x\n2026-01-01T00:00:00Z INFO forged\r\x00\x1b[2J", 404)
+    finally:
+        logging.getLogger().handlers.clear()
+    line, = buf.getvalue().splitlines()
+    assert "forged" in line and "\\x0a" in line and "\\x1b" in line and "\x1b" not in line
+
+
 def test_a_replica_says_what_it_listens_on_and_who_its_peers_are(tmp_path):
     secret = tmp_path / "secret"
     secret.write_bytes(SECRET)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
 import uuid
@@ -64,9 +65,18 @@ def _ts(created: float) -> str:
     return datetime.fromtimestamp(created, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped (a request's path may carry %0A or %00, decoded): one record is
+    one line, and nothing a client sends can forge a line of its own or drive a terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_ts(record.created)} {record.levelname} {_logger_name(record)}: {record.getMessage()}"
+        line = f"{_ts(record.created)} {record.levelname} {_logger_name(record)}: {_printable(record.getMessage())}"
         rid = getattr(record, "request_id", None) or request_id_var.get()
         if rid:
             line += f" [id={rid}]"
