@@ -24,7 +24,6 @@ differences, each because this dashboard does not own the replicas:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from pathlib import Path
@@ -67,11 +66,7 @@ class AttachedLive(ProcessLive):
         self._started = True
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await self._stop_tasks()
         for pool in self._pools.values():
             pool.close()
 

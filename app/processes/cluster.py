@@ -141,12 +141,16 @@ class ProcessLive:
         await asyncio.to_thread(self.procs.start)
         self._tasks.append(asyncio.get_running_loop().create_task(self._poll_details()))
 
-    async def close(self) -> None:
+    async def _stop_tasks(self) -> None:
+        """Cancel the background tasks (detail polling, and what a subclass adds) and wait for them."""
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+
+    async def close(self) -> None:
+        await self._stop_tasks()
         self._pool.close()
         if self.procs is not None:
             await asyncio.to_thread(self.procs.close)
