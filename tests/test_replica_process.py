@@ -98,8 +98,14 @@ def test_every_acknowledged_write_survives_sigkill_of_two_replicas(cluster):
         if not cluster.replicas[rid].running:
             cluster.restart(rid)
 
-    assert len(acked) >= 800, f"only {len(acked)} writes acknowledged; refused {len(refused)}"
-    assert refused, "the kills happened during the load, so some writes found their replica down"
+    # How many victim writes find their replica down depends on how fast it restarts on a busy
+    # machine; what must hold regardless: only the victims refuse, and each victim acked some.
+    refused_at = {rid for key, rid, _ in plan if key in set(refused)}
+    assert refused_at and refused_at <= set(victims), (refused_at, len(refused))
+    healthy = [key for key, rid, _ in plan if rid not in victims]
+    assert all(key in acked for key in healthy), [k for k in healthy if k not in acked][:5]
+    for rid in victims:
+        assert any(r == rid and key in acked for key, r, _ in plan), f"{rid} acknowledged nothing"
     wait_for("all five digests equal", lambda: converged(cluster))
     for rid in victims:
         st = status(cluster, rid)
