@@ -112,3 +112,28 @@ def test_the_replayed_diagram_shows_the_same_dots(make_page):
     strip = lambda ds: sorted((d["id"], d["node"], round(d["t"], 3)) for d in ds)  # noqa: E731
     assert strip(replayed) == strip(live)
     assert [d["node"] for d in replayed if d["merge"]] == ["syd"]
+
+
+def test_a_page_that_joins_during_a_cut_draws_it_from_when_it_began(make_page):
+    """A page that connects (or reconnects after a drop) while a cut is in force draws the band
+    from the cut's start, so writes made under the cut sit inside it (it once began at the
+    page's arrival, after them)."""
+    srv = make_page().server
+    r = srv.api("POST", "/api/faults/partition", json={"groups": [["lhr"], ["iad", "syd"]]})
+    assert r.status_code == 200, r.text
+    try:
+        key = f"under-the-cut-{srv.api('GET', '/api/sim').json()['now_ms']:.0f}"
+        assert srv.api("PUT", f"/api/replicas/lhr/kv/{key}", json={"value": 1}).status_code == 200
+        page = open_dashboard(make_page)  # joins after the cut and the write
+        page.keyboard.press("d")
+        expect()(page.locator("[data-testid=spacetime]")).to_be_visible()
+        page.wait_for_function(
+            """k => { const m = window.__spacetime.model();
+                      return m.dots.some(d => d.key === k) && m.bands.some(b => b.t1 === null); }""",
+            arg=key, timeout=DEADLINE_MS)
+        m = page.evaluate("window.__spacetime.model()")
+        [dot] = [d for d in m["dots"] if d["key"] == key]
+        [band] = [b for b in m["bands"] if b["t1"] is None]
+        assert band["t0"] <= dot["t"], (band, dot)
+    finally:
+        assert srv.api("DELETE", "/api/faults/partition").status_code == 200

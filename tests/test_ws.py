@@ -157,6 +157,28 @@ def test_partition_diverges_and_heal_converges_on_the_stream():
         assert applied_at(events, "k") == {"syd", "iad"}
 
 
+def test_a_client_that_joins_during_a_cut_learns_when_the_cut_began():
+    """The space-time diagram draws a cut as a band from its start: a page that connects (or
+    reconnects) while the cut is in force must not start the band at its own arrival, which
+    would put the cut after writes made under it."""
+    live, app, client = make()
+    with client:
+        client.portal.call(lambda: live.sim.run_for(1500))
+        r = client.post("/api/faults/partition", json={"groups": [["lhr"], ["syd", "iad"]]})
+        assert r.status_code == 200, r.text
+        began = live.sim.now
+        assert began >= 1500
+        client.portal.call(lambda: live.sim.run_for(2000))
+        with client.websocket_connect("/ws") as ws:
+            [snap] = recv(ws)
+        assert snap["groups"] == [["lhr"], ["syd", "iad"]]
+        assert snap["groups_t"] == pytest.approx(began) and began < live.sim.now - 1000, (began, live.sim.now)
+        client.delete("/api/faults/partition")
+        with client.websocket_connect("/ws") as ws:
+            [snap] = recv(ws)
+        assert snap["groups"] is None and snap["groups_t"] is None
+
+
 def test_a_client_that_falls_behind_is_dropped_without_stalling_the_others():
     live, app, client = make()
     hub = app.state.ws_hub

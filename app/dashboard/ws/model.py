@@ -41,6 +41,7 @@ class StreamModel:
         self.wall_ms = wall_ms
         self.in_flight: dict[int, bytes] = {}  # mid -> its serialised "sent" event
         self.groups: list[list[str]] | None = None
+        self.groups_t: float | None = None  # when the cut in force began: a page that joins later draws it from there
         self.writes = WriteTracker(keep=RECENT_WRITES)
         self.recent_keys: OrderedDict[tuple, None] = OrderedDict()
         self.dirty: set[str] = set()
@@ -103,9 +104,10 @@ class StreamModel:
             out = {"kind": kind, **ev}  # every event object starts with its kind
         elif kind == "partition":
             self.groups = [list(g) for g in ev["groups"]]
+            self.groups_t = ev["t"]
             out = {"kind": "partition", "t": ev["t"], "groups": self.groups}
         elif kind == "heal":
-            self.groups = None
+            self.groups = self.groups_t = None
             out = {"kind": "heal", "t": ev["t"]}
         elif kind == "membership":
             self.membership_changes += 1

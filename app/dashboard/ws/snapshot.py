@@ -92,7 +92,7 @@ class ClusterReader:
             "kind": "snapshot", "w": self.wall_ms(), "topology": self.topology(),
             "replicas": [self.state_of(n) for n in self.live.ids],
             "convergence": self.convergence(), "clock": self.clock(), "counters": counters,
-            "groups": model.groups, "writes": [w.to_json() for w in model.writes], "animated": sorted(ANIMATED),
+            "groups": model.groups, "groups_t": model.groups_t, "writes": [w.to_json() for w in model.writes], "animated": sorted(ANIMATED),
             "frame_ms": self.frame_s * 1000.0,
             "bounds": model.bounds(), "strategies": list(STRATEGIES), "cuts": self.cuts(),
             "server": self.server,

@@ -62,7 +62,9 @@ export class SpaceTimeModel {
     this.bands = this.bands.filter((b) => b.t0 <= now).map((b) => (b.t1 !== null && b.t1 > now ? { ...b, t1: null } : b));
     const open = this.bands.find((b) => b.t1 === null);
     if (open && !s.groups) open.t1 = now;
-    if (!open && s.groups) this.bands.push({ t0: now, t1: null, groups: s.groups });
+    // a cut already in force when this page joined (or at a replay's keyframe): from when it began
+    const since = typeof s.groups_t === "number" ? s.groups_t : now;
+    if (!open && s.groups) this.bands.push({ t0: since, t1: null, groups: s.groups });
     for (const r of s.writes || []) {
       if (this.writes.has(r.id)) continue;
       const key = r.keys && r.keys[0] ? r.keys[0][1] : "";

@@ -20,6 +20,7 @@ export class StreamModel {
     this.clock = snap.clock;
     this.counters = snap.counters;
     this.groups = snap.groups;
+    this.groups_t = snap.groups_t ?? null;
     this.animated = snap.animated;
     this.frame_ms = snap.frame_ms;
     this.bounds = snap.bounds || DEFAULT_BOUNDS;
@@ -60,9 +61,11 @@ export class StreamModel {
         break;
       case "partition":
         this.groups = ev.groups;
+        this.groups_t = ev.t;
         break;
       case "heal":
         this.groups = null;
+        this.groups_t = null;
         break;
       case "detail":
         this.detail = ev;
@@ -85,6 +88,7 @@ export class StreamModel {
       clock: { ...this.clock, now_ms: vt },
       counters: this.counters,
       groups: this.groups,
+      groups_t: this.groups_t,
       writes: this.writes.toJSON(),
       in_flight: [...this.inFlight.values()],
       animated: this.animated,

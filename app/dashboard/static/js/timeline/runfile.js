@@ -181,6 +181,7 @@ function checkSnapshot(s, path, ids) {
   checkClock(s.clock, `${path}.clock`);
   checkCounters(s.counters, `${path}.counters`);
   checkGroups(s.groups, `${path}.groups`, ids);
+  if (s.groups_t !== undefined && s.groups_t !== null) num(s.groups_t, `${path}.groups_t`);
   arr(s.writes, `${path}.writes`, 1000).forEach((w, i) => {
     const p = `${path}.writes[${i}]`;
     obj(w, p);
