@@ -28,7 +28,8 @@ def _pct(xs: list[float], p: float) -> float:
 
 
 def measure(directory: str | os.PathLike, commits: int) -> dict:
-    """p50 and p99 of one commit (ms) and commits per second, one after another."""
+    """p50 and p99 of one commit (ms) and commits per second, one after another (and the samples,
+    for `combine`)."""
     path = Path(directory) / "fsync-floor.db"
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -54,4 +55,12 @@ def measure(directory: str | os.PathLike, commits: int) -> dict:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     return {"floor_p50_ms": statistics.median(lat), "floor_p99_ms": _pct(lat, 99),
-            "floor_commits_per_s": commits / elapsed}
+            "floor_commits_per_s": commits / elapsed, "samples_ms": lat, "elapsed_s": elapsed}
+
+
+def combine(runs: list[dict]) -> dict:
+    """One floor from several runs of `measure` (before and after the load): pooled samples."""
+    lat = [x for r in runs for x in r["samples_ms"]]
+    elapsed = sum(r["elapsed_s"] for r in runs)
+    return {"floor_p50_ms": statistics.median(lat), "floor_p99_ms": _pct(lat, 99),
+            "floor_commits_per_s": len(lat) / elapsed, "floor_commits": len(lat)}

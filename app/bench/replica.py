@@ -1,10 +1,17 @@
 """`edgestate bench replica`: real replica processes, durable writes over HTTP, real sockets.
 
+0. The disk's floor (`fsync_floor`): SQLite commits of a 100-byte row with the replica's own
+   settings (WAL, synchronous=FULL), one after another, in the replica's data directory, half
+   before the write runs and half after: p50/p99 and commits/s. The write targets are ratios to
+   it, measured in the same run (absolute figures differ between disks and between runs).
 1. Write latency: one client writes `--writes` keys one after another (keep-alive HTTP/1.1)
    to one replica process; each answer comes after its write is durable (fsync). p50/p99.
+   Target: p50 <= 2x the floor's p50.
 2. Throughput: 4, then `--clients`, concurrent connections write `--writes` keys as fast as
    the replica answers: durable writes per second, and the latency under that load. Group commit
-   shares each fsync between the writes that arrived while the last one ran.
+   shares each fsync between the writes that arrived while the last one ran (writes per flush,
+   from the replica's /metrics; and the replica process's CPU time per write). Target at 16
+   clients: >= 5x the floor's sequential commits/s, with p99 <= 4x the floor's p99 + 10 ms.
 3. Propagation: a 5-process loopback cluster with injected geographic latency (lhr, fra, jfk,
    sin, syd, plumtree); `--propagation-writes` writes at random replicas, paced. For each, the
    time from its durable apply at the origin until every other replica has applied it (the
@@ -45,6 +52,7 @@ from replication.bench.report import finish, table
 from replication.cliargs import positive_int
 
 from ..processes.http_client import Conn
+from . import fsync_floor
 from ..processes.supervisor import ProcessCluster
 from ..replica.events import TOKEN_ENV, EventCollector
 from . import runloop
@@ -87,6 +95,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"paced writes per TLS round for propagation (default: {Params.tls_propagation_writes}; "
                         f"--short: {SHORT.tls_propagation_writes})")
     p.add_argument("--short", action="store_true", help="the small form the tests run")
+    p.add_argument("--writes-only", action="store_true",
+                   help="only the disk's floor and the durable write latency and throughput (no propagation, no TLS)")
     p.add_argument("--seed", type=int, default=Params.seed, help="seed for origins and values (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
@@ -128,25 +138,89 @@ async def _write_load(host: str, port: int, keys: list[str], clients: int) -> tu
 
 
 LIGHT_CLIENTS = 4  # a lighter load beside --clients: where the latency target is met, and at what rate
+TARGET_SINGLE_P50 = 2.0  # one client's p50, at most this many times the floor's p50
+TARGET_LOADED_RATE = 5.0  # --clients' writes/s, at least this many times the floor's commits/s...
+TARGET_LOADED_P99 = (4.0, 10.0)  # ...with p99 at most 4x the floor's p99 + 10 ms
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _flushes(port: int) -> float | None:
+    """The replica's group commits so far (its /metrics)."""
+    c = Conn("127.0.0.1", port)
+    await c.open()
+    try:
+        status, body = await c.request("GET", "/metrics")
+    finally:
+        c.close()
+    for line in body.decode().splitlines():
+        if line.startswith("edgestate_storage_flushes_total{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _load_run(port: int, pid: int, keys: list[str], clients: int) -> tuple[list[float], float, dict]:
+    """`_write_load`, and what it cost the replica: CPU ms per write, writes per group commit."""
+    cpu0, flushes0 = _cpu_s(pid), runloop.run(_flushes(port))
+    lat, elapsed = runloop.run(_write_load("127.0.0.1", port, keys, clients))
+    cpu1, flushes1 = _cpu_s(pid), runloop.run(_flushes(port))
+    cost = {}
+    if cpu0 is not None and cpu1 is not None:
+        cost["cpu_ms_per_write"] = (cpu1 - cpu0) * 1000.0 / len(keys)
+    if flushes0 is not None and flushes1 is not None and flushes1 > flushes0:
+        cost["writes_per_flush"] = len(keys) / (flushes1 - flushes0)
+    return lat, elapsed, cost
 
 
 def _single(params: Params, root: str, progress) -> dict:
     with ProcessCluster(["lhr"], os.path.join(root, "single"), inject_latency=False) as c:
         c.start()
-        port = c.replicas["lhr"].http_port
+        r = c.replicas["lhr"]
+        port, pid = r.http_port, r.proc.pid
+        floor_commits = max(2, params.writes // 2)
+        progress(f"floor: {floor_commits} SQLite commits (synchronous=FULL) in the replica's data directory")
+        floors = [fsync_floor.measure(r.data_dir, floor_commits)]
         progress(f"latency: {params.writes} sequential durable writes")
-        lat, elapsed = runloop.run(_write_load("127.0.0.1", port, [f"seq-{i}" for i in range(params.writes)], 1))
+        lat, elapsed, cost = _load_run(port, pid, [f"seq-{i}" for i in range(params.writes)], 1)
         load = []
         for n in sorted({min(LIGHT_CLIENTS, params.clients), params.clients}):
             progress(f"throughput: {params.writes} writes over {n} connections")
-            lat_c, elapsed_c = runloop.run(
-                _write_load("127.0.0.1", port, [f"par{n}-{i}" for i in range(params.writes)], n))
+            lat_c, elapsed_c, cost_c = _load_run(port, pid, [f"par{n}-{i}" for i in range(params.writes)], n)
             load.append({"clients": n, "writes_per_s": params.writes / elapsed_c,
-                         "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99)})
-    return {
+                         "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99), **cost_c})
+        progress(f"floor: {floor_commits} more commits, after the writes")
+        floors.append(fsync_floor.measure(r.data_dir, floor_commits))
+    floor = fsync_floor.combine(floors)
+    single = {
         "write_p50_ms": statistics.median(lat), "write_p99_ms": _pct(lat, 99), "write_max_ms": max(lat),
-        "sequential_writes_per_s": params.writes / elapsed,
-        **load[-1], "load": load,
+        "sequential_writes_per_s": params.writes / elapsed, **{f"sequential_{k}": v for k, v in cost.items()},
+        **load[-1], "load": load, "floor": floor,
+    }
+    single["targets"] = _targets(single, floor)
+    return single
+
+
+def _targets(s: dict, floor: dict) -> dict:
+    """The write path's targets, each a ratio to the floor measured in the same run."""
+    p99_budget = TARGET_LOADED_P99[0] * floor["floor_p99_ms"] + TARGET_LOADED_P99[1]
+    single_ratio = s["write_p50_ms"] / floor["floor_p50_ms"]
+    rate_ratio = s["writes_per_s"] / floor["floor_commits_per_s"]
+    return {
+        "single_p50_x_floor": single_ratio, "single_p50_target_x": TARGET_SINGLE_P50,
+        "single_p50_met": single_ratio <= TARGET_SINGLE_P50,
+        "loaded_clients": s["clients"],
+        "loaded_rate_x_floor": rate_ratio, "loaded_rate_target_x": TARGET_LOADED_RATE,
+        "loaded_rate_met": rate_ratio >= TARGET_LOADED_RATE,
+        "loaded_p99_ms": s["loaded_p99_ms"], "loaded_p99_budget_ms": p99_budget,
+        "loaded_p99_met": s["loaded_p99_ms"] <= p99_budget,
     }
 
 
@@ -295,9 +369,11 @@ def _sim_propagation(params: Params) -> list[float]:
     return out
 
 
-def measure(params: Params, progress) -> dict:
+def measure(params: Params, progress, writes_only: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgestate-bench-") as root:
         single = _single(params, root, progress)
+        if writes_only:
+            return {"params": asdict(params), "single": single}
         real = runloop.run(_real_propagation(params, root, progress))
         tls = _tls_vs_plain(params, root, progress)
     sim = _sim_propagation(params)
@@ -316,13 +392,33 @@ def measure(params: Params, progress) -> dict:
     }
 
 
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 def report(result: dict) -> str:
-    s, p = result["single"], result["propagation"]
+    s = result["single"]
+    f, t = s["floor"], s["targets"]
     lines = [
-        "durable writes over HTTP, one replica process (targets: p99 < 5 ms, >= 2000 writes/s)",
+        "the disk's floor: 100-byte SQLite commits (WAL, synchronous=FULL) one after another, in the data dir",
+        table([f], ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s"]),
+        "",
+        "durable writes over HTTP, one replica process",
         table([s], ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s"]),
         "",
-        table(s["load"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms"]),
+        table(s["load"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush",
+                          "cpu_ms_per_write"]),
+        "",
+        f"one client: p50 {t['single_p50_x_floor']:.2f}x the floor's p50 (target: <= {t['single_p50_target_x']:g}x): "
+        f"{_verdict(t['single_p50_met'])}",
+        f"{t['loaded_clients']} clients: {t['loaded_rate_x_floor']:.2f}x the floor's commits/s (target: >= "
+        f"{t['loaded_rate_target_x']:g}x): {_verdict(t['loaded_rate_met'])}; p99 {t['loaded_p99_ms']:.1f} ms "
+        f"(target: <= 4x the floor's p99 + 10 ms = {t['loaded_p99_budget_ms']:.1f} ms): {_verdict(t['loaded_p99_met'])}",
+    ]
+    p = result.get("propagation")
+    if p is None:
+        return "\n".join(lines)
+    lines += [
         "",
         f"propagation to every replica, 5 processes ({', '.join(p['pops'])}) vs the simulator",
         table([p], ["real_p50_ms", "sim_p50_ms", "real_p99_ms", "sim_p99_ms", "median_ratio", "ratio_p50",
@@ -347,4 +443,4 @@ def run(args: argparse.Namespace) -> int:
                                            "tls_propagation_writes") if getattr(args, k) is not None}
     params = replace(base, seed=args.seed, **given)
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)
-    return finish("replica", lambda: measure(params, progress), report, args.json)
+    return finish("replica", lambda: measure(params, progress, args.writes_only), report, args.json)
