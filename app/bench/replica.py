@@ -153,30 +153,37 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _flushes(port: int) -> float | None:
-    """The replica's group commits so far (its /metrics)."""
+async def _flushes(port: int) -> tuple[float, float] | None:
+    """The replica's group commits so far and the seconds they took (its /metrics)."""
     c = Conn("127.0.0.1", port)
     await c.open()
     try:
         status, body = await c.request("GET", "/metrics")
     finally:
         c.close()
+    found = {}
     for line in body.decode().splitlines():
-        if line.startswith("edgestate_storage_flushes_total{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+        for name in ("edgestate_storage_flushes_total", "edgestate_storage_flush_seconds_sum"):
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                found[name] = float(line.rsplit(" ", 1)[1])
+    if len(found) < 2:
+        return None
+    return found["edgestate_storage_flushes_total"], found["edgestate_storage_flush_seconds_sum"]
 
 
 def _load_run(port: int, pid: int, keys: list[str], clients: int) -> tuple[list[float], float, dict]:
-    """`_write_load`, and what it cost the replica: CPU ms per write, writes per group commit."""
+    """`_write_load`, and what it cost the replica: CPU ms per write, writes per group commit,
+    and the mean time of one group commit (in its thread: compare with the floor's p50)."""
     cpu0, flushes0 = _cpu_s(pid), runloop.run(_flushes(port))
     lat, elapsed = runloop.run(_write_load("127.0.0.1", port, keys, clients))
     cpu1, flushes1 = _cpu_s(pid), runloop.run(_flushes(port))
     cost = {}
     if cpu0 is not None and cpu1 is not None:
         cost["cpu_ms_per_write"] = (cpu1 - cpu0) * 1000.0 / len(keys)
-    if flushes0 is not None and flushes1 is not None and flushes1 > flushes0:
-        cost["writes_per_flush"] = len(keys) / (flushes1 - flushes0)
+    if flushes0 is not None and flushes1 is not None and flushes1[0] > flushes0[0]:
+        n = flushes1[0] - flushes0[0]
+        cost["writes_per_flush"] = len(keys) / n
+        cost["flush_ms"] = (flushes1[1] - flushes0[1]) * 1000.0 / n
     return lat, elapsed, cost
 
 
@@ -407,7 +414,7 @@ def report(result: dict) -> str:
         table([s], ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s"]),
         "",
         table(s["load"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush",
-                          "cpu_ms_per_write"]),
+                          "flush_ms", "cpu_ms_per_write"]),
         "",
         f"one client: p50 {t['single_p50_x_floor']:.2f}x the floor's p50 (target: <= {t['single_p50_target_x']:g}x): "
         f"{_verdict(t['single_p50_met'])}",
