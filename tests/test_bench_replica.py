@@ -105,7 +105,9 @@ def test_stdout_has_the_tables_with_the_same_figures(bench):
     assert f"propagation to every replica, 5 processes ({', '.join(PROPAGATION_POPS)}) vs the simulator" in stdout
     tables = [
         (data["single"], ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s"]),
-        (data["single"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms"]),
+        (data["single"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush", "flush_ms",
+                          "cpu_ms_per_write"]),
+        (data["single"]["floor"], ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s"]),
         (data["propagation"], ["real_p50_ms", "sim_p50_ms", "real_p99_ms", "sim_p99_ms", "median_ratio",
                                "ratio_p50", "ratio_p99"]),
     ]
@@ -115,7 +117,46 @@ def test_stdout_has_the_tables_with_the_same_figures(bench):
             assert _shown_as(row[c], section[c]), (c, row[c], section[c])
     # progress goes to stderr, never into the results
     assert "propagation:" in stderr
-    assert not [line for line in stdout.splitlines() if line.startswith(("latency:", "throughput:", "propagation:"))]
+    assert "floor:" in stderr
+    assert not [line for line in stdout.splitlines()
+                if line.startswith(("floor:", "latency:", "throughput:", "propagation:"))]
+
+
+def test_the_disks_floor_is_measured_beside_and_the_targets_are_ratios_to_it(bench):
+    data, stdout, _ = bench
+    s = data["single"]
+    f, t = s["floor"], s["targets"]
+    _positive(f, ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s"])
+    assert f["floor_p50_ms"] <= f["floor_p99_ms"], f
+    assert f["floor_commits"] == 2 * (WRITES // 2)  # half before the writes, half after
+    # one after another: the elapsed time is at least half the commits times the median
+    assert f["floor_commits_per_s"] <= 2000.0 / f["floor_p50_ms"] * (1 + 1e-9), f
+    assert t["single_p50_x_floor"] == pytest.approx(s["write_p50_ms"] / f["floor_p50_ms"], rel=1e-9)
+    assert t["loaded_clients"] == CLIENTS
+    assert t["loaded_rate_x_floor"] == pytest.approx(s["writes_per_s"] / f["floor_commits_per_s"], rel=1e-9)
+    assert t["loaded_p99_budget_ms"] == pytest.approx(4 * f["floor_p99_ms"] + 10, rel=1e-9)
+    assert t["single_p50_met"] == (t["single_p50_x_floor"] <= t["single_p50_target_x"] == 2)
+    assert t["loaded_rate_met"] == (t["loaded_rate_x_floor"] >= t["loaded_rate_target_x"] == 5)
+    assert t["loaded_p99_met"] == (s["loaded_p99_ms"] <= t["loaded_p99_budget_ms"])
+    # what the load cost the replica: one client waits for each write's own flush; n clients
+    # have at most n writes in flight, so no flush holds more
+    assert 0 < s["sequential_writes_per_flush"] <= 1 + 1e-9, s
+    for row in s["load"]:
+        _positive(row, ["writes_per_flush", "flush_ms", "cpu_ms_per_write"])
+        assert row["writes_per_flush"] <= row["clients"] + 1e-9, row
+    assert f"one client: p50 {t['single_p50_x_floor']:.2f}x the floor's p50 (target: <= 2x)" in stdout
+    assert f"{CLIENTS} clients: {t['loaded_rate_x_floor']:.2f}x the floor's commits/s (target: >= 5x)" in stdout
+
+
+def test_writes_only_runs_the_floor_and_the_write_path_alone(tmp_path):
+    out = tmp_path / "writes.json"
+    cmd = edgestate_cmd("bench", "replica", "--writes-only", "--writes", "40", "--clients", "2", "--json", str(out))
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert sorted(data) == ["params", "single"]
+    assert data["single"]["floor"]["floor_commits"] == 40 and data["single"]["clients"] == 2
+    assert "propagation" not in r.stdout and "the floor's commits/s" in r.stdout
 
 
 def test_tls_and_secret_only_are_measured_side_by_side(bench):
