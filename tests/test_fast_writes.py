@@ -17,6 +17,7 @@ import types
 import httpx
 import pytest
 from live_helpers import run_async
+from test_runner import SECRET
 
 from app.processes.supervisor import free_port
 from app.replica import fast_writes
@@ -25,7 +26,6 @@ from app.web.security import Settings
 from replication.io import runner as runner_module
 from replication.io.runner import ReplicaRunner
 from replication.values import MAX_KEY_BYTES, MAX_VALUE_BYTES
-from test_runner import SECRET
 
 RID = "lhr"
 KV, CNT, SET = f"/api/replicas/{RID}/kv", f"/api/replicas/{RID}/counters", f"/api/replicas/{RID}/sets"
@@ -129,7 +129,7 @@ HOSTILE = [
     ("PUT", f"{KV}/", dumps({"value": 1})),  # empty key
     ("PUT", f"{KV}/bad%01key", dumps({"value": 1})),  # a control character
     ("PUT", f"{KV}/bad%FEkey", dumps({"value": 1})),  # not UTF-8
-    ("PUT", f"/api/replicas/jfk/kv/h", dumps({"value": 1})),  # unknown_replica
+    ("PUT", "/api/replicas/jfk/kv/h", dumps({"value": 1})),  # unknown_replica
     ("POST", f"{KV}/h", dumps({"value": 1})),  # wrong method
     ("PUT", f"{CNT}/h", dumps({"add": 1})),
     ("PATCH", f"{SET}/h", dumps({"add": ["x"]})),

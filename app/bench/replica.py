@@ -158,13 +158,13 @@ async def _flushes(port: int) -> tuple[float, float] | None:
     c = Conn("127.0.0.1", port)
     await c.open()
     try:
-        status, body = await c.request("GET", "/metrics")
+        _status, body = await c.request("GET", "/metrics")
     finally:
         c.close()
     found = {}
     for line in body.decode().splitlines():
         for name in ("edgestate_storage_flushes_total", "edgestate_storage_flush_seconds_sum"):
-            if line.startswith(name + "{") or line.startswith(name + " "):
+            if line.startswith((name + "{", name + " ")):
                 found[name] = float(line.rsplit(" ", 1)[1])
     if len(found) < 2:
         return None
@@ -191,6 +191,7 @@ def _single(params: Params, root: str, progress) -> dict:
     with ProcessCluster(["lhr"], os.path.join(root, "single"), inject_latency=False) as c:
         c.start()
         r = c.replicas["lhr"]
+        assert r.proc is not None  # started
         port, pid = r.http_port, r.proc.pid
         floor_commits = max(2, params.writes // 2)
         progress(f"floor: {floor_commits} SQLite commits (synchronous=FULL) in the replica's data directory")

@@ -24,7 +24,8 @@ bound, an unknown replica, storage unavailable) are rendered by the same handler
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -138,12 +139,14 @@ class FastWrites:
         if isinstance(state, dict):
             state[ROUTE_NOTE] = template  # the metrics' route label, as the router would note it
         request = Request(scope, receive)
+        response: Response
         try:
             answer = await api._write(request, rid, ns, key, op, render, idem)
         except EdgeStateError as e:
             response = await errors.on_library_error(request, e)
         else:
-            if not isinstance(answer, Response):  # unkeyed: the model, rendered as FastAPI renders a route's
-                answer = Response(answer.model_dump_json().encode(), media_type="application/json")
-            response = answer
+            if isinstance(answer, Response):  # keyed: the record's bytes
+                response = answer
+            else:  # unkeyed: the model, rendered as FastAPI renders a route's
+                response = Response(answer.model_dump_json().encode(), media_type="application/json")
         await response(scope, receive, send)
