@@ -11,10 +11,11 @@ import math
 import os
 import statistics
 import subprocess
+import sys
 
 import pytest
 
-from app.bench.replica import PROPAGATION_POPS, SHORT, TLS_POPS
+from app.bench.replica import PROPAGATION_POPS, REPO, SHORT, TLS_POPS, _extract
 from app.processes.supervisor import edgestate_cmd
 from replication.geo import LatencyModel, all_pops
 
@@ -185,3 +186,33 @@ def test_tls_and_secret_only_are_measured_side_by_side(bench):
             assert _shown_as(v, t[mode][column]), (mode, column, v)
     assert f"costs {t['tls_cost_pct']:.1f} %" in stdout
     assert "tls: round 1/" in stderr
+
+
+def test_a_baseline_revision_is_measured_beside_this_tree_in_alternating_rounds(tmp_path):
+    out = tmp_path / "baseline.json"
+    cmd = edgestate_cmd("bench", "replica", "--baseline", "HEAD", "--rounds", "1", "--writes", "30", "--clients", "2",
+                        "--json", str(out))
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert r.returncode == 0, r.stderr
+    b = json.loads(out.read_text())["baseline"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert b["revision"] == head.stdout.strip() and b["rounds"] == 1
+    for side in ("before", "after"):
+        assert len(b["runs"][side]) == 1
+        _positive(b[side], ["floor_p50_ms", "write_p50_ms", "writes_per_s", "single_p50_x_floor", "loaded_rate_x_floor"])
+        assert b[side]["writes_per_s"] == pytest.approx(b["runs"][side][0]["writes_per_s"], rel=1e-9)
+    assert "round 1/1: before" in r.stderr and "round 1/1: after" in r.stderr
+    assert f"beside revision {b['revision'][:10]}" in r.stdout
+
+
+def test_a_baseline_tree_is_what_its_replica_process_imports(tmp_path):
+    """The baseline's replica runs this venv's `edgestate` with PYTHONPATH at the extracted tree:
+    its `app` and `replication` must come from there, not from this (editable) install."""
+    full = _extract("HEAD", str(tmp_path))
+    tree = tmp_path / "baseline"
+    script = tmp_path / "which.py"  # run as a script, as the console script runs: not from this tree's cwd
+    script.write_text("import app, replication; print(app.__file__); print(replication.__file__)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(tree)})
+    assert [line.startswith(str(tree)) for line in r.stdout.split()] == [True, True], r.stdout
+    assert len(full) == 40

@@ -12,6 +12,9 @@
    shares each fsync between the writes that arrived while the last one ran (writes per flush,
    from the replica's /metrics; and the replica process's CPU time per write). Target at 16
    clients: >= 5x the floor's sequential commits/s, with p99 <= 4x the floor's p99 + 10 ms.
+   With `--baseline REV`, only steps 0-2, in `--rounds` alternating rounds: the replica as it was
+   at git revision REV (its tree, extracted; the same bench drives it) and as it is now, side by
+   side, medians of the rounds: a change measured against what it changed, in one run.
 3. Propagation: a 5-process loopback cluster with injected geographic latency (lhr, fra, jfk,
    sin, syd, plumtree); `--propagation-writes` writes at random replicas, paced. For each, the
    time from its durable apply at the origin until every other replica has applied it (the
@@ -95,6 +98,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"paced writes per TLS round for propagation (default: {Params.tls_propagation_writes}; "
                         f"--short: {SHORT.tls_propagation_writes})")
     p.add_argument("--short", action="store_true", help="the small form the tests run")
+    p.add_argument("--baseline", metavar="REV", default=None,
+                   help="the write path only, side by side with the replica at git revision REV, in --rounds "
+                        "alternating rounds")
+    p.add_argument("--rounds", type=positive_int, default=3,
+                   help="rounds of each side with --baseline (default: %(default)s)")
     p.add_argument("--writes-only", action="store_true",
                    help="only the disk's floor and the durable write latency and throughput (no propagation, no TLS)")
     p.add_argument("--seed", type=int, default=Params.seed, help="seed for origins and values (default: %(default)s)")
@@ -187,8 +195,9 @@ def _load_run(port: int, pid: int, keys: list[str], clients: int) -> tuple[list[
     return lat, elapsed, cost
 
 
-def _single(params: Params, root: str, progress) -> dict:
-    with ProcessCluster(["lhr"], os.path.join(root, "single"), inject_latency=False) as c:
+def _single(params: Params, root: str, progress, env: dict[str, str] | None = None) -> dict:
+    """`env`: the replica process's environment (a baseline's PYTHONPATH)."""
+    with ProcessCluster(["lhr"], os.path.join(root, "single"), inject_latency=False, env=env) as c:
         c.start()
         r = c.replicas["lhr"]
         assert r.proc is not None  # started
@@ -230,6 +239,78 @@ def _targets(s: dict, floor: dict) -> dict:
         "loaded_p99_ms": s["loaded_p99_ms"], "loaded_p99_budget_ms": p99_budget,
         "loaded_p99_met": s["loaded_p99_ms"] <= p99_budget,
     }
+
+
+# -- the write path beside a baseline revision ---------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SIDE_FIGURES = ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s", "write_p50_ms", "write_p99_ms",
+                "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush", "flush_ms", "cpu_ms_per_write",
+                "single_p50_x_floor", "loaded_rate_x_floor", "loaded_p99_budget_ms"]
+
+
+def _extract(rev: str, into: str) -> str:
+    """The tree of git revision `rev` of this repository, extracted under `into`; its full id."""
+    import subprocess
+    import tarfile
+
+    r = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=REPO, capture_output=True, text=True,
+                       check=False)
+    if r.returncode:
+        raise RuntimeError(f"--baseline {rev!r}: not a git revision here ({r.stderr.strip()})")
+    full = r.stdout.strip()
+    tar = os.path.join(into, "baseline.tar")
+    subprocess.run(["git", "archive", "--format=tar", "-o", tar, full], cwd=REPO, check=True)
+    with tarfile.open(tar) as t:
+        t.extractall(os.path.join(into, "baseline"), filter="data")
+    return full
+
+
+def _flat(single: dict) -> dict:
+    """One round's figures, flat: the floor, the latency, the --clients load, the ratios."""
+    out = {**single["floor"], **single["targets"], **single}
+    return {k: out[k] for k in SIDE_FIGURES if isinstance(out.get(k), (int, float))}
+
+
+def _side(label: str, rounds: list[dict]) -> dict:
+    flat = [_flat(r) for r in rounds]
+    side: dict = {"side": label}
+    for k in SIDE_FIGURES:
+        values = [f[k] for f in flat if k in f]
+        if values:
+            side[k] = statistics.median(values)
+    for k in ("single_p50_met", "loaded_rate_met", "loaded_p99_met"):
+        side[k.replace("_met", "_rounds_met")] = sum(r["targets"][k] for r in rounds)
+    return side
+
+
+def _beside_baseline(params: Params, rev: str, rounds: int, root: str, progress) -> dict:
+    full = _extract(rev, root)
+    env = {"PYTHONPATH": os.path.join(root, "baseline")}
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for n in range(rounds):
+        order = [("before", env), ("after", None)]
+        for label, side_env in (order if n % 2 == 0 else order[::-1]):  # alternate which goes first
+            progress(f"round {n + 1}/{rounds}: {label} ({full[:10] if side_env else 'this tree'})")
+            runs[label].append(_single(params, os.path.join(root, f"{label}-{n}"), progress, side_env))
+    return {"revision": full, "rounds": rounds, "clients": params.clients, "writes": params.writes,
+            "before": _side("before", runs["before"]), "after": _side("after", runs["after"]),
+            "runs": runs}
+
+
+def _report_baseline(b: dict) -> str:
+    cols = ["side", "floor_p50_ms", "floor_commits_per_s", "write_p50_ms", "single_p50_x_floor", "writes_per_s",
+            "loaded_rate_x_floor", "loaded_p99_ms", "loaded_p99_budget_ms"]
+    cost = ["side", "writes_per_flush", "flush_ms", "cpu_ms_per_write", "single_p50_rounds_met",
+            "loaded_rate_rounds_met", "loaded_p99_rounds_met"]
+    rows = [b["before"], b["after"]]
+    return "\n".join([
+        f"durable writes beside revision {b['revision'][:10]} (before) in {b['rounds']} alternating round(s) each, "
+        f"{b['writes']} writes per load; medians (the load: {b['clients']} clients)",
+        table(rows, cols), "", table(rows, cost),
+        f"targets: one client p50 <= {TARGET_SINGLE_P50:g}x the floor's; {b['clients']} clients >= "
+        f"{TARGET_LOADED_RATE:g}x the floor's commits/s, p99 <= 4x the floor's p99 + 10 ms (rounds met, of {b['rounds']})",
+    ])
 
 
 # -- propagation: real processes, then the same writes in the simulator -------------------------
@@ -377,8 +458,11 @@ def _sim_propagation(params: Params) -> list[float]:
     return out
 
 
-def measure(params: Params, progress, writes_only: bool = False) -> dict:
+def measure(params: Params, progress, writes_only: bool = False, baseline: str | None = None,
+            rounds: int = 3) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgestate-bench-") as root:
+        if baseline is not None:
+            return {"params": asdict(params), "baseline": _beside_baseline(params, baseline, rounds, root, progress)}
         single = _single(params, root, progress)
         if writes_only:
             return {"params": asdict(params), "single": single}
@@ -405,6 +489,8 @@ def _verdict(met: bool) -> str:
 
 
 def report(result: dict) -> str:
+    if "baseline" in result:
+        return _report_baseline(result["baseline"])
     s = result["single"]
     f, t = s["floor"], s["targets"]
     lines = [
@@ -451,4 +537,5 @@ def run(args: argparse.Namespace) -> int:
                                            "tls_propagation_writes") if getattr(args, k) is not None}
     params = replace(base, seed=args.seed, **given)
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)
-    return finish("replica", lambda: measure(params, progress, args.writes_only), report, args.json)
+    return finish("replica", lambda: measure(params, progress, args.writes_only, args.baseline, args.rounds),
+                  report, args.json)
