@@ -11,10 +11,11 @@ import math
 import os
 import statistics
 import subprocess
+import sys
 
 import pytest
 
-from app.bench.replica import PROPAGATION_POPS, SHORT, TLS_POPS
+from app.bench.replica import PROPAGATION_POPS, REPO, SHORT, TLS_POPS, _extract
 from app.processes.supervisor import edgestate_cmd
 from replication.geo import LatencyModel, all_pops
 
@@ -105,7 +106,9 @@ def test_stdout_has_the_tables_with_the_same_figures(bench):
     assert f"propagation to every replica, 5 processes ({', '.join(PROPAGATION_POPS)}) vs the simulator" in stdout
     tables = [
         (data["single"], ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s"]),
-        (data["single"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms"]),
+        (data["single"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush", "flush_ms",
+                          "cpu_ms_per_write"]),
+        (data["single"]["floor"], ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s"]),
         (data["propagation"], ["real_p50_ms", "sim_p50_ms", "real_p99_ms", "sim_p99_ms", "median_ratio",
                                "ratio_p50", "ratio_p99"]),
     ]
@@ -115,7 +118,46 @@ def test_stdout_has_the_tables_with_the_same_figures(bench):
             assert _shown_as(row[c], section[c]), (c, row[c], section[c])
     # progress goes to stderr, never into the results
     assert "propagation:" in stderr
-    assert not [line for line in stdout.splitlines() if line.startswith(("latency:", "throughput:", "propagation:"))]
+    assert "floor:" in stderr
+    assert not [line for line in stdout.splitlines()
+                if line.startswith(("floor:", "latency:", "throughput:", "propagation:"))]
+
+
+def test_the_disks_floor_is_measured_beside_and_the_targets_are_ratios_to_it(bench):
+    data, stdout, _ = bench
+    s = data["single"]
+    f, t = s["floor"], s["targets"]
+    _positive(f, ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s"])
+    assert f["floor_p50_ms"] <= f["floor_p99_ms"], f
+    assert f["floor_commits"] == 2 * (WRITES // 2)  # half before the writes, half after
+    # one after another: the elapsed time is at least half the commits times the median
+    assert f["floor_commits_per_s"] <= 2000.0 / f["floor_p50_ms"] * (1 + 1e-9), f
+    assert t["single_p50_x_floor"] == pytest.approx(s["write_p50_ms"] / f["floor_p50_ms"], rel=1e-9)
+    assert t["loaded_clients"] == CLIENTS
+    assert t["loaded_rate_x_floor"] == pytest.approx(s["writes_per_s"] / f["floor_commits_per_s"], rel=1e-9)
+    assert t["loaded_p99_budget_ms"] == pytest.approx(4 * f["floor_p99_ms"] + 10, rel=1e-9)
+    assert t["single_p50_met"] == (t["single_p50_x_floor"] <= t["single_p50_target_x"] == 2)
+    assert t["loaded_rate_met"] == (t["loaded_rate_x_floor"] >= t["loaded_rate_target_x"] == 5)
+    assert t["loaded_p99_met"] == (s["loaded_p99_ms"] <= t["loaded_p99_budget_ms"])
+    # what the load cost the replica: one client waits for each write's own flush; n clients
+    # have at most n writes in flight, so no flush holds more
+    assert 0 < s["sequential_writes_per_flush"] <= 1 + 1e-9, s
+    for row in s["load"]:
+        _positive(row, ["writes_per_flush", "flush_ms", "cpu_ms_per_write"])
+        assert row["writes_per_flush"] <= row["clients"] + 1e-9, row
+    assert f"one client: p50 {t['single_p50_x_floor']:.2f}x the floor's p50 (target: <= 2x)" in stdout
+    assert f"{CLIENTS} clients: {t['loaded_rate_x_floor']:.2f}x the floor's commits/s (target: >= 5x)" in stdout
+
+
+def test_writes_only_runs_the_floor_and_the_write_path_alone(tmp_path):
+    out = tmp_path / "writes.json"
+    cmd = edgestate_cmd("bench", "replica", "--writes-only", "--writes", "40", "--clients", "2", "--json", str(out))
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert sorted(data) == ["params", "single"]
+    assert data["single"]["floor"]["floor_commits"] == 40 and data["single"]["clients"] == 2
+    assert "propagation" not in r.stdout and "the floor's commits/s" in r.stdout
 
 
 def test_tls_and_secret_only_are_measured_side_by_side(bench):
@@ -144,3 +186,33 @@ def test_tls_and_secret_only_are_measured_side_by_side(bench):
             assert _shown_as(v, t[mode][column]), (mode, column, v)
     assert f"costs {t['tls_cost_pct']:.1f} %" in stdout
     assert "tls: round 1/" in stderr
+
+
+def test_a_baseline_revision_is_measured_beside_this_tree_in_alternating_rounds(tmp_path):
+    out = tmp_path / "baseline.json"
+    cmd = edgestate_cmd("bench", "replica", "--baseline", "HEAD", "--rounds", "1", "--writes", "30", "--clients", "2",
+                        "--json", str(out))
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert r.returncode == 0, r.stderr
+    b = json.loads(out.read_text())["baseline"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert b["revision"] == head.stdout.strip() and b["rounds"] == 1
+    for side in ("before", "after"):
+        assert len(b["runs"][side]) == 1
+        _positive(b[side], ["floor_p50_ms", "write_p50_ms", "writes_per_s", "single_p50_x_floor", "loaded_rate_x_floor"])
+        assert b[side]["writes_per_s"] == pytest.approx(b["runs"][side][0]["writes_per_s"], rel=1e-9)
+    assert "round 1/1: before" in r.stderr and "round 1/1: after" in r.stderr
+    assert f"beside revision {b['revision'][:10]}" in r.stdout
+
+
+def test_a_baseline_tree_is_what_its_replica_process_imports(tmp_path):
+    """The baseline's replica runs this venv's `edgestate` with PYTHONPATH at the extracted tree:
+    its `app` and `replication` must come from there, not from this (editable) install."""
+    full = _extract("HEAD", str(tmp_path))
+    tree = tmp_path / "baseline"
+    script = tmp_path / "which.py"  # run as a script, as the console script runs: not from this tree's cwd
+    script.write_text("import app, replication; print(app.__file__); print(replication.__file__)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(tree)})
+    assert [line.startswith(str(tree)) for line in r.stdout.split()] == [True, True], r.stdout
+    assert len(full) == 40

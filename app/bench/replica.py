@@ -1,10 +1,20 @@
 """`edgestate bench replica`: real replica processes, durable writes over HTTP, real sockets.
 
+0. The disk's floor (`fsync_floor`): SQLite commits of a 100-byte row with the replica's own
+   settings (WAL, synchronous=FULL), one after another, in the replica's data directory, half
+   before the write runs and half after: p50/p99 and commits/s. The write targets are ratios to
+   it, measured in the same run (absolute figures differ between disks and between runs).
 1. Write latency: one client writes `--writes` keys one after another (keep-alive HTTP/1.1)
    to one replica process; each answer comes after its write is durable (fsync). p50/p99.
+   Target: p50 <= 2x the floor's p50.
 2. Throughput: 4, then `--clients`, concurrent connections write `--writes` keys as fast as
    the replica answers: durable writes per second, and the latency under that load. Group commit
-   shares each fsync between the writes that arrived while the last one ran.
+   shares each fsync between the writes that arrived while the last one ran (writes per flush,
+   from the replica's /metrics; and the replica process's CPU time per write). Target at 16
+   clients: >= 5x the floor's sequential commits/s, with p99 <= 4x the floor's p99 + 10 ms.
+   With `--baseline REV`, only steps 0-2, in `--rounds` alternating rounds: the replica as it was
+   at git revision REV (its tree, extracted; the same bench drives it) and as it is now, side by
+   side, medians of the rounds: a change measured against what it changed, in one run.
 3. Propagation: a 5-process loopback cluster with injected geographic latency (lhr, fra, jfk,
    sin, syd, plumtree); `--propagation-writes` writes at random replicas, paced. For each, the
    time from its durable apply at the origin until every other replica has applied it (the
@@ -45,6 +55,7 @@ from replication.bench.report import finish, table
 from replication.cliargs import positive_int
 
 from ..processes.http_client import Conn
+from . import fsync_floor
 from ..processes.supervisor import ProcessCluster
 from ..replica.events import TOKEN_ENV, EventCollector
 from . import runloop
@@ -87,6 +98,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"paced writes per TLS round for propagation (default: {Params.tls_propagation_writes}; "
                         f"--short: {SHORT.tls_propagation_writes})")
     p.add_argument("--short", action="store_true", help="the small form the tests run")
+    p.add_argument("--baseline", metavar="REV", default=None,
+                   help="the write path only, side by side with the replica at git revision REV, in --rounds "
+                        "alternating rounds")
+    p.add_argument("--rounds", type=positive_int, default=3,
+                   help="rounds of each side with --baseline (default: %(default)s)")
+    p.add_argument("--writes-only", action="store_true",
+                   help="only the disk's floor and the durable write latency and throughput (no propagation, no TLS)")
     p.add_argument("--seed", type=int, default=Params.seed, help="seed for origins and values (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
@@ -128,26 +146,171 @@ async def _write_load(host: str, port: int, keys: list[str], clients: int) -> tu
 
 
 LIGHT_CLIENTS = 4  # a lighter load beside --clients: where the latency target is met, and at what rate
+TARGET_SINGLE_P50 = 2.0  # one client's p50, at most this many times the floor's p50
+TARGET_LOADED_RATE = 5.0  # --clients' writes/s, at least this many times the floor's commits/s...
+TARGET_LOADED_P99 = (4.0, 10.0)  # ...with p99 at most 4x the floor's p99 + 10 ms
 
 
-def _single(params: Params, root: str, progress) -> dict:
-    with ProcessCluster(["lhr"], os.path.join(root, "single"), inject_latency=False) as c:
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _flushes(port: int) -> tuple[float, float] | None:
+    """The replica's group commits so far and the seconds they took (its /metrics)."""
+    c = Conn("127.0.0.1", port)
+    await c.open()
+    try:
+        _status, body = await c.request("GET", "/metrics")
+    finally:
+        c.close()
+    found = {}
+    for line in body.decode().splitlines():
+        for name in ("edgestate_storage_flushes_total", "edgestate_storage_flush_seconds_sum"):
+            if line.startswith((name + "{", name + " ")):
+                found[name] = float(line.rsplit(" ", 1)[1])
+    if len(found) < 2:
+        return None
+    return found["edgestate_storage_flushes_total"], found["edgestate_storage_flush_seconds_sum"]
+
+
+def _load_run(port: int, pid: int, keys: list[str], clients: int) -> tuple[list[float], float, dict]:
+    """`_write_load`, and what it cost the replica: CPU ms per write, writes per group commit,
+    and the mean time of one group commit (in its thread: compare with the floor's p50)."""
+    cpu0, flushes0 = _cpu_s(pid), runloop.run(_flushes(port))
+    lat, elapsed = runloop.run(_write_load("127.0.0.1", port, keys, clients))
+    cpu1, flushes1 = _cpu_s(pid), runloop.run(_flushes(port))
+    cost = {}
+    if cpu0 is not None and cpu1 is not None:
+        cost["cpu_ms_per_write"] = (cpu1 - cpu0) * 1000.0 / len(keys)
+    if flushes0 is not None and flushes1 is not None and flushes1[0] > flushes0[0]:
+        n = flushes1[0] - flushes0[0]
+        cost["writes_per_flush"] = len(keys) / n
+        cost["flush_ms"] = (flushes1[1] - flushes0[1]) * 1000.0 / n
+    return lat, elapsed, cost
+
+
+def _single(params: Params, root: str, progress, env: dict[str, str] | None = None) -> dict:
+    """`env`: the replica process's environment (a baseline's PYTHONPATH)."""
+    with ProcessCluster(["lhr"], os.path.join(root, "single"), inject_latency=False, env=env) as c:
         c.start()
-        port = c.replicas["lhr"].http_port
+        r = c.replicas["lhr"]
+        assert r.proc is not None  # started
+        port, pid = r.http_port, r.proc.pid
+        floor_commits = max(2, params.writes // 2)
+        progress(f"floor: {floor_commits} SQLite commits (synchronous=FULL) in the replica's data directory")
+        floors = [fsync_floor.measure(r.data_dir, floor_commits)]
         progress(f"latency: {params.writes} sequential durable writes")
-        lat, elapsed = runloop.run(_write_load("127.0.0.1", port, [f"seq-{i}" for i in range(params.writes)], 1))
+        lat, elapsed, cost = _load_run(port, pid, [f"seq-{i}" for i in range(params.writes)], 1)
         load = []
         for n in sorted({min(LIGHT_CLIENTS, params.clients), params.clients}):
             progress(f"throughput: {params.writes} writes over {n} connections")
-            lat_c, elapsed_c = runloop.run(
-                _write_load("127.0.0.1", port, [f"par{n}-{i}" for i in range(params.writes)], n))
+            lat_c, elapsed_c, cost_c = _load_run(port, pid, [f"par{n}-{i}" for i in range(params.writes)], n)
             load.append({"clients": n, "writes_per_s": params.writes / elapsed_c,
-                         "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99)})
-    return {
+                         "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99), **cost_c})
+        progress(f"floor: {floor_commits} more commits, after the writes")
+        floors.append(fsync_floor.measure(r.data_dir, floor_commits))
+    floor = fsync_floor.combine(floors)
+    single = {
         "write_p50_ms": statistics.median(lat), "write_p99_ms": _pct(lat, 99), "write_max_ms": max(lat),
-        "sequential_writes_per_s": params.writes / elapsed,
-        **load[-1], "load": load,
+        "sequential_writes_per_s": params.writes / elapsed, **{f"sequential_{k}": v for k, v in cost.items()},
+        **load[-1], "load": load, "floor": floor,
     }
+    single["targets"] = _targets(single, floor)
+    return single
+
+
+def _targets(s: dict, floor: dict) -> dict:
+    """The write path's targets, each a ratio to the floor measured in the same run."""
+    p99_budget = TARGET_LOADED_P99[0] * floor["floor_p99_ms"] + TARGET_LOADED_P99[1]
+    single_ratio = s["write_p50_ms"] / floor["floor_p50_ms"]
+    rate_ratio = s["writes_per_s"] / floor["floor_commits_per_s"]
+    return {
+        "single_p50_x_floor": single_ratio, "single_p50_target_x": TARGET_SINGLE_P50,
+        "single_p50_met": single_ratio <= TARGET_SINGLE_P50,
+        "loaded_clients": s["clients"],
+        "loaded_rate_x_floor": rate_ratio, "loaded_rate_target_x": TARGET_LOADED_RATE,
+        "loaded_rate_met": rate_ratio >= TARGET_LOADED_RATE,
+        "loaded_p99_ms": s["loaded_p99_ms"], "loaded_p99_budget_ms": p99_budget,
+        "loaded_p99_met": s["loaded_p99_ms"] <= p99_budget,
+    }
+
+
+# -- the write path beside a baseline revision ---------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SIDE_FIGURES = ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s", "write_p50_ms", "write_p99_ms",
+                "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush", "flush_ms", "cpu_ms_per_write",
+                "single_p50_x_floor", "loaded_rate_x_floor", "loaded_p99_budget_ms"]
+
+
+def _extract(rev: str, into: str) -> str:
+    """The tree of git revision `rev` of this repository, extracted under `into`; its full id."""
+    import subprocess
+    import tarfile
+
+    r = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=REPO, capture_output=True, text=True,
+                       check=False)
+    if r.returncode:
+        raise RuntimeError(f"--baseline {rev!r}: not a git revision here ({r.stderr.strip()})")
+    full = r.stdout.strip()
+    tar = os.path.join(into, "baseline.tar")
+    subprocess.run(["git", "archive", "--format=tar", "-o", tar, full], cwd=REPO, check=True)
+    with tarfile.open(tar) as t:
+        t.extractall(os.path.join(into, "baseline"), filter="data")
+    return full
+
+
+def _flat(single: dict) -> dict:
+    """One round's figures, flat: the floor, the latency, the --clients load, the ratios."""
+    out = {**single["floor"], **single["targets"], **single}
+    return {k: out[k] for k in SIDE_FIGURES if isinstance(out.get(k), (int, float))}
+
+
+def _side(label: str, rounds: list[dict]) -> dict:
+    flat = [_flat(r) for r in rounds]
+    side: dict = {"side": label}
+    for k in SIDE_FIGURES:
+        values = [f[k] for f in flat if k in f]
+        if values:
+            side[k] = statistics.median(values)
+    for k in ("single_p50_met", "loaded_rate_met", "loaded_p99_met"):
+        side[k.replace("_met", "_rounds_met")] = sum(r["targets"][k] for r in rounds)
+    return side
+
+
+def _beside_baseline(params: Params, rev: str, rounds: int, root: str, progress) -> dict:
+    full = _extract(rev, root)
+    env = {"PYTHONPATH": os.path.join(root, "baseline")}
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for n in range(rounds):
+        order = [("before", env), ("after", None)]
+        for label, side_env in (order if n % 2 == 0 else order[::-1]):  # alternate which goes first
+            progress(f"round {n + 1}/{rounds}: {label} ({full[:10] if side_env else 'this tree'})")
+            runs[label].append(_single(params, os.path.join(root, f"{label}-{n}"), progress, side_env))
+    return {"revision": full, "rounds": rounds, "clients": params.clients, "writes": params.writes,
+            "before": _side("before", runs["before"]), "after": _side("after", runs["after"]),
+            "runs": runs}
+
+
+def _report_baseline(b: dict) -> str:
+    cols = ["side", "floor_p50_ms", "floor_commits_per_s", "write_p50_ms", "single_p50_x_floor", "writes_per_s",
+            "loaded_rate_x_floor", "loaded_p99_ms", "loaded_p99_budget_ms"]
+    cost = ["side", "writes_per_flush", "flush_ms", "cpu_ms_per_write", "single_p50_rounds_met",
+            "loaded_rate_rounds_met", "loaded_p99_rounds_met"]
+    rows = [b["before"], b["after"]]
+    return "\n".join([
+        f"durable writes beside revision {b['revision'][:10]} (before) in {b['rounds']} alternating round(s) each, "
+        f"{b['writes']} writes per load; medians (the load: {b['clients']} clients)",
+        table(rows, cols), "", table(rows, cost),
+        f"targets: one client p50 <= {TARGET_SINGLE_P50:g}x the floor's; {b['clients']} clients >= "
+        f"{TARGET_LOADED_RATE:g}x the floor's commits/s, p99 <= 4x the floor's p99 + 10 ms (rounds met, of {b['rounds']})",
+    ])
 
 
 # -- propagation: real processes, then the same writes in the simulator -------------------------
@@ -295,9 +458,14 @@ def _sim_propagation(params: Params) -> list[float]:
     return out
 
 
-def measure(params: Params, progress) -> dict:
+def measure(params: Params, progress, writes_only: bool = False, baseline: str | None = None,
+            rounds: int = 3) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgestate-bench-") as root:
+        if baseline is not None:
+            return {"params": asdict(params), "baseline": _beside_baseline(params, baseline, rounds, root, progress)}
         single = _single(params, root, progress)
+        if writes_only:
+            return {"params": asdict(params), "single": single}
         real = runloop.run(_real_propagation(params, root, progress))
         tls = _tls_vs_plain(params, root, progress)
     sim = _sim_propagation(params)
@@ -316,13 +484,35 @@ def measure(params: Params, progress) -> dict:
     }
 
 
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 def report(result: dict) -> str:
-    s, p = result["single"], result["propagation"]
+    if "baseline" in result:
+        return _report_baseline(result["baseline"])
+    s = result["single"]
+    f, t = s["floor"], s["targets"]
     lines = [
-        "durable writes over HTTP, one replica process (targets: p99 < 5 ms, >= 2000 writes/s)",
+        "the disk's floor: 100-byte SQLite commits (WAL, synchronous=FULL) one after another, in the data dir",
+        table([f], ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s"]),
+        "",
+        "durable writes over HTTP, one replica process",
         table([s], ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s"]),
         "",
-        table(s["load"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms"]),
+        table(s["load"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush",
+                          "flush_ms", "cpu_ms_per_write"]),
+        "",
+        f"one client: p50 {t['single_p50_x_floor']:.2f}x the floor's p50 (target: <= {t['single_p50_target_x']:g}x): "
+        f"{_verdict(t['single_p50_met'])}",
+        f"{t['loaded_clients']} clients: {t['loaded_rate_x_floor']:.2f}x the floor's commits/s (target: >= "
+        f"{t['loaded_rate_target_x']:g}x): {_verdict(t['loaded_rate_met'])}; p99 {t['loaded_p99_ms']:.1f} ms "
+        f"(target: <= 4x the floor's p99 + 10 ms = {t['loaded_p99_budget_ms']:.1f} ms): {_verdict(t['loaded_p99_met'])}",
+    ]
+    p = result.get("propagation")
+    if p is None:
+        return "\n".join(lines)
+    lines += [
         "",
         f"propagation to every replica, 5 processes ({', '.join(p['pops'])}) vs the simulator",
         table([p], ["real_p50_ms", "sim_p50_ms", "real_p99_ms", "sim_p99_ms", "median_ratio", "ratio_p50",
@@ -347,4 +537,5 @@ def run(args: argparse.Namespace) -> int:
                                            "tls_propagation_writes") if getattr(args, k) is not None}
     params = replace(base, seed=args.seed, **given)
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)
-    return finish("replica", lambda: measure(params, progress), report, args.json)
+    return finish("replica", lambda: measure(params, progress, args.writes_only, args.baseline, args.rounds),
+                  report, args.json)

@@ -34,6 +34,7 @@ from replication.io.net import parse_address
 from replication.node import incarnation_of
 
 EXIT_USAGE = 2
+GIL_SWITCH_INTERVAL_S = 0.001  # see `run`: the flush thread gets the GIL back within 1 ms
 MIN_SECRET_BYTES = 16
 SECRET_ONLY = ("without --ca/--cert/--key, peer frames are only tagged with the shared secret: not encrypted "
                "(a capture shows every value), any holder of the secret can speak as any replica, and recorded "
@@ -200,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - a dependency; plain asyncio works, only slower
         uvloop = None
     runner = uvloop.run if uvloop is not None else asyncio.run
+    # Group commit runs each flush in a worker thread, which needs the GIL back after every
+    # SQLite step and after the fsync; while the loop is busy answering requests, CPython hands
+    # it over only every switch interval (5 ms by default), so under load a 4 ms commit took 8.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         return runner(_main(args, secret, settings, https))
     except KeyboardInterrupt:

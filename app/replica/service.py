@@ -18,6 +18,7 @@ from typing import Any, Callable
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response
+from starlette.middleware import Middleware
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
@@ -35,6 +36,7 @@ from replication.io.runner import ReplicaRunner
 from ..web import api
 from . import feed_http
 from .events import EventFeed
+from .fast_writes import FastWrites
 from ..web import docs
 from ..web import errors
 from ..web import health
@@ -234,8 +236,10 @@ async def heal(request: Request) -> PartitionOut:
 
 
 def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = None,
-                       access_log: bool = True, feed: EventFeed | None = None) -> FastAPI:
-    """`feed`: the replica's events, served at `GET /api/events` (404 there without one)."""
+                       access_log: bool = True, feed: EventFeed | None = None, fast_writes: bool = True) -> FastAPI:
+    """`feed`: the replica's events, served at `GET /api/events` (404 there without one).
+    `fast_writes`: answer the hot writes in `fast_writes.FastWrites` (False: every request
+    through FastAPI, the path the fast one is compared with)."""
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
@@ -269,4 +273,6 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, settings=settings)
     logs.install(app, access_log=access_log, on_request=http.observe)  # outermost: every answer has an id
+    if fast_writes:  # innermost, after the route note: every check in front of a route has run
+        app.user_middleware.append(Middleware(FastWrites))
     return app

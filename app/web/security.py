@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import ipaddress
 import logging
@@ -70,6 +71,7 @@ _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: fits
 WEAK_TOKEN_CHARS = 16  # `serve` warns about a shorter token
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every request, of a handful of names; parsing an address is not free
 def is_loopback(host: str) -> bool:
     """True for `localhost`, `*.localhost`, 127.0.0.0/8 and ::1 (with or without brackets)."""
     h = host.strip().lower().rstrip(".")
