@@ -171,6 +171,8 @@ class Node:
         self.stale_replies = 0
         self._announce_view = True
         self._gc_at = 0.0
+        self._deadline: float | None = None  # min of membership, anti-entropy, gc deadlines; None: ask
+        self._now = 0.0
         # every key applied here, for watchers (`changefeed`); the driver attaches it with a run id
         # of its choosing, since a node has no source of randomness that differs between runs
         self.feed: ChangeFeed | None = None
@@ -220,10 +222,12 @@ class Node:
         if kind in _STRATEGY_KINDS:  # the common case first: this runs for every message
             return self.strategy.handle(env.src, msg, now)
         if isinstance(msg, (Ping, Ack, PingReq, PushPull)):
+            self._deadline = None  # an ack ends a probe's timeout, news may start a suspicion
             out = self.membership.handle(env, now)
             self._membership_changed()
             return out
         if isinstance(msg, AeDigest):
+            self._now = now  # what `_young` compares ages against
             out = self.ae.handle(env, now, self.replica, self._young)
             self._integrity()
             return out
@@ -250,6 +254,15 @@ class Node:
         return self.strategy.handle(env.src, msg, now)
 
     def tick(self, *, now: float) -> list[Envelope]:
+        fixed = self._deadline
+        if fixed is not None and now < fixed and not self._announce_view:
+            # Woken by the strategy alone (most wake-ups: a batch of IHAVEs to flush, a graft
+            # timer): membership, anti-entropy and gc have nothing due before `fixed`, and their
+            # ticks would change nothing, so only the strategy runs.
+            out = self.strategy.tick(now)
+            self._integrity()
+            self._expire_arrivals(now)
+            return out
         out = self.membership.tick(now)
         if self._announce_view:
             self._announce_view = False
@@ -261,30 +274,30 @@ class Node:
         out += self.strategy.tick(now)
         out += self.ae.tick(now, self.replica, self.peers)
         self._integrity()
-        grace = self.cfg.ae_grace_ms
-        arrivals, arrived = self._arrivals, self._arrived
-        while arrivals and arrivals[0].at + grace <= now:  # the same sum next_deadline() reports
-            for d in arrivals.popleft().dots:
-                arrived.pop(d, None)
+        self._expire_arrivals(now)
+        self._deadline = None  # membership, anti-entropy and gc deadlines may all have moved
         return out
 
     def next_deadline(self) -> float | None:
+        """Asked after every call (by the simulator: after every delivery). Membership, anti-entropy
+        and gc deadlines move only in `tick`, `restart` and membership messages, so their minimum
+        is kept until one of those runs; the strategy's is asked each time. Young arrivals set no
+        deadline: they age by time (`_young`), and are trimmed whenever the node runs."""
         if self._announce_view:
             return 0.0
-        t = min(self.membership.next_deadline(), self.ae.next_at, self._gc_at)
+        t = self._deadline
+        if t is None:
+            t = self._deadline = min(self.membership.next_deadline(), self.ae.next_at, self._gc_at)
         s = self.strategy.next_deadline()
         if s is not None and s < t:
-            t = s
-        if self._arrivals:
-            a = self._arrivals[0].at + self.cfg.ae_grace_ms
-            if a < t:
-                t = a
+            return s
         return t
 
     def restart(self, *, now: float) -> list[Envelope]:
         """Back from a crash with state intact: rejoin at a newer incarnation, catch up by anti-entropy."""
         self.membership.restart(now)
         self.ae.next_at = now
+        self._deadline = None
         self._announce_view = True
         return self.tick(now=now)
 
@@ -317,6 +330,7 @@ class Node:
 
     def _note(self, dots, keys, now: float, via: str) -> None:
         dots = tuple(dots)
+        self._expire_arrivals(now)  # bounded by what arrived within one grace, without a timer
         arrived = self._arrived
         for d in dots:
             arrived[d] = now
@@ -339,7 +353,18 @@ class Node:
                 self.events += [("integrity", f) for f in found]
 
     def _young(self, dot: Dot) -> bool:
-        return dot in self._arrived
+        """Applied here less than the anti-entropy grace ago (at `_now`). Aged by time rather than
+        by a timer: a timer per applied write woke every node once per write for nothing else."""
+        at = self._arrived.get(dot)
+        return at is not None and at + self.cfg.ae_grace_ms > self._now
+
+    def _expire_arrivals(self, now: float) -> None:
+        """Forget arrivals past the grace (bookkeeping only: `_young` compares times)."""
+        grace = self.cfg.ae_grace_ms
+        arrivals, arrived = self._arrivals, self._arrived
+        while arrivals and arrivals[0].at + grace <= now:
+            for d in arrivals.popleft().dots:
+                arrived.pop(d, None)
 
     def _membership_changed(self) -> None:
         changes = self.membership.changes

@@ -566,9 +566,11 @@ class Simulator:
                     self._delivered += 1
                     kind = env.msg.kind
                     delivered_by_kind[kind] = delivered_by_kind.get(kind, 0) + 1
-                    payloads = env.payloads
-                    if payloads:
+                    if kind == "payload":  # only payload frames carry any (`Envelope.payloads`)
+                        payloads = env.payloads
                         self._payloads_delivered += payloads
+                    else:
+                        payloads = 0
                     if msg_sink is not None:
                         msg_sink(SimEvent(t, "delivered", dst, {
                             "src": src, "dst": dst, "kind": kind, "payloads": payloads,
