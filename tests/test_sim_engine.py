@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from replication.clocks import CausalContext, Dot, VersionVector
 from replication.geo import place_replicas, select_pops
 from replication.messages import AeDigest, Envelope, Gossip
@@ -93,3 +95,57 @@ def test_same_seed_same_figures_twice():
         return c.sim.stats, sorted(c.sim.digests().items()), c.sim.now
 
     assert run() == run()
+
+
+# -- large clusters: partial views ------------------------------------------------------------
+
+
+@pytest.fixture
+def large_at_40(monkeypatch):
+    """Large-cluster mode from 40 members, so that a quick test exercises it."""
+    from replication import node as node_module
+    from replication.sim import cluster as cluster_module
+
+    monkeypatch.setattr(node_module, "LARGE_CLUSTER", 40)
+    monkeypatch.setattr(cluster_module, "LARGE_CLUSTER", 40)
+
+
+def _large(n=120, seed=3) -> SimCluster:
+    return SimCluster(place_replicas(select_pops("all"), n), seed=seed)
+
+
+def test_a_large_cluster_watches_a_partial_view_and_still_delivers_everywhere(large_at_40):
+    c = _large()
+    sim = c.sim
+    sim.run_for(3000)
+    sizes = [len(n.membership.members) for n in sim.nodes.values()]
+    assert max(sizes) < len(c.ids) / 2, sizes  # nobody watches everyone
+    assert all(n.replica.members is c.sim.nodes[c.ids[0]].replica.members for n in sim.nodes.values())  # shared
+    for i, origin in enumerate(c.ids[:10]):
+        c.write(origin, "kv", f"k{i}", {"value": i})
+        sim.run_for(50)
+    assert c.settle(max_ms=20_000)
+    assert all(sim.read(r, "kv", "k9") for r in c.ids)
+
+
+def test_a_large_cluster_detects_a_crash_and_keeps_converging(large_at_40):
+    c = _large()
+    sim = c.sim
+    sim.run_for(3000)
+    victim = c.ids[7]
+    watchers = [n for n in sim.nodes.values() if victim in n.membership.members]
+    sim.crash(victim)
+    sim.run_for(20_000)  # probes, suspicion (3 s), and the news spreading among its watchers
+    assert watchers and all(n.membership.status(victim) == "dead" for n in watchers if n.id != victim)
+    c.write(c.ids[0], "kv", "after", {"value": 1})
+    assert c.settle(max_ms=20_000)
+
+
+def test_a_large_cluster_seed_tree_spans_every_replica_with_a_small_fanout(large_at_40):
+    c = _large(n=1000)  # 18 or 19 replicas per POP
+    tree = c.seed_tree
+    edges = tree.edges()
+    assert len(edges) == len(c.ids) - 1
+    reached = {tree.path_ms(c.ids[0], r) is not None for r in c.ids}
+    assert reached == {True}  # connected: a spanning tree
+    assert max(len(tree.neighbours(r)) for r in c.ids) <= 10  # Prim makes a star per POP: 18 and more
