@@ -1,5 +1,6 @@
 """`edgestate bench simspeed --baseline REV`: the simulator's own speed, this tree against a git
-revision, side by side in one run.
+revision, side by side in one run. Without `--baseline`, this tree alone: wall time and messages per
+write (the README's cost-growth table, with `--replicas N`).
 
 Absolute speeds differ between machines and with the load beside the run, so the only figure
 that means something is a ratio measured on one machine at one time. Each round runs the same
@@ -89,6 +90,22 @@ def _once(tree: Path, p: Params) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def run_here(p: Params, progress: bool = True) -> dict:
+    """Without a baseline: this tree alone, for the cost-growth table (wall time and messages per write)."""
+    runs = []
+    for i in range(p.rounds):
+        r = _once(REPO, p)
+        runs.append(r)
+        if progress:
+            print(f"round {i + 1}/{p.rounds}: {r['msgs_per_s']:>10,.0f} msgs/s ({r['delivered']:,} delivered in "
+                  f"{r['wall_s']:.2f} s, cluster built in {r['build_s']:.1f} s)", file=sys.stderr, flush=True)
+    wall = statistics.median(x["wall_s"] for x in runs)
+    n = runs[0]["delivered"]
+    return {"params": p.__dict__, "msgs_per_s": statistics.median(x["msgs_per_s"] for x in runs),
+            "wall_s": wall, "wall_s_per_write": wall / p.writes, "msgs_per_write": n / p.writes,
+            "build_s": statistics.median(x["build_s"] for x in runs), "runs": runs}
+
+
 def run(p: Params, progress: bool = True) -> dict:
     rev = _resolve(p.baseline)
     runs: dict[str, list[dict]] = {"baseline": [], "current": []}
@@ -123,7 +140,8 @@ def add_parser(which) -> None:
     p = which.add_parser("simspeed", help="the simulator's speed: this tree against a git revision, side by side",
                          description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     d = Params(baseline="")
-    p.add_argument("--baseline", required=True, metavar="REV", help="git revision to compare against (e.g. HEAD~3)")
+    p.add_argument("--baseline", metavar="REV",
+                   help="git revision to compare against (e.g. HEAD~3); without it, this tree alone (cost per write)")
     p.add_argument("--rounds", type=positive_int, default=d.rounds, help="rounds, each running both (default: %(default)s)")
     p.add_argument("--pops", default=d.pops, metavar="all|default|ID,...", help="POPs (default: %(default)s)")
     p.add_argument("--replicas", type=positive_int, default=None, metavar="N", help="replicas (default: one per POP)")
@@ -134,8 +152,19 @@ def add_parser(which) -> None:
 
 
 def main(args) -> int:
-    p = Params(baseline=args.baseline, rounds=args.rounds, pops=args.pops, replicas=args.replicas,
+    p = Params(baseline=args.baseline or "", rounds=args.rounds, pops=args.pops, replicas=args.replicas,
                writes=args.writes, seed=args.seed)
+    if not args.baseline:
+        try:
+            result = run_here(p, progress=not args.quiet)
+        except RuntimeError as e:
+            print(f"edgestate bench simspeed: error: {e}", file=sys.stderr)
+            return 2
+        print(f"this tree: {result['msgs_per_s']:,.0f} delivered msgs/s; per write {result['wall_s_per_write']:.3f} s "
+              f"wall and {result['msgs_per_write']:,.0f} messages (median of {p.rounds}; cluster built in "
+              f"{result['build_s']:.1f} s, not counted)")
+        _dump(args.json, result)
+        return 0
     try:
         result = run(p, progress=not args.quiet)
     except (ValueError, RuntimeError) as e:
@@ -147,8 +176,12 @@ def main(args) -> int:
     if not result["same_work"]:
         print(f"note: delivered messages differ (baseline {result['delivered']['baseline']}, "
               f"current {result['delivered']['current']}): the two runs did different work", file=sys.stderr)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+    _dump(args.json, result)
+    return 0
+
+
+def _dump(path: str | None, result: dict) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
-    return 0
