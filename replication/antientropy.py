@@ -91,7 +91,15 @@ class AntiEntropy:
         """Answer a digest. `young(dot)` says a dot was applied here within the grace period."""
         msg = env.msg
         store = replica.store
-        replica.observe_peer(env.src, msg.applied, forget=False)
+        theirs, mine = msg.applied, store.applied
+        # a digest's context is the sender's copy, never changed after: kept as it is
+        replica.observe_peer(env.src, theirs, forget=False, copy=False)
+        if not mine.cloud and not theirs.cloud and mine.vv._v == theirs.vv._v:
+            # Equal contexts, the common case between peers: one C-level compare answers all three
+            # questions below (nothing to send, nothing to ask for, the roots may be compared).
+            if msg.root and self.me < env.src and msg.root != store.content_root():
+                return self._roots_differ(env.src, msg.root, now, store)
+            return []
         out = []
         delta = replica.deltas_since(msg.applied, young)
         if delta is not None:
@@ -100,10 +108,15 @@ class AntiEntropy:
             out.append(Envelope(self.me, env.src, AeDigest(replica.applied_context, want_reply=False,
                                                            root=store.content_root())))
         elif msg.root and self.me < env.src and msg.applied == store.applied and msg.root != store.content_root():
-            store.integrity.root_mismatches += 1
-            if self._may_compare(env.src, (msg.root, store.content_root()), now):
-                out.append(Envelope(self.me, env.src, AeBuckets(store.applied.copy(), store.bucket_sums())))
+            out += self._roots_differ(env.src, msg.root, now, store)
         return out
+
+    def _roots_differ(self, peer: str, root: bytes, now: float, store) -> list[Envelope]:
+        """Same applied context, other content root: start a content exchange (step 2)."""
+        store.integrity.root_mismatches += 1
+        if self._may_compare(peer, (root, store.content_root()), now):
+            return [Envelope(self.me, peer, AeBuckets(store.applied.copy(), store.bucket_sums()))]
+        return []
 
     def _may_compare(self, peer: str, roots: tuple[bytes, bytes], now: float) -> bool:
         """Compare these two roots now? The same pair again waits 1, 2, 4... periods: an

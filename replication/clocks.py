@@ -133,8 +133,9 @@ class CausalContext:
     def compact(self) -> None:
         if not self.cloud:
             return
-        self.cloud = {d for d in self.cloud if not self.vv.contains(d)}
-        for r in {d[0] for d in self.cloud}:
+        get = self.vv._v.get  # inlined VersionVector.contains: this runs on every payload applied
+        self.cloud = cloud = {d for d in self.cloud if d[1] > get(d[0], 0)}
+        for r in {d[0] for d in cloud}:
             self._fold(r)
 
     def covers(self, other: CausalContext) -> bool:

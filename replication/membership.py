@@ -145,6 +145,11 @@ class Membership:
 
     # -- views ---------------------------------------------------------------------
 
+    def watch(self, peer: str) -> None:
+        """Start watching `peer` too (a large cluster's partial view grows by who contacts us)."""
+        if peer != self.me and peer not in self.members:
+            self.members[peer] = _Member()
+
     def status(self, peer: str) -> str:
         return self.members[peer].status
 

@@ -106,6 +106,30 @@ def incarnation_of(replica_id: str, actor: str | None) -> int | None:
     return None if parsed is None else parsed[0]
 
 
+# Beyond this many members a node watches a partial view (`_partial_view`) instead of everyone.
+LARGE_CLUSTER = 2048
+OVERLAY_CANDIDATES = 512  # a large cluster's nearest neighbours are the nearest of this many, drawn at random
+WATCH_RANDOM = 16  # members watched beyond the overlay and tree links, drawn at random
+AE_LARGE_FANOUT = 3  # anti-entropy partners per period in a large cluster, drawn from all members
+
+
+def _sample(members: tuple[str, ...], k: int, rng: random.Random) -> list[str]:
+    return rng.sample(members, min(k, len(members)))
+
+
+def _partial_view(me: str, members: tuple[str, ...], view: list[str], tree: SeedTree | None,
+                  rng: random.Random) -> list[str]:
+    """The members a node of a large cluster watches: its overlay, its seed tree links, and a
+    few random others (so that views overlap and news of a death spreads), as HyParView's
+    passive view does. Members that contact it join later (`Node._watch`)."""
+    out = list(dict.fromkeys(view))
+    if tree is not None and me in tree:
+        out += [p for p in tree.neighbours(me) if p not in out]
+    chosen = set(out)
+    out += [p for p in _sample(members, WATCH_RANDOM + 1, rng) if p != me and p not in chosen]
+    return [p for p in out if p != me]
+
+
 def overlay_view(me: str, peers: list[str], link_ms: Callable[[str], float], rng: random.Random, near: int, far: int):
     """Out-neighbours in the spirit of HyParView's active view, made latency-aware: the
     `near` closest peers (short hops for the tree) plus `far` random ones (shortcuts, and
@@ -132,6 +156,7 @@ class Node:
         epoch_ms: float = 0.0,
         replica: Replica | None = None,
         seed_tree: SeedTree | None = None,
+        cluster: frozenset[str] | None = None,
     ) -> None:
         """`replica`: state restored from disk (its actor already chosen); `incarnation` is
         then only the membership incarnation, which must rise with every start. `seed_tree`:
@@ -142,25 +167,40 @@ class Node:
         self.id = replica_id
         # Added to the driver's clock for the timestamps people see (HLC); timers keep raw time.
         self.epoch_ms = epoch_ms
-        self.peers = [p for p in peers if p != replica_id]
         self.rng = random.Random(f"{seed}:{replica_id}:{incarnation}")
+        d = cfg.dissemination
+        # A large cluster (`cluster`: every member, shared by the driver's nodes, never copied):
+        # each node watches only a partial view of it (`_partial_view`), so that a node's memory
+        # and membership traffic do not grow with the cluster. Up to LARGE_CLUSTER members, every
+        # node watches everyone, as it always did.
+        self._cluster = cluster if cluster is not None and len(cluster) > LARGE_CLUSTER else None
+        self._all: tuple[str, ...] | None = None
+        if self._cluster is not None:
+            self._all = peers if isinstance(peers, tuple) else tuple(peers)
+            self._base_view = overlay_view(replica_id, _sample(self._all, OVERLAY_CANDIDATES, self.rng),
+                                           self._link_hint_or(link_ms), self.rng, d.view_near, d.view_far)
+            self.peers = _partial_view(replica_id, self._all, self._base_view, seed_tree, self.rng)
+        else:
+            self.peers = [p for p in peers if p != replica_id]
         if replica is None:
             kw = {"secret": secret} if secret else {}
-            replica = Replica(replica_id, members=[replica_id, *self.peers], actor=actor_for(replica_id, incarnation), **kw)
+            members = self._cluster if self._cluster is not None else [replica_id, *self.peers]
+            replica = Replica(replica_id, members=members, actor=actor_for(replica_id, incarnation), **kw)
         elif replica.id != replica_id:
             raise ValueError(f"restored replica {replica.id!r} given to node {replica_id!r}")
         self.replica = replica
         self._link_hint = link_ms
         self.membership = Membership(replica_id, self.peers, self.rng, cfg.membership, incarnation,
                                      push_pull_rng=random.Random(f"{seed}:{replica_id}:{incarnation}:push-pull"))
-        d = cfg.dissemination
-        self._base_view = overlay_view(replica_id, self.peers, self.link_ms, self.rng, d.view_near, d.view_far)
+        if self._cluster is None:
+            self._base_view = overlay_view(replica_id, self.peers, self.link_ms, self.rng, d.view_near, d.view_far)
         # a tree link must be an overlay link: its ends exchange IHAVEs and GRAFTs, and membership
         # takes it out of the view when its far end dies (appended: the seeded draws stay the same)
         self.seed_tree = seed_tree if seed_tree is not None and replica_id in seed_tree else None
         if self.seed_tree is not None:
+            watched = self.membership.members
             self._base_view += [p for p in self.seed_tree.neighbours(replica_id)
-                                if p in self.peers and p not in self._base_view]
+                                if p in watched and p not in self._base_view]
         self._view = list(self._base_view)
         self.strategy = make_strategy(cfg.strategy, self, d)
         self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout,
@@ -171,11 +211,23 @@ class Node:
         self.stale_replies = 0
         self._announce_view = True
         self._gc_at = 0.0
+        self._deadline: float | None = None  # min of membership, anti-entropy, gc deadlines; None: ask
+        self._now = 0.0
         # every key applied here, for watchers (`changefeed`); the driver attaches it with a run id
         # of its choosing, since a node has no source of randomness that differs between runs
         self.feed: ChangeFeed | None = None
 
     # -- what strategies see of their host -------------------------------------------------
+
+    def _link_hint_or(self, link_ms: Callable[[str], float] | None) -> Callable[[str], float]:
+        """The latency estimate before membership exists (a large cluster's overlay is drawn first)."""
+        return link_ms if link_ms is not None else (lambda peer: UNKNOWN_LINK_MS)
+
+    def _watch(self, peer: str) -> None:
+        """A large cluster: start watching a member that contacted us (it watches us; a probe we
+        did not answer would make it suspect us)."""
+        self.membership.watch(peer)
+        self.peers.append(peer)
 
     def link_ms(self, peer: str) -> float:
         """One-way latency estimate: the geographic model where known, else half the probed RTT."""
@@ -215,15 +267,20 @@ class Node:
     def receive(self, env: Envelope, *, now: float) -> list[Envelope]:
         msg = env.msg
         if env.src not in self.membership.members:
-            return []  # not a member of this cluster
+            if self._cluster is None or env.src not in self._cluster:
+                return []  # not a member of this cluster
+            if isinstance(msg, (Ping, PingReq, PushPull, Neighbour)):
+                self._watch(env.src)  # it watches us, or links to us: watch it back
         kind = msg.kind
         if kind in _STRATEGY_KINDS:  # the common case first: this runs for every message
             return self.strategy.handle(env.src, msg, now)
         if isinstance(msg, (Ping, Ack, PingReq, PushPull)):
+            self._deadline = None  # an ack ends a probe's timeout, news may start a suspicion
             out = self.membership.handle(env, now)
             self._membership_changed()
             return out
         if isinstance(msg, AeDigest):
+            self._now = now  # what `_young` compares ages against
             out = self.ae.handle(env, now, self.replica, self._young)
             self._integrity()
             return out
@@ -250,6 +307,15 @@ class Node:
         return self.strategy.handle(env.src, msg, now)
 
     def tick(self, *, now: float) -> list[Envelope]:
+        fixed = self._deadline
+        if fixed is not None and now < fixed and not self._announce_view:
+            # Woken by the strategy alone (most wake-ups: a batch of IHAVEs to flush, a graft
+            # timer): membership, anti-entropy and gc have nothing due before `fixed`, and their
+            # ticks would change nothing, so only the strategy runs.
+            out = self.strategy.tick(now)
+            self._integrity()
+            self._expire_arrivals(now)
+            return out
         out = self.membership.tick(now)
         if self._announce_view:
             self._announce_view = False
@@ -259,32 +325,36 @@ class Node:
             self.replica.forget_stable()
         self._membership_changed()
         out += self.strategy.tick(now)
-        out += self.ae.tick(now, self.replica, self.peers)
+        if self._all is None:
+            out += self.ae.tick(now, self.replica, self.peers)
+        elif now >= self.ae.next_at:  # a large cluster: a few random members of all, not of the view
+            picks = [p for p in _sample(self._all, AE_LARGE_FANOUT + 1, self.rng) if p != self.id]
+            out += self.ae.tick(now, self.replica, picks[:AE_LARGE_FANOUT])
         self._integrity()
-        grace = self.cfg.ae_grace_ms
-        arrivals, arrived = self._arrivals, self._arrived
-        while arrivals and arrivals[0].at + grace <= now:  # the same sum next_deadline() reports
-            for d in arrivals.popleft().dots:
-                arrived.pop(d, None)
+        self._expire_arrivals(now)
+        self._deadline = None  # membership, anti-entropy and gc deadlines may all have moved
         return out
 
     def next_deadline(self) -> float | None:
+        """Asked after every call (by the simulator: after every delivery). Membership, anti-entropy
+        and gc deadlines move only in `tick`, `restart` and membership messages, so their minimum
+        is kept until one of those runs; the strategy's is asked each time. Young arrivals set no
+        deadline: they age by time (`_young`), and are trimmed whenever the node runs."""
         if self._announce_view:
             return 0.0
-        t = min(self.membership.next_deadline(), self.ae.next_at, self._gc_at)
+        t = self._deadline
+        if t is None:
+            t = self._deadline = min(self.membership.next_deadline(), self.ae.next_at, self._gc_at)
         s = self.strategy.next_deadline()
         if s is not None and s < t:
-            t = s
-        if self._arrivals:
-            a = self._arrivals[0].at + self.cfg.ae_grace_ms
-            if a < t:
-                t = a
+            return s
         return t
 
     def restart(self, *, now: float) -> list[Envelope]:
         """Back from a crash with state intact: rejoin at a newer incarnation, catch up by anti-entropy."""
         self.membership.restart(now)
         self.ae.next_at = now
+        self._deadline = None
         self._announce_view = True
         return self.tick(now=now)
 
@@ -317,6 +387,7 @@ class Node:
 
     def _note(self, dots, keys, now: float, via: str) -> None:
         dots = tuple(dots)
+        self._expire_arrivals(now)  # bounded by what arrived within one grace, without a timer
         arrived = self._arrived
         for d in dots:
             arrived[d] = now
@@ -339,7 +410,18 @@ class Node:
                 self.events += [("integrity", f) for f in found]
 
     def _young(self, dot: Dot) -> bool:
-        return dot in self._arrived
+        """Applied here less than the anti-entropy grace ago (at `_now`). Aged by time rather than
+        by a timer: a timer per applied write woke every node once per write for nothing else."""
+        at = self._arrived.get(dot)
+        return at is not None and at + self.cfg.ae_grace_ms > self._now
+
+    def _expire_arrivals(self, now: float) -> None:
+        """Forget arrivals past the grace (bookkeeping only: `_young` compares times)."""
+        grace = self.cfg.ae_grace_ms
+        arrivals, arrived = self._arrivals, self._arrived
+        while arrivals and arrivals[0].at + grace <= now:
+            for d in arrivals.popleft().dots:
+                arrived.pop(d, None)
 
     def _membership_changed(self) -> None:
         changes = self.membership.changes

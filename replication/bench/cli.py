@@ -12,6 +12,7 @@ from ..cliargs import positive_int, probability
 from ..geo import select_pops
 from . import coordination_cost as coordination
 from . import propagation
+from . import simspeed
 from .report import table
 
 COLUMNS = [
@@ -62,12 +63,15 @@ def add_parser(sub):
                    help="also draw each strategy's convergence CDF against the physical limit into FILE.html "
                         "(self-contained: plotly.js inlined, opens offline)")
     coordination.add_parser(which)
+    simspeed.add_parser(which)
     return which
 
 
 def run(args: argparse.Namespace) -> int:
     if args.bench == "coordination":
         return coordination.run(args)
+    if args.bench == "simspeed":
+        return simspeed.main(args)
     if args.bench != "propagation":
         print(f"edgestate bench: unknown benchmark {args.bench!r}", file=sys.stderr)
         return 2
