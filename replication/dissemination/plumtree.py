@@ -15,12 +15,30 @@ Refinements, after the paper's discussion of optimisation:
   towards its shortest-latency paths over the overlay, without flooding.
 - Each node remembers its chosen parent per root, so the duplicates that cross while a
   link is being swapped are recognised and do not prune the links being kept.
+
+Under loss (the paper assumes reliable links; real ones drop packets):
+- Every payload received is acknowledged to its sender with a one-item IHAVE ("I have it"),
+  a message every node already understands. An eager push not acknowledged within a round
+  trip of that link (plus `ack_slack_ms`) is sent again, up to `ack_tries` sends: a lost
+  payload costs one round trip of the link it was lost on, where waiting for an IHAVE from
+  a lazy neighbour and grafting cost that neighbour's whole path plus a round trip, and
+  reshaped the tree after every random loss. A duplicate from a lost ack is recognised (it
+  comes from our parent) and prunes nothing.
+- Once more than `redundant_loss` of a node's recent eager pushes went unacknowledged, it
+  sends each eager payload twice (independent losses: both are lost far less often).
+- An IHAVE from our own parent for a root means it holds us lazy (a GRAFT or PRUNE was lost
+  or crossed): graft it at once rather than wait for an eager copy that will not come.
+- IHAVE and GRAFT remain the repair for failures: the wait before grafting allows for one
+  retransmission by our parent, and a GRAFT not answered within a round trip is sent to the
+  next offer, cycling through the offers a few times before leaving it to anti-entropy.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from heapq import heappop, heappush
+from itertools import count
 from typing import NamedTuple
 
 from ..clocks import Dot
@@ -52,6 +70,7 @@ class _Missing:
 
     deadline: float  # when to graft the next offer, unless the message came meanwhile
     offers: list[_Offer]  # in the order they came, grafted in turn
+    grafts: int = 0  # sent so far
 
 
 class _Switch(NamedTuple):
@@ -87,6 +106,11 @@ class Plumtree:
         self.missing: dict[Dot, _Missing] = {}
         self.lazy_q: dict[str, list[Announcement]] = {}  # lazy peer -> what to announce at the next flush
         self.flush_at: float | None = None
+        self.unacked: dict[Dot, dict[str, int]] = {}  # mid -> child -> sends so far, while its ack is due
+        self._acks_due: list[tuple[float, int, Dot, str]] = []  # heap of (deadline, seq, mid, child)
+        self._seq = count()
+        self._pushes = 0.0  # eager pushes and, of them, unacknowledged ones (decaying): the loss we see
+        self._unanswered = 0.0
 
     # -- tree state ------------------------------------------------------------------
 
@@ -148,6 +172,22 @@ class Plumtree:
         self.cache[g.mid] = entry = _Cached(g, now, sender)
         self._expiry.append(entry)
 
+    def _rto(self, peer: str) -> float:
+        """How long an ack from `peer` may take: a round trip of the link, and some slack."""
+        return 2.0 * self.h.link_ms(peer) + self.cfg.ack_slack_ms
+
+    def _expect_ack(self, mid: Dot, peer: str, sends: int, now: float) -> None:
+        per = self.unacked.get(mid)
+        if per is None:
+            per = self.unacked[mid] = {}
+        per[peer] = sends
+        heappush(self._acks_due, (now + self._rto(peer), next(self._seq), mid, peer))
+
+    def _acked(self, mid: Dot, peer: str) -> None:
+        per = self.unacked.get(mid)
+        if per is not None and per.pop(peer, None) is not None and not per:
+            del self.unacked[mid]
+
     def _push(self, g: Gossip, now: float, exclude: str | None) -> list[Envelope]:
         eager, lazy = self._sets(g.root)
         me, link = self.h.id, self.h.link_ms
@@ -157,6 +197,18 @@ class Plumtree:
             for p in eager
             if p != exclude and p != up
         ]
+        for env in out:
+            self._expect_ack(g.mid, env.dst, 1, now)
+        self._pushes += len(out)
+        if self._unanswered > self.cfg.redundant_loss * self._pushes:
+            # Lossy links: a resend costs a round trip, on a long link most of a write's time
+            # budget. Two copies (over links of at least `redundant_link_ms`) make that wait
+            # rare, for more payloads; on links that lose nothing this never starts.
+            far = self.cfg.redundant_link_ms
+            out += [env for env in out if link(env.dst) >= far]
+        if self._pushes > 1000:  # recent behaviour: halve the history
+            self._pushes /= 2
+            self._unanswered /= 2
         if lazy:
             item = Announcement(g.mid, g.root, g.path_ms)
             for p in lazy:
@@ -190,18 +242,23 @@ class Plumtree:
 
     def _on_gossip(self, src: str, g: Gossip, now: float) -> list[Envelope]:
         root = g.root
+        # acknowledged whether new or not: a duplicate may be the resend of a payload whose ack was lost
+        ack = Envelope(self.h.id, src, IHave([Announcement(g.mid, root, g.path_ms)]))
         entry = self.cache.get(g.mid)
         if entry is not None or self.h.have(g.mid):
-            return self._on_duplicate(src, root, entry)
+            out = self._on_duplicate(src, root, entry)
+            out.append(ack)
+            return out
         self.h.deliver(g, now, "payload")
         self._remember(g, now, src)
         self.path_of[root] = g.path_ms
+        sw = self.switching.get(root)
         if root not in self.parent:
             self.parent[root] = src
         # Unlike the classic shared tree, the sender is not made eager: in a per-root tree it is
         # upstream, and pushing this root's messages back to it would only make duplicates.
         out = self._push(g, now, src)
-        sw = self.switching.get(root)
+        out.append(ack)
         if sw is not None and src == sw.new:
             out += self._break(root)
         announced = self.missing.pop(g.mid, None)
@@ -250,7 +307,10 @@ class Plumtree:
         out: list[Envelope] = []
         cache, have = self.cache, self.h.have
         link = self.h.link_ms(src)
+        unacked = self.unacked
         for mid, root, path in msg.items:
+            if unacked and mid in unacked:  # an ack of our eager push, or word that it has it anyway
+                self._acked(mid, src)
             entry = cache.get(mid)
             if entry is not None:
                 if entry.first_from is not None and entry.gossip.path_ms > path + link:  # only a faster path can matter
@@ -259,7 +319,14 @@ class Plumtree:
             if have(mid):
                 continue
             m = self.missing.get(mid)
-            if m is None:
+            if src == self.parent.get(root):
+                # Our parent for this root announces instead of pushing: it holds us lazy (a GRAFT
+                # or PRUNE of ours was lost, or crossed). Waiting would not bring the eager copy.
+                if m is None:
+                    m = self.missing[mid] = _Missing(now, [])
+                m.offers.insert(0, _Offer(src, root, path))
+                m.deadline = now
+            elif m is None:
                 due = now + self._patience(root, path + link)
                 self.missing[mid] = _Missing(due, [_Offer(src, root, path)])
             else:
@@ -328,7 +395,13 @@ class Plumtree:
             if self.h.have(mid) or not m.offers:
                 del self.missing[mid]  # arrived some other way, or nobody left to ask: anti-entropy
                 continue
-            src, root, _path = m.offers.pop(0)
+            if m.grafts >= self.cfg.ack_tries * max(1, len(m.offers)):
+                del self.missing[mid]  # nobody answers: anti-entropy will bring it
+                continue
+            offer = m.offers.pop(0)
+            m.offers.append(offer)  # tried again after the others: a GRAFT or its answer may be lost
+            m.grafts += 1
+            src, root, _path = offer
             old = self.parent.get(root)
             self._to_eager(root, src, shared=True)
             self.parent[root] = src
@@ -336,7 +409,8 @@ class Plumtree:
             if old is not None and old != src:
                 self._to_lazy(root, old, shared=False)  # it failed to deliver: no longer upstream
             out.append(Envelope(me, src, Graft(root, [mid])))
-            m.deadline = now + self.cfg.graft_retry_ms
+            m.deadline = now + min(self.cfg.graft_retry_ms, self._rto(src))
+        out += self._resend(now)
         ttl = self.cfg.cache_ms
         while self._expiry and self._expiry[0].at + ttl <= now:  # the same sum next_deadline() reports
             mid = self._expiry.popleft().gossip.mid
@@ -345,8 +419,38 @@ class Plumtree:
                 del self.cache[mid]
         return out
 
+    def _resend(self, now: float) -> list[Envelope]:
+        """Eager payloads whose ack is overdue: send again, while the child is still ours to feed."""
+        out: list[Envelope] = []
+        due, unacked = self._acks_due, self.unacked
+        while due and due[0][0] <= now:
+            _, _, mid, peer = heappop(due)
+            per = unacked.get(mid)
+            sends = per.get(peer) if per is not None else None
+            if sends is None:
+                continue  # acked meanwhile
+            entry = self.cache.get(mid)
+            root = entry.gossip.root if entry is not None else None
+            if (entry is None or sends >= self.cfg.ack_tries or peer not in self._sets(root)[0]
+                    or self.parent.get(root) == peer):
+                self._acked(mid, peer)  # gone from the cache, given up on, or no longer our child
+                continue
+            g = entry.gossip
+            self._unanswered += 1
+            out.append(Envelope(self.h.id, peer, Gossip(mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(peer))))
+            self._expect_ack(mid, peer, sends + 1, now)
+        return out
+
     def next_deadline(self) -> float | None:
         t = self.flush_at
+        due, unacked = self._acks_due, self.unacked
+        while due:  # drop the acked from the top, or each would wake us for nothing
+            _, _, mid, peer = due[0]
+            per = unacked.get(mid)
+            if per is not None and peer in per:
+                t = due[0][0] if t is None or due[0][0] < t else t
+                break
+            heappop(due)
         if self._expiry:
             e = self._expiry[0].at + self.cfg.cache_ms
             t = e if t is None or e < t else t
