@@ -83,3 +83,42 @@ def test_cli_refuses_a_crash_that_leaves_fewer_than_two_replicas(capsys):
     rc = main(["bench", "propagation", "--pops", SIX, "--crash-fraction", "0.9", "--quiet"])
     assert rc == 2
     assert "--crash-fraction" in capsys.readouterr().err
+
+
+def _copies(envelopes) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in envelopes:
+        if isinstance(e.msg, Gossip):
+            out[e.dst] = out.get(e.dst, 0) + 1
+    return out
+
+
+def test_links_that_lose_payloads_get_two_copies_and_three_over_long_links():
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    sim = cluster.sim
+    sim.run_for(2000)
+    node = sim.nodes["lhr"]
+    st = node.strategy
+    assert set(_copies(node.write("kv", "a", {"value": 1}, now=sim.now).envelopes).values()) == {1}
+    st._pushes, st._unanswered = 100.0, 10.0  # a tenth of recent pushes needed a resend
+    copies = _copies(node.write("kv", "b", {"value": 2}, now=sim.now).envelopes)
+    assert copies
+    for child, n in copies.items():
+        link = node.link_ms(child)
+        assert n == (3 if link >= st.cfg.redundant_far_ms else 2 if link >= st.cfg.redundant_link_ms else 1), (child, link)
+
+
+def test_a_crashed_child_is_no_reason_to_send_everyone_two_copies():
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    sim = cluster.sim
+    sim.run_for(2000)
+    node = sim.nodes["lhr"]
+    sim.write("lhr", "kv", "a", {"value": 1})
+    sim.run_for(1000)
+    children = [p for p in node.strategy._sets("lhr")[0] if p != node.strategy.parent.get("lhr")]
+    cluster.crash(children[0])
+    for i in range(5):  # every push to the crashed child goes unanswered, every resend too
+        sim.write("lhr", "kv", f"k{i}", {"value": i})
+        sim.run_for(1000)
+    assert node.strategy._pushes > 5 and not node.strategy._redundant
+    assert set(_copies(node.write("kv", "z", {"value": 0}, now=sim.now).envelopes).values()) == {1}

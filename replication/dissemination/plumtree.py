@@ -24,8 +24,10 @@ Under loss (the paper assumes reliable links; real ones drop packets):
   a lazy neighbour and grafting cost that neighbour's whole path plus a round trip, and
   reshaped the tree after every random loss. A duplicate from a lost ack is recognised (it
   comes from our parent) and prunes nothing.
-- Once more than `redundant_loss` of a node's recent eager pushes went unacknowledged, it
-  sends each eager payload twice (independent losses: both are lost far less often).
+- Once more than `redundant_loss` of a node's recent eager pushes needed a resend (until
+  fewer than a quarter of that do), it sends each eager payload twice, three times over links
+  of at least `redundant_far_ms` (independent losses: all are lost far less often), so that
+  a loss seldom costs a round trip of a long link.
 - An IHAVE from our own parent for a root means it holds us lazy (a GRAFT or PRUNE was lost
   or crossed): graft it at once rather than wait for an eager copy that will not come.
 - IHAVE and GRAFT remain the repair for failures: the wait before grafting allows for one
@@ -111,6 +113,7 @@ class Plumtree:
         self._seq = count()
         self._pushes = 0.0  # eager pushes and, of them, unacknowledged ones (decaying): the loss we see
         self._unanswered = 0.0
+        self._redundant = False  # sending two copies of each eager push (see _push)
 
     # -- tree state ------------------------------------------------------------------
 
@@ -200,12 +203,19 @@ class Plumtree:
         for env in out:
             self._expect_ack(g.mid, env.dst, 1, now)
         self._pushes += len(out)
-        if self._unanswered > self.cfg.redundant_loss * self._pushes:
+        # on above `redundant_loss`, off below a quarter of it: two copies make resends rarer,
+        # which must not switch them off while the links still lose as much
+        lost = self._unanswered / max(1.0, self._pushes)
+        if lost > self.cfg.redundant_loss:
+            self._redundant = True
+        elif lost < self.cfg.redundant_loss / 4:
+            self._redundant = False
+        if self._redundant:
             # Lossy links: a resend costs a round trip, on a long link most of a write's time
-            # budget. Two copies (over links of at least `redundant_link_ms`) make that wait
-            # rare, for more payloads; on links that lose nothing this never starts.
-            far = self.cfg.redundant_link_ms
-            out += [env for env in out if link(env.dst) >= far]
+            # budget. Two copies (three over the longest links) make that wait rare, for more
+            # payloads; on links that lose nothing this never starts.
+            two, three = self.cfg.redundant_link_ms, self.cfg.redundant_far_ms
+            out += [env for env in out if link(env.dst) >= two] + [env for env in out if link(env.dst) >= three]
         if self._pushes > 1000:  # recent behaviour: halve the history
             self._pushes /= 2
             self._unanswered /= 2
@@ -310,7 +320,12 @@ class Plumtree:
         unacked = self.unacked
         for mid, root, path in msg.items:
             if unacked and mid in unacked:  # an ack of our eager push, or word that it has it anyway
-                self._acked(mid, src)
+                sends = unacked[mid].get(src)
+                if sends is not None:
+                    # answered after a resend: lost on a live link (a crashed child never answers,
+                    # and is no reason to send everyone else two copies)
+                    self._unanswered += sends - 1
+                    self._acked(mid, src)
             entry = cache.get(mid)
             if entry is not None:
                 if entry.first_from is not None and entry.gossip.path_ms > path + link:  # only a faster path can matter
@@ -436,7 +451,6 @@ class Plumtree:
                 self._acked(mid, peer)  # gone from the cache, given up on, or no longer our child
                 continue
             g = entry.gossip
-            self._unanswered += 1
             out.append(Envelope(self.h.id, peer, Gossip(mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(peer))))
             self._expect_ack(mid, peer, sends + 1, now)
         return out
