@@ -37,6 +37,7 @@ Under loss (the paper assumes reliable links; real ones drop packets):
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from dataclasses import dataclass
 from heapq import heappop, heappush
@@ -114,6 +115,8 @@ class Plumtree:
         self._pushes = 0.0  # eager pushes and, of them, unacknowledged ones (decaying): the loss we see
         self._unanswered = 0.0
         self._redundant = False  # sending two copies of each eager push (see _push)
+        self.silent: set[str] = set()  # children that answered no send lately, until heard from again
+        self._stand_in_rng: random.Random | None = None
 
     # -- tree state ------------------------------------------------------------------
 
@@ -236,6 +239,8 @@ class Plumtree:
 
     def handle(self, src: str, msg, now: float) -> list[Envelope]:
         kind = msg.kind
+        if self.silent and src in self.silent:
+            self.silent.discard(src)  # alive after all (a partition, a pause): lazy until grafted
         if kind == "ihave":  # the most frequent message by far
             return self._on_ihave(src, msg, now)
         if kind == "payload" and isinstance(msg, Gossip):
@@ -449,11 +454,35 @@ class Plumtree:
             if (entry is None or sends >= self.cfg.ack_tries or peer not in self._sets(root)[0]
                     or self.parent.get(root) == peer):
                 self._acked(mid, peer)  # gone from the cache, given up on, or no longer our child
+                if entry is not None and sends >= self.cfg.ack_tries and peer not in self.silent:
+                    out += self._stand_in_for(peer, entry.gossip)
                 continue
             g = entry.gossip
             out.append(Envelope(self.h.id, peer, Gossip(mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(peer))))
             self._expect_ack(mid, peer, sends + 1, now)
         return out
+
+    def _stand_in_for(self, peer: str, g: Gossip) -> list[Envelope]:
+        """A child answered none of `ack_tries` sends: it is probably down, and the part of the tree
+        behind it cut off. Membership will say so in seconds (after a mass failure, many more);
+        meanwhile it goes lazy everywhere here, and a few members not declared dead become lazy
+        links, told of this message at once: the live ones that lack it graft, and so join."""
+        self.silent.add(peer)
+        for root in list(self.eager):
+            self._to_lazy(root, peer, shared=False)
+        eager, lazy = self.eager[SHARED], self.lazy[SHARED]
+        me = self.h.id
+        pool = [p for p in self.h.reachable()
+                if p != me and p not in self.silent and p not in eager and p not in lazy]
+        if self._stand_in_rng is None:  # its own: drawing from the host's would reshuffle every later choice
+            self._stand_in_rng = random.Random(f"stand-ins:{me}")
+        picked = self._stand_in_rng.sample(pool, min(self.cfg.stand_ins, len(pool)))
+        for p in picked:
+            for root in self.lazy:
+                if p not in self.eager[root]:
+                    self.lazy[root][p] = None
+        item = Announcement(g.mid, g.root, g.path_ms)
+        return [Envelope(me, p, IHave([item])) for p in picked]
 
     def next_deadline(self) -> float | None:
         t = self.flush_at
