@@ -131,3 +131,32 @@ def test_after_four_fifths_crash_the_survivors_are_reached_by_dissemination_with
     r = crash_run(Params(pops="all", writes=100, warmup=40, seed=2, crash_fraction=0.8), "plumtree", progress=False)
     assert r["crashed"] == 43 and r["reliability"] == 1.0
     assert r["delivered_before_antientropy"] >= 0.9, r
+
+
+def test_a_lossy_but_live_child_gets_no_stand_ins():
+    # Four unanswered sends to a child we keep hearing from (its acks of other payloads, its
+    # IHAVEs) mean a lossy link, not a crash: the child stays eager and no links are added.
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    sim = cluster.sim
+    sim.run_for(2000)
+    node = sim.nodes["lhr"]
+    st = node.strategy
+    written = node.write("kv", "a", {"value": 1}, now=sim.now)  # never delivered: every send "lost"
+    child = next(e.dst for e in written.envelopes if isinstance(e.msg, Gossip))
+    lazy_before = set(st.lazy["*"])
+    t = sim.now
+    for _ in range(st.cfg.ack_tries + 1):
+        t += 2 * node.link_ms(child) + st.cfg.ack_slack_ms
+        st.handle(child, IHave([]), t - 1)  # heard from it meanwhile
+        st.tick(t)
+    assert child not in st.silent and child in st.eager["*"]
+    assert set(st.lazy["*"]) == lazy_before
+    # not heard from at all: presumed down, it goes lazy (on six POPs every other member is a
+    # neighbour already, so there is no one left to stand in)
+    node.write("kv", "b", {"value": 2}, now=t)
+    for _ in range(st.cfg.ack_tries + 1):
+        t += 2 * node.link_ms(child) + st.cfg.ack_slack_ms + 1
+        st.tick(t)
+    assert child in st.silent and child not in st.eager["*"] and child in st.lazy["*"]
+    st.handle(child, IHave([]), t)
+    assert child not in st.silent  # heard again

@@ -30,6 +30,10 @@ Under loss (the paper assumes reliable links; real ones drop packets):
   a loss seldom costs a round trip of a long link.
 - An IHAVE from our own parent for a root means it holds us lazy (a GRAFT or PRUNE was lost
   or crossed): graft it at once rather than wait for an eager copy that will not come.
+- A child that answers none of `ack_tries` sends, and has sent us nothing else meanwhile, is probably down, with the part of the tree
+  behind it cut off: it goes lazy here, and `stand_ins` members not declared dead become lazy
+  links, each told of the message at once (after a mass failure, membership takes seconds to
+  declare the dead and replace them in the view; the live stand-ins that lack the message graft).
 - IHAVE and GRAFT remain the repair for failures: the wait before grafting allows for one
   retransmission by our parent, and a GRAFT not answered within a round trip is sent to the
   next offer, cycling through the offers a few times before leaving it to anti-entropy.
@@ -37,6 +41,7 @@ Under loss (the paper assumes reliable links; real ones drop packets):
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -117,6 +122,7 @@ class Plumtree:
         self._redundant = False  # sending two copies of each eager push (see _push)
         self.silent: set[str] = set()  # children that answered no send lately, until heard from again
         self._stand_in_rng: random.Random | None = None
+        self.heard: dict[str, float] = {}  # peer -> when it last sent us anything (a lossy link is not a dead one)
 
     # -- tree state ------------------------------------------------------------------
 
@@ -239,6 +245,7 @@ class Plumtree:
 
     def handle(self, src: str, msg, now: float) -> list[Envelope]:
         kind = msg.kind
+        self.heard[src] = now
         if self.silent and src in self.silent:
             self.silent.discard(src)  # alive after all (a partition, a pause): lazy until grafted
         if kind == "ihave":  # the most frequent message by far
@@ -454,11 +461,16 @@ class Plumtree:
             if (entry is None or sends >= self.cfg.ack_tries or peer not in self._sets(root)[0]
                     or self.parent.get(root) == peer):
                 self._acked(mid, peer)  # gone from the cache, given up on, or no longer our child
-                if entry is not None and sends >= self.cfg.ack_tries and peer not in self.silent:
+                if (entry is not None and sends >= self.cfg.ack_tries and peer not in self.silent
+                        and self.heard.get(peer, -math.inf) < now - self.cfg.ack_tries * self._rto(peer)):
                     out += self._stand_in_for(peer, entry.gossip)
                 continue
             g = entry.gossip
-            out.append(Envelope(self.h.id, peer, Gossip(mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(peer))))
+            env = Envelope(self.h.id, peer, Gossip(mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(peer)))
+            out.append(env)
+            if self._redundant:  # as many copies as the first send had
+                link = self.h.link_ms(peer)
+                out += [env] * ((link >= self.cfg.redundant_link_ms) + (link >= self.cfg.redundant_far_ms))
             self._expect_ack(mid, peer, sends + 1, now)
         return out
 
