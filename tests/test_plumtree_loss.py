@@ -10,9 +10,9 @@ import json
 
 from app.cli import main
 from replication.bench.propagation import Params, crash_run
+from replication.geo import place_replicas, select_pops
 from replication.messages import Envelope, Gossip, IHave
 from replication.sim.cluster import SimCluster
-from replication.geo import place_replicas, select_pops
 
 SIX = "lhr,jfk,syd,nrt,gru,jnb"
 
