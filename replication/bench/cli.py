@@ -20,6 +20,10 @@ COLUMNS = [
     "max_sends_per_node", "delivered_before_antientropy", "delivered_everywhere", "heal_converge_ms",
     "first_write_max", "first_write_p50", "switched_back_max",
 ]
+CRASH_COLUMNS = [
+    "strategy", "replicas", "crashed", "writes", "reliability", "complete_share", "delivered_before_antientropy",
+    "ratio_p50", "ratio_p99", "recovery_s",
+]
 
 
 
@@ -57,6 +61,9 @@ def add_parser(sub):
     p.add_argument("--strategy", type=_strategies, default=",".join(d.strategies), metavar="LIST",
                    help="comma-separated strategies (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="simulation seed (default: %(default)s)")
+    p.add_argument("--crash-fraction", type=probability, default=d.crash_fraction, metavar="F",
+                   help="after the warm-up crash this share of the replicas at once and measure the writes "
+                        "after it: reliability and recovery time (default: no crash)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--plot", metavar="FILE.html",
@@ -89,13 +96,18 @@ def run(args: argparse.Namespace) -> int:
     strategies = args.strategy if isinstance(args.strategy, list) else _strategies(args.strategy)
     params = propagation.Params(
         pops=args.pops, replicas=args.replicas, writes=args.writes, warmup=args.warmup, rate=args.rate,
-        loss=args.loss, strategies=strategies, seed=args.seed,
+        loss=args.loss, strategies=strategies, seed=args.seed, crash_fraction=args.crash_fraction,
     )
+    n = len(propagation.placements(params))
+    if params.crash_fraction and n - round(params.crash_fraction * n) < 2:
+        print("edgestate bench propagation: error: --crash-fraction must leave at least two replicas up", file=sys.stderr)
+        return 2
     result = propagation.run(params, progress=not args.quiet)
     rows = [{"strategy": s, **r} for s, r in result["strategies"].items()]
-    print(table(rows, COLUMNS))
-    print(f"simulator: {result['sim_msgs_per_s']:,.0f} delivered messages per wall-clock second (plumtree, "
-          "uninstrumented; per-strategy instrumented figures in --json)")
+    print(table(rows, CRASH_COLUMNS if params.crash_fraction else COLUMNS))
+    if "sim_msgs_per_s" in result:
+        print(f"simulator: {result['sim_msgs_per_s']:,.0f} delivered messages per wall-clock second (plumtree, "
+              "uninstrumented; per-strategy instrumented figures in --json)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, default=_json_default)

@@ -25,6 +25,15 @@ Per strategy, over `writes` measured writes (after `warmup` writes that let tree
   switched to another one and back (the dashboard's picker does this live).
 - convergence_ms / physical_ms (in --json, drawn by --plot): per measured write, the ms until
   every replica had it (null: never) and its physical limit.
+
+With --crash-fraction F (the mass-failure experiment of the Plumtree paper): after the
+warm-up, F of the replicas (a seeded choice) crash at once, and the measured writes come from
+survivors. Reported instead: crashed, reliability (mean share of the other survivors each
+write reached, in the end; 1.0 is every one), complete_share (writes that reached all of
+them), delivered_before_antientropy, ratio_p50 / ratio_p99 over the writes after the crash
+(physical limit: the farthest survivor), and recovery_s: virtual seconds from the crash to
+the end of the last 1-second window of writes whose ratio p99 was at or above
+RECOVERED_RATIO (0: none was; inf: the last window still was).
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ class Params:
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
     seed: int = 1
     partition_writes: int = 40
+    crash_fraction: float = 0.0
 
 
 class _Sink:
@@ -281,11 +291,92 @@ def sim_throughput(p: Params, writes: int = 600) -> float:
     return (sim.delivered_count - d0) / (time.perf_counter() - t0)
 
 
+RECOVERED_RATIO = 1.5
+CRASH_SETTLE_MS = 30_000.0  # after the last write: anti-entropy has repaired what dissemination missed
+
+
+def placements(p: Params):
+    return place_replicas(select_pops(p.pops), p.replicas)
+
+
+def crash_run(p: Params, strategy: str, progress: bool = True) -> dict:
+    """Crash `crash_fraction` of the replicas at once after the warm-up; measure the writes after it."""
+    placements = place_replicas(select_pops(p.pops), p.replicas)
+    first: dict[Dot, dict[str, tuple[float, str]]] = {}  # write -> replica -> (first arrival, how)
+
+    def sink(ev) -> None:
+        if ev.kind == "applied":
+            for d in ev.data["dots"]:
+                first.setdefault(d, {}).setdefault(ev.node, (ev.t, ev.data["via"]))
+
+    cluster = SimCluster(placements, strategy=strategy, seed=p.seed, loss=p.loss, sink=sink, traffic_events=False)
+    sim, ids = cluster.sim, cluster.ids
+    rng = random.Random(f"crash:{p.seed}")
+    bar = Progress(strategy, p.warmup + p.writes) if progress else None
+    wall0 = time.perf_counter()
+    sim.run_for(2000)
+    for i in range(p.warmup):
+        sim.write(rng.choice(ids), "kv", f"key{rng.randrange(1000)}", {"value": i})
+        sim.run_for(rng.expovariate(p.rate) * 1000.0)
+        if bar:
+            bar.update(i + 1)
+    crashed = set(rng.sample(ids, round(p.crash_fraction * len(ids))))
+    for c in sorted(crashed):
+        cluster.crash(c)
+    t_crash = sim.now
+    survivors = [i for i in ids if i not in crashed]
+    writes: list[tuple[Dot, str, float]] = []
+    for i in range(p.writes):
+        origin = rng.choice(survivors)
+        replica = sim.nodes[origin].replica
+        writes.append((replica.store.ctx.next_dot(replica.actor), origin, sim.now))
+        sim.write(origin, "kv", f"key{rng.randrange(1000)}", {"value": i})
+        sim.run_for(rng.expovariate(p.rate) * 1000.0)
+        if bar:
+            bar.update(p.warmup + i + 1)
+    sim.run_for(CRASH_SETTLE_MS)
+    shares, ratios, complete, before_ae = [], [], 0, 0
+    windows: dict[int, list[float]] = {}
+    for dot, origin, t in writes:
+        got = first.get(dot, {})
+        others = [x for x in survivors if x != origin]
+        reached = [got[x] for x in others if x in got]
+        shares.append(len(reached) / max(1, len(others)))
+        done = len(reached) == len(others)
+        complete += done
+        before_ae += done and all(via != "ae" for _, via in reached)
+        phys = max(cluster.one_way_ms(origin, x) for x in others)
+        ratio = (max(a for a, _ in reached) - t) / phys if done and reached else math.inf
+        ratios.append(ratio)
+        windows.setdefault(int((t - t_crash) // 1000), []).append(ratio)
+    recovery = 0.0
+    for w in sorted(windows):
+        if _percentile(windows[w], 0.99) >= RECOVERED_RATIO:
+            recovery = math.inf if w == max(windows) else (w + 1.0)
+    k = max(1, len(writes))
+    return {
+        "replicas": len(ids), "crashed": len(crashed), "writes": len(writes),
+        "reliability": sum(shares) / k, "complete_share": complete / k,
+        "delivered_before_antientropy": before_ae / k,
+        "ratio_p50": _percentile(ratios, 0.5), "ratio_p99": _percentile(ratios, 0.99),
+        "recovery_s": recovery,
+        "window_ratio_p99": {w: _percentile(v, 0.99) for w, v in sorted(windows.items())},
+        "sim_messages": sim.delivered_count, "wall_s": time.perf_counter() - wall0,
+    }
+
+
 def run(p: Params, progress: bool = True) -> dict:
     strategies = {}
     for s in p.strategies:
+        if p.crash_fraction:
+            r = crash_run(p, s, progress)
+            r["sim_msgs_per_s_instrumented"] = r["sim_messages"] / r["wall_s"]
+            strategies[s] = r
+            continue
         r = run_strategy(p, s, progress)
         r["sim_msgs_per_s_instrumented"] = r["sim_messages"] / r["wall_s"]
         strategies[s] = r
+    if p.crash_fraction:  # the simulator's speed is the plain run's figure
+        return {"params": asdict(p), "strategies": strategies}
     return {"params": asdict(p), "strategies": strategies,
             "sim_msgs_per_s": sim_throughput(p, writes=min(600, p.warmup + p.writes))}

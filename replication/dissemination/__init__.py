@@ -30,7 +30,13 @@ class DisseminationConfig:
     # plumtree
     ihave_timeout_ms: float = 150.0  # wait at most this long for the eager copy before grafting
     graft_slack_ms: float = 30.0  # beyond when our usual path says the eager copy is due
-    graft_retry_ms: float = 400.0
+    graft_retry_ms: float = 400.0  # the longest wait before grafting the next offer (it is RTT-based below this)
+    ack_slack_ms: float = 10.0  # beyond a round trip: an eager payload not acknowledged by then is sent again
+    redundant_link_ms: float = 0.0  # once acks show loss, an eager push over a link this long (0: any) goes twice...
+    redundant_far_ms: float = 30.0  # ...three times over a link this long...
+    redundant_loss: float = 0.02  # ...when this share of eager pushes went unacknowledged (recently)
+    stand_ins: int = 4  # lazy links added for a child that answered none of its sends
+    ack_tries: int = 4  # sends of one eager payload to one child before leaving it to IHAVE, GRAFT and anti-entropy
     lazy_flush_ms: float = 20.0  # batch IHAVE announcements
     optimise_ms: float = 2.0  # regraft when a lazy path is this much faster...
     optimise_ratio: float = 0.01  # ...and this share of the current path

@@ -15,12 +15,38 @@ Refinements, after the paper's discussion of optimisation:
   towards its shortest-latency paths over the overlay, without flooding.
 - Each node remembers its chosen parent per root, so the duplicates that cross while a
   link is being swapped are recognised and do not prune the links being kept.
+
+Under loss (the paper assumes reliable links; real ones drop packets):
+- Every payload received is acknowledged to its sender with a one-item IHAVE ("I have it"),
+  a message every node already understands. An eager push not acknowledged within a round
+  trip of that link (plus `ack_slack_ms`) is sent again, up to `ack_tries` sends: a lost
+  payload costs one round trip of the link it was lost on, where waiting for an IHAVE from
+  a lazy neighbour and grafting cost that neighbour's whole path plus a round trip, and
+  reshaped the tree after every random loss. A duplicate from a lost ack is recognised (it
+  comes from our parent) and prunes nothing.
+- Once more than `redundant_loss` of a node's recent eager pushes needed a resend (until
+  fewer than a quarter of that do), it sends each eager payload twice, three times over links
+  of at least `redundant_far_ms` (independent losses: all are lost far less often), so that
+  a loss seldom costs a round trip of a long link.
+- An IHAVE from our own parent for a root means it holds us lazy (a GRAFT or PRUNE was lost
+  or crossed): graft it at once rather than wait for an eager copy that will not come.
+- A child that answers none of `ack_tries` sends, and has sent us nothing else meanwhile, is probably down, with the part of the tree
+  behind it cut off: it goes lazy here, and `stand_ins` members not declared dead become lazy
+  links, each told of the message at once (after a mass failure, membership takes seconds to
+  declare the dead and replace them in the view; the live stand-ins that lack the message graft).
+- IHAVE and GRAFT remain the repair for failures: the wait before grafting allows for one
+  retransmission by our parent, and a GRAFT not answered within a round trip is sent to the
+  next offer, cycling through the offers a few times before leaving it to anti-entropy.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections import deque
 from dataclasses import dataclass
+from heapq import heappop, heappush
+from itertools import count
 from typing import NamedTuple
 
 from ..clocks import Dot
@@ -52,6 +78,7 @@ class _Missing:
 
     deadline: float  # when to graft the next offer, unless the message came meanwhile
     offers: list[_Offer]  # in the order they came, grafted in turn
+    grafts: int = 0  # sent so far
 
 
 class _Switch(NamedTuple):
@@ -87,6 +114,15 @@ class Plumtree:
         self.missing: dict[Dot, _Missing] = {}
         self.lazy_q: dict[str, list[Announcement]] = {}  # lazy peer -> what to announce at the next flush
         self.flush_at: float | None = None
+        self.unacked: dict[Dot, dict[str, int]] = {}  # mid -> child -> sends so far, while its ack is due
+        self._acks_due: list[tuple[float, int, Dot, str]] = []  # heap of (deadline, seq, mid, child)
+        self._seq = count()
+        self._pushes = 0.0  # eager pushes and, of them, unacknowledged ones (decaying): the loss we see
+        self._unanswered = 0.0
+        self._redundant = False  # sending two copies of each eager push (see _push)
+        self.silent: set[str] = set()  # children that answered no send lately, until heard from again
+        self._stand_in_rng: random.Random | None = None
+        self.heard: dict[str, float] = {}  # peer -> when it last sent us anything (a lossy link is not a dead one)
 
     # -- tree state ------------------------------------------------------------------
 
@@ -148,6 +184,22 @@ class Plumtree:
         self.cache[g.mid] = entry = _Cached(g, now, sender)
         self._expiry.append(entry)
 
+    def _rto(self, peer: str) -> float:
+        """How long an ack from `peer` may take: a round trip of the link, and some slack."""
+        return 2.0 * self.h.link_ms(peer) + self.cfg.ack_slack_ms
+
+    def _expect_ack(self, mid: Dot, peer: str, sends: int, now: float) -> None:
+        per = self.unacked.get(mid)
+        if per is None:
+            per = self.unacked[mid] = {}
+        per[peer] = sends
+        heappush(self._acks_due, (now + self._rto(peer), next(self._seq), mid, peer))
+
+    def _acked(self, mid: Dot, peer: str) -> None:
+        per = self.unacked.get(mid)
+        if per is not None and per.pop(peer, None) is not None and not per:
+            del self.unacked[mid]
+
     def _push(self, g: Gossip, now: float, exclude: str | None) -> list[Envelope]:
         eager, lazy = self._sets(g.root)
         me, link = self.h.id, self.h.link_ms
@@ -157,6 +209,25 @@ class Plumtree:
             for p in eager
             if p != exclude and p != up
         ]
+        for env in out:
+            self._expect_ack(g.mid, env.dst, 1, now)
+        self._pushes += len(out)
+        # on above `redundant_loss`, off below a quarter of it: two copies make resends rarer,
+        # which must not switch them off while the links still lose as much
+        lost = self._unanswered / max(1.0, self._pushes)
+        if lost > self.cfg.redundant_loss:
+            self._redundant = True
+        elif lost < self.cfg.redundant_loss / 4:
+            self._redundant = False
+        if self._redundant:
+            # Lossy links: a resend costs a round trip, on a long link most of a write's time
+            # budget. Two copies (three over the longest links) make that wait rare, for more
+            # payloads; on links that lose nothing this never starts.
+            two, three = self.cfg.redundant_link_ms, self.cfg.redundant_far_ms
+            out += [env for env in out if link(env.dst) >= two] + [env for env in out if link(env.dst) >= three]
+        if self._pushes > 1000:  # recent behaviour: halve the history
+            self._pushes /= 2
+            self._unanswered /= 2
         if lazy:
             item = Announcement(g.mid, g.root, g.path_ms)
             for p in lazy:
@@ -174,6 +245,9 @@ class Plumtree:
 
     def handle(self, src: str, msg, now: float) -> list[Envelope]:
         kind = msg.kind
+        self.heard[src] = now
+        if self.silent and src in self.silent:
+            self.silent.discard(src)  # alive after all (a partition, a pause): lazy until grafted
         if kind == "ihave":  # the most frequent message by far
             return self._on_ihave(src, msg, now)
         if kind == "payload" and isinstance(msg, Gossip):
@@ -190,18 +264,23 @@ class Plumtree:
 
     def _on_gossip(self, src: str, g: Gossip, now: float) -> list[Envelope]:
         root = g.root
+        # acknowledged whether new or not: a duplicate may be the resend of a payload whose ack was lost
+        ack = Envelope(self.h.id, src, IHave([Announcement(g.mid, root, g.path_ms)]))
         entry = self.cache.get(g.mid)
         if entry is not None or self.h.have(g.mid):
-            return self._on_duplicate(src, root, entry)
+            out = self._on_duplicate(src, root, entry)
+            out.append(ack)
+            return out
         self.h.deliver(g, now, "payload")
         self._remember(g, now, src)
         self.path_of[root] = g.path_ms
+        sw = self.switching.get(root)
         if root not in self.parent:
             self.parent[root] = src
         # Unlike the classic shared tree, the sender is not made eager: in a per-root tree it is
         # upstream, and pushing this root's messages back to it would only make duplicates.
         out = self._push(g, now, src)
-        sw = self.switching.get(root)
+        out.append(ack)
         if sw is not None and src == sw.new:
             out += self._break(root)
         announced = self.missing.pop(g.mid, None)
@@ -250,7 +329,15 @@ class Plumtree:
         out: list[Envelope] = []
         cache, have = self.cache, self.h.have
         link = self.h.link_ms(src)
+        unacked = self.unacked
         for mid, root, path in msg.items:
+            if unacked and mid in unacked:  # an ack of our eager push, or word that it has it anyway
+                sends = unacked[mid].get(src)
+                if sends is not None:
+                    # answered after a resend: lost on a live link (a crashed child never answers,
+                    # and is no reason to send everyone else two copies)
+                    self._unanswered += sends - 1
+                    self._acked(mid, src)
             entry = cache.get(mid)
             if entry is not None:
                 if entry.first_from is not None and entry.gossip.path_ms > path + link:  # only a faster path can matter
@@ -259,7 +346,14 @@ class Plumtree:
             if have(mid):
                 continue
             m = self.missing.get(mid)
-            if m is None:
+            if src == self.parent.get(root):
+                # Our parent for this root announces instead of pushing: it holds us lazy (a GRAFT
+                # or PRUNE of ours was lost, or crossed). Waiting would not bring the eager copy.
+                if m is None:
+                    m = self.missing[mid] = _Missing(now, [])
+                m.offers.insert(0, _Offer(src, root, path))
+                m.deadline = now
+            elif m is None:
                 due = now + self._patience(root, path + link)
                 self.missing[mid] = _Missing(due, [_Offer(src, root, path)])
             else:
@@ -328,7 +422,13 @@ class Plumtree:
             if self.h.have(mid) or not m.offers:
                 del self.missing[mid]  # arrived some other way, or nobody left to ask: anti-entropy
                 continue
-            src, root, _path = m.offers.pop(0)
+            if m.grafts >= self.cfg.ack_tries * max(1, len(m.offers)):
+                del self.missing[mid]  # nobody answers: anti-entropy will bring it
+                continue
+            offer = m.offers.pop(0)
+            m.offers.append(offer)  # tried again after the others: a GRAFT or its answer may be lost
+            m.grafts += 1
+            src, root, _path = offer
             old = self.parent.get(root)
             self._to_eager(root, src, shared=True)
             self.parent[root] = src
@@ -336,7 +436,8 @@ class Plumtree:
             if old is not None and old != src:
                 self._to_lazy(root, old, shared=False)  # it failed to deliver: no longer upstream
             out.append(Envelope(me, src, Graft(root, [mid])))
-            m.deadline = now + self.cfg.graft_retry_ms
+            m.deadline = now + min(self.cfg.graft_retry_ms, self._rto(src))
+        out += self._resend(now)
         ttl = self.cfg.cache_ms
         while self._expiry and self._expiry[0].at + ttl <= now:  # the same sum next_deadline() reports
             mid = self._expiry.popleft().gossip.mid
@@ -345,8 +446,66 @@ class Plumtree:
                 del self.cache[mid]
         return out
 
+    def _resend(self, now: float) -> list[Envelope]:
+        """Eager payloads whose ack is overdue: send again, while the child is still ours to feed."""
+        out: list[Envelope] = []
+        due, unacked = self._acks_due, self.unacked
+        while due and due[0][0] <= now:
+            _, _, mid, peer = heappop(due)
+            per = unacked.get(mid)
+            sends = per.get(peer) if per is not None else None
+            if sends is None:
+                continue  # acked meanwhile
+            entry = self.cache.get(mid)
+            root = entry.gossip.root if entry is not None else None
+            if (entry is None or sends >= self.cfg.ack_tries or peer not in self._sets(root)[0]
+                    or self.parent.get(root) == peer):
+                self._acked(mid, peer)  # gone from the cache, given up on, or no longer our child
+                if (entry is not None and sends >= self.cfg.ack_tries and peer not in self.silent
+                        and self.heard.get(peer, -math.inf) < now - self.cfg.ack_tries * self._rto(peer)):
+                    out += self._stand_in_for(peer, entry.gossip)
+                continue
+            g = entry.gossip
+            env = Envelope(self.h.id, peer, Gossip(mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(peer)))
+            out.append(env)
+            if self._redundant:  # as many copies as the first send had
+                link = self.h.link_ms(peer)
+                out += [env] * ((link >= self.cfg.redundant_link_ms) + (link >= self.cfg.redundant_far_ms))
+            self._expect_ack(mid, peer, sends + 1, now)
+        return out
+
+    def _stand_in_for(self, peer: str, g: Gossip) -> list[Envelope]:
+        """A child answered none of `ack_tries` sends: it is probably down, and the part of the tree
+        behind it cut off. Membership will say so in seconds (after a mass failure, many more);
+        meanwhile it goes lazy everywhere here, and a few members not declared dead become lazy
+        links, told of this message at once: the live ones that lack it graft, and so join."""
+        self.silent.add(peer)
+        for root in list(self.eager):
+            self._to_lazy(root, peer, shared=False)
+        eager, lazy = self.eager[SHARED], self.lazy[SHARED]
+        me = self.h.id
+        pool = [p for p in self.h.reachable()
+                if p != me and p not in self.silent and p not in eager and p not in lazy]
+        if self._stand_in_rng is None:  # its own: drawing from the host's would reshuffle every later choice
+            self._stand_in_rng = random.Random(f"stand-ins:{me}")
+        picked = self._stand_in_rng.sample(pool, min(self.cfg.stand_ins, len(pool)))
+        for p in picked:
+            for root in self.lazy:
+                if p not in self.eager[root]:
+                    self.lazy[root][p] = None
+        item = Announcement(g.mid, g.root, g.path_ms)
+        return [Envelope(me, p, IHave([item])) for p in picked]
+
     def next_deadline(self) -> float | None:
         t = self.flush_at
+        due, unacked = self._acks_due, self.unacked
+        while due:  # drop the acked from the top, or each would wake us for nothing
+            _, _, mid, peer = due[0]
+            per = unacked.get(mid)
+            if per is not None and peer in per:
+                t = due[0][0] if t is None or due[0][0] < t else t
+                break
+            heappop(due)
         if self._expiry:
             e = self._expiry[0].at + self.cfg.cache_ms
             t = e if t is None or e < t else t
