@@ -1,6 +1,6 @@
 """Plumtree under message loss and mass failure, in virtual time (deterministic seeds).
 
-Under loss every payload is acknowledged and an unacknowledged eager push is sent again after
+Under loss (the simulator's loss knob turns acks on; see DisseminationConfig.acks) every payload is acknowledged and an unacknowledged eager push is sent again after
 the link's round trip: a lossy network still gets every write everywhere by dissemination,
 without waiting for anti-entropy. After half the replicas crash at once, every write issued
 afterwards still reaches every survivor (the bench's --crash-fraction mode).
@@ -27,7 +27,7 @@ def test_ten_percent_loss_reaches_every_replica_before_anti_entropy():
 
 
 def test_a_lost_eager_payload_is_sent_again_after_a_round_trip():
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
     sim = cluster.sim
     sim.run_for(2000)
     node = sim.nodes["lhr"]
@@ -49,7 +49,7 @@ def test_a_lost_eager_payload_is_sent_again_after_a_round_trip():
 
 
 def test_a_payload_is_acknowledged_even_when_it_is_a_duplicate():
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
     sim = cluster.sim
     sim.run_for(2000)
     root = sim.nodes["lhr"]
@@ -94,7 +94,7 @@ def _copies(envelopes) -> dict[str, int]:
 
 
 def test_links_that_lose_payloads_get_two_copies_and_three_over_long_links():
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
     sim = cluster.sim
     sim.run_for(2000)
     node = sim.nodes["lhr"]
@@ -109,7 +109,7 @@ def test_links_that_lose_payloads_get_two_copies_and_three_over_long_links():
 
 
 def test_a_crashed_child_is_no_reason_to_send_everyone_two_copies():
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
     sim = cluster.sim
     sim.run_for(2000)
     node = sim.nodes["lhr"]
@@ -136,7 +136,7 @@ def test_after_four_fifths_crash_the_survivors_are_reached_by_dissemination_with
 def test_a_lossy_but_live_child_gets_no_stand_ins():
     # Four unanswered sends to a child we keep hearing from (its acks of other payloads, its
     # IHAVEs) mean a lossy link, not a crash: the child stays eager and no links are added.
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
     sim = cluster.sim
     sim.run_for(2000)
     node = sim.nodes["lhr"]
@@ -160,3 +160,45 @@ def test_a_lossy_but_live_child_gets_no_stand_ins():
     assert child in st.silent and child not in st.eager["*"] and child in st.lazy["*"]
     st.handle(child, IHave([]), t)
     assert child not in st.silent  # heard again
+
+
+def test_without_loss_no_payload_is_acknowledged_and_the_loss_knob_turns_acks_on_and_off():
+    """Acks double the messages per write: links that lose nothing (and TCP) do without them.
+    The cluster's loss setting switches them for every node at once."""
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1)
+    sim = cluster.sim
+    sim.run_for(2000)
+    root = sim.nodes["lhr"]
+    push = next(e for e in root.write("kv", "k", {"value": 1}, now=sim.now).envelopes if isinstance(e.msg, Gossip))
+    child = sim.nodes[push.dst]
+
+    def acks(now):
+        out = child.receive(Envelope("lhr", push.dst, push.msg), now=now)
+        return [e for e in out if e.dst == "lhr" and isinstance(e.msg, IHave)]
+
+    assert acks(sim.now + 100) == [] and not root.strategy.unacked
+    cluster.set_loss(0.1)
+    assert sim.loss == 0.1 and [a.msg.items[0][0] for a in acks(sim.now + 200)] == [push.msg.mid]
+    cluster.set_loss(0.0)
+    assert acks(sim.now + 300) == []
+    forced = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=False, loss=0.2)
+    assert not forced.config.dissemination.acks
+    forced.set_loss(0.3)
+    assert not forced.config.dissemination.acks  # asked for explicitly: the knob leaves it
+
+
+def test_payload_acks_are_a_cost_lossless_links_do_not_pay():
+    """The live show pays for every simulated message: with no loss a write costs payloads and
+    batched IHAVEs only; the same run with acks forced on sends a good deal more."""
+    def messages(acks):
+        cluster = SimCluster(place_replicas(select_pops("default")), seed=3, acks=acks)
+        sim = cluster.sim
+        sim.run_for(3000)
+        before = sim.stats["messages_sent"]
+        for i in range(20):
+            sim.write(cluster.ids[i % len(cluster.ids)], "counters", "c", {"add": 1})
+            sim.run_for(300)
+        return sim.stats["messages_sent"] - before
+
+    plain, acked = messages(None), messages(True)
+    assert acked > plain * 1.2, (plain, acked)

@@ -447,7 +447,7 @@ class LiveCluster:
 
     def set_loss(self, p: float) -> None:
         self.catch_up()
-        self.cluster.sim.set_loss(p)
+        self.cluster.set_loss(p)
 
     async def reset(self) -> None:
         """A fresh cluster with the same replicas: every key, fault, idempotency record and
@@ -457,7 +457,7 @@ class LiveCluster:
         speed, strategy, loss = self._start
         cluster = self._fresh()
         cluster.set_strategy(strategy)
-        cluster.sim.set_loss(loss)
+        cluster.set_loss(loss)
         self.cluster, self.sim = cluster, cluster.sim
         if self._feeds:
             self._refeed()  # every node is new: watchers reset

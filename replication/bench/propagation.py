@@ -309,7 +309,10 @@ def crash_run(p: Params, strategy: str, progress: bool = True) -> dict:
             for d in ev.data["dots"]:
                 first.setdefault(d, {}).setdefault(ev.node, (ev.t, ev.data["via"]))
 
-    cluster = SimCluster(placements, strategy=strategy, seed=p.seed, loss=p.loss, sink=sink, traffic_events=False)
+    # with payload acks, as on lossy links: in the simulator a crashed child is as silent as a lost
+    # payload (over TCP its broken connection says so), and acks are how plumtree finds it out
+    cluster = SimCluster(placements, strategy=strategy, seed=p.seed, loss=p.loss, sink=sink, traffic_events=False,
+                         acks=True)
     sim, ids = cluster.sim, cluster.ids
     rng = random.Random(f"crash:{p.seed}")
     bar = Progress(strategy, p.warmup + p.writes) if progress else None

@@ -31,6 +31,12 @@ class DisseminationConfig:
     ihave_timeout_ms: float = 150.0  # wait at most this long for the eager copy before grafting
     graft_slack_ms: float = 30.0  # beyond when our usual path says the eager copy is due
     graft_retry_ms: float = 400.0  # the longest wait before grafting the next offer (it is RTT-based below this)
+    # Payload acks (and with them resends, extra copies under loss, stand-ins for a silent child):
+    # for links that lose messages with no one to say so. Over TCP (the replica processes) the
+    # transport retransmits and a dead peer breaks its connection, so they are off by default;
+    # they double the messages per write (one ack per payload), which the live show pays for.
+    # The simulator turns them on with its loss knob (SimCluster.set_loss).
+    acks: bool = False
     ack_slack_ms: float = 10.0  # beyond a round trip: an eager payload not acknowledged by then is sent again
     redundant_link_ms: float = 0.0  # once acks show loss, an eager push over a link this long (0: any) goes twice...
     redundant_far_ms: float = 30.0  # ...three times over a link this long...

@@ -209,6 +209,8 @@ class Plumtree:
             for p in eager
             if p != exclude and p != up
         ]
+        if not self.cfg.acks:
+            return out
         for env in out:
             self._expect_ack(g.mid, env.dst, 1, now)
         self._pushes += len(out)
@@ -265,11 +267,11 @@ class Plumtree:
     def _on_gossip(self, src: str, g: Gossip, now: float) -> list[Envelope]:
         root = g.root
         # acknowledged whether new or not: a duplicate may be the resend of a payload whose ack was lost
-        ack = Envelope(self.h.id, src, IHave([Announcement(g.mid, root, g.path_ms)]))
+        ack = [Envelope(self.h.id, src, IHave([Announcement(g.mid, root, g.path_ms)]))] if self.cfg.acks else []
         entry = self.cache.get(g.mid)
         if entry is not None or self.h.have(g.mid):
             out = self._on_duplicate(src, root, entry)
-            out.append(ack)
+            out += ack
             return out
         self.h.deliver(g, now, "payload")
         self._remember(g, now, src)
@@ -280,7 +282,7 @@ class Plumtree:
         # Unlike the classic shared tree, the sender is not made eager: in a per-root tree it is
         # upstream, and pushing this root's messages back to it would only make duplicates.
         out = self._push(g, now, src)
-        out.append(ack)
+        out += ack
         if sw is not None and src == sw.new:
             out += self._break(root)
         announced = self.missing.pop(g.mid, None)

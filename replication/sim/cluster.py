@@ -40,12 +40,16 @@ class SimCluster:
         wrap: Callable[[Node], object] | None = None,
         traffic_events: bool = True,
         epoch_ms: float = 0.0,
+        acks: bool | None = None,
     ) -> None:
         self.placements = list(placements)
         self.pop_of = {p.id: p.pop for p in self.placements}
         self.ids = [p.id for p in self.placements]
         self.model = model or LatencyModel()
         self.config = config or NodeConfig(strategy=strategy, record_events=sink is not None)
+        # payload acks (see DisseminationConfig.acks): with lossy links, or when asked (a crash bench)
+        self._acks_forced = acks
+        self.config.dissemination.acks = bool(loss > 0) if acks is None else acks
         self.secret = secret or os.urandom(32)
         self.seed = seed
         self.epoch_ms = epoch_ms
@@ -134,6 +138,13 @@ class SimCluster:
 
     def recover(self, replica_id: str) -> None:
         self.sim.recover(self._known(replica_id))
+
+    def set_loss(self, p: float) -> None:
+        """Message loss on every link; plumtree acknowledges payloads while links lose any
+        (every node shares this config: the change reaches them all at once)."""
+        self.sim.set_loss(p)
+        if self._acks_forced is None:
+            self.config.dissemination.acks = p > 0
 
     def set_strategy(self, name: str) -> None:
         if name not in STRATEGIES:
