@@ -209,11 +209,25 @@ class Plumtree:
             for p in eager
             if p != exclude and p != up
         ]
-        if not self.cfg.acks:
-            return out
+        if self.cfg.acks:
+            out += self._acked_pushes(g.mid, out, now)
+        if lazy:
+            item = Announcement(g.mid, g.root, g.path_ms)
+            for p in lazy:
+                if p != exclude:
+                    self.lazy_q.setdefault(p, []).append(item)
+            if self.flush_at is None:
+                self.flush_at = now + self.cfg.lazy_flush_ms
+        return out
+
+    def _acked_pushes(self, mid: Dot, out: list[Envelope], now: float) -> list[Envelope]:
+        """Expect an ack for each eager push in `out`; returns the extra copies to send when
+        recent pushes show loss."""
+        link = self.h.link_ms
         for env in out:
-            self._expect_ack(g.mid, env.dst, 1, now)
+            self._expect_ack(mid, env.dst, 1, now)
         self._pushes += len(out)
+        extra: list[Envelope] = []
         # on above `redundant_loss`, off below a quarter of it: two copies make resends rarer,
         # which must not switch them off while the links still lose as much
         lost = self._unanswered / max(1.0, self._pushes)
@@ -226,18 +240,11 @@ class Plumtree:
             # budget. Two copies (three over the longest links) make that wait rare, for more
             # payloads; on links that lose nothing this never starts.
             two, three = self.cfg.redundant_link_ms, self.cfg.redundant_far_ms
-            out += [env for env in out if link(env.dst) >= two] + [env for env in out if link(env.dst) >= three]
+            extra = [env for env in out if link(env.dst) >= two] + [env for env in out if link(env.dst) >= three]
         if self._pushes > 1000:  # recent behaviour: halve the history
             self._pushes /= 2
             self._unanswered /= 2
-        if lazy:
-            item = Announcement(g.mid, g.root, g.path_ms)
-            for p in lazy:
-                if p != exclude:
-                    self.lazy_q.setdefault(p, []).append(item)
-            if self.flush_at is None:
-                self.flush_at = now + self.cfg.lazy_flush_ms
-        return out
+        return extra
 
     def broadcast(self, g: Gossip, now: float) -> list[Envelope]:
         self._remember(g, now, None)
