@@ -17,6 +17,13 @@ from replication.sim.cluster import SimCluster
 SIX = "lhr,jfk,syd,nrt,gru,jnb"
 
 
+def _six():
+    """Six POPs with payload acks, two seconds in: overlay and trees formed, nothing written."""
+    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
+    cluster.sim.run_for(2000)
+    return cluster, cluster.sim
+
+
 def test_ten_percent_loss_reaches_every_replica_before_anti_entropy():
     # Today's code left some writes to anti-entropy here: a lost eager payload waited for an
     # IHAVE, a GRAFT (itself lossy, retried after 400 ms) or the next anti-entropy round.
@@ -27,9 +34,7 @@ def test_ten_percent_loss_reaches_every_replica_before_anti_entropy():
 
 
 def test_a_lost_eager_payload_is_sent_again_after_a_round_trip():
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
-    sim = cluster.sim
-    sim.run_for(2000)
+    _cluster, sim = _six()
     node = sim.nodes["lhr"]
     strategy = node.strategy
     written = node.write("kv", "k", {"value": 1}, now=sim.now)
@@ -49,9 +54,7 @@ def test_a_lost_eager_payload_is_sent_again_after_a_round_trip():
 
 
 def test_a_payload_is_acknowledged_even_when_it_is_a_duplicate():
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
-    sim = cluster.sim
-    sim.run_for(2000)
+    _cluster, sim = _six()
     root = sim.nodes["lhr"]
     push = next(e for e in root.write("kv", "k", {"value": 1}, now=sim.now).envelopes if isinstance(e.msg, Gossip))
     child = sim.nodes[push.dst]
@@ -94,9 +97,7 @@ def _copies(envelopes) -> dict[str, int]:
 
 
 def test_links_that_lose_payloads_get_two_copies_and_three_over_long_links():
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
-    sim = cluster.sim
-    sim.run_for(2000)
+    _cluster, sim = _six()
     node = sim.nodes["lhr"]
     st = node.strategy
     assert set(_copies(node.write("kv", "a", {"value": 1}, now=sim.now).envelopes).values()) == {1}
@@ -109,9 +110,7 @@ def test_links_that_lose_payloads_get_two_copies_and_three_over_long_links():
 
 
 def test_a_crashed_child_is_no_reason_to_send_everyone_two_copies():
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
-    sim = cluster.sim
-    sim.run_for(2000)
+    cluster, sim = _six()
     node = sim.nodes["lhr"]
     sim.write("lhr", "kv", "a", {"value": 1})
     sim.run_for(1000)
@@ -136,9 +135,7 @@ def test_after_four_fifths_crash_the_survivors_are_reached_by_dissemination_with
 def test_a_lossy_but_live_child_gets_no_stand_ins():
     # Four unanswered sends to a child we keep hearing from (its acks of other payloads, its
     # IHAVEs) mean a lossy link, not a crash: the child stays eager and no links are added.
-    cluster = SimCluster(place_replicas(select_pops(SIX)), seed=1, acks=True)
-    sim = cluster.sim
-    sim.run_for(2000)
+    _cluster, sim = _six()
     node = sim.nodes["lhr"]
     st = node.strategy
     written = node.write("kv", "a", {"value": 1}, now=sim.now)  # never delivered: every send "lost"
