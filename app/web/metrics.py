@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 # virtual seconds: one ocean is ~0.04 s, the far side of the world ~0.15 s, repair after a heal ~1-2 s
 # wall seconds the event loop was held past a probe's wake-up: fine around the 20 ms / 100 ms targets
-LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 # wall seconds to answer one HTTP request: a read ~0.5 ms, a durable write ~1-5 ms, a relayed one more
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # wall seconds of one group commit (SQLite COMMIT with synchronous=FULL: the fsync dominates)

@@ -25,6 +25,9 @@ from .snapshot import ClusterReader, StreamSource
 log = logging.getLogger(__name__)
 
 FRAME_S = 0.05  # one batch per client per frame at most: 20 per second
+# Senders woken per loop turn: each send is tens of microseconds, so a hundred clients woken at
+# once hold the loop for milliseconds, and every request and timer that falls due meanwhile waits
+WAKE_GROUP = 5
 COUNTERS_EVERY_S = 0.5
 CLOCK_EVERY_S = 1.0
 
@@ -174,16 +177,26 @@ class Hub:
     async def _loop(self) -> None:
         try:
             while self.clients:
+                woken: list[Client] = []
+                started = time.monotonic()
                 try:
-                    self.flush()
+                    woken = self.flush(wake=False)
                 except Exception:
                     log.exception("ws hub: flush failed")
-                await asyncio.sleep(self.frame_s)
+                for i in range(0, len(woken), WAKE_GROUP):
+                    if i:
+                        await asyncio.sleep(0)  # the loop runs what fell due before the next group sends
+                    for c in woken[i:i + WAKE_GROUP]:
+                        c.wake.set()
+                # the frame's grain holds whatever the groups took (the loop ran other work between them)
+                await asyncio.sleep(max(0.0, self.frame_s - (time.monotonic() - started)))
         finally:
             self._task = None
 
-    def flush(self, now: float | None = None) -> None:
-        """One frame: serialise what is pending once, give the same bytes to every client."""
+    def flush(self, now: float | None = None, *, wake: bool = True) -> list[Client]:
+        """One frame: serialise what is pending once, give the same bytes to every client. The
+        clients with something to send are woken, or with `wake=False` returned for the caller
+        to wake (the hub's loop wakes them a group per loop turn)."""
         now = time.monotonic() if now is None else now
         reader = self.reader
         self.frames += 1
@@ -211,6 +224,7 @@ class Hub:
             slots["counters"] = dumps(self.counters())
         details: dict[str, tuple[tuple, bytes]] = {}
         clock_now = time.monotonic()  # `now` may be a test's virtual time; sends are timed on this one
+        woken: list[Client] = []
         for c in list(self.clients):
             if c.stuck(clock_now, self.send_deadline_s):  # its socket is full: it does not read
                 self.drop(c, f"a send waited more than {self.send_deadline_s:g} s")
@@ -231,4 +245,8 @@ class Hub:
                     c.slots["detail"] = details[sel][1]
                     c.detail_sent = ident
             if batch is not None or states or slots or "detail" in c.slots:
+                woken.append(c)
+        if wake:
+            for c in woken:
                 c.wake.set()
+        return woken
