@@ -356,3 +356,47 @@ def test_a_phone_that_does_not_read_is_dropped_and_the_others_keep_their_stream(
         return n
 
     assert run_async(go()) > 0
+
+
+def test_the_join_stream_wakes_its_phones_a_group_per_loop_turn():
+    """A hall's phones woken in one loop turn would hold the loop for tens of milliseconds: a
+    tick wakes WAKE_GROUP of them per turn."""
+    import asyncio
+
+    from app.dashboard.join import stream as streammod
+
+    live = make_live(IDS)
+    n = 3 * streammod.WAKE_GROUP + 3
+    woke_at: list[int] = []
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        turn = [0]
+
+        def count():
+            turn[0] += 1
+            loop.call_soon(count)
+
+        count()
+        hub = streammod.JoinHub(live, period_s=3600)
+        phones = [hub.connect() for _ in range(n)]
+        deadline = loop.time() + 30.0
+        while hub._ticks == 0 and loop.time() < deadline:  # the first tick: each phone's totals
+            await asyncio.sleep(0.001)
+        for c in phones:
+            c.take()
+            real = c.wake.set
+            c.wake.set = lambda real=real: (woke_at.append(turn[0]), real())
+        await live.awrite("lhr", "counters", "votes", {"add": 1})
+        for _ in range(streammod.TOTALS_EVERY):  # new totals for every phone within a second of ticks
+            await hub.tick()
+        hub._task.cancel()
+
+    from live_helpers import run_async
+
+    run_async(go())
+    assert len(woke_at) == n, woke_at
+    per_turn: dict[int, int] = {}
+    for t in woke_at:
+        per_turn[t] = per_turn.get(t, 0) + 1
+    assert max(per_turn.values()) <= streammod.WAKE_GROUP and len(per_turn) == 4, per_turn

@@ -48,6 +48,7 @@ PERIOD_S = 0.25  # at most 4 messages a second per phone
 TOTALS_EVERY = 4  # ticks between totals sent to every phone: once a second (a journey still goes at once)
 FULL_PASS_EVERY = 4  # ticks between looks at every followed write (else only those that moved)
 MAX_WATCH = 16
+WAKE_GROUP = 20  # phones woken per loop turn (see tick)
 KEEP = 8192  # writes followed: ~25 s of a 1000-phone hall writing every 3 s
 MAX_WORDS = 12
 MAX_CLIENTS = 5000
@@ -276,11 +277,12 @@ class JoinHub:
     async def _loop(self) -> None:
         try:
             while self.clients:
+                started = time.monotonic()
                 try:
                     await self.tick()
                 except Exception:
                     log.exception("join stream: tick failed")
-                await asyncio.sleep(self.period_s)
+                await asyncio.sleep(max(0.0, self.period_s - (time.monotonic() - started)))
         finally:
             self._task = None
 
@@ -307,11 +309,19 @@ class JoinHub:
                         self._journey(c, wid, up)
             self._up_before = up
         self.moved.clear()
+        woken = []
         for c in list(self.clients):
             if c.sending and now - c.send_since > self.send_deadline_s:
                 self.drop(c)
                 continue
             if c.totals is not None or c.journeys:
+                woken.append(c)
+        # a hall of phones woken in one loop turn would hold the loop for tens of milliseconds
+        # (each send is tens of microseconds): a group per turn, the loop's other work between
+        for i in range(0, len(woken), WAKE_GROUP):
+            if i:
+                await asyncio.sleep(0)
+            for c in woken[i:i + WAKE_GROUP]:
                 c.wake.set()
 
 
