@@ -105,3 +105,31 @@ def run_in_thread(loop_name: str, main) -> None:
     t.join()
     if errors:
         raise errors[0]
+
+
+class WakeTurns:
+    """Which loop turn each client's sender was woken in (the hubs wake a group per turn).
+    Start it inside the running loop; `watch` each client's `wake` event; `per_turn()` counts."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.turn = 0
+        self.woke_at: list[int] = []
+        self._loop = asyncio.get_running_loop()
+        self._count()
+
+    def _count(self) -> None:  # once per loop turn: call_soon from a callback runs in the next turn
+        self.turn += 1
+        self._loop.call_soon(self._count)
+
+    def watch(self, clients) -> None:
+        for c in clients:
+            real = c.wake.set
+            c.wake.set = lambda real=real: (self.woke_at.append(self.turn), real())
+
+    def per_turn(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for t in self.woke_at:
+            out[t] = out.get(t, 0) + 1
+        return out

@@ -367,17 +367,10 @@ def test_the_join_stream_wakes_its_phones_a_group_per_loop_turn():
 
     live = make_live(IDS)
     n = 3 * streammod.WAKE_GROUP + 3
-    woke_at: list[int] = []
 
     async def go():
         loop = asyncio.get_running_loop()
-        turn = [0]
-
-        def count():
-            turn[0] += 1
-            loop.call_soon(count)
-
-        count()
+        turns = WakeTurns()
         hub = streammod.JoinHub(live, period_s=3600)
         phones = [hub.connect() for _ in range(n)]
         deadline = loop.time() + 30.0
@@ -385,18 +378,16 @@ def test_the_join_stream_wakes_its_phones_a_group_per_loop_turn():
             await asyncio.sleep(0.001)
         for c in phones:
             c.take()
-            real = c.wake.set
-            c.wake.set = lambda real=real: (woke_at.append(turn[0]), real())
+        turns.watch(phones)
         await live.awrite("lhr", "counters", "votes", {"add": 1})
         for _ in range(streammod.TOTALS_EVERY):  # new totals for every phone within a second of ticks
             await hub.tick()
         hub._task.cancel()
+        return turns
 
-    from live_helpers import run_async
+    from live_helpers import WakeTurns, run_async
 
-    run_async(go())
-    assert len(woke_at) == n, woke_at
-    per_turn: dict[int, int] = {}
-    for t in woke_at:
-        per_turn[t] = per_turn.get(t, 0) + 1
+    turns = run_async(go())
+    assert len(turns.woke_at) == n, turns.woke_at
+    per_turn = turns.per_turn()
     assert max(per_turn.values()) <= streammod.WAKE_GROUP and len(per_turn) == 4, per_turn

@@ -532,38 +532,27 @@ def test_the_hub_wakes_its_senders_a_group_per_loop_turn():
     """A hundred senders woken in one loop turn hold the loop for milliseconds, and every
     request and timer due meanwhile waits (bench live --cpu-hog 2: loop p99 30 ms before, about
     20 after). The hub wakes WAKE_GROUP per turn, and still keeps its frame rate."""
-    from live_helpers import run_async
+    from live_helpers import WakeTurns, run_async
 
     from app.dashboard.ws import hub as hubmod
 
     live = build_live(place_replicas(select_pops(IDS)), seed=3, epoch_ms=1.7e12, secret=b"ws test secret")
     n = 3 * hubmod.WAKE_GROUP + 2
-    woke_at: list[int] = []
 
     async def main():
         loop = asyncio.get_running_loop()
-        turn = [0]
-
-        def tick():
-            turn[0] += 1
-            loop.call_soon(tick)
-
-        tick()
+        turns = WakeTurns()
         hub = hubmod.Hub(live)
-        clients = [hub.connect() for _ in range(n)]
-        for c in clients:
-            real = c.wake.set
-            c.wake.set = lambda real=real: (woke_at.append(turn[0]), real())
+        turns.watch([hub.connect() for _ in range(n)])
         live.write(live.ids[0], "kv", "k", {"value": 1})  # something for the next frame
         deadline = loop.time() + 30.0
-        while len(woke_at) < 2 * n and loop.time() < deadline:  # two frames
+        while len(turns.woke_at) < 2 * n and loop.time() < deadline:  # two frames
             await asyncio.sleep(0.001)
         hub.close()
+        return turns
 
-    run_async(main())
-    assert len(woke_at) >= 2 * n, woke_at
-    per_turn: dict[int, int] = {}
-    for t in woke_at:
-        per_turn[t] = per_turn.get(t, 0) + 1
+    turns = run_async(main())
+    assert len(turns.woke_at) >= 2 * n, turns.woke_at
+    per_turn = turns.per_turn()
     assert max(per_turn.values()) <= hubmod.WAKE_GROUP, per_turn
     assert len(per_turn) >= 2 * 4, per_turn  # 17 clients: 4 groups a frame
