@@ -37,6 +37,7 @@ from fastapi import APIRouter, WebSocket
 
 from replication.writes import Write, WriteTracker
 
+from ..ws.client import wake_in_groups
 from ..ws.encoding import wall_ms
 from ..ws.endpoint import run_client
 from ..ws.limits import MAX_MESSAGE
@@ -48,7 +49,7 @@ PERIOD_S = 0.25  # at most 4 messages a second per phone
 TOTALS_EVERY = 4  # ticks between totals sent to every phone: once a second (a journey still goes at once)
 FULL_PASS_EVERY = 4  # ticks between looks at every followed write (else only those that moved)
 MAX_WATCH = 16
-WAKE_GROUP = 20  # phones woken per loop turn (see tick)
+WAKE_GROUP = 20  # phones woken per loop turn (ws.client.wake_in_groups)
 KEEP = 8192  # writes followed: ~25 s of a 1000-phone hall writing every 3 s
 MAX_WORDS = 12
 MAX_CLIENTS = 5000
@@ -316,13 +317,7 @@ class JoinHub:
                 continue
             if c.totals is not None or c.journeys:
                 woken.append(c)
-        # a hall of phones woken in one loop turn would hold the loop for tens of milliseconds
-        # (each send is tens of microseconds): a group per turn, the loop's other work between
-        for i in range(0, len(woken), WAKE_GROUP):
-            if i:
-                await asyncio.sleep(0)
-            for c in woken[i:i + WAKE_GROUP]:
-                c.wake.set()
+        await wake_in_groups(woken, WAKE_GROUP)
 
 
 router = APIRouter()

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from .client import DEFAULT_MAX_BATCHES, DEFAULT_MAX_BYTES, DEFAULT_SEND_DEADLINE_S, Client
+from .client import DEFAULT_MAX_BATCHES, DEFAULT_MAX_BYTES, DEFAULT_SEND_DEADLINE_S, Client, wake_in_groups
 from .encoding import dumps, wall_ms
 from .model import StreamModel
 from .snapshot import ClusterReader, StreamSource
@@ -25,9 +25,7 @@ from .snapshot import ClusterReader, StreamSource
 log = logging.getLogger(__name__)
 
 FRAME_S = 0.05  # one batch per client per frame at most: 20 per second
-# Senders woken per loop turn: each send is tens of microseconds, so a hundred clients woken at
-# once hold the loop for milliseconds, and every request and timer that falls due meanwhile waits
-WAKE_GROUP = 5
+WAKE_GROUP = 5  # senders woken per loop turn (client.wake_in_groups)
 COUNTERS_EVERY_S = 0.5
 CLOCK_EVERY_S = 1.0
 
@@ -183,11 +181,7 @@ class Hub:
                     woken = self.flush(wake=False)
                 except Exception:
                     log.exception("ws hub: flush failed")
-                for i in range(0, len(woken), WAKE_GROUP):
-                    if i:
-                        await asyncio.sleep(0)  # the loop runs what fell due before the next group sends
-                    for c in woken[i:i + WAKE_GROUP]:
-                        c.wake.set()
+                await wake_in_groups(woken, WAKE_GROUP)
                 # the frame's grain holds whatever the groups took (the loop ran other work between them)
                 await asyncio.sleep(max(0.0, self.frame_s - (time.monotonic() - started)))
         finally:
