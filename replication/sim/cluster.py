@@ -76,16 +76,12 @@ class SimCluster:
         def link_ms(peer: str) -> float:  # asked on every push and announcement
             return row[pop_of[peer].id]
 
-        if self._large:
-            node = Node(
-                nid, self._ids_t, config=self.config, seed=self.seed, incarnation=incarnation, secret=self.secret,
-                link_ms=link_ms, epoch_ms=self.epoch_ms, seed_tree=self.seed_tree, cluster=self._members,
-            )
-        else:
-            node = Node(
-                nid, self.ids, config=self.config, seed=self.seed, incarnation=incarnation, secret=self.secret,
-                link_ms=link_ms, epoch_ms=self.epoch_ms, seed_tree=self.seed_tree,
-            )
+        large = self._large  # a large cluster's nodes share one member set (see Node's `cluster`)
+        node = Node(
+            nid, self._ids_t if large else self.ids, config=self.config, seed=self.seed, incarnation=incarnation,
+            secret=self.secret, link_ms=link_ms, epoch_ms=self.epoch_ms, seed_tree=self.seed_tree,
+            cluster=self._members if large else None,
+        )
         return self._wrap(node) if self._wrap else node
 
     def one_way_ms(self, a: str, b: str) -> float:
