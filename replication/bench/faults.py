@@ -213,7 +213,7 @@ class _Campaign:
             if down:
                 sim.recover(rng.choice(down))
         else:
-            sim.set_loss(rng.choice([0.0, 0.05, 0.1, 0.2, 0.3]))
+            self.cluster.set_loss(rng.choice([0.0, 0.05, 0.1, 0.2, 0.3]))  # and plumtree acks with it
             sim.set_duplicate(rng.choice([0.0, 0.0, 0.05, 0.2]))
             sim.set_reorder(rng.choice([0.0, 0.1, 0.3]))
 
@@ -258,7 +258,7 @@ class _Campaign:
             # lift every fault, then the cluster must converge
             healed_at = sim.now
             sim.heal()
-            sim.set_loss(0.0)
+            self.cluster.set_loss(0.0)
             sim.set_duplicate(0.0)
             sim.set_reorder(0.0)
             for i in self.ids:
