@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Collection
 
 from fastapi import WebSocket
 
@@ -14,6 +15,17 @@ DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 # A send waiting this long means the socket's bounded buffers (`limits`) are full: the client
 # does not read. Without it a client that never reads is found only once its queue fills.
 DEFAULT_SEND_DEADLINE_S = 3.0
+
+
+def message(batches: Collection[bytes], states: Collection[bytes], slots: Collection[bytes]) -> bytes:
+    """One WebSocket message: the frames' events in order (each frame a JSON array), then the
+    latest of each coalesced slot, as one JSON array. A lone frame is sent as it is."""
+    if len(batches) == 1 and not states and not slots:
+        return next(iter(batches))
+    parts: list = [memoryview(b)[1:-1] for b in batches if len(b) > 2]
+    parts.extend(states)
+    parts.extend(slots)
+    return b"[" + b",".join(parts) + b"]"
 
 
 class Client:
@@ -36,35 +48,37 @@ class Client:
         self.detail_sent: tuple | None = None  # (replica, digest, status) of the last detail queued
         self.messages = 0
         self.first: bytes | None = None  # the snapshot, sent before anything else
+        # What `take` would build from the queue, when the hub built it once for every client
+        # whose queue it found empty (`Hub.flush`): a hundred clients in step then share one
+        # message instead of each joining its own copy. Cleared by anything that changes the queue.
+        self.whole: bytes | None = None
+
+    def idle(self) -> bool:
+        """Nothing queued: the next frame alone will be what `take` returns."""
+        return not self.batches and not self.states and not self.slots
 
     def offer(self, batch: bytes) -> bool:
         """Queue a frame; False when that puts the client over its bound."""
+        self.whole = None
         self.batches.append(batch)
         self.bytes += len(batch)
         return len(self.batches) <= self.max_batches and self.bytes <= self.max_bytes
 
     def take(self) -> bytes | None:
         """Everything queued, as one JSON array: frames first, then the latest of each slot."""
-        if not self.batches and not self.states and not self.slots:
+        if self.idle():
             return None
-        if len(self.batches) == 1 and not self.states and not self.slots:
-            out = self.batches.popleft()
-            self.bytes = 0
-            return out
-        parts: list = []
-        while self.batches:
-            b = self.batches.popleft()
-            if len(b) > 2:
-                parts.append(memoryview(b)[1:-1])
+        out = self.whole if self.whole is not None else message(self.batches, self.states.values(), self.slots.values())
+        self.whole = None
+        self.batches.clear()
         self.bytes = 0
-        parts.extend(self.states.values())
-        parts.extend(self.slots.values())
         self.states.clear()
         self.slots.clear()
-        return b"[" + b",".join(parts) + b"]"
+        return out
 
     def forget(self) -> None:
         """Drop everything queued (the client fell behind: it starts again from a snapshot)."""
+        self.whole = None
         self.batches.clear()
         self.states.clear()
         self.slots.clear()

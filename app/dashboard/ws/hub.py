@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from .client import DEFAULT_MAX_BATCHES, DEFAULT_MAX_BYTES, DEFAULT_SEND_DEADLINE_S, Client, wake_in_groups
+from .client import DEFAULT_MAX_BATCHES, DEFAULT_MAX_BYTES, DEFAULT_SEND_DEADLINE_S, Client, message, wake_in_groups
 from .encoding import dumps, wall_ms
 from .model import StreamModel
 from .snapshot import ClusterReader, StreamSource
@@ -219,10 +219,13 @@ class Hub:
         details: dict[str, tuple[tuple, bytes]] = {}
         clock_now = time.monotonic()  # `now` may be a test's virtual time; sends are timed on this one
         woken: list[Client] = []
+        shared: bytes | None = None  # the message of every client whose queue was empty: built once
         for c in list(self.clients):
             if c.stuck(clock_now, self.send_deadline_s):  # its socket is full: it does not read
                 self.drop(c, f"a send waited more than {self.send_deadline_s:g} s")
                 continue
+            in_step = c.idle()
+            c.whole = None  # its queue changes below
             if batch is not None and not c.offer(batch):
                 self.drop(c, f"more than {c.max_batches} frames or {c.max_bytes} bytes queued")
                 continue
@@ -240,6 +243,10 @@ class Hub:
                     c.detail_sent = ident
             if batch is not None or states or slots or "detail" in c.slots:
                 woken.append(c)
+                if in_step and "detail" not in c.slots:
+                    if shared is None:
+                        shared = message([] if batch is None else [batch], states.values(), slots.values())
+                    c.whole = shared
         if wake:
             for c in woken:
                 c.wake.set()
