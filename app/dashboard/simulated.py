@@ -18,7 +18,8 @@ keep up) is followed by a rest of as long (CATCH_UP_REST_S) in which catching up
 otherwise every request, frame and scrape in the same loop turn would each spend a budget of
 their own (each inherits the virtual time the one before it took), and one turn would hold the
 loop for several budgets. So the simulator takes at most about half of the loop when CPU-bound,
-and less while the loop runs late beside other busy processes (`pacing.RestPacer`).
+and less, in shorter slices, while the loop runs late beside other busy processes
+(`pacing.RestPacer`).
 
 Idempotency keys follow a real replica's rules (`replication.idempotency`), with the records
 in memory, one ledger per replica: a write here is done the moment it returns (nothing to
@@ -57,7 +58,7 @@ from replication.listing import Page
 from ..web.detail import replica_detail
 from ..web.events import EventBus
 from ..web.watch import LocalWatch
-from .pacing import RestPacer
+from .pacing import RestPacer, thread_schedstat
 
 MAX_SPEED = 100.0
 FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this grain
@@ -69,6 +70,7 @@ FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this 
 # POPs, 100 /ws clients): with two CPU hogs beside the server, 20 ms slices gave API p99 86 ms and
 # a longest stall of 116 ms, 8 ms slices 45-51 and 75-101 ms, 4 ms 34-45 and 47-62 ms, 2 ms no
 # better; the price is slower virtual time under contention, and without hogs 4 ms still keeps up.
+# On a busy machine the pacer cuts it to a fraction of a millisecond (pacing.BUSY_SLICE_S).
 CATCH_UP_BUDGET_S = 0.004  # the most wall time one catch-up may take before virtual time slips
 CATCH_UP_SLICE = 1  # events between looks at the wall clock
 CATCH_UP_REST_S = CATCH_UP_BUDGET_S  # after a catch-up that ran out of budget: the shortest rest (see pacing)
@@ -107,7 +109,8 @@ class LiveCluster:
         self._virtual0 = self.sim.now
         self.slipped_ms = 0.0  # virtual time given up, in all, because simulating fell behind
         self._rest_until = -math.inf  # wall time until which catching up only slips (see the module docstring)
-        self.pacer = RestPacer(CATCH_UP_REST_S)
+        # the OS's word on whether it shares the CPU, when the clock is the real one it is measured on
+        self.pacer = RestPacer(CATCH_UP_REST_S, schedstat=thread_schedstat if clock is None else None)
         self._progress: list[tuple[float, float]] = [(self._wall0, self.sim.now)]  # (wall s, virtual ms)
         self._wake = asyncio.Event()
         # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
@@ -148,13 +151,13 @@ class LiveCluster:
                 self.slipped_ms += t - self.sim.now
                 self._rebase()
             else:
-                deadline = start + CATCH_UP_BUDGET_S
+                deadline = start + self.pacer.slice_s(start)
                 while not self.sim.advance(t, CATCH_UP_SLICE):
                     now = self._clock()
                     if now >= deadline:
                         self.slipped_ms += t - self.sim.now
                         self._rebase()
-                        self._rest_until = now + self.pacer.rest_s
+                        self._rest_until = now + self.pacer.rest_s(now)
                         break
         self._note_progress()
         if self._feeds:
@@ -249,7 +252,8 @@ class LiveCluster:
                 await self._wake.wait()
             finally:
                 alarm.cancel()
-            self.pacer.woke(self._clock() - due)
+            now = self._clock()
+            self.pacer.woke(now - due, now)
 
     # -- the cluster, at the current instant -------------------------------------------------
 
