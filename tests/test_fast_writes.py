@@ -11,6 +11,8 @@ the fast one hands them to, and must still match.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import types
 
@@ -53,22 +55,24 @@ def _taken(monkeypatch) -> list:
     return seen
 
 
+@contextlib.asynccontextmanager
 async def _pair(tmp_path, settings: Settings | None = None):
+    """Two replicas, one answering the hot writes on the fast path and one through FastAPI only:
+    a client for each, stopped on the way out."""
     runners, clients = [], []
-    for name, fast in (("fast", True), ("slow", False)):
-        r = ReplicaRunner(RID, {}, data_dir=tmp_path / name, secret=SECRET)
-        await r.start("127.0.0.1", free_port())
-        app = create_replica_app(r, access_log=False, settings=settings, fast_writes=fast)
-        runners.append(r)
-        clients.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"))
-    return runners, clients
-
-
-async def _close(runners, clients) -> None:
-    for c in clients:
-        await c.aclose()
-    for r in runners:
-        await r.stop()
+    try:
+        for name, fast in (("fast", True), ("slow", False)):
+            r = ReplicaRunner(RID, {}, data_dir=tmp_path / name, secret=SECRET)
+            await r.start("127.0.0.1", free_port())
+            runners.append(r)
+            app = create_replica_app(r, access_log=False, settings=settings, fast_writes=fast)
+            clients.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"))
+        yield clients
+    finally:
+        for c in clients:
+            await c.aclose()
+        for r in runners:
+            await r.stop()
 
 
 def _answer(r: httpx.Response) -> tuple:
@@ -158,8 +162,7 @@ def test_valid_writes_take_the_fast_path_and_answer_as_fastapi_does(tmp_path, mo
     taken = _taken(monkeypatch)
 
     async def main():
-        runners, clients = await _pair(tmp_path)
-        try:
+        async with _pair(tmp_path) as clients:
             for n, (method, path, body) in enumerate(VALID):
                 status, _h, content = await _both(clients, n, method, path, body)
                 assert status == 200, content
@@ -167,8 +170,6 @@ def test_valid_writes_take_the_fast_path_and_answer_as_fastapi_does(tmp_path, mo
             token = json.loads((await _both(clients, 100, "PUT", f"{KV}/ctx", dumps({"value": 1})))[2])["context"]
             status, _h, content = await _both(clients, 101, "PUT", f"{KV}/ctx", dumps({"value": 2, "context": token}))
             assert status == 200 and json.loads(content)["values"] == [2]
-        finally:
-            await _close(runners, clients)
 
     run_async(main())
     assert len(taken) == len(VALID) + 2, taken
@@ -178,8 +179,7 @@ def test_hostile_writes_are_answered_as_fastapi_answers_them(tmp_path, monkeypat
     _frozen_time(monkeypatch)
 
     async def main():
-        runners, clients = await _pair(tmp_path)
-        try:
+        async with _pair(tmp_path) as clients:
             statuses = []
             for n, (method, path, body) in enumerate(HOSTILE):
                 statuses.append((await _both(clients, n, method, path, body))[0])
@@ -190,8 +190,6 @@ def test_hostile_writes_are_answered_as_fastapi_answers_them(tmp_path, monkeypat
                 {"content-type": "application/merge-patch+json"},
             ]):
                 statuses.append((await _both(clients, 200 + n, "PUT", f"{KV}/ct", dumps({"value": n}), headers))[0])
-        finally:
-            await _close(runners, clients)
         return statuses
 
     statuses = run_async(main())
@@ -204,8 +202,7 @@ def test_idempotency_keys_replay_and_refuse_alike(tmp_path, monkeypatch):
     taken = _taken(monkeypatch)
 
     async def main():
-        runners, clients = await _pair(tmp_path)
-        try:
+        async with _pair(tmp_path) as clients:
             out = []
             steps = [
                 ({"Idempotency-Key": "k1"}, f"{CNT}/i", {"add": 2}),  # applied
@@ -225,8 +222,6 @@ def test_idempotency_keys_replay_and_refuse_alike(tmp_path, monkeypatch):
             # the header twice: FastAPI's to decide
             twice = [("content-type", "application/json"), ("idempotency-key", "a"), ("idempotency-key", "b")]
             out.append(await _both(clients, 50, "POST", f"{CNT}/twice", dumps({"add": 1}), twice))
-        finally:
-            await _close(runners, clients)
         return out
 
     out = run_async(main())
@@ -243,15 +238,12 @@ def test_tokens_are_checked_before_either_path(tmp_path, monkeypatch, auth):
     settings = Settings(host="127.0.0.1", token="write-token-123456", admin_token="admin-token-123456")
 
     async def main():
-        runners, clients = await _pair(tmp_path, settings)
-        try:
+        async with _pair(tmp_path, settings) as clients:
             headers = {**J, **({"authorization": auth} if auth else {})}
             kv = await _both(clients, 1, "PUT", f"{KV}/t", dumps({"value": 1}), headers)
             cross = await _both(clients, 2, "POST", f"{CNT}/t", dumps({"add": 1}),
                                 {**headers, "origin": "http://evil.example"})
             return kv[0], cross[0]
-        finally:
-            await _close(runners, clients)
 
     kv, cross = run_async(main())
     assert kv == (401 if auth in (None, "Bearer wrong") else 200)
@@ -262,13 +254,10 @@ def test_the_fast_path_reports_the_route_template_to_the_metrics(tmp_path, monke
     _frozen_time(monkeypatch)
 
     async def main():
-        runners, clients = await _pair(tmp_path)
-        try:
+        async with _pair(tmp_path) as clients:
             for n, (method, path, body) in enumerate(VALID[:1] + VALID[8:9] + VALID[12:13]):
                 await _both(clients, n, method, path, body)
             texts = [(await c.get("/metrics")).text for c in clients]
-        finally:
-            await _close(runners, clients)
         return texts
 
     fast, slow = run_async(main())
