@@ -55,11 +55,10 @@ class RestPacer:
     given (`thread_schedstat`, with the real monotonic clock), says whether the OS makes this
     thread wait for a CPU; without it a late wake is taken as the sign of a busy machine."""
 
-    def __init__(self, budget_s: float, max_factor: float = MAX_FACTOR, busy_slice_s: float = BUSY_SLICE_S,
+    def __init__(self, budget_s: float, max_factor: float = MAX_FACTOR,
                  schedstat: Callable[[], tuple[int, int] | None] | None = None) -> None:
         self.budget_s = budget_s
         self.max_factor = max_factor
-        self.busy_slice_s = min(busy_slice_s, budget_s)
         self.factor = 1.0
         self._schedstat = schedstat
         self._busy_at = -math.inf  # when the machine was last seen busy
@@ -72,7 +71,7 @@ class RestPacer:
     def slice_s(self, now: float) -> float:
         """The longest one catch-up starting at `now` may run: the whole budget on a calm
         machine, BUSY_SLICE_S on a busy one."""
-        return self.busy_slice_s if self.busy(now) else self.budget_s
+        return min(BUSY_SLICE_S, self.budget_s) if self.busy(now) else self.budget_s
 
     def rest_s(self, now: float) -> float:
         """The rest after a catch-up that spent its slice: `factor` slices."""
