@@ -138,14 +138,19 @@ def _percentile(xs: list[float], q: float) -> float:
     return xs[i]
 
 
+def placements(p: Params):
+    """The replicas the run places: `p.replicas` over `p.pops`."""
+    return place_replicas(select_pops(p.pops), p.replicas)
+
+
 def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
-    placements = place_replicas(select_pops(p.pops), p.replicas)
-    tracker = WriteTracker(everywhere=len(placements))  # every write of the run, complete once all have it
+    placed = placements(p)
+    tracker = WriteTracker(everywhere=len(placed))  # every write of the run, complete once all have it
     measured_ids: set[str] = set()
     sends: dict[Dot, Counter] = {}
     received: Counter = Counter()
     cluster = SimCluster(
-        placements, strategy=strategy, seed=p.seed, loss=p.loss, sink=_Sink(tracker),
+        placed, strategy=strategy, seed=p.seed, loss=p.loss, sink=_Sink(tracker),
         wrap=lambda node: _Counting(node, sends, received), traffic_events=False,
     )
     sim, ids = cluster.sim, cluster.ids
@@ -226,10 +231,9 @@ def first_writes(p: Params, strategy: str, switch_from: str | None = None) -> di
     """Payloads per receiver of each root's first write, on a fresh cluster, one write at a time.
     `switch_from`: first let trees form (a few writes from every root), switch to that strategy
     and back, and only then measure. Virtual time, seeded: the same figures on every machine."""
-    placements = place_replicas(select_pops(p.pops), p.replicas)
     sends: dict[Dot, Counter] = {}
     received: Counter = Counter()
-    cluster = SimCluster(placements, strategy=strategy, seed=p.seed, loss=p.loss,
+    cluster = SimCluster(placements(p), strategy=strategy, seed=p.seed, loss=p.loss,
                          wrap=lambda node: _Counting(node, sends, received), traffic_events=False)
     sim, ids = cluster.sim, cluster.ids
     rng = random.Random(f"first-writes:{p.seed}")
@@ -279,7 +283,7 @@ def sim_throughput(p: Params, writes: int = 600) -> float:
     """The simulator's own speed: delivered messages per wall-clock second for plumtree on the
     same POPs and write rate, without this benchmark's per-message bookkeeping (the runs
     above count payloads per write, which costs more than some of the messages themselves)."""
-    cluster = SimCluster(place_replicas(select_pops(p.pops), p.replicas), strategy="plumtree", seed=p.seed, loss=p.loss)
+    cluster = SimCluster(placements(p), strategy="plumtree", seed=p.seed, loss=p.loss)
     sim, ids = cluster.sim, cluster.ids
     rng = random.Random(f"throughput:{p.seed}")
     sim.run_for(2000)
@@ -295,13 +299,8 @@ RECOVERED_RATIO = 1.5
 CRASH_SETTLE_MS = 30_000.0  # after the last write: anti-entropy has repaired what dissemination missed
 
 
-def placements(p: Params):
-    return place_replicas(select_pops(p.pops), p.replicas)
-
-
 def crash_run(p: Params, strategy: str, progress: bool = True) -> dict:
     """Crash `crash_fraction` of the replicas at once after the warm-up; measure the writes after it."""
-    placements = place_replicas(select_pops(p.pops), p.replicas)
     first: dict[Dot, dict[str, tuple[float, str]]] = {}  # write -> replica -> (first arrival, how)
 
     def sink(ev) -> None:
@@ -311,7 +310,7 @@ def crash_run(p: Params, strategy: str, progress: bool = True) -> dict:
 
     # with payload acks, as on lossy links: in the simulator a crashed child is as silent as a lost
     # payload (over TCP its broken connection says so), and acks are how plumtree finds it out
-    cluster = SimCluster(placements, strategy=strategy, seed=p.seed, loss=p.loss, sink=sink, traffic_events=False,
+    cluster = SimCluster(placements(p), strategy=strategy, seed=p.seed, loss=p.loss, sink=sink, traffic_events=False,
                          acks=True)
     sim, ids = cluster.sim, cluster.ids
     rng = random.Random(f"crash:{p.seed}")
