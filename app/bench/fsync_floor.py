@@ -22,7 +22,9 @@ ROW_BYTES = 100
 WARMUP = 20  # commits before timing: the WAL file grows to its working size first
 
 
-def _pct(xs: list[float], p: float) -> float:
+def pct(xs: list[float], p: float) -> float:
+    """The nearest-rank `p`th percentile (0-100). `bench replica` takes its writes' percentiles
+    with this one too: they are compared with the floor's."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs)) - 1))]
 
@@ -54,7 +56,7 @@ def measure(directory: str | os.PathLike, commits: int) -> dict:
         conn.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return {"floor_p50_ms": statistics.median(lat), "floor_p99_ms": _pct(lat, 99),
+    return {"floor_p50_ms": statistics.median(lat), "floor_p99_ms": pct(lat, 99),
             "floor_commits_per_s": commits / elapsed, "samples_ms": lat, "elapsed_s": elapsed}
 
 
@@ -62,5 +64,5 @@ def combine(runs: list[dict]) -> dict:
     """One floor from several runs of `measure` (before and after the load): pooled samples."""
     lat = [x for r in runs for x in r["samples_ms"]]
     elapsed = sum(r["elapsed_s"] for r in runs)
-    return {"floor_p50_ms": statistics.median(lat), "floor_p99_ms": _pct(lat, 99),
+    return {"floor_p50_ms": statistics.median(lat), "floor_p99_ms": pct(lat, 99),
             "floor_commits_per_s": len(lat) / elapsed, "floor_commits": len(lat)}

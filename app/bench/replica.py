@@ -116,9 +116,7 @@ def add_parser(which) -> argparse.ArgumentParser:
     return p
 
 
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs)) - 1))]
+_pct = fsync_floor.pct  # the floor's own: the targets compare the two
 
 
 async def _write_load(host: str, port: int, keys: list[str], clients: int) -> tuple[list[float], float]:
