@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from app.bench.replica import PROPAGATION_POPS, REPO, SHORT, TLS_POPS, _extract
+from app.bench.replica import PROPAGATION_POPS, SHORT, TLS_POPS, _extract
+from replication.bench.revision import REPO
 from app.processes.supervisor import edgestate_cmd
 from replication.geo import LatencyModel, all_pops
 

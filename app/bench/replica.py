@@ -50,7 +50,9 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
+from replication.bench import revision
 from replication.bench.report import finish, table
 from replication.cliargs import positive_int
 
@@ -241,26 +243,18 @@ def _targets(s: dict, floor: dict) -> dict:
 
 # -- the write path beside a baseline revision ---------------------------------------------------
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIDE_FIGURES = ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s", "write_p50_ms", "write_p99_ms",
                 "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush", "flush_ms", "cpu_ms_per_write",
                 "single_p50_x_floor", "loaded_rate_x_floor", "loaded_p99_budget_ms"]
 
 
 def _extract(rev: str, into: str) -> str:
-    """The tree of git revision `rev` of this repository, extracted under `into`; its full id."""
-    import subprocess
-    import tarfile
-
-    r = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=REPO, capture_output=True, text=True,
-                       check=False)
-    if r.returncode:
-        raise RuntimeError(f"--baseline {rev!r}: not a git revision here ({r.stderr.strip()})")
-    full = r.stdout.strip()
-    tar = os.path.join(into, "baseline.tar")
-    subprocess.run(["git", "archive", "--format=tar", "-o", tar, full], cwd=REPO, check=True)
-    with tarfile.open(tar) as t:
-        t.extractall(os.path.join(into, "baseline"), filter="data")
+    """The tree of git revision `rev` of this repository, extracted under `into`/baseline; its full id."""
+    try:
+        full = revision.resolve(rev)
+    except ValueError as e:
+        raise RuntimeError(str(e)) from None  # the bench's "could not run" (report.finish)
+    revision.export(full, Path(into) / "baseline")
     return full
 
 

@@ -27,7 +27,7 @@ while the rest was long (the factor falls back in a fraction of a second) gave <
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 MAX_FACTOR = 8.0  # the longest rest, in budgets: the simulator keeps at least ~1/9 of the loop
 HIGH_S = 0.008  # a wake later than this: the loop is held, by us or by the OS

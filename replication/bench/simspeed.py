@@ -23,12 +23,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from . import revision
+
+REPO = revision.REPO
 
 # Run in a child process with the revision's tree first on sys.path; it uses only what every
 # revision since the simulator began has (SimCluster, place_replicas, select_pops).
@@ -65,22 +66,6 @@ class Params:
     seed: int = 1
 
 
-def _resolve(rev: str) -> str:
-    r = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=REPO, capture_output=True, text=True)
-    if r.returncode:
-        raise ValueError(f"--baseline {rev!r}: not a git revision here ({r.stderr.strip()})")
-    return r.stdout.strip()
-
-
-def _export(rev: str, into: Path) -> None:
-    """The revision's `replication/` package, as committed (no worktree of it left behind)."""
-    with tempfile.TemporaryFile() as tar:
-        subprocess.run(["git", "archive", "--format=tar", rev, "replication"], cwd=REPO, stdout=tar, check=True)
-        tar.seek(0)
-        with tarfile.open(fileobj=tar) as t:
-            t.extractall(into, filter="data")
-
-
 def _once(tree: Path, p: Params) -> dict:
     args = json.dumps([p.pops, p.replicas, p.writes, p.rate, p.seed])
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
@@ -107,11 +92,11 @@ def run_here(p: Params, progress: bool = True) -> dict:
 
 
 def run(p: Params, progress: bool = True) -> dict:
-    rev = _resolve(p.baseline)
+    rev = revision.resolve(p.baseline)
     runs: dict[str, list[dict]] = {"baseline": [], "current": []}
     with tempfile.TemporaryDirectory(prefix="edgestate-simspeed-") as tmp:
         base = Path(tmp)
-        _export(rev, base)
+        revision.export(rev, base, "replication")  # the simulator is all the workload runs
         trees = {"baseline": base, "current": REPO}
         for i in range(p.rounds):
             order = ["baseline", "current"] if i % 2 == 0 else ["current", "baseline"]
