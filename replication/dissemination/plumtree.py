@@ -220,10 +220,15 @@ class Plumtree:
                 self.flush_at = now + self.cfg.lazy_flush_ms
         return out
 
+    def _extra_copies(self, peer: str) -> int:
+        """Copies beyond the first of an eager push to `peer` while pushes show loss: one over
+        a link of `redundant_link_ms` or more, two over one of `redundant_far_ms` or more."""
+        link = self.h.link_ms(peer)
+        return (link >= self.cfg.redundant_link_ms) + (link >= self.cfg.redundant_far_ms)
+
     def _acked_pushes(self, mid: Dot, out: list[Envelope], now: float) -> list[Envelope]:
         """Expect an ack for each eager push in `out`; returns the extra copies to send when
         recent pushes show loss."""
-        link = self.h.link_ms
         for env in out:
             self._expect_ack(mid, env.dst, 1, now)
         self._pushes += len(out)
@@ -239,8 +244,7 @@ class Plumtree:
             # Lossy links: a resend costs a round trip, on a long link most of a write's time
             # budget. Two copies (three over the longest links) make that wait rare, for more
             # payloads; on links that lose nothing this never starts.
-            two, three = self.cfg.redundant_link_ms, self.cfg.redundant_far_ms
-            extra = [env for env in out if link(env.dst) >= two] + [env for env in out if link(env.dst) >= three]
+            extra = [env for n in (1, 2) for env in out if self._extra_copies(env.dst) >= n]
         if self._pushes > 1000:  # recent behaviour: halve the history
             self._pushes /= 2
             self._unanswered /= 2
@@ -478,8 +482,7 @@ class Plumtree:
             env = Envelope(self.h.id, peer, Gossip(mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(peer)))
             out.append(env)
             if self._redundant:  # as many copies as the first send had
-                link = self.h.link_ms(peer)
-                out += [env] * ((link >= self.cfg.redundant_link_ms) + (link >= self.cfg.redundant_far_ms))
+                out += [env] * self._extra_copies(peer)
             self._expect_ack(mid, peer, sends + 1, now)
         return out
 
