@@ -32,7 +32,10 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error_and_the_cluster_still_
     seen: dict[tuple[str, str], set[int]] = {}
     sent = 0
 
-    @settings(max_examples=REQUESTS, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # derandomize: the same requests every run, so a run that reaches no successful write (it happened:
+    # every PUT of one run was refused or met a crashed replica) is not left to chance on a busy CI
+    @settings(max_examples=REQUESTS, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
     @given(
         case=cases,
         replica=st.sampled_from([*IDS, None]),
