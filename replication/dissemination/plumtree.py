@@ -78,6 +78,7 @@ class _Missing:
 
     deadline: float  # when to graft the next offer, unless the message came meanwhile
     offers: list[_Offer]  # in the order they came, grafted in turn
+    order: int = 0  # when it was first announced: due ones are grafted in this order
     grafts: int = 0  # sent so far
 
 
@@ -112,6 +113,11 @@ class Plumtree:
         self.cache: dict[Dot, _Cached] = {}
         self._expiry: deque[_Cached] = deque()  # the cache in the order it was filled
         self.missing: dict[Dot, _Missing] = {}
+        # (deadline, seq, mid, entry) for each deadline set in `missing`; stale ones (the message
+        # came, or the deadline moved) are skipped when they reach the top. A lagging simulation
+        # can hold thousands of announced messages at once: a scan of `missing` per event (the
+        # simulator asks next_deadline after every delivery) made each event cost O(missing).
+        self._missing_due: list[tuple[float, int, Dot, _Missing]] = []
         self.lazy_q: dict[str, list[Announcement]] = {}  # lazy peer -> what to announce at the next flush
         self.flush_at: float | None = None
         self.unacked: dict[Dot, dict[str, int]] = {}  # mid -> child -> sends so far, while its ack is due
@@ -363,15 +369,43 @@ class Plumtree:
                 # Our parent for this root announces instead of pushing: it holds us lazy (a GRAFT
                 # or PRUNE of ours was lost, or crossed). Waiting would not bring the eager copy.
                 if m is None:
-                    m = self.missing[mid] = _Missing(now, [])
+                    m = self._announced(mid, now, [])
                 m.offers.insert(0, _Offer(src, root, path))
-                m.deadline = now
+                self._due(mid, m, now)
             elif m is None:
-                due = now + self._patience(root, path + link)
-                self.missing[mid] = _Missing(due, [_Offer(src, root, path)])
+                self._announced(mid, now + self._patience(root, path + link), [_Offer(src, root, path)])
             else:
                 m.offers.append(_Offer(src, root, path))
         return out
+
+    def _announced(self, mid: Dot, deadline: float, offers: list[_Offer]) -> _Missing:
+        m = self.missing[mid] = _Missing(deadline, offers, next(self._seq))
+        heappush(self._missing_due, (deadline, m.order, mid, m))
+        return m
+
+    def _due(self, mid: Dot, m: _Missing, deadline: float) -> None:
+        m.deadline = deadline  # a second entry for one deadline is harmless: `_take_due` takes each once
+        heappush(self._missing_due, (deadline, next(self._seq), mid, m))
+
+    def _missing_top(self) -> float | None:
+        """The earliest deadline in `missing`, dropping stale heap entries above it."""
+        due, missing = self._missing_due, self.missing
+        while due:
+            deadline, _, mid, m = due[0]
+            if missing.get(mid) is m and m.deadline == deadline:
+                return deadline
+            heappop(due)
+        return None
+
+    def _take_due(self, now: float) -> list[Dot]:
+        """The announced messages whose deadline has come, in the order they were first announced
+        (the order `missing` iterates in, so a run grafts exactly as a scan of it would)."""
+        taken: dict[Dot, _Missing] = {}
+        due = self._missing_due
+        while (top := self._missing_top()) is not None and top <= now:
+            _, _, mid, m = heappop(due)
+            taken[mid] = m
+        return [mid for mid, _ in sorted(taken.items(), key=lambda kv: kv[1].order)]
 
     def _patience(self, root: str, announced_ms: float) -> float:
         """How long to wait for the eager copy after an IHAVE. Our usual path from this root
@@ -430,7 +464,7 @@ class Plumtree:
                 out.append(Envelope(me, p, IHave(items)))
             self.lazy_q = {}
             self.flush_at = None
-        for mid in [m for m, v in self.missing.items() if now >= v.deadline]:
+        for mid in self._take_due(now):
             m = self.missing[mid]
             if self.h.have(mid) or not m.offers:
                 del self.missing[mid]  # arrived some other way, or nobody left to ask: anti-entropy
@@ -449,7 +483,7 @@ class Plumtree:
             if old is not None and old != src:
                 self._to_lazy(root, old, shared=False)  # it failed to deliver: no longer upstream
             out.append(Envelope(me, src, Graft(root, [mid])))
-            m.deadline = now + min(self.cfg.graft_retry_ms, self._rto(src))
+            self._due(mid, m, now + min(self.cfg.graft_retry_ms, self._rto(src)))
         out += self._resend(now)
         ttl = self.cfg.cache_ms
         while self._expiry and self._expiry[0].at + ttl <= now:  # the same sum next_deadline() reports
@@ -521,7 +555,7 @@ class Plumtree:
         if self._expiry:
             e = self._expiry[0].at + self.cfg.cache_ms
             t = e if t is None or e < t else t
-        if self.missing:
-            m = min(v.deadline for v in self.missing.values())
+        m = self._missing_top()
+        if m is not None:
             t = m if t is None or m < t else t
         return t
