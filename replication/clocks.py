@@ -125,10 +125,27 @@ class CausalContext:
         self.vv.bump(replica, n)
 
     def merge(self, other: CausalContext) -> None:
-        self.vv.merge(other.vv)
+        """Join `other` in, at a cost in proportion to `other` (and to this cloud only when the
+        vector rises for an actor with dots in it): a store merges every delta it applies, and a
+        lagging simulation's clouds hold thousands of dots that arrived out of order."""
+        mine = self.vv._v
+        get = mine.get
+        raised = [r for r, n in other.vv._v.items() if n > get(r, 0)]
+        for r in raised:
+            mine[r] = other.vv._v[r]
+        cloud = self.cloud
+        touched = set(raised)
         for d in other.cloud:
-            self.cloud.add(d)
-        self.compact()
+            if d[1] > get(d[0], 0) and d not in cloud:
+                cloud.add(d)
+                touched.add(d[0])
+        if not cloud or not touched:
+            return
+        if raised and any(d[1] <= get(d[0], 0) for d in cloud):
+            self.cloud = cloud = {d for d in cloud if d[1] > get(d[0], 0)}
+        for r in touched:
+            if (r, get(r, 0) + 1) in cloud:
+                self._fold(r)
 
     def compact(self) -> None:
         if not self.cloud:

@@ -38,22 +38,38 @@ def test_next_dot_stays_above_cloud():
     assert c.next_dot("b") == Dot("b", 1)
 
 
+def _compact(c: CausalContext) -> bool:
+    """Nothing in the cloud is covered by the vector or directly after it."""
+    return all(not c.vv.contains(d) and d.counter != c.vv.get(d.replica) + 1 for d in c.cloud)
+
+
 @given(st.sets(dots), st.sets(dots))
 def test_context_is_exactly_the_set_it_was_given(xs, ys):
     c = CausalContext.of(xs)
     for r in "abc":
         for n in range(1, 14):
             assert (Dot(r, n) in c) == (Dot(r, n) in xs)
-    # compaction invariant: nothing in the cloud is covered or directly after the vector
-    assert all(not c.vv.contains(d) and d.counter != c.vv.get(d.replica) + 1 for d in c.cloud)
+    assert _compact(c)
     d = CausalContext.of(ys)
     assert set(c.dots_not_in(d)) == xs - ys
     m = c.copy()
     m.merge(d)
     assert set(m.dots()) == xs | ys
+    assert _compact(m)
     assert m.covers(c) and m.covers(d)
     assert c.covers(d) == (ys <= xs)
     assert CausalContext.from_wire(c.to_wire()) == c
+
+
+@given(st.lists(st.sets(dots), max_size=8))
+def test_merging_contexts_one_by_one_is_their_union_and_stays_compact_after_each(parts):
+    # a store merges every delta it applies: the merge works only on what the delta adds, so
+    # check it after each step, with the clouds and vectors that out-of-order arrivals make
+    m, seen = CausalContext(), set()
+    for part in parts:
+        m.merge(CausalContext.of(part))
+        seen |= part
+        assert set(m.dots()) == seen and _compact(m)
 
 
 @pytest.mark.parametrize(
