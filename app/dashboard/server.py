@@ -118,4 +118,5 @@ def create_app(
         app.add_middleware(RateLimitMiddleware, buckets=buckets, on_limited=app.state.metrics.rate_limited.inc)
     app.add_middleware(AccessMiddleware, settings=settings, sessions=app.state.sessions)
     logs.install(app, access_log=access_log, on_request=app.state.metrics.http.observe)  # outermost
+    join.install_lean(app)  # innermost
     return app

@@ -28,6 +28,7 @@ from ...web.api import AUTH, ERRORS
 from ...web.errors import ApiError
 from ...web.hygiene import ParsedJsonRoute
 from . import talk, zones
+from .lean import city_of
 from .qr import join_url, qr_svg
 from .stream import JoinHub, router as stream_router
 
@@ -76,12 +77,6 @@ def _hub(request: Request) -> JoinHub:
     return request.app.state.join_hub
 
 
-def _city(live: Any, replica_id: str) -> str:
-    pop_of = {p.id: p.pop for p in live.placements}
-    pop = pop_of.get(replica_id)
-    return pop.city if pop is not None else replica_id
-
-
 @router.get("/api/join/pops", dependencies=AUTH, tags=["audience"], name="get_join_pops")
 async def pops(request: Request, tz: str | None = Query(None, max_length=zones.MAX_ZONE_CHARS),
                offset: int | None = Query(None, ge=-zones.MAX_OFFSET_MIN, le=zones.MAX_OFFSET_MIN)) -> PopsOut:
@@ -109,7 +104,7 @@ async def tap(request: Request, replica_id: str, body: Tap) -> TapOut:
     w = hub.latest_write(replica_id, ns, key)
     value = result.values if ns == "kv" else result
     return TapOut(id=w.id if w is not None and w is not before else None, replica=replica_id,
-                  city=_city(live, replica_id), answered_ms=round(answered_ms, 2), value=value)
+                  city=city_of(live, replica_id), answered_ms=round(answered_ms, 2), value=value)
 
 
 @router.get("/api/join/info", dependencies=AUTH, tags=["audience"], name="get_join_info")
@@ -152,3 +147,14 @@ def install(app: FastAPI, live: Any, public_url: str | None = None) -> JoinHub:
     app.include_router(pages)
     app.include_router(stream_router)
     return hub
+
+
+def install_lean(app: FastAPI) -> None:
+    """Answer ordinary taps inside every middleware but before FastAPI's routing (`lean`). Call
+    it after every other middleware is added: the end of the list is innermost."""
+    from starlette.middleware import Middleware
+
+    from .lean import LeanTapMiddleware
+
+    route = next(r for r in router.routes if getattr(r, "name", None) == "join_tap")
+    app.user_middleware.append(Middleware(LeanTapMiddleware, route=route))
