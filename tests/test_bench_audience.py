@@ -25,4 +25,8 @@ def test_short_audience_bench(tmp_path, capsys):
     assert r["taps"] > 0 and r["write_ms"]["n"] == r["taps"]
     assert r["journeys_everywhere"] > 0 and r["stream_lag_ms"]["n"] > 0
     assert r["kib_per_phone"] is not None
+    # the server's effective speed, read during the 10 s: 50 phones are far below what it carries
+    speed = r["effective_speed"]
+    assert speed["requested"] == 1.0 and speed["p50"] is not None and 0.0 < speed["min"] <= speed["p50"] <= 1.0
+    assert "effective speed" in text
     print(text)

@@ -32,6 +32,7 @@ import asyncio
 import gc
 import json
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from . import runloop
 
 TARGET_WRITE_P99_MS = 100.0
 TARGET_LAG_P99_MS = 500.0
+SPEED_EVERY_S = 2.0  # how often the server's effective speed is read while measuring
 IDLE_REUSE_S = 4.0  # reuse a kept-alive connection only if used this recently (uvicorn closes at 5 s)
 WORDS = ("edge", "crdt", "hello", "merge", "latency", "dots", "vv", "delta")
 
@@ -241,6 +243,20 @@ def _dist(xs: list[float]) -> dict:
     return {"p50": _pct(xs, 0.5), "p99": _pct(xs, 0.99), "max": _pct(xs, 1.0), "n": len(xs)}
 
 
+async def _watch_speed(base: str, speeds: list[float]) -> None:
+    """The server's effective speed every SPEED_EVERY_S (`GET /api/sim`): below the requested one,
+    the simulation fell behind the taps and virtual time dilates (journeys come back late)."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            await asyncio.sleep(SPEED_EVERY_S)
+            try:
+                speeds.append((await client.get(base + "/api/sim")).json()["effective_speed"])
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass  # a slow answer is the server's load showing; the taps measure it
+
+
 async def _measure(p: Params, base: str, pid: int | None, progress) -> dict:
     import httpx
 
@@ -266,8 +282,11 @@ async def _measure(p: Params, base: str, pid: int | None, progress) -> dict:
     stats.measuring = True
     progress(f"{stats.connected} phones connected; measuring {p.duration:g} s...")
     t0 = time.monotonic()
+    speeds: list[float] = []
+    watcher = asyncio.create_task(_watch_speed(base, speeds))
     await asyncio.sleep(p.duration)
     elapsed = time.monotonic() - t0
+    watcher.cancel()
     stats.measuring = False
     gc.enable()
     rss_end = _rss_kib(pid)
@@ -283,6 +302,8 @@ async def _measure(p: Params, base: str, pid: int | None, progress) -> dict:
         "write_ms": _dist(stats.write_ms), "stream_lag_ms": _dist(stats.lag_ms),
         "messages_per_phone_per_s": round(stats.messages / elapsed / max(1, stats.connected), 2),
         "journeys_everywhere": stats.journeys_done, "everywhere_after_answer_ms": _dist(stats.everywhere_ms),
+        "effective_speed": {"p50": statistics.median(speeds) if speeds else None,
+                            "min": min(speeds) if speeds else None, "requested": p.speed},
         "server_rss_kib": {"before": rss_before, "connected": rss_connected, "end": rss_end},
         "kib_per_phone": per_phone,
     }
@@ -306,6 +327,10 @@ def measure(p: Params, progress=None) -> dict:
     return r
 
 
+def _speed(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
 def report(r: dict) -> str:
     w, lag, ev, rss = r["write_ms"], r["stream_lag_ms"], r["everywhere_after_answer_ms"], r["server_rss_kib"]
     return "\n".join([
@@ -318,6 +343,9 @@ def report(r: dict) -> str:
         f"({r['messages_per_phone_per_s']} messages/s per phone)",
         f"everywhere         {r['journeys_everywhere']} journeys back; answer -> 'everywhere' on the phone "
         f"p50 {ev['p50']} ms, p99 {ev['p99']} ms",
+        f"simulation         effective speed p50 {_speed(r['effective_speed']['p50'])}, lowest "
+        f"{_speed(r['effective_speed']['min'])} (requested {r['effective_speed']['requested']:g}; below it the "
+        "simulation fell behind the taps)",
         f"server RSS         {rss['before']} KiB before, {rss['connected']} KiB connected, {rss['end']} KiB at the end: "
         f"{r['kib_per_phone']} KiB per phone",
         f"target             write p99 < {TARGET_WRITE_P99_MS:g} ms, stream lag p99 < {TARGET_LAG_P99_MS:g} ms, "
