@@ -147,14 +147,6 @@ class CausalContext:
             if (r, get(r, 0) + 1) in cloud:
                 self._fold(r)
 
-    def compact(self) -> None:
-        if not self.cloud:
-            return
-        get = self.vv._v.get  # inlined VersionVector.contains: this runs on every payload applied
-        self.cloud = cloud = {d for d in self.cloud if d[1] > get(d[0], 0)}
-        for r in {d[0] for d in cloud}:
-            self._fold(r)
-
     def covers(self, other: CausalContext) -> bool:
         """Every dot of `other` is in self."""
         if not other.cloud and self.vv._v == other.vv._v:
