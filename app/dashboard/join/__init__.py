@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -28,7 +27,7 @@ from ...web.api import AUTH, ERRORS
 from ...web.errors import ApiError
 from ...web.hygiene import ParsedJsonRoute
 from . import talk, zones
-from .lean import city_of
+from .lean import write_tap
 from .qr import join_url, qr_svg
 from .stream import JoinHub, router as stream_router
 
@@ -94,17 +93,10 @@ async def tap(request: Request, replica_id: str, body: Tap) -> TapOut:
         ns, key, op = talk.operation(body.action, body.value)
     except talk.JoinError as e:
         raise ApiError(422, e.code, e.message) from None
-    live, hub = request.app.state.live, _hub(request)
+    live = request.app.state.live
     if not live.has(replica_id):
         raise ApiError(404, "unknown_replica", f"no replica {replica_id!r}")
-    before = hub.tracker.latest(replica_id)
-    t0 = time.perf_counter()
-    result = await live.awrite(replica_id, ns, key, op)
-    answered_ms = (time.perf_counter() - t0) * 1000.0
-    w = hub.latest_write(replica_id, ns, key)
-    value = result.values if ns == "kv" else result
-    return TapOut(id=w.id if w is not None and w is not before else None, replica=replica_id,
-                  city=city_of(live, replica_id), answered_ms=round(answered_ms, 2), value=value)
+    return TapOut(**await write_tap(live, _hub(request), replica_id, ns, key, op))
 
 
 @router.get("/api/join/info", dependencies=AUTH, tags=["audience"], name="get_join_info")

@@ -42,6 +42,20 @@ def city_of(live: Any, replica_id: str) -> str:
     return replica_id
 
 
+async def write_tap(live: Any, hub: Any, replica_id: str, ns: str, key: str, op: dict) -> dict:
+    """Write one tap at `replica_id` and answer it: the write's id (to follow on the stream), the
+    replica and its city, the server's time to answer and the value there. The route and the
+    lean path both answer with this."""
+    before = hub.tracker.latest(replica_id)
+    t0 = time.perf_counter()
+    result = await live.awrite(replica_id, ns, key, op)
+    answered_ms = (time.perf_counter() - t0) * 1000.0
+    w = hub.latest_write(replica_id, ns, key)
+    return {"id": w.id if w is not None and w is not before else None, "replica": replica_id,
+            "city": city_of(live, replica_id), "answered_ms": round(answered_ms, 2),
+            "value": result.values if ns == "kv" else result}
+
+
 def _tap_of(doc: Any) -> tuple[str, str | None] | None:
     """(action, value) when `doc` is what the route's `Tap` model accepts (strict, no extra
     members), else None: the route then answers it."""
@@ -54,7 +68,7 @@ def _tap_of(doc: Any) -> tuple[str, str | None] | None:
 
 
 class LeanTapMiddleware:
-    def __init__(self, app, route=None) -> None:
+    def __init__(self, app, route) -> None:
         self.app = app
         self.route = route  # the route's object, noted in the scope for the access line's template
 
@@ -74,22 +88,13 @@ class LeanTapMiddleware:
         except talk.JoinError:
             await self.app(scope, receive, send)
             return
-        if self.route is not None:
-            scope["route"] = self.route
-        hub = scope["app"].state.join_hub
+        scope["route"] = self.route
         try:
-            before = hub.tracker.latest(replica_id)
-            t0 = time.perf_counter()
-            result = await live.awrite(replica_id, ns, key, op)
-            answered_ms = (time.perf_counter() - t0) * 1000.0
+            out = await write_tap(live, scope["app"].state.join_hub, replica_id, ns, key, op)
         except (EdgeStateError, ApiError) as e:
             handler = on_library_error if isinstance(e, EdgeStateError) else on_api_error
             await (await handler(Request(scope, receive), e))(scope, receive, send)
             return
-        w = hub.latest_write(replica_id, ns, key)
-        out = {"id": w.id if w is not None and w is not before else None, "replica": replica_id,
-               "city": city_of(live, replica_id), "answered_ms": round(answered_ms, 2),
-               "value": result.values if ns == "kv" else result}
         body = orjson.dumps(out)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
