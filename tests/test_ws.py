@@ -179,6 +179,36 @@ def test_a_client_that_joins_during_a_cut_learns_when_the_cut_began():
         assert snap["groups"] is None and snap["groups_t"] is None
 
 
+def test_a_write_in_the_cuts_own_instant_never_comes_before_the_cut_or_after_the_heal():
+    """The space-time diagram puts a write inside a cut's band when the band's start is at or
+    before it: a write made in the cut's own virtual instant must carry a time no earlier than
+    the cut's, on the stream and in a late joiner's snapshot (times the stream rounds to the
+    microsecond; a cut at x.0004 ms once went out unrounded, after its own write at x.000)."""
+    live, app, client = make()
+    hub = app.state.ws_hub
+    cut = {"groups": [["lhr"], ["syd", "iad"]]}
+    with client, client.websocket_connect("/ws") as ws:
+        recv(ws)
+        for i, frac in enumerate((0.0004, 0.0006)):
+            client.portal.call(lambda: live.sim.run_until(int(live.sim.now) + 1500 + frac))
+            assert client.post("/api/faults/partition", json=cut).status_code == 200
+            assert client.put(f"/api/replicas/lhr/kv/k{i}", json={"value": i}).status_code == 200
+            with client.websocket_connect("/ws") as late:
+                [snap] = recv(late)
+            [mine] = [w for w in snap["writes"] if ["kv", f"k{i}"] in w["keys"]]
+            assert snap["groups_t"] <= mine["t"], (snap["groups_t"], mine)
+            client.portal.call(lambda: (live.sim.run_for(500), hub.flush()))
+            assert client.delete("/api/faults/partition").status_code == 200
+            assert client.put(f"/api/replicas/iad/kv/h{i}", json={"value": i}).status_code == 200
+            client.portal.call(lambda: (live.sim.run_for(100), hub.flush()))
+            events = collect(ws, lambda ev: any(e["kind"] == "applied" and ["kv", f"h{i}"] in e["keys"] for e in ev))
+            [began] = [e["t"] for e in events if e["kind"] == "partition"]
+            [healed] = [e["t"] for e in events if e["kind"] == "heal"]
+            [write] = [e["t"] for e in events if e["kind"] == "applied" and e["via"] == "local" and ["kv", f"k{i}"] in e["keys"]]
+            [after] = [e["t"] for e in events if e["kind"] == "applied" and e["via"] == "local" and ["kv", f"h{i}"] in e["keys"]]
+            assert began <= write < healed <= after, (frac, began, write, healed, after)
+
+
 def test_a_client_that_falls_behind_is_dropped_without_stalling_the_others():
     live, app, client = make()
     hub = app.state.ws_hub

@@ -101,14 +101,16 @@ class StreamModel:
             return None
         elif kind in _NODE_EVENTS:
             self.dirty.add(ev["node"])
-            out = {"kind": kind, **ev}  # every event object starts with its kind
+            out = {"kind": kind, **ev, "t": round(ev["t"], 3)}  # every event object starts with its kind
         elif kind == "partition":
+            # rounded as writes' times are: a write made in the cut's own instant must not
+            # appear to come before it (the space-time diagram's band would miss it)
             self.groups = [list(g) for g in ev["groups"]]
-            self.groups_t = ev["t"]
-            out = {"kind": "partition", "t": ev["t"], "groups": self.groups}
+            self.groups_t = round(ev["t"], 3)
+            out = {"kind": "partition", "t": self.groups_t, "groups": self.groups}
         elif kind == "heal":
             self.groups = self.groups_t = None
-            out = {"kind": "heal", "t": ev["t"]}
+            out = {"kind": "heal", "t": round(ev["t"], 3)}
         elif kind == "membership":
             self.membership_changes += 1
             return None

@@ -92,7 +92,7 @@ class ClusterReader:
             "kind": "snapshot", "w": self.wall_ms(), "topology": self.topology(),
             "replicas": [self.state_of(n) for n in self.live.ids],
             "convergence": self.convergence(), "clock": self.clock(), "counters": counters,
-            "groups": model.groups, "groups_t": model.groups_t, "writes": [w.to_json() for w in model.writes], "animated": sorted(ANIMATED),
+            "groups": model.groups, "groups_t": model.groups_t, "writes": [_rounded(w.to_json()) for w in model.writes], "animated": sorted(ANIMATED),
             "frame_ms": self.frame_s * 1000.0,
             "bounds": model.bounds(), "strategies": list(STRATEGIES), "cuts": self.cuts(),
             "server": self.server,
@@ -106,3 +106,11 @@ class ClusterReader:
         body = dumps(self.snapshot(counters, reset=reset))
         flying = b",".join(self.model.in_flight.values())
         return b"[" + body[:-1] + b',"in_flight":[' + flying + b"]}]"
+
+
+def _rounded(write: dict) -> dict:
+    """A write with its times at the stream's resolution (events' times are rounded to the
+    microsecond), so a write made in a cut's own instant never sorts before the cut."""
+    write["t"] = round(write["t"], 3)
+    write["arrivals"] = {n: round(t, 3) for n, t in write["arrivals"].items()}
+    return write
