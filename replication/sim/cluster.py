@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 from .. import derived
 from ..contract import Convergence, ReplicaState, ReplicaStatus, Topology
@@ -39,6 +39,8 @@ class SimCluster:
         secret: bytes | None = None,
         wrap: Callable[[Node], object] | None = None,
         traffic_events: bool = True,
+        traffic_limit: int | None = None,
+        traffic_kinds: Iterable[str] | None = None,
         epoch_ms: float = 0.0,
         acks: bool | None = None,
     ) -> None:
@@ -66,7 +68,7 @@ class SimCluster:
         self.sim = Simulator.from_placements(
             self.placements, self._make_node, self.model,
             seed=seed, loss=loss, duplicate=duplicate, reorder=reorder, sink=sink, traffic_events=traffic_events,
-            work_clock=time.perf_counter_ns,
+            traffic_limit=traffic_limit, traffic_kinds=traffic_kinds, work_clock=time.perf_counter_ns,
         )
 
     def _make_node(self, nid: str, incarnation: int):

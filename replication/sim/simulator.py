@@ -18,6 +18,13 @@ Events: with a `sink`, every observable step is passed to it as a `SimEvent`
 plus whatever the nodes report through `drain_events`). Without a sink no event object
 is built at all: the delivery loop stays lean.
 
+Traffic events are the costly part of a sink (two per message, tens of messages per write).
+With `traffic_kinds`, only messages of those kinds are reported; with `traffic_limit`, at most
+that many messages per `TRAFFIC_WINDOW_MS` of virtual time (each with its "sent" and then its
+"delivered" or "dropped", never half of one). The rest are only counted. The counters
+(`stats`) and the run itself are the same either way: the choice reads virtual time only,
+never the random generator.
+
 The sink is called synchronously from inside the loop; it must not call back into the
 simulator's mutating methods.
 """
@@ -51,6 +58,9 @@ __all__ = [
 # A node whose timer deadline never moves past `now` is ticked at most this many times at
 # one virtual instant; then the simulator raises instead of hanging.
 MAX_TICKS_PER_INSTANT = 1000
+
+# `traffic_limit` counts reported messages per window of this many virtual ms
+TRAFFIC_WINDOW_MS = 100.0
 
 
 # -- the node interface the simulator relies on (duck-typed) ---------------------------
@@ -182,6 +192,8 @@ class Simulator:
         reorder_ms: float = 50.0,
         sink: Callable[[SimEvent], None] | None = None,
         traffic_events: bool = True,
+        traffic_limit: int | None = None,
+        traffic_kinds: Iterable[str] | None = None,
         work_clock: Callable[[], int] | None = None,
     ) -> None:
         ids = list(node_ids)
@@ -210,6 +222,16 @@ class Simulator:
         # per-message events (sent/delivered/dropped) dominate the cost of a sink; a benchmark
         # that only wants node events turns them off
         self._msg_sink = sink if traffic_events else None
+        if traffic_limit is not None and (isinstance(traffic_limit, bool) or not isinstance(traffic_limit, int)
+                                          or traffic_limit < 0):
+            raise ValueError(f"traffic_limit must be None or an int >= 0, got {traffic_limit!r}")
+        self._traffic_limit = traffic_limit
+        self._traffic_kinds = None if traffic_kinds is None else frozenset(traffic_kinds)
+        picky = traffic_limit is not None or traffic_kinds is not None
+        self._shown: set[int] | None = set() if picky else None  # reported mids in flight
+        self._window = -1.0  # the traffic window now filling (its index), and what it has left
+        self._window_left = 0
+        self._unshown = 0  # messages counted but not reported (traffic_limit)
         # Passed in, never read otherwise: a nanosecond wall clock to time each local write's own
         # work with (the coordination panel's "local in X us"); virtual time never depends on it.
         self._work_clock = work_clock
@@ -239,6 +261,7 @@ class Simulator:
         self._dropped_by_kind: dict[str, int] = {}
         self._dropped_by_reason: dict[str, int] = {}
         self._duplicated_by_kind: dict[str, int] = {}
+        self._bytes_by_kind: dict[str, int] = {}  # counted while traffic is reported (a sink)
         self._payloads_delivered = 0
         self._ticks = 0
         self._writes = 0
@@ -310,6 +333,8 @@ class Simulator:
             "dropped": dict(self._dropped_by_kind),
             "dropped_by_reason": dict(self._dropped_by_reason),
             "duplicated": dict(self._duplicated_by_kind),
+            "bytes": dict(self._bytes_by_kind),
+            "unshown": self._unshown,
             "messages_sent": sum(self._sent_by_kind.values()),
             "messages_delivered": self._delivered,
             "messages_dropped": sum(self._dropped_by_reason.values()),
@@ -318,6 +343,14 @@ class Simulator:
             "ticks": self._ticks,
             "writes": self._writes,
         }
+
+    @property
+    def traffic_limit(self) -> int | None:
+        return self._traffic_limit
+
+    @property
+    def traffic_kinds(self) -> frozenset[str] | None:
+        return self._traffic_kinds
 
     @property
     def loss(self) -> float:
@@ -537,6 +570,7 @@ class Simulator:
         down = self._down
         sink = self._sink
         msg_sink = self._msg_sink
+        shown = self._shown
         delivered_by_kind = self._delivered_by_kind
         tick_token = self._tick_token
         tick_want = self._tick_want
@@ -565,9 +599,9 @@ class Simulator:
                 dst = env.dst
                 groups = self._groups
                 if groups is not None and groups[src] != groups[dst]:
-                    self._drop(env, entry.mid, "partition", t)
+                    self._drop(env, entry.mid, "partition", t, self._reported(entry.mid))
                 elif dst in down:
-                    self._drop(env, entry.mid, "crashed", t)
+                    self._drop(env, entry.mid, "crashed", t, self._reported(entry.mid))
                 else:
                     node = nodes[dst]
                     outs = node.receive(env, now=t)
@@ -579,7 +613,7 @@ class Simulator:
                         self._payloads_delivered += payloads
                     else:
                         payloads = 0
-                    if msg_sink is not None:
+                    if msg_sink is not None and (shown is None or self._reported(entry.mid)):
                         msg_sink(SimEvent(t, "delivered", dst, {
                             "src": src, "dst": dst, "kind": kind, "payloads": payloads,
                             "mid": entry.mid, "sent_at": entry.sent_at, "copy_of": entry.copy_of,
@@ -662,6 +696,7 @@ class Simulator:
         reorder = self._reorder
         groups = self._groups
         sink = self._msg_sink
+        shown = self._shown
         sent_by_kind = self._sent_by_kind
         in_flight = 0
         try:
@@ -672,15 +707,16 @@ class Simulator:
                 kind = env.msg.kind
                 sent_by_kind[kind] = sent_by_kind.get(kind, 0) + 1
                 mid = next(mids)
+                report = sink is not None and self._report(env, now)
                 if groups is not None and groups[src] != groups[dst]:
-                    if sink is not None:
+                    if report:
                         self._emit_sent(env, mid, now, None, None)
-                    self._drop(env, mid, "partition", now)
+                    self._drop(env, mid, "partition", now, report)
                     continue
                 if loss and rand() < loss:
-                    if sink is not None:
+                    if report:
                         self._emit_sent(env, mid, now, None, None)
-                    self._drop(env, mid, "loss", now)
+                    self._drop(env, mid, "loss", now, report)
                     continue
                 lat = latency(src, dst, rng)
                 if reorder and rand() < reorder:
@@ -689,7 +725,9 @@ class Simulator:
                     raise SimulationError(f"latency_ms({src!r}, {dst!r}) gave {lat!r}; it must be >= 0")
                 push(heap, _new(_Delivery, (now + lat, next(seq), env, mid, now, None)))
                 in_flight += 1
-                if sink is not None:
+                if report:
+                    if shown is not None:
+                        shown.add(mid)
                     self._emit_sent(env, mid, now, now + lat, None)
                 if dup and rand() < dup:
                     copy = next(mids)
@@ -701,10 +739,41 @@ class Simulator:
                     push(heap, _new(_Delivery, (now + lat, next(seq), env, copy, now, mid)))
                     in_flight += 1
                     self._duplicated_by_kind[kind] = self._duplicated_by_kind.get(kind, 0) + 1
-                    if sink is not None:
+                    if sink is not None and self._report(env, now):
+                        if shown is not None:
+                            shown.add(copy)
                         self._emit_sent(env, copy, now, now + lat, mid)
         finally:
             self._in_flight += in_flight
+
+    def _report(self, env: Envelope, now: float) -> bool:
+        """Count a message put on the wire while traffic is reported; whether it is reported
+        (within `traffic_limit` for this window of virtual time)."""
+        kind = env.msg.kind
+        by_kind = self._bytes_by_kind
+        by_kind[kind] = by_kind.get(kind, 0) + wire_size(env.msg)
+        if self._traffic_kinds is not None and kind not in self._traffic_kinds:
+            return False
+        if self._traffic_limit is None:
+            return True
+        window = now // TRAFFIC_WINDOW_MS
+        if window != self._window:
+            self._window, self._window_left = window, self._traffic_limit
+        if self._window_left > 0:
+            self._window_left -= 1
+            return True
+        self._unshown += 1
+        return False
+
+    def _reported(self, mid: int) -> bool:
+        """Whether a message now leaving the wire was reported when sent (its last event)."""
+        shown = self._shown
+        if shown is None:
+            return True
+        if mid in shown:
+            shown.remove(mid)
+            return True
+        return False
 
     def _emit_sent(self, env: Envelope, mid: int, now: float, deliver_at: float | None, copy_of: int | None) -> None:
         self._msg_sink(SimEvent(now, "sent", env.src, {
@@ -713,11 +782,11 @@ class Simulator:
             "mid": mid, "deliver_at": deliver_at, "copy_of": copy_of,
         }))
 
-    def _drop(self, env: Envelope, mid: int, reason: str, now: float) -> None:
+    def _drop(self, env: Envelope, mid: int, reason: str, now: float, report: bool = True) -> None:
         kind = env.msg.kind
         self._dropped_by_kind[kind] = self._dropped_by_kind.get(kind, 0) + 1
         self._dropped_by_reason[reason] = self._dropped_by_reason.get(reason, 0) + 1
-        if self._msg_sink is not None:
+        if report and self._msg_sink is not None:
             self._msg_sink(SimEvent(now, "dropped", env.dst, {
                 "src": env.src, "dst": env.dst, "kind": kind, "payloads": env.payloads,
                 "mid": mid, "reason": reason,
