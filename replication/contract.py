@@ -127,6 +127,7 @@ class TrafficStats(TypedDict):
     dropped_by_reason: dict[str, int]
     in_flight: int
     writes: int
+    unshown: NotRequired[int]  # messages not reported as events (a simulated cluster's sample of its wire)
 
 
 # -- what the roles refer to ----------------------------------------------------------------

@@ -275,6 +275,25 @@ def test_the_speed_says_when_the_cpu_cannot_keep_up(make_page):
     assert page.errors == []
 
 
+def test_the_map_says_when_the_server_streams_a_sample_of_a_busier_wire(make_page):
+    """Past LIVE_TRAFFIC_LIMIT messages in 100 virtual ms the server streams a sample of the
+    wire (the counters count it all): the map says so while it lasts, and stops saying so once
+    the burst is over."""
+    page = open_dashboard(make_page)
+    srv = page.server
+    ids = page.evaluate("window.__edgestate.ids")
+    srv.api("POST", "/api/sim/pause")  # the burst's messages all leave at one virtual instant
+    try:
+        for i in range(30):
+            srv.api("PUT", f"/api/replicas/{ids[i % len(ids)]}/kv/burst-{i}", json={"value": i})
+    finally:
+        srv.api("POST", "/api/sim/resume")
+    more = page.locator("[data-testid=arcs-more]")
+    expect()(more).to_have_text(re.compile(r"^a sample of the wire"), timeout=DEADLINE_MS)
+    expect()(more).to_be_hidden(timeout=DEADLINE_MS)
+    assert page.errors == []
+
+
 def test_arcs_survive_marker_updates_and_the_map_draws_at_most_its_bound(make_page):
     """A marker restyle (selecting a POP changes its size) neither re-fits the projection nor
     clears the arcs; with more messages in flight than the map draws, it draws the newest 240

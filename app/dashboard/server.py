@@ -92,7 +92,7 @@ def create_app(
     openapi.install(app)
     app.state.live = live
     app.state.settings = settings
-    app.state.metrics = metrics.Metrics(live.ids)
+    app.state.metrics = metrics.Metrics(live.ids, traffic=getattr(live, "traffic_totals", None))
     live.bus.subscribe(app.state.metrics.observe)
     errors.install(app)
     app.include_router(api.router)

@@ -59,6 +59,7 @@ from ..web.detail import replica_detail
 from ..web.events import EventBus
 from ..web.watch import LocalWatch
 from .pacing import RestPacer, thread_schedstat
+from .ws.model import ANIMATED
 
 MAX_SPEED = 100.0
 FRAME_S = 0.02  # the pump wakes at least this often: the page animates at this grain
@@ -83,6 +84,13 @@ SPEED_WINDOW_S = 2.0  # the effective speed is measured over about this much wal
 # vote: a few hundred in flight; `bench live`, 54 POPs at 10 writes/s beside 2 CPU hogs for 26 s:
 # under 30,000).
 MAX_IN_FLIGHT = 50_000
+# What of the simulated wire becomes events (the simulator counts all of it): the kinds the map
+# animates, and at most LIVE_TRAFFIC_LIMIT of them per 100 virtual ms. Two events per message
+# were 40 % of a write's cost to a live server (22 POPs: 60 messages a write, each built as an
+# event, made a dict and handed to every subscriber); the map draws the newest 240 in flight, and
+# a talk's ordinary load (a write at 54 POPs: about 150 messages) stays under the limit.
+LIVE_TRAFFIC_KINDS = ANIMATED
+LIVE_TRAFFIC_LIMIT = 300
 
 
 class LiveCluster:
@@ -116,6 +124,7 @@ class LiveCluster:
         # each POP's latest write, its local cost and its arrivals: the coordination panel's figures
         self.last_writes = LastWrites()
         self._unobserve = self.bus.subscribe(self.last_writes.observe)
+        self._retired = _traffic_sum(())  # the traffic counters of the clusters resets replaced
         self._ledgers: dict[str, tuple[object, Ledger]] = {}  # replica -> (the node they belong to, records)
         # watched replicas' change feeds and the node each is attached to: a feed is made at the first
         # watch (no cursor can predate it) and renewed (every cursor resets) when its node is rebuilt
@@ -384,7 +393,13 @@ class LiveCluster:
     def stats(self) -> TrafficStats:
         st = self.sim.stats
         return {"sent": st["sent"], "delivered": st["delivered"], "dropped": st["dropped"],
-                "dropped_by_reason": st["dropped_by_reason"], "in_flight": st["in_flight"], "writes": st["writes"]}
+                "dropped_by_reason": st["dropped_by_reason"], "in_flight": st["in_flight"], "writes": st["writes"],
+                "unshown": st["unshown"]}
+
+    def traffic_totals(self) -> dict:
+        """Messages sent, delivered and dropped by kind, drops by reason and bytes by kind, since
+        the server started: across resets, so they only grow (Prometheus counters)."""
+        return _traffic_sum((self._retired, self.sim.stats))
 
     def now_ms(self) -> float:
         return self.sim.now
@@ -459,6 +474,7 @@ class LiveCluster:
         (not paused), virtual time from zero. The caller stops whatever drives the old cluster
         (a scenario) first: nothing here keeps a reference to it."""
         speed, strategy, loss = self._start
+        self._retired = _traffic_sum((self._retired, self.sim.stats))
         cluster = self._fresh()
         cluster.set_strategy(strategy)
         cluster.set_loss(loss)
@@ -500,19 +516,29 @@ def build_live(
     def fresh(at: float | None = epoch_ms) -> SimCluster:
         return SimCluster(
             placements, strategy=strategy, seed=seed, sink=bus.sim_sink, secret=secret,
-            epoch_ms=time.time() * 1000.0 if at is None else at,
+            traffic_kinds=LIVE_TRAFFIC_KINDS, traffic_limit=LIVE_TRAFFIC_LIMIT, epoch_ms=time.time() * 1000.0 if at is None else at,
         )
 
     # a reset's cluster is anchored at the moment of the reset (unless a fixed epoch was given)
     return LiveCluster(fresh(), speed=speed, clock=clock, bus=bus, fresh=fresh)
 
 
+def _traffic_sum(stats: Iterable[dict]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {"sent": {}, "delivered": {}, "dropped": {}, "dropped_by_reason": {}, "bytes": {}}
+    for st in stats:
+        for field, counts in out.items():
+            for k, n in st[field].items():
+                counts[k] = counts.get(k, 0) + n
+    return out
+
+
 def _fresh_like(cluster: SimCluster) -> Callable[[], SimCluster]:
     """A cluster built as `cluster` was: same placements, model, seed, secret and event sink."""
     placements, model, seed, secret = cluster.placements, cluster.model, cluster.seed, cluster.secret
     strategy, sink, epoch_ms = cluster.config.strategy, cluster.sim._sink, cluster.epoch_ms
+    limit, kinds = cluster.sim.traffic_limit, cluster.sim.traffic_kinds
     return lambda: SimCluster(placements, strategy=strategy, seed=seed, model=model, secret=secret,
-                              sink=sink, epoch_ms=epoch_ms)
+                              sink=sink, traffic_limit=limit, traffic_kinds=kinds, epoch_ms=epoch_ms)
 
 
 def check_speed(speed: float) -> float:

@@ -30,7 +30,7 @@ through `loop_lag(seconds)`.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -64,7 +64,9 @@ PROPAGATION_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
 
 
 class _TrafficCollector(Collector):
-    """Counters of simulated traffic, kept as plain dicts by `Metrics.observe` (cheap per message)."""
+    """Counters of simulated traffic: the cluster's own totals when it keeps them (a simulated
+    cluster reports only a sample of its messages as events), else plain dicts kept by
+    `Metrics.observe` from the events (cheap per message)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
@@ -74,7 +76,11 @@ class _TrafficCollector(Collector):
 
     def collect(self):
         m = self.m
-        return list(self._families(dict(m.message_counts), dict(m.bytes_by_kind), dict(m.drops_by_reason)))
+        if m.traffic is None:
+            return list(self._families(dict(m.message_counts), dict(m.bytes_by_kind), dict(m.drops_by_reason)))
+        t = m.traffic()
+        messages = {(outcome, kind): n for outcome in ("sent", "delivered", "dropped") for kind, n in t[outcome].items()}
+        return list(self._families(messages, t["bytes"], t["dropped_by_reason"]))
 
     @staticmethod
     def _families(messages: dict, wire: dict, drops: dict):
@@ -128,7 +134,11 @@ def flush_histogram(registry: CollectorRegistry) -> Histogram:
 
 
 class Metrics:
-    def __init__(self, replica_ids: list[str], *, horizon_ms: float = 60_000.0, max_pending: int = 50_000) -> None:
+    def __init__(self, replica_ids: list[str], *, horizon_ms: float = 60_000.0, max_pending: int = 50_000,
+                 traffic: Callable[[], dict] | None = None) -> None:
+        # the cluster's traffic totals (LiveCluster.traffic_totals), if it keeps them: then the
+        # traffic events on the bus are a sample and are not counted here
+        self.traffic = traffic
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.writes = Counter("edgestate_writes", "Writes taken by a replica, by CRDT type (its namespace)",
@@ -205,6 +215,8 @@ class Metrics:
     def observe(self, ev: dict) -> None:
         kind = ev["kind"]
         if kind == "sent" or kind == "delivered" or kind == "dropped":
+            if self.traffic is not None:
+                return
             msg = ev["msg"]
             counts = self.message_counts
             k = (kind, msg)

@@ -385,6 +385,8 @@ function handle(ev) {
 function onCounters(c) {
   let rate = null;
   if (S.lastCounters && c.w > S.lastCounters.w) rate = ((c.events - S.lastCounters.events) * 1000) / (c.w - S.lastCounters.w);
+  // messages the server left out of the stream since the last counters: the map draws a sample
+  if (S.map) S.map.sampled = !!S.lastCounters && (c.unshown || 0) > (S.lastCounters.unshown || 0);
   S.lastCounters = c;
   renderCounters(S, c, rate);
 }

@@ -125,6 +125,7 @@ export class WorldMap {
     this.more = null;
     this.moreAt = 0;
     this.moreShown = -1;
+    this.sampled = false; // the server streams a sample of a busier wire (its counters say so)
     this.calibratedAt = 0;
   }
 
@@ -480,12 +481,15 @@ export class WorldMap {
   }
 
   showMore(hidden, wall) {
-    if (!this.more || hidden === this.moreShown || wall - this.moreAt < MORE_MS) return;
+    const shown = hidden + (this.sampled ? ":s" : "");
+    if (!this.more || shown === this.moreShown || wall - this.moreAt < MORE_MS) return;
     this.moreAt = wall;
-    this.moreShown = hidden;
-    this.more.hidden = hidden === 0;
-    this.more.textContent = `+${hidden} more in flight`;
-    this.more.title = `the newest ${MAX_ARCS} messages in flight are drawn`;
+    this.moreShown = shown;
+    this.more.hidden = hidden === 0 && !this.sampled;
+    this.more.textContent = this.sampled ? `a sample of the wire${hidden ? `, +${hidden} more in flight` : ""}` : `+${hidden} more in flight`;
+    this.more.title = this.sampled
+      ? "the wire is busier than the map can draw: the server streams a sample of its messages (the counters count them all)"
+      : `the newest ${MAX_ARCS} messages in flight are drawn`;
   }
 
   drawTrail(arc, st, f0, f1, colour, alpha, cross = false) {
