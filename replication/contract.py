@@ -127,7 +127,7 @@ class TrafficStats(TypedDict):
     dropped_by_reason: dict[str, int]
     in_flight: int
     writes: int
-    unshown: NotRequired[int]  # messages not reported as events (a simulated cluster's sample of its wire)
+    unshown: int  # messages left out of the event stream (a simulated cluster streams a sample of a busy wire)
 
 
 # -- what the roles refer to ----------------------------------------------------------------

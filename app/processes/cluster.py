@@ -240,7 +240,8 @@ class ProcessLive:
         while due and due[0].at <= now:
             self._delivered[heapq.heappop(due).kind] += 1
         return {"sent": dict(self._sent), "delivered": dict(self._delivered), "dropped": {}, "dropped_by_reason": {},
-                "in_flight": len(due), "writes": self._writes}
+                "in_flight": len(due), "writes": self._writes,
+                "unshown": 0}
 
     def detail_ident(self, nid: str) -> Hashable:
         self._watch[nid] = time.monotonic()

@@ -78,7 +78,7 @@ class ClusterReader:
         return {
             "kind": "counters", "sent": st["sent"], "delivered": st["delivered"], "dropped": st["dropped"],
             "dropped_by_reason": st["dropped_by_reason"], "in_flight": st["in_flight"], "writes": st["writes"],
-            "unshown": st.get("unshown", 0), "membership": self.model.membership_changes, "events": self.model.events_total,
+            "unshown": st["unshown"], "membership": self.model.membership_changes, "events": self.model.events_total,
             "forwarded": forwarded, "clients": clients, "w": self.wall_ms(),
         }
 
