@@ -334,15 +334,20 @@ class Store:
         refs = sorted(refs)  # a stable order: observers see the same event stream in every process
         changed = []
         ca = _Minus(self.ctx, self._refetch) if self._refetch else self.ctx
-        cdots = None if delta.full else _few_dots(delta.ctx, SMALL_CTX_DOTS)
+        # the delta context's dots, when few: looked up at the first key joined entry by entry
+        cdots: set[Dot] | None = None
+        looked = delta.full
         for ns, key in refs:
             mod = BY_NAMESPACE[ns]
             mine = self.data[ns].get(key) or mod.empty()
             theirs = delta.entries.get((ns, key)) or mod.empty()
-            if cdots is not None and mine and getattr(mod, "JOIN_BY_ENTRY", False):
-                if self._join_entries(ns, key, mod, mine, ca, theirs, delta, cdots):
-                    changed.append((ns, key))
-                continue
+            if mine and getattr(mod, "JOIN_BY_ENTRY", False):
+                if not looked:
+                    cdots, looked = _few_dots(delta.ctx, SMALL_CTX_DOTS), True
+                if cdots is not None:
+                    if self._join_entries(ns, key, mod, mine, ca, theirs, delta, cdots):
+                        changed.append((ns, key))
+                    continue
             joined = mod.join(mine, ca, theirs, delta.ctx)
             if joined != mine:
                 self._reseal(ns, key, mod, mine, joined, delta.seals, ())
@@ -420,7 +425,7 @@ class Store:
         h = self._khash.get((ns, key), 0)
         for d in before - after:
             h -= _dot_hash(seals.pop(d, no))
-        for d in after:
+        for d in (after if replaced else after - before):  # only new dots move, unless some are replaced
             if d not in before or d in replaced:
                 if d in before:
                     h -= _dot_hash(seals.get(d, no))
