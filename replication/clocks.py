@@ -136,9 +136,14 @@ class CausalContext:
         cloud = self.cloud
         touched = set(raised)
         for d in other.cloud:
-            if d[1] > get(d[0], 0) and d not in cloud:
-                cloud.add(d)
-                touched.add(d[0])
+            r, n = d
+            top = get(r, 0)
+            if n > top and d not in cloud:
+                if n == top + 1 and (r, n + 1) not in cloud:
+                    mine[r] = n  # the actor's next dot (a delta's usual one): the vector moves, nothing to fold
+                else:
+                    cloud.add(d)
+                    touched.add(r)
         if not cloud or not touched:
             return
         if raised and any(d[1] <= get(d[0], 0) for d in cloud):
