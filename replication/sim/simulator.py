@@ -613,11 +613,15 @@ class Simulator:
                         self._payloads_delivered += payloads
                     else:
                         payloads = 0
-                    if msg_sink is not None and (shown is None or self._reported(entry.mid)):
-                        msg_sink(SimEvent(t, "delivered", dst, {
-                            "src": src, "dst": dst, "kind": kind, "payloads": payloads,
-                            "mid": entry.mid, "sent_at": entry.sent_at, "copy_of": entry.copy_of,
-                        }))
+                    if msg_sink is not None:
+                        mid = entry.mid
+                        if shown is None or mid in shown:
+                            if shown is not None:
+                                shown.remove(mid)
+                            msg_sink(SimEvent(t, "delivered", dst, {
+                                "src": src, "dst": dst, "kind": kind, "payloads": payloads,
+                                "mid": mid, "sent_at": entry.sent_at, "copy_of": entry.copy_of,
+                            }))
                     evs = node.drain_events()
                     if evs and sink is not None:
                         for ev in evs:
@@ -697,6 +701,8 @@ class Simulator:
         groups = self._groups
         sink = self._msg_sink
         shown = self._shown
+        kinds, limit = self._traffic_kinds, self._traffic_limit
+        wire_bytes = self._bytes_by_kind
         sent_by_kind = self._sent_by_kind
         in_flight = 0
         try:
@@ -707,15 +713,20 @@ class Simulator:
                 kind = env.msg.kind
                 sent_by_kind[kind] = sent_by_kind.get(kind, 0) + 1
                 mid = next(mids)
-                report = sink is not None and self._report(env, now)
+                if sink is None:
+                    report = False
+                else:
+                    size = wire_size(env.msg)
+                    wire_bytes[kind] = wire_bytes.get(kind, 0) + size
+                    report = (kinds is None or kind in kinds) and (limit is None or self._within_limit(now))
                 if groups is not None and groups[src] != groups[dst]:
                     if report:
-                        self._emit_sent(env, mid, now, None, None)
+                        self._emit_sent(env, mid, now, None, None, size)
                     self._drop(env, mid, "partition", now, report)
                     continue
                 if loss and rand() < loss:
                     if report:
-                        self._emit_sent(env, mid, now, None, None)
+                        self._emit_sent(env, mid, now, None, None, size)
                     self._drop(env, mid, "loss", now, report)
                     continue
                 lat = latency(src, dst, rng)
@@ -728,7 +739,7 @@ class Simulator:
                 if report:
                     if shown is not None:
                         shown.add(mid)
-                    self._emit_sent(env, mid, now, now + lat, None)
+                    self._emit_sent(env, mid, now, now + lat, None, size)
                 if dup and rand() < dup:
                     copy = next(mids)
                     lat = latency(src, dst, rng)
@@ -739,23 +750,18 @@ class Simulator:
                     push(heap, _new(_Delivery, (now + lat, next(seq), env, copy, now, mid)))
                     in_flight += 1
                     self._duplicated_by_kind[kind] = self._duplicated_by_kind.get(kind, 0) + 1
-                    if sink is not None and self._report(env, now):
-                        if shown is not None:
-                            shown.add(copy)
-                        self._emit_sent(env, copy, now, now + lat, mid)
+                    if sink is not None:
+                        wire_bytes[kind] += size
+                        if (kinds is None or kind in kinds) and (limit is None or self._within_limit(now)):
+                            if shown is not None:
+                                shown.add(copy)
+                            self._emit_sent(env, copy, now, now + lat, mid, size)
         finally:
             self._in_flight += in_flight
 
-    def _report(self, env: Envelope, now: float) -> bool:
-        """Count a message put on the wire while traffic is reported; whether it is reported
-        (within `traffic_limit` for this window of virtual time)."""
-        kind = env.msg.kind
-        by_kind = self._bytes_by_kind
-        by_kind[kind] = by_kind.get(kind, 0) + wire_size(env.msg)
-        if self._traffic_kinds is not None and kind not in self._traffic_kinds:
-            return False
-        if self._traffic_limit is None:
-            return True
+    def _within_limit(self, now: float) -> bool:
+        """Whether one more message may be reported in this window of virtual time
+        (`traffic_limit`); counted as unshown if not."""
         window = now // TRAFFIC_WINDOW_MS
         if window != self._window:
             self._window, self._window_left = window, self._traffic_limit
@@ -775,10 +781,11 @@ class Simulator:
             return True
         return False
 
-    def _emit_sent(self, env: Envelope, mid: int, now: float, deliver_at: float | None, copy_of: int | None) -> None:
+    def _emit_sent(self, env: Envelope, mid: int, now: float, deliver_at: float | None, copy_of: int | None,
+                   size: int) -> None:
         self._msg_sink(SimEvent(now, "sent", env.src, {
             "src": env.src, "dst": env.dst, "kind": env.msg.kind, "payloads": env.payloads,
-            "bytes": wire_size(env.msg),
+            "bytes": size,
             "mid": mid, "deliver_at": deliver_at, "copy_of": copy_of,
         }))
 
