@@ -24,6 +24,7 @@
     edgestate bench live [--pops ...] [--speed X] [--writes R] [--clients N] [--cpu-hog K[,K...]] [--short]
                          [--no-check] [--json FILE]   the live server under load: loop stalls, API and /ws lag
     edgestate bench audience [--phones N] [--every S] [--duration S] [--short] [--json FILE]
+    edgestate bench writecost [--baseline REV] [--writes N] [--modes sim,live] [--repeat K] [--json FILE]
     edgestate bench faults [--seeds N] [--seed S] [--processes [--duration S] [--runs R]] [--json FILE]
     edgestate scenario list | run NAME|FILE [--pops ...] [--seed N] [--json FILE]
 """
@@ -54,6 +55,7 @@ from .bench import live as bench_live
 from .bench import page as bench_page
 from .bench import replica as bench_replica
 from . import certs as certs_cli
+from .bench import writecost as bench_writecost
 from .bench import writes as bench_writes
 from .bench import ws as bench_ws
 from .replica import cli as replica_cli
@@ -215,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_page.add_parser(which)
     bench_live.add_parser(which)
     bench_audience.add_parser(which)
+    bench_writecost.add_parser(which)
     return parser
 
 
@@ -427,6 +430,8 @@ def _main(argv: list[str] | None = None) -> int:
             return bench_live.run(args)
         if args.bench == "audience":
             return bench_audience.run(args)
+        if args.bench == "writecost":
+            return bench_writecost.main(args)
         return bench_cli.run(args)
     parser.error(f"unknown command {args.command!r}")  # unreachable: argparse checks choices
     return EXIT_USAGE
