@@ -96,7 +96,7 @@ class CausalContext:
         return cls(cloud=dots)
 
     def contains(self, dot: Dot) -> bool:
-        return self.vv.contains(dot) or dot in self.cloud
+        return dot[1] <= self.vv._v.get(dot[0], 0) or dot in self.cloud  # asked for every dot a join looks at
 
     __contains__ = contains
 
@@ -154,9 +154,16 @@ class CausalContext:
 
     def covers(self, other: CausalContext) -> bool:
         """Every dot of `other` is in self."""
-        if not other.cloud and self.vv._v == other.vv._v:
+        theirs = other.cloud
+        if not theirs and self.vv._v == other.vv._v:
             return True  # equal vectors: one C-level compare, the common case between peers
-        return self.vv.dominates(other.vv) and all(self.contains(d) for d in other.cloud)
+        if not self.vv.dominates(other.vv):
+            return False
+        get, cloud = self.vv._v.get, self.cloud
+        for d in theirs:  # a delta's own dots: a loop, not a call per dot
+            if d[1] > get(d[0], 0) and d not in cloud:
+                return False
+        return True
 
     def dots_not_in(self, other: CausalContext) -> Iterator[Dot]:
         """The dots of self that `other` lacks (lazily: the caller may stop early)."""
