@@ -1,6 +1,6 @@
 """`edgestate bench audience --short`: 50 phones, each from its own loopback address, hold the
 /join stream and tap through the audience rate limit for 10 s. Checked: every phone connected
-and none dropped, no tap refused (one address per phone: the per-address limit is not hit), the
+and none dropped, the big screen (one dashboard on /ws) connected and not dropped, no tap refused (one address per phone: the per-address limit is not hit), the
 journeys come back on the stream, and the figures are all there. Latency figures are reported,
 not asserted (a busy 2-core machine)."""
 
@@ -25,6 +25,10 @@ def test_short_audience_bench(tmp_path, capsys):
     assert r["taps"] > 0 and r["write_ms"]["n"] == r["taps"]
     assert r["journeys_everywhere"] > 0 and r["stream_lag_ms"]["n"] > 0
     assert r["kib_per_phone"] is not None
+    # the big screen: the presenter's dashboard on the full stream, kept up with and not cut off
+    assert r["screens"] == r["screens_connected"] == 1 and r["screens_dropped"] == 0, r
+    assert r["screen_lag_ms"]["n"] > 0 and r["screen_events_per_s"] > 0
+    assert "big screen" in text
     # the server's effective speed, read during the 10 s: 50 phones are far below what it carries
     speed = r["effective_speed"]
     assert speed["requested"] == 1.0 and speed["p50"] is not None and 0.0 < speed["min"] <= speed["p50"] <= 1.0

@@ -19,10 +19,14 @@ Measured over the window after every phone is connected:
   from its own on receipt (same host, same clock);
 - journeys: taps whose "everywhere" came back on the stream, and how long that took;
 - phones dropped (a stream closed by the server, or a write refused: 429 counts as a miss);
+- the big screen: `--screens` dashboards (default one, the presenter's) on the full stream `/ws`,
+  which carries every tap's arrivals at every POP: their lag (as the phones'), the events they
+  got, and whether the server dropped one (a client that falls behind is cut off);
 - the server's memory (RSS) before the phones connect, with all of them connected, and at the
   end: the cost of a phone is the difference over the count.
 
-Targets on a 2-core machine: write p99 < 100 ms, stream lag p99 < 500 ms, no phone dropped.
+Targets on a 2-core machine: write p99 < 100 ms, stream lag p99 < 500 ms (the phones' and the
+big screen's), no phone or screen dropped.
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ class Params:
     speed: float = 1.0
     seed: int = 0
     url: str | None = None
+    screens: int = 1
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return v
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +83,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between a phone's taps, jittered (default: %(default)s)")
     p.add_argument("--duration", type=positive, default=d.duration, metavar="S",
                    help="seconds measured once every phone is connected (default: %(default)s)")
+    p.add_argument("--screens", type=_count, default=d.screens, metavar="N",
+                   help="dashboards on the full stream /ws: the big screen (default: %(default)s)")
     p.add_argument("--pops", default=d.pops, metavar="all|default|ID,...", help="POPs of the server")
     p.add_argument("--speed", type=positive, default=d.speed, help="the server's --speed (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the server's network and of the taps")
@@ -115,6 +132,10 @@ class _Stats:
         self.connected = 0
         self.messages = 0
         self.first_error: str | None = None
+        self.screens = 0  # connected to /ws
+        self.screens_dropped = 0
+        self.screen_lag_ms: list[float] = []
+        self.screen_events = 0
 
 
 class _Http:
@@ -232,6 +253,28 @@ async def _phone(i: int, base: str, pops: list[str], p: Params, stats: _Stats, r
         http.close()
 
 
+async def _screen(base: str, stats: _Stats, stop: asyncio.Event) -> None:
+    """The presenter's dashboard: the full stream, read as fast as it comes (the page draws a
+    frame at a time; what it cannot keep up with, the server cuts off)."""
+    import websockets
+
+    host = base.split("://", 1)[1]
+    try:
+        async with websockets.connect(f"ws://{host}/ws", compression=None, open_timeout=60, ping_interval=None,
+                                      max_size=1 << 24) as ws:
+            stats.screens += 1
+            async for msg in ws:
+                k, w = ws_bench.scan(msg)
+                if stats.measuring and k:
+                    stats.screen_events += k
+                    stats.screen_lag_ms.append(time.time() * 1000.0 - w)
+    except Exception as e:
+        if not stop.is_set():
+            stats.first_error = stats.first_error or f"screen: {type(e).__name__}: {e}"
+    if not stop.is_set():
+        stats.screens_dropped += 1
+
+
 def _pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
@@ -265,6 +308,7 @@ async def _measure(p: Params, base: str, pid: int | None, progress) -> dict:
     stats = _Stats()
     ready, stop = asyncio.Event(), asyncio.Event()
     rss_before = _rss_kib(pid)
+    screens = [asyncio.create_task(_screen(base, stats, stop)) for _ in range(p.screens)]
     tasks = []
     progress(f"connecting {p.phones} phones from their own loopback addresses...")
     for i in range(p.phones):
@@ -291,7 +335,9 @@ async def _measure(p: Params, base: str, pid: int | None, progress) -> dict:
     gc.enable()
     rss_end = _rss_kib(pid)
     stop.set()
-    await asyncio.wait(tasks, timeout=30)
+    for t in screens:
+        t.cancel()
+    await asyncio.wait(tasks + screens, timeout=30)
     per_phone = None
     if rss_before is not None and rss_connected is not None and stats.connected:
         per_phone = round((max(rss_connected, rss_end or 0) - rss_before) / stats.connected, 1)
@@ -301,6 +347,8 @@ async def _measure(p: Params, base: str, pid: int | None, progress) -> dict:
         "refused": stats.refused, "first_error": stats.first_error,
         "write_ms": _dist(stats.write_ms), "stream_lag_ms": _dist(stats.lag_ms),
         "messages_per_phone_per_s": round(stats.messages / elapsed / max(1, stats.connected), 2),
+        "screens": p.screens, "screens_connected": stats.screens, "screens_dropped": stats.screens_dropped,
+        "screen_lag_ms": _dist(stats.screen_lag_ms), "screen_events_per_s": round(stats.screen_events / elapsed, 1),
         "journeys_everywhere": stats.journeys_done, "everywhere_after_answer_ms": _dist(stats.everywhere_ms),
         "effective_speed": {"p50": statistics.median(speeds) if speeds else None,
                             "min": min(speeds) if speeds else None, "requested": p.speed},
@@ -321,6 +369,9 @@ def measure(p: Params, progress=None) -> dict:
     r["target"] = {
         "write_p99_ms": TARGET_WRITE_P99_MS, "stream_lag_p99_ms": TARGET_LAG_P99_MS,
         "met": bool(r["dropped"] == 0 and r["connected"] == p.phones and not r["refused"]
+                    and r["screens_dropped"] == 0 and r["screens_connected"] == p.screens
+                    and (not p.screens or (r["screen_lag_ms"]["p99"] is not None
+                                           and r["screen_lag_ms"]["p99"] < TARGET_LAG_P99_MS))
                     and r["write_ms"]["p99"] is not None and r["write_ms"]["p99"] < TARGET_WRITE_P99_MS
                     and r["stream_lag_ms"]["p99"] is not None and r["stream_lag_ms"]["p99"] < TARGET_LAG_P99_MS),
     }
@@ -341,6 +392,9 @@ def report(r: dict) -> str:
         f"write latency      p50 {w['p50']} ms, p99 {w['p99']} ms, max {w['max']} ms",
         f"stream lag         p50 {lag['p50']} ms, p99 {lag['p99']} ms, max {lag['max']} ms "
         f"({r['messages_per_phone_per_s']} messages/s per phone)",
+        f"big screen         {r['screens_connected']}/{r['screens']} on /ws, {r['screens_dropped']} dropped, "
+        f"lag p50 {r['screen_lag_ms']['p50']} ms, p99 {r['screen_lag_ms']['p99']} ms "
+        f"({r['screen_events_per_s']} events/s)",
         f"everywhere         {r['journeys_everywhere']} journeys back; answer -> 'everywhere' on the phone "
         f"p50 {ev['p50']} ms, p99 {ev['p99']} ms",
         f"simulation         effective speed p50 {_speed(r['effective_speed']['p50'])}, lowest "
@@ -349,13 +403,13 @@ def report(r: dict) -> str:
         f"server RSS         {rss['before']} KiB before, {rss['connected']} KiB connected, {rss['end']} KiB at the end: "
         f"{r['kib_per_phone']} KiB per phone",
         f"target             write p99 < {TARGET_WRITE_P99_MS:g} ms, stream lag p99 < {TARGET_LAG_P99_MS:g} ms, "
-        "no phone dropped: " + ("met" if r["target"]["met"] else "NOT met"),
+        "no phone or screen dropped: " + ("met" if r["target"]["met"] else "NOT met"),
     ])
 
 
 def run(args: argparse.Namespace) -> int:
     p = Params(phones=args.phones, every=args.every, duration=args.duration, pops=args.pops, speed=args.speed,
-               seed=args.seed, url=args.url)
+               seed=args.seed, url=args.url, screens=args.screens)
     if args.short:
         p.phones, p.duration = min(p.phones, 50), 10.0
     progress = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
