@@ -192,6 +192,11 @@ class CausalContext:
     def to_wire(self) -> list:
         return [self.vv.to_dict(), sorted([list(d) for d in self.cloud])]
 
+    def to_packable(self) -> list:
+        """`to_wire`'s msgpack bytes without a list made per dot (msgpack packs a tuple as it
+        packs a list): for digests, taken per replica for every frame of a busy page."""
+        return [self.vv.to_dict(), sorted(self.cloud)]
+
     @classmethod
     def from_wire(cls, obj: object) -> CausalContext:
         if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and isinstance(obj[0], dict)):

@@ -777,7 +777,7 @@ class Store:
         if self._digest is None:
             self._refresh()
             raw = msgpack.packb(
-                [self._sum.to_bytes(32, "big"), self.ctx.to_wire(), self.applied.to_wire()], use_bin_type=True
+                [self._sum.to_bytes(32, "big"), self.ctx.to_packable(), self.applied.to_packable()], use_bin_type=True
             )
             self._digest = hashlib.sha256(raw).hexdigest()
         return self._digest

@@ -98,3 +98,13 @@ def test_hlc_observes_remote_time_but_refuses_absurd_drift():
     before = h.last
     assert not h.observe(Timestamp(10_000_000, 0), 1000)
     assert h.last == before
+
+
+@given(st.sets(dots))
+def test_the_packable_form_packs_to_the_wire_forms_bytes(xs):
+    """Digests hash `to_packable` (no list made per dot); a peer reading `to_wire` must see the
+    same bytes, or two replicas with one state would disagree on its digest."""
+    import msgpack
+
+    c = CausalContext.of(xs)
+    assert msgpack.packb(c.to_packable(), use_bin_type=True) == msgpack.packb(c.to_wire(), use_bin_type=True)
