@@ -353,10 +353,11 @@ def test_replica_states_are_coalesced_latest_wins():
         recv(ws)
 
         def many_frames():
+            t0 = time.monotonic() + 100.0  # frames of this test's own, each a state period apart
             for i in range(6):
                 live.write("syd", "counters", "hits", {"add": 1})
                 live.settle()
-                hub.flush()
+                hub.flush(t0 + i * wsmod.hub.STATES_EVERY_S)
             [c] = hub.clients
             return len(c.batches), sorted(c.states)
 
@@ -366,6 +367,41 @@ def test_replica_states_are_coalesced_latest_wins():
         states = [e for e in events if e["kind"] == "state"]
         assert sorted(s["node"] for s in states) == sorted(live.ids)  # once each, not six times
         assert all(s["version_vector"] == {"syd": 6} for s in states)
+
+
+def test_replica_states_go_out_at_most_every_states_period_and_at_once_after_a_quiet_spell():
+    """Each state is a digest of a replica's whole state: under a hall's taps every replica
+    changes every frame, so states are built at most every STATES_EVERY_S; the first change
+    after a quiet spell goes out at the next frame."""
+    live, app, client = make()
+    hub = app.state.ws_hub
+    period = wsmod.hub.STATES_EVERY_S
+    with client, client.websocket_connect("/ws") as ws:
+        recv(ws)
+
+        def frames():
+            t0 = time.monotonic() + 100.0  # ahead of the hub's own frames
+            built = []
+            for i in range(8):  # a frame every fifth of a period, each after a write
+                live.write("syd", "counters", "hits", {"add": 1})
+                live.settle()
+                before = hub.states_built
+                hub.flush(t0 + i * period / 5)
+                built.append(hub.states_built - before)
+            live.write("lhr", "counters", "hits", {"add": 1})  # after a quiet spell
+            live.settle()
+            before = hub.states_built
+            hub.flush(t0 + 10 * period)
+            return built, hub.states_built - before
+
+        built, after_quiet = client.portal.call(frames)
+        n = len(live.ids)
+        assert built == [n, 0, 0, 0, 0, n, 0, 0], built
+        assert after_quiet == n
+        # the last states sent are the latest: every replica holds all nine writes
+        events = collect(ws, lambda ev: any(e["kind"] == "state" and e["version_vector"] == {"syd": 8, "lhr": 1}
+                                            for e in ev))
+        assert events
 
 
 def test_select_streams_the_detail_of_one_replica_with_siblings_side_by_side():
