@@ -714,11 +714,12 @@ class Simulator:
                 sent_by_kind[kind] = sent_by_kind.get(kind, 0) + 1
                 mid = next(mids)
                 if sink is None:
-                    report = False
+                    shows = report = False
                 else:
                     size = wire_size(env.msg)
                     wire_bytes[kind] = wire_bytes.get(kind, 0) + size
-                    report = (kinds is None or kind in kinds) and (limit is None or self._within_limit(now))
+                    shows = kinds is None or kind in kinds  # a kind reported (its copy too), within the limit
+                    report = shows and (limit is None or self._within_limit(now))
                 if groups is not None and groups[src] != groups[dst]:
                     if report:
                         self._emit_sent(env, mid, now, None, None, size)
@@ -752,7 +753,7 @@ class Simulator:
                     self._duplicated_by_kind[kind] = self._duplicated_by_kind.get(kind, 0) + 1
                     if sink is not None:
                         wire_bytes[kind] += size
-                        if (kinds is None or kind in kinds) and (limit is None or self._within_limit(now)):
+                        if shows and (limit is None or self._within_limit(now)):
                             if shown is not None:
                                 shown.add(copy)
                             self._emit_sent(env, copy, now, now + lat, mid, size)
@@ -789,7 +790,7 @@ class Simulator:
             "mid": mid, "deliver_at": deliver_at, "copy_of": copy_of,
         }))
 
-    def _drop(self, env: Envelope, mid: int, reason: str, now: float, report: bool = True) -> None:
+    def _drop(self, env: Envelope, mid: int, reason: str, now: float, report: bool) -> None:
         kind = env.msg.kind
         self._dropped_by_kind[kind] = self._dropped_by_kind.get(kind, 0) + 1
         self._dropped_by_reason[reason] = self._dropped_by_reason.get(reason, 0) + 1
