@@ -21,6 +21,13 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    v = _number(text, int)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {v}")
+    return v
+
+
 def positive(text: str) -> float:
     v = _number(text)
     if not (v > 0 and math.isfinite(v)):

@@ -34,3 +34,10 @@ def test_short_audience_bench(tmp_path, capsys):
     assert speed["requested"] == 1.0 and speed["p50"] is not None and 0.0 < speed["min"] <= speed["p50"] <= 1.0
     assert "effective speed" in text
     print(text)
+
+
+@pytest.mark.parametrize("bad, says", [("-1", "must be at least 0"), ("1.5", "not an integer"), ("x", "not an integer")])
+def test_a_bad_screen_count_is_refused_before_anything_starts(bad, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "audience", "--screens", bad, "--short"])
+    assert e.value.code == 2 and says in capsys.readouterr().err

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 
 from replication.bench.report import finish
-from replication.cliargs import positive, positive_int
+from replication.cliargs import non_negative_int, positive, positive_int
 
 from . import ws as ws_bench
 from . import runloop
@@ -66,16 +66,6 @@ class Params:
     screens: int = 1
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return v
-
-
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     d = Params()
     p.add_argument("--phones", type=positive_int, default=d.phones, help="phones in the hall (default: %(default)s)")
@@ -83,7 +73,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between a phone's taps, jittered (default: %(default)s)")
     p.add_argument("--duration", type=positive, default=d.duration, metavar="S",
                    help="seconds measured once every phone is connected (default: %(default)s)")
-    p.add_argument("--screens", type=_count, default=d.screens, metavar="N",
+    p.add_argument("--screens", type=non_negative_int, default=d.screens, metavar="N",
                    help="dashboards on the full stream /ws: the big screen (default: %(default)s)")
     p.add_argument("--pops", default=d.pops, metavar="all|default|ID,...", help="POPs of the server")
     p.add_argument("--speed", type=positive, default=d.speed, help="the server's --speed (default: %(default)s)")
