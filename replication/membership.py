@@ -132,6 +132,9 @@ class Membership:
         self._updates: dict[str, _Update] = {}  # member -> the latest notice about it
         self._refuted = False  # set when a notice about us was contradicted (see handle)
         self._asked: dict[str, float] = {}  # member -> when we last asked it (see _ask)
+        # The push-pull's table, kept until something in it changes: at 1,000 members, building
+        # it for every push-pull and its reply was a third of an idle cluster's simulation.
+        self._table: list[tuple[str, str, int]] | None = None
         # A push-pull rides on every k-th probe tick rather than a timer of its own: no extra
         # wake-ups, and the host's other timers run exactly as they would without it.
         pp_ms = push_pull_interval(config.push_pull_ms, len(self.members) + 1)
@@ -149,6 +152,7 @@ class Membership:
         """Start watching `peer` too (a large cluster's partial view grows by who contacts us)."""
         if peer != self.me and peer not in self.members:
             self.members[peer] = _Member()
+            self._table = None
 
     def status(self, peer: str) -> str:
         return self.members[peer].status
@@ -158,9 +162,13 @@ class Membership:
         return [p for p, m in self.members.items() if m.status != DEAD]
 
     def table(self) -> list[tuple[str, str, int]]:
-        """What this node knows of everyone, itself included: a push-pull's content."""
-        out = [(self.me, ALIVE, self.incarnation)]
-        out += [(p, m.status, m.incarnation) for p, m in self.members.items()]
+        """What this node knows of everyone, itself included: a push-pull's content. Shared by
+        the messages that carry it, so nobody may change it."""
+        out = self._table
+        if out is None:
+            out = [(self.me, ALIVE, self.incarnation)]
+            out += [(p, m.status, m.incarnation) for p, m in self.members.items()]
+            self._table = out
         return out
 
     # -- updates ---------------------------------------------------------------------
@@ -173,6 +181,7 @@ class Membership:
         if m.status != status:
             self.changes.append((peer, status))
         m.status, m.incarnation, m.since = status, inc, now
+        self._table = None
         if status == SUSPECT:
             self._suspects[peer] = now
         else:
@@ -188,6 +197,7 @@ class Membership:
         # was refuted already, but not everyone heard; say it again.
         if inc >= self.incarnation:
             self.incarnation = min(inc + 1, MAX_COUNTER)  # capped: past it would not decode
+            self._table = None
         self._announce(self.me, ALIVE, self.incarnation)
         if status != ALIVE:
             self._refuted = True
@@ -377,6 +387,7 @@ class Membership:
     def restart(self, now: float) -> None:
         """A crashed replica back with its state: announce a newer incarnation, and sync at once."""
         self.incarnation = min(self.incarnation + 1, MAX_COUNTER)
+        self._table = None
         self._announce(self.me, ALIVE, self.incarnation)
         self._probe = None
         self._next_probe = now
