@@ -22,6 +22,7 @@ from .changefeed import ChangeFeed, origin_of
 from .clocks import Dot
 from .delta import Delta
 from .dissemination import DisseminationConfig, make_strategy
+from .dissemination.roottrees import RootTrees
 from .dissemination.seedtree import SeedTree
 from .errors import StaleDelta
 from .membership import ALIVE, DEAD, Membership, MembershipConfig
@@ -157,12 +158,14 @@ class Node:
         replica: Replica | None = None,
         seed_tree: SeedTree | None = None,
         cluster: frozenset[str] | None = None,
+        root_trees: RootTrees | None = None,
     ) -> None:
         """`replica`: state restored from disk (its actor already chosen); `incarnation` is
         then only the membership incarnation, which must rise with every start. `seed_tree`:
         the spanning tree of the members under the latency model, where the driver knows every
         member's location (the simulator): plumtree starts from it instead of flooding, and its
-        links join the overlay. Without it (real replicas) the first broadcast floods."""
+        links join the overlay. Without it (real replicas) the first broadcast floods.
+        `root_trees`: where replicas share POPs, each root's own first tree (see roottrees)."""
         self.cfg = cfg = config or NodeConfig()
         self.id = replica_id
         # Added to the driver's clock for the timestamps people see (HLC); timers keep raw time.
@@ -202,6 +205,7 @@ class Node:
             self._base_view += [p for p in self.seed_tree.neighbours(replica_id)
                                 if p in watched and p not in self._base_view]
         self._view = list(self._base_view)
+        self.root_trees = root_trees
         self.strategy = make_strategy(cfg.strategy, self, d)
         self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout,
                               cfg.ae_scrub_work)
@@ -241,6 +245,11 @@ class Node:
 
     def view(self) -> list[str]:
         return self._view
+
+    def down(self, peer: str) -> bool:
+        """Declared dead here (a member this node does not watch is not known to be)."""
+        m = self.membership.members.get(peer)
+        return m is not None and m.status == DEAD
 
     def have(self, mid: Dot) -> bool:
         return self.replica.store.applied.contains(mid)
@@ -431,6 +440,10 @@ class Node:
         if self.cfg.record_events:
             for peer, status in changes:
                 self.events.append(("membership", {"peer": peer, "status": status}))
+        if self.root_trees is not None:
+            dead = [peer for peer, status in changes if status == DEAD]
+            if dead and hasattr(self.strategy, "members_down"):
+                self.strategy.members_down(dead)
         alive = {p for p in self.peers if self.membership.status(p) != DEAD}
         view = [p for p in self._base_view if p in alive]
         # keep the view's size: stand-ins for dead neighbours, drawn from the live others

@@ -44,6 +44,7 @@ class DisseminationConfig:
     stand_ins: int = 4  # lazy links added for a child that answered none of its sends
     ack_tries: int = 4  # sends of one eager payload to one child before leaving it to IHAVE, GRAFT and anti-entropy
     lazy_flush_ms: float = 20.0  # batch IHAVE announcements
+    model_lazy: int | None = None  # on a root's model tree (see roottrees), IHAVEs to this many lazy links (None: all)
     optimise_ms: float = 2.0  # regraft when a lazy path is this much faster...
     optimise_ratio: float = 0.01  # ...and this share of the current path
     cache_ms: float = 30_000.0  # keep payloads this long to answer GRAFTs

@@ -100,6 +100,9 @@ class Plumtree:
         # tree starts as its links, every other overlay link lazy, so no first broadcast floods.
         self.tree = tree = getattr(host, "seed_tree", None)
         self.tree_links = frozenset(tree.neighbours(host.id)) if tree is not None else None
+        # Where replicas share POPs, a root's tree of its own from its first write (see roottrees)
+        trees = getattr(host, "root_trees", None)
+        self.trees = trees if trees is not None and host.id in trees else None
         view = host.view()
         if self.tree_links is None:  # classic: all eager, the first broadcast's duplicates prune
             self.eager: dict[str, dict[str, None]] = {SHARED: dict.fromkeys(view)}
@@ -133,19 +136,63 @@ class Plumtree:
     # -- tree state ------------------------------------------------------------------
 
     def _sets(self, root: str):
-        """The tree a root's messages follow here: its own once tuned, else the shared one."""
+        """The tree a root's messages follow here: its own once tuned (or from the model, where
+        there is one), else the shared one."""
         e = self.eager.get(root)
         if e is None:
+            if self.trees is not None and root in self.trees:
+                return self._own(root)
             return self.eager[SHARED], self.lazy[SHARED]
         return e, self.lazy[root]
 
     def _own(self, root: str):
-        """Give a root a tree of its own, starting as a copy of the shared one."""
+        """Give a root a tree of its own: its model tree where there is one, else a copy of the
+        shared one."""
         e = self.eager.get(root)
         if e is None:
-            e = self.eager[root] = dict(self.eager[SHARED])
-            self.lazy[root] = dict(self.lazy[SHARED])
+            if self.trees is not None and root in self.trees:
+                e = self.eager[root] = dict.fromkeys(self._live_children(root, self.h.id))
+                self.lazy[root] = {p: None for p in self.h.view() if p not in e}
+            else:
+                e = self.eager[root] = dict(self.eager[SHARED])
+                self.lazy[root] = dict(self.lazy[SHARED])
         return e, self.lazy[root]
+
+    def _live_children(self, root: str, member: str) -> list[str]:
+        """`member`'s children in `root`'s model tree, each one known to be down replaced by its
+        own (so a node routes round the dead it knows of, with no one else's agreement)."""
+        down = getattr(self.h, "down", None)
+        out: list[str] = []
+        for c in self.trees.children(root, member):
+            if c in self.silent or (down is not None and down(c)):
+                out += self._live_children(root, c)
+            else:
+                out.append(c)
+        return out
+
+    def members_down(self, peers: list[str]) -> list[Envelope]:
+        """Membership declared `peers` dead: in every model tree, their children become ours."""
+        if self.trees is None:
+            return []
+        gone = set(peers)
+        for root, e in self.eager.items():
+            if root != SHARED and not gone.isdisjoint(e):
+                for p in sorted(gone.intersection(e)):
+                    self._adopt(root, p)
+        return []
+
+    def _adopt(self, root: str, dead: str) -> list[str]:
+        """`dead`, our child in `root`'s model tree, is down: its live children become ours."""
+        e, lz = self.eager[root], self.lazy[root]
+        e.pop(dead, None)
+        lz.setdefault(dead, None)  # lazy, as a silent child is: if it lives, it grafts back
+        taken = []
+        for c in self._live_children(root, dead):
+            if c != self.h.id and c != self.parent.get(root) and c not in e:
+                e[c] = None
+                lz.pop(c, None)
+                taken.append(c)
+        return taken
 
     def _to_eager(self, root: str, peer: str, shared: bool) -> None:
         roots = [r for r in (SHARED, root) if r in self.eager] if shared else [root]
@@ -168,8 +215,9 @@ class Plumtree:
             for p in removed:
                 self.eager[root].pop(p, None)
                 self.lazy[root].pop(p, None)
+            modelled = self.trees is not None and root != SHARED and root in self.trees
             for p in added:
-                if links is None or p in links:
+                if (links is None or p in links) and not modelled:
                     self.eager[root][p] = None  # redundant links prune themselves on the first duplicate
                     self.lazy[root].pop(p, None)
                 elif p not in self.eager[root]:
@@ -219,7 +267,16 @@ class Plumtree:
             out += self._acked_pushes(g.mid, out, now)
         if lazy:
             item = Announcement(g.mid, g.root, g.path_ms)
-            for p in lazy:
+            told = lazy
+            k = self.cfg.model_lazy
+            if k is not None and self.trees is not None and len(lazy) > k and g.root in self.trees:
+                # A model tree needs no IHAVE to find its shape, only to repair it: a few lazy
+                # links, rotating with the write, instead of every one (three quarters of all
+                # messages at 10,000 replicas)
+                told = [p for p in lazy if p != exclude]
+                at = g.mid[1] % max(1, len(told))
+                told = (told[at:] + told[:at])[:k]
+            for p in told:
                 if p != exclude:
                     self.lazy_q.setdefault(p, []).append(item)
             if self.flush_at is None:
@@ -412,6 +469,8 @@ class Plumtree:
         says when it is due. A root never heard from has no usual path, and the shared tree
         its first message follows may have lost links to other roots' prunes: graft soon."""
         usual = self.path_of.get(root)
+        if usual is None and self.trees is not None:
+            usual = self.trees.path_ms(root, self.h.id)
         if usual is None and self.tree is not None:
             model = self.tree.path_ms(root, self.h.id)
             if model is not None:
@@ -510,7 +569,7 @@ class Plumtree:
                 self._acked(mid, peer)  # gone from the cache, given up on, or no longer our child
                 if (entry is not None and sends >= self.cfg.ack_tries and peer not in self.silent
                         and self.heard.get(peer, -math.inf) < now - self.cfg.ack_tries * self._rto(peer)):
-                    out += self._stand_in_for(peer, entry.gossip)
+                    out += self._stand_in_for(peer, entry.gossip, now)
                 continue
             g = entry.gossip
             env = Envelope(self.h.id, peer, Gossip(mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(peer)))
@@ -520,16 +579,24 @@ class Plumtree:
             self._expect_ack(mid, peer, sends + 1, now)
         return out
 
-    def _stand_in_for(self, peer: str, g: Gossip) -> list[Envelope]:
+    def _stand_in_for(self, peer: str, g: Gossip, now: float) -> list[Envelope]:
         """A child answered none of `ack_tries` sends: it is probably down, and the part of the tree
         behind it cut off. Membership will say so in seconds (after a mass failure, many more);
         meanwhile it goes lazy everywhere here, and a few members not declared dead become lazy
         links, told of this message at once: the live ones that lack it graft, and so join."""
         self.silent.add(peer)
+        modelled = [r for r, e in self.eager.items()
+                    if self.trees is not None and r != SHARED and r in self.trees and peer in e]
         for root in list(self.eager):
             self._to_lazy(root, peer, shared=False)
-        eager, lazy = self.eager[SHARED], self.lazy[SHARED]
         me = self.h.id
+        out: list[Envelope] = []
+        for root in modelled:  # the model says who was behind it: they are ours now
+            for c in self._adopt(root, peer):
+                if root == g.root:
+                    out.append(Envelope(me, c, Gossip(g.mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(c))))
+                    self._expect_ack(g.mid, c, 1, now)
+        eager, lazy = self.eager[SHARED], self.lazy[SHARED]
         pool = [p for p in self.h.reachable()
                 if p != me and p not in self.silent and p not in eager and p not in lazy]
         if self._stand_in_rng is None:  # its own: drawing from the host's would reshuffle every later choice
@@ -540,7 +607,7 @@ class Plumtree:
                 if p not in self.eager[root]:
                     self.lazy[root][p] = None
         item = Announcement(g.mid, g.root, g.path_ms)
-        return [Envelope(me, p, IHave([item])) for p in picked]
+        return out + [Envelope(me, p, IHave([item])) for p in picked]
 
     def next_deadline(self) -> float | None:
         t = self.flush_at

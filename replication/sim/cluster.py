@@ -15,6 +15,7 @@ from ..contract import Convergence, ReplicaState, ReplicaStatus, Topology
 from ..errors import UnknownReplica
 from ..geo import LatencyModel, Placement
 from ..dissemination import STRATEGIES
+from ..dissemination.roottrees import RootTrees
 from ..dissemination.seedtree import SeedTree
 from ..node import LARGE_CLUSTER, Node, NodeConfig
 from ..replica import Replica
@@ -65,6 +66,9 @@ class SimCluster:
         self._ids_t = tuple(self.ids)
         # every node builds its first plumtree from this tree: the same for all, computed once
         self.seed_tree = pop_seed_tree(self.placements, self.one_way_ms) if self._large else SeedTree(self.ids, self.one_way_ms)
+        # replicas sharing POPs: every root gets a good tree from its first write (see roottrees)
+        self.root_trees = (RootTrees([(p.id, p.pop.id) for p in self.placements], lambda a, b: self._pop_ms[a][b])
+                           if len(pops) < len(self.ids) else None)
         self.sim = Simulator.from_placements(
             self.placements, self._make_node, self.model,
             seed=seed, loss=loss, duplicate=duplicate, reorder=reorder, sink=sink, traffic_events=traffic_events,
@@ -82,7 +86,7 @@ class SimCluster:
         node = Node(
             nid, self._ids_t if large else self.ids, config=self.config, seed=self.seed, incarnation=incarnation,
             secret=self.secret, link_ms=link_ms, epoch_ms=self.epoch_ms, seed_tree=self.seed_tree,
-            cluster=self._members if large else None,
+            cluster=self._members if large else None, root_trees=self.root_trees,
         )
         return self._wrap(node) if self._wrap else node
 

@@ -1,0 +1,171 @@
+"""Each root's own model tree where replicas share POPs (replication/dissemination/roottrees.py),
+and plumtree following it from a root's first write, round the dead it knows of."""
+
+import random
+
+import pytest
+
+from replication.dissemination.roottrees import CROSS, FANOUT, RootTrees
+from replication.geo import LatencyModel, place_replicas, select_pops
+from replication.messages import Gossip
+from replication.bench.propagation import FIRST_WRITE_ROOTS, Params, first_writes
+from replication.sim.cluster import SimCluster
+
+MODEL = LatencyModel()
+
+
+def _trees(pops: str, n: int, order=None):
+    by_id = {p.id: p for p in select_pops(pops)}
+    placements = place_replicas(list(by_id.values()), n)
+    pairs = [(p.id, p.pop.id) for p in placements]
+    if order is not None:
+        order.shuffle(pairs)
+    trees = RootTrees(pairs, lambda a, b: MODEL.one_way_ms(by_id[a], by_id[b]))
+    return trees, {p.id: p.pop.id for p in placements}, by_id
+
+
+def _walk(trees, root):
+    """Every member the root's tree reaches, checking each is reached once and knows its parent."""
+    seen, stack, widest = {root}, [root], 0
+    while stack:
+        a = stack.pop()
+        kids = trees.children(root, a)
+        widest = max(widest, len(kids))
+        for c in kids:
+            assert c not in seen, f"{c} reached twice in {root}'s tree"
+            assert trees.parent(root, c) == a
+            seen.add(c)
+            stack.append(c)
+    return seen, widest
+
+
+@pytest.mark.parametrize("pops,n", [("all", 1000), ("all", 55), ("default", 200), ("lhr,fra", 6)])
+def test_every_roots_tree_spans_the_cluster_once_with_bounded_sends(pops, n):
+    trees, pop_of, _ = _trees(pops, n)
+    ids = sorted(pop_of)
+    roots = ids if n <= 200 else random.Random(1).sample(ids, 60)
+    for root in roots:
+        seen, widest = _walk(trees, root)
+        assert seen == set(ids)
+        assert widest <= FANOUT + CROSS
+        assert trees.parent(root, root) is None and trees.path_ms(root, root) == 0.0
+
+
+def test_the_model_path_is_near_the_physical_limit_at_a_thousand_replicas():
+    # The tree's worst path against the direct one-way latency to the root's farthest replica: the
+    # shared seed tree's first writes were 1.6 at p99 in the bench; the target is 1.3.
+    trees, pop_of, by_id = _trees("all", 1000)
+    ratios = []
+    for root in random.Random(2).sample(sorted(pop_of), 80):
+        home = by_id[pop_of[root]]
+        far = max(MODEL.one_way_ms(home, by_id[p]) for p in set(pop_of.values()))
+        ratios.append(max(trees.path_ms(root, m) for m in pop_of) / far)
+    assert max(ratios) < 1.1, max(ratios)
+    assert min(ratios) >= 1.0
+
+
+def test_a_small_home_pop_relays_through_pops_already_reached():
+    # 55 replicas on 54 POPs: most roots are alone at their POP, and CROSS sends cannot reach 53 POPs
+    trees, pop_of, _ = _trees("all", 55)
+    root = next(r for r in sorted(pop_of) if list(pop_of.values()).count(pop_of[r]) == 1)
+    relays = [m for m in pop_of if pop_of[m] != pop_of[root]
+              and any(pop_of[c] != pop_of[m] for c in trees.children(root, m))]
+    assert relays, "some POP's gateway sends on to another POP"
+    assert len(trees.children(root, root)) == CROSS
+
+
+def test_gateways_differ_between_roots_and_the_trees_do_not_depend_on_input_order():
+    a, pop_of, _ = _trees("all", 1000)
+    b, _, _ = _trees("all", 1000, order=random.Random(3))
+    roots = sorted(pop_of)[:100]
+    for root in roots[:20]:
+        for m in sorted(pop_of)[::37]:
+            assert a.children(root, m) == b.children(root, m)
+            assert a.path_ms(root, m) == b.path_ms(root, m)
+    # where a root's write enters one far POP: spread over that POP's replicas, not one hot spot
+    syd = [m for m in pop_of if pop_of[m] == "syd"]
+    entries = {next(m for m in syd if a.parent(root, m) not in syd) for root in roots if pop_of[root] != "syd"}
+    assert len(entries) >= min(len(syd), 10)
+
+
+def test_unknown_members_have_no_tree():
+    trees, pop_of, _ = _trees("lhr,fra", 6)
+    assert trees.children("nope", "lhr") == [] and trees.children("lhr", "nope") == []
+    assert trees.parent("nope", "lhr") is None and trees.path_ms("lhr", "nope") is None
+    assert "lhr" in trees and "nope" not in trees
+
+
+# -- plumtree on the model trees ---------------------------------------------------------------
+
+
+def test_only_clusters_with_shared_pops_get_model_trees():
+    assert SimCluster(place_replicas(select_pops("default")), seed=1).root_trees is None
+    assert SimCluster(place_replicas(select_pops("default"), 44), seed=1).root_trees is not None
+
+
+def test_every_roots_first_write_is_one_payload_per_receiver():
+    # four replicas at each of the 22 POPs: on the shared seed tree these first writes took
+    # long ways round and each switch towards a faster path cost a duplicate
+    per_root = first_writes(Params(pops="default", replicas=88, seed=1), "plumtree")
+    assert len(per_root) == FIRST_WRITE_ROOTS
+    assert set(per_root.values()) == {1.0}, {r: v for r, v in per_root.items() if v != 1.0}
+
+
+def _settled(n=88, **kw):
+    cluster = SimCluster(place_replicas(select_pops("default"), n), seed=1, traffic_events=False, **kw)
+    cluster.sim.run_for(2000)
+    return cluster
+
+
+def _reached(cluster, root, key, within_ms):
+    """Who holds `root`'s write of `key` after `within_ms`, before any anti-entropy round could
+    matter (it is asked with the grace of a young write: see Node._young)."""
+    cluster.write(root, "kv", key, {"value": key})
+    cluster.sim.run_for(within_ms)
+    return {m for m in cluster.ids if cluster.sim.up(m) and cluster.read(m, "kv", key).values}
+
+
+def test_a_receiver_takes_the_write_from_its_model_parent():
+    cluster = _settled()
+    root = "syd-3"
+    mid = cluster.sim.nodes[root].replica.store.ctx.next_dot(root)
+    assert _reached(cluster, root, "k", 400) == set(cluster.ids)
+    for m in cluster.ids:
+        if m != root:  # (later IHAVEs may still regraft a relayed POP to a faster path)
+            assert cluster.sim.nodes[m].strategy.cache[mid].first_from == cluster.root_trees.parent(root, m)
+
+
+@pytest.mark.parametrize("acks,earlier", [(False, False), (False, True), (True, False)],
+                         ids=["declared-dead", "declared-dead-after-a-write", "silent-child"])
+def test_the_children_of_a_dead_node_are_adopted_by_its_parent(acks, earlier):
+    """A model tree runs through a crashed node. Declared dead (membership; before the root's
+    first write, or after it when the root's tree is already made), or silent to its parent's
+    sends (acks), its children become its parent's: the write reaches every live replica over
+    the tree, in time with no anti-entropy round."""
+    events = []
+    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=acks, sink=events.append)
+    trees, sim = cluster.root_trees, cluster.sim
+    sim.run_for(2000)
+    root = "lhr"
+    hub = next(m for m in trees.children(root, root) if cluster.pop_of[m].id != "lhr"
+               and len(trees.children(root, m)) >= 2)
+    if earlier:
+        assert _reached(cluster, root, "before", 900) == set(cluster.ids)
+        assert hub in sim.nodes[root].strategy.eager[root]
+    sim.crash(hub)
+    if not acks:
+        sim.run_for(15_000)  # membership declares it dead
+        assert sim.nodes[root].down(hub)
+    live = set(cluster.ids) - {hub}
+    mid = sim.nodes[root].replica.store.ctx.next_dot(root)
+    n0 = len(events)
+    assert _reached(cluster, root, "k", 900) == live
+    parent = sim.nodes[root].strategy
+    assert hub not in parent.eager[root]
+    # the root itself sent them the write (an IHAVE and GRAFT repair comes from an announcer)
+    orphans = set(trees.children(root, hub))
+    sent = {e.data["dst"] for e in events[n0:] if e.kind == "sent" and e.data["kind"] == "payload" and e.node == root}
+    assert orphans <= sent
+    if not acks:  # declared dead before the write: the root's tree had them from the start
+        assert orphans <= set(parent.eager[root])
+        assert {sim.nodes[c].strategy.cache[mid].first_from for c in orphans} == {root}
