@@ -14,9 +14,11 @@ Per strategy, over `writes` measured writes (after `warmup` writes that let tree
   dissemination alone; delivered_everywhere: share that reached them in the end;
 - heal_converge_ms: after a partition (the Americas against the rest) with writes on both
   sides, the time from heal until every replica has the same state;
-- warmup_ratio_p50 / warmup_ratio_p99: the same ratio over the warm-up writes. A root's first
-  messages follow the shared tree (plumtree starts from the latency model's minimum spanning
-  tree); each root's own tree then relaxes towards its fastest paths over a few messages.
+- warmup_ratio_p50 / warmup_ratio_p99: the same ratio over the warm-up writes. With one
+  replica per POP a root's first messages follow the shared tree (plumtree starts from the
+  latency model's minimum spanning tree); each root's own tree then relaxes towards its fastest
+  paths over a few messages. With several replicas per POP every root has a tree of its own
+  from its first write (dissemination/roottrees.py).
 - first_write_max / first_write_p50: on a fresh cluster, every root writes once, one write at a
   time (seeded order, FIRST_WRITE_GAP_MS apart): payloads received per receiver for each root's
   first write (`first_write_per_root`), the worst root and the median one. 1.0 is a tree; a

@@ -272,7 +272,7 @@ class Plumtree:
             if k is not None and self.trees is not None and len(lazy) > k and g.root in self.trees:
                 # A model tree needs no IHAVE to find its shape, only to repair it: a few lazy
                 # links, rotating with the write, instead of every one (three quarters of all
-                # messages at 10,000 replicas)
+                # messages at 10,000 replicas; but repairs after a mass failure are slower)
                 told = [p for p in lazy if p != exclude]
                 at = g.mid[1] % max(1, len(told))
                 told = (told[at:] + told[:at])[:k]
@@ -564,11 +564,17 @@ class Plumtree:
                 continue  # acked meanwhile
             entry = self.cache.get(mid)
             root = entry.gossip.root if entry is not None else None
-            if (entry is None or sends >= self.cfg.ack_tries or peer not in self._sets(root)[0]
+            tries = self.cfg.ack_tries
+            if self.trees is not None and not self._redundant and root in self.trees:
+                # A model tree says who is behind a silent child, and links that lose nothing
+                # here say its silence is no loss: route round it after one round trip, not four
+                # (after a mass failure every write's tree runs through the dead)
+                tries = 1
+            if (entry is None or sends >= tries or peer not in self._sets(root)[0]
                     or self.parent.get(root) == peer):
                 self._acked(mid, peer)  # gone from the cache, given up on, or no longer our child
-                if (entry is not None and sends >= self.cfg.ack_tries and peer not in self.silent
-                        and self.heard.get(peer, -math.inf) < now - self.cfg.ack_tries * self._rto(peer)):
+                if (entry is not None and sends >= tries and peer not in self.silent
+                        and self.heard.get(peer, -math.inf) < now - tries * self._rto(peer)):
                     out += self._stand_in_for(peer, entry.gossip, now)
                 continue
             g = entry.gossip
