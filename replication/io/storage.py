@@ -718,7 +718,8 @@ class Storage:
                 with self._io_lock:
                     self._check_usable()
                     if self._planned is not cap or self._key_sums is not key_sums or self._dot_sums is not dot_sums:
-                        raise StorageError("the state was reloaded while this checkpoint was packed")
+                        raise StorageError("this checkpoint was cancelled while it was packed (the state was reloaded, "
+                                           "or captured again)")
                     if only_durable and self.durable_seq < cap.need:
                         raise StorageError(f"this checkpoint may hold writes up to {cap.need}, durable only up to "
                                            f"{self.durable_seq}: flush first")
