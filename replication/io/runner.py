@@ -17,6 +17,11 @@ module adds is the order of events around the disk:
   that a crash could take back.
 - Group commit: one flush runs at a time, in a worker thread, taking everything appended
   so far; whatever arrives meanwhile goes in the next one.
+- Checkpoints (every CHECKPOINT_EVERY_S, or at CHECKPOINT_LOG_ROWS) are captured on the loop
+  in milliseconds, then packed and written in a worker thread while writes go on: a flush
+  waits only for the checkpoint's transaction (one connection; SQLite has one writer anyway).
+  A capture may hold local writes not yet durable: it is written once they are, never
+  before (a failed flush must be able to take them back), and a rollback drops it.
 
 A flush that fails (a full disk) leaves no trace: a write answered with an error has
 changed nothing, here or anywhere. The storage first reads whether the batch landed after

@@ -47,14 +47,19 @@ How a driver uses it (single-threaded, as the sans-IO core is):
     storage.append(delta); storage.flush(); replica.apply(delta)
     # now and then, between flushes
     storage.checkpoint(replica, expire_records_before=wall_ms - ttl_ms)
+    # ... or without holding the driver's thread: capture there, write in a worker once
+    # every write the capture may hold is durable (storage.durable_seq >= cap.need)
+    cap = storage.prepare_checkpoint(replica, expire_records_before=wall_ms - ttl_ms)
+    storage.write_checkpoint(cap)  # in a worker thread; flushes wait only for its transaction
     # when flush() raised: nothing of it may be acknowledged
     if not storage.settle():  # (raises while the disk cannot even be read: ask again)
         replica = storage.reload("lhr", ...); storage.discard_pending()
 
 Checkpoints are safe whenever they run: a logged delta is dropped from the log only once
-the replica's state provably holds it (`Store.holds`: its contexts cover the delta's, which is
-exactly when `Store.apply` itself treats a delta as already known), so a delta flushed but not yet
-applied when a checkpoint runs stays in the log.
+the replica's state (as captured: `checkpoint.py`) provably holds it (`Store.holds`: its
+contexts cover the delta's, which is exactly when `Store.apply` itself treats a delta as
+already known), so a delta flushed but not yet applied when a checkpoint runs stays in the
+log, and so does one flushed after the capture.
 
 Integrity (schema 2): every row carries a checksum, and each checkpoint a manifest of its
 rows; `open` checks the WAL and reads everything back read-only before it writes a byte
