@@ -14,6 +14,8 @@ deltas are never changed once made.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..clocks import CausalContext, Dot
@@ -23,6 +25,7 @@ from ..store import Store, held_by
 from .integrity import manifest, meta_row, pack, record_sum
 
 FREE_CHUNK = 256  # objects freed per step when a big capture is let go (see `let_go`)
+STEP = 64  # rows packed between two chances for the event loop to take the GIL (`yielding`)
 PICK_RATIO = 20  # keys to write picked on the loop while fewer than 1/20 of the store (see `capture`)
 
 
@@ -90,16 +93,37 @@ def dot_row(replica: str, counter: int, ns: str, key: str) -> tuple[str, int, st
     return replica, counter, ns, key, record_sum("dot_keys", (replica, counter, ns, key))
 
 
-def pack_capture(cap: Capture, key_sums: dict[KeyRef, int], dot_sums: dict[Dot, int]) -> Packed:
+def pause() -> None:
+    """Let another thread take the GIL now if it waits for it. A worker thread that keeps the GIL
+    until it is made to drop it (the switch interval) makes the event loop wait that long each
+    time it gets it back after I/O, many times per write: a 0.5 s packing slowed writes for
+    hundreds of ms. Dropping it every few rows makes the packing yield to the loop."""
+    time.sleep(0)
+
+
+def yielding(items: Iterable, step: Callable[[], None] | None) -> Iterator:
+    """`items`, calling `step` every STEP of them."""
+    if step is None:
+        yield from items
+        return
+    for i, item in enumerate(items):
+        if i % STEP == STEP - 1:
+            step()
+        yield item
+
+
+def pack_capture(cap: Capture, key_sums: dict[KeyRef, int], dot_sums: dict[Dot, int],
+                 step: Callable[[], None] | None = None) -> Packed:
     """Everything the transaction writes. Brings `key_sums` and `dot_sums` (the stored sums the
     manifest is made of) to what they will be once it commits: the caller drops them if it
-    does not."""
+    does not. `step`: called every few rows (`pause`, in a worker thread)."""
     seals, entries = cap.seals, cap.entries()
-    rows = sorted(key_row(ns, key, pack(to_row(ns, key, s, seals))) for (ns, key), s in entries.items())
+    rows = sorted(key_row(ns, key, pack(to_row(ns, key, s, seals)))
+                  for (ns, key), s in yielding(entries.items(), step))
     gone = [] if cap.refs is None else sorted(r for r in cap.refs if r not in entries)
     done: list[int] = []
     kept: list[tuple[int, Delta]] = []
-    for seq, d in cap.retained:
+    for seq, d in yielding(cap.retained, step):
         if held_by(cap.applied, cap.ctx, d):
             done.append(seq)
         else:
@@ -110,7 +134,7 @@ def pack_capture(cap: Capture, key_sums: dict[KeyRef, int], dot_sums: dict[Dot, 
         key_sums.pop(ref, None)
     key_sums.update(((ns, key), s) for ns, key, _raw, s in rows)
     current = cap.key_of
-    new_dots = [dot_row(d[0], d[1], k[0], k[1]) for d, k in current.items() if d not in dot_sums]
+    new_dots = [dot_row(d[0], d[1], k[0], k[1]) for d, k in yielding(current.items(), step) if d not in dot_sums]
     old_dots = [d for d in dot_sums if d not in current]
     for d in old_dots:
         del dot_sums[d]
@@ -126,13 +150,15 @@ def pack_capture(cap: Capture, key_sums: dict[KeyRef, int], dot_sums: dict[Dot, 
     return Packed(rows, gone, new_dots, old_dots, meta, done, kept)
 
 
-def let_go(cap: Capture, packed: Packed | None) -> None:
+def let_go(cap: Capture, packed: Packed | None, step: Callable[[], None] | None = None) -> None:
     """Drop what a checkpoint held, a piece at a time. Freeing thousands of logged deltas is one
     long step of the interpreter that keeps the GIL throughout (35 ms for 9,000 of them): in
     pieces, a worker thread lets the event loop in between."""
     for big in (cap.retained, *((packed.rows, packed.new_dots, packed.kept) if packed is not None else ())):
         while big:
             del big[-FREE_CHUNK:]
+            if step is not None:
+                step()
     cap.states = {}
     cap.key_of = {}
     cap.seals = {}

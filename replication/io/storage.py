@@ -104,7 +104,7 @@ from ..idempotency import Record
 from .migrate import OLD_VERSION, migrate_v1
 from ..replica import DEV_SECRET, Replica
 from ..store import Snapshot
-from .checkpoint import Capture, Packed, capture, let_go, pack_capture
+from .checkpoint import Capture, Packed, capture, let_go, pack_capture, pause
 
 try:
     import fcntl
@@ -704,8 +704,10 @@ class Storage:
                        expire_records_before=expire_records_before, need=need)
 
     def _write(self, cap: Capture, *, only_durable: bool) -> int:
-        """Pack, commit and account for `cap`; the caller holds `_ckpt_lock`."""
+        """Pack, commit and account for `cap`; the caller holds `_ckpt_lock`. A worker's
+        (`only_durable`) yields the GIL every few rows: the driver's thread comes first."""
         packed = None
+        step = pause if only_durable else None
         try:
             if self._planned is not cap:
                 raise StorageError("this checkpoint was cancelled (the state was reloaded, or captured again)")
@@ -719,7 +721,7 @@ class Storage:
             try:
                 # the sums as they will be once this commits; from here on, any failure has them
                 # read again from the database, so the manifest never counts rows that are not there
-                packed = pack_capture(cap, key_sums, dot_sums)
+                packed = pack_capture(cap, key_sums, dot_sums, step)
                 with self._io_lock:
                     self._check_usable()
                     if self._planned is not cap or self._key_sums is not key_sums or self._dot_sums is not dot_sums:
@@ -737,7 +739,7 @@ class Storage:
         finally:
             if self._planned is cap:
                 self._planned = None
-            let_go(cap, packed)
+            let_go(cap, packed, step)
 
     def _commit(self, cap: Capture, p: Packed) -> None:
         """The checkpoint's one transaction: rows, dot map, meta and manifest, the log rows the
