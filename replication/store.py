@@ -63,6 +63,11 @@ HASH_BYTES = 8  # how much of a root, a bucket sum or a key hash goes on the wir
 MAX_FINDINGS = 256  # kept for a node to report; older ones go first
 
 
+def held_by(applied: CausalContext, ctx: CausalContext, delta: Delta) -> bool:
+    """`Store.holds` for a store whose contexts were these (a checkpoint's copies of them)."""
+    return applied.covers(delta.applied) and ctx.covers(delta.ctx)
+
+
 @dataclass
 class Snapshot:
     """A store's state as a checkpoint holds it: live keys, both contexts, the dot -> key map,
@@ -274,7 +279,7 @@ class Store:
         """Everything `delta` says is known here already (its dots applied, its context seen):
         joining it would change nothing, so a durable driver need not log it, and a log
         need not keep it once this state is written down."""
-        return self.applied.covers(delta.applied) and self.ctx.covers(delta.ctx)
+        return held_by(self.applied, self.ctx, delta)
 
     # -- snapshots: what storage writes down and reads back ----------------------------
 
@@ -290,6 +295,12 @@ class Store:
                 if s:
                     entries[(ns, key)] = s
         return Snapshot(entries, self.ctx, self.applied, self.key_of, self.seals)
+
+    def key_states(self) -> dict[str, dict[str, object]]:
+        """Every key's state, by namespace: copies of the maps, not of the states (a state is
+        replaced when it changes, never edited in place), so they stay as they are now. In C:
+        a fraction of a microsecond a key, where picking keys one by one costs a microsecond each."""
+        return {ns: dict(m) for ns, m in self.data.items() if m}
 
     def restore(self, snap: Snapshot) -> None:
         """Fill this empty store with a checkpoint's state (a replica starting from disk)."""

@@ -24,7 +24,7 @@ WRITES, CLIENTS, PROPAGATION_WRITES = SHORT.writes, SHORT.clients, SHORT.propaga
 TIMEOUT_S = 180
 
 SINGLE = ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s",
-          "writes_per_s", "loaded_p50_ms", "loaded_p99_ms"]
+          "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "loaded_max_ms"]
 PROPAGATION = ["real_p50_ms", "real_p99_ms", "sim_p50_ms", "sim_p99_ms", "median_ratio", "ratio_p50", "ratio_p99"]
 
 
@@ -57,7 +57,8 @@ def test_single_replica_figures_are_present_positive_and_consistent(bench):
     _positive(s, SINGLE)
     assert s["clients"] == CLIENTS
     assert s["write_p50_ms"] <= s["write_p99_ms"] <= s["write_max_ms"], s
-    assert s["loaded_p50_ms"] <= s["loaded_p99_ms"], s
+    assert s["loaded_p50_ms"] <= s["loaded_p99_ms"] <= s["loaded_max_ms"], s
+    assert all(type(load["checkpoints"]) is int and load["checkpoints"] >= 0 for load in s["load"]), s["load"]
     # at least half the writes took the median or longer, and one client waits for each of its
     # writes in turn: the elapsed time is at least (writes / 2) * p50 / clients
     assert s["sequential_writes_per_s"] <= 2000.0 / s["write_p50_ms"] * (1 + 1e-9), s
@@ -109,6 +110,7 @@ def test_stdout_has_the_tables_with_the_same_figures(bench):
         (data["single"], ["write_p50_ms", "write_p99_ms", "write_max_ms", "sequential_writes_per_s"]),
         (data["single"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush", "flush_ms",
                           "cpu_ms_per_write"]),
+        (data["single"], ["clients", "loaded_max_ms", "checkpoints"]),
         (data["single"]["floor"], ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s"]),
         (data["propagation"], ["real_p50_ms", "sim_p50_ms", "real_p99_ms", "sim_p99_ms", "median_ratio",
                                "ratio_p50", "ratio_p99"]),

@@ -162,8 +162,12 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _flushes(port: int) -> tuple[float, float] | None:
-    """The replica's group commits so far and the seconds they took (its /metrics)."""
+_COUNTERS = {"edgestate_storage_flushes_total": "flushes", "edgestate_storage_flush_seconds_sum": "flush_s",
+             "edgestate_storage_checkpoints_total": "checkpoints"}
+
+
+async def _counters(port: int) -> dict[str, float]:
+    """The replica's group commits so far, the seconds they took, and its checkpoints (its /metrics)."""
     c = Conn("127.0.0.1", port)
     await c.open()
     try:
@@ -172,27 +176,28 @@ async def _flushes(port: int) -> tuple[float, float] | None:
         c.close()
     found = {}
     for line in body.decode().splitlines():
-        for name in ("edgestate_storage_flushes_total", "edgestate_storage_flush_seconds_sum"):
+        for name, short in _COUNTERS.items():
             if line.startswith((name + "{", name + " ")):
-                found[name] = float(line.rsplit(" ", 1)[1])
-    if len(found) < 2:
-        return None
-    return found["edgestate_storage_flushes_total"], found["edgestate_storage_flush_seconds_sum"]
+                found[short] = float(line.rsplit(" ", 1)[1])
+    return found
 
 
 def _load_run(port: int, pid: int, keys: list[str], clients: int) -> tuple[list[float], float, dict]:
     """`_write_load`, and what it cost the replica: CPU ms per write, writes per group commit,
-    and the mean time of one group commit (in its thread: compare with the floor's p50)."""
-    cpu0, flushes0 = _cpu_s(pid), runloop.run(_flushes(port))
+    the mean time of one group commit (in its thread: compare with the floor's p50), and how
+    many checkpoints the replica wrote meanwhile (each a stall on the write path)."""
+    cpu0, m0 = _cpu_s(pid), runloop.run(_counters(port))
     lat, elapsed = runloop.run(_write_load("127.0.0.1", port, keys, clients))
-    cpu1, flushes1 = _cpu_s(pid), runloop.run(_flushes(port))
+    cpu1, m1 = _cpu_s(pid), runloop.run(_counters(port))
     cost = {}
     if cpu0 is not None and cpu1 is not None:
         cost["cpu_ms_per_write"] = (cpu1 - cpu0) * 1000.0 / len(keys)
-    if flushes0 is not None and flushes1 is not None and flushes1[0] > flushes0[0]:
-        n = flushes1[0] - flushes0[0]
+    if "flushes" in m0 and "flush_s" in m0 and m1.get("flushes", 0) > m0["flushes"]:
+        n = m1["flushes"] - m0["flushes"]
         cost["writes_per_flush"] = len(keys) / n
-        cost["flush_ms"] = (flushes1[1] - flushes0[1]) * 1000.0 / n
+        cost["flush_ms"] = (m1["flush_s"] - m0["flush_s"]) * 1000.0 / n
+    if "checkpoints" in m0 and "checkpoints" in m1:
+        cost["checkpoints"] = int(m1["checkpoints"] - m0["checkpoints"])
     return lat, elapsed, cost
 
 
@@ -213,7 +218,8 @@ def _single(params: Params, root: str, progress, env: dict[str, str] | None = No
             progress(f"throughput: {params.writes} writes over {n} connections")
             lat_c, elapsed_c, cost_c = _load_run(port, pid, [f"par{n}-{i}" for i in range(params.writes)], n)
             load.append({"clients": n, "writes_per_s": params.writes / elapsed_c,
-                         "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99), **cost_c})
+                         "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99),
+                         "loaded_max_ms": max(lat_c), **cost_c})
         progress(f"floor: {floor_commits} more commits, after the writes")
         floors.append(fsync_floor.measure(r.data_dir, floor_commits))
     floor = fsync_floor.combine(floors)
@@ -245,8 +251,8 @@ def _targets(s: dict, floor: dict) -> dict:
 # -- the write path beside a baseline revision ---------------------------------------------------
 
 SIDE_FIGURES = ["floor_p50_ms", "floor_p99_ms", "floor_commits_per_s", "write_p50_ms", "write_p99_ms",
-                "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush", "flush_ms", "cpu_ms_per_write",
-                "single_p50_x_floor", "loaded_rate_x_floor", "loaded_p99_budget_ms"]
+                "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "loaded_max_ms", "checkpoints", "writes_per_flush",
+                "flush_ms", "cpu_ms_per_write", "single_p50_x_floor", "loaded_rate_x_floor", "loaded_p99_budget_ms"]
 
 
 def _extract(rev: str, into: str) -> str:
@@ -293,8 +299,8 @@ def _beside_baseline(params: Params, rev: str, rounds: int, root: str, progress)
 
 def _report_baseline(b: dict) -> str:
     cols = ["side", "floor_p50_ms", "floor_commits_per_s", "write_p50_ms", "single_p50_x_floor", "writes_per_s",
-            "loaded_rate_x_floor", "loaded_p99_ms", "loaded_p99_budget_ms"]
-    cost = ["side", "writes_per_flush", "flush_ms", "cpu_ms_per_write", "single_p50_rounds_met",
+            "loaded_rate_x_floor", "loaded_p99_ms", "loaded_p99_budget_ms", "loaded_max_ms"]
+    cost = ["side", "writes_per_flush", "flush_ms", "cpu_ms_per_write", "checkpoints", "single_p50_rounds_met",
             "loaded_rate_rounds_met", "loaded_p99_rounds_met"]
     rows = [b["before"], b["after"]]
     return "\n".join([
@@ -495,6 +501,8 @@ def report(result: dict) -> str:
         "",
         table(s["load"], ["clients", "writes_per_s", "loaded_p50_ms", "loaded_p99_ms", "writes_per_flush",
                           "flush_ms", "cpu_ms_per_write"]),
+        "",
+        table(s["load"], ["clients", "loaded_max_ms", "checkpoints"]),
         "",
         f"one client: p50 {t['single_p50_x_floor']:.2f}x the floor's p50 (target: <= {t['single_p50_target_x']:g}x): "
         f"{_verdict(t['single_p50_met'])}",

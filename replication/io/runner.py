@@ -17,6 +17,11 @@ module adds is the order of events around the disk:
   that a crash could take back.
 - Group commit: one flush runs at a time, in a worker thread, taking everything appended
   so far; whatever arrives meanwhile goes in the next one.
+- Checkpoints (every CHECKPOINT_EVERY_S, or at CHECKPOINT_LOG_ROWS) are captured on the loop
+  in milliseconds, then packed and written in a worker thread while writes go on: a flush
+  waits only for the checkpoint's transaction (one connection; SQLite has one writer anyway).
+  A capture may hold local writes not yet durable: it is written once they are, never
+  before (a failed flush must be able to take them back), and a rollback drops it.
 
 A flush that fails (a full disk) leaves no trace: a write answered with an error has
 changed nothing, here or anywhere. The storage first reads whether the batch landed after
@@ -76,6 +81,7 @@ from ..messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Pi
 from ..dissemination.seedtree import SeedTree
 from .net import Transport
 from ..node import Node, NodeConfig, WriteNotSent, actor_for, incarnation_of, parse_actor
+from .checkpoint import Capture
 from .storage import Damage, Repair, Storage, describe
 
 log = logging.getLogger("edgestate.replica")
@@ -229,6 +235,8 @@ class ReplicaRunner:
         self._tasks: list[asyncio.Task] = []
         self._t0 = time.monotonic()
         self._last_checkpoint = self._t0
+        self._ckpt: Capture | None = None  # captured, waiting for the writes it may hold to be durable
+        self._ckpt_task: asyncio.Task | None = None  # the one being written, in a worker thread
         self._stopped = False
         self._joined = asyncio.Event()  # the gate is open (always, but after a join or a repair)
         self._gate: _Gate | None = None
@@ -328,6 +336,10 @@ class ReplicaRunner:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        self._ckpt = None  # the clean stop's own checkpoint below writes everything
+        if self._ckpt_task is not None:
+            # not cancelled: its thread would go on regardless; its transaction is short
+            await asyncio.wait([self._ckpt_task])
         if self.transport is not None:
             await self.transport.close()
         if self.storage is not None:
@@ -623,7 +635,8 @@ class ReplicaRunner:
             new = fresh_actor(me, max(self._seen_incarnation, 0))
         if new is not None:
             rep.take_actor(new)
-            self.storage.set_actor(new)
+            self.storage.set_actor(new)  # cancels a checkpoint captured under the old actor
+            self._ckpt = None
             self.rejoined_as = new
         waited = time.monotonic() - g.started
         self.recovered = {"reason": g.reason, "seconds": round(waited, 3), "not_heard": unheard, "behind": behind}
@@ -750,6 +763,7 @@ class ReplicaRunner:
         self.stats.held_dropped += sum(len(h.envelopes) for h in self._held)
         self._held.clear()
         self._inbox.clear()  # remote deltas not durable: anti-entropy brings them again
+        self._ckpt = None  # it may hold the refused writes (a checkpoint being written fails: reloaded)
         self.node.take_replica(fresh)  # no cached payload of a dropped write survives
         if self.node.feed is not None:  # watchers may have been told of writes now undone: they re-list
             self.node.feed.renew(secrets.token_hex(8))
@@ -789,18 +803,42 @@ class ReplicaRunner:
         self._emit()
 
     def _maybe_checkpoint(self) -> None:
+        """Checkpoint now and then, without holding the loop: the state is captured here (a few
+        milliseconds), then packed and written in a worker thread while writes go on (only the
+        transaction itself holds back the flushes, which share its connection). One at a time.
+        A capture may hold local writes still buffered: it is written only once they are
+        durable, else a failed flush could not take them back; a rollback drops it."""
         storage = self.storage
-        rows = storage.log_length
-        if not rows:
+        if self._ckpt_task is not None:
             return
-        if rows >= CHECKPOINT_LOG_ROWS or time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+        if self._ckpt is None:
+            rows = storage.log_length
+            if not rows or (rows < CHECKPOINT_LOG_ROWS
+                            and time.monotonic() - self._last_checkpoint < CHECKPOINT_EVERY_S):
+                return
             now = self._wall_ms()
             self.ledger.expire(now)
             try:
-                storage.checkpoint(self.node.replica, expire_records_before=self.ledger.cutoff(now))
+                self._ckpt = storage.prepare_checkpoint(self.node.replica, expire_records_before=self.ledger.cutoff(now))
             except Exception as e:  # noqa: BLE001 - retried at the next chance
                 log.error("%s: checkpoint failed: %s", self.id, e)
+                self._last_checkpoint = time.monotonic()
+                return
+        if storage.durable_seq < self._ckpt.need:
+            if storage.pending:
+                self._kick.set()  # the next group commit makes them durable
+            return
+        cap, self._ckpt = self._ckpt, None
+        self._ckpt_task = asyncio.get_running_loop().create_task(self._write_checkpoint(cap))
+
+    async def _write_checkpoint(self, cap: Capture) -> None:
+        try:
+            await asyncio.to_thread(self.storage.write_checkpoint, cap)
+        except Exception as e:  # noqa: BLE001 - retried at the next chance
+            log.error("%s: checkpoint failed: %s", self.id, e)
+        finally:
             self._last_checkpoint = time.monotonic()
+            self._ckpt_task = None
 
     # -- what an operator sees ------------------------------------------------------------------
 

@@ -47,14 +47,19 @@ How a driver uses it (single-threaded, as the sans-IO core is):
     storage.append(delta); storage.flush(); replica.apply(delta)
     # now and then, between flushes
     storage.checkpoint(replica, expire_records_before=wall_ms - ttl_ms)
+    # ... or without holding the driver's thread: capture there, write in a worker once
+    # every write the capture may hold is durable (storage.durable_seq >= cap.need)
+    cap = storage.prepare_checkpoint(replica, expire_records_before=wall_ms - ttl_ms)
+    storage.write_checkpoint(cap)  # in a worker thread; flushes wait only for its transaction
     # when flush() raised: nothing of it may be acknowledged
     if not storage.settle():  # (raises while the disk cannot even be read: ask again)
         replica = storage.reload("lhr", ...); storage.discard_pending()
 
 Checkpoints are safe whenever they run: a logged delta is dropped from the log only once
-the replica's state provably holds it (`Store.holds`: its contexts cover the delta's, which is
-exactly when `Store.apply` itself treats a delta as already known), so a delta flushed but not yet
-applied when a checkpoint runs stays in the log.
+the replica's state (as captured: `checkpoint.py`) provably holds it (`Store.holds`: its
+contexts cover the delta's, which is exactly when `Store.apply` itself treats a delta as
+already known), so a delta flushed but not yet applied when a checkpoint runs stays in the
+log, and so does one flushed after the capture.
 
 Integrity (schema 2): every row carries a checksum, and each checkpoint a manifest of its
 rows; `open` checks the WAL and reads everything back read-only before it writes a byte
@@ -89,7 +94,6 @@ from .integrity import (
     Inspection,
     PersistedState,
     inspect,
-    manifest,
     meta_row,
     read_state,
     record_sum,
@@ -99,8 +103,8 @@ from .integrity import pack as _pack
 from ..idempotency import Record
 from .migrate import OLD_VERSION, migrate_v1
 from ..replica import DEV_SECRET, Replica
-from ..store import Snapshot, Store
-from ..seals import to_row
+from ..store import Snapshot
+from .checkpoint import Capture, Packed, capture, let_go, pack_capture, pause
 
 try:
     import fcntl
@@ -148,17 +152,9 @@ def _log_row(seq: int, raw: bytes) -> tuple[int, bytes, int]:
     return seq, raw, record_sum("log", (seq,), raw)
 
 
-def _key_row(ns: str, key: str, raw: bytes) -> tuple[str, str, bytes, int]:
-    return ns, key, raw, record_sum("keyspace", (ns, key), raw)
-
-
 def _record_row(seq: int, r: Record) -> tuple:
     blob = _pack([r.at_ms, r.request, r.status, r.body])
     return r.key, seq, r.at_ms, r.request, r.status, r.body, record_sum("idempotency", (r.key, seq), blob)
-
-
-def _dot_row(replica: str, counter: int, ns: str, key: str) -> tuple[str, int, str, str, int]:
-    return replica, counter, ns, key, record_sum("dot_keys", (replica, counter, ns, key))
 
 
 def _connect(db: Path, synchronous: str) -> sqlite3.Connection:
@@ -195,19 +191,6 @@ class StorageStats:
     bad_records: int = 0  # idempotency records that failed their checksum on load (dropped)
 
 
-@dataclass
-class _Plan:
-    """What one checkpoint writes, captured before any I/O (`Storage._plan`)."""
-
-    snap: Snapshot  # the keys to write (all, or the dirty ones), contexts, dot -> key map
-    rows: list[tuple]  # keyspace rows to write
-    gone: list[KeyRef]  # keys that hold nothing now: their rows go
-    everything: bool  # the keyspace table is rewritten whole
-    rewritten: set[KeyRef]  # the store's `rewritten` as captured: cleared once written
-    done: list[int]  # log rows the state holds: dropped
-    kept: list[tuple[int, Delta]]  # log rows it does not hold yet: kept, their keys still dirty
-
-
 def _spent(state: PersistedState) -> PersistedState:
     """The state once restored: who it was, without the data (now the replica's)."""
     return dataclasses.replace(state, entries={}, log=[], key_of={}, key_sums={}, dot_sums={}, seals={})
@@ -240,6 +223,10 @@ class Storage:
         self._recs: list[tuple[int, Record]] = []  # idempotency records, flushed with the deltas
         self._buf_lock = threading.Lock()  # append vs the buffer swap in flush
         self._io_lock = threading.RLock()  # one transaction at a time (reload holds it through restore)
+        self._ckpt_lock = threading.Lock()  # one checkpoint at a time, from its capture's packing to its commit
+        self._planned: Capture | None = None  # the checkpoint captured last, until written or cancelled
+        # keys repairs changed, taken from the store by a capture and not yet in a checkpoint that committed
+        self._rewriting: set[KeyRef] = set()
         self._next_seq = 1
         self.durable_seq = 0
         self._doubt: tuple[list, list] | None = None  # a batch whose flush raised: landed or not?
@@ -336,6 +323,7 @@ class Storage:
         check_replica_id(actor)
         with self._io_lock:
             self._check_open()
+            self._planned = None  # a checkpoint captured before would write the old actor back
             self._conn.execute(_PUT_META, meta_row("actor", actor))
 
     def count_boot(self) -> int:
@@ -644,6 +632,7 @@ class Storage:
             if not self._tainted:
                 raise StorageError("reload() follows a flush that did not land")
             self._retained, self._dirty, self._dirty_all = [], set(), False
+            self._planned, self._rewriting = None, set()  # what a checkpoint captured is not what the disk holds
             return self._restore(self.load(), replica_id, secret, members, actor)
 
     def discard_pending(self) -> int:
@@ -660,116 +649,140 @@ class Storage:
     def checkpoint(self, replica: Replica, *, full: bool = False, expire_records_before: int | None = None) -> int:
         """Write the replica's state (changed keys only, or every key with `full`) and drop the
         log rows it now holds, and the idempotency records answered before
-        `expire_records_before` (wall ms). Call it on the thread that drives the replica.
-        Returns how many log rows went.
+        `expire_records_before` (wall ms), all at once on the caller's thread (which drives the
+        replica). The state written may hold buffered local writes: they reach the disk with it.
+        Returns how many log rows went. Waits for a checkpoint a worker thread is writing.
 
-        In four steps: what to write (`_plan`, before any I/O), the stored sums and the
-        manifest made of them (`_next_sums`), one transaction (`_commit`), and the
-        bookkeeping once it committed (`_checkpointed`)."""
+        A driver that must keep serving meanwhile uses the two halves instead:
+        `prepare_checkpoint` on its own thread, `write_checkpoint` in a worker."""
+        with self._ckpt_lock:
+            with self._io_lock:
+                self._check_usable()
+                self._planned = cap = self._capture(replica, full, expire_records_before)
+            return self._write(cap, only_durable=False)
+
+    def prepare_checkpoint(self, replica: Replica, *, full: bool = False,
+                           expire_records_before: int | None = None) -> Capture:
+        """What a checkpoint of the replica's state now writes, captured on the thread that drives
+        the replica (milliseconds: references and copies, no packing, no I/O). Write it with
+        `write_checkpoint` once `durable_seq` reaches its `need`: the state may hold local writes
+        still buffered, and a checkpoint must not make durable what a failed flush then refuses.
+        A newer capture, a `reload` or a `set_actor` cancels it."""
+        if self._ckpt_lock.locked():
+            raise StorageError("a checkpoint is being written: one at a time")
         with self._io_lock:
             self._check_usable()
-            plan = self._plan(replica.store, full)
-            conn = self._conn
-            if self._key_sums is None or self._dot_sums is None:
-                self._key_sums = {(ns, k): s for ns, k, s in conn.execute("SELECT ns, key, sum FROM keyspace")}
-                self._dot_sums = {Dot(r, n): s for r, n, s in conn.execute("SELECT replica, counter, sum FROM dot_keys")}
-            try:
-                # the sums as they will be once this commits; from here on, any failure has them
-                # read again from the database, so the manifest never counts rows that are not there
-                new_dots, old_dots = self._next_sums(plan)
-                meta = [
-                    meta_row("ctx", plan.snap.ctx.to_wire()),
-                    meta_row("applied", plan.snap.applied.to_wire()),
-                    meta_row("hlc", list(replica.hlc.last)),
-                    meta_row("replica_id", replica.id),
-                    meta_row("actor", replica.actor),
-                    meta_row("manifest", manifest(self._key_sums, self._dot_sums)),
-                ]
-                self._commit(plan, new_dots, old_dots, meta, expire_records_before)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                self._key_sums = self._dot_sums = None  # re-read next time
-                raise
-            self._checkpointed(replica.store, plan)
-            return len(plan.done)
+            self._planned = cap = self._capture(replica, full, expire_records_before)
+        return cap
 
-    def _plan(self, store: Store, full: bool) -> _Plan:
-        """What a checkpoint writes, captured before any I/O: keys touched by logged deltas,
-        and by buffered ones (a local write is applied before it is appended, so the state
-        written may already hold it: its key must be written with the contexts), and keys
-        repairs changed (in no logged delta); which log rows the state holds."""
+    def write_checkpoint(self, cap: Capture) -> int:
+        """Write a prepared checkpoint: pack it (no lock held: flushes go on meanwhile), then one
+        transaction, during which flushes wait. For a worker thread. Returns how many log rows
+        went. Raises StorageError, writing nothing, if it was cancelled (see `prepare_checkpoint`),
+        if a flush failed since, or if a write it may hold is not durable yet."""
+        with self._ckpt_lock:
+            return self._write(cap, only_durable=True)
+
+    def _capture(self, replica: Replica, full: bool, expire_records_before: int | None) -> Capture:
+        """Keys touched by logged deltas, and by buffered ones (a local write is applied before
+        it is appended, so the state written may already hold it), and keys repairs changed (in
+        no logged delta). Called holding `_io_lock`: the log does not move meanwhile."""
+        store = replica.store
         dirty, everything = set(self._dirty), self._dirty_all or full
-        rewritten = set(store.rewritten)
-        dirty |= rewritten
+        fresh = set(store.rewritten)
+        store.mark_written(fresh)  # from now on in `_rewriting`, until a checkpoint holding them commits
+        self._rewriting |= fresh
+        dirty |= self._rewriting
         with self._buf_lock:
             for _seq, d, _raw in self._buf:
                 keys, whole = _delta_keys(d)
                 dirty |= keys
                 everything |= whole
-        refs = None if everything else sorted(dirty)
-        snap = store.snapshot(refs)
-        rows = [_key_row(ns, key, _pack(to_row(ns, key, s, snap.seals))) for (ns, key), s in snap.entries.items()]
-        gone = [] if refs is None else [r for r in refs if r not in snap.entries]
-        done: list[int] = []
-        kept: list[tuple[int, Delta]] = []
-        for seq, d in self._retained:
-            if store.holds(d):
-                done.append(seq)
-            else:
-                kept.append((seq, d))
-        return _Plan(snap, rows, gone, everything, rewritten, done, kept)
+            need = self._next_seq - 1
+        return capture(store, dirty, everything, hlc=list(replica.hlc.last), replica_id=replica.id,
+                       actor=replica.actor, retained=self._retained, rewritten=self._rewriting,
+                       expire_records_before=expire_records_before, need=need)
 
-    def _next_sums(self, plan: _Plan) -> tuple[list[tuple], list[Dot]]:
-        """Bring the stored sums (what the manifest is made of) to what they will be once
-        `plan` commits. Returns the dot_keys rows to insert and the dots whose rows go."""
-        key_sums, dot_sums, current = self._key_sums, self._dot_sums, plan.snap.key_of
-        if plan.everything:
-            key_sums.clear()
-        for ref in plan.gone:
-            key_sums.pop(ref, None)
-        key_sums.update(((ns, key), s) for ns, key, _raw, s in plan.rows)
-        new_dots = [_dot_row(d[0], d[1], k[0], k[1]) for d, k in current.items() if d not in dot_sums]
-        old_dots = [d for d in dot_sums if d not in current]
-        for d in old_dots:
-            del dot_sums[d]
-        dot_sums.update((Dot(r, n), s) for r, n, _ns, _k, s in new_dots)
-        return new_dots, old_dots
+    def _write(self, cap: Capture, *, only_durable: bool) -> int:
+        """Pack, commit and account for `cap`; the caller holds `_ckpt_lock`. A worker's
+        (`only_durable`) yields the GIL every few rows: the driver's thread comes first."""
+        packed = None
+        step = pause if only_durable else None
+        try:
+            if self._planned is not cap:
+                raise StorageError("this checkpoint was cancelled (the state was reloaded, or captured again)")
+            if self._key_sums is None or self._dot_sums is None:  # after a failed checkpoint: read them again
+                with self._io_lock:
+                    conn = self._conn
+                    self._key_sums = {(ns, k): s for ns, k, s in conn.execute("SELECT ns, key, sum FROM keyspace")}
+                    self._dot_sums = {Dot(r, n): s for r, n, s in
+                                      conn.execute("SELECT replica, counter, sum FROM dot_keys")}
+            key_sums, dot_sums = self._key_sums, self._dot_sums
+            try:
+                # the sums as they will be once this commits; from here on, any failure has them
+                # read again from the database, so the manifest never counts rows that are not there
+                packed = pack_capture(cap, key_sums, dot_sums, step)
+                with self._io_lock:
+                    self._check_usable()
+                    if self._planned is not cap or self._key_sums is not key_sums or self._dot_sums is not dot_sums:
+                        raise StorageError("this checkpoint was cancelled while it was packed (the state was reloaded, "
+                                           "or captured again)")
+                    if only_durable and self.durable_seq < cap.need:
+                        raise StorageError(f"this checkpoint may hold writes up to {cap.need}, durable only up to "
+                                           f"{self.durable_seq}: flush first")
+                    self._commit(cap, packed)
+                    self._checkpointed(cap, packed)
+            except BaseException:
+                self._key_sums = self._dot_sums = None  # re-read next time
+                raise
+            return len(packed.done)
+        finally:
+            if self._planned is cap:
+                self._planned = None
+            let_go(cap, packed, step)
 
-    def _commit(self, plan: _Plan, new_dots: list[tuple], old_dots: list[Dot], meta: list[tuple],
-                expire_records_before: int | None) -> None:
+    def _commit(self, cap: Capture, p: Packed) -> None:
         """The checkpoint's one transaction: rows, dot map, meta and manifest, the log rows the
         state holds, expired idempotency records."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
-        if plan.everything:
-            conn.execute("DELETE FROM keyspace")
-        conn.executemany("INSERT OR REPLACE INTO keyspace (ns, key, store, sum) VALUES (?, ?, ?, ?)", plan.rows)
-        conn.executemany("DELETE FROM keyspace WHERE ns=? AND key=?", plan.gone)
-        conn.executemany("INSERT OR REPLACE INTO dot_keys VALUES (?, ?, ?, ?, ?)", new_dots)
-        conn.executemany("DELETE FROM dot_keys WHERE replica=? AND counter=?", [tuple(d) for d in old_dots])
-        conn.executemany(_PUT_META, meta)
-        if plan.done and not plan.kept:
-            conn.execute("DELETE FROM log WHERE seq <= ?", (plan.done[-1],))
-        else:
-            conn.executemany("DELETE FROM log WHERE seq = ?", [(s,) for s in plan.done])
-        if expire_records_before is not None:
-            conn.execute("DELETE FROM idempotency WHERE at_ms < ?", (expire_records_before,))
-        conn.execute("COMMIT")
+        try:
+            if cap.refs is None:
+                conn.execute("DELETE FROM keyspace")
+            conn.executemany("INSERT OR REPLACE INTO keyspace (ns, key, store, sum) VALUES (?, ?, ?, ?)", p.rows)
+            conn.executemany("DELETE FROM keyspace WHERE ns=? AND key=?", p.gone)
+            conn.executemany("INSERT OR REPLACE INTO dot_keys VALUES (?, ?, ?, ?, ?)", p.new_dots)
+            conn.executemany("DELETE FROM dot_keys WHERE replica=? AND counter=?", [tuple(d) for d in p.old_dots])
+            conn.executemany(_PUT_META, p.meta)
+            if p.done and not p.kept:
+                # every row up to the last it holds: those flushed since the capture are above it
+                conn.execute("DELETE FROM log WHERE seq <= ?", (p.done[-1],))
+            else:
+                conn.executemany("DELETE FROM log WHERE seq = ?", [(s,) for s in p.done])
+            if cap.expire_records_before is not None:
+                conn.execute("DELETE FROM idempotency WHERE at_ms < ?", (cap.expire_records_before,))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # else the next flush finds it still open, and settles
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise
 
-    def _checkpointed(self, store: Store, plan: _Plan) -> None:
-        """After the commit: keys stay dirty while a delta touching them is still in the log
-        (flushed but not applied yet) or still buffered: the next checkpoint writes them again."""
-        store.mark_written(plan.rewritten)
-        self._retained = plan.kept
+    def _checkpointed(self, cap: Capture, p: Packed) -> None:
+        """After the commit: the log is what the state did not hold, and what was flushed since
+        the capture. Keys stay dirty while a delta touching them is still in the log (flushed
+        but not applied yet, or flushed after the capture) or still buffered: the next
+        checkpoint writes them again."""
+        self._retained = p.kept + self._retained[len(cap.retained):]
         self._dirty, self._dirty_all = set(), False
-        for _seq, d in plan.kept:
+        for _seq, d in self._retained:
             self._mark_dirty(d)
         with self._buf_lock:
             for _seq, d, _raw in self._buf:
                 self._mark_dirty(d)
+        self._rewriting -= cap.rewritten
         self.stats.checkpoints += 1
-        self.stats.truncated += len(plan.done)
+        self.stats.truncated += len(p.done)
 
     # -- closing ----------------------------------------------------------------------------------
 
