@@ -47,7 +47,7 @@ def test_every_roots_tree_spans_the_cluster_once_with_bounded_sends(pops, n):
     for root in roots:
         seen, widest = _walk(trees, root)
         assert seen == set(ids)
-        assert widest <= FANOUT + CROSS
+        assert widest <= FANOUT + CROSS + 1  # the root also tells its POP's head
         assert trees.parent(root, root) is None and trees.path_ms(root, root) == 0.0
 
 
@@ -82,14 +82,25 @@ def test_a_pops_tree_is_the_same_for_every_other_root_and_does_not_depend_on_inp
         for m in sorted(pop_of)[::37]:
             assert a.children(root, m) == b.children(root, m)
             assert a.path_ms(root, m) == b.path_ms(root, m)
-    # inside a POP, every root's write takes the same tree from the same head: a node that finds
-    # a child dead routes round it for every root at once
+    # inside a POP, every root's write takes the same tree from the same head, the root's POP too
+    # but for the root's own links: a node that finds a child dead routes round it for every root
     syd = sorted(m for m in pop_of if pop_of[m] == "syd")
-    others = [r for r in roots if pop_of[r] != "syd"]
-    inside = {m: [c for c in a.children(others[0], m) if c in syd] for m in syd}
-    for root in others:
-        assert [m for m in syd if a.parent(root, m) not in syd] == [syd[0]]
-        assert {m: [c for c in a.children(root, m) if c in syd] for m in syd} == inside
+    head = syd[0]
+
+    def inside(root):
+        return {m: [c for c in a.children(root, m) if c in syd] for m in syd}
+
+    outside = [r for r in roots if pop_of[r] != "syd"]
+    same = inside(outside[0])
+    for root in outside:
+        assert inside(root) == same
+        assert a.parent(root, head) not in syd
+    for root in syd:
+        expected = {m: [c for c in kids if c != root] for m, kids in same.items()}
+        if root != head:
+            expected[root] = same[root] + [head]
+            assert a.parent(root, head) == root
+        assert inside(root) == expected
 
 
 def test_unknown_members_have_no_tree():

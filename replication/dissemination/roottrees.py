@@ -8,21 +8,21 @@ make-before-break switch towards a faster path costs a duplicate. Yet where ever
 knows each member's POP and the latency between POPs, each can compute, on its own and
 with no message exchanged, the same good tree for any root:
 
-- The root's POP fans the write out to every other POP directly (one hop each way is the
-  physical limit): its replicas, in a `fanout`-ary tree rooted at the root, share the sends
-  to other POPs, `cross` each at most, the nearest POPs taken first (a degree-bounded
-  shortest-path tree, Dijkstra's order), so the farthest POP is reached over a direct link
-  from a replica a hop or two (~1 ms each) below the root. Where the root's POP has too few
-  replicas for that, a POP already reached relays to others (its gateway sends on).
-- In each other POP its first replica (the POP's head) takes the write and fans it out in a
-  `fanout`-ary tree over the POP's replicas: the same tree for every root. Each node still
-  receives one payload per write; what the same tree buys is that a node which finds a child
-  dead (one round trip without an ack) routes round it for every root's writes at once. With
-  a head chosen per root, each root's first write paid that round trip again, and after half
-  of 300 replicas crashed the median write took 3.0x the physical limit (1.2 on the shared
-  seed tree, which such repairs fix for every root).
+- Every POP's replicas form one `fanout`-ary tree, in sorted order under the POP's first
+  replica (its head): the same tree for every root. A node that finds a child dead (one round
+  trip without an ack) routes round it for every root's writes at once; with trees that
+  depended on the root, each root's first write paid that round trip again (after half of 300
+  replicas crashed, the median write took 3.0x the physical limit, against 1.2 on the shared
+  seed tree, whose repairs serve every root).
+- The root sends to its own subtree and to its POP's head, which sends to the rest of the POP.
+- The root's POP fans the write out to every other POP directly, to each POP's head (one hop
+  each way is the physical limit): its replicas share the sends, `cross` each at most, the
+  nearest POPs taken first (a degree-bounded shortest-path tree, Dijkstra's order), so the
+  farthest POP is reached over a direct link from a replica a hop or two (~1 ms each) below the
+  root. Where the root's POP has too few replicas for that, a POP already reached relays to
+  others (its head sends on).
 
-Every node sends at most `fanout + cross` payloads per write. The cross-POP plan depends
+Every node sends at most `fanout + cross + 1` payloads per write. The cross-POP plan depends
 only on the root's POP (positions in its tree, not names), so it is computed once per POP;
 a node's children and parent for a root are then a few index sums.
 """
@@ -70,28 +70,13 @@ class RootTrees:
 
     # -- positions --------------------------------------------------------------------
 
-    def _anchor(self, root: str, pop: str) -> str:
-        """Where the root's write enters `pop`: the root itself, or its gateway there."""
-        if self._pop_of[root] == pop:
-            return root
-        return self._members[pop][0]
+    def _position(self, member: str) -> tuple[str, int]:
+        """`member`'s POP and its position in that POP's tree: the POP's members in sorted order,
+        the first (the head) at the top. The same for every root."""
+        return self._pop_of[member], self._index[member]
 
-    def _position(self, root: str, member: str) -> tuple[str, int]:
-        """`member`'s POP and its position in that POP's tree for `root`: the anchor first, then
-        the others in their sorted order."""
-        pop = self._pop_of[member]
-        anchor = self._anchor(root, pop)
-        if member == anchor:
-            return pop, 0
-        i, a = self._index[member], self._index[anchor]
-        return pop, i + 1 if i < a else i
-
-    def _at(self, root: str, pop: str, pos: int) -> str:
-        anchor = self._anchor(root, pop)
-        if pos == 0:
-            return anchor
-        a = self._index[anchor]
-        return self._members[pop][pos - 1 if pos - 1 < a else pos]
+    def _at(self, pop: str, pos: int) -> str:
+        return self._members[pop][pos]
 
     def _depth(self, pos: int) -> int:
         d, first, width = 0, 0, 1  # positions first .. first+width-1 are at depth d
@@ -100,6 +85,15 @@ class RootTrees:
             width *= self.fanout
             d += 1
         return d
+
+    def _up(self, pos: int) -> int:
+        return (pos - 1) // self.fanout
+
+    def _below(self, pos: int, top: int) -> bool:
+        """Is position `pos` in the subtree under position `top`?"""
+        while pos > top:
+            pos = self._up(pos)
+        return pos == top
 
     # -- the cross-POP plan --------------------------------------------------------------
 
@@ -111,7 +105,7 @@ class RootTrees:
         hop = self._ms(home, home)
         ms = self._ms
         left = {pop for pop in self._members if pop != home}
-        plan.arrive[home] = 0.0
+        plan.arrive[home] = hop  # its head
         capacity: dict[tuple[str, int], int] = {}
         heap: list[tuple[float, str, int, str]] = []  # (arrival, sender POP, sender position, target POP)
 
@@ -121,7 +115,8 @@ class RootTrees:
                 heappush(heap, (at + ms(pop, target), pop, pos, target))
 
         for pos in range(len(self._members[home])):
-            offer(home, pos, self._depth(pos) * hop)
+            # through the head, a hop from the root (a root's own subtree hears it sooner)
+            offer(home, pos, (self._depth(pos) + 1) * hop)
         while left and heap:
             at, pop, pos, target = heappop(heap)
             if target not in left or capacity[(pop, pos)] == 0:
@@ -140,30 +135,45 @@ class RootTrees:
         """Whom `member` sends `root`'s writes to (none for an unknown root or member)."""
         if root not in self._pop_of or member not in self._pop_of:
             return []
-        pop, pos = self._position(root, member)
-        n = len(self._members[pop])
+        pop, pos = self._position(member)
+        home = self._pop_of[root]
+        ids = self._members[pop]
         first = pos * self.fanout + 1
-        out = [self._at(root, pop, p) for p in range(first, min(first + self.fanout, n))]
-        for target in self._plan(self._pop_of[root]).sends.get((pop, pos), ()):
-            out.append(self._anchor(root, target))
+        out = [ids[p] for p in range(first, min(first + self.fanout, len(ids)))]
+        if pop == home:
+            if member == root:
+                if pos != 0:
+                    out.append(ids[0])  # the head, for the rest of the home POP
+            else:
+                out = [c for c in out if c != root]  # the root's subtree hears it from the root
+        for target in self._plan(home).sends.get((pop, pos), ()):
+            out.append(self._members[target][0])
         return out
 
     def parent(self, root: str, member: str) -> str | None:
         """Whom `member` takes `root`'s writes from (None: the root, or unknown)."""
         if root not in self._pop_of or member not in self._pop_of or member == root:
             return None
-        pop, pos = self._position(root, member)
+        pop, pos = self._position(member)
         if pos > 0:
-            return self._at(root, pop, (pos - 1) // self.fanout)
+            return self._members[pop][self._up(pos)]
+        if pop == self._pop_of[root]:
+            return root  # the home POP's head
         src_pop, src_pos = self._plan(self._pop_of[root]).via[pop]
-        return self._at(root, src_pop, src_pos)
+        return self._at(src_pop, src_pos)
 
     def path_ms(self, root: str, member: str) -> float | None:
         """The model latency from `root` to `member` along its tree; None if either is unknown."""
         if root not in self._pop_of or member not in self._pop_of:
             return None
-        pop, pos = self._position(root, member)
-        return self._plan(self._pop_of[root]).arrive[pop] + self._depth(pos) * self._ms(pop, pop)
-
+        pop, pos = self._position(member)
+        hop = self._ms(pop, pop)
+        home = self._pop_of[root]
+        if pop != home:
+            return self._plan(home).arrive[pop] + self._depth(pos) * hop
+        top = self._index[root]
+        if self._below(pos, top):
+            return (self._depth(pos) - self._depth(top)) * hop
+        return (self._depth(pos) + (top != 0)) * hop
 
 __all__ = ["CROSS", "FANOUT", "RootTrees"]
