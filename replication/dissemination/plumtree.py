@@ -15,6 +15,9 @@ Refinements, after the paper's discussion of optimisation:
   towards its shortest-latency paths over the overlay, without flooding.
 - Each node remembers its chosen parent per root, so the duplicates that cross while a
   link is being swapped are recognised and do not prune the links being kept.
+- Where replicas share POPs and every node knows each one's POP (the simulator's `--replicas`),
+  a root's tree is its model tree (see roottrees) from its first write, built round the members
+  a node knows are down; a child declared dead or found silent hands its model children to us.
 
 Under loss (the paper assumes reliable links; real ones drop packets):
 - Every payload received is acknowledged to its sender with a one-item IHAVE ("I have it"),
@@ -170,16 +173,16 @@ class Plumtree:
                 out.append(c)
         return out
 
-    def members_down(self, peers: list[str]) -> list[Envelope]:
-        """Membership declared `peers` dead: in every model tree, their children become ours."""
+    def members_down(self, peers: list[str]) -> None:
+        """Membership declared `peers` dead: in every model tree, their children become ours
+        (nothing is sent now: the next message of each root goes to them)."""
         if self.trees is None:
-            return []
+            return
         gone = set(peers)
         for root, e in self.eager.items():
             if root != SHARED and not gone.isdisjoint(e):
                 for p in sorted(gone.intersection(e)):
                     self._adopt(root, p)
-        return []
 
     def _adopt(self, root: str, dead: str) -> list[str]:
         """`dead`, our child in `root`'s model tree, is down: its live children become ours."""
@@ -589,7 +592,8 @@ class Plumtree:
         """A child answered none of `ack_tries` sends: it is probably down, and the part of the tree
         behind it cut off. Membership will say so in seconds (after a mass failure, many more);
         meanwhile it goes lazy everywhere here, and a few members not declared dead become lazy
-        links, told of this message at once: the live ones that lack it graft, and so join."""
+        links, told of this message at once: the live ones that lack it graft, and so join. In
+        model trees its model children become ours, and are sent this message at once."""
         self.silent.add(peer)
         modelled = [r for r, e in self.eager.items()
                     if self.trees is not None and r != SHARED and r in self.trees and peer in e]
