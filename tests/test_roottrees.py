@@ -5,10 +5,9 @@ import random
 
 import pytest
 
+from replication.bench.propagation import FIRST_WRITE_ROOTS, Params, first_writes
 from replication.dissemination.roottrees import CROSS, FANOUT, RootTrees
 from replication.geo import LatencyModel, place_replicas, select_pops
-from replication.messages import Gossip
-from replication.bench.propagation import FIRST_WRITE_ROOTS, Params, first_writes
 from replication.sim.cluster import SimCluster
 
 MODEL = LatencyModel()
@@ -104,7 +103,7 @@ def test_a_pops_tree_is_the_same_for_every_other_root_and_does_not_depend_on_inp
 
 
 def test_unknown_members_have_no_tree():
-    trees, pop_of, _ = _trees("lhr,fra", 6)
+    trees, _, _ = _trees("lhr,fra", 6)
     assert trees.children("nope", "lhr") == [] and trees.children("lhr", "nope") == []
     assert trees.parent("nope", "lhr") is None and trees.path_ms("lhr", "nope") is None
     assert "lhr" in trees and "nope" not in trees

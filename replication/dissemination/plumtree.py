@@ -106,6 +106,7 @@ class Plumtree:
         # Where replicas share POPs, a root's tree of its own from its first write (see roottrees)
         trees = getattr(host, "root_trees", None)
         self.trees = trees if trees is not None and host.id in trees else None
+        self._down = getattr(host, "down", None)  # declared dead there (hosts without membership: never)
         view = host.view()
         if self.tree_links is None:  # classic: all eager, the first broadcast's duplicates prune
             self.eager: dict[str, dict[str, None]] = {SHARED: dict.fromkeys(view)}
@@ -164,7 +165,7 @@ class Plumtree:
     def _live_children(self, root: str, member: str) -> list[str]:
         """`member`'s children in `root`'s model tree, each one known to be down replaced by its
         own (so a node routes round the dead it knows of, with no one else's agreement)."""
-        down = getattr(self.h, "down", None)
+        down = self._down
         out: list[str] = []
         for c in self.trees.children(root, member):
             if c in self.silent or (down is not None and down(c)):
@@ -595,8 +596,8 @@ class Plumtree:
         links, told of this message at once: the live ones that lack it graft, and so join. In
         model trees its model children become ours, and are sent this message at once."""
         self.silent.add(peer)
-        modelled = [r for r, e in self.eager.items()
-                    if self.trees is not None and r != SHARED and r in self.trees and peer in e]
+        trees = self.trees
+        modelled = [] if trees is None else [r for r, e in self.eager.items() if r != SHARED and r in trees and peer in e]
         for root in list(self.eager):
             self._to_lazy(root, peer, shared=False)
         me = self.h.id

@@ -37,13 +37,13 @@ CROSS = 4  # sends to other POPs, per replica
 
 
 class _Plan:
-    """For one root POP: which position of which POP's tree sends to which POP, and when the
-    write reaches each POP's gateway (model ms from the root)."""
+    """For one root POP: which position of which POP's tree sends to which other POP, and when
+    the write reaches each other POP's head (model ms from the root)."""
 
     __slots__ = ("arrive", "sends", "via")
 
     def __init__(self) -> None:
-        self.arrive: dict[str, float] = {}  # POP -> model ms at its gateway (the root's POP: 0)
+        self.arrive: dict[str, float] = {}  # POP -> model ms at its head
         self.sends: dict[tuple[str, int], list[str]] = {}  # (POP, position) -> POPs it sends to
         self.via: dict[str, tuple[str, int]] = {}  # POP -> (POP, position) it is reached from
 
@@ -75,9 +75,6 @@ class RootTrees:
         the first (the head) at the top. The same for every root."""
         return self._pop_of[member], self._index[member]
 
-    def _at(self, pop: str, pos: int) -> str:
-        return self._members[pop][pos]
-
     def _depth(self, pos: int) -> int:
         d, first, width = 0, 0, 1  # positions first .. first+width-1 are at depth d
         while pos >= first + width:
@@ -105,7 +102,6 @@ class RootTrees:
         hop = self._ms(home, home)
         ms = self._ms
         left = {pop for pop in self._members if pop != home}
-        plan.arrive[home] = hop  # its head
         capacity: dict[tuple[str, int], int] = {}
         heap: list[tuple[float, str, int, str]] = []  # (arrival, sender POP, sender position, target POP)
 
@@ -126,7 +122,7 @@ class RootTrees:
             plan.arrive[target] = at
             plan.sends.setdefault((pop, pos), []).append(target)
             plan.via[target] = (pop, pos)
-            offer(target, 0, at)  # its gateway may relay (only needed when the home POP is small)
+            offer(target, 0, at)  # its head may relay (only needed when the home POP is small)
         return plan
 
     # -- what a node asks ----------------------------------------------------------------
@@ -160,7 +156,7 @@ class RootTrees:
         if pop == self._pop_of[root]:
             return root  # the home POP's head
         src_pop, src_pos = self._plan(self._pop_of[root]).via[pop]
-        return self._at(src_pop, src_pos)
+        return self._members[src_pop][src_pos]
 
     def path_ms(self, root: str, member: str) -> float | None:
         """The model latency from `root` to `member` along its tree; None if either is unknown."""
@@ -175,5 +171,6 @@ class RootTrees:
         if self._below(pos, top):
             return (self._depth(pos) - self._depth(top)) * hop
         return (self._depth(pos) + (top != 0)) * hop
+
 
 __all__ = ["CROSS", "FANOUT", "RootTrees"]
