@@ -308,8 +308,9 @@ def test_a_stored_row_that_no_longer_matches_its_seal_is_corrupt_storage_naming_
     assert "'user:7'" in ei.value.message and "seal" in ei.value.message
 
 
-def test_a_repair_reaches_the_disk_at_the_next_checkpoint(tmp_path):
-    """A repair is logged nowhere: the checkpoint must still write the keys it changed."""
+def damaged_on_disk(tmp_path) -> tuple[Storage, Replica, Replica]:
+    """lhr's storage, lhr and fra: k written at lhr and sent to fra, then lhr's copy of k
+    damaged (a copy that loses to fra's) and checkpointed, so the damage is on disk too."""
     st = Storage.open(tmp_path)
     a = st.restore("lhr", members=["lhr", "fra"])
     b = Replica("fra", members=["lhr", "fra"])
@@ -321,6 +322,12 @@ def test_a_repair_reaches_the_disk_at_the_next_checkpoint(tmp_path):
     _lower, higher = _forgeries(a.store, "k")
     damage_kv(a.store, "k", higher, reseal=True)  # a's copy (which loses to b's) ...
     st.checkpoint(a, full=True)  # ... reaches the disk
+    return st, a, b
+
+
+def test_a_repair_reaches_the_disk_at_the_next_checkpoint(tmp_path):
+    """A repair is logged nowhere: the checkpoint must still write the keys it changed."""
+    st, a, b = damaged_on_disk(tmp_path)
     changed = a.store.repair(b.store.repair_delta([("kv", "k")]), b.store.applied, "fra")
     assert changed == [("kv", "k")] and a.read_kv("k").values == ["real"]
     st.checkpoint(a)  # no logged delta touched k since the last checkpoint

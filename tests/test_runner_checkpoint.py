@@ -19,7 +19,7 @@ from replication.errors import StorageError, StorageUnavailable
 from replication.io import checkpoint as checkpoint_mod
 from replication.io.runner import ReplicaRunner
 from replication.io.storage import Storage
-from test_content_ae import _forgeries, damage_kv
+from test_content_ae import damaged_on_disk
 from test_runner import DEADLINE_S, SECRET, until
 from test_storage import FailingConn, crash_copy, restored
 
@@ -94,6 +94,13 @@ def due(r: ReplicaRunner) -> None:
     r._last_checkpoint = float("-inf")  # the next group commit starts one
 
 
+async def packing(r: ReplicaRunner, slow: SlowPacking, key: str, value) -> None:
+    """Write `key`: its group commit starts a checkpoint, which the worker is then packing."""
+    due(r)
+    await write(r, key, value)
+    await until("the checkpoint to be packing", slow.entered.is_set)
+
+
 async def write(r: ReplicaRunner, key: str, value) -> None:
     await asyncio.wait_for(r.write("kv", key, {"value": value}), DEADLINE_S)
 
@@ -116,9 +123,7 @@ def test_writes_are_answered_and_flushed_while_a_checkpoint_is_written(tmp_path,
         r = await single(tmp_path)
         try:
             await write(r, "a", 1)
-            due(r)
-            await write(r, "b", 2)  # its group commit starts the checkpoint
-            await until("the checkpoint to be packing", slow.entered.is_set)
+            await packing(r, slow, "b", 2)
             flushes = r.storage.stats.flushes
             for i in range(10):
                 await write(r, f"c{i}", i)
@@ -184,9 +189,7 @@ def test_a_flush_failing_while_a_checkpoint_is_packed_cancels_the_checkpoint(tmp
         r = await single(tmp_path)
         try:
             await write(r, "a", 1)
-            due(r)
-            await write(r, "b", 2)
-            await until("the checkpoint to be packing", slow.entered.is_set)
+            await packing(r, slow, "b", 2)
             r.storage._conn = FailingConn(r.storage._conn, "COMMIT")  # the next COMMIT: c's flush
             with pytest.raises(StorageUnavailable):
                 await write(r, "c", 3)
@@ -217,9 +220,7 @@ def test_stop_waits_for_a_checkpoint_being_written_then_closes_cleanly(tmp_path,
         stop = None
         try:
             await write(r, "a", 1)
-            due(r)
-            await write(r, "b", 2)
-            await until("the checkpoint to be packing", slow.entered.is_set)
+            await packing(r, slow, "b", 2)
             await write(r, "c", 3)
             stop = asyncio.ensure_future(r.stop())
             await until("stop to have ended the committer", lambda: all(t.done() for t in r._tasks))
@@ -257,9 +258,7 @@ def test_a_crash_at_any_point_of_a_checkpoint_loses_no_acknowledged_write(tmp_pa
                 await write(r, f"k{i}", i)
             disk = Disk(r.storage)
             disk.hold["checkpoint"] = release = threading.Event()
-            due(r)
-            await write(r, "a", 1)
-            await until("the checkpoint to be packing", slow.entered.is_set)
+            await packing(r, slow, "a", 1)
             await write(r, "b", 2)
             crash_copy(tmp_path / "lhr", copies / "packing")
             slow.gate.set()
@@ -319,9 +318,7 @@ def test_one_checkpoint_at_a_time(tmp_path, monkeypatch):
         real = r.storage.prepare_checkpoint
         r.storage.prepare_checkpoint = lambda *a, **kw: prepared.append(1) or real(*a, **kw)
         try:
-            due(r)
-            await write(r, "a", 1)
-            await until("the checkpoint to be packing", slow.entered.is_set)
+            await packing(r, slow, "a", 1)
             for i in range(5):
                 due(r)
                 await write(r, f"b{i}", i)
@@ -403,17 +400,7 @@ def test_a_reload_or_a_newer_capture_cancels_a_capture(tmp_path):
 def test_a_repair_captured_by_a_checkpoint_that_failed_is_written_by_the_next(tmp_path):
     """A repair is logged nowhere: the capture takes its key from the store, so the storage
     must keep it until a checkpoint holding it commits."""
-    st = Storage.open(tmp_path)
-    a = st.restore("lhr", members=["lhr", "fra"])
-    b = Replica("fra", members=["lhr", "fra"])
-    _, d = a.write_kv("k", "real", now=1)
-    st.append(d)
-    st.flush()
-    b.apply(d)
-    st.checkpoint(a, full=True)
-    _lower, higher = _forgeries(a.store, "k")
-    damage_kv(a.store, "k", higher, reseal=True)  # a's copy (which loses to b's) ...
-    st.checkpoint(a, full=True)  # ... reaches the disk
+    st, a, b = damaged_on_disk(tmp_path)
     assert a.store.repair(b.store.repair_delta([("kv", "k")]), b.store.applied, "fra") == [("kv", "k")]
     real = st._conn
     st._conn = FailingConn(real, "INSERT OR REPLACE INTO keyspace")
