@@ -57,6 +57,7 @@ CHROMIUM_ARGS = [
 TARGET_FPS = 30.0
 TARGET_LONGTASK_MS = 200.0
 TARGET_HEAP_MB = 30.0
+MAX_ARCS = 240  # app/dashboard/static/js/map.js: drawn per frame, the rest counted
 PAINTED_MIN = 20  # pixels of the downscaled overlay that must show something for "arcs visible"
 KEYS = 64  # the writes cycle over this many keys: the cluster's state stays the same size
 
@@ -257,6 +258,10 @@ def _measure_page(browser, base: str, params: Params, label: str, baseline: _Bas
                  "flights_max": max((s["flights"] or 0) for s in samples),
                  "drawn_max": max(((s["drawn"] or {}).get("arcs", 0) for s in samples), default=0),
                  "hidden_max": max(((s["drawn"] or {}).get("hidden", 0) for s in samples), default=0),
+                 # frames whose count of undrawn messages is not what was on its way beyond the bound
+                 "miscounted": sum(1 for s in samples if s["drawn"] and "alive" in s["drawn"]
+                                   and s["drawn"]["hidden"] != max(0, s["drawn"]["alive"] - MAX_ARCS)),
+                 "alive_max": max(((s["drawn"] or {}).get("alive", 0) for s in samples), default=0),
                  "hook": any(s["drawn"] is not None for s in samples)},
         "log_rows_max": max(s["log"] for s in samples),
         "screenshot": shot,
@@ -274,6 +279,8 @@ def robust_failures(r: dict) -> list[str]:
         out.append("no sample saw messages in flight: the load did not reach the page")
     if a["blank"]:
         out.append(f"arcs blank in {a['blank']} of {a['samples_in_flight']} samples with messages in flight")
+    if a.get("miscounted"):
+        out.append(f"{a['miscounted']} frames did not count the messages beyond the {MAX_ARCS} drawn")
     g = r["heap_mb"]["growth"]
     if g is not None and g >= TARGET_HEAP_MB:
         out.append(f"heap grew {g} MB (target < {TARGET_HEAP_MB:g})")

@@ -120,8 +120,9 @@ export class WorldMap {
     this.shown = null; // what the markers show now: {shape, colours}
     this.frames = 0;
     // what the last frame drew: for tests and `edgestate bench page` (arcs = trails drawn,
-    // hidden = in flight but not drawn, over MAX_ARCS)
-    this.drawn = { arcs: 0, hidden: 0, inFlight: 0, frame: 0 };
+    // alive = on their way this frame, hidden = on their way but not drawn, over MAX_ARCS;
+    // inFlight also counts messages streamed ahead of the map's clock, not yet departed)
+    this.drawn = { arcs: 0, alive: 0, hidden: 0, inFlight: 0, frame: 0 };
     this.more = null;
     this.moreAt = 0;
     this.moreShown = -1;
@@ -442,7 +443,7 @@ export class WorldMap {
       this.drawTrail(arc, st, Math.max(0, f - st.trail), f, m.dropped ? DROP_COLOUR : st.color, 0.95);
       drawn++;
     }
-    this.drawn = { arcs: drawn, hidden: first, inFlight: this.flights.size, frame: ++this.frames };
+    this.drawn = { arcs: drawn, alive: alive.length / 2, hidden: first, inFlight: this.flights.size, frame: ++this.frames };
     this.showMore(first, wall);
 
     // lost or cut off when sent: a stub that fizzles out
