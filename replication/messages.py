@@ -23,6 +23,8 @@ class Gossip:
     delta: Delta
     hops: int = 0
     path_ms: float = 0.0  # estimated latency from the root along the path it took
+    # (member, ms ago) found silent, where trees are modelled: routed round by those who hear it
+    silent: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(slots=True)
@@ -220,6 +222,8 @@ def wire_size(msg: Message) -> int:
     frame (replication/wire.py) and the per-kind medians of a real run likewise.
     """
     if isinstance(msg, Gossip):
+        if msg.silent:
+            return _HEADER + 34 + _delta_bytes(msg.delta) + sum(12 + len(p) for p, _ in msg.silent)
         return _HEADER + 32 + _delta_bytes(msg.delta)
     if isinstance(msg, IHave):  # the two most frequent kinds first: this runs for every message a sink sees
         return _HEADER + 28 * len(msg.items)

@@ -96,6 +96,7 @@ MAX_GRAFT_MIDS = 65536
 MAX_UPDATES = 256
 MAX_MEMBERS = 65536  # a push-pull's member table
 MAX_HOPS = 65535
+MAX_SILENT = 256  # members a gossip names as found silent
 MAX_AE_KEYS = 65536  # keys listed, or wanted back, in one content-exchange message
 MAX_PATH_MS = 1e9
 
@@ -163,7 +164,10 @@ def _dot(d: Dot) -> list:
 
 
 def _gossip_fields(g: Gossip) -> list:
-    return [_dot(g.mid), g.root, g.delta.to_wire(), g.hops, float(g.path_ms)]
+    f = [_dot(g.mid), g.root, g.delta.to_wire(), g.hops, float(g.path_ms)]
+    if g.silent:  # only then: a frame without it is the one every earlier peer reads
+        f.append([[p, float(age)] for p, age in g.silent])
+    return f
 
 
 def _updates(updates: list) -> list:
@@ -317,15 +321,25 @@ def _opt_rid(x: object) -> str | None:
     return None if x is None else check_replica_id(x)
 
 
+def _silent(x: object) -> tuple[tuple[str, float], ...]:
+    out = []
+    for item in _list(x, MAX_SILENT, "a gossip's silent members"):
+        if type(item) is not list or len(item) != 2:
+            raise _Invalid("a silent member must be [replica, ms ago]")
+        out.append((_rid(item[0]), _path(item[1])))
+    return tuple(out)
+
+
 def _gossip(f: object) -> Gossip:
-    if type(f) is not list or len(f) != 5:
-        raise _Invalid("a gossip must be [mid, root, delta, hops, path_ms]")
+    if type(f) is not list or len(f) not in (5, 6):
+        raise _Invalid("a gossip must be [mid, root, delta, hops, path_ms] or with [[replica, ms ago], ...] after")
     mid = dot_from_wire(f[0])
     root = _rid(f[1])
     delta = Delta.from_wire(f[2])
     if not delta.applied.contains(mid):
         raise _Invalid(f"a gossip's message id {mid} is not one of its delta's dots")
-    return Gossip(mid, root, delta, _int(f[3], 0, MAX_HOPS, "hops"), _path(f[4]))
+    silent = _silent(f[5]) if len(f) == 6 else ()
+    return Gossip(mid, root, delta, _int(f[3], 0, MAX_HOPS, "hops"), _path(f[4]), silent)
 
 
 def _inc(x: object) -> int:
@@ -415,8 +429,8 @@ def _repair(ctx: object, delta: object, want: object) -> AeRepair:
 
 
 # kind -> (number of fields, builder)
-_DECODERS: dict[int, tuple[int, Callable[..., Message]]] = {
-    K_GOSSIP: (5, lambda *f: _gossip(list(f))),
+_DECODERS: dict[int, tuple[int | tuple[int, ...], Callable[..., Message]]] = {
+    K_GOSSIP: ((5, 6), lambda *f: _gossip(list(f))),  # the sixth, the silent, only where there are any
     K_BATCH: (1, lambda items: GossipBatch([_gossip(g) for g in _list(items, MAX_BATCH, "a gossip batch")])),
     K_IHAVE: (1, lambda items: IHave([_ihave_item(i) for i in _list(items, MAX_IHAVE, "an IHAVE")])),
     K_GRAFT: (2, lambda root, mids: Graft(_rid(root), [dot_from_wire(d) for d in _list(mids, MAX_GRAFT_MIDS, "graft ids")])),
@@ -457,7 +471,7 @@ def decode_envelope(obj: Any) -> Envelope:
         if spec is None:
             raise _Invalid(f"unknown message kind {kind!r}")
         arity, build = spec
-        if len(fields) != arity:
+        if len(fields) not in (arity if type(arity) is tuple else (arity,)):
             raise _Invalid(f"message kind {kind} takes {arity} fields, got {len(fields)}")
         return Envelope(_rid(src), _rid(dst), build(*fields))
     except BadFrame:

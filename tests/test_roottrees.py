@@ -189,3 +189,159 @@ def test_the_children_of_a_dead_node_are_adopted_by_its_parent(acks, earlier):
         adopted = [e.t for e in events[n0:] if e.kind == "sent" and e.data["kind"] == "payload"
                    and e.node == root and e.data["dst"] in orphans]
         assert max(adopted) - t0 <= rto + 1.0, (max(adopted) - t0, rto)
+
+
+def _head_elsewhere(cluster, *roots):
+    """A POP head (the first replica of its POP), in a POP none of `roots` is in."""
+    trees = cluster.root_trees
+    homes = {cluster.pop_of[r].id for r in roots}
+    return next(m for m in sorted(cluster.ids) if trees.depth(m) == 0 and cluster.pop_of[m].id not in homes
+                and len(trees.above(m)) == 0 and len(trees.children(roots[0], m)) >= 2)
+
+
+def _payloads_to(events, since, dst):
+    return [e for e in events[since:] if e.kind == "sent" and e.data["kind"] == "payload" and e.data["dst"] == dst]
+
+
+@pytest.mark.parametrize("shared", [32, 0], ids=["told", "not-told"])
+def test_a_dead_head_found_by_one_sender_is_routed_round_by_the_others_without_a_round_trip(shared):
+    """After a mass failure, a dead POP head is sent to by a sender in every other POP, each of
+    which would find it silent for itself, a round trip each (and membership takes seconds more
+    to declare hundreds dead). The one that finds it out names it in the payloads it sends on;
+    everyone who hears routes round it. Told nothing (`silent_shared` 0), the next root's sender
+    to it sends it the payload and waits a round trip for an ack that never comes."""
+    events = []
+    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True, sink=events.append)
+    cluster.config.dissemination.silent_shared = shared
+    trees, sim = cluster.root_trees, cluster.sim
+    sim.run_for(2000)
+    first, later = "syd-3", "gru-2"
+    head = _head_elsewhere(cluster, first, later)
+    finder, sender = trees.parent(first, head), trees.parent(later, head)
+    assert finder != sender and cluster.pop_of[finder].id != cluster.pop_of[sender].id
+    sim.crash(head)
+    live = set(cluster.ids) - {head}
+    assert _reached(cluster, first, "a", 900) == live
+    assert head in sim.nodes[finder].strategy.silent  # found out after one round trip
+    # the next write from syd's POP carries the word over every POP's head to every node
+    for i, root in enumerate(["syd"]):
+        assert _reached(cluster, root, f"spread{i}", 600) == live
+    assert not sim.nodes[sender].down(head)  # membership has not declared it yet
+    told = sim.nodes[sender].strategy
+    assert (head in told.hearsay) == (shared > 0)
+    n0 = len(events)
+    mid = sim.nodes[later].replica.store.ctx.next_dot(later)
+    assert _reached(cluster, later, "b", 900) == live
+    orphans = trees.children(later, head)
+    if shared:
+        assert _payloads_to(events, n0, head) == []  # nobody sent the dead head anything
+        for c in orphans:  # and its children had it straight from the sender, no round trip lost
+            assert sim.nodes[c].strategy.cache[mid].first_from == sender
+            arrived = next(e.t for e in events[n0:] if e.kind == "applied" and e.node == c)
+            start = next(e.t for e in events[n0:] if e.kind == "write")
+            model = trees.path_ms(later, head) + sim.nodes[head].link_ms(c)
+            assert arrived - start <= model + 5.0, (c, arrived - start, model)
+    else:
+        assert [e.node for e in _payloads_to(events, n0, head)] == [sender]
+
+
+def test_a_member_whose_way_in_died_rejoins_its_model_tree():
+    """Latency grafts may make a member of another POP the way in for some root (a faster path
+    than the model's). When that member dies, the node that adopts its model children does not
+    know of this one, which would wait for an IHAVE and a GRAFT on the root's next write. Told
+    of the death by other roots' payloads, it grafts its model parent back first."""
+    events = []
+    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True, sink=events.append)
+    trees, sim = cluster.root_trees, cluster.sim
+    sim.run_for(2000)
+    root = "syd-3"
+    assert _reached(cluster, root, "a", 900) == set(cluster.ids)
+    way_in = _head_elsewhere(cluster, root, "fra")
+    member = next(m for m in sorted(cluster.ids) if cluster.pop_of[m].id == "fra" and trees.depth(m) == 1)
+    model_parent = trees.parent(root, member)
+    # what a latency graft leaves: the member takes the root's writes from way_in, its model
+    # parent holds it lazy for this root, way_in eager
+    sm, sp, sx = (sim.nodes[m].strategy for m in (member, model_parent, way_in))
+    cluster.config.dissemination.optimise_ms = 1e9  # no latency grafts now: only the one set up
+    sm.parent[root] = way_in
+    sp._to_lazy(root, member, shared=False)
+    sx._own(root)[0][member] = None
+    sx.lazy[root].pop(member, None)
+    mid = sim.nodes[root].replica.store.ctx.next_dot(root)
+    assert _reached(cluster, root, "b", 900) == set(cluster.ids)
+    assert sm.cache[mid].first_from == way_in  # the graft, as set up, holds
+    sim.crash(way_in)
+    live = set(cluster.ids) - {way_in}
+    # other roots' writes: the first finds the dead node silent, where its tree runs through it;
+    # the second, from the same POP, carries the word over every POP's head to every node
+    for i, r in enumerate(["gru-2", "gru-2", "nrt-2", "nrt-2"]):
+        assert _reached(cluster, r, f"spread{i}", 600) == live
+    assert not sim.nodes[member].down(way_in)
+    assert way_in in sm.hearsay
+    assert sm.parent[root] == model_parent and member in sp.eager[root]
+    mid = sim.nodes[root].replica.store.ctx.next_dot(root)
+    assert _reached(cluster, root, "c", 900) == live
+    assert sm.cache[mid].first_from == model_parent
+
+
+def test_a_graft_from_our_own_parent_ends_its_being_our_parent():
+    """A node that rejoins its model tree grafts its model parent, which may take the root's
+    writes from it (a latency graft of its own). Both would leave the other out of their
+    pushes: the grafted one's parent for that root is forgotten, and its next payload sets it."""
+    cluster = _settled()
+    root = "syd-3"
+    assert _reached(cluster, root, "a", 900) == set(cluster.ids)
+    member = next(m for m in sorted(cluster.ids) if cluster.pop_of[m].id == "fra" and trees_depth(cluster, m) == 1)
+    up = cluster.root_trees.parent(root, member)
+    s_up, s_member = cluster.sim.nodes[up].strategy, cluster.sim.nodes[member].strategy
+    s_up.parent[root] = member  # as a latency graft the other way would leave it
+    s_member._to_lazy(root, up, shared=False)
+    from replication.messages import Graft
+    out = s_up.handle(member, Graft(root), cluster.sim.now)
+    assert root not in s_up.parent and member in s_up.eager[root]
+    assert [type(e.msg).__name__ for e in out] == ["GraftAck"]
+
+
+def trees_depth(cluster, m):
+    return cluster.root_trees.depth(m)
+
+
+@pytest.mark.parametrize("how", ["found-silent", "declared-dead"])
+def test_a_node_whose_way_in_died_takes_its_model_children_back(how):
+    """A POP head grafted one of its own children for some root (the child had a faster way in)
+    and the others followed it. The child dies, and the head finds it silent (sending it another
+    root's write) or membership declares it dead; the root's next write reaches the head from its
+    model parent: the head sends it to its model children at once, rather than leave them to an
+    IHAVE and a GRAFT."""
+    events = []
+    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True, sink=events.append)
+    trees, sim = cluster.root_trees, cluster.sim
+    sim.run_for(2000)
+    root, head = "syd-3", "fra"
+    assert _reached(cluster, root, "a", 900) == set(cluster.ids)
+    cluster.config.dissemination.optimise_ms = 1e9  # no latency grafts now: only the ones set up
+    way_in, *others = trees.children(root, head)
+    s = {m: sim.nodes[m].strategy for m in [head, way_in, *others]}
+    s[head].parent[root] = way_in
+    s[way_in].parent[root] = trees.parent(root, head)
+    for m in others:
+        s[head]._to_lazy(root, m, shared=False)
+        s[m].parent[root] = way_in
+        s[way_in]._own(root)[0][m] = None
+    sim.crash(way_in)
+    live = set(cluster.ids) - {way_in}
+    if how == "found-silent":
+        assert _reached(cluster, "gru-2", "c", 900) == live  # the head sends to its child, and finds it silent
+        assert way_in in s[head].silent
+    else:
+        sim.run_for(15_000)
+        assert sim.nodes[head].down(way_in) and way_in not in s[head].silent
+    n0 = len(events)
+    mid = sim.nodes[root].replica.store.ctx.next_dot(root)
+    assert _reached(cluster, root, "d", 900) == live
+    start = next(e.t for e in events[n0:] if e.kind == "write")
+    assert s[head].parent[root] == trees.parent(root, head)
+    assert {m for m in others if s[m].cache[mid].first_from == head}  # (others may have latency grafts of their own)
+    for m in others:
+        arrived = next(e.t for e in events[n0:] if e.kind == "applied" and e.node == m)
+        assert arrived - start <= trees.path_ms(root, m) + 5.0, (m, arrived - start, trees.path_ms(root, m))

@@ -114,11 +114,16 @@ def _gossip(i: int, hops: int = 1, path: float = 12.5) -> Gossip:
     return Gossip(mid, mid.replica.split("~")[0], d, hops, path)
 
 
+def vars_of(g: Gossip) -> tuple:
+    return (g.mid, g.root, g.delta, g.hops, g.path_ms)
+
+
 def sample_envelopes() -> list[Envelope]:
     ctx = CausalContext(VersionVector({"lhr": 10, "fra~2": 3}), [Dot("syd", 7), Dot("syd", 9)])
     msgs = [
         _gossip(0),
         _gossip(1, hops=0, path=0.0),
+        Gossip(*list(vars_of(_gossip(2)))[:5], silent=(("syd", 0.0), ("nrt-3", 1234.5))),
         GossipBatch([_gossip(i, hops=i, path=i * 1.5) for i in range(7)]),
         GossipBatch([]),
         IHave([(Dot("lhr", 1), "lhr", 0.0), (Dot("fra~2", 99), "fra", 71.25)]),
@@ -385,6 +390,13 @@ V = WIRE_VERSION
 VALID = encode_envelope(Envelope("lhr", "fra", Ping(1, [("syd", "alive", 2)])))
 
 
+def _gossip_body() -> list:
+    """A valid gossip's five fields, as the wire has them."""
+    d = DELTAS[0]
+    mid = min(d.applied.dots())
+    return [[mid[0], mid[1]], mid[0], d.to_wire(), 1, 2.5]
+
+
 def _content_ae_malformed() -> list:
     """Content anti-entropy bodies that must be refused (kinds 8 and 20..22)."""
     ctx = [{"lhr": 1}, []]
@@ -459,6 +471,11 @@ def _content_ae_malformed() -> list:
         pytest.param(msgpack.packb([V, 1, "lhr", "fra", ["lhr", 2], "lhr", DELTAS[0].to_wire(), 0, 1.0]), id="gossip-mid-not-in-delta"),
         pytest.param(msgpack.packb([V, 1, "lhr", "fra", ["lhr", 1], "lhr", DELTAS[0].to_wire(), -1, 1.0]), id="gossip-negative-hops"),
         pytest.param(msgpack.packb([V, 2, "lhr", "fra", [["lhr", 1]]]), id="batch-bad-item"),
+        *[pytest.param(msgpack.packb([V, 1, "lhr", "fra", *_gossip_body(), silent]), id=f"gossip-silent-{name}")
+          for name, silent in [("str", "syd"), ("negative-age", [["syd", -1.0]]), ("int-age", [["syd", 1]]),
+                               ("short-item", [["syd"]]), ("empty-id", [["", 1.0]]), ("nan-age", [["syd", float("nan")]]),
+                               ("too-many", [["syd", 1.0]] * 257)]],
+        pytest.param(msgpack.packb([V, 1, "lhr", "fra", *_gossip_body(), [], None]), id="gossip-seven-fields"),
         pytest.param(msgpack.packb([V, 12, "lhr", "fra", 1, None, 0]), id="pingreq-no-target"),
         pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [], None, -1]), id="ping-negative-own-incarnation"),
         pytest.param(msgpack.packb([V, 10, "lhr", "fra", 1, [], None, True]), id="ping-bool-incarnation"),
@@ -663,6 +680,7 @@ def typical() -> dict[str, Envelope]:
     g = Gossip(mid, "lhr", write, 2, 35.5)
     out = {
         "Gossip": g,
+        "Gossip, 32 silent": Gossip(mid, "lhr", write, 2, 35.5, tuple((f"{p}-{i}", 1500.25) for i, p in zip(range(32), ids * 2))),
         "GossipBatch(10)": GossipBatch([Gossip(min(d.applied.dots()), "lhr", d, 1, 10.0) for d in writes]),
         "IHave(1)": IHave([(mid, "lhr", 35.5)]),
         "IHave(10)": IHave([(Dot("lhr", 100_000 + i), "lhr", 35.5) for i in range(10)]),

@@ -42,6 +42,11 @@ class DisseminationConfig:
     redundant_far_ms: float = 30.0  # ...three times over a link this long...
     redundant_loss: float = 0.02  # ...when this share of eager pushes went unacknowledged (recently)
     stand_ins: int = 4  # lazy links added for a child that answered none of its sends
+    # on model trees (see roottrees): a payload names up to this many members found silent lately
+    # (0: none), and those who hear of it route round them for `silent_hearsay_ms` since it was found
+    # (a member wrongly found silent is routed round that long at most, unless it sends to them)
+    silent_shared: int = 32
+    silent_hearsay_ms: float = 20_000.0
     ack_tries: int = 4  # sends of one eager payload to one child before leaving it to IHAVE, GRAFT and anti-entropy
     lazy_flush_ms: float = 20.0  # batch IHAVE announcements
     model_lazy: int | None = None  # on a root's model tree (see roottrees), IHAVEs to this many lazy links (None: all)

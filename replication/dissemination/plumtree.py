@@ -18,6 +18,9 @@ Refinements, after the paper's discussion of optimisation:
 - Where replicas share POPs and every node knows each one's POP (the simulator's `--replicas`),
   a root's tree is its model tree (see roottrees) from its first write, built round the members
   a node knows are down; a child declared dead or found silent hands its model children to us.
+  Payloads on model trees name the members their sender found silent (and heard of, with how
+  long ago): after a mass failure every sender to a dead POP head would otherwise find it out
+  for itself, a round trip each, and membership takes many seconds to declare hundreds dead.
 
 Under loss (the paper assumes reliable links; real ones drop packets):
 - Every payload received is acknowledged to its sender with a one-item IHAVE ("I have it"),
@@ -93,6 +96,14 @@ class _Switch(NamedTuple):
     old: str
 
 
+def _window(xs: list, start: int, n: int) -> list:
+    """`n` items of `xs` from `start` on, round the end (all of them if there are no more)."""
+    if len(xs) <= n:
+        return xs
+    at = start % len(xs)
+    return (xs[at:] + xs[:at])[:n]
+
+
 class Plumtree:
     name = "plumtree"
 
@@ -136,6 +147,14 @@ class Plumtree:
         self.silent: set[str] = set()  # children that answered no send lately, until heard from again
         self._stand_in_rng: random.Random | None = None
         self.heard: dict[str, float] = {}  # peer -> when it last sent us anything (a lossy link is not a dead one)
+        # model trees only: member -> when someone else found it silent (routed round until then
+        # plus silent_hearsay_ms, or until it sends us something)
+        self.hearsay: dict[str, float] = {}
+        self._purge_at = 0.0
+        self._found: dict[str, float] = {}  # member -> when we found it silent (while it is)
+        self._news: list[tuple[str, float]] | None = None  # what payloads tell of the silent (None: stale)
+        self._news_turn = 0
+        self._news_fixed = 0  # how many of `_news` lead it: the exposed (see _silent_news)
 
     # -- tree state ------------------------------------------------------------------
 
@@ -168,22 +187,124 @@ class Plumtree:
         down = self._down
         out: list[str] = []
         for c in self.trees.children(root, member):
-            if c in self.silent or (down is not None and down(c)):
+            if c in self.silent or c in self.hearsay or (down is not None and down(c)):
                 out += self._live_children(root, c)
             else:
                 out.append(c)
         return out
+
+    def _gone(self, peer: str) -> bool:
+        """Known here to be down: declared dead, found silent, or heard of as silent."""
+        return peer in self.silent or peer in self.hearsay or (self._down is not None and self._down(peer))
+
+    def _remodel(self, root: str, parent: str | None) -> None:
+        """Our parent for a modelled root is down and `parent` takes its place (None: not known
+        yet, the next payload sets it): take the model tree's children back, and keep the
+        children latency grafts gave us. Such grafts may have moved some of our model children
+        under the dead parent (a faster way in to the POP), which the model does not know of: the
+        node that adopts its model children cannot reach them, and they would wait for an IHAVE
+        and a GRAFT."""
+        if self.trees is None or root not in self.trees or root not in self.eager:
+            return
+        kept = [p for p in self.eager.pop(root) if p != parent and not self._gone(p)]
+        del self.lazy[root]
+        self.switching.pop(root, None)
+        if parent is None:
+            self.parent.pop(root, None)
+        else:
+            self.parent[root] = parent
+        e, lz = self._own(root)
+        for p in kept:
+            e[p] = None
+            lz.pop(p, None)
+        if parent is not None:
+            e.pop(parent, None)
 
     def members_down(self, peers: list[str]) -> None:
         """Membership declared `peers` dead: in every model tree, their children become ours
         (nothing is sent now: the next message of each root goes to them)."""
         if self.trees is None:
             return
+        self._news = None  # the declared dead need no telling
         gone = set(peers)
+        self._adopt_all(gone)
+        for root in [r for r, up in self.parent.items() if up in gone]:
+            self._remodel(root, None)  # (the view change that follows forgets the parent)
+
+    def _adopt_all(self, gone: set[str]) -> None:
         for root, e in self.eager.items():
             if root != SHARED and not gone.isdisjoint(e):
                 for p in sorted(gone.intersection(e)):
                     self._adopt(root, p)
+
+    def _silent_news(self, now: float) -> tuple[tuple[str, float], ...]:
+        """What a payload says of the silent: members this node found silent or heard of within
+        `silent_hearsay_ms`, with how long ago, `silent_shared` at most. The exposed lead, those
+        whose every ancestor in their POP's tree is down too, shallowest first: a sender in every
+        other POP sends to a dead POP head (and to its children, when it is dead), and would find
+        it out for itself, a round trip each. The others matter to fewer nodes (a member whose way
+        in to its POP, after latency grafts, was one of them: told, it rejoins its model tree).
+        Each part takes turns in its slots (three quarters for the exposed, while they fill
+        them), windows that move on with every push, so all of it goes out."""
+        news = self._news
+        if news is None:
+            down, ttl, trees = self._down, self.cfg.silent_hearsay_ms, self.trees
+            found = dict(self.hearsay)
+            found.update(self._found)
+            fresh = {p: t for p, t in found.items() if now - t < ttl and (down is None or not down(p))}
+
+            def gone(a: str) -> bool:
+                return a in fresh or a in self.silent or (down is not None and down(a))
+
+            rank = sorted((not all(map(gone, trees.above(p))), trees.depth(p), p, t) for p, t in fresh.items())
+            news = self._news = [(p, t) for _, _, p, t in rank]
+            self._news_fixed = sum(1 for covered, *_ in rank if not covered)  # the exposed lead
+        k = self.cfg.silent_shared
+        if len(news) > k:
+            first, rest = news[: self._news_fixed], news[self._news_fixed:]
+            a = min(len(first), max(k - len(rest), k * 3 // 4))
+            self._news_turn += 1
+            news = _window(first, self._news_turn * a, a) + _window(rest, self._news_turn * (k - a), k - a)
+        return tuple((p, now - t) for p, t in news)
+
+    def _hear_silent(self, src: str, items: tuple[tuple[str, float], ...], now: float) -> list[Envelope]:
+        """A payload named members found silent: route round them too (found out first-hand,
+        each would cost a round trip to every node that sends to it)."""
+        ttl, me, heard, hearsay = self.cfg.silent_hearsay_ms, self.h.id, self.heard, self.hearsay
+        new: set[str] = set()
+        for p, age in items:
+            if age >= ttl or p == me or p == src or p in self._found:
+                continue
+            t = now - age
+            if heard.get(p, -math.inf) >= t:
+                continue  # it has sent us something since
+            old = hearsay.get(p)
+            if old is None or now - old >= ttl:
+                new.add(p)
+            if old is None or old < t:
+                hearsay[p] = t
+                self._news = None
+        if not new:
+            return []
+        self._adopt_all(new)
+        return self._rejoin(new)
+
+    def _rejoin(self, gone: set[str]) -> list[Envelope]:
+        """Members of `gone` are down: where one was our parent for a modelled root, graft the
+        nearest live ancestor the model gives us, and take our own model children back."""
+        out: list[Envelope] = []
+        trees, me = self.trees, self.h.id
+        for root, up in list(self.parent.items()):
+            if up not in gone or root not in trees or root not in self.eager:
+                continue
+            above = trees.parent(root, me)
+            while above is not None and above != root and self._gone(above):
+                above = trees.parent(root, above)
+            if above is None or above == up:
+                continue
+            self._remodel(root, above)
+            out.append(Envelope(me, above, Graft(root)))
+        return out
 
     def _adopt(self, root: str, dead: str) -> list[str]:
         """`dead`, our child in `root`'s model tree, is down: its live children become ours."""
@@ -262,8 +383,9 @@ class Plumtree:
         eager, lazy = self._sets(g.root)
         me, link = self.h.id, self.h.link_ms
         up = self.parent.get(g.root)  # upstream already has it: pushing back only makes a duplicate
+        news = self._silent_news(now) if self.trees is not None and (self._found or self.hearsay) else ()
         out = [
-            Envelope(me, p, Gossip(g.mid, g.root, g.delta, g.hops + 1, g.path_ms + link(p)))
+            Envelope(me, p, Gossip(g.mid, g.root, g.delta, g.hops + 1, g.path_ms + link(p), news))
             for p in eager
             if p != exclude and p != up
         ]
@@ -328,6 +450,11 @@ class Plumtree:
         self.heard[src] = now
         if self.silent and src in self.silent:
             self.silent.discard(src)  # alive after all (a partition, a pause): lazy until grafted
+            self._found.pop(src, None)
+            self._news = None
+        if self.hearsay and src in self.hearsay:
+            del self.hearsay[src]
+            self._news = None
         if kind == "ihave":  # the most frequent message by far
             return self._on_ihave(src, msg, now)
         if kind == "payload" and isinstance(msg, Gossip):
@@ -343,6 +470,13 @@ class Plumtree:
         return []
 
     def _on_gossip(self, src: str, g: Gossip, now: float) -> list[Envelope]:
+        if g.silent and self.trees is not None:
+            rejoined = self._hear_silent(src, g.silent, now)
+            if rejoined:
+                return rejoined + self._take(src, g, now)
+        return self._take(src, g, now)
+
+    def _take(self, src: str, g: Gossip, now: float) -> list[Envelope]:
         root = g.root
         # acknowledged whether new or not: a duplicate may be the resend of a payload whose ack was lost
         ack = [Envelope(self.h.id, src, IHave([Announcement(g.mid, root, g.path_ms)]))] if self.cfg.acks else []
@@ -505,6 +639,10 @@ class Plumtree:
         return [Envelope(self.h.id, src, Graft(root))]
 
     def _on_graft(self, src: str, msg: Graft, now: float) -> list[Envelope]:
+        if self.trees is not None and self.parent.get(msg.root) == src and msg.root in self.trees:
+            # it takes this root's writes from us now (it rejoined its model tree): it cannot be
+            # our way in as well, or each would leave the other out of its pushes
+            del self.parent[msg.root]
         self._to_eager(msg.root, src, shared=bool(msg.mids))
         if not msg.mids:  # a latency regraft: confirm, so the grafter can retire its old parent
             return [Envelope(self.h.id, src, GraftAck(msg.root))]
@@ -548,6 +686,12 @@ class Plumtree:
             out.append(Envelope(me, src, Graft(root, [mid])))
             self._due(mid, m, now + min(self.cfg.graft_retry_ms, self._rto(src)))
         out += self._resend(now)
+        if self.hearsay and now >= self._purge_at:
+            ttl = self.cfg.silent_hearsay_ms
+            for p in [p for p, t in self.hearsay.items() if now - t >= ttl]:
+                del self.hearsay[p]
+            self._news = None
+            self._purge_at = now + ttl / 4
         ttl = self.cfg.cache_ms
         while self._expiry and self._expiry[0].at + ttl <= now:  # the same sum next_deadline() reports
             mid = self._expiry.popleft().gossip.mid
@@ -596,6 +740,10 @@ class Plumtree:
         links, told of this message at once: the live ones that lack it graft, and so join. In
         model trees its model children become ours, and are sent this message at once."""
         self.silent.add(peer)
+        if self.trees is not None:
+            self.hearsay.pop(peer, None)
+            self._found[peer] = now
+            self._news = None
         trees = self.trees
         modelled = [] if trees is None else [r for r, e in self.eager.items() if r != SHARED and r in trees and peer in e]
         for root in list(self.eager):
@@ -607,6 +755,8 @@ class Plumtree:
                 if root == g.root:
                     out.append(Envelope(me, c, Gossip(g.mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(c))))
                     self._expect_ack(g.mid, c, 1, now)
+        if trees is not None:
+            out += self._rejoin({peer})  # our way in for some root, after latency grafts
         eager, lazy = self.eager[SHARED], self.lazy[SHARED]
         pool = [p for p in self.h.reachable()
                 if p != me and p not in self.silent and p not in eager and p not in lazy]

@@ -146,6 +146,23 @@ class RootTrees:
             out.append(self._members[target][0])
         return out
 
+    def depth(self, member: str) -> int:
+        """How far below its POP's head `member` sits (the head: 0): the same for every root."""
+        return self._depth(self._index[member]) if member in self._index else 1 << 30
+
+    def above(self, member: str) -> list[str]:
+        """`member`'s ancestors in its POP's tree, its parent first and the head last (the same
+        for every root). While one of them lives, only it sends to `member`; when all are dead,
+        a sender in every other POP does."""
+        if member not in self._pop_of:
+            return []
+        pop, pos = self._position(member)
+        ids, out = self._members[pop], []
+        while pos > 0:
+            pos = self._up(pos)
+            out.append(ids[pos])
+        return out
+
     def parent(self, root: str, member: str) -> str | None:
         """Whom `member` takes `root`'s writes from (None: the root, or unknown)."""
         if root not in self._pop_of or member not in self._pop_of or member == root:
