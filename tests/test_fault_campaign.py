@@ -25,6 +25,18 @@ def test_a_hundred_random_fault_schedules_break_no_invariant():
     assert result["converge_ms_p99"] is not None
 
 
+@pytest.mark.timeout(900)
+def test_random_fault_schedules_on_model_trees_break_no_invariant():
+    """Two replicas per POP: plumtree runs on model trees (roottrees), with their adoptions, the
+    silent named in payloads and rejoins, under the same faults. The long form:
+    `edgestate bench faults --replicas 12`."""
+    params = faults.Params(seeds=10, first_seed=1000, replicas=12)
+    assert faults._Campaign(0, params).cluster.root_trees is not None
+    result = faults.run(params, progress=False)
+    assert result["failed"] == [], "\n".join(f"seed {f['seed']}: {f['failure']}" for f in result["failed"])
+    assert result["acked_writes"] > 100 * params.seeds and result["checks"] > result["acked_writes"]
+
+
 def test_a_seed_replays_event_for_event():
     first, second = faults.run_seed(7), faults.run_seed(7)
     assert asdict(first) == asdict(second)

@@ -1,6 +1,6 @@
 """`edgestate bench faults`: fault campaigns that end in pass or fail, with the figures.
 
-    edgestate bench faults [--seeds N] [--first-seed S] [--pops ID,...] [--json FILE]
+    edgestate bench faults [--seeds N] [--first-seed S] [--pops ID,...] [--replicas N] [--json FILE]
         random fault schedules on the simulator (replication/bench/faults.py), invariants at
         every step; a failing seed is printed with its first broken invariant
     edgestate bench faults --seed S
@@ -37,6 +37,9 @@ def add_parser(which) -> argparse.ArgumentParser:
                    help="simulator: the first seed (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="simulator: replay this one seed")
     p.add_argument("--pops", default=d.pops, metavar="ID,...", help="simulator: replicas (default: %(default)s)")
+    p.add_argument("--replicas", type=positive_int, default=None, metavar="N",
+                   help="simulator: N replicas dealt round-robin over the POPs (default: one per POP); with "
+                        "several per POP, plumtree's model trees and their repairs are under test")
     p.add_argument("--duration-ms", type=positive, default=d.duration_ms, metavar="MS",
                    help="simulator: virtual ms of faults and writes per seed (default: %(default)s)")
     p.add_argument("--processes", action="store_true", help="real replica processes under churn instead")
@@ -64,14 +67,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgestate bench faults: error: --pops {args.pops!r}: {e}", file=sys.stderr)
         return 2
     if args.seed is not None:
-        params = faults.Params(seeds=1, first_seed=args.seed, pops=args.pops, duration_ms=args.duration_ms)
+        params = faults.Params(seeds=1, first_seed=args.seed, pops=args.pops, replicas=args.replicas,
+                               duration_ms=args.duration_ms)
     else:
-        params = faults.Params(seeds=args.seeds, first_seed=args.first_seed, pops=args.pops,
+        params = faults.Params(seeds=args.seeds, first_seed=args.first_seed, pops=args.pops, replicas=args.replicas,
                                duration_ms=args.duration_ms)
     result = faults.run(params, progress=not args.quiet)
     for f in result["failed"]:
         print(f"FAILED seed {f['seed']} at t={fmt(f['at_ms'])} ms: {f['failure']}")
-        print(f"  replay: edgestate bench faults --seed {f['seed']} --pops {params.pops}")
+        more = f" --replicas {params.replicas}" if params.replicas else ""
+        print(f"  replay: edgestate bench faults --seed {f['seed']} --pops {params.pops}{more}")
     cols = ["seeds", "failed", "acked_writes", "faults", "checks", "converge_ms_p50", "converge_ms_p99",
             "converge_ms_max", "membership_ms_p50", "membership_ms_p99", "wall_s"]
     print(table([{**result, "failed": len(result["failed"])}], cols))

@@ -51,6 +51,7 @@ class Params:
     seeds: int = 100
     first_seed: int = 0
     pops: str = DEFAULT_POPS
+    replicas: int | None = None  # dealt round-robin over the POPs (None: one per POP); several per POP: model trees
     duration_ms: float = 20_000.0
     converge_ms: float = 60_000.0
     restore_checks: bool = True  # checkpoint + restore through SQLite at every crash
@@ -139,7 +140,7 @@ class _Campaign:
         self.hist = History()
         self.checks = 0
         self.cluster = SimCluster(
-            place_replicas(select_pops(params.pops)), seed=seed, secret=b"faults", wrap=self._wrap,
+            place_replicas(select_pops(params.pops), params.replicas), seed=seed, secret=b"faults", wrap=self._wrap,
             traffic_events=False,
         )
         self.sim = self.cluster.sim
