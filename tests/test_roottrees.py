@@ -345,3 +345,26 @@ def test_a_node_whose_way_in_died_takes_its_model_children_back(how):
     for m in others:
         arrived = next(e.t for e in events[n0:] if e.kind == "applied" and e.node == m)
         assert arrived - start <= trees.path_ms(root, m) + 5.0, (m, arrived - start, trees.path_ms(root, m))
+
+
+def test_a_missing_message_on_a_model_tree_is_grafted_from_the_nearest_announcer():
+    """The first IHAVE for a modelled root's message often comes from another POP (whose writes
+    arrive early), while a member of our own POP announces it a hop away: after a failure cut
+    us off, the GRAFT goes to the nearest announcer, one short round trip rather than a long one."""
+    from replication.clocks import Dot
+    from replication.messages import Announcement, Graft, IHave
+
+    cluster = _settled()
+    sim = cluster.sim
+    root, me = "syd-3", "fra-2"
+    far = next(m for m in sorted(cluster.ids) if cluster.pop_of[m].id == "nrt")
+    near = next(m for m in sorted(cluster.ids) if cluster.pop_of[m].id == "fra" and m != me)
+    s = sim.nodes[me].strategy
+    assert sim.nodes[me].link_ms(near) < sim.nodes[me].link_ms(far)
+    mid = Dot(root, 10_000)  # a write of syd-3's that never came
+    now = sim.now
+    out = s.handle(far, IHave([Announcement(mid, root, 100.0)]), now)
+    out += s.handle(near, IHave([Announcement(mid, root, 120.0)]), now + 1.0)
+    out += s.tick(now + 1000.0)
+    grafts = [e.dst for e in out if isinstance(e.msg, Graft)]
+    assert grafts == [near]

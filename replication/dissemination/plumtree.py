@@ -673,6 +673,10 @@ class Plumtree:
             if m.grafts >= self.cfg.ack_tries * max(1, len(m.offers)):
                 del self.missing[mid]  # nobody answers: anti-entropy will bring it
                 continue
+            if m.grafts == 0 and self.trees is not None and m.offers[0].root in self.trees:
+                # the nearest announcer first: on a model tree the first IHAVE often comes from
+                # another POP (its writes arrive early), while a member of ours holds it a hop away
+                m.offers.sort(key=lambda o: self.h.link_ms(o.peer))
             offer = m.offers.pop(0)
             m.offers.append(offer)  # tried again after the others: a GRAFT or its answer may be lost
             m.grafts += 1
