@@ -746,8 +746,11 @@ class Plumtree:
         self.silent.add(peer)
         if self.trees is not None:
             self.hearsay.pop(peer, None)
-            self._found[peer] = now
-            self._news = None
+            if not self._redundant:
+                # named to others only where our links lose nothing: on lossy ones a live child's
+                # silence is often the loss, and everyone would route round a live member
+                self._found[peer] = now
+                self._news = None
         trees = self.trees
         modelled = [] if trees is None else [r for r, e in self.eager.items() if r != SHARED and r in trees and peer in e]
         for root in list(self.eager):
