@@ -184,10 +184,9 @@ class Plumtree:
     def _live_children(self, root: str, member: str) -> list[str]:
         """`member`'s children in `root`'s model tree, each one known to be down replaced by its
         own (so a node routes round the dead it knows of, with no one else's agreement)."""
-        down = self._down
         out: list[str] = []
         for c in self.trees.children(root, member):
-            if c in self.silent or c in self.hearsay or (down is not None and down(c)):
+            if self._gone(c):
                 out += self._live_children(root, c)
             else:
                 out.append(c)
