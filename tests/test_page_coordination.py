@@ -67,6 +67,8 @@ def test_the_panel_compares_a_write_with_a_global_leader_and_shows_who_can_write
     page.fill("#write-key", f"coordination-{time.monotonic_ns()}")
     page.fill("#write-value", "g'day")
     page.click("#write-submit")
+    # the form says what the write's answer was (an error too): a failed write fails here, saying why
+    expect()(page.locator("#write-result")).to_contain_text("syd answered at once", timeout=DEADLINE_MS)
     got = wait_for_write(page, "syd", old)
     assert got["local_us"] > 0
     crdt = panel.locator("[data-testid=coord-crdt]")
