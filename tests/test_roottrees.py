@@ -8,6 +8,7 @@ import pytest
 from replication.bench.propagation import FIRST_WRITE_ROOTS, Params, first_writes
 from replication.dissemination.roottrees import CROSS, FANOUT, RootTrees
 from replication.geo import LatencyModel, place_replicas, select_pops
+from replication.messages import Envelope, Graft
 from replication.sim.cluster import SimCluster
 
 MODEL = LatencyModel()
@@ -368,3 +369,42 @@ def test_a_missing_message_on_a_model_tree_is_grafted_from_the_nearest_announcer
     out += s.tick(now + 1000.0)
     grafts = [e.dst for e in out if isinstance(e.msg, Graft)]
     assert grafts == [near]
+
+
+def test_a_child_given_up_on_that_speaks_again_stops_the_naming_until_pushes_show_the_loss_was_rare():
+    """On model trees a parent gives a child up after one unanswered send and names it to the
+    others (after a mass failure, silence is death). On lossy links silence is often only the
+    loss: a child given up on that speaks again is the evidence, and while such evidence is more
+    than `redundant_loss` of the parent's pushes it names no one it finds silent. Enough pushes
+    answered in time dilute it, and the naming comes back."""
+    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True)
+    trees, sim = cluster.root_trees, cluster.sim
+    sim.run_for(2000)
+    root = "lhr"
+    s = sim.nodes[root].strategy
+    kids = [m for m in trees.children(root, root) if cluster.pop_of[m].id != "lhr"]
+    assert len(kids) >= 3
+    cut, dead, later = kids[:3]
+    # a child cut off for a moment is given up on, and named (its silence looks like death)
+    sim.partition([[cut]])
+    _reached(cluster, root, "a", 900)
+    assert cut in s.silent and cut in s._found
+    sim.heal()
+    # it grafts back: alive after all, so the silence was the network's
+    sim.nodes[root].receive(Envelope(cut, root, Graft(root)), now=sim.now)
+    assert cut not in s.silent and cut not in s._found
+    # the next child found silent (really down, this time) is routed round but named to no one
+    sim.crash(dead)
+    live = set(cluster.ids) - {dead}
+    assert _reached(cluster, root, "b", 900) == live
+    assert dead in s.silent and dead not in s._found
+    assert not any(dead in sim.nodes[m].strategy.hearsay for m in live)
+    # pushes answered in time: the one false silence becomes rare, and a silence is named again
+    for i in range(60):
+        assert _reached(cluster, root, f"c{i}", 300) == live
+        if s._pushes > 60:
+            break
+    assert s._false_silences <= s.cfg.redundant_loss * s._pushes
+    sim.crash(later)
+    assert _reached(cluster, root, "d", 900) == live - {later}
+    assert later in s.silent and later in s._found

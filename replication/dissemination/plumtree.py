@@ -144,6 +144,7 @@ class Plumtree:
         self._pushes = 0.0  # eager pushes and, of them, unacknowledged ones (decaying): the loss we see
         self._unanswered = 0.0
         self._redundant = False  # sending two copies of each eager push (see _push)
+        self._false_silences = 0.0  # children given up on that spoke again (decaying as _pushes)
         self.silent: set[str] = set()  # children that answered no send lately, until heard from again
         self._stand_in_rng: random.Random | None = None
         self.heard: dict[str, float] = {}  # peer -> when it last sent us anything (a lossy link is not a dead one)
@@ -382,7 +383,8 @@ class Plumtree:
         eager, lazy = self._sets(g.root)
         me, link = self.h.id, self.h.link_ms
         up = self.parent.get(g.root)  # upstream already has it: pushing back only makes a duplicate
-        news = self._silent_news(now) if self.trees is not None and (self._found or self.hearsay) else ()
+        news = (self._silent_news(now) if self.trees is not None and (self._found or self.hearsay)
+                and self._quiet_links() else ())
         out = [
             Envelope(me, p, Gossip(g.mid, g.root, g.delta, g.hops + 1, g.path_ms + link(p), news))
             for p in eager
@@ -407,6 +409,13 @@ class Plumtree:
             if self.flush_at is None:
                 self.flush_at = now + self.cfg.lazy_flush_ms
         return out
+
+    def _quiet_links(self) -> bool:
+        """Our links lose nothing, as far as we can tell: a child's silence means it is down, and
+        the silent are named to others and routed round when others name them. On lossy links a
+        silence is often only the loss, and a name would send everyone round a live member (at
+        10 % loss, 120 replicas, that doubled the payloads per receiver)."""
+        return not self._redundant and self._false_silences <= self.cfg.redundant_loss * max(1.0, self._pushes)
 
     def _extra_copies(self, peer: str) -> int:
         """Copies beyond the first of an eager push to `peer` while pushes show loss: one over
@@ -436,6 +445,7 @@ class Plumtree:
         if self._pushes > 1000:  # recent behaviour: halve the history
             self._pushes /= 2
             self._unanswered /= 2
+            self._false_silences /= 2
         return extra
 
     def broadcast(self, g: Gossip, now: float) -> list[Envelope]:
@@ -451,6 +461,10 @@ class Plumtree:
             self.silent.discard(src)  # alive after all (a partition, a pause): lazy until grafted
             self._found.pop(src, None)
             self._news = None
+            if self.trees is not None:
+                # on model trees a child is given up after one unanswered send, so no resend shows
+                # the loss (see _on_ihave): a child given up on that speaks again is the evidence
+                self._false_silences += 1
         if self.hearsay and src in self.hearsay:
             del self.hearsay[src]
             self._news = None
@@ -469,7 +483,7 @@ class Plumtree:
         return []
 
     def _on_gossip(self, src: str, g: Gossip, now: float) -> list[Envelope]:
-        if g.silent and self.trees is not None:
+        if g.silent and self.trees is not None and self._quiet_links():
             rejoined = self._hear_silent(src, g.silent, now)
             if rejoined:
                 return rejoined + self._take(src, g, now)
@@ -745,7 +759,7 @@ class Plumtree:
         self.silent.add(peer)
         if self.trees is not None:
             self.hearsay.pop(peer, None)
-            if not self._redundant:
+            if self._quiet_links():
                 # named to others only where our links lose nothing: on lossy ones a live child's
                 # silence is often the loss, and everyone would route round a live member
                 self._found[peer] = now
