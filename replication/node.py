@@ -177,6 +177,7 @@ class Node:
         # and membership traffic do not grow with the cluster. Up to LARGE_CLUSTER members, every
         # node watches everyone, as it always did.
         self._cluster = cluster if cluster is not None and len(cluster) > LARGE_CLUSTER else None
+        self.large = self._cluster is not None  # what the strategy asks (plumtree's IHAVEs on model trees)
         self._all: tuple[str, ...] | None = None
         if self._cluster is not None:
             self._all = peers if isinstance(peers, tuple) else tuple(peers)

@@ -149,3 +149,40 @@ def test_a_large_cluster_seed_tree_spans_every_replica_with_a_small_fanout(large
     reached = {tree.path_ms(c.ids[0], r) is not None for r in c.ids}
     assert reached == {True}  # connected: a spanning tree
     assert max(len(tree.neighbours(r)) for r in c.ids) <= 10  # Prim makes a star per POP: 18 and more
+
+
+@pytest.mark.parametrize("k", [3, None])
+def test_a_large_cluster_announces_a_modelled_write_to_a_few_lazy_links(large_at_40, k):
+    """In a large cluster (here from 40 members) a node tells `model_lazy_large` of its lazy
+    links of each write on a root's model tree, not every one: the tree needs IHAVEs only for
+    repairs. Every write still reaches every replica by dissemination alone, and a crashed
+    member's part of the tree is still repaired."""
+    events = []
+    c = SimCluster(place_replicas(select_pops("all"), 120), seed=3, sink=events.append)
+    c.config.dissemination.model_lazy_large = k
+    sim = c.sim
+    assert c.root_trees is not None and all(n.large for n in sim.nodes.values())
+    sim.run_for(3000)
+    n0 = len(events)
+    writes = 12
+    for i, origin in enumerate(c.ids[:writes]):
+        c.write(origin, "kv", f"k{i}", {"value": i})
+        sim.run_for(300)
+    assert all(sim.read(r, "kv", f"k{writes - 1}").values for r in c.ids)
+    applied = [e for e in events[n0:] if e.kind == "applied"]
+    assert all(e.data["via"] != "ae" for e in applied)
+    told: dict[str, int] = {}
+    for e in events[n0:]:
+        if e.kind == "sent" and e.data["kind"] == "ihave":
+            told[e.node] = told.get(e.node, 0) + 1
+    most = max(told.values())
+    if k is not None:
+        assert most <= k * writes, most  # one IHAVE per write and lazy link at most (a flush may batch)
+    else:
+        assert most > 3 * writes, most  # every lazy link: more than the few
+    # a member crashed before a write, not yet declared dead: its children still get the write
+    victim = next(m for m in c.ids[writes:] if c.root_trees.children(c.ids[0], m))
+    sim.crash(victim)
+    c.write(c.ids[0], "kv", "after", {"value": 1})
+    assert sim.run_until_condition(
+        lambda: all(sim.read(r, "kv", "after").values for r in c.ids if r != victim), max_ms=10_000)

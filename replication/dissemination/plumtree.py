@@ -396,6 +396,8 @@ class Plumtree:
             item = Announcement(g.mid, g.root, g.path_ms)
             told = lazy
             k = self.cfg.model_lazy
+            if k is None and self.h.large:
+                k = self.cfg.model_lazy_large
             if k is not None and self.trees is not None and len(lazy) > k and g.root in self.trees:
                 # A model tree needs no IHAVE to find its shape, only to repair it: a few lazy
                 # links, rotating with the write, instead of every one (three quarters of all
