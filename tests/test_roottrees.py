@@ -204,7 +204,7 @@ def _payloads_to(events, since, dst):
     return [e for e in events[since:] if e.kind == "sent" and e.data["kind"] == "payload" and e.data["dst"] == dst]
 
 
-@pytest.mark.parametrize("shared", [32, 0], ids=["told", "not-told"])
+@pytest.mark.parametrize("shared", [128, 0], ids=["told", "not-told"])
 def test_a_dead_head_found_by_one_sender_is_routed_round_by_the_others_without_a_round_trip(shared):
     """After a mass failure, a dead POP head is sent to by a sender in every other POP, each of
     which would find it silent for itself, a round trip each (and membership takes seconds more
@@ -408,3 +408,55 @@ def test_a_child_given_up_on_that_speaks_again_stops_the_naming_until_pushes_sho
     sim.crash(later)
     assert _reached(cluster, root, "d", 900) == live - {later}
     assert later in s.silent and later in s._found
+
+
+def _hub(cluster, root):
+    """A child of `root` in another POP with at least two children of its own (for `root`)."""
+    trees = cluster.root_trees
+    return next(m for m in trees.children(root, root) if cluster.pop_of[m].id != cluster.pop_of[root].id
+                and len(trees.children(root, m)) >= 2)
+
+
+def test_every_payload_in_flight_to_a_child_found_silent_goes_to_its_children():
+    """Two writes of one root go to a child that has crashed before either is acknowledged. The
+    first overdue ack gives the child up and hands its children to us with that write; the
+    second write, sent to the same dead child, must reach them too (its own overdue ack finds
+    the child gone already, and nothing more is adopted)."""
+    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True)
+    sim, trees = cluster.sim, cluster.root_trees
+    sim.run_for(2000)
+    root = "lhr"
+    hub = _hub(cluster, root)
+    sim.crash(hub)
+    mids = []
+    for key in ("a", "b"):
+        mids.append(sim.nodes[root].replica.store.ctx.next_dot(root))
+        cluster.write(root, "kv", key, {"value": key})
+        sim.run_for(1)
+    sim.run_for(900)
+    for c in trees.children(root, hub):
+        for mid in mids:
+            entry = sim.nodes[c].strategy.cache.get(mid)
+            assert entry is not None and entry.first_from == root, (c, mid, entry and entry.first_from)
+
+
+def test_a_payload_in_flight_to_a_member_others_name_silent_goes_to_its_children():
+    """A payload went to a child that is down; before its ack is overdue, a payload from another
+    node names the child silent. Its children become ours at once, and so does what we sent
+    it and it never acknowledged."""
+    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True)
+    sim, trees = cluster.sim, cluster.root_trees
+    sim.run_for(2000)
+    root = "lhr"
+    hub = _hub(cluster, root)
+    sim.crash(hub)
+    mid = sim.nodes[root].replica.store.ctx.next_dot(root)
+    cluster.write(root, "kv", "a", {"value": 1})
+    s = sim.nodes[root].strategy
+    assert hub in s.unacked[mid]
+    other = next(m for m in cluster.ids if m not in (root, hub))
+    out = s._hear_silent(other, ((hub, 5.0),), sim.now)
+    sent = {e.dst for e in out if e.msg.kind == "payload" and e.msg.mid == mid}
+    assert set(trees.children(root, hub)) <= sent
+    assert hub not in s.unacked.get(mid, {})  # no ack awaited from the dead
+    assert set(trees.children(root, hub)) <= set(s.unacked[mid])  # but from those it went to instead

@@ -45,7 +45,7 @@ class DisseminationConfig:
     # on model trees (see roottrees): a payload names up to this many members found silent lately
     # (0: none), and those who hear of it route round them for `silent_hearsay_ms` since it was found
     # (a member wrongly found silent is routed round that long at most, unless it sends to them)
-    silent_shared: int = 32
+    silent_shared: int = 128
     silent_hearsay_ms: float = 20_000.0
     ack_tries: int = 4  # sends of one eager payload to one child before leaving it to IHAVE, GRAFT and anti-entropy
     lazy_flush_ms: float = 20.0  # batch IHAVE announcements

@@ -231,11 +231,35 @@ class Plumtree:
         for root in [r for r, up in self.parent.items() if up in gone]:
             self._remodel(root, None)  # (the view change that follows forgets the parent)
 
-    def _adopt_all(self, gone: set[str]) -> None:
+    def _adopt_all(self, gone: set[str]) -> dict[tuple[str, str], list[str]]:
+        """In every model tree, the live children of the members of `gone` become ours: (root,
+        member) -> the children taken."""
+        taken: dict[tuple[str, str], list[str]] = {}
         for root, e in self.eager.items():
             if root != SHARED and not gone.isdisjoint(e):
                 for p in sorted(gone.intersection(e)):
-                    self._adopt(root, p)
+                    taken[(root, p)] = self._adopt(root, p)
+        return taken
+
+    def _forward_in_flight(self, taken: dict[tuple[str, str], list[str]], now: float) -> list[Envelope]:
+        """Payloads we sent to members now known to be down, still unacknowledged: their children
+        just taken get them now, as a give-up would have sent them (which, finding the children
+        ours already, sends nothing)."""
+        out: list[Envelope] = []
+        if not taken or not self.unacked:
+            return out
+        me, link = self.h.id, self.h.link_ms
+        for mid, per in list(self.unacked.items()):
+            entry = self.cache.get(mid)
+            if entry is None:
+                continue
+            g = entry.gossip
+            for p in [p for p in per if (g.root, p) in taken]:
+                self._acked(mid, p)  # down: no ack will come
+                for c in taken[(g.root, p)]:
+                    out.append(Envelope(me, c, Gossip(mid, g.root, g.delta, g.hops + 1, g.path_ms + link(c))))
+                    self._expect_ack(mid, c, 1, now)
+        return out
 
     def _silent_news(self, now: float) -> tuple[tuple[str, float], ...]:
         """What a payload says of the silent: members this node found silent or heard of within
@@ -286,8 +310,7 @@ class Plumtree:
                 self._news = None
         if not new:
             return []
-        self._adopt_all(new)
-        return self._rejoin(new)
+        return self._forward_in_flight(self._adopt_all(new), now) + self._rejoin(new)
 
     def _rejoin(self, gone: set[str]) -> list[Envelope]:
         """Members of `gone` are down: where one was our parent for a modelled root, graft the
@@ -772,11 +795,14 @@ class Plumtree:
             self._to_lazy(root, peer, shared=False)
         me = self.h.id
         out: list[Envelope] = []
+        taken: dict[tuple[str, str], list[str]] = {}
         for root in modelled:  # the model says who was behind it: they are ours now
-            for c in self._adopt(root, peer):
+            taken[(root, peer)] = self._adopt(root, peer)
+            for c in taken[(root, peer)]:
                 if root == g.root:
                     out.append(Envelope(me, c, Gossip(g.mid, root, g.delta, g.hops + 1, g.path_ms + self.h.link_ms(c))))
                     self._expect_ack(g.mid, c, 1, now)
+        out += self._forward_in_flight(taken, now)  # the others we sent it, their acks not due yet
         if trees is not None:
             out += self._rejoin({peer})  # our way in for some root, after latency grafts
         eager, lazy = self.eager[SHARED], self.lazy[SHARED]
