@@ -460,3 +460,25 @@ def test_a_payload_in_flight_to_a_member_others_name_silent_goes_to_its_children
     assert set(trees.children(root, hub)) <= sent
     assert hub not in s.unacked.get(mid, {})  # no ack awaited from the dead
     assert set(trees.children(root, hub)) <= set(s.unacked[mid])  # but from those it went to instead
+
+
+def test_a_payload_in_flight_to_a_member_declared_dead_goes_to_its_children():
+    """Membership declares a child dead while a payload to it waits for its ack: its children
+    become ours then (`members_down` sends nothing), and when the wait ends they get it."""
+    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True)
+    sim, trees = cluster.sim, cluster.root_trees
+    sim.run_for(2000)
+    root = "lhr"
+    hub = _hub(cluster, root)
+    sim.crash(hub)
+    mid = sim.nodes[root].replica.store.ctx.next_dot(root)
+    cluster.write(root, "kv", "a", {"value": 1})
+    node = sim.nodes[root]
+    assert hub in node.strategy.unacked[mid]
+    node.membership._set(hub, "dead", node.membership.members[hub].incarnation, sim.now)  # as a probe would
+    node._membership_changed()
+    assert node.down(hub) and hub not in node.strategy.eager[root]
+    sim.run_for(900)
+    for c in trees.children(root, hub):
+        entry = sim.nodes[c].strategy.cache.get(mid)
+        assert entry is not None and entry.first_from == root, (c, entry and entry.first_from)

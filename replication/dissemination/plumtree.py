@@ -241,22 +241,30 @@ class Plumtree:
                     taken[(root, p)] = self._adopt(root, p)
         return taken
 
-    def _forward_in_flight(self, taken: dict[tuple[str, str], list[str]], now: float) -> list[Envelope]:
-        """Payloads we sent to members now known to be down, still unacknowledged: their children
-        just taken get them now, as a give-up would have sent them (which, finding the children
-        ours already, sends nothing)."""
+    def _forward_in_flight(self, taken: dict[tuple[str, str], list[str]], now: float,
+                           mids: list[Dot] | None = None) -> list[Envelope]:
+        """Payloads we sent to members now known to be down, unacknowledged (all of them, or
+        `mids`, whose wait just ended): the children taken from them get them now, as a give-up
+        would have sent them (which, finding the children ours already, sends nothing)."""
         out: list[Envelope] = []
-        if not taken or not self.unacked:
+        if not taken:
             return out
+        if mids is None:
+            pending = [(mid, list(per)) for mid, per in self.unacked.items()]
+        else:
+            pending = [(mid, [p for _, p in taken]) for mid in mids]
         me, link = self.h.id, self.h.link_ms
-        for mid, per in list(self.unacked.items()):
+        for mid, sent_to in pending:
             entry = self.cache.get(mid)
             if entry is None:
                 continue
             g = entry.gossip
-            for p in [p for p in per if (g.root, p) in taken]:
+            for p in sent_to:
+                heirs = taken.get((g.root, p))
+                if heirs is None:
+                    continue
                 self._acked(mid, p)  # down: no ack will come
-                for c in taken[(g.root, p)]:
+                for c in heirs:
                     out.append(Envelope(me, c, Gossip(mid, g.root, g.delta, g.hops + 1, g.path_ms + link(c))))
                     self._expect_ack(mid, c, 1, now)
         return out
@@ -763,7 +771,15 @@ class Plumtree:
             if (entry is None or sends >= tries or peer not in self._sets(root)[0]
                     or self.parent.get(root) == peer):
                 self._acked(mid, peer)  # gone from the cache, given up on, or no longer our child
-                if (entry is not None and sends >= tries and peer not in self.silent
+                if entry is None:
+                    continue
+                if self.trees is not None and root in self.trees and peer not in self._sets(root)[0] and self._gone(peer):
+                    # known down since we sent it this (declared dead: members_down took its
+                    # children and sent them nothing): they get it now
+                    e, up = self._sets(root)[0], self.parent.get(root)
+                    heirs = [c for c in self._live_children(root, peer) if c in e and c != up and c != self.h.id]
+                    out += self._forward_in_flight({(root, peer): heirs}, now, [mid])
+                elif (sends >= tries and peer not in self.silent
                         and self.heard.get(peer, -math.inf) < now - tries * self._rto(peer)):
                     out += self._stand_in_for(peer, entry.gossip, now)
                 continue
