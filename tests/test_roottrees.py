@@ -440,18 +440,26 @@ def test_every_payload_in_flight_to_a_child_found_silent_goes_to_its_children():
             assert entry is not None and entry.first_from == root, (c, mid, entry and entry.first_from)
 
 
-def test_a_payload_in_flight_to_a_member_others_name_silent_goes_to_its_children():
-    """A payload went to a child that is down; before its ack is overdue, a payload from another
-    node names the child silent. Its children become ours at once, and so does what we sent
-    it and it never acknowledged."""
+def _write_to_a_dead_hub():
+    """88 replicas with acks, settled; a child of lhr in another POP (with children of its own)
+    crashed, and lhr's write sent to it: (cluster, root, hub, the write's dot)."""
     cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True)
-    sim, trees = cluster.sim, cluster.root_trees
+    sim = cluster.sim
     sim.run_for(2000)
     root = "lhr"
     hub = _hub(cluster, root)
     sim.crash(hub)
     mid = sim.nodes[root].replica.store.ctx.next_dot(root)
     cluster.write(root, "kv", "a", {"value": 1})
+    return cluster, root, hub, mid
+
+
+def test_a_payload_in_flight_to_a_member_others_name_silent_goes_to_its_children():
+    """A payload went to a child that is down; before its ack is overdue, a payload from another
+    node names the child silent. Its children become ours at once, and so does what we sent
+    it and it never acknowledged."""
+    cluster, root, hub, mid = _write_to_a_dead_hub()
+    sim, trees = cluster.sim, cluster.root_trees
     s = sim.nodes[root].strategy
     assert hub in s.unacked[mid]
     other = next(m for m in cluster.ids if m not in (root, hub))
@@ -465,14 +473,8 @@ def test_a_payload_in_flight_to_a_member_others_name_silent_goes_to_its_children
 def test_a_payload_in_flight_to_a_member_declared_dead_goes_to_its_children():
     """Membership declares a child dead while a payload to it waits for its ack: its children
     become ours then (`members_down` sends nothing), and when the wait ends they get it."""
-    cluster = SimCluster(place_replicas(select_pops("default"), 88), seed=1, acks=True)
+    cluster, root, hub, mid = _write_to_a_dead_hub()
     sim, trees = cluster.sim, cluster.root_trees
-    sim.run_for(2000)
-    root = "lhr"
-    hub = _hub(cluster, root)
-    sim.crash(hub)
-    mid = sim.nodes[root].replica.store.ctx.next_dot(root)
-    cluster.write(root, "kv", "a", {"value": 1})
     node = sim.nodes[root]
     assert hub in node.strategy.unacked[mid]
     node.membership._set(hub, "dead", node.membership.members[hub].incarnation, sim.now)  # as a probe would
