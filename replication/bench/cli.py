@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..cliargs import positive_int, probability
 from ..geo import select_pops
+from ..sim import collector
 from . import coordination_cost as coordination
 from . import propagation
 from . import simspeed
@@ -75,6 +76,11 @@ def add_parser(sub):
 
 
 def run(args: argparse.Namespace) -> int:
+    with collector.batch():  # the simulator as a batch job: full collections rare
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.bench == "coordination":
         return coordination.run(args)
     if args.bench == "simspeed":

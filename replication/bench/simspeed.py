@@ -37,6 +37,11 @@ _CHILD = r"""
 import json, random, sys, time
 from replication.geo import place_replicas, select_pops
 from replication.sim.cluster import SimCluster
+try:  # the tree's own collector policy for batch runs, where it has one
+    from replication.sim.collector import batch
+    batch().__enter__()
+except ImportError:
+    pass
 pops, replicas, writes, rate, seed = json.loads(sys.argv[1])
 t_build = time.perf_counter()
 cluster = SimCluster(place_replicas(select_pops(pops), replicas), strategy="plumtree", seed=seed)
