@@ -49,6 +49,7 @@ class DisseminationConfig:
     silent_hearsay_ms: float = 20_000.0
     ack_tries: int = 4  # sends of one eager payload to one child before leaving it to IHAVE, GRAFT and anti-entropy
     lazy_flush_ms: float = 20.0  # batch IHAVE announcements
+    lazy_flush_large_ms: float = 200.0  # ...in a large cluster (node.LARGE_CLUSTER), where they are most messages
     model_lazy: int | None = None  # on a root's model tree (see roottrees), IHAVEs to this many lazy links (None: all)
     # ...and in a large cluster (node.LARGE_CLUSTER), where model_lazy is None: IHAVEs to every lazy
     # link were 80 % of the messages at 10,000 replicas, for repairs a few of them make as well

@@ -440,7 +440,7 @@ class Plumtree:
                 if p != exclude:
                     self.lazy_q.setdefault(p, []).append(item)
             if self.flush_at is None:
-                self.flush_at = now + self.cfg.lazy_flush_ms
+                self.flush_at = now + (self.cfg.lazy_flush_large_ms if self.h.large else self.cfg.lazy_flush_ms)
         return out
 
     def _quiet_links(self) -> bool:
