@@ -51,3 +51,24 @@ def test_bad_options_exit_2_with_a_message(argv, capsys):
         raise SystemExit(rc)
     assert e.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_a_large_cluster_warms_up_with_fewer_writes_unless_told(monkeypatch, tmp_path):
+    """Beyond node.LARGE_CLUSTER (here from 40 members) every root's tree is its model tree from
+    its first write: the default warm-up is WARMUP_LARGE writes, and --warmup still decides."""
+    from replication import node as node_module
+    from replication.bench import propagation
+    from replication.sim import cluster as cluster_module
+
+    assert propagation.default_warmup(54) == propagation.WARMUP == Params().warmup
+    for module in (node_module, cluster_module, propagation):
+        monkeypatch.setattr(module, "LARGE_CLUSTER", 40)
+    assert propagation.default_warmup(41) == propagation.WARMUP_LARGE < propagation.WARMUP
+    for extra, warmup in (([], propagation.WARMUP_LARGE), (["--warmup", "7"], 7)):
+        out = tmp_path / "b.json"
+        rc = main(["bench", "propagation", "--pops", "default", "--replicas", "44", "--writes", "3",
+                   "--strategy", "direct", "--quiet", "--json", str(out), *extra])
+        assert rc == 0
+        data = json.loads(out.read_text())
+        assert data["params"]["warmup"] == warmup
+        assert data["strategies"]["direct"]["delivered_everywhere"] == 1.0

@@ -484,3 +484,23 @@ def test_a_payload_in_flight_to_a_member_declared_dead_goes_to_its_children():
     for c in trees.children(root, hub):
         entry = sim.nodes[c].strategy.cache.get(mid)
         assert entry is not None and entry.first_from == root, (c, entry and entry.first_from)
+
+
+def test_a_large_clusters_bench_samples_fewer_first_writes_and_times_fewer_writes(monkeypatch):
+    """Beyond node.LARGE_CLUSTER (here from 40 members) the first-write phases sample
+    FIRST_WRITE_ROOTS_LARGE roots and the simulator's speed is timed over
+    THROUGHPUT_WRITES_LARGE writes: at 10,000 replicas a virtual second costs seconds of wall
+    time. Every sampled root still has a tree from its first write."""
+    from replication import node as node_module
+    from replication.bench import propagation
+    from replication.sim import cluster as cluster_module
+
+    p = Params(pops="default", replicas=88, seed=1, warmup=300, writes=100)
+    assert propagation.throughput_writes(p) == 400
+    assert propagation.throughput_writes(Params(pops="default", replicas=88, warmup=3, writes=2)) == 5
+    for module in (node_module, cluster_module, propagation):
+        monkeypatch.setattr(module, "LARGE_CLUSTER", 40)
+    assert propagation.throughput_writes(p) == propagation.THROUGHPUT_WRITES_LARGE < 400
+    per_root = first_writes(p, "plumtree")
+    assert len(per_root) == propagation.FIRST_WRITE_ROOTS_LARGE < FIRST_WRITE_ROOTS
+    assert set(per_root.values()) == {1.0}, per_root

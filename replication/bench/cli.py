@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..cliargs import positive_int, probability
 from ..geo import select_pops
+from ..node import LARGE_CLUSTER
 from ..sim import collector
 from . import coordination_cost as coordination
 from . import propagation
@@ -55,8 +56,10 @@ def add_parser(sub):
     p.add_argument("--replicas", type=positive_int, default=None, metavar="N",
                    help="place N replicas round-robin over the POPs (default: one per POP)")
     p.add_argument("--writes", type=positive_int, default=d.writes, metavar="K", help="measured writes (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=d.warmup, metavar="W",
-                   help="writes before measuring, while trees form (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=None, metavar="W",
+                   help=f"writes before measuring, while trees form (default: {d.warmup}; "
+                        f"{propagation.WARMUP_LARGE} beyond {LARGE_CLUSTER:,} replicas, where every root has "
+                        "its model tree from its first write)")
     p.add_argument("--rate", type=float, default=d.rate, help="writes per virtual second (default: %(default)s)")
     p.add_argument("--loss", type=probability, default=d.loss, metavar="P", help="message loss probability (default: %(default)s)")
     p.add_argument("--strategy", type=_strategies, default=",".join(d.strategies), metavar="LIST",
@@ -93,15 +96,18 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"edgestate bench propagation: error: --pops {args.pops!r}: {e}", file=sys.stderr)
         return 2
-    if args.warmup < 0 or not (args.rate > 0 and math.isfinite(args.rate)):
+    if (args.warmup is not None and args.warmup < 0) or not (args.rate > 0 and math.isfinite(args.rate)):
         print("edgestate bench propagation: error: --warmup must be >= 0 and --rate > 0", file=sys.stderr)
         return 2
     if args.plot and not Path(args.plot).resolve().parent.is_dir():  # before a run that may take minutes
         print(f"edgestate bench propagation: error: --plot {args.plot}: no such directory", file=sys.stderr)
         return 2
     strategies = args.strategy if isinstance(args.strategy, list) else _strategies(args.strategy)
+    warmup = args.warmup
+    if warmup is None:
+        warmup = propagation.default_warmup(len(propagation.placements(propagation.Params(args.pops, args.replicas))))
     params = propagation.Params(
-        pops=args.pops, replicas=args.replicas, writes=args.writes, warmup=args.warmup, rate=args.rate,
+        pops=args.pops, replicas=args.replicas, writes=args.writes, warmup=warmup, rate=args.rate,
         loss=args.loss, strategies=strategies, seed=args.seed, crash_fraction=args.crash_fraction,
     )
     n = len(propagation.placements(params))
@@ -113,7 +119,8 @@ def _run(args: argparse.Namespace) -> int:
     print(table(rows, CRASH_COLUMNS if params.crash_fraction else COLUMNS))
     if "sim_msgs_per_s" in result:
         print(f"simulator: {result['sim_msgs_per_s']:,.0f} delivered messages per wall-clock second (plumtree, "
-              "uninstrumented; per-strategy instrumented figures in --json)")
+              f"{propagation.throughput_writes(params)} writes on a fresh cluster, uninstrumented; "
+              "per-strategy instrumented figures in --json)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, default=_json_default)

@@ -2,10 +2,12 @@
 
 All latency figures are virtual time from the deterministic simulator, so they do not depend on
 this machine's load; only the throughput figures are wall-clock: `sim_msgs_per_s` is the
-simulator's own speed (plumtree, no benchmark bookkeeping), and each strategy's
+simulator's own speed (plumtree, no benchmark bookkeeping, over the run's writes on a fresh
+cluster: at most 600, or 40 in a large cluster of over 2,048 replicas), and each strategy's
 `sim_msgs_per_s_instrumented` is the speed of its measured run, bookkeeping included.
 
-Per strategy, over `writes` measured writes (after `warmup` writes that let trees form):
+Per strategy, over `writes` measured writes (after `warmup` writes that let trees form: 300
+unless told, 30 in a large cluster, where a root's first write already has its tree):
 - ratio_p50 / ratio_p99: time for a write to reach every live replica, divided by the physical
   limit for that write (the direct one-way latency from its origin to its farthest replica);
 - payloads_per_receiver: write payloads received per replica per write (1.0 is the minimum);
@@ -22,7 +24,10 @@ Per strategy, over `writes` measured writes (after `warmup` writes that let tree
 - first_write_max / first_write_p50: on a fresh cluster, every root writes once, one write at a
   time (seeded order, FIRST_WRITE_GAP_MS apart): payloads received per receiver for each root's
   first write (`first_write_per_root`), the worst root and the median one. 1.0 is a tree; a
-  flood is several. Up to FIRST_WRITE_ROOTS roots, a seeded sample beyond.
+  flood is several. Up to FIRST_WRITE_ROOTS roots, a seeded sample beyond (8 roots, 1 s
+  apart, in a large cluster, over 2,048 replicas: at 10,000 a virtual second costs 2-3 s of
+  wall time in membership, anti-entropy and store scrubs alone, and every root there has the
+  same kind of tree, its model tree).
 - switched_back_max / switched_back_p50: the same after trees have formed, the strategy was
   switched to another one and back (the dashboard's picker does this live).
 - convergence_ms / physical_ms (in --json, drawn by --plot): per measured write, the ms until
@@ -51,10 +56,23 @@ from .. import dissemination
 from ..sim.cluster import SimCluster
 from ..geo import AMERICAS, place_replicas, select_pops
 from ..messages import Gossip, GossipBatch
+from ..node import LARGE_CLUSTER
 from ..writes import WriteTracker, write_id
 from .report import Progress
 
 STRATEGIES = tuple(dissemination.STRATEGIES)  # all of them, the default first
+
+
+WARMUP = 300
+# Beyond node.LARGE_CLUSTER every root's tree is its model tree from its first write: there is no
+# tree to form, and at 10,000 replicas the warm-up writes' figures were the measured ones (ratio p50
+# 1.0614 and p99 1.0754 both, seed 1) while their 300 writes took most of the run
+WARMUP_LARGE = 30
+
+
+def default_warmup(replicas: int) -> int:
+    """The warm-up writes `bench propagation` runs unless told: WARMUP, WARMUP_LARGE in a large cluster."""
+    return WARMUP_LARGE if replicas > LARGE_CLUSTER else WARMUP
 
 
 @dataclass
@@ -62,7 +80,7 @@ class Params:
     pops: str = "all"
     replicas: int | None = None
     writes: int = 2000
-    warmup: int = 300
+    warmup: int = WARMUP
     rate: float = 20.0  # writes per virtual second, Poisson arrivals
     loss: float = 0.0
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
@@ -226,7 +244,12 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
 
 
 FIRST_WRITE_ROOTS = 60  # beyond this many replicas, a seeded sample of roots
+FIRST_WRITE_ROOTS_LARGE = 8  # ...and this many in a large cluster
 FIRST_WRITE_GAP_MS = 2000.0  # between two first writes: the slowest path and its repairs are done
+# ...in a large cluster, where each virtual second costs seconds of wall time: a first write there
+# reaches the farthest replica within 1.1x its 200 ms physical limit, and a lost push is resent
+# after a round trip (about 2x that)
+FIRST_WRITE_GAP_LARGE_MS = 1000.0
 
 
 def first_writes(p: Params, strategy: str, switch_from: str | None = None) -> dict[str, float]:
@@ -239,14 +262,17 @@ def first_writes(p: Params, strategy: str, switch_from: str | None = None) -> di
                          wrap=lambda node: _Counting(node, sends, received), traffic_events=False)
     sim, ids = cluster.sim, cluster.ids
     rng = random.Random(f"first-writes:{p.seed}")
-    roots = list(ids) if len(ids) <= FIRST_WRITE_ROOTS else rng.sample(ids, FIRST_WRITE_ROOTS)
+    large = len(ids) > LARGE_CLUSTER
+    k = FIRST_WRITE_ROOTS_LARGE if large else FIRST_WRITE_ROOTS
+    gap = FIRST_WRITE_GAP_LARGE_MS if large else FIRST_WRITE_GAP_MS
+    roots = list(ids) if len(ids) <= k else rng.sample(ids, k)
     rng.shuffle(roots)
     sim.run_for(2000)  # membership and overlay settle, as in the main run
     if switch_from is not None:
         for i in range(3 * len(roots)):  # every root writes a few times: its tree forms and relaxes
             sim.write(roots[i % len(roots)], "kv", f"warm{i % 10}", {"value": i})
             sim.run_for(rng.expovariate(p.rate) * 1000.0)
-        sim.run_for(FIRST_WRITE_GAP_MS)
+        sim.run_for(gap)
         cluster.set_strategy(switch_from)
         sim.run_for(1000)
         cluster.set_strategy(strategy)
@@ -257,7 +283,7 @@ def first_writes(p: Params, strategy: str, switch_from: str | None = None) -> di
         dot = replica.store.ctx.next_dot(replica.actor)
         sends[dot] = Counter()
         sim.write(root, "kv", "first", {"value": root})
-        sim.run_for(FIRST_WRITE_GAP_MS)
+        sim.run_for(gap)
         out[root] = received[dot] / max(1, len(ids) - 1)
     return out
 
@@ -281,7 +307,18 @@ def _heal(sim, cluster: SimCluster, p: Params, rng: random.Random) -> float:
     return sim.now - t_heal
 
 
-def sim_throughput(p: Params, writes: int = 600) -> float:
+THROUGHPUT_WRITES = 600
+THROUGHPUT_WRITES_LARGE = 40  # in a large cluster: 40 writes are 600,000 messages and more at 10,000
+
+
+def throughput_writes(p: Params) -> int:
+    """How many writes `sim_throughput` times: the run's own count, at most THROUGHPUT_WRITES
+    (THROUGHPUT_WRITES_LARGE over node.LARGE_CLUSTER replicas)."""
+    cap = THROUGHPUT_WRITES_LARGE if len(placements(p)) > LARGE_CLUSTER else THROUGHPUT_WRITES
+    return max(1, min(cap, p.warmup + p.writes))
+
+
+def sim_throughput(p: Params, writes: int = THROUGHPUT_WRITES) -> float:
     """The simulator's own speed: delivered messages per wall-clock second for plumtree on the
     same POPs and write rate, without this benchmark's per-message bookkeeping (the runs
     above count payloads per write, which costs more than some of the messages themselves)."""
@@ -383,4 +420,4 @@ def run(p: Params, progress: bool = True) -> dict:
     if p.crash_fraction:  # the simulator's speed is the plain run's figure
         return {"params": asdict(p), "strategies": strategies}
     return {"params": asdict(p), "strategies": strategies,
-            "sim_msgs_per_s": sim_throughput(p, writes=min(600, p.warmup + p.writes))}
+            "sim_msgs_per_s": sim_throughput(p, writes=throughput_writes(p))}
