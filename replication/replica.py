@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from . import listing
 from .clocks import CausalContext, Dot, HybridLogicalClock, Timestamp, VersionVector
 from .crdts import BY_NAMESPACE
-from .crdts.mvregister import KvSibling as Sibling
+from .crdts.mvregister import KvSibling as Sibling  # noqa: F401 (replication.Sibling)
 from .crdts.mvregister import KvView
 from .delta import Delta
 from .errors import InvalidOperation

@@ -116,7 +116,6 @@ def test_only_the_implemented_paths_exist(client):
         "/api/replicas/{replica_id}/maps": {"get"},
         "/api/replicas/{replica_id}/batch": {"post"},
         "/api/replicas/{replica_id}/watch": {"get"},
-        "/readyz": {"get"},
         "/api/topology": {"get"},
         "/api/replicas": {"get"},
         "/api/convergence": {"get"},

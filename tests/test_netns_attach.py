@@ -42,7 +42,7 @@ DASH_ADMIN = "netns-dashboard-admin-0123456789"
 DEADLINE_S = 30.0
 
 
-def dash(net: Net, method: str, path: str, body: dict | None = None, token: str | None = DASH_TOKEN) -> dict:
+def dash(net: Net, method: str, path: str, body: dict | None = None, token: str | None = DASH_TOKEN) -> dict:  # noqa: F811 (the imported fixture, by name)
     """One request from the client namespace to the dashboard there: {"status", "body"}."""
     url = f"http://{SUBNET}.{CLIENT_OCTET}:{DASH_PORT}{path}"
     r = subprocess.run(["ip", "netns", "exec", net.client, sys.executable, "-I", "-c", CLIENT, method, url,
@@ -58,12 +58,12 @@ def dash(net: Net, method: str, path: str, body: dict | None = None, token: str 
     return out
 
 
-def states(net: Net) -> dict[str, dict]:
+def states(net: Net) -> dict[str, dict]:  # noqa: F811 (the imported fixture, by name)
     r = dash(net, "GET", "/api/replicas")
     return {s["id"]: s for s in r["body"]["replicas"]} if r["status"] == 200 else {}
 
 
-def test_a_dashboard_attached_from_another_namespace_follows_a_link_down_and_back(net, tmp_path):
+def test_a_dashboard_attached_from_another_namespace_follows_a_link_down_and_back(net, tmp_path):  # noqa: F811 (the imported fixture, by name)
     procs = start_replicas(net, tmp_path, extra=("--admin-token", ADMIN))
     log = tmp_path / "serve.log"
     serve = None

@@ -77,7 +77,7 @@ def test_presenter_mode_fits_the_projector(make_page, artifacts, width, height, 
     assert page.evaluate("document.documentElement.scrollHeight <= innerHeight"), page.evaluate(
         "[document.documentElement.scrollHeight, innerHeight]")
     # POP labels large enough for the back of the hall
-    page.wait_for_function(f"n => [...document.querySelectorAll('.scattergeo text')].length === n",
+    page.wait_for_function("n => [...document.querySelectorAll('.scattergeo text')].length === n",
                            arg=N_POPS, timeout=DEADLINE_MS)
     assert label_px(page) >= MIN_LABEL_PX
     # the siblings: visible, on screen, large

@@ -26,7 +26,6 @@ import pytest
 from replication import Replica
 from replication.clocks import Dot
 from replication.crdts import BY_NAMESPACE
-from replication.delta import Delta
 from replication.idempotency import Record
 from replication.bench.workload import Workload
 from replication.errors import CorruptStorage, StorageError, StorageLocked, WrongReplica

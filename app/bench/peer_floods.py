@@ -28,7 +28,6 @@ import socket
 import ssl
 import struct
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass

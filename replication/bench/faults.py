@@ -25,7 +25,7 @@ import random
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from ..sim.cluster import SimCluster
 from ..crdts import types

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable
 
 from ..sim.cluster import SimCluster
 from ..geo import place_replicas, select_pops
-from .engine import Engine, Presenter, Until, UntilTrue
+from .engine import Engine, Presenter, Until
 from .spec import Scenario, ScenarioError
 
 WARMUP_MS = 2000.0  # membership and the plumtree overlay form before the first step, as on a running server
