@@ -3,6 +3,7 @@ up to what the physics says (checked on virtual time, never wall-clock)."""
 
 import json
 import math
+import re
 
 import pytest
 
@@ -72,3 +73,18 @@ def test_a_large_cluster_warms_up_with_fewer_writes_unless_told(monkeypatch, tmp
         data = json.loads(out.read_text())
         assert data["params"]["warmup"] == warmup
         assert data["strategies"]["direct"]["delivered_everywhere"] == 1.0
+
+
+def test_the_phases_after_the_measured_writes_say_what_they_do(capsys):
+    """The bar ends with the measured writes; the phases after it (minutes at 10,000 replicas) each
+    say what they do on stderr, in order, and --quiet silences them."""
+    args = ["bench", "propagation", "--pops", "lhr,jfk,syd", "--writes", "3", "--warmup", "2",
+            "--strategy", "plumtree", "--seed", "3"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if not re.search(r": \d+/\d+ \(", line)]  # not the bar's
+    assert [line.split(": ", 1)[0] for line in said] == ["plumtree", "plumtree", "plumtree", "simulator"], err
+    assert "healed" in said[0] and "fresh cluster" in said[1] and "switch to gossip and back" in said[2]
+    assert "3 writes" not in said[3] and "5 writes" in said[3]  # the run's warm-up and measured writes
+    assert main([*args, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

@@ -58,7 +58,7 @@ from ..geo import AMERICAS, place_replicas, select_pops
 from ..messages import Gossip, GossipBatch
 from ..node import LARGE_CLUSTER
 from ..writes import WriteTracker, write_id
-from .report import Progress
+from .report import Progress, phase
 
 STRATEGIES = tuple(dissemination.STRATEGIES)  # all of them, the default first
 
@@ -216,6 +216,8 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
         everywhere += complete
         before_ae += complete and not w.repaired()
     k = max(1, len(ratios))
+    if progress:
+        phase(strategy, f"the Americas cut off, {p.partition_writes} writes, healed: time to converge")
     result = {
         "ratio_p50": _percentile(ratios, 0.50),
         "ratio_p99": _percentile(ratios, 0.99),
@@ -232,8 +234,13 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
         "convergence_ms": took,  # for --plot (bench.plot)
         "physical_ms": limits,
     }
+    other = next(s for s in STRATEGIES if s != strategy)
+    if progress:
+        phase(strategy, "first writes, one root at a time, on a fresh cluster")
     first = first_writes(p, strategy)
-    back = first_writes(p, strategy, switch_from=next(s for s in STRATEGIES if s != strategy))
+    if progress:
+        phase(strategy, f"first writes again after trees formed and a switch to {other} and back")
+    back = first_writes(p, strategy, switch_from=other)
     result.update({
         "first_write_max": max(first.values()), "first_write_p50": _percentile(list(first.values()), 0.5),
         "switched_back_max": max(back.values()), "switched_back_p50": _percentile(list(back.values()), 0.5),
@@ -375,6 +382,8 @@ def crash_run(p: Params, strategy: str, progress: bool = True) -> dict:
         sim.run_for(rng.expovariate(p.rate) * 1000.0)
         if bar:
             bar.update(p.warmup + i + 1)
+    if progress:
+        phase(strategy, f"{CRASH_SETTLE_MS / 1000:.0f} virtual seconds more, for anti-entropy's repairs")
     sim.run_for(CRASH_SETTLE_MS)
     shares, ratios, complete, before_ae = [], [], 0, 0
     windows: dict[int, list[float]] = {}
@@ -419,5 +428,7 @@ def run(p: Params, progress: bool = True) -> dict:
         strategies[s] = r
     if p.crash_fraction:  # the simulator's speed is the plain run's figure
         return {"params": asdict(p), "strategies": strategies}
+    if progress:
+        phase("simulator", f"its own speed: plumtree, {throughput_writes(p)} writes on a fresh cluster")
     return {"params": asdict(p), "strategies": strategies,
             "sim_msgs_per_s": sim_throughput(p, writes=throughput_writes(p))}

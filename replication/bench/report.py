@@ -46,6 +46,14 @@ class Progress:
         self._last = now
 
 
+def phase(label: str, what: str, stream=None) -> None:
+    """One line saying what a benchmark does next, where no bar shows it (at 10,000 replicas the
+    phases after the measured writes take minutes)."""
+    stream = stream or sys.stderr
+    stream.write(f"{label}: {what}\n")
+    stream.flush()
+
+
 MAX_WIDTH = 100  # a table's lines fit a 100-column terminal, or a diff view, unwrapped
 GAP = "  "
 
