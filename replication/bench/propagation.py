@@ -254,8 +254,8 @@ FIRST_WRITE_ROOTS = 60  # beyond this many replicas, a seeded sample of roots
 FIRST_WRITE_ROOTS_LARGE = 8  # ...and this many in a large cluster
 FIRST_WRITE_GAP_MS = 2000.0  # between two first writes: the slowest path and its repairs are done
 # ...in a large cluster, where each virtual second costs seconds of wall time: a first write there
-# reaches the farthest replica within 1.1x its 200 ms physical limit, and a lost push is resent
-# after a round trip (about 2x that)
+# reaches the farthest replica within 1.1x its physical limit (at most 123 ms one way between the
+# 54 POPs), and a lost push is resent after a round trip of its link
 FIRST_WRITE_GAP_LARGE_MS = 1000.0
 
 
