@@ -20,6 +20,7 @@ from typing import Any, Callable
 from .antientropy import SCRUB_WORK, AntiEntropy
 from .changefeed import ChangeFeed, origin_of
 from .clocks import Dot
+from .coalesce import Coalescer
 from .delta import Delta
 from .dissemination import DisseminationConfig, make_strategy
 from .dissemination.roottrees import RootTrees
@@ -63,6 +64,9 @@ class NodeConfig:
     ae_fanout: int | None = None  # None: every peer in small clusters, 3 beyond
     ae_scrub_work: int = SCRUB_WORK  # scrub work per period (a key: 1, each live dot: 1 more); 0: no scrub
     record_events: bool = False
+    # hold a key's writes for at most this long after its last send and send them as one delta
+    # (`coalesce`); 0: every write leaves at once
+    coalesce_ms: float = 0.0
 
 
 GC_INTERVAL_MS = 5000.0
@@ -208,6 +212,7 @@ class Node:
         self._view = list(self._base_view)
         self.root_trees = root_trees
         self.strategy = make_strategy(cfg.strategy, self, d)
+        self.coalescer = Coalescer(cfg.coalesce_ms) if cfg.coalesce_ms > 0 else None
         self.ae = AntiEntropy(replica_id, self.rng, cfg.ae_interval_ms, cfg.ae_grace_ms, cfg.ae_fanout,
                               cfg.ae_scrub_work)
         self._arrived: dict[Dot, float] = {}
@@ -269,7 +274,11 @@ class Node:
         try:
             dots = sorted(delta.applied.dots())
             self._note(dots, [(ns, key)], now, "local")
-            envelopes = self.strategy.broadcast(Gossip(dots[0], self.id, delta), now)
+            if self.coalescer is None:
+                envelopes = self.strategy.broadcast(Gossip(dots[0], self.id, delta), now)
+            else:
+                group = self.coalescer.offer(delta, now)
+                envelopes = [] if group is None else self.strategy.broadcast(Gossip(dots[0], self.id, group), now)
         except Exception as e:
             raise WriteNotSent(delta) from e
         return Written(view, delta, envelopes)
@@ -322,11 +331,11 @@ class Node:
             # Woken by the strategy alone (most wake-ups: a batch of IHAVEs to flush, a graft
             # timer): membership, anti-entropy and gc have nothing due before `fixed`, and their
             # ticks would change nothing, so only the strategy runs.
-            out = self.strategy.tick(now)
+            out = self._send_held(now) + self.strategy.tick(now)
             self._integrity()
             self._expire_arrivals(now)
             return out
-        out = self.membership.tick(now)
+        out = self._send_held(now) + self.membership.tick(now)
         if self._announce_view:
             self._announce_view = False
             out += [Envelope(self.id, p, Neighbour()) for p in self._base_view]
@@ -357,7 +366,11 @@ class Node:
             t = self._deadline = min(self.membership.next_deadline(), self.ae.next_at, self._gc_at)
         s = self.strategy.next_deadline()
         if s is not None and s < t:
-            return s
+            t = s
+        if self.coalescer is not None:
+            c = self.coalescer.next_deadline()
+            if c is not None and c < t:
+                t = c
         return t
 
     def restart(self, *, now: float) -> list[Envelope]:
@@ -376,6 +389,8 @@ class Node:
             raise ValueError(f"node {self.id!r} cannot take replica {replica.id!r}")
         replica.carry_over(self.replica)
         self.replica = replica
+        if self.coalescer is not None:
+            self.coalescer.drop_all()
         self.set_strategy(self.cfg.strategy)
 
     def set_strategy(self, name: str) -> None:
@@ -388,6 +403,15 @@ class Node:
         return ev
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _send_held(self, now: float) -> list[Envelope]:
+        """Coalesced writes whose window has closed go out, each group as one payload."""
+        if self.coalescer is None:
+            return []
+        out: list[Envelope] = []
+        for group in self.coalescer.due(now):
+            out += self.strategy.broadcast(Gossip(min(group.applied.dots()), self.id, group), now)
+        return out
 
     def _apply(self, delta, now: float, via: str) -> bool:
         applied = self.replica.apply(delta, now=now + self.epoch_ms)

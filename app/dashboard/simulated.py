@@ -91,6 +91,10 @@ MAX_IN_FLIGHT = 50_000
 # a talk's ordinary load (a write at 54 POPs: about 150 messages) stays under the limit.
 LIVE_TRAFFIC_KINDS = ANIMATED
 LIVE_TRAFFIC_LIMIT = 300
+# A POP's writes to one key within this long of its last send travel as one delta (see
+# replication.coalesce): a hall tapping one counter costs the network per window, not per tap,
+# while a single write after a quiet spell still leaves at once.
+LIVE_COALESCE_MS = 100.0
 
 
 class LiveCluster:
@@ -516,7 +520,7 @@ def build_live(
     def fresh(at: float | None = epoch_ms) -> SimCluster:
         return SimCluster(
             placements, strategy=strategy, seed=seed, sink=bus.sim_sink, secret=secret,
-            traffic_kinds=LIVE_TRAFFIC_KINDS, traffic_limit=LIVE_TRAFFIC_LIMIT, epoch_ms=time.time() * 1000.0 if at is None else at,
+            traffic_kinds=LIVE_TRAFFIC_KINDS, traffic_limit=LIVE_TRAFFIC_LIMIT, coalesce_ms=LIVE_COALESCE_MS, epoch_ms=time.time() * 1000.0 if at is None else at,
         )
 
     # a reset's cluster is anchored at the moment of the reset (unless a fixed epoch was given)
@@ -536,9 +540,10 @@ def _fresh_like(cluster: SimCluster) -> Callable[[], SimCluster]:
     """A cluster built as `cluster` was: same placements, model, seed, secret and event sink."""
     placements, model, seed, secret = cluster.placements, cluster.model, cluster.seed, cluster.secret
     strategy, sink, epoch_ms = cluster.config.strategy, cluster.sim._sink, cluster.epoch_ms
-    limit, kinds = cluster.sim.traffic_limit, cluster.sim.traffic_kinds
+    limit, kinds, coalesce = cluster.sim.traffic_limit, cluster.sim.traffic_kinds, cluster.config.coalesce_ms
     return lambda: SimCluster(placements, strategy=strategy, seed=seed, model=model, secret=secret,
-                              sink=sink, traffic_limit=limit, traffic_kinds=kinds, epoch_ms=epoch_ms)
+                              sink=sink, traffic_limit=limit, traffic_kinds=kinds, epoch_ms=epoch_ms,
+                              coalesce_ms=coalesce)
 
 
 def check_speed(speed: float) -> float:

@@ -44,12 +44,13 @@ class SimCluster:
         traffic_kinds: Iterable[str] | None = None,
         epoch_ms: float = 0.0,
         acks: bool | None = None,
+        coalesce_ms: float = 0.0,
     ) -> None:
         self.placements = list(placements)
         self.pop_of = {p.id: p.pop for p in self.placements}
         self.ids = [p.id for p in self.placements]
         self.model = model or LatencyModel()
-        self.config = config or NodeConfig(strategy=strategy, record_events=sink is not None)
+        self.config = config or NodeConfig(strategy=strategy, record_events=sink is not None, coalesce_ms=coalesce_ms)
         # payload acks (see DisseminationConfig.acks): with lossy links, or when asked (a crash bench)
         self._acks_forced = acks
         self.config.dissemination.acks = bool(loss > 0) if acks is None else acks
