@@ -10,7 +10,7 @@ layer may import:
   pass time in, and every random choice comes from a generator seeded by the caller.
   `clocks`, `crdts`, `values`, `bounds`, `tokens`, `errors`, `seals`, `delta`, `store`, `replica`,
   `messages`, `wire`, `dissemination`, `antientropy`, `membership`, `node`, `idempotency`,
-  `geo`, `contract`, `derived`, `writes`, `listing`, `batch`, `changefeed`.
+  `geo`, `contract`, `derived`, `writes`, `listing`, `batch`, `changefeed`, `coalesce`.
 - simulation, on virtual time: opens no socket and writes no file. `sim` (the simulator
   and the cluster of replicas on it), `baseline` (the coordinated baseline: consensus on the
   same simulator, and what it would cost), `scenarios` (but its command line). The cluster
