@@ -222,3 +222,29 @@ def test_a_replica_taken_back_from_disk_forgets_what_it_held_and_anti_entropy_sp
     assert node.coalescer.next_deadline() is None
     assert c.settle()
     assert all(c.read(r, "counters", "talk") == 7 for r in c.ids)
+
+
+def test_the_dashboards_cluster_coalesces_a_burst_and_a_reset_keeps_doing_so():
+    from live_helpers import run_async
+
+    from app.dashboard.simulated import LIVE_COALESCE_MS, LiveCluster, build_live
+
+    class Clock:
+        t = 0.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    clock = Clock()
+    live = build_live(place_replicas(select_pops("lhr,fra,syd")), seed=1, clock=clock)
+    for cluster_of in (lambda: live, lambda: run_async(live.reset()) or live):
+        lv: LiveCluster = cluster_of()
+        sent0 = lv.sim.stats["sent"].get("payload", 0)
+        for _ in range(10):
+            lv.write("lhr", "counters", "talk", {"add": 1})
+            clock.t += 0.005  # 5 ms apart: all within one window after the first
+        clock.t += 1.0
+        lv.catch_up()
+        assert lv.cluster.config.coalesce_ms == LIVE_COALESCE_MS > 0
+        assert lv.read("syd", "counters", "talk") == 10
+        assert lv.sim.stats["sent"]["payload"] - sent0 == 2 * 2  # the first write, then one group, to 2 POPs
