@@ -10,8 +10,9 @@ import pytest
 
 from app.bench.churn import ChurnParams, run_churn
 from app.cli import main
+from replication import coalesce
 from replication.bench import faults
-from replication.crdts import ormap, pncounter
+from replication.crdts import BY_NAMESPACE, ormap, pncounter
 from replication.crdts.dotstore import join_dotfun
 
 CI_SEEDS = 100
@@ -35,6 +36,38 @@ def test_random_fault_schedules_on_model_trees_break_no_invariant():
     result = faults.run(params, progress=False)
     assert result["failed"] == [], "\n".join(f"seed {f['seed']}: {f['failure']}" for f in result["failed"])
     assert result["acked_writes"] > 100 * params.seeds and result["checks"] > result["acked_writes"]
+
+
+COALESCE_MS = 2000.0  # far longer than the dashboard's 100 ms, so that a good share of the writes wait
+
+
+@pytest.mark.timeout(900)
+def test_random_fault_schedules_with_coalesced_writes_break_no_invariant():
+    """Writes held and sent as delta groups (replication.coalesce) under the same faults, crashes
+    with and without state among them. The long form: `edgestate bench faults --coalesce-ms 2000`."""
+    params = faults.Params(seeds=20, first_seed=2000, coalesce_ms=COALESCE_MS)
+    result = faults.run(params, progress=False)
+    assert result["failed"] == [], "\n".join(f"seed {f['seed']}: {f['failure']}" for f in result["failed"])
+    assert result["held_writes"] > result["acked_writes"] // 10 > params.seeds
+
+
+def test_the_campaign_finds_a_group_joined_under_the_wrong_context(monkeypatch):
+    """It can fail: a group whose entries are joined under the first delta's context alone drops
+    what the second added."""
+    orig = coalesce.join_local
+
+    def bad(a, b):
+        g = orig(a, b)
+        [ref] = a.entries
+        mod = BY_NAMESPACE[ref[0]]
+        g.entries[ref] = mod.join(a.entries[ref], a.ctx, b.entries[ref], a.ctx)
+        live = set(mod.dots(g.entries[ref]))
+        g.seals = {d: s for d, s in {**a.seals, **b.seals}.items() if d in live}
+        return g
+
+    monkeypatch.setattr(coalesce, "join_local", bad)
+    result = faults.run(faults.Params(seeds=20, coalesce_ms=COALESCE_MS), progress=False)
+    assert result["failed"] and all("lost" in f["failure"] for f in result["failed"]), result["failed"]
 
 
 def test_a_seed_replays_event_for_event():

@@ -23,7 +23,7 @@ import sys
 
 from replication.bench import disk_faults, faults
 from replication.bench.report import fmt, table
-from replication.cliargs import positive, positive_int
+from replication.cliargs import non_negative, positive, positive_int
 from replication.geo import select_pops
 
 
@@ -42,6 +42,9 @@ def add_parser(which) -> argparse.ArgumentParser:
                         "several per POP, plumtree's model trees and their repairs are under test")
     p.add_argument("--duration-ms", type=positive, default=d.duration_ms, metavar="MS",
                    help="simulator: virtual ms of faults and writes per seed (default: %(default)s)")
+    p.add_argument("--coalesce-ms", type=non_negative, default=0.0, metavar="MS",
+                   help="simulator: hold a key's writes this long after its last send and send them as one "
+                        "delta, as the dashboard's cluster does (default: 0, off)")
     p.add_argument("--processes", action="store_true", help="real replica processes under churn instead")
     p.add_argument("--duration", type=positive, default=60.0, metavar="S",
                    help="processes: seconds of load and churn per run (default: %(default)s)")
@@ -68,16 +71,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.seed is not None:
         params = faults.Params(seeds=1, first_seed=args.seed, pops=args.pops, replicas=args.replicas,
-                               duration_ms=args.duration_ms)
+                               duration_ms=args.duration_ms, coalesce_ms=args.coalesce_ms)
     else:
         params = faults.Params(seeds=args.seeds, first_seed=args.first_seed, pops=args.pops, replicas=args.replicas,
-                               duration_ms=args.duration_ms)
+                               duration_ms=args.duration_ms, coalesce_ms=args.coalesce_ms)
     result = faults.run(params, progress=not args.quiet)
     for f in result["failed"]:
         print(f"FAILED seed {f['seed']} at t={fmt(f['at_ms'])} ms: {f['failure']}")
         more = f" --replicas {params.replicas}" if params.replicas else ""
+        more += f" --coalesce-ms {params.coalesce_ms:g}" if params.coalesce_ms else ""
         print(f"  replay: edgestate bench faults --seed {f['seed']} --pops {params.pops}{more}")
-    cols = ["seeds", "failed", "acked_writes", "faults", "checks", "converge_ms_p50", "converge_ms_p99",
+    cols = ["seeds", "failed", "acked_writes", *(["held_writes"] if params.coalesce_ms else []), "faults", "checks", "converge_ms_p50", "converge_ms_p99",
             "converge_ms_max", "membership_ms_p50", "membership_ms_p99", "wall_s"]
     print(table([{**result, "failed": len(result["failed"])}], cols))
     _dump(args.json, result)

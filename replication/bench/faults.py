@@ -55,6 +55,7 @@ class Params:
     duration_ms: float = 20_000.0
     converge_ms: float = 60_000.0
     restore_checks: bool = True  # checkpoint + restore through SQLite at every crash
+    coalesce_ms: float = 0.0  # hold a key's writes this long after its last send (NodeConfig.coalesce_ms)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class SeedResult:
     converge_ms: float | None = None
     membership_ms: float | None = None
     checks: int = 0
+    held_writes: int = 0  # writes that waited to travel in a group (with coalesce_ms)
 
 
 class _Checked:
@@ -104,7 +106,11 @@ class _Checked:
         self._c.checks += 1
 
     def write(self, ns, key, op, *, now):
+        co = self._node.coalescer
+        held = co.held_writes if co is not None else 0
         out = self._node.write(ns, key, op, now=now)
+        if co is not None:
+            self._c.held_writes += co.held_writes - held
         if out.delta is not None:
             self._c.hist.record(out.delta)  # exactly as its replica made it
         self._check()
@@ -141,13 +147,14 @@ class _Campaign:
         self.checks = 0
         self.cluster = SimCluster(
             place_replicas(select_pops(params.pops), params.replicas), seed=seed, secret=b"faults", wrap=self._wrap,
-            traffic_events=False,
+            traffic_events=False, coalesce_ms=params.coalesce_ms,
         )
         self.sim = self.cluster.sim
         self.ids = self.cluster.ids
         self.writes = 0
         self.refused = 0
         self.faults = 0
+        self.held_writes = 0
 
     def _wrap(self, node: Node):
         return _Checked(node, self)
@@ -277,7 +284,7 @@ class _Campaign:
             res.ok = False
             res.failure = str(e)
             res.at_ms = sim.now
-        res.writes, res.faults, res.checks = self.writes, self.faults, self.checks
+        res.writes, res.faults, res.checks, res.held_writes = self.writes, self.faults, self.checks, self.held_writes
         return res
 
     def _all_alive(self) -> bool:
@@ -323,6 +330,7 @@ def run(params: Params, progress: bool = True) -> dict:
         "seeds": len(results),
         "failed": [asdict(r) for r in results if not r.ok],
         "acked_writes": sum(r.writes for r in results),
+        "held_writes": sum(r.held_writes for r in results),
         "faults": sum(r.faults for r in results),
         "checks": sum(r.checks for r in results),
         "converge_ms_p50": _pct(conv, 50),
