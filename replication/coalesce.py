@@ -45,6 +45,9 @@ def join_local(a: Delta, b: Delta) -> Delta:
     return Delta(entries={ref: store}, ctx=ctx, applied=applied, keys={**a.keys, **b.keys}, seals=seals)
 
 
+PRUNE_FROM = 64  # keys' send times kept before the quiet ones are first forgotten
+
+
 class Coalescer:
     def __init__(self, window_ms: float) -> None:
         if not window_ms > 0:
@@ -54,6 +57,7 @@ class Coalescer:
         self._held: dict[KeyRef, Delta] = {}  # key -> the group waiting for its window to close
         self._due: dict[KeyRef, float] = {}
         self._next: float | None = None
+        self._prune_at = PRUNE_FROM
         self.held_writes = 0  # writes that waited (for the figures: how much coalescing did)
 
     def offer(self, delta: Delta, now: float) -> Delta | None:
@@ -67,8 +71,9 @@ class Coalescer:
         last = self._sent.get(ref)
         if last is None or now - last >= self.window_ms:
             self._sent[ref] = now
-            if len(self._sent) > 64 and len(self._sent) > 2 * len(self._held):
+            if len(self._sent) > self._prune_at:
                 self._forget_quiet(now)
+                self._prune_at = max(PRUNE_FROM, 2 * len(self._sent))  # amortised: many keys in one window
             return delta
         self._held[ref] = delta
         due = self._due[ref] = last + self.window_ms

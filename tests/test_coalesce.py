@@ -248,3 +248,25 @@ def test_the_dashboards_cluster_coalesces_a_burst_and_a_reset_keeps_doing_so():
         assert lv.cluster.config.coalesce_ms == LIVE_COALESCE_MS > 0
         assert lv.read("syd", "counters", "talk") == 10
         assert lv.sim.stats["sent"]["payload"] - sent0 == 2 * 2  # the first write, then one group, to 2 POPs
+
+
+def test_the_coalescer_forgets_keys_it_sent_more_than_a_window_ago():
+    """Its memory is the keys sent within about a window, not every key ever written."""
+    a = Replica("a", members="ab")
+    c = Coalescer(100.0)
+    for i in range(2000):
+        d = a.add_counter(f"k{i}", 1, now=i)[1]
+        assert c.offer(d, i * 10.0) is d  # each key once: always quiet, always at once
+    assert len(c._sent) <= 2 * (64 + 100.0 / 10.0)
+
+
+def test_many_keys_within_one_window_cost_amortised_time():
+    """1,000 keys sent within one window: the forgetting must not rescan them on every write."""
+    a = Replica("a", members="ab")
+    c = Coalescer(100.0)
+    calls = []
+    real = c._forget_quiet
+    c._forget_quiet = lambda now: (calls.append(now), real(now))
+    for i in range(1000):
+        c.offer(a.add_counter(f"k{i}", 1, now=i)[1], i * 0.01)
+    assert len(c._sent) == 1000 and len(calls) <= 6
