@@ -88,3 +88,44 @@ def test_the_phases_after_the_measured_writes_say_what_they_do(capsys):
     assert "3 writes" not in said[3] and "5 writes" in said[3]  # the run's warm-up and measured writes
     assert main([*args, "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_without_the_scrub_every_figure_is_the_same_and_no_node_scrubs():
+    """The scrub looks only for memory changed behind a store's back, which the bench never does:
+    turning it off (the default in a large cluster, where it was most of an idle second's wall
+    time) must leave every virtual-time figure as it was, and must really stop the scrubbing."""
+    from replication.bench import propagation
+    from replication.sim.cluster import SimCluster
+
+    base = Params(pops="lhr,jfk,syd,nrt,gru,fra", writes=40, warmup=20, seed=5)
+    runs = [run_strategy(Params(**{**base.__dict__, "scrub": on}), "plumtree", progress=False) for on in (True, False)]
+    figures = [{k: v for k, v in r.items() if "wall" not in k and "per_s" not in k} for r in runs]
+    assert figures[0] == figures[1]
+    assert figures[0]["delivered_everywhere"] == 1.0
+
+    assert propagation.scrubs(Params()) and propagation.scrubs(Params(replicas=propagation.LARGE_CLUSTER))
+    assert not propagation.scrubs(Params(replicas=propagation.LARGE_CLUSTER + 1))
+    assert propagation.scrubs(Params(replicas=propagation.LARGE_CLUSTER + 1, scrub=True))
+    placed = propagation.placements(base)
+    for on in (True, False):
+        c = SimCluster(placed, seed=1, scrub=on)
+        c.write(c.ids[0], "kv", "k", {"value": 1})
+        c.sim.run_for(3000)
+        scrubbed = sum(n.replica.store.integrity.scrubbed for n in c.sim.nodes.values())
+        assert (scrubbed > 0) == on, (on, scrubbed)
+
+
+def test_strategies_side_by_side_give_the_same_figures(tmp_path):
+    """--jobs runs each strategy in its own forked process: every virtual-time figure must be the
+    one the same strategy gives when run alone, one after another."""
+    figures = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}.json"
+        assert main(["bench", "propagation", "--pops", "lhr,jfk,syd,nrt,gru", "--writes", "15", "--warmup", "10",
+                     "--strategy", "plumtree,gossip,direct", "--seed", "4", "--quiet", "--jobs", jobs,
+                     "--json", str(out)]) == 0
+        data = json.loads(out.read_text())
+        figures.append({s: {k: v for k, v in r.items() if "wall" not in k and "per_s" not in k}
+                        for s, r in data["strategies"].items()})
+    assert list(figures[1]) == ["plumtree", "gossip", "direct"]
+    assert figures[0] == figures[1]
