@@ -219,3 +219,58 @@ def test_a_baseline_tree_is_what_its_replica_process_imports(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(tree)})
     assert [line.startswith(str(tree)) for line in r.stdout.split()] == [True, True], r.stdout
     assert len(full) == 40
+
+
+def test_the_stacks_own_floor_is_measured_with_the_same_loads(bench):
+    """The skeleton (`http_floor`): the same client and loads against a bare ASGI app that commits
+    each body; its ratios to the floor and the replica's to it are what the JSON and stdout say."""
+    data, stdout, _ = bench
+    s = data["single"]
+    sk, f, t = s["skeleton"], s["floor"], s["targets"]
+    _positive(sk, ["write_p50_ms", "write_p99_ms", "sequential_writes_per_s", "writes_per_s", "loaded_p99_ms"])
+    assert sk["clients"] == CLIENTS and sk["write_p50_ms"] <= sk["write_p99_ms"], sk
+    assert sk["sequential_writes_per_s"] <= 2000.0 / sk["write_p50_ms"] * (1 + 1e-9), sk
+    assert t["skeleton_p50_x_floor"] == pytest.approx(sk["write_p50_ms"] / f["floor_p50_ms"], rel=1e-9)
+    assert t["skeleton_rate_x_floor"] == pytest.approx(sk["writes_per_s"] / f["floor_commits_per_s"], rel=1e-9)
+    assert t["single_p50_x_skeleton"] == pytest.approx(s["write_p50_ms"] / sk["write_p50_ms"], rel=1e-9)
+    assert t["loaded_rate_x_skeleton"] == pytest.approx(s["writes_per_s"] / sk["writes_per_s"], rel=1e-9)
+    assert f"skeleton: one client p50 {t['skeleton_p50_x_floor']:.2f}x the floor's" in stdout
+
+
+def test_the_skeleton_answers_each_write_once_its_body_is_committed(tmp_path):
+    """What the skeleton's figures stand for: every answered PUT is a committed row (read back
+    from its database after the process is gone), one client or several at once."""
+    import asyncio
+    import sqlite3
+
+    from app.bench.http_floor import Skeleton
+    from live_helpers import run_async
+    from app.processes.http_client import Conn
+
+    async def put(port: int, n: int, clients: int) -> list[int]:
+        async def one(c: Conn, i: int) -> int:
+            status, _ = await c.request("PUT", f"/k{i}", json.dumps({"value": i}).encode())
+            return status
+
+        conns = [Conn("127.0.0.1", port) for _ in range(clients)]
+        for c in conns:
+            await c.open()
+        try:
+            out = []
+            for start in range(0, n, clients):
+                out += await asyncio.gather(*(one(c, start + j) for j, c in enumerate(conns) if start + j < n))
+            return out
+        finally:
+            for c in conns:
+                c.close()
+
+    with Skeleton(str(tmp_path)) as sk:
+        assert run_async(put(sk.port, 12, 1)) == [200] * 12
+        assert run_async(put(sk.port, 24, 4)) == [200] * 24
+    conn = sqlite3.connect(tmp_path / "http-floor.db")
+    try:
+        rows = [r for (r,) in conn.execute("SELECT row FROM floor ORDER BY seq")]
+    finally:
+        conn.close()
+    assert len(rows) == 36
+    assert rows[0].startswith(b'{"value": 0}')

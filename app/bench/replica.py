@@ -57,7 +57,7 @@ from replication.bench.report import finish, table
 from replication.cliargs import positive_int
 
 from ..processes.http_client import Conn
-from . import fsync_floor
+from . import fsync_floor, http_floor
 from ..processes.supervisor import ProcessCluster
 from ..replica.events import TOKEN_ENV, EventCollector
 from . import runloop
@@ -201,8 +201,9 @@ def _load_run(port: int, pid: int, keys: list[str], clients: int) -> tuple[list[
     return lat, elapsed, cost
 
 
-def _single(params: Params, root: str, progress, env: dict[str, str] | None = None) -> dict:
-    """`env`: the replica process's environment (a baseline's PYTHONPATH)."""
+def _single(params: Params, root: str, progress, env: dict[str, str] | None = None, skeleton_too: bool = True) -> dict:
+    """`env`: the replica process's environment (a baseline's PYTHONPATH). `skeleton_too`: also
+    measure `http_floor`'s skeleton with the same loads, before the second half of the floor."""
     with ProcessCluster(["lhr"], os.path.join(root, "single"), inject_latency=False, env=env) as c:
         c.start()
         r = c.replicas["lhr"]
@@ -220,6 +221,7 @@ def _single(params: Params, root: str, progress, env: dict[str, str] | None = No
             load.append({"clients": n, "writes_per_s": params.writes / elapsed_c,
                          "loaded_p50_ms": statistics.median(lat_c), "loaded_p99_ms": _pct(lat_c, 99),
                          "loaded_max_ms": max(lat_c), **cost_c})
+        skeleton = _skeleton(params, os.path.join(r.data_dir, "skeleton"), progress) if skeleton_too else None
         progress(f"floor: {floor_commits} more commits, after the writes")
         floors.append(fsync_floor.measure(r.data_dir, floor_commits))
     floor = fsync_floor.combine(floors)
@@ -229,7 +231,39 @@ def _single(params: Params, root: str, progress, env: dict[str, str] | None = No
         **load[-1], "load": load, "floor": floor,
     }
     single["targets"] = _targets(single, floor)
+    if skeleton is not None:
+        single["skeleton"] = skeleton
+        single["targets"].update(_skeleton_ratios(single, skeleton, floor))
     return single
+
+
+def _skeleton(params: Params, directory: str, progress) -> dict:
+    """The same client and loads against `http_floor`'s skeleton, in the replica's data directory."""
+    with http_floor.Skeleton(directory) as sk:
+        progress(f"skeleton: {params.writes} sequential writes to a bare ASGI app committing each body (http_floor)")
+        lat, elapsed = runloop.run(_write_load("127.0.0.1", sk.port, [f"sk-{i}" for i in range(params.writes)], 1))
+        progress(f"skeleton: {params.writes} writes over {params.clients} connections")
+        cpu0 = _cpu_s(sk.pid)
+        lat_c, elapsed_c = runloop.run(_write_load("127.0.0.1", sk.port, [f"skp-{i}" for i in range(params.writes)],
+                                                   params.clients))
+        cpu1 = _cpu_s(sk.pid)
+    out = {"write_p50_ms": statistics.median(lat), "write_p99_ms": _pct(lat, 99),
+           "sequential_writes_per_s": params.writes / elapsed, "clients": params.clients,
+           "writes_per_s": params.writes / elapsed_c, "loaded_p99_ms": _pct(lat_c, 99)}
+    if cpu0 is not None and cpu1 is not None:
+        out["cpu_ms_per_write"] = (cpu1 - cpu0) * 1000.0 / params.writes
+    return out
+
+
+def _skeleton_ratios(s: dict, sk: dict, floor: dict) -> dict:
+    """Where the targets stand against the stack itself: the skeleton's own ratios to the floor
+    (what no replica in this stack can beat), and the replica's to the skeleton (what is ours)."""
+    return {
+        "skeleton_p50_x_floor": sk["write_p50_ms"] / floor["floor_p50_ms"],
+        "skeleton_rate_x_floor": sk["writes_per_s"] / floor["floor_commits_per_s"],
+        "single_p50_x_skeleton": s["write_p50_ms"] / sk["write_p50_ms"],
+        "loaded_rate_x_skeleton": s["writes_per_s"] / sk["writes_per_s"],
+    }
 
 
 def _targets(s: dict, floor: dict) -> dict:
@@ -291,7 +325,7 @@ def _beside_baseline(params: Params, rev: str, rounds: int, root: str, progress)
         order = [("before", env), ("after", None)]
         for label, side_env in (order if n % 2 == 0 else order[::-1]):  # alternate which goes first
             progress(f"round {n + 1}/{rounds}: {label} ({full[:10] if side_env else 'this tree'})")
-            runs[label].append(_single(params, os.path.join(root, f"{label}-{n}"), progress, side_env))
+            runs[label].append(_single(params, os.path.join(root, f"{label}-{n}"), progress, side_env, skeleton_too=False))
     return {"revision": full, "rounds": rounds, "clients": params.clients, "writes": params.writes,
             "before": _side("before", runs["before"]), "after": _side("after", runs["after"]),
             "runs": runs}
@@ -510,6 +544,17 @@ def report(result: dict) -> str:
         f"{t['loaded_rate_target_x']:g}x): {_verdict(t['loaded_rate_met'])}; p99 {t['loaded_p99_ms']:.1f} ms "
         f"(target: <= {P99_RULE} = {t['loaded_p99_budget_ms']:.1f} ms): {_verdict(t['loaded_p99_met'])}",
     ]
+    sk = s.get("skeleton")
+    if sk is not None:
+        lines += [
+            "",
+            "the stack's own floor: a bare ASGI app on the same server committing each body off the loop, "
+            "same client and loads (http_floor)",
+            table([sk], ["write_p50_ms", "write_p99_ms", "clients", "writes_per_s", "loaded_p99_ms", "cpu_ms_per_write"]),
+            f"skeleton: one client p50 {t['skeleton_p50_x_floor']:.2f}x the floor's, {sk['clients']} clients "
+            f"{t['skeleton_rate_x_floor']:.2f}x the floor's commits/s; the replica: p50 "
+            f"{t['single_p50_x_skeleton']:.2f}x the skeleton's, {t['loaded_rate_x_skeleton']:.2f}x its writes/s",
+        ]
     p = result.get("propagation")
     if p is None:
         return "\n".join(lines)
