@@ -15,6 +15,10 @@
    With `--baseline REV`, only steps 0-2, in `--rounds` alternating rounds: the replica as it was
    at git revision REV (its tree, extracted; the same bench drives it) and as it is now, side by
    side, medians of the rounds: a change measured against what it changed, in one run.
+   Otherwise, before the second half of the floor, the stack's own floor (`http_floor`): the
+   same client and loads against a bare ASGI app on the same server that commits each body off
+   the loop, as the replica does, and nothing else. Its ratios to the disk's floor are what no
+   replica in this stack can beat; the replica's ratios to it are the part of a write that is ours.
 3. Propagation: a 5-process loopback cluster with injected geographic latency (lhr, fra, jfk,
    sin, syd, plumtree); `--propagation-writes` writes at random replicas, paced. For each, the
    time from its durable apply at the origin until every other replica has applied it (the
