@@ -115,17 +115,20 @@ def test_without_the_scrub_every_figure_is_the_same_and_no_node_scrubs():
         assert (scrubbed > 0) == on, (on, scrubbed)
 
 
-def test_strategies_side_by_side_give_the_same_figures(tmp_path):
-    """--jobs runs each strategy in its own forked process: every virtual-time figure must be the
-    one the same strategy gives when run alone, one after another."""
+@pytest.mark.parametrize("crash", [[], ["--crash-fraction", "0.5"]])
+def test_strategies_side_by_side_give_the_same_figures(tmp_path, crash):
+    """--jobs runs each strategy's run, its first writes and its switched-back writes as tasks in
+    forked processes: every virtual-time figure must be the one the same strategy gives when run
+    alone, one after another (the mass-failure runs too)."""
     figures = []
     for jobs in ("1", "2"):
         out = tmp_path / f"j{jobs}.json"
-        assert main(["bench", "propagation", "--pops", "lhr,jfk,syd,nrt,gru", "--writes", "15", "--warmup", "10",
+        assert main(["bench", "propagation", "--pops", "lhr,jfk,syd,nrt,gru,fra", "--writes", "15", "--warmup", "10",
                      "--strategy", "plumtree,gossip,direct", "--seed", "4", "--quiet", "--jobs", jobs,
-                     "--json", str(out)]) == 0
+                     "--json", str(out), *crash]) == 0
         data = json.loads(out.read_text())
         figures.append({s: {k: v for k, v in r.items() if "wall" not in k and "per_s" not in k}
                         for s, r in data["strategies"].items()})
     assert list(figures[1]) == ["plumtree", "gossip", "direct"]
     assert figures[0] == figures[1]
+    assert crash or all("first_write_per_root" in r for r in figures[1].values())

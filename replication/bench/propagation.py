@@ -174,7 +174,10 @@ def placements(p: Params):
     return place_replicas(select_pops(p.pops), p.replicas)
 
 
-def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
+def run_strategy(p: Params, strategy: str, progress: bool = True, firsts: bool = True) -> dict:
+    """One strategy's run: the measured writes, the heal, and (with `firsts`) its first writes and
+    switched-back writes, each on a fresh cluster (`first_writes`; `run` with jobs measures those
+    in processes of their own and adds them with `_add_firsts`)."""
     placed = placements(p)
     tracker = WriteTracker(everywhere=len(placed))  # every write of the run, complete once all have it
     measured_ids: set[str] = set()
@@ -245,20 +248,36 @@ def run_strategy(p: Params, strategy: str, progress: bool = True) -> dict:
         "convergence_ms": took,  # for --plot (bench.plot)
         "physical_ms": limits,
     }
-    other = next(s for s in STRATEGIES if s != strategy)
-    if progress:
-        phase(strategy, "first writes, one root at a time, on a fresh cluster")
-    first = first_writes(p, strategy)
-    if progress:
-        phase(strategy, f"first writes again after trees formed and a switch to {other} and back")
-    back = first_writes(p, strategy, switch_from=other)
-    result.update({
-        "first_write_max": max(first.values()), "first_write_p50": _percentile(list(first.values()), 0.5),
-        "switched_back_max": max(back.values()), "switched_back_p50": _percentile(list(back.values()), 0.5),
-        "first_write_per_root": first,
-    })
     result["wall_s"] = time.perf_counter() - wall0
+    if firsts:
+        if progress:
+            phase(strategy, "first writes, one root at a time, on a fresh cluster")
+        first = _timed_first_writes(p, strategy, None)
+        if progress:
+            phase(strategy, f"first writes again after trees formed and a switch to {_other(strategy)} and back")
+        _add_firsts(result, first, _timed_first_writes(p, strategy, _other(strategy)))
     return result
+
+
+def _other(strategy: str) -> str:
+    """The strategy the switched-back writes switch to and back from."""
+    return next(s for s in STRATEGIES if s != strategy)
+
+
+def _timed_first_writes(p: Params, strategy: str, switch_from: str | None) -> tuple[dict[str, float], float]:
+    t0 = time.perf_counter()
+    return first_writes(p, strategy, switch_from), time.perf_counter() - t0
+
+
+def _add_firsts(result: dict, first: tuple[dict[str, float], float], back: tuple[dict[str, float], float]) -> None:
+    """A strategy's first-write figures into its result; their wall time into its `wall_s`."""
+    (f, f_wall), (b, b_wall) = first, back
+    result.update({
+        "first_write_max": max(f.values()), "first_write_p50": _percentile(list(f.values()), 0.5),
+        "switched_back_max": max(b.values()), "switched_back_p50": _percentile(list(b.values()), 0.5),
+        "first_write_per_root": f,
+    })
+    result["wall_s"] += f_wall + b_wall
 
 
 FIRST_WRITE_ROOTS = 60  # beyond this many replicas, a seeded sample of roots
@@ -426,33 +445,57 @@ def crash_run(p: Params, strategy: str, progress: bool = True) -> dict:
     }
 
 
-def _strategy_run(p: Params, strategy: str, progress: bool) -> dict:
-    r = (crash_run if p.crash_fraction else run_strategy)(p, strategy, progress)
+def _strategy_run(p: Params, strategy: str, progress: bool, firsts: bool = True) -> dict:
+    if p.crash_fraction:
+        r = crash_run(p, strategy, progress)
+    else:
+        r = run_strategy(p, strategy, progress, firsts=firsts)
+    return r
+
+
+def _instrumented(r: dict) -> dict:
     r["sim_msgs_per_s_instrumented"] = r["sim_messages"] / r["wall_s"]
     return r
 
 
+def _side_by_side(p: Params, progress: bool, jobs: int) -> dict[str, dict]:
+    firsts = not p.crash_fraction
+    tasks: list[tuple[str, str, object, tuple]] = [(s, "run", _strategy_run, (p, s, False, False)) for s in p.strategies]
+    if firsts:
+        tasks += [(s, "first writes", _timed_first_writes, (p, s, None)) for s in p.strategies]
+        tasks += [(s, "switched back", _timed_first_writes, (p, s, _other(s))) for s in p.strategies]
+    workers = min(jobs, len(tasks))
+    ctx = multiprocessing.get_context("fork")
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(fn, *args): (s, what) for s, what, fn, args in tasks}
+        for f in as_completed(futures):
+            s, what = futures[f]
+            f.result()  # a task's error ends the bench here, not after the others
+            if progress:
+                phase(s, f"{what} done after {time.perf_counter() - t0:.0f} s ({workers} processes)")
+        done = {futures[f]: f.result() for f in futures}
+    out = {}
+    for s in p.strategies:
+        r = done[(s, "run")]
+        if firsts:
+            _add_firsts(r, done[(s, "first writes")], done[(s, "switched back")])
+        out[s] = _instrumented(r)
+    return out
+
+
 def run(p: Params, progress: bool = True, jobs: int = 1) -> dict:
-    """Every strategy's run, then the simulator's own speed. With `jobs` > 1 the strategies run
-    side by side in that many worker processes (forked: each its own cluster, seeded as it would
-    be alone, so every virtual-time figure is the same as one after another); their progress bars
-    are then off, and each says when it is done. The simulator's speed is measured afterwards,
-    alone, as it is a wall-clock figure."""
-    strategies = {}
-    if jobs > 1 and len(p.strategies) > 1:
-        ctx = multiprocessing.get_context("fork")
-        workers = min(jobs, len(p.strategies))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {s: pool.submit(_strategy_run, p, s, False) for s in p.strategies}
-            t0 = time.perf_counter()
-            for f in as_completed(futures.values()):
-                s = next(k for k, v in futures.items() if v is f)
-                if progress:
-                    phase(s, f"done after {time.perf_counter() - t0:.0f} s ({workers} runs side by side)")
-            strategies = {s: futures[s].result() for s in p.strategies}
+    """Every strategy's run, then the simulator's own speed. With `jobs` > 1 the runs go side by
+    side in that many worker processes (forked: each its own cluster, seeded as it would be alone,
+    so every virtual-time figure is the same as one after another): each strategy's measured run,
+    and its first writes and switched-back writes (fresh clusters of their own) as separate tasks,
+    the long runs first, so that the workers stay busy to the end. Progress bars are then off; each
+    task says when it is done. The simulator's speed is measured afterwards, alone, as it is a
+    wall-clock figure."""
+    if jobs > 1 and (len(p.strategies) > 1 or not p.crash_fraction):
+        strategies = _side_by_side(p, progress, jobs)
     else:
-        for s in p.strategies:
-            strategies[s] = _strategy_run(p, s, progress)
+        strategies = {s: _instrumented(_strategy_run(p, s, progress)) for s in p.strategies}
     if p.crash_fraction:  # the simulator's speed is the plain run's figure
         return {"params": asdict(p), "strategies": strategies}
     if progress:
