@@ -72,8 +72,9 @@ def add_parser(sub):
                    help=f"whether nodes scrub their stores (default: up to {LARGE_CLUSTER:,} replicas; the bench "
                         "never changes memory behind a store's back, so every figure is the same without it)")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                   help="run the strategies side by side in N processes (every figure the same; each process "
-                        "holds its own cluster: about 5 GB at 10,000 replicas) (default: %(default)s)")
+                   help="run each strategy's measured run, first writes and switched-back writes side by side on N "
+                        "processes (every figure the same; each process holds one cluster at a time: about "
+                        "4-5 GB at 10,000 replicas) (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--plot", metavar="FILE.html",
