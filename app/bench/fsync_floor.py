@@ -29,15 +29,22 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs)) - 1))]
 
 
+def open_db(path: str | os.PathLike, **connect) -> sqlite3.Connection:
+    """A database of `floor` rows with the replica's settings (WAL, `synchronous=FULL`), in
+    autocommit mode: each caller says BEGIN IMMEDIATE ... COMMIT itself."""
+    conn = sqlite3.connect(path, isolation_level=None, **connect)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS floor (seq INTEGER PRIMARY KEY, row BLOB NOT NULL)")
+    return conn
+
+
 def measure(directory: str | os.PathLike, commits: int) -> dict:
     """p50 and p99 of one commit (ms) and commits per second, one after another (and the samples,
     for `combine`)."""
     path = Path(directory) / "fsync-floor.db"
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = open_db(path)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("CREATE TABLE IF NOT EXISTS floor (seq INTEGER PRIMARY KEY, row BLOB NOT NULL)")
         row = os.urandom(ROW_BYTES)
         for _ in range(WARMUP):
             conn.execute("BEGIN IMMEDIATE")

@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from .fsync_floor import ROW_BYTES
+from .fsync_floor import ROW_BYTES, open_db
 
 
 class _Committer:
     def __init__(self, directory: str) -> None:
-        path = Path(directory) / "http-floor.db"
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS floor (seq INTEGER PRIMARY KEY, row BLOB NOT NULL)")
+        # the worker thread commits on the connection the loop's thread opened: one at a time
+        self.conn = open_db(Path(directory) / "http-floor.db", check_same_thread=False)
         self.pending: list[tuple[bytes, asyncio.Future]] = []
         self.kick = asyncio.Event()
 
@@ -115,7 +111,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-
 READY_TIMEOUT_S = 60.0  # a busy CI machine starts Python slowly; the skeleton says when it listens
 
 
@@ -139,12 +134,10 @@ class Skeleton:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.pid = self.proc.pid
         ready = threading.Event()
-        lines: list[bytes] = []
 
         def read() -> None:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
-                lines.append(line)
                 if line.strip() == b"ready":
                     ready.set()
             ready.set()  # ended without saying ready: the check below says why

@@ -25,9 +25,9 @@ unless told, 30 in a large cluster, where a root's first write already has its t
   time (seeded order, FIRST_WRITE_GAP_MS apart): payloads received per receiver for each root's
   first write (`first_write_per_root`), the worst root and the median one. 1.0 is a tree; a
   flood is several. Up to FIRST_WRITE_ROOTS roots, a seeded sample beyond (8 roots, 1 s
-  apart, in a large cluster, over 2,048 replicas: at 10,000 a virtual second costs 2-3 s of
-  wall time in membership, anti-entropy and store scrubs alone, and every root there has the
-  same kind of tree, its model tree).
+  apart, in a large cluster, over 2,048 replicas: at 10,000 a virtual second costs seconds of
+  wall time in membership and anti-entropy alone (the store scrub is off there: `scrubs`), and
+  every root there has the same kind of tree, its model tree).
 - switched_back_max / switched_back_p50: the same after trees have formed, the strategy was
   switched to another one and back (the dashboard's picker does this live).
 - convergence_ms / physical_ms (in --json, drawn by --plot): per measured write, the ms until
@@ -447,10 +447,8 @@ def crash_run(p: Params, strategy: str, progress: bool = True) -> dict:
 
 def _strategy_run(p: Params, strategy: str, progress: bool, firsts: bool = True) -> dict:
     if p.crash_fraction:
-        r = crash_run(p, strategy, progress)
-    else:
-        r = run_strategy(p, strategy, progress, firsts=firsts)
-    return r
+        return crash_run(p, strategy, progress)
+    return run_strategy(p, strategy, progress, firsts=firsts)
 
 
 def _instrumented(r: dict) -> dict:
