@@ -274,3 +274,27 @@ def test_the_skeleton_answers_each_write_once_its_body_is_committed(tmp_path):
         conn.close()
     assert len(rows) == 36
     assert rows[0].startswith(b'{"value": 0}')
+
+
+def test_a_failed_skeleton_commit_fails_its_writes_instead_of_hanging(tmp_path):
+    """A commit that raises (here: its connection closed under it) is every waiting write's error,
+    and the committer goes on: the bench then reports a failed write, not a 10 s client timeout."""
+    import asyncio
+
+    from app.bench.http_floor import _Committer
+    from live_helpers import run_async
+
+    async def go():
+        committer = _Committer(str(tmp_path))
+        task = asyncio.create_task(committer.run())
+        try:
+            await asyncio.wait_for(committer.durable(b"one"), 10)
+            committer.conn.close()
+            with pytest.raises(Exception) as e:
+                await asyncio.wait_for(asyncio.gather(committer.durable(b"two"), committer.durable(b"three")), 10)
+            assert not isinstance(e.value, asyncio.TimeoutError)
+            assert not task.done()  # still committing
+        finally:
+            task.cancel()
+
+    run_async(go())

@@ -17,7 +17,9 @@ Run as `python -m app.bench.http_floor PORT DIRECTORY`; it prints `ready` once l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -43,7 +45,15 @@ class _Committer:
             await self.kick.wait()
             self.kick.clear()
             batch, self.pending = self.pending, []
-            await asyncio.to_thread(self._commit, [b for b, _ in batch])
+            try:
+                await asyncio.to_thread(self._commit, [b for b, _ in batch])
+            except Exception as e:  # noqa: BLE001 - each waiter gets it (a 500), none waits forever
+                with contextlib.suppress(sqlite3.Error):
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                for _, fut in batch:
+                    fut.set_exception(e)
+                continue
             for _, fut in batch:
                 fut.set_result(None)
 
