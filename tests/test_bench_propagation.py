@@ -132,3 +132,48 @@ def test_strategies_side_by_side_give_the_same_figures(tmp_path, crash):
     assert list(figures[1]) == ["plumtree", "gossip", "direct"]
     assert figures[0] == figures[1]
     assert crash or all("first_write_per_root" in r for r in figures[1].values())
+
+
+@pytest.mark.parametrize("strategy", ["plumtree", "gossip", "direct"])
+def test_a_sink_and_wrapper_attached_after_settling_see_what_they_would_have_from_the_start(strategy):
+    """`bench propagation` settles one cluster and attaches its counters afterwards (SimCluster.attach):
+    from then on the nodes must do exactly what nodes built with the sink and wrapper do, and the
+    sink must hear the same events."""
+    from replication.bench import propagation
+    from replication.sim.cluster import SimCluster
+
+    placed = propagation.placements(Params(pops="lhr,jfk,syd,nrt,gru,fra", replicas=12))
+    seen: list[list] = [[], []]
+    wrapped: list[set] = [set(), set()]
+
+    class Wrap:
+        def __init__(self, i):
+            self.i = i
+
+        def __call__(self, node):
+            wrapped[self.i].add(node.id)
+            return propagation._Counting(node, {}, propagation.Counter())
+
+    def sink(i):
+        return lambda ev: seen[i].append((ev.t, ev.kind, ev.node, repr(ev.data)))
+
+    built = SimCluster(placed, strategy=strategy, seed=3, sink=sink(0), wrap=Wrap(0), traffic_events=False)
+    later = SimCluster(placed, strategy=strategy, seed=3, traffic_events=False)
+    for c in (built, later):
+        c.sim.run_for(2000)
+    seen[0].clear()
+    later.attach(sink=sink(1), wrap=Wrap(1), traffic_events=False)
+    assert wrapped[1] == set(later.ids)
+    for c in (built, later):
+        for i in range(20):
+            c.write(c.ids[i % len(c.ids)], "kv", f"k{i % 4}", {"value": i})
+            c.sim.run_for(40)
+        c.crash(c.ids[1], lose_state=True)
+        c.sim.run_for(500)
+        c.recover(c.ids[1])  # a node built after attach is wrapped too
+        c.sim.run_for(3000)
+    assert any(kind == "applied" for _, kind, _, _ in seen[1])
+    assert seen[0] == seen[1]
+    assert built.sim.delivered_count == later.sim.delivered_count
+    assert built.sim.digests() == later.sim.digests()
+    assert isinstance(later.sim.nodes[later.ids[1]], propagation._Counting)

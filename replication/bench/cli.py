@@ -73,8 +73,8 @@ def add_parser(sub):
                         "never changes memory behind a store's back, so every figure is the same without it)")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="run each strategy's measured run, first writes and switched-back writes side by side on N "
-                        "processes (every figure the same; each process holds one cluster at a time: about "
-                        "4-5 GB at 10,000 replicas) (default: %(default)s)")
+                        "processes, each forked from its strategy's settled cluster, built once (every figure the "
+                        "same; about 3.5 GB per process at 10,000 replicas) (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--plot", metavar="FILE.html",

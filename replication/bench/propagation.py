@@ -45,13 +45,13 @@ RECOVERED_RATIO (0: none was; inf: the last window still was).
 
 from __future__ import annotations
 
+import gc
 import math
-import multiprocessing
 import random
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from ..clocks import Dot
 from .. import dissemination
@@ -60,6 +60,7 @@ from ..geo import AMERICAS, place_replicas, select_pops
 from ..messages import Gossip, GossipBatch
 from ..node import LARGE_CLUSTER
 from ..writes import WriteTracker, write_id
+from .forks import Task, run_forked
 from .report import Progress, phase
 
 STRATEGIES = tuple(dissemination.STRATEGIES)  # all of them, the default first
@@ -174,25 +175,42 @@ def placements(p: Params):
     return place_replicas(select_pops(p.pops), p.replicas)
 
 
-def run_strategy(p: Params, strategy: str, progress: bool = True, firsts: bool = True) -> dict:
-    """One strategy's run: the measured writes, the heal, and (with `firsts`) its first writes and
-    switched-back writes, each on a fresh cluster (`first_writes`; `run` with jobs measures those
-    in processes of their own and adds them with `_add_firsts`)."""
-    placed = placements(p)
-    tracker = WriteTracker(everywhere=len(placed))  # every write of the run, complete once all have it
+SETTLE_MS = 2000.0  # membership and overlay settle before the first write
+
+
+class Settled(NamedTuple):
+    """A fresh cluster that has run SETTLE_MS with no writes, no sink and no wrapper: where every
+    run of a strategy starts (`settle`; with --jobs, built once per strategy and forked)."""
+
+    cluster: SimCluster
+    wall_s: float  # the settle's wall time: part of a run's wall_s, as when it settled its own
+    delivered: int  # messages delivered before the settle began
+
+
+def settle(p: Params, strategy: str) -> Settled:
+    cluster = SimCluster(placements(p), strategy=strategy, seed=p.seed, loss=p.loss, traffic_events=False,
+                         scrub=scrubs(p))
+    delivered, t0 = cluster.sim.delivered_count, time.perf_counter()
+    cluster.sim.run_for(SETTLE_MS)
+    return Settled(cluster, time.perf_counter() - t0, delivered)
+
+
+def run_strategy(p: Params, strategy: str, progress: bool = True, firsts: bool = True,
+                 settled: Settled | None = None) -> dict:
+    """One strategy's run, from `settled` (else a cluster of its own): the measured writes, the
+    heal, and (with `firsts`) its first writes and switched-back writes, each on a fresh cluster
+    (`first_writes`; `run` with jobs measures those in processes of their own and adds them with
+    `_add_firsts`)."""
+    tracker = WriteTracker(everywhere=len(placements(p)))  # every write of the run, complete once all have it
     measured_ids: set[str] = set()
     sends: dict[Dot, Counter] = {}
     received: Counter = Counter()
-    cluster = SimCluster(
-        placed, strategy=strategy, seed=p.seed, loss=p.loss, sink=_Sink(tracker),
-        wrap=lambda node: _Counting(node, sends, received), traffic_events=False, scrub=scrubs(p),
-    )
+    cluster, settle_s, delivered0 = settled or settle(p, strategy)
+    wall0 = time.perf_counter() - settle_s
+    cluster.attach(sink=_Sink(tracker), wrap=lambda node: _Counting(node, sends, received), traffic_events=False)
     sim, ids = cluster.sim, cluster.ids
     rng = random.Random(f"bench:{p.seed}")
     bar = Progress(strategy, p.warmup + p.writes) if progress else None
-    wall0 = time.perf_counter()
-    delivered0 = sim.delivered_count
-    sim.run_for(2000)  # membership and overlay settle before the first write
 
     def write(i: int, measured: bool, origin: str | None = None) -> None:
         origin = origin or rng.choice(ids)
@@ -264,9 +282,10 @@ def _other(strategy: str) -> str:
     return next(s for s in STRATEGIES if s != strategy)
 
 
-def _timed_first_writes(p: Params, strategy: str, switch_from: str | None) -> tuple[dict[str, float], float]:
-    t0 = time.perf_counter()
-    return first_writes(p, strategy, switch_from), time.perf_counter() - t0
+def _timed_first_writes(p: Params, strategy: str, switch_from: str | None,
+                        settled: Settled | None = None) -> tuple[dict[str, float], float]:
+    t0 = time.perf_counter() - (settled.wall_s if settled else 0.0)
+    return first_writes(p, strategy, switch_from, settled), time.perf_counter() - t0
 
 
 def _add_firsts(result: dict, first: tuple[dict[str, float], float], back: tuple[dict[str, float], float]) -> None:
@@ -289,14 +308,16 @@ FIRST_WRITE_GAP_MS = 2000.0  # between two first writes: the slowest path and it
 FIRST_WRITE_GAP_LARGE_MS = 1000.0
 
 
-def first_writes(p: Params, strategy: str, switch_from: str | None = None) -> dict[str, float]:
-    """Payloads per receiver of each root's first write, on a fresh cluster, one write at a time.
-    `switch_from`: first let trees form (a few writes from every root), switch to that strategy
-    and back, and only then measure. Virtual time, seeded: the same figures on every machine."""
+def first_writes(p: Params, strategy: str, switch_from: str | None = None,
+                 settled: Settled | None = None) -> dict[str, float]:
+    """Payloads per receiver of each root's first write, on a fresh cluster (`settled`, else one of
+    its own), one write at a time. `switch_from`: first let trees form (a few writes from every
+    root), switch to that strategy and back, and only then measure. Virtual time, seeded: the same
+    figures on every machine."""
     sends: dict[Dot, Counter] = {}
     received: Counter = Counter()
-    cluster = SimCluster(placements(p), strategy=strategy, seed=p.seed, loss=p.loss,
-                         wrap=lambda node: _Counting(node, sends, received), traffic_events=False, scrub=scrubs(p))
+    cluster = (settled or settle(p, strategy)).cluster
+    cluster.attach(wrap=lambda node: _Counting(node, sends, received))
     sim, ids = cluster.sim, cluster.ids
     rng = random.Random(f"first-writes:{p.seed}")
     large = len(ids) > LARGE_CLUSTER
@@ -304,7 +325,6 @@ def first_writes(p: Params, strategy: str, switch_from: str | None = None) -> di
     gap = FIRST_WRITE_GAP_LARGE_MS if large else FIRST_WRITE_GAP_MS
     roots = list(ids) if len(ids) <= k else rng.sample(ids, k)
     rng.shuffle(roots)
-    sim.run_for(2000)  # membership and overlay settle, as in the main run
     if switch_from is not None:
         for i in range(3 * len(roots)):  # every root writes a few times: its tree forms and relaxes
             sim.write(roots[i % len(roots)], "kv", f"warm{i % 10}", {"value": i})
@@ -355,14 +375,14 @@ def throughput_writes(p: Params) -> int:
     return max(1, min(cap, p.warmup + p.writes))
 
 
-def sim_throughput(p: Params, writes: int = THROUGHPUT_WRITES) -> float:
+def sim_throughput(p: Params, writes: int = THROUGHPUT_WRITES, settled: Settled | None = None) -> float:
     """The simulator's own speed: delivered messages per wall-clock second for plumtree on the
-    same POPs and write rate, without this benchmark's per-message bookkeeping (the runs
-    above count payloads per write, which costs more than some of the messages themselves)."""
-    cluster = SimCluster(placements(p), strategy="plumtree", seed=p.seed, loss=p.loss, scrub=scrubs(p))
-    sim, ids = cluster.sim, cluster.ids
+    same POPs and write rate, on a fresh settled cluster (`settled`: plumtree's, else one of its
+    own), without this benchmark's per-message bookkeeping (the runs above count payloads per
+    write, which costs more than some of the messages themselves)."""
+    sim = (settled or settle(p, "plumtree")).cluster.sim
+    ids = sim.node_ids
     rng = random.Random(f"throughput:{p.seed}")
-    sim.run_for(2000)
     t0, d0 = time.perf_counter(), sim.delivered_count
     for i in range(writes):
         sim.write(rng.choice(ids), "kv", f"key{rng.randrange(1000)}", {"value": i})
@@ -456,47 +476,65 @@ def _instrumented(r: dict) -> dict:
     return r
 
 
-def _side_by_side(p: Params, progress: bool, jobs: int) -> dict[str, dict]:
+def _run_from(settled: Settled, p: Params, strategy: str) -> dict:
+    return run_strategy(p, strategy, False, firsts=False, settled=settled)
+
+
+def _firsts_from(settled: Settled, p: Params, strategy: str, switch_from: str | None):
+    return _timed_first_writes(p, strategy, switch_from, settled)
+
+
+def _crash_from(_: None, p: Params, strategy: str) -> dict:
+    return crash_run(p, strategy, False)  # with acks and a sink from the start: a cluster of its own
+
+
+def _side_by_side(p: Params, progress: bool, jobs: int) -> tuple[dict[str, dict], dict[str, Settled]]:
+    """The strategies' results, and the settled clusters the tasks were forked from (pristine)."""
     firsts = not p.crash_fraction
-    tasks: list[tuple[str, str, object, tuple]] = [(s, "run", _strategy_run, (p, s, False, False)) for s in p.strategies]
-    if firsts:
-        tasks += [(s, "first writes", _timed_first_writes, (p, s, None)) for s in p.strategies]
-        tasks += [(s, "switched back", _timed_first_writes, (p, s, _other(s))) for s in p.strategies]
+    if firsts:  # the long runs first, then the switched-back writes (longer than the first writes)
+        tasks = [Task((s, "run"), s, _run_from, (p, s)) for s in p.strategies]
+        tasks += [Task((s, "switched back"), s, _firsts_from, (p, s, _other(s))) for s in p.strategies]
+        tasks += [Task((s, "first writes"), s, _firsts_from, (p, s, None)) for s in p.strategies]
+    else:
+        tasks = [Task((s, "run"), None, _crash_from, (p, s)) for s in p.strategies]
     workers = min(jobs, len(tasks))
-    ctx = multiprocessing.get_context("fork")
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(fn, *args): (s, what) for s, what, fn, args in tasks}
-        for f in as_completed(futures):
-            s, what = futures[f]
-            f.result()  # a task's error ends the bench here, not after the others
-            if progress:
-                phase(s, f"{what} done after {time.perf_counter() - t0:.0f} s ({workers} processes)")
-        done = {futures[f]: f.result() for f in futures}
+
+    def done(key) -> None:
+        phase(key[0], f"{key[1]} done after {time.perf_counter() - t0:.0f} s ({workers} processes)")
+
+    done_, prepared = run_forked(tasks, workers, lambda s: settle(p, s) if firsts else None,
+                                 done if progress else None)
     out = {}
     for s in p.strategies:
-        r = done[(s, "run")]
+        r = done_[(s, "run")]
         if firsts:
-            _add_firsts(r, done[(s, "first writes")], done[(s, "switched back")])
+            _add_firsts(r, done_[(s, "first writes")], done_[(s, "switched back")])
         out[s] = _instrumented(r)
-    return out
+    return out, prepared
 
 
 def run(p: Params, progress: bool = True, jobs: int = 1) -> dict:
     """Every strategy's run, then the simulator's own speed. With `jobs` > 1 the runs go side by
-    side in that many worker processes (forked: each its own cluster, seeded as it would be alone,
-    so every virtual-time figure is the same as one after another): each strategy's measured run,
-    and its first writes and switched-back writes (fresh clusters of their own) as separate tasks,
-    the long runs first, so that the workers stay busy to the end. Progress bars are then off; each
+    side in that many processes (`forks`): each strategy's measured run, its switched-back writes
+    and its first writes are separate tasks, the long ones first, so that the processes stay busy
+    to the end, each forked from one settled cluster of its strategy (built once, not three times;
+    every virtual-time figure is the same as one after another). Progress bars are then off; each
     task says when it is done. The simulator's speed is measured afterwards, alone, as it is a
-    wall-clock figure."""
+    wall-clock figure, on plumtree's settled cluster."""
+    prepared: dict[str, Settled] = {}
     if jobs > 1 and (len(p.strategies) > 1 or not p.crash_fraction):
-        strategies = _side_by_side(p, progress, jobs)
+        strategies, prepared = _side_by_side(p, progress, jobs)
     else:
         strategies = {s: _instrumented(_strategy_run(p, s, progress)) for s in p.strategies}
     if p.crash_fraction:  # the simulator's speed is the plain run's figure
         return {"params": asdict(p), "strategies": strategies}
     if progress:
         phase("simulator", f"its own speed: plumtree, {throughput_writes(p)} writes on a fresh cluster")
+    # plumtree's settled cluster, never run since: the other ones' garbage is collected first, so
+    # that no collection of it lands in the timed part
+    plumtree = prepared.pop("plumtree", None)
+    prepared.clear()
+    gc.collect()
     return {"params": asdict(p), "strategies": strategies,
-            "sim_msgs_per_s": sim_throughput(p, writes=throughput_writes(p))}
+            "sim_msgs_per_s": sim_throughput(p, writes=throughput_writes(p), settled=plumtree)}

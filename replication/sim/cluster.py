@@ -96,6 +96,18 @@ class SimCluster:
         )
         return self._wrap(node) if self._wrap else node
 
+    def attach(self, *, sink: Callable[[SimEvent], None] | None = None, wrap: Callable[[Node], object] | None = None,
+               traffic_events: bool = True) -> None:
+        """A sink and a node wrapper for a cluster built without them, as if they had been given to
+        the constructor: nodes record events from now on, and nodes built later are wrapped too.
+        Observing changes nothing the nodes do (tests/test_bench_propagation.py: a bench's forks of
+        one settled cluster give the figures of clusters built with them)."""
+        if sink is not None:
+            self.config.record_events = True
+        if wrap is not None:
+            self._wrap = wrap
+        self.sim.attach(sink=sink, traffic_events=traffic_events, wrap=wrap)
+
     def one_way_ms(self, a: str, b: str) -> float:
         return self._pop_ms[self.pop_of[a].id][self.pop_of[b].id]
 

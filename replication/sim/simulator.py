@@ -308,6 +308,18 @@ class Simulator:
     def node_ids(self) -> list[str]:
         return list(self._ids)
 
+    def attach(self, *, sink: Callable[[SimEvent], None] | None = None, traffic_events: bool = True,
+               wrap: Callable[[SimNode], SimNode] | None = None) -> None:
+        """Between runs: start reporting to `sink` (as if given to the constructor) and/or put each
+        running node inside `wrap(node)` (nodes built later come from the factory, which must wrap
+        them too). A bench settles one cluster and forks it for each measurement."""
+        if sink is not None:
+            self._sink = sink
+            self._msg_sink = sink if traffic_events else None
+        if wrap is not None:
+            for nid, node in self._nodes.items():
+                self._nodes[nid] = wrap(node)
+
     def up(self, node_id: str) -> bool:
         self._check_id(node_id)
         return node_id not in self._down
