@@ -22,7 +22,7 @@ from ..web import health
 from ..web import logs
 from ..web import loop_lag
 from ..web import metrics
-from ..web import openapi
+from ..web import openapi, otel
 from ..web import sessions
 from ..web import watch
 from ..web.gc_steward import GcSteward
@@ -88,6 +88,7 @@ def create_app(
         docs_url=None,  # ours, served locally: see docs.py
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
+        telemetry=otel.OFF,
     )
     openapi.install(app)
     app.state.live = live

@@ -41,7 +41,7 @@ from ..web import docs
 from ..web import errors
 from ..web import health
 from ..web import logs
-from ..web import openapi, watch
+from ..web import openapi, otel, watch
 from ..web.watch import LocalWatch
 from ..web.metrics import HttpMetrics, add_process_metrics, flush_histogram
 from ..dashboard.admin import PartitionIn, PartitionOut, check_groups
@@ -245,7 +245,7 @@ def create_replica_app(runner: ReplicaRunner, *, settings: Settings | None = Non
     if problems:
         raise ValueError("; ".join(problems))
     app = FastAPI(title=f"edgestate replica {runner.id}", redoc_url=None, docs_url=None,
-                  generate_unique_id_function=openapi.operation_id)
+                  generate_unique_id_function=openapi.operation_id, telemetry=otel.OFF)
     openapi.install(app)
     docs.install(app)
     app.state.live = ReplicaService(runner)
