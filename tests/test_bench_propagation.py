@@ -177,3 +177,23 @@ def test_a_sink_and_wrapper_attached_after_settling_see_what_they_would_have_fro
     assert built.sim.delivered_count == later.sim.delivered_count
     assert built.sim.digests() == later.sim.digests()
     assert isinstance(later.sim.nodes[later.ids[1]], propagation._Counting)
+
+
+def test_a_large_cluster_runs_on_every_cpu_unless_told(monkeypatch):
+    """Beyond node.LARGE_CLUSTER (here from 40 members) the bench forks its tasks on one process per
+    CPU it may use unless --jobs says; a smaller cluster runs them one after another."""
+    from replication.bench import propagation
+
+    monkeypatch.setattr(propagation, "LARGE_CLUSTER", 40)
+    monkeypatch.setattr(propagation.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    seen = []
+
+    def fake_run(params, progress, jobs):
+        seen.append(jobs)
+        return {"params": {}, "strategies": {}}
+
+    monkeypatch.setattr(propagation, "run", fake_run)
+    for replicas, extra in ((40, []), (44, []), (44, ["--jobs", "1"]), (40, ["--jobs", "2"])):
+        assert main(["bench", "propagation", "--pops", "default", "--replicas", str(replicas), "--writes", "3",
+                     "--quiet", *extra]) == 0
+    assert seen == [1, 3, 1, 2]

@@ -71,10 +71,11 @@ def add_parser(sub):
     p.add_argument("--scrub", action=argparse.BooleanOptionalAction, default=None,
                    help=f"whether nodes scrub their stores (default: up to {LARGE_CLUSTER:,} replicas; the bench "
                         "never changes memory behind a store's back, so every figure is the same without it)")
-    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                    help="run each strategy's measured run, first writes and switched-back writes side by side on N "
                         "processes, each forked from its strategy's settled cluster, built once (every figure the "
-                        "same; about 3.5 GB per process at 10,000 replicas) (default: %(default)s)")
+                        f"same; about 3.5 GB per process at 10,000 replicas) (default: 1; over {LARGE_CLUSTER:,} "
+                        "replicas, one per CPU)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--plot", metavar="FILE.html",
@@ -122,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
     if params.crash_fraction and n - round(params.crash_fraction * n) < 2:
         print("edgestate bench propagation: error: --crash-fraction must leave at least two replicas up", file=sys.stderr)
         return 2
-    result = propagation.run(params, progress=not args.quiet, jobs=args.jobs)
+    jobs = args.jobs if args.jobs is not None else propagation.default_jobs(n)
+    result = propagation.run(params, progress=not args.quiet, jobs=jobs)
     rows = [{"strategy": s, **r} for s, r in result["strategies"].items()]
     print(table(rows, CRASH_COLUMNS if params.crash_fraction else COLUMNS))
     if "sim_msgs_per_s" in result:

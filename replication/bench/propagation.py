@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -76,6 +77,15 @@ WARMUP_LARGE = 30
 def default_warmup(replicas: int) -> int:
     """The warm-up writes `bench propagation` runs unless told: WARMUP, WARMUP_LARGE in a large cluster."""
     return WARMUP_LARGE if replicas > LARGE_CLUSTER else WARMUP
+
+
+def default_jobs(replicas: int) -> int:
+    """The processes `run` uses unless told: one, or in a large cluster (where a run takes minutes
+    and every task forks from a settled cluster) one per CPU this process may use."""
+    if replicas <= LARGE_CLUSTER:
+        return 1
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(cpus))
 
 
 @dataclass
