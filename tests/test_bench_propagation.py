@@ -186,6 +186,7 @@ def test_a_large_cluster_runs_on_every_cpu_unless_told(monkeypatch):
 
     monkeypatch.setattr(propagation, "LARGE_CLUSTER", 40)
     monkeypatch.setattr(propagation.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    monkeypatch.setattr(propagation, "available_memory", lambda: None)
     seen = []
 
     def fake_run(params, progress, jobs):
@@ -197,3 +198,16 @@ def test_a_large_cluster_runs_on_every_cpu_unless_told(monkeypatch):
         assert main(["bench", "propagation", "--pops", "default", "--replicas", str(replicas), "--writes", "3",
                      "--quiet", *extra]) == 0
     assert seen == [1, 3, 1, 2]
+
+
+def test_the_default_processes_fit_in_the_available_memory(monkeypatch):
+    from replication.bench import propagation
+
+    real = propagation.available_memory()
+    assert real is None or real > 0  # Linux: MemAvailable
+    monkeypatch.setattr(propagation.os, "sched_getaffinity", lambda pid: set(range(64)))
+    per_task = 10_000 * propagation.TASK_BYTES_PER_REPLICA
+    for avail, want in ((None, 64), (10 * per_task, 10), (2 * per_task + 1, 2), (per_task // 2, 1)):
+        monkeypatch.setattr(propagation, "available_memory", lambda: avail)
+        assert propagation.default_jobs(10_000) == want, avail
+    assert propagation.default_jobs(propagation.LARGE_CLUSTER) == 1

@@ -75,7 +75,7 @@ def add_parser(sub):
                    help="run each strategy's measured run, first writes and switched-back writes side by side on N "
                         "processes, each forked from its strategy's settled cluster, built once (every figure the "
                         f"same; about 3.5 GB per process at 10,000 replicas) (default: 1; over {LARGE_CLUSTER:,} "
-                        "replicas, one per CPU)")
+                        "replicas, one per CPU, as many as the available memory holds)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--plot", metavar="FILE.html",

@@ -79,13 +79,32 @@ def default_warmup(replicas: int) -> int:
     return WARMUP_LARGE if replicas > LARGE_CLUSTER else WARMUP
 
 
+# A task's process at its peak, per replica: 3.5 GB at 10,000 replicas (bench propagation's runs)
+TASK_BYTES_PER_REPLICA = 350_000
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to start processes with (Linux's MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def default_jobs(replicas: int) -> int:
     """The processes `run` uses unless told: one, or in a large cluster (where a run takes minutes
-    and every task forks from a settled cluster) one per CPU this process may use."""
+    and every task forks from a settled cluster) one per CPU this process may use, as many as the
+    available memory holds at their peak (a many-core machine would otherwise run out of it)."""
     if replicas <= LARGE_CLUSTER:
         return 1
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    return max(1, len(cpus))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    avail = available_memory()
+    fits = cpus if avail is None else avail // (replicas * TASK_BYTES_PER_REPLICA)
+    return max(1, min(cpus, fits))
 
 
 @dataclass
