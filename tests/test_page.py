@@ -165,9 +165,21 @@ def test_the_toolbar_offers_what_the_server_says(make_page):
     regions = page.locator("#isolate-region option").evaluate_all("os => os.map(o => o.value)")
     assert regions == sorted({p.pop.region for p in placements})
 
+    # what the page sent and heard back, for a failure to say why (once, under a full suite's load,
+    # the heal below never took effect: no request, an error, or no answer were all possible)
+    sent: list[str] = []
+    page.on("request", lambda r: "/api/faults/" in r.url and sent.append(f"{r.method} sent"))
+    page.on("response", lambda r: "/api/faults/" in r.url and sent.append(f"{r.request.method} {r.status}"))
+    page.on("requestfailed", lambda r: "/api/faults/" in r.url and sent.append(f"{r.method} failed: {r.failure}"))
+
     def wait_groups(want):
-        wait_for(f"the partition {want} in force", lambda: page.server.api(
-            "GET", "/api/coordination").json()["groups"] == want, DEADLINE_MS / 1000)
+        try:
+            wait_for(f"the partition {want} in force", lambda: page.server.api(
+                "GET", "/api/coordination").json()["groups"] == want, DEADLINE_MS / 1000)
+        except AssertionError as e:
+            toast = page.locator("#toast")
+            said = toast.text_content() if toast.is_visible() else None
+            raise AssertionError(f"{e}; the page's fault requests: {sent}; its toast: {said!r}") from e
 
     page.click("[data-testid=cut-pacific]")
     wait_groups(cut_groups(placements, "pacific"))

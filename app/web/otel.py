@@ -6,4 +6,6 @@ provider had been configured meanwhile (environment lookups included): 4.4 us pe
 for nothing, and spans would start appearing if someone's environment configured a provider.
 """
 
-OFF = {"tracing": False, "metrics": False, "logs": False}
+from fastapi.telemetry import TelemetryConfig
+
+OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
