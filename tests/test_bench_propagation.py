@@ -4,6 +4,7 @@ up to what the physics says (checked on virtual time, never wall-clock)."""
 import json
 import math
 import re
+from collections import Counter
 
 import pytest
 
@@ -152,7 +153,7 @@ def test_a_sink_and_wrapper_attached_after_settling_see_what_they_would_have_fro
 
         def __call__(self, node):
             wrapped[self.i].add(node.id)
-            return propagation._Counting(node, {}, propagation.Counter())
+            return propagation._Counting(node, {}, Counter())
 
     def sink(i):
         return lambda ev: seen[i].append((ev.t, ev.kind, ev.node, repr(ev.data)))

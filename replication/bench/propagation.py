@@ -230,12 +230,12 @@ def run_strategy(p: Params, strategy: str, progress: bool = True, firsts: bool =
     heal, and (with `firsts`) its first writes and switched-back writes, each on a fresh cluster
     (`first_writes`; `run` with jobs measures those in processes of their own and adds them with
     `_add_firsts`)."""
-    tracker = WriteTracker(everywhere=len(placements(p)))  # every write of the run, complete once all have it
+    cluster, settle_s, delivered0 = settled or settle(p, strategy)
+    wall0 = time.perf_counter() - settle_s
+    tracker = WriteTracker(everywhere=len(cluster.ids))  # every write of the run, complete once all have it
     measured_ids: set[str] = set()
     sends: dict[Dot, Counter] = {}
     received: Counter = Counter()
-    cluster, settle_s, delivered0 = settled or settle(p, strategy)
-    wall0 = time.perf_counter() - settle_s
     cluster.attach(sink=_Sink(tracker), wrap=lambda node: _Counting(node, sends, received), traffic_events=False)
     sim, ids = cluster.sim, cluster.ids
     rng = random.Random(f"bench:{p.seed}")
@@ -494,10 +494,8 @@ def crash_run(p: Params, strategy: str, progress: bool = True) -> dict:
     }
 
 
-def _strategy_run(p: Params, strategy: str, progress: bool, firsts: bool = True) -> dict:
-    if p.crash_fraction:
-        return crash_run(p, strategy, progress)
-    return run_strategy(p, strategy, progress, firsts=firsts)
+def _strategy_run(p: Params, strategy: str, progress: bool) -> dict:
+    return (crash_run if p.crash_fraction else run_strategy)(p, strategy, progress)
 
 
 def _instrumented(r: dict) -> dict:
