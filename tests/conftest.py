@@ -62,7 +62,11 @@ class LiveServer(ServerProcess):
         return r
 
     def reset(self) -> None:
-        """Undo what a test may have left: partition, crashes, settings."""
+        """Undo what a test may have left: a scenario still running, partition, crashes, settings.
+        The scenario goes first: left running, its next step could partition the next test's cluster."""
+        running = self.api("GET", "/api/scenarios").json()["running"]
+        if running is not None:
+            self.api("DELETE", f"/api/scenarios/runs/{running}")
         self.api("DELETE", "/api/faults/partition")
         for r in self.api("GET", "/api/replicas").json()["replicas"]:
             if r["status"] != "up":
