@@ -101,10 +101,17 @@ class AntiEntropy:
                 return self._roots_differ(env.src, msg.root, now, store)
             return []
         out = []
-        delta = replica.deltas_since(msg.applied, young)
+        if not mine.cloud and not theirs.cloud:
+            # most digests between peers while writes travel: they differ only in dots in flight
+            held, covered = store.against(theirs.vv, young)
+        else:
+            held, covered = False, None
+        delta = None if held else replica.deltas_since(msg.applied, young)
         if delta is not None:
             out.append(Envelope(self.me, env.src, AeReply(delta)))
-        if msg.want_reply and not store.applied.covers(msg.applied):
+        if covered is None and msg.want_reply:
+            covered = store.applied.covers(msg.applied)
+        if msg.want_reply and not covered:
             out.append(Envelope(self.me, env.src, AeDigest(replica.applied_context, want_reply=False,
                                                            root=store.content_root())))
         elif msg.root and self.me < env.src and msg.applied == store.applied and msg.root != store.content_root():

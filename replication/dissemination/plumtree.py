@@ -646,6 +646,8 @@ class Plumtree:
         while (top := self._missing_top()) is not None and top <= now:
             _, _, mid, m = heappop(due)
             taken[mid] = m
+        if not taken:
+            return []  # most ticks: a flush, nothing due
         return [mid for mid, _ in sorted(taken.items(), key=lambda kv: kv[1].order)]
 
     def _patience(self, root: str, announced_ms: float) -> float:
