@@ -198,6 +198,8 @@ class Node:
             raise ValueError(f"restored replica {replica.id!r} given to node {replica_id!r}")
         self.replica = replica
         self._link_hint = link_ms
+        if link_ms is not None:
+            self.link_ms = link_ms  # type: ignore[method-assign,assignment]  # strategies ask on every push: no frame of ours
         self.membership = Membership(replica_id, self.peers, self.rng, cfg.membership, incarnation,
                                      push_pull_rng=random.Random(f"{seed}:{replica_id}:{incarnation}:push-pull"))
         if self._cluster is None:

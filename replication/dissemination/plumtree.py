@@ -849,7 +849,8 @@ class Plumtree:
         if self._expiry:
             e = self._expiry[0].at + self.cfg.cache_ms
             t = e if t is None or e < t else t
-        m = self._missing_top()
-        if m is not None:
-            t = m if t is None or m < t else t
+        if self._missing_due:  # asked after every delivery, and nothing is missing most of the time
+            m = self._missing_top()
+            if m is not None:
+                t = m if t is None or m < t else t
         return t

@@ -50,6 +50,7 @@ class SimCluster:
     ) -> None:
         self.placements = list(placements)
         self.pop_of = {p.id: p.pop for p in self.placements}
+        self._link_rows: dict[str, dict[str, float]] = {}
         self.ids = [p.id for p in self.placements]
         self.model = model or LatencyModel()
         self.config = config or NodeConfig(strategy=strategy, record_events=sink is not None, coalesce_ms=coalesce_ms)
@@ -81,13 +82,19 @@ class SimCluster:
             traffic_limit=traffic_limit, traffic_kinds=traffic_kinds, work_clock=time.perf_counter_ns,
         )
 
+    def _link_row(self, pop: str) -> dict[str, float]:
+        """Every replica's one-way latency from `pop`: one dict per POP, shared by the replicas
+        there (at 10,000 replicas on 54 POPs, 54 rows of 10,000, not 10,000 of them)."""
+        rows = self._link_rows
+        row = rows.get(pop)
+        if row is None:
+            ms = self._pop_ms[pop]
+            row = rows[pop] = {rid: ms[p.id] for rid, p in self.pop_of.items()}
+        return row
+
     def _make_node(self, nid: str, incarnation: int):
-        row = self._pop_ms[self.pop_of[nid].id]
-        pop_of = self.pop_of
-
-        def link_ms(peer: str) -> float:  # asked on every push and announcement
-            return row[pop_of[peer].id]
-
+        # asked on every push and announcement: a dict's own lookup, no Python frame per call
+        link_ms = self._link_row(self.pop_of[nid].id).__getitem__
         large = self._large  # a large cluster's nodes share one member set (see Node's `cluster`)
         node = Node(
             nid, self._ids_t if large else self.ids, config=self.config, seed=self.seed, incarnation=incarnation,
