@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from serving import REPO, ServerProcess, edgestate_cmd, free_port, serving  # noqa: F401 (re-exported)
+from waiting import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -133,6 +134,12 @@ class Page:
 
     def __getattr__(self, name):
         return getattr(self.page, name)
+
+    def wait_server(self, what: str, cond, deadline_s: float, poll_s: float = 0.05):
+        """`wait_for` a condition the test reads from the server itself, after a page action:
+        polled between Playwright waits, so that the route handler goes on passing the page's
+        own requests (the one that makes the condition true among them)."""
+        return wait_for(what, cond, deadline_s, poll_s, pause=lambda s: self.page.wait_for_timeout(s * 1000))
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import re
 import time
 
 import pytest
-from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -174,7 +173,7 @@ def test_the_toolbar_offers_what_the_server_says(make_page):
 
     def wait_groups(want):
         try:
-            wait_for(f"the partition {want} in force", lambda: page.server.api(
+            page.wait_server(f"the partition {want} in force", lambda: page.server.api(
                 "GET", "/api/coordination").json()["groups"] == want, DEADLINE_MS / 1000)
         except AssertionError as e:
             toast = page.locator("#toast")

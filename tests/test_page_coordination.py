@@ -12,7 +12,6 @@ import time
 
 import pytest
 from test_page import DEADLINE_MS, N_POPS, expect, open_dashboard, select_pop
-from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,8 +37,7 @@ def wait_for_write(page, pop: str, old_id: str | None) -> dict:
         return p if p["last_write"] and p["last_write"]["id"] != old_id and p["everywhere_ms"] is not None else None
 
     try:
-        return wait_for(f"a new write at {pop} to reach every replica", newer, deadline_s=DEADLINE_MS / 1000,
-                        poll_s=0.05)
+        return page.wait_server(f"a new write at {pop} to reach every replica", newer, DEADLINE_MS / 1000)
     except AssertionError as e:
         problems = [ln for ln in page.server.output().splitlines() if "Traceback" in ln or "failed" in ln]
         raise AssertionError(f"{e}; last seen (last_write, down, groups): {seen}; server: {problems[-5:]}") from None

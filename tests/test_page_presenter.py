@@ -19,7 +19,6 @@ import pytest
 
 from conftest import LiveServer, Page, SERVER_SPEED, serving
 from test_page import DEADLINE_MS, N_POPS, expect, open_dashboard, select_pop
-from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -226,7 +225,7 @@ def test_the_right_arrow_advances_a_scenario_waiting_for_the_presenter(browser, 
         expect()(say).to_have_text("Sydney adds 3 when you press the arrow.", timeout=DEADLINE_MS)
         assert page.evaluate("document.body.classList.contains('presenter')")
         page.locator("body").press("ArrowRight")
-        done = wait_for("the run to end", lambda: (lambda r: r if r["status"] != "running" else None)(
+        done = page.wait_server("the run to end", lambda: (lambda r: r if r["status"] != "running" else None)(
             srv.api("GET", run["url"]).json()), deadline_s=DEADLINE_MS / 1000)
         assert done["status"] == "passed" and done["report"]["steps"][0]["presenter"] == "next"
         expect()(page.locator("[data-testid=caption-verdict]")).to_have_text("✓ Sydney counts to 3",
