@@ -36,7 +36,7 @@ behind the store's back shows in the root within a sweep.
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import StaleDelta
 from .messages import AeBuckets, AeDigest, AeKeys, AeRepair, AeReply, Envelope
@@ -89,7 +89,7 @@ class AntiEntropy:
 
     def handle(self, env: Envelope, now: float, replica, young) -> list[Envelope]:
         """Answer a digest. `young(dot)` says a dot was applied here within the grace period."""
-        msg = env.msg
+        msg: Any = env.msg  # an AeDigest
         store = replica.store
         theirs, mine = msg.applied, store.applied
         # a digest's context is the sender's copy, never changed after: kept as it is
@@ -140,7 +140,7 @@ class AntiEntropy:
 
     def handle_content(self, env: Envelope, replica) -> list[Envelope]:
         """One step of a content exchange (the module docstring's steps 2 to 4)."""
-        msg = env.msg
+        msg: Any = env.msg  # one of the content exchange's kinds
         store = replica.store
         me, peer = self.me, env.src
         if isinstance(msg, AeRepair):
@@ -159,7 +159,8 @@ class AntiEntropy:
             if not differ:
                 return []
             store.integrity.mismatched_buckets += len(differ)
-            chosen, listed = [], 0
+            chosen: list[int] = []
+            listed = 0
             for b in differ:
                 size = store.bucket_size(b)
                 if size > MAX_AE_KEYS or (chosen and listed + size > MAX_LISTED):

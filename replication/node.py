@@ -198,8 +198,9 @@ class Node:
             raise ValueError(f"restored replica {replica.id!r} given to node {replica_id!r}")
         self.replica = replica
         self._link_hint = link_ms
-        if link_ms is not None:
-            self.link_ms = link_ms  # type: ignore[method-assign,assignment]  # strategies ask on every push: no frame of ours
+        # one-way latency estimate, asked on every push: the geographic model's own callable where
+        # there is one (no frame of ours per call), else half the probed RTT
+        self.link_ms: Callable[[str], float] = link_ms if link_ms is not None else self._probed_link_ms
         self.membership = Membership(replica_id, self.peers, self.rng, cfg.membership, incarnation,
                                      push_pull_rng=random.Random(f"{seed}:{replica_id}:{incarnation}:push-pull"))
         if self._cluster is None:
@@ -241,10 +242,7 @@ class Node:
         self.membership.watch(peer)
         self.peers.append(peer)
 
-    def link_ms(self, peer: str) -> float:
-        """One-way latency estimate: the geographic model where known, else half the probed RTT."""
-        if self._link_hint is not None:
-            return self._link_hint(peer)
+    def _probed_link_ms(self, peer: str) -> float:
         rtt = self.membership.rtt_ms.get(peer)
         return rtt / 2 if rtt else UNKNOWN_LINK_MS
 

@@ -131,7 +131,7 @@ class Replica:
         return self.read(ns, key), delta
 
     def write_kv(self, key: str, value: Any, context: str | None = None, *, now: float) -> tuple[KvView, Delta]:
-        return self.write("kv", key, {"value": value, "context": context}, now=now)
+        return self.write("kv", key, {"value": value, "context": context}, now=now)  # type: ignore[return-value]  # a kv write always mints a dot: never None
 
     def delete_kv(self, key: str, context: str | None = None, *, now: float) -> tuple[KvView, Delta | None]:
         return self.write("kv", key, {"delete": True, "context": context}, now=now)

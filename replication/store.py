@@ -48,7 +48,7 @@ import hashlib
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from typing import Any, Container, Iterable, NamedTuple
 
 import msgpack
 
@@ -190,7 +190,7 @@ class _Minus:
 
     __slots__ = ("base", "gone")
 
-    def __init__(self, base: CausalContext, gone: set[Dot]) -> None:
+    def __init__(self, base: CausalContext, gone: Container[Dot]) -> None:
         self.base, self.gone = base, gone
 
     def contains(self, d: Dot) -> bool:
@@ -199,7 +199,7 @@ class _Minus:
     __contains__ = contains
 
 
-def _rank(s: bytes, content) -> tuple[bytes, bytes]:
+def _rank(s: bytes | None, content) -> tuple[bytes | None, bytes]:
     return s, msgpack.packb(content, use_bin_type=True)
 
 
@@ -341,10 +341,10 @@ class Store:
             raise StaleDelta("this anti-entropy reply was computed for state this replica no longer has")
         if not delta.full and self.holds(delta):
             return Applied([], [])  # a duplicate
-        refs = set(delta.entries)
+        refset = set(delta.entries)
         if delta.full:
-            refs.update(self.keys())
-        refs = sorted(refs)  # a stable order: observers see the same event stream in every process
+            refset.update(self.keys())
+        refs = sorted(refset)  # a stable order: observers see the same event stream in every process
         changed = []
         ca = _Minus(self.ctx, self._refetch) if self._refetch else self.ctx
         # the delta context's dots, when few: looked up at the first key joined entry by entry
@@ -724,7 +724,8 @@ class Store:
         changed: list[KeyRef] = []
         data, seals, hashes = self.data, self.seals, self._hashes
         while work < budget:
-            if self._scan is not None:
+            scan = self._scan  # tested through a local: `_scan_big` may end the scan, and a test of the
+            if scan is not None:  # attribute itself would stay narrowed past that call (mypyc checks it)
                 work, found = self._scan_big(budget, work)
                 if found is not None:
                     changed.append(found)
@@ -744,7 +745,7 @@ class Store:
             if h is None:
                 continue  # gone since the bucket was listed
             ns, key = ref
-            s = data[ns].get(key)
+            s: Any = data[ns].get(key)
             work += 1
             if s and len(s) > budget - work:
                 self._scan = _Scan(ref, list(s))  # too big for what is left: a slice at a time
@@ -772,10 +773,11 @@ class Store:
         (`_reseal` moves it for entries already seen and lists new entries), so a key written
         every period is still compared."""
         sc = self._scan
+        assert sc is not None  # the caller's test
         ns, key = sc.ref
         mod = BY_NAMESPACE[ns]
         seals = self.seals
-        s = self.data[ns].get(key)
+        s: Any = self.data[ns].get(key)
         if not s:
             self._scan = None
             return work, None

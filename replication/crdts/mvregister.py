@@ -75,7 +75,7 @@ class KvView:
 
 class KvOp(NamedTuple):
     value: bytes | None  # None: a delete
-    context: object  # a token, or None
+    context: Any  # a token, or None (Any, not object: mypyc resolves a NamedTuple field's type by name in the module)
 
 
 def empty() -> Store:

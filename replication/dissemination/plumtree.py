@@ -53,7 +53,7 @@ from collections import deque
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from itertools import count
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..clocks import Dot
 from ..messages import Announcement, Envelope, Gossip, Graft, GraftAck, IHave, Prune
@@ -186,7 +186,8 @@ class Plumtree:
         """`member`'s children in `root`'s model tree, each one known to be down replaced by its
         own (so a node routes round the dead it knows of, with no one else's agreement)."""
         out: list[str] = []
-        for c in self.trees.children(root, member):
+        trees: Any = self.trees  # set: callers ask only for a modelled root
+        for c in trees.children(root, member):
             if self._gone(c):
                 out += self._live_children(root, c)
             else:
@@ -280,7 +281,8 @@ class Plumtree:
         them), windows that move on with every push, so all of it goes out."""
         news = self._news
         if news is None:
-            down, ttl, trees = self._down, self.cfg.silent_hearsay_ms, self.trees
+            down, ttl = self._down, self.cfg.silent_hearsay_ms
+            trees: Any = self.trees  # set: called only where there are model trees
             found = dict(self.hearsay)
             found.update(self._found)
             fresh = {p: t for p, t in found.items() if now - t < ttl and (down is None or not down(p))}
@@ -324,7 +326,8 @@ class Plumtree:
         """Members of `gone` are down: where one was our parent for a modelled root, graft the
         nearest live ancestor the model gives us, and take our own model children back."""
         out: list[Envelope] = []
-        trees, me = self.trees, self.h.id
+        trees: Any = self.trees  # set: silence is heard of only where there are model trees
+        me = self.h.id
         for root, up in list(self.parent.items()):
             if up not in gone or root not in trees or root not in self.eager:
                 continue
@@ -763,7 +766,7 @@ class Plumtree:
             if sends is None:
                 continue  # acked meanwhile
             entry = self.cache.get(mid)
-            root = entry.gossip.root if entry is not None else None
+            root: Any = entry.gossip.root if entry is not None else None  # read below only when there is an entry
             tries = self.cfg.ack_tries
             if self.trees is not None and not self._redundant and root in self.trees:
                 # A model tree says who is behind a silent child, and links that lose nothing

@@ -44,6 +44,7 @@ from ..derived import partition_groups
 from ..errors import ReplicaDown
 from ..geo import LatencyModel, Placement
 from ..messages import Envelope, wire_size
+from .errors import SimulationError, TimerRunaway, UnknownNode
 
 __all__ = [
     "SimNode",
@@ -114,20 +115,6 @@ class SimEvent:
     kind: str
     node: str | None
     data: dict
-
-
-class SimulationError(RuntimeError):
-    """The simulated system did something impossible (a bug in a node, not a fault)."""
-
-
-class TimerRunaway(SimulationError):
-    """A node's timer deadline never advanced past the current instant."""
-
-
-class UnknownNode(ValueError):
-    def __init__(self, node_id: object, known: Iterable[str]) -> None:
-        super().__init__(f"unknown replica id {node_id!r}; known: {', '.join(known)}")
-        self.node_id = node_id
 
 
 def _check_probability(name: str, p: object) -> float:
@@ -238,7 +225,7 @@ class Simulator:
         self.last_write_work_ns: int | None = None
 
         self._now = 0.0
-        self._heap: list[_Delivery | _Timer] = []
+        self._heap: list[Any] = []  # _Delivery and _Timer entries, told apart by type in the loop
         self._seq = itertools.count()
         self._mids = itertools.count(1)
         self._in_flight = 0
@@ -777,7 +764,7 @@ class Simulator:
         (`traffic_limit`); counted as unshown if not."""
         window = now // TRAFFIC_WINDOW_MS
         if window != self._window:
-            self._window, self._window_left = window, self._traffic_limit
+            self._window, self._window_left = window, self._traffic_limit or 0  # set: the caller's test
         if self._window_left > 0:
             self._window_left -= 1
             return True
@@ -796,7 +783,9 @@ class Simulator:
 
     def _emit_sent(self, env: Envelope, mid: int, now: float, deliver_at: float | None, copy_of: int | None,
                    size: int) -> None:
-        self._msg_sink(SimEvent(now, "sent", env.src, {
+        sink = self._msg_sink
+        assert sink is not None  # the caller's test
+        sink(SimEvent(now, "sent", env.src, {
             "src": env.src, "dst": env.dst, "kind": env.msg.kind, "payloads": env.payloads,
             "bytes": size,
             "mid": mid, "deliver_at": deliver_at, "copy_of": copy_of,
