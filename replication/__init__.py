@@ -18,8 +18,9 @@ layer may import:
   scenario driver only to pace itself; neither reading changes the run.
 - real I/O, on the wall clock: sockets (asyncio), SQLite and files. `io` (the transport,
   storage and its integrity checks, the write-ahead log, schema migration, the runner).
-- tools: the command lines, benches and fault campaigns over the layers above.
-  `cliargs`, `scenarios.cli`, `bench`.
+- tools: the command lines, benches and fault campaigns over the layers above, and the
+  compiled build of the simulator's hot modules for batch runs.
+  `cliargs`, `scenarios.cli`, `bench`, `native`.
 """
 
 from .clocks import CausalContext, Dot, HybridLogicalClock, Timestamp, VersionVector

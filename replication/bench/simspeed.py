@@ -14,6 +14,10 @@ the run (the cluster's construction and its first 2 s excluded). Every round als
 many messages were delivered: the same seed must deliver the same messages at both revisions
 unless a protocol change is the point, and a difference is printed, since then the two speeds
 are of different work.
+
+`--native`: this tree runs compiled (`replication/native.py`: its hot modules built with mypyc,
+once per source tree, about half a minute, not counted), the baseline as it was. The child
+reports which it ran (`native`), so a build that did not load is seen, not mistaken for speed.
 """
 
 from __future__ import annotations
@@ -55,8 +59,10 @@ for i in range(writes):
 sim.run_for(3000)
 wall = time.perf_counter() - t0
 n = sim.delivered_count - d0
+import replication.store
 print(json.dumps({"delivered": n, "wall_s": wall, "msgs_per_s": n / wall, "build_s": t0 - t_build,
-                  "digests": sorted(set(sim.digests().values()))[:1]}))
+                  "digests": sorted(set(sim.digests().values()))[:1],
+                  "native": not replication.store.__file__.endswith(".py")}))
 """
 
 
@@ -69,22 +75,37 @@ class Params:
     writes: int = 300
     rate: float = 20.0
     seed: int = 1
+    native: bool = False
 
 
-def _once(tree: Path, p: Params) -> dict:
+def _once(tree: Path, p: Params, native: bool = False) -> dict:
     args = json.dumps([p.pops, p.replicas, p.writes, p.rate, p.seed])
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
     r = subprocess.run([sys.executable, "-c", _CHILD, args], cwd=tree, env=env, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"the workload failed in {tree}:\n{r.stderr.strip()[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if native and not out["native"]:
+        raise RuntimeError(f"the compiled build in {tree} ran interpreted: its extensions did not load")
+    return out
+
+
+def _current(p: Params, progress: bool) -> Path:
+    """The tree "current" runs from: this one, or its compiled build (`--native`)."""
+    if not p.native:
+        return REPO
+    from .. import native
+
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None
+    return native.build(say)
 
 
 def run_here(p: Params, progress: bool = True) -> dict:
     """Without a baseline: this tree alone, for the cost-growth table (wall time and messages per write)."""
     runs = []
+    tree = _current(p, progress)
     for i in range(p.rounds):
-        r = _once(REPO, p)
+        r = _once(tree, p, p.native)
         runs.append(r)
         if progress:
             print(f"round {i + 1}/{p.rounds}: {r['msgs_per_s']:>10,.0f} msgs/s ({r['delivered']:,} delivered in "
@@ -102,11 +123,11 @@ def run(p: Params, progress: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgestate-simspeed-") as tmp:
         base = Path(tmp)
         revision.export(rev, base, "replication")  # the simulator is all the workload runs
-        trees = {"baseline": base, "current": REPO}
+        trees = {"baseline": base, "current": _current(p, progress)}
         for i in range(p.rounds):
             order = ["baseline", "current"] if i % 2 == 0 else ["current", "baseline"]
             for which in order:
-                r = _once(trees[which], p)
+                r = _once(trees[which], p, p.native and which == "current")
                 runs[which].append(r)
                 if progress:
                     print(f"round {i + 1}/{p.rounds} {which:8}: {r['msgs_per_s']:>10,.0f} msgs/s "
@@ -137,17 +158,21 @@ def add_parser(which) -> None:
     p.add_argument("--replicas", type=positive_int, default=None, metavar="N", help="replicas (default: one per POP)")
     p.add_argument("--writes", type=positive_int, default=d.writes, metavar="K", help="writes per run (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="simulation seed (default: %(default)s)")
+    p.add_argument("--native", action="store_true",
+                   help="run this tree compiled with mypyc (replication/native.py; built once, not timed)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no per-round output")
 
 
 def main(args) -> int:
+    from ..native import NativeUnavailable
+
     p = Params(baseline=args.baseline or "", rounds=args.rounds, pops=args.pops, replicas=args.replicas,
-               writes=args.writes, seed=args.seed)
+               writes=args.writes, seed=args.seed, native=args.native)
     if not args.baseline:
         try:
             result = run_here(p, progress=not args.quiet)
-        except RuntimeError as e:
+        except (RuntimeError, NativeUnavailable) as e:
             print(f"edgestate bench simspeed: error: {e}", file=sys.stderr)
             return 2
         print(f"this tree: {result['msgs_per_s']:,.0f} delivered msgs/s; per write {result['wall_s_per_write']:.3f} s "
@@ -157,11 +182,11 @@ def main(args) -> int:
         return 0
     try:
         result = run(p, progress=not args.quiet)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, NativeUnavailable) as e:
         print(f"edgestate bench simspeed: error: {e}", file=sys.stderr)
         return 2
     print(f"baseline {result['params']['baseline'][:10]}: {result['baseline_msgs_per_s']:,.0f} delivered msgs/s (median of {p.rounds})")
-    print(f"current  (this tree): {result['current_msgs_per_s']:,.0f} delivered msgs/s (median of {p.rounds})")
+    print(f"current  (this tree{', compiled' if p.native else ''}): {result['current_msgs_per_s']:,.0f} delivered msgs/s (median of {p.rounds})")
     print(f"ratio current/baseline: {result['ratio']:.2f}x")
     if not result["same_work"]:
         print(f"note: delivered messages differ (baseline {result['delivered']['baseline']}, "
