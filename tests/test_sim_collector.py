@@ -13,12 +13,13 @@ from replication.sim import collector
 from replication.sim.cluster import SimCluster
 
 
-def test_batch_makes_full_collections_rare_and_puts_the_thresholds_back():
+def test_batch_makes_full_and_young_collections_rare_and_puts_the_thresholds_back():
     before = gc.get_threshold()
     with collector.batch():
         inside = gc.get_threshold()
-    assert inside == (before[0], before[1], max(before[2], collector.FULL_AFTER))
+    assert inside == (max(before[0], collector.YOUNG_AFTER), before[1], max(before[2], collector.FULL_AFTER))
     assert inside[2] >= 100 * 10  # a hundred times rarer than CPython's default
+    assert inside[0] >= 100 * 700  # young passes too
     assert gc.get_threshold() == before
     with pytest.raises(RuntimeError), collector.batch():
         raise RuntimeError("a failed run still gets its thresholds back")
