@@ -15,7 +15,7 @@ import random
 from itertools import islice
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .antientropy import SCRUB_WORK, AntiEntropy
 from .changefeed import ChangeFeed, origin_of
@@ -151,7 +151,7 @@ class Node:
     def __init__(
         self,
         replica_id: str,
-        peers: list[str],
+        peers: Sequence[str],  # a large cluster's driver passes its shared tuple of every member
         *,
         config: NodeConfig | None = None,
         seed: int | str = 0,

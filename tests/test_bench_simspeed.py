@@ -24,3 +24,16 @@ def test_this_tree_alone_reports_cost_per_write():
 def test_an_unknown_revision_is_refused_before_anything_runs():
     with pytest.raises(ValueError, match="not a git revision"):
         simspeed.run(simspeed.Params(baseline="no-such-rev-xyz", rounds=1), progress=False)
+
+
+def test_native_runs_this_tree_compiled_and_says_so():
+    from replication import native
+
+    if native.unavailable():
+        pytest.skip(f"no compiled build here: {native.unavailable()}")
+    p = simspeed.Params(baseline="", rounds=1, pops="lhr,syd,jfk", writes=4, native=True)
+    compiled, interpreted = simspeed.run_here(p, progress=False), simspeed.run_here(
+        simspeed.Params(baseline="", rounds=1, pops="lhr,syd,jfk", writes=4), progress=False)
+    assert compiled["runs"][0]["native"] and not interpreted["runs"][0]["native"]
+    assert compiled["runs"][0]["delivered"] == interpreted["runs"][0]["delivered"] > 0
+    assert compiled["runs"][0]["digests"] == interpreted["runs"][0]["digests"]
