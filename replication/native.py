@@ -37,6 +37,7 @@ MODULES = (
     "crdts/dotstore.py", "crdts/mvregister.py",
 )
 BUILT = "BUILT"  # written last: a directory without it is a build that did not finish
+KEEP = 4  # builds kept (the newest): one per edit of the sources would otherwise pile up, 4 MB each
 
 
 class NativeUnavailable(RuntimeError):
@@ -116,7 +117,20 @@ def build(progress=None) -> Path:
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+    _prune(root, target)
     return target
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Remove all but the KEEP newest builds (never `keep`), and builds abandoned an hour ago.
+    A process still running a removed build keeps the extensions it has loaded."""
+    import time
+
+    done = sorted((d for d in root.iterdir() if (d / BUILT).exists() and d != keep),
+                  key=lambda d: (d / BUILT).stat().st_mtime, reverse=True)
+    stale = [d for d in root.iterdir() if d.is_dir() and "." in d.name and d.stat().st_mtime < time.time() - 3600]
+    for d in done[KEEP - 1:] + stale:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def env_for(tree: Path) -> dict[str, str]:

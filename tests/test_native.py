@@ -152,3 +152,21 @@ def test_without_mypyc_or_a_compiler_the_reason_is_said_and_nothing_is_built(mon
     with pytest.raises(native.NativeUnavailable, match="no C compiler"):
         native.build()
     assert not (tmp_path / "cache").exists()
+
+
+def test_old_builds_are_pruned_to_the_newest_few(tmp_path):
+    """Every edit of the sources makes a new build: after one, only the newest KEEP stay (the one
+    just made always), and a build abandoned mid-way an hour ago goes too."""
+    root = tmp_path / "cache"
+    current = root / "current"
+    for i, d in enumerate([current] + [root / f"old{i}" for i in range(native.KEEP + 2)]):
+        d.mkdir(parents=True)
+        (d / native.BUILT).write_text("x")
+        os.utime(d / native.BUILT, (1_000_000 + i, 1_000_000 + i))  # current is the oldest by time
+    abandoned, running = root / "deadbeef.a1", root / "deadbeef.b2"
+    abandoned.mkdir()
+    running.mkdir()
+    os.utime(abandoned, (1_000_000, 1_000_000))
+    native._prune(root, current)
+    newest = [f"old{i}" for i in range(native.KEEP + 2)][-(native.KEEP - 1):]
+    assert sorted(d.name for d in root.iterdir()) == sorted(["current", "deadbeef.b2", *newest])
