@@ -151,6 +151,12 @@ def test_without_mypyc_or_a_compiler_the_reason_is_said_and_nothing_is_built(mon
     assert "no C compiler" in native.unavailable()
     with pytest.raises(native.NativeUnavailable, match="no C compiler"):
         native.build()
+    monkeypatch.undo()
+    monkeypatch.setenv("EDGESTATE_NATIVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native.sysconfig, "get_paths", lambda: {"include": str(tmp_path / "no-headers")})
+    assert "no Python headers" in native.unavailable()
+    with pytest.raises(native.NativeUnavailable, match="no Python headers"):
+        native.build()
     assert not (tmp_path / "cache").exists()
 
 
