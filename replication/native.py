@@ -28,6 +28,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -127,8 +128,6 @@ def build(progress=None) -> Path:
 def _prune(root: Path, keep: Path) -> None:
     """Remove all but the KEEP newest builds (never `keep`), and builds abandoned an hour ago.
     A process still running a removed build keeps the extensions it has loaded."""
-    import time
-
     done = sorted((d for d in root.iterdir() if (d / BUILT).exists() and d != keep),
                   key=lambda d: (d / BUILT).stat().st_mtime, reverse=True)
     stale = [d for d in root.iterdir() if d.is_dir() and "." in d.name and d.stat().st_mtime < time.time() - 3600]
@@ -136,10 +135,4 @@ def _prune(root: Path, keep: Path) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def env_for(tree: Path) -> dict[str, str]:
-    """The environment of a child process that runs the package from `tree` (a build, or a
-    source tree)."""
-    return {**os.environ, "PYTHONPATH": str(tree)}
-
-
-__all__ = ["MODULES", "NativeUnavailable", "build", "cache_root", "env_for", "source_hash", "unavailable"]
+__all__ = ["MODULES", "NativeUnavailable", "build", "cache_root", "source_hash", "unavailable"]

@@ -90,7 +90,7 @@ print(json.dumps({"native": not replication.store.__file__.endswith(".py"), "tra
 
 
 def _run(tree: Path, seed: int, child: str = CHILD) -> dict:
-    env = {**native.env_for(tree), "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}  # as bench simspeed runs a tree
     r = subprocess.run([sys.executable, "-c", child, str(seed)], check=False, cwd=tree, env=env, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr[-3000:]
