@@ -2,11 +2,12 @@
 
 The disk's floor (`fsync_floor`) is one SQLite commit with nothing around it. A replica's write
 also crosses the loopback socket twice, is parsed by uvicorn, and waits for a commit that runs
-off the event loop (in a worker thread, so that a slow disk never stalls the loop: peers' probes
-and reads go on). This module is that skeleton and nothing else: a raw ASGI app on the same
+off the event loop (in a thread of its own, so that a slow disk never stalls the loop: peers'
+probes and reads go on). This module is that skeleton and nothing else: a raw ASGI app on the same
 server (uvicorn, httptools, uvloop, the replica's GIL switch interval) that answers a PUT once
-its body is committed by the same kind of group committer (one task, one worker thread, every
-body that arrived meanwhile in one transaction; WAL, `synchronous=FULL`) in the same directory.
+its body is committed by the same kind of group committer (one task, the replica's kind of
+flush thread, `replication.io.worker`, every body that arrived meanwhile in one transaction;
+WAL, `synchronous=FULL`) in the same directory.
 No routing, no validation, no CRDT, no log line. `edgestate bench replica` drives it with the
 same client and load as the replica, so the ratios replica/skeleton and skeleton/floor say
 which part of a write is ours and which is the stack's.
@@ -25,6 +26,8 @@ import sys
 import threading
 from pathlib import Path
 
+from replication.io.worker import Worker
+
 from .fsync_floor import ROW_BYTES, open_db
 
 
@@ -34,6 +37,7 @@ class _Committer:
         self.conn = open_db(Path(directory) / "http-floor.db", check_same_thread=False)
         self.pending: list[tuple[bytes, asyncio.Future]] = []
         self.kick = asyncio.Event()
+        self.worker = Worker("http-floor-flush")
 
     def _commit(self, rows: list[bytes]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -46,7 +50,8 @@ class _Committer:
             self.kick.clear()
             batch, self.pending = self.pending, []
             try:
-                await asyncio.to_thread(self._commit, [b for b, _ in batch])
+                rows = [b for b, _ in batch]
+                await self.worker.call(lambda: self._commit(rows))
             except Exception as e:  # noqa: BLE001 - each waiter gets it (a 500), none waits forever
                 with contextlib.suppress(sqlite3.Error):
                     if self.conn.in_transaction:

@@ -15,7 +15,7 @@ module adds is the order of events around the disk:
   A delta the store already holds (a duplicate) costs no write.
 - Reads wait until every local write before them is durable, so no one reads a value
   that a crash could take back.
-- Group commit: one flush runs at a time, in a worker thread, taking everything appended
+- Group commit: one flush runs at a time, in a thread of its own (`worker`), taking everything appended
   so far; whatever arrives meanwhile goes in the next one.
 - Checkpoints (every CHECKPOINT_EVERY_S, or at CHECKPOINT_LOG_ROWS) are captured on the loop
   in milliseconds, then packed and written in a worker thread while writes go on: a flush
@@ -80,6 +80,7 @@ from ..membership import DEAD
 from ..messages import Ack, AeDigest, AeReply, Envelope, Gossip, GossipBatch, Ping, PingReq
 from ..dissemination.seedtree import SeedTree
 from .net import Transport
+from .worker import Worker
 from ..node import Node, NodeConfig, WriteNotSent, actor_for, incarnation_of, parse_actor
 from .checkpoint import Capture
 from .storage import Damage, Repair, Storage, describe
@@ -231,6 +232,7 @@ class ReplicaRunner:
         self._wall_ms = lambda: int(wall_clock() * 1000.0)
         self._flights: dict[str, _Flight] = {}
         self._kick = asyncio.Event()
+        self._flusher = Worker(f"{replica_id}-flush")  # the group commit's own thread (see io.worker)
         self._timer_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._t0 = time.monotonic()
@@ -336,6 +338,7 @@ class ReplicaRunner:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        self._flusher.close()  # a flush under way finishes first; the storage closes after it
         self._ckpt = None  # the clean stop's own checkpoint below writes everything
         if self._ckpt_task is not None:
             # not cancelled: its thread would go on regardless; its transaction is short
@@ -702,7 +705,7 @@ class ReplicaRunner:
             self._kick.clear()
             if storage.pending:
                 try:
-                    took = await asyncio.to_thread(self._timed_flush)
+                    took = await self._flusher.call(self._timed_flush)
                 except Exception as e:  # noqa: BLE001 - the disk's failure, not ours
                     self.stats.flush_errors += 1
                     log.error("%s: flush failed: %s", self.id, e)
