@@ -105,12 +105,19 @@ def edge_server(live_server):
     live_server.reset()
 
 
+EXPECT_DEADLINE_MS = 20_000
+
+
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Playwright's assertions wait 5 s by default: on a busy machine (CI, or the suite beside CPU
+    # hogs) a page that is right gets there later. An assertion that holds returns at once, so a
+    # longer deadline costs nothing until something is wrong.
+    expect.set_options(timeout=EXPECT_DEADLINE_MS)
     pw = sync_playwright().start()
     try:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
