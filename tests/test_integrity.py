@@ -679,3 +679,12 @@ def test_the_replica_command_refuses_damaged_storage_without_peers_unless_told(t
     finally:
         assert stop(proc) == 0, err_path.read_text()
     assert "stored state is damaged: edgestate.db: keyspace row kv/'k5'" in err_path.read_text()
+
+
+@pytest.mark.parametrize("argv, said", [(["x"], "not an integer"), (["0"], "at least 1"),
+                                        (["2", "1", "bogus"], "unknown damage bogus")])
+def test_the_campaign_command_refuses_bad_arguments_clearly(argv, said, capsys):
+    with pytest.raises(SystemExit) as e:
+        disk_faults.main(argv)
+    assert e.value.code == 2
+    assert said in capsys.readouterr().err

@@ -291,9 +291,20 @@ def run(trials: int, seed: int, kind: str, *, progress=None) -> Report:
 
 
 def main(argv: list[str]) -> int:
-    trials = int(argv[0]) if argv else 20
-    seed = int(argv[1]) if len(argv) > 1 else 0
-    kinds = argv[2:] or list(KINDS)
+    import argparse
+
+    from ..cliargs import positive_int
+
+    p = argparse.ArgumentParser(prog="python -m replication.bench.disk_faults",
+                                description="Damage a replica's files, start it, and see whether anyone is told.")
+    p.add_argument("trials", nargs="?", type=positive_int, default=20, help="trials per kind (default 20)")
+    p.add_argument("seed", nargs="?", type=int, default=0, help="the same seed gives the same trials (default 0)")
+    p.add_argument("kinds", nargs="*", metavar="KIND", help=f"which damage: {', '.join(KINDS)} (default all)")
+    args = p.parse_args(argv)
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if unknown:
+        p.error(f"unknown damage {', '.join(unknown)}: choose from {', '.join(KINDS)}")
+    trials, seed, kinds = args.trials, args.seed, args.kinds or list(KINDS)
     ok = True
     for kind in kinds:
         r = run(trials, seed, kind)
