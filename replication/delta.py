@@ -29,6 +29,7 @@ Claiming them as applied would let anti-entropy skip them forever.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -52,12 +53,20 @@ class Delta:
     full: bool = False
     seals: dict[Dot, bytes] = field(default_factory=dict)
     repair: bool = False
+    # Memos, computed once: a delta is never changed once made, and is forwarded many times (in the
+    # simulator every replica holds the one object). Fields, not `__dict__` entries, for mypyc.
+    wire_bytes: int = field(default=-1, init=False, repr=False, compare=False)
+    latest: Any = field(default=None, init=False, repr=False, compare=False)  # replica.latest_timestamp's
+    latest_known: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # compiled, a field that is not an argument gets no default
+        self.wire_bytes, self.latest, self.latest_known = -1, None, False
 
     def wire_size(self) -> int:
-        """Bytes of this delta as msgpack; computed once (a delta is forwarded many times)."""
-        size = self.__dict__.get("_wire_size")
-        if size is None:
-            size = self.__dict__["_wire_size"] = len(msgpack.packb(self.to_wire(), use_bin_type=True))
+        """Bytes of this delta as msgpack; computed once."""
+        size = self.wire_bytes
+        if size < 0:
+            size = self.wire_bytes = len(msgpack.packb(self.to_wire(), use_bin_type=True))
         return size
 
     def key_of(self, dot: Dot) -> KeyRef | None:

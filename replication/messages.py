@@ -1,12 +1,15 @@
 """Messages between replicas. Plain data: the simulator delivers them as objects, the real
 transport encodes them with msgpack. Each kind says whether it carries a payload (a write's
 delta) so that benchmarks can count "payloads per receiver" apart from control traffic.
+
+A message's `kind` is a property, not a `ClassVar`: compiled by mypyc (`replication/native.py`)
+a class variable of a dataclass became one of its fields.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 from .clocks import CausalContext, Dot
 from .delta import Delta
@@ -17,7 +20,10 @@ from .store import HASH_BYTES
 class Gossip:
     """A write's delta pushed to a peer (plumtree eager push, gossip rounds, direct sends)."""
 
-    kind: ClassVar[str] = "payload"
+    @property
+    def kind(self) -> str:
+        return "payload"
+
     mid: Dot  # the write's dot names the message
     root: str  # the replica where the write happened
     delta: Delta
@@ -31,7 +37,10 @@ class Gossip:
 class GossipBatch:
     """Several payloads to one peer in one frame (gossip rounds piggyback like memberlist)."""
 
-    kind: ClassVar[str] = "payload"
+    @property
+    def kind(self) -> str:
+        return "payload"
+
     items: list[Gossip]
 
 
@@ -47,7 +56,10 @@ class Announcement(NamedTuple):
 class IHave:
     """Lazy push: 'I have these messages'."""
 
-    kind: ClassVar[str] = "ihave"
+    @property
+    def kind(self) -> str:
+        return "ihave"
+
     items: list[Announcement]
 
 
@@ -55,7 +67,10 @@ class IHave:
 class Graft:
     """Make the receiver an eager parent for `root`; send `mids` if it has them."""
 
-    kind: ClassVar[str] = "graft"
+    @property
+    def kind(self) -> str:
+        return "graft"
+
     root: str
     mids: list[Dot] = field(default_factory=list)
 
@@ -64,7 +79,10 @@ class Graft:
 class GraftAck:
     """'You are on my eager list for `root` now': the grafting node may retire its old parent."""
 
-    kind: ClassVar[str] = "graft_ack"
+    @property
+    def kind(self) -> str:
+        return "graft_ack"
+
     root: str
 
 
@@ -72,7 +90,10 @@ class GraftAck:
 class Prune:
     """Stop eager-pushing `root`'s messages to the sender (it gets them another way)."""
 
-    kind: ClassVar[str] = "prune"
+    @property
+    def kind(self) -> str:
+        return "prune"
+
     root: str
     only_root: bool = False  # a latency optimisation, not a redundant link: keep the shared tree
 
@@ -85,7 +106,10 @@ class Neighbour:
     and a tree link carries messages from any root in either direction.
     """
 
-    kind: ClassVar[str] = "neighbour"
+    @property
+    def kind(self) -> str:
+        return "neighbour"
+
 
 
 @dataclass(slots=True)
@@ -95,7 +119,10 @@ class AeDigest:
     `root`: the sender's content root (`Store.content_root`). A receiver whose applied
     context is the same but whose root differs starts a content exchange (AeBuckets)."""
 
-    kind: ClassVar[str] = "ae_digest"
+    @property
+    def kind(self) -> str:
+        return "ae_digest"
+
     applied: CausalContext
     want_reply: bool = True
     root: bytes = b""
@@ -103,7 +130,10 @@ class AeDigest:
 
 @dataclass(slots=True)
 class AeReply:
-    kind: ClassVar[str] = "ae_reply"
+    @property
+    def kind(self) -> str:
+        return "ae_reply"
+
     delta: Delta
 
 
@@ -111,7 +141,10 @@ class AeReply:
 class AeBuckets:
     """Content exchange, step 1: the sender's non-empty bucket sums, for its `applied` context."""
 
-    kind: ClassVar[str] = "ae_buckets"
+    @property
+    def kind(self) -> str:
+        return "ae_buckets"
+
     applied: CausalContext
     sums: dict[int, bytes]
 
@@ -120,7 +153,10 @@ class AeBuckets:
 class AeKeys:
     """Step 2: the keys of the buckets that differ, with the sender's per-key hashes."""
 
-    kind: ClassVar[str] = "ae_keys"
+    @property
+    def kind(self) -> str:
+        return "ae_keys"
+
     applied: CausalContext
     buckets: list[int]
     keys: dict[tuple[str, str], bytes]
@@ -131,7 +167,10 @@ class AeRepair:
     """Step 3 (and 4): the sender's states of the keys that differ, as a repair delta (it can
     only add), and the keys it `want`s back from the receiver (empty in the last step)."""
 
-    kind: ClassVar[str] = "ae_repair"
+    @property
+    def kind(self) -> str:
+        return "ae_repair"
+
     applied: CausalContext
     delta: Delta
     want: list[tuple[str, str]] = field(default_factory=list)
@@ -139,7 +178,10 @@ class AeRepair:
 
 @dataclass(slots=True)
 class Ping:
-    kind: ClassVar[str] = "ping"
+    @property
+    def kind(self) -> str:
+        return "ping"
+
     seq: int
     updates: list = field(default_factory=list)  # piggybacked membership updates
     on_behalf_of: str | None = None
@@ -148,7 +190,10 @@ class Ping:
 
 @dataclass(slots=True)
 class Ack:
-    kind: ClassVar[str] = "ack"
+    @property
+    def kind(self) -> str:
+        return "ack"
+
     seq: int
     updates: list = field(default_factory=list)
     target: str | None = None  # set when relaying an indirect probe's answer
@@ -157,7 +202,10 @@ class Ack:
 
 @dataclass(slots=True)
 class PingReq:
-    kind: ClassVar[str] = "ping_req"
+    @property
+    def kind(self) -> str:
+        return "ping_req"
+
     seq: int
     target: str
     incarnation: int = 0
@@ -169,7 +217,10 @@ class PushPull:
     (member, status, incarnation) triples. Repairs what piggybacked updates missed (they are
     sent a bounded number of times, so a partition can outlast them)."""
 
-    kind: ClassVar[str] = "push_pull"
+    @property
+    def kind(self) -> str:
+        return "push_pull"
+
     table: list
     want_reply: bool = True
 

@@ -34,8 +34,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 MODULES = (
     "clocks.py", "store.py", "seals.py", "replica.py", "antientropy.py", "membership.py", "node.py",
-    "dissemination/__init__.py", "dissemination/plumtree.py", "sim/simulator.py",
-    "crdts/dotstore.py", "crdts/mvregister.py",
+    "dissemination/__init__.py", "dissemination/plumtree.py", "dissemination/roottrees.py",
+    "dissemination/seedtree.py", "sim/simulator.py",
+    "crdts/dotstore.py", "crdts/mvregister.py", "messages.py", "delta.py",
 )
 BUILT = "BUILT"  # written last: a directory without it is a build that did not finish
 KEEP = 4  # builds kept (the newest): one per edit of the sources would otherwise pile up, 4 MB each

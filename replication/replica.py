@@ -249,10 +249,10 @@ class Replica:
 def latest_timestamp(delta: Delta) -> Timestamp | None:
     """The newest hybrid logical timestamp a delta's values carry (registers carry them: kv's,
     and a map's register fields; each type's `timestamps` says)."""
-    memo = delta.__dict__  # a delta is never changed once made, and reaches every replica (the simulator's one object)
-    if "_latest" in memo:
-        return memo["_latest"]
+    if delta.latest_known:  # computed once per delta (see its memos)
+        return delta.latest
     latest = max((ts for (ns, _key), store in delta.entries.items() for ts in BY_NAMESPACE[ns].timestamps(store)),
                  default=None)
-    ts = memo["_latest"] = None if latest is None else Timestamp(*latest)
+    ts = delta.latest = None if latest is None else Timestamp(*latest)
+    delta.latest_known = True
     return ts

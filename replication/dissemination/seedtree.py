@@ -45,6 +45,19 @@ class SeedTree:
         for nbrs in self._adj.values():
             nbrs.sort()
 
+    @classmethod
+    def from_edges(cls, members: list[str], edges: list[tuple[str, str, float]]) -> SeedTree:
+        """A tree given by its edges (a, b, one-way ms), built elsewhere (`sim.cluster.pop_seed_tree`)."""
+        tree = cls([], lambda a, b: 0.0)
+        tree._adj = {m: [] for m in members}
+        for a, b, ms in edges:
+            tree._adj[a].append(b)
+            tree._adj[b].append(a)
+            tree._ms[(a, b)] = tree._ms[(b, a)] = ms
+        for nbrs in tree._adj.values():
+            nbrs.sort()
+        return tree
+
     def __contains__(self, member: str) -> bool:
         return member in self._adj
 

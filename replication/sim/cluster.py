@@ -214,20 +214,6 @@ class SimCluster:
 POP_TREE_FANOUT = 3  # children per replica in the tree inside one POP
 
 
-class _Tree(SeedTree):
-    """A seed tree given by its edges (built by `pop_seed_tree`)."""
-
-    def __init__(self, members: list[str], edges: list[tuple[str, str, float]]) -> None:
-        super().__init__([], lambda a, b: 0.0)
-        self._adj = {m: [] for m in members}
-        for a, b, ms in edges:
-            self._adj[a].append(b)
-            self._adj[b].append(a)
-            self._ms[(a, b)] = self._ms[(b, a)] = ms
-        for nbrs in self._adj.values():
-            nbrs.sort()
-
-
 def pop_seed_tree(placements: list[Placement], one_way_ms: Callable[[str, str], float]) -> SeedTree:
     """The seed tree of a large cluster, in O(replicas + POPs^2) rather than Prim's O(replicas^2):
     the minimum spanning tree of the POPs (over each POP's first replica), and inside each POP
@@ -244,4 +230,4 @@ def pop_seed_tree(placements: list[Placement], one_way_ms: Callable[[str, str], 
         for i in range(1, len(ids)):
             parent = ids[(i - 1) // POP_TREE_FANOUT]
             edges.append((parent, ids[i], one_way_ms(parent, ids[i])))
-    return _Tree([p.id for p in placements], edges)
+    return SeedTree.from_edges([p.id for p in placements], edges)
