@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from live_helpers import run_async
+
 from replication.io.worker import Worker
 
 DEADLINE_S = 30.0
@@ -38,7 +40,7 @@ def test_calls_run_on_one_other_thread_one_at_a_time_in_order():
         return out
 
     try:
-        assert asyncio.run(main()) == [i * i for i in range(200)]
+        assert run_async(main()) == [i * i for i in range(200)]
     finally:
         w.close(DEADLINE_S)
     assert seen == list(range(200))
@@ -58,7 +60,7 @@ def test_an_exception_is_raised_to_the_caller_and_the_worker_goes_on():
         return await w.call(lambda: 7)
 
     try:
-        assert asyncio.run(main()) == 7
+        assert run_async(main()) == 7
     finally:
         w.close(DEADLINE_S)
 
@@ -86,7 +88,7 @@ def test_a_cancelled_caller_leaves_its_call_to_finish_and_nothing_goes_wrong():
         return await w.call(lambda: "next")  # after the slow one: the worker took it in order
 
     try:
-        assert asyncio.run(main()) == "next"
+        assert run_async(main()) == "next"
     finally:
         w.close(DEADLINE_S)
     assert finished.is_set()
@@ -114,7 +116,7 @@ def test_close_finishes_what_was_queued_then_refuses_calls():
         with pytest.raises(RuntimeError, match="closed"):
             await w.call(lambda: None)
 
-    asyncio.run(queue_then_close())
+    run_async(queue_then_close())
     assert w._thread is not None and not w._thread.is_alive()
 
 
@@ -142,7 +144,7 @@ def test_a_call_that_outlives_its_loop_ends_quietly():
             await asyncio.sleep(0.001)
 
     try:
-        asyncio.run(main())  # the loop ends (and closes) with the call still running
+        run_async(main())  # the loop ends (and closes) with the call still running
         release.set()
         w.close(DEADLINE_S)
         assert w._thread is not None and not w._thread.is_alive()
