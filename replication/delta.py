@@ -55,11 +55,11 @@ class Delta:
     repair: bool = False
     # Memos, computed once: a delta is never changed once made, and is forwarded many times (in the
     # simulator every replica holds the one object). Fields, not `__dict__` entries, for mypyc.
-    wire_bytes: int = field(default=-1, init=False, repr=False, compare=False)
-    latest: Any = field(default=None, init=False, repr=False, compare=False)  # replica.latest_timestamp's
-    latest_known: bool = field(default=False, init=False, repr=False, compare=False)
+    wire_bytes: int = field(init=False, repr=False, compare=False)
+    latest: Any = field(init=False, repr=False, compare=False)  # replica.latest_timestamp's
+    latest_known: bool = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:  # compiled, a field that is not an argument gets no default
+    def __post_init__(self) -> None:  # their values here, not as defaults: compiled, those were not set
         self.wire_bytes, self.latest, self.latest_known = -1, None, False
 
     def wire_size(self) -> int:
