@@ -8,7 +8,7 @@ the cloud folds back into the vector, so steady-state cost is O(replicas).
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple, Protocol
 
 from .errors import MalformedDelta
 
@@ -78,6 +78,13 @@ class VersionVector:
 
     def __repr__(self) -> str:
         return f"VersionVector({self.to_dict()})"
+
+
+class Seen(Protocol):
+    """What a join asks of a context: has it seen this dot? A CausalContext, or the store's own
+    context seen without the damaged dots it is fetching back (`store._Minus`)."""
+
+    def contains(self, dot: Dot) -> bool: ...
 
 
 class CausalContext:

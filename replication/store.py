@@ -196,7 +196,8 @@ class _Minus:
     def contains(self, d: Dot) -> bool:
         return d not in self.gone and self.base.contains(d)
 
-    __contains__ = contains
+    def __contains__(self, d: Dot) -> bool:  # not an alias: compiled (replication/native.py), none is made
+        return self.contains(d)
 
 
 def _rank(s: bytes | None, content) -> tuple[bytes | None, bytes]:

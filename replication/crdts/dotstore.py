@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from ..clocks import CausalContext, Dot
+from ..clocks import Dot, Seen
 
 V = TypeVar("V")
 
 
-def join_dotfun(a: dict[Dot, V], ca: CausalContext, b: dict[Dot, V], cb: CausalContext) -> dict[Dot, V]:
+def join_dotfun(a: dict[Dot, V], ca: Seen, b: dict[Dot, V], cb: Seen) -> dict[Dot, V]:
     """DotFun: dot -> value. A dot names one write, so both sides agree on its value."""
     out = {d: v for d, v in a.items() if d in b or not cb.contains(d)}
     for d, v in b.items():
@@ -28,14 +28,14 @@ def join_dotfun(a: dict[Dot, V], ca: CausalContext, b: dict[Dot, V], cb: CausalC
     return out
 
 
-def join_dotset(a: frozenset[Dot], ca: CausalContext, b: frozenset[Dot], cb: CausalContext) -> frozenset[Dot]:
+def join_dotset(a: frozenset[Dot], ca: Seen, b: frozenset[Dot], cb: Seen) -> frozenset[Dot]:
     keep = {d for d in a if d in b or not cb.contains(d)}
     keep.update(d for d in b if not ca.contains(d))
     return frozenset(keep)
 
 
 def join_dotmap(
-    a: dict, ca: CausalContext, b: dict, cb: CausalContext, inner: Callable, empty
+    a: dict, ca: Seen, b: dict, cb: Seen, inner: Callable, empty
 ) -> dict:
     """DotMap: key -> dot store. A key whose joined store is empty disappears."""
     out = {}

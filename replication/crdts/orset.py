@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any, Iterable, NamedTuple
 
 from .. import bounds
-from ..clocks import CausalContext, Dot, Timestamp, dot_from_wire
+from ..clocks import CausalContext, Dot, Seen, Timestamp, dot_from_wire
 from ..errors import InvalidOperation, MalformedDelta
 from ..values import canonical_from_wire, decode_value, encode_value
 from .base import Mint, Mutation, Reader, canon, verb_of
@@ -60,7 +60,7 @@ def _pack(ds) -> DotSet:
     return frozenset(ds)
 
 
-def _join_entry(a: DotSet, ca: CausalContext, b: DotSet, cb: CausalContext) -> DotSet:
+def _join_entry(a: DotSet, ca: Seen, b: DotSet, cb: Seen) -> DotSet:
     if a is b:
         return a
     if type(a) is not frozenset and type(b) is not frozenset:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..clocks import MAX_COUNTER, CausalContext, Dot, Timestamp, dot_from_wire
+from ..clocks import MAX_COUNTER, CausalContext, Dot, Seen, Timestamp, dot_from_wire
 from ..errors import CounterOverflow, InvalidOperation, MalformedDelta
 from .base import Mint, Mutation, Reader, verb_of
 
@@ -45,7 +45,7 @@ OP_SCHEMA = {
 VIEW_SCHEMA = {"type": "object", "properties": {"value": {"type": "integer"}}, "required": ["value"]}
 
 
-def join(a: Store, _ca: CausalContext, b: Store, _cb: CausalContext) -> Store:
+def join(a: Store, _ca: Seen, b: Store, _cb: Seen) -> Store:
     """Per actor, the newer entry. Contexts play no part: no entry is ever removed."""
     if len(b) == 1 and a:  # a write's delta: one actor's entry, joined at every replica
         [(d, v)] = b.items()
