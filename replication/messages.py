@@ -9,7 +9,7 @@ a class variable of a dataclass became one of its fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .clocks import CausalContext, Dot
 from .delta import Delta
@@ -229,11 +229,52 @@ Message = (Gossip | GossipBatch | IHave | Graft | GraftAck | Prune | Neighbour |
            | AeRepair | Ping | Ack | PingReq | PushPull)
 
 
+# -- transport only: the wire (`replication.wire`) frames these; a node never sees one -------
+
+
+@dataclass(slots=True)
+class Fragment:
+    """Part `index` of `total` of message `fid` (the sender's counter): transport only, never
+    seen by a node."""
+
+    @property
+    def kind(self) -> str:
+        return "fragment"
+
+    fid: int
+    index: int
+    total: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class Hello:
+    """The first frame on every connection: who is speaking (the envelope's src). Transport only.
+    After it, every frame on the connection must come from that replica."""
+
+    @property
+    def kind(self) -> str:
+        return "hello"
+
+
+# What the transport frames: a node's message, or one of its own frames.
+Frame = Message | Fragment | Hello
+
+
+class Kinded(Protocol):
+    """What an envelope carries: any message with a kind. The simulator delivers other
+    protocols' messages in envelopes too (the consensus baseline's), so an envelope does not
+    name the union; compiled, a Protocol is not checked at construction (a union is)."""
+
+    @property
+    def kind(self) -> str: ...
+
+
 @dataclass(slots=True)
 class Envelope:
     src: str
     dst: str
-    msg: Message
+    msg: Kinded
 
     @property
     def kind(self) -> str:
@@ -265,7 +306,7 @@ def _refs_bytes(refs) -> int:
     return sum(4 + len(ns) + len(key) for ns, key in refs)
 
 
-def wire_size(msg: Message) -> int:
+def wire_size(msg: Kinded) -> int:
     """Bytes a message takes on the wire, for the simulated network's byte counters.
 
     Payload-bearing messages count their delta exactly (msgpack); control messages are

@@ -49,7 +49,7 @@ import math
 import struct
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import msgpack
 
@@ -68,12 +68,14 @@ from .messages import (
     AeReply,
     Announcement,
     Envelope,
+    Fragment,
+    Frame,
     Gossip,
     GossipBatch,
     Graft,
     GraftAck,
+    Hello,
     IHave,
-    Message,
     Neighbour,
     Ping,
     PingReq,
@@ -132,26 +134,6 @@ IDENTITY = "identity"  # a hello or frame speaking for a replica its connection 
 HELLO_MAX_FRAME = 512
 
 
-@dataclass(slots=True)
-class Fragment:
-    """Part `index` of `total` of message `fid` (the sender's counter): transport only, never
-    seen by a node."""
-
-    kind: ClassVar[str] = "fragment"
-    fid: int
-    index: int
-    total: int
-    data: bytes
-
-
-@dataclass(slots=True)
-class Hello:
-    """The first frame on every connection: who is speaking (the envelope's src). Transport only.
-    After it, every frame on the connection must come from that replica."""
-
-    kind: ClassVar[str] = "hello"
-
-
 class _Invalid(Exception):
     """Internal: a field failed validation."""
 
@@ -174,7 +156,7 @@ def _updates(updates: list) -> list:
     return [[u[0], _STATUS_CODE[u[1]], u[2]] for u in updates]
 
 
-def encode_message(msg: Message) -> list:
+def encode_message(msg: Any) -> list:
     """[kind, field, ...] for one message: plain values msgpack can carry."""
     t = type(msg)
     if t is Gossip:
@@ -429,7 +411,7 @@ def _repair(ctx: object, delta: object, want: object) -> AeRepair:
 
 
 # kind -> (number of fields, builder)
-_DECODERS: dict[int, tuple[int | tuple[int, ...], Callable[..., Message]]] = {
+_DECODERS: dict[int, tuple[int | tuple[int, ...], Callable[..., Frame]]] = {
     K_GOSSIP: ((5, 6), lambda *f: _gossip(list(f))),  # the sixth, the silent, only where there are any
     K_BATCH: (1, lambda items: GossipBatch([_gossip(g) for g in _list(items, MAX_BATCH, "a gossip batch")])),
     K_IHAVE: (1, lambda items: IHave([_ihave_item(i) for i in _list(items, MAX_IHAVE, "an IHAVE")])),

@@ -13,6 +13,7 @@ writes at `/api/replicas/{its id}/...` (a write is answered once it is durable; 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from typing import Any, Callable
 
 import orjson
@@ -164,7 +165,7 @@ class _RunnerCollector(Collector):
             found = r.node.replica.store.integrity
             yield _family(c, "edgestate_content_checks", "What content anti-entropy and the scrub found and repaired, "
                           "by finding (see README: Content, not only version vectors)", "finding",
-                          sorted(vars(found).items()))
+                          sorted(asdict(found).items()))
             counts = Counter(r.node.membership.status(p) for p in r.node.peers)
             yield _family(GaugeMetricFamily, "edgestate_peers", "Peers by membership status", "status",
                           sorted(counts.items()))
