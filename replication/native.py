@@ -15,7 +15,10 @@ the package as it is.
 What the compiled modules need of their sources (kept so, since `mypy` must pass on them for mypyc
 to compile them at all): no type errors, annotations that tell the truth at run time (mypyc checks
 them), no method assigned on an instance, no method aliases, and no class that inherits from a
-built-in exception (the simulator's errors live in `sim/errors.py` for that reason).
+built-in exception (the simulator's errors live in `sim/errors.py` for that reason). An argument a
+function checks itself is `object` (a narrower annotation refuses bad input with a TypeError before
+the check, and turns True into 1 where it says `int`). tests/test_native.py runs the library's own
+tests against the build as well, but for the few whose instruments compiled code cannot take.
 """
 
 from __future__ import annotations

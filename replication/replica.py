@@ -112,14 +112,17 @@ class Replica:
 
     # -- local writes: answered here, no round trip --------------------------------
 
-    def write(self, ns: str, key: str, op: object, *, now: float) -> tuple[Any, Delta | None]:
+    def write(self, ns: object, key: object, op: object, *, now: float) -> tuple[Any, Delta | None]:
         """One write by namespace: `op` is the operation as data, the JSON the HTTP API takes.
         Returns (the key's value after it, its delta or None when nothing changed). A bad
-        operation raises a typed error and changes nothing, not even the clock."""
-        t = BY_NAMESPACE[check_namespace(ns)]
+        operation raises a typed error and changes nothing, not even the clock. `ns`, `key`
+        and `op` are whatever a caller sent (typed `object`: compiled, a narrower annotation
+        would refuse a bad one with a TypeError, or turn True into 1, before the checks)."""
+        ns = check_namespace(ns)
+        t = BY_NAMESPACE[ns]
         if not isinstance(op, dict):
             raise InvalidOperation("an operation must be an object")
-        check_new_key(key)
+        key = check_new_key(key)
         checked = t.check(op)
         mint = _Mint(self, ns, key, now)
         out = t.delta(self.store.get(ns, key), checked, mint)
@@ -130,19 +133,21 @@ class Replica:
             self.store.apply(delta)
         return self.read(ns, key), delta
 
-    def write_kv(self, key: str, value: Any, context: str | None = None, *, now: float) -> tuple[KvView, Delta]:
+    # The shorthands' arguments are `object` for `write`'s reason: they are checked there.
+
+    def write_kv(self, key: object, value: Any, context: object = None, *, now: float) -> tuple[KvView, Delta]:
         return self.write("kv", key, {"value": value, "context": context}, now=now)  # type: ignore[return-value]  # a kv write always mints a dot: never None
 
-    def delete_kv(self, key: str, context: str | None = None, *, now: float) -> tuple[KvView, Delta | None]:
+    def delete_kv(self, key: object, context: object = None, *, now: float) -> tuple[KvView, Delta | None]:
         return self.write("kv", key, {"delete": True, "context": context}, now=now)
 
-    def add_counter(self, key: str, amount: int, *, now: float) -> tuple[int, Delta | None]:
+    def add_counter(self, key: object, amount: object, *, now: float) -> tuple[int, Delta | None]:
         return self.write("counters", key, {"add": amount}, now=now)
 
-    def add_to_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
+    def add_to_set(self, key: object, elements: object, *, now: float) -> tuple[list, Delta | None]:
         return self.write("sets", key, {"add": elements}, now=now)
 
-    def remove_from_set(self, key: str, elements: list, *, now: float) -> tuple[list, Delta | None]:
+    def remove_from_set(self, key: object, elements: object, *, now: float) -> tuple[list, Delta | None]:
         return self.write("sets", key, {"remove": elements}, now=now)
 
     # -- replication ------------------------------------------------------------------
