@@ -170,21 +170,23 @@ def test_the_compiled_build_repairs_a_damaged_value_the_same(build):
 # an annotation that lies fails there and only there (an envelope declared to carry node messages
 # that also carries the transport's hello and fragments and the consensus baseline's messages;
 # `Replica.write_kv(7, ...)` refused with a TypeError instead of InvalidKey, and
-# `add_counter("c", True)` counting 1 where it must refuse). The step-by-step comparisons above
-# reach the simulator's paths; these reach the stores, CRDTs, wire and protocols directly, and two
-# tests start real replica processes (peer hellos, fragments, /metrics), which inherit the build.
+# `add_counter("c", True)` counting 1 where it must refuse; the simulator taking traffic_limit=True).
+# The step-by-step comparisons above reach the simulator's paths; these reach the stores, CRDTs,
+# wire and protocols directly, and two tests start real replica processes (peer hellos, fragments,
+# /metrics), which inherit the build.
 UNDER_BUILD = (
     "tests/test_ae_against.py", "tests/test_bad_input.py", "tests/test_causal_deltas.py", "tests/test_clocks.py",
     "tests/test_consensus.py", "tests/test_content_ae.py", "tests/test_convergence.py", "tests/test_crdt_laws.py",
     "tests/test_digest_incremental.py", "tests/test_dissemination.py", "tests/test_fragments.py",
     "tests/test_membership.py", "tests/test_metadata.py", "tests/test_orset_entry_join.py",
     "tests/test_replica_semantics.py", "tests/test_roottrees.py", "tests/test_scrub_budget.py",
-    "tests/test_sim_engine.py", "tests/test_storage.py", "tests/test_wire.py", "tests/test_write_tracker.py",
+    "tests/test_sim_engine.py", "tests/test_sim_traffic_sample.py", "tests/test_storage.py", "tests/test_wire.py",
+    "tests/test_write_tracker.py",
     "tests/test_replica_process.py::test_bad_frames_are_counted_and_dropped_and_the_replica_carries_on",
     "tests/test_replica_process.py::test_a_map_survives_sigkill_and_its_replica_carries_on_counting_in_it",
 )
 # Tests whose instruments compiled code does not allow (tests/test_sim.py's toy nodes gossip tuples
-# as deltas too): an interpreted subclass of a compiled class, a method patched on a compiled class
+# as deltas, so it stays out whole): an interpreted subclass of a compiled class, a method patched on a compiled class
 # or instance (compiled callers bind it directly; the fault oracle watches a store so), a module
 # function patched to count calls.
 NOT_UNDER_BUILD = (

@@ -172,14 +172,16 @@ class Simulator:
         node_factory: Callable[[str, int], SimNode],
         latency_ms: Callable[[str, str, random.Random], float],
         *,
-        seed: int,
-        loss: float = 0.0,
-        duplicate: float = 0.0,
-        reorder: float = 0.0,
-        reorder_ms: float = 50.0,
+        # the seed, the probabilities, reorder_ms and traffic_limit are checked below: `object`,
+        # since compiled an `int` or a `float` would take True as 1 and a str as a TypeError
+        seed: object,
+        loss: object = 0.0,
+        duplicate: object = 0.0,
+        reorder: object = 0.0,
+        reorder_ms: object = 50.0,
         sink: Callable[[SimEvent], None] | None = None,
         traffic_events: bool = True,
-        traffic_limit: int | None = None,
+        traffic_limit: object = None,
         traffic_kinds: Iterable[str] | None = None,
         work_clock: Callable[[], int] | None = None,
     ) -> None:
@@ -212,7 +214,7 @@ class Simulator:
         if traffic_limit is not None and (isinstance(traffic_limit, bool) or not isinstance(traffic_limit, int)
                                           or traffic_limit < 0):
             raise ValueError(f"traffic_limit must be None or an int >= 0, got {traffic_limit!r}")
-        self._traffic_limit = traffic_limit
+        self._traffic_limit: int | None = traffic_limit  # type: ignore[assignment]  # checked just above
         self._traffic_kinds = None if traffic_kinds is None else frozenset(traffic_kinds)
         picky = traffic_limit is not None or traffic_kinds is not None
         self._shown: set[int] | None = set() if picky else None  # reported mids in flight
@@ -451,13 +453,13 @@ class Simulator:
 
     # -- faults -----------------------------------------------------------------------------
 
-    def set_loss(self, p: float) -> None:
+    def set_loss(self, p: object) -> None:
         self._loss = _check_probability("loss", p)
 
-    def set_duplicate(self, p: float) -> None:
+    def set_duplicate(self, p: object) -> None:
         self._duplicate = _check_probability("duplicate", p)
 
-    def set_reorder(self, p: float) -> None:
+    def set_reorder(self, p: object) -> None:
         self._reorder = _check_probability("reorder", p)
 
     def partition(self, groups: list[list[str]]) -> list[list[str]]:
