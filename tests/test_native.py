@@ -186,9 +186,9 @@ UNDER_BUILD = (
     "tests/test_replica_process.py::test_a_map_survives_sigkill_and_its_replica_carries_on_counting_in_it",
 )
 # Tests whose instruments compiled code does not allow (tests/test_sim.py's toy nodes gossip tuples
-# as deltas, so it stays out whole): an interpreted subclass of a compiled class, a method patched on a compiled class
-# or instance (compiled callers bind it directly; the fault oracle watches a store so), a module
-# function patched to count calls.
+# as deltas, so it stays out whole): an interpreted subclass of a compiled class, a method patched
+# on a compiled class or instance (compiled callers bind it directly; the fault oracle watches a
+# store so), a module function patched to count calls.
 NOT_UNDER_BUILD = (
     "tests/test_causal_deltas.py::test_every_step_of_any_delivery_order_keeps_the_invariants",  # the oracle
     "tests/test_membership.py::test_fault_campaign_seeds_that_left_replicas_dead_after_the_heal",  # the oracle

@@ -123,6 +123,12 @@ def _check_probability(name: str, p: object) -> float:
     return float(p)
 
 
+def _check_traffic_limit(n: object) -> int | None:
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ValueError(f"traffic_limit must be None or an int >= 0, got {n!r}")
+    return n
+
+
 # -- the simulator ------------------------------------------------------------------------
 
 # The heap holds two kinds of entry, both NamedTuples so that the heap compares them as plain
@@ -211,10 +217,7 @@ class Simulator:
         # per-message events (sent/delivered/dropped) dominate the cost of a sink; a benchmark
         # that only wants node events turns them off
         self._msg_sink = sink if traffic_events else None
-        if traffic_limit is not None and (isinstance(traffic_limit, bool) or not isinstance(traffic_limit, int)
-                                          or traffic_limit < 0):
-            raise ValueError(f"traffic_limit must be None or an int >= 0, got {traffic_limit!r}")
-        self._traffic_limit: int | None = traffic_limit  # type: ignore[assignment]  # checked just above
+        self._traffic_limit = _check_traffic_limit(traffic_limit)
         self._traffic_kinds = None if traffic_kinds is None else frozenset(traffic_kinds)
         picky = traffic_limit is not None or traffic_kinds is not None
         self._shown: set[int] | None = set() if picky else None  # reported mids in flight
